@@ -1,0 +1,210 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// WhatsAppServerURL is the real WhatsApp Web endpoint, the default server.url.
+const WhatsAppServerURL = "wss://web.whatsapp.com/ws/chat"
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("config: invalid")
+
+// Config is the whole manager configuration.
+type Config struct {
+	Server   Server    `mapstructure:"server"`
+	Store    Store     `mapstructure:"store"`
+	Redis    Redis     `mapstructure:"redis"`
+	Fleet    Fleet     `mapstructure:"fleet"`
+	HTTP     HTTP      `mapstructure:"http"`
+	Log      Log       `mapstructure:"log"`
+	Connect  Connect   `mapstructure:"connect"`
+	Accounts []Account `mapstructure:"accounts"`
+}
+
+// Server says where the WhatsApp server is and how to trust it.
+type Server struct {
+	// URL of the WebSocket endpoint. Default: WhatsAppServerURL.
+	URL string `mapstructure:"url"`
+	// RootPublicKey is the hex Curve25519 key that must sign the server's
+	// certificate chain. Default: "" (WhatsApp's own root key).
+	RootPublicKey string `mapstructure:"root_public_key"`
+}
+
+// Store selects where device state lives.
+type Store struct {
+	// Kind is "embedded" (bbolt file, the default) or "redis".
+	Kind string `mapstructure:"kind"`
+	// Path of the embedded store file. Default: "./data/wafleet.db".
+	Path string `mapstructure:"path"`
+	// EncryptionKey is a base64 32-byte key sealing private keys and the ADV
+	// secret at rest. Default: "" (not sealed). Prefer EncryptionKeyFile or
+	// the WAFLEET_STORE_ENCRYPTION_KEY environment variable.
+	EncryptionKey string `mapstructure:"encryption_key"`
+	// EncryptionKeyFile is a file holding the base64 key. Default: "".
+	EncryptionKeyFile string `mapstructure:"encryption_key_file"`
+}
+
+// Redis is the connection to the Redis server(s) used in fleet mode.
+type Redis struct {
+	// Addr is one host:port. Default: "127.0.0.1:6379".
+	Addr string `mapstructure:"addr"`
+	// Addrs lists several host:port (Sentinel or Cluster); overrides Addr.
+	Addrs    []string `mapstructure:"addrs"`
+	Username string   `mapstructure:"username"`
+	Password string   `mapstructure:"password"`
+	// TLS enables TLS to Redis. Default: false.
+	TLS bool `mapstructure:"tls"`
+	// DB is the database number (single node only). Default: 0.
+	DB int `mapstructure:"db"`
+}
+
+// Fleet configures how several instances share accounts through Redis.
+type Fleet struct {
+	// InstanceID names this instance. Default: hostname + "-" + pid.
+	InstanceID string `mapstructure:"instance_id"`
+	// LeaseTTL is how long an account lease lives without renewal. Default: 15s.
+	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
+}
+
+// HTTP configures the status API.
+type HTTP struct {
+	// Listen is the API's address. Default: "127.0.0.1:8080". An address that
+	// is not loopback requires Token.
+	Listen string `mapstructure:"listen"`
+	// Token, when set, is required as "Authorization: Bearer TOKEN" on every
+	// API request. Default: "".
+	Token string `mapstructure:"token"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default: info.
+	Level string `mapstructure:"level"`
+	// QRTerminal draws QR codes on stdout when it is a terminal. Default: false.
+	QRTerminal bool `mapstructure:"qr_terminal"`
+	// HealthInterval is the period of the health summary line. Default: 30s.
+	HealthInterval time.Duration `mapstructure:"health_interval"`
+}
+
+// Connect tunes how connections are opened and kept.
+type Connect struct {
+	// Rate is the number of new connections per second this instance may open
+	// (a token bucket). Default: 20.
+	Rate float64 `mapstructure:"rate"`
+	// Burst is the token bucket size. Default: 20.
+	Burst int `mapstructure:"burst"`
+	// BackoffInitial is the first reconnect delay cap. Default: 1s.
+	BackoffInitial time.Duration `mapstructure:"backoff_initial"`
+	// BackoffMax caps reconnect delays. Default: 2m.
+	BackoffMax time.Duration `mapstructure:"backoff_max"`
+	// StableAfter resets the backoff once a connection lived this long. Default: 1m.
+	StableAfter time.Duration `mapstructure:"stable_after"`
+	// KeepaliveInterval is the mean time between pings. Default: 25s.
+	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval"`
+	// KeepaliveTimeout is how long a ping may wait for its answer. Default: 10s.
+	KeepaliveTimeout time.Duration `mapstructure:"keepalive_timeout"`
+}
+
+// Account is one WhatsApp account the fleet keeps connected.
+type Account struct {
+	// ID names the account; letters, digits, '-', '_' and '.', at most 64.
+	ID string `mapstructure:"id"`
+	// Proxy is an optional http://, https:// or socks5:// proxy URL.
+	Proxy string `mapstructure:"proxy"`
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("server.url", WhatsAppServerURL)
+	v.SetDefault("server.root_public_key", "")
+	v.SetDefault("store.kind", "embedded")
+	v.SetDefault("store.path", "./data/wafleet.db")
+	v.SetDefault("store.encryption_key", "")
+	v.SetDefault("store.encryption_key_file", "")
+	v.SetDefault("redis.addr", "127.0.0.1:6379")
+	v.SetDefault("redis.addrs", []string{})
+	v.SetDefault("redis.username", "")
+	v.SetDefault("redis.password", "")
+	v.SetDefault("redis.tls", false)
+	v.SetDefault("redis.db", 0)
+	v.SetDefault("fleet.instance_id", "")
+	v.SetDefault("fleet.lease_ttl", 15*time.Second)
+	v.SetDefault("http.listen", "127.0.0.1:8080")
+	v.SetDefault("http.token", "")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("log.qr_terminal", false)
+	v.SetDefault("log.health_interval", 30*time.Second)
+	v.SetDefault("connect.rate", 20.0)
+	v.SetDefault("connect.burst", 20)
+	v.SetDefault("connect.backoff_initial", time.Second)
+	v.SetDefault("connect.backoff_max", 2*time.Minute)
+	v.SetDefault("connect.stable_after", time.Minute)
+	v.SetDefault("connect.keepalive_interval", 25*time.Second)
+	v.SetDefault("connect.keepalive_timeout", 10*time.Second)
+	v.SetDefault("accounts", []map[string]any{})
+}
+
+// Load reads the configuration file at path (YAML), applies WAFLEET_*
+// environment overrides and defaults, and validates the result. An empty
+// path loads defaults and environment only.
+func Load(path string) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetEnvPrefix("WAFLEET")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+	var cfg Config
+	hooks := mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(hooks)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if cfg.Fleet.InstanceID == "" {
+		cfg.Fleet.InstanceID = defaultInstanceID()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "wafleet"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// RootKey returns the configured root public key, or nil for WhatsApp's.
+func (s Server) RootKey() ([]byte, error) {
+	if s.RootPublicKey == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(s.RootPublicKey)
+	if err != nil || len(key) != 32 {
+		return nil, keyError("server.root_public_key", "must be 64 hex characters (a 32-byte Curve25519 key)")
+	}
+	return key, nil
+}
+
+func keyError(key, problem string) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, key, problem)
+}

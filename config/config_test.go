@@ -1,0 +1,154 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.URL != WhatsAppServerURL || cfg.Store.Kind != "embedded" || cfg.HTTP.Listen != "127.0.0.1:8080" {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+	if cfg.Fleet.LeaseTTL != 15*time.Second || cfg.Connect.Rate != 20 || cfg.Connect.BackoffMax != 2*time.Minute {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+	if cfg.Fleet.InstanceID == "" {
+		t.Fatal("instance id not defaulted")
+	}
+	if key, err := cfg.Server.RootKey(); err != nil || key != nil {
+		t.Fatalf("RootKey() = %x, %v; want nil (WhatsApp's)", key, err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	path := writeConfig(t, `
+server:
+  url: ws://127.0.0.1:9000/ws/chat
+  root_public_key: 142375574d0a587166aae71ebe516437c4a28b73e3695c6ce1f7f9545da8ee6b
+store:
+  kind: redis
+redis:
+  addrs: [10.0.0.1:6379, 10.0.0.2:6379]
+fleet:
+  lease_ttl: 20s
+log:
+  level: debug
+accounts:
+  - id: support-1
+  - id: alerts
+    proxy: socks5://127.0.0.1:1080
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Accounts) != 2 || cfg.Accounts[1].Proxy != "socks5://127.0.0.1:1080" {
+		t.Fatalf("accounts = %+v", cfg.Accounts)
+	}
+	if len(cfg.Redis.Addrs) != 2 || cfg.Fleet.LeaseTTL != 20*time.Second || cfg.Log.Level != "debug" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if key, err := cfg.Server.RootKey(); err != nil || len(key) != 32 {
+		t.Fatalf("RootKey() = %x, %v", key, err)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Setenv("WAFLEET_HTTP_LISTEN", "127.0.0.1:9999")
+	t.Setenv("WAFLEET_LOG_LEVEL", "warn")
+	cfg, err := Load(writeConfig(t, "log:\n  level: debug\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:9999" || cfg.Log.Level != "warn" {
+		t.Fatalf("env not applied: listen %q level %q", cfg.HTTP.Listen, cfg.Log.Level)
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	const secretKey = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlYw=="
+	tests := []struct {
+		name, body, key string
+	}{
+		{"unknown key", "sever:\n  url: ws://x/\n", "sever"},
+		{"bad url", "server:\n  url: http://example.com\n", "server.url"},
+		{"bad root key", "server:\n  root_public_key: abcd\n", "server.root_public_key"},
+		{"bad store kind", "store:\n  kind: sqlite\n", "store.kind"},
+		{"bad encryption key", "store:\n  encryption_key: " + secretKey + "\n", "store.encryption_key"},
+		{"public listen without token", "http:\n  listen: 0.0.0.0:8080\n", "http.listen"},
+		{"bad listen", "http:\n  listen: nonsense\n", "http.listen"},
+		{"bad level", "log:\n  level: loud\n", "log.level"},
+		{"short lease", "fleet:\n  lease_ttl: 1s\n", "fleet.lease_ttl"},
+		{"bad duration", "fleet:\n  lease_ttl: soon\n", "lease_ttl"},
+		{"zero rate", "connect:\n  rate: 0\n", "connect.rate"},
+		{"backoff cap below initial", "connect:\n  backoff_initial: 10s\n  backoff_max: 1s\n", "connect.backoff_max"},
+		{"bad account id", "accounts:\n  - id: 'a b'\n", "accounts[0].id"},
+		{"duplicate account", "accounts:\n  - id: a\n  - id: a\n", "accounts[1].id"},
+		{"bad proxy scheme", "accounts:\n  - id: a\n    proxy: ftp://h:1\n", "accounts[0].proxy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, tt.body))
+			if err == nil {
+				t.Fatal("Load succeeded; want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.key) {
+				t.Errorf("error %q does not name %q", err, tt.key)
+			}
+			if strings.Contains(err.Error(), secretKey) {
+				t.Errorf("error %q leaks the encryption key", err)
+			}
+		})
+	}
+}
+
+func TestPublicListenWithToken(t *testing.T) {
+	if _, err := Load(writeConfig(t, "http:\n  listen: 0.0.0.0:8080\n  token: s3cret\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEncryptionKeyFile(t *testing.T) {
+	keyPath := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyPath, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(writeConfig(t, "store:\n  encryption_key_file: "+keyPath+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := cfg.Store.Key()
+	if err != nil || len(key) != 32 || key[31] != 31 {
+		t.Fatalf("Key() = %x, %v", key, err)
+	}
+	_, err = Load(writeConfig(t, "store:\n  encryption_key_file: /nonexistent/key\n"))
+	if err == nil || !strings.Contains(err.Error(), "store.encryption_key_file") {
+		t.Fatalf("missing key file: err = %v", err)
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
+		t.Fatal("want an error for a missing file")
+	}
+}

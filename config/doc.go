@@ -1,0 +1,9 @@
+// Package config loads and validates the manager's configuration: a YAML file
+// read with viper, overridden by WAFLEET_* environment variables (for example
+// WAFLEET_HTTP_LISTEN overrides http.listen).
+//
+// Every key is documented in the example config.yaml at the repository root.
+// A bad value is an error that names its key; an unknown key is an error too,
+// so a typo never silently falls back to a default. Only cmd/manager imports
+// this package; the actors receive plain values.
+package config

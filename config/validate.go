@@ -1,0 +1,157 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var accountIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Validate checks every key and returns the first problem, naming the key.
+func (c *Config) Validate() error {
+	if err := validateWebSocketURL(c.Server.URL); err != nil {
+		return err
+	}
+	if _, err := c.Server.RootKey(); err != nil {
+		return err
+	}
+	switch c.Store.Kind {
+	case "embedded":
+		if c.Store.Path == "" {
+			return keyError("store.path", "must not be empty with store.kind embedded")
+		}
+	case "redis":
+		if c.Redis.Addr == "" && len(c.Redis.Addrs) == 0 {
+			return keyError("redis.addr", "set redis.addr or redis.addrs with store.kind redis")
+		}
+	default:
+		return keyError("store.kind", fmt.Sprintf("%q is not one of embedded, redis", c.Store.Kind))
+	}
+	if c.Store.EncryptionKey != "" && c.Store.EncryptionKeyFile != "" {
+		return keyError("store.encryption_key", "set either store.encryption_key or store.encryption_key_file, not both")
+	}
+	if _, err := c.Store.Key(); err != nil {
+		return err
+	}
+	if c.Redis.DB < 0 {
+		return keyError("redis.db", "must not be negative")
+	}
+	if c.Fleet.LeaseTTL < 3*time.Second {
+		return keyError("fleet.lease_ttl", "must be at least 3s")
+	}
+	if err := validateListen(c.HTTP); err != nil {
+		return err
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyError("log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	if c.Log.HealthInterval <= 0 {
+		return keyError("log.health_interval", "must be positive")
+	}
+	if err := c.Connect.validate(); err != nil {
+		return err
+	}
+	return validateAccounts(c.Accounts)
+}
+
+func (c Connect) validate() error {
+	switch {
+	case c.Rate <= 0:
+		return keyError("connect.rate", "must be positive")
+	case c.Burst < 1:
+		return keyError("connect.burst", "must be at least 1")
+	case c.BackoffInitial <= 0:
+		return keyError("connect.backoff_initial", "must be positive")
+	case c.BackoffMax < c.BackoffInitial:
+		return keyError("connect.backoff_max", "must not be below connect.backoff_initial")
+	case c.StableAfter <= 0:
+		return keyError("connect.stable_after", "must be positive")
+	case c.KeepaliveInterval <= 0:
+		return keyError("connect.keepalive_interval", "must be positive")
+	case c.KeepaliveTimeout <= 0:
+		return keyError("connect.keepalive_timeout", "must be positive")
+	}
+	return nil
+}
+
+func validateWebSocketURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return keyError("server.url", fmt.Sprintf("%q is not a ws:// or wss:// URL", raw))
+	}
+	return nil
+}
+
+func validateListen(h HTTP) error {
+	host, _, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		return keyError("http.listen", fmt.Sprintf("%q is not host:port", h.Listen))
+	}
+	if h.Token != "" {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return keyError("http.listen", fmt.Sprintf("%q is not a loopback address; set http.token to listen there", h.Listen))
+}
+
+func validateAccounts(accounts []Account) error {
+	seen := make(map[string]bool, len(accounts))
+	for i, a := range accounts {
+		key := fmt.Sprintf("accounts[%d]", i)
+		if !accountIDPattern.MatchString(a.ID) {
+			return keyError(key+".id", fmt.Sprintf("%q must be 1-64 letters, digits, '.', '-' or '_'", a.ID))
+		}
+		if seen[a.ID] {
+			return keyError(key+".id", fmt.Sprintf("%q appears twice", a.ID))
+		}
+		seen[a.ID] = true
+		if a.Proxy != "" {
+			u, err := url.Parse(a.Proxy)
+			if err != nil || u.Host == "" {
+				return keyError(key+".proxy", "is not a URL")
+			}
+			switch u.Scheme {
+			case "http", "https", "socks5":
+			default:
+				return keyError(key+".proxy", fmt.Sprintf("scheme %q is not one of http, https, socks5", u.Scheme))
+			}
+		}
+	}
+	return nil
+}
+
+// Key returns the 32-byte store encryption key, or nil when none is set.
+// The key's value never appears in an error.
+func (s Store) Key() ([]byte, error) {
+	encoded, keyName := s.EncryptionKey, "store.encryption_key"
+	if s.EncryptionKeyFile != "" {
+		keyName = "store.encryption_key_file"
+		data, err := os.ReadFile(s.EncryptionKeyFile)
+		if err != nil {
+			return nil, keyError(keyName, fmt.Sprintf("cannot read the key file: %v", err))
+		}
+		encoded = string(data)
+	}
+	encoded = strings.TrimSpace(encoded)
+	if encoded == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil || len(key) != 32 {
+		return nil, keyError(keyName, "must be 32 bytes encoded in standard base64 (for example from `openssl rand -base64 32`)")
+	}
+	return key, nil
+}
