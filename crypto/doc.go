@@ -1,0 +1,15 @@
+// Package crypto holds the cryptography of the WhatsApp Web multi-device
+// protocol, written from the facts in the project's PROTOCOL.md: X25519 key
+// pairs, Signal-style Curve25519 signatures, the Noise_XX_25519_AESGCM_SHA256
+// handshake with WhatsApp's one deviation (no MixHash of message 1's empty
+// payload) and its transport ciphers, the server certificate chain, and the
+// ADV identity checks of QR pairing.
+//
+// It is imported by wire (the Noise transport over frames), by the actors
+// that handshake and pair (connection, pairing), by store (key generation)
+// and by the emulator, which uses the issuing side of the same code: the
+// Noise responder, certificate-chain issuing and the phone's ADV signing.
+// It knows nothing of actors, Redis, configuration or WebSockets.
+//
+// Private keys never appear in error strings or in String/LogValue output.
+package crypto

@@ -1,0 +1,121 @@
+package crypto
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// Sentinel errors of the package. Wrapped errors add context with %w.
+var (
+	ErrKeyLength = errors.New("crypto: key must be 32 bytes")
+	ErrDHZero    = errors.New("crypto: X25519 result is all zero (low-order public key)")
+
+	ErrNoiseState   = errors.New("crypto: noise handshake call out of order")
+	ErrNoiseDecrypt = errors.New("crypto: noise decryption failed")
+	ErrNoiseLength  = errors.New("crypto: noise handshake field has the wrong length")
+
+	ErrCertMalformed           = errors.New("crypto: certificate chain malformed")
+	ErrCertRootSignature       = errors.New("crypto: intermediate certificate not signed by the root key")
+	ErrCertIntermediateIssuer  = errors.New("crypto: intermediate certificate issuer serial is not 0")
+	ErrCertIntermediateKey     = errors.New("crypto: intermediate certificate key is not 32 bytes")
+	ErrCertLeafSignature       = errors.New("crypto: leaf certificate not signed by the intermediate key")
+	ErrCertExpired             = errors.New("crypto: certificate outside its validity window")
+	ErrCertIntermediateExpired = &expiredError{"crypto: intermediate certificate outside its validity window"}
+	ErrCertLeafIssuer          = errors.New("crypto: leaf certificate issuer serial is not the intermediate serial")
+	ErrCertLeafKeyMismatch     = errors.New("crypto: leaf certificate key is not the server static key")
+	ErrCertLeafExpired         = &expiredError{"crypto: leaf certificate outside its validity window"}
+
+	ErrADVMalformed         = errors.New("crypto: ADV identity malformed")
+	ErrADVHMACMismatch      = errors.New("crypto: ADV identity HMAC mismatch")
+	ErrADVSignatureMismatch = errors.New("crypto: ADV signature mismatch")
+)
+
+// expiredError is the type of the two expiry sentinels: each is its own
+// value and also matches ErrCertExpired under errors.Is.
+type expiredError struct{ msg string }
+
+func (e *expiredError) Error() string        { return e.msg }
+func (e *expiredError) Is(target error) bool { return target == ErrCertExpired }
+
+// KeyPair is an X25519 key pair. Build it with GenerateKeyPair or
+// KeyPairFromPrivate, which cache the parsed private key so that DH runs one
+// scalar multiplication; a KeyPair written as a literal still works but
+// re-parses the private key on every DH. A KeyPair is safe for concurrent use
+// once built.
+type KeyPair struct {
+	Pub, Priv [32]byte
+
+	ecdhKey *ecdh.PrivateKey // cached parse of Priv; nil for literals
+}
+
+// GenerateKeyPair returns a fresh key pair whose private key is clamped
+// (low 3 bits of byte 0 cleared, bit 7 of byte 31 cleared, bit 6 set).
+func GenerateKeyPair() (*KeyPair, error) {
+	var priv [32]byte
+	if _, err := rand.Read(priv[:]); err != nil {
+		return nil, fmt.Errorf("crypto: generate key: %w", err)
+	}
+	priv[0] &= 248
+	priv[31] &= 127
+	priv[31] |= 64
+	return KeyPairFromPrivate(priv[:])
+}
+
+// KeyPairFromPrivate derives the public key of a 32-byte X25519 private key.
+// The private bytes are kept exactly as given (X25519 clamps internally; the
+// signature scheme hashes the stored bytes).
+func KeyPairFromPrivate(priv []byte) (*KeyPair, error) {
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: private key: %w", ErrKeyLength)
+	}
+	kp := &KeyPair{ecdhKey: k}
+	copy(kp.Priv[:], priv)
+	copy(kp.Pub[:], k.PublicKey().Bytes())
+	return kp, nil
+}
+
+// DH returns X25519(kp.Priv, peerPub). It fails on a peer key that is not
+// 32 bytes and on an all-zero result (a low-order peer key).
+func (kp *KeyPair) DH(peerPub []byte) ([32]byte, error) {
+	var out [32]byte
+	if len(peerPub) != 32 {
+		return out, fmt.Errorf("crypto: dh peer key: %w", ErrKeyLength)
+	}
+	k := kp.ecdhKey
+	if k == nil {
+		var err error
+		if k, err = ecdh.X25519().NewPrivateKey(kp.Priv[:]); err != nil {
+			return out, fmt.Errorf("crypto: dh private key: %w", ErrKeyLength)
+		}
+	}
+	pub, err := ecdh.X25519().NewPublicKey(peerPub)
+	if err != nil {
+		return out, fmt.Errorf("crypto: dh peer key: %w", ErrKeyLength)
+	}
+	shared, err := k.ECDH(pub)
+	if err != nil {
+		// crypto/ecdh refuses exactly the all-zero output.
+		return out, ErrDHZero
+	}
+	copy(out[:], shared)
+	return out, nil
+}
+
+// String shows the public key only, so %v, %+v and %s never print the
+// private key.
+func (kp KeyPair) String() string {
+	return "KeyPair(pub=" + hex.EncodeToString(kp.Pub[:]) + ")"
+}
+
+// GoString keeps %#v from printing the private key.
+func (kp KeyPair) GoString() string { return kp.String() }
+
+// LogValue makes slog log the public key only.
+func (kp KeyPair) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("pub", hex.EncodeToString(kp.Pub[:])))
+}
