@@ -118,8 +118,8 @@ const (
 	phaseHelloRead // responder: ClientHello read
 	phaseHelloDone // ServerHello read (initiator) or written (responder)
 	phaseFinished  // ClientFinish written or read
-	phaseDone   // Split was called
-	phaseFailed // an error happened; every later call fails
+	phaseDone      // Split was called
+	phaseFailed    // an error happened; every later call fails
 )
 
 // Initiator is the client side of the handshake. It is not safe for
