@@ -1,0 +1,290 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"slices"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+// chunkSource serves chunks as successive messages without allocating.
+type chunkSource struct {
+	chunks [][]byte
+	i      int
+	rd     bytes.Reader
+}
+
+func (s *chunkSource) next() (io.Reader, error) {
+	if s.i >= len(s.chunks) {
+		return nil, io.EOF
+	}
+	s.rd.Reset(s.chunks[s.i])
+	s.i++
+	return &s.rd, nil
+}
+
+func newChunkReader(limit int, chunks ...[]byte) (*FrameReader, *chunkSource) {
+	src := &chunkSource{chunks: chunks}
+	return NewFrameReader(src.next, limit), src
+}
+
+// splitAt cuts data at the given sorted offsets (duplicates give empty chunks).
+func splitAt(data []byte, cuts []int) [][]byte {
+	var out [][]byte
+	prev := 0
+	for _, c := range cuts {
+		out = append(out, data[prev:c])
+		prev = c
+	}
+	return append(out, data[prev:])
+}
+
+func TestFrameReaderReassemblesProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		bodies := rapid.SliceOfN(rapid.SliceOfN(rapid.Byte(), 0, 300), 0, 12).Draw(t, "bodies")
+		var stream []byte
+		for _, b := range bodies {
+			var err error
+			if stream, err = AppendFrame(stream, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cuts := rapid.SliceOfN(rapid.IntRange(0, len(stream)), 0, 20).Draw(t, "cuts")
+		slices.Sort(cuts)
+		r, _ := newChunkReader(0, splitAt(stream, cuts)...)
+		for i, want := range bodies {
+			got, err := r.ReadFrame()
+			if err != nil {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("frame %d: got %x, want %x", i, got, want)
+			}
+		}
+		if _, err := r.ReadFrame(); err != io.EOF {
+			t.Fatalf("after last frame: got %v, want io.EOF", err)
+		}
+	})
+}
+
+func TestFrameReaderTruncatedStreamProperty(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		body := rapid.SliceOfN(rapid.Byte(), 1, 200).Draw(t, "body")
+		stream, _ := AppendFrame(nil, body)
+		cut := rapid.IntRange(1, len(stream)-1).Draw(t, "cut")
+		r, _ := newChunkReader(0, stream[:cut])
+		if _, err := r.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("truncated at %d of %d: got %v, want io.ErrUnexpectedEOF", cut, len(stream), err)
+		}
+	})
+}
+
+// bytesAllocated reports how many heap bytes fn allocated (GC-independent).
+func bytesAllocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func TestFrameReaderTooLarge(t *testing.T) {
+	tests := []struct {
+		name  string
+		limit int
+		pre   []byte
+	}{
+		{"above small limit", 100, []byte{0, 0, 101}},
+		{"max length above 1 MiB limit", 1 << 20, []byte{0xff, 0xff, 0xff}},
+		{"just above 1 MiB limit", 1 << 20, []byte{0x10, 0x00, 0x01}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A good frame first, then the forged prefix split across messages.
+			good, _ := AppendFrame(nil, []byte("ok"))
+			r, _ := newChunkReader(tt.limit, good, tt.pre[:1], tt.pre[1:], []byte("tail"))
+			if got, err := r.ReadFrame(); err != nil || string(got) != "ok" {
+				t.Fatalf("first frame: %q, %v", got, err)
+			}
+			if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
+				t.Fatalf("got %v, want ErrFrameTooLarge", err)
+			}
+			if cap(r.buf) > growStep {
+				t.Fatalf("buffer grew to %d bytes for a rejected length", cap(r.buf))
+			}
+			r2, _ := newChunkReader(tt.limit, tt.pre, []byte("tail"))
+			if n := bytesAllocated(func() { _, _ = r2.ReadFrame() }); n > 4096 {
+				t.Fatalf("rejecting the length allocated %d bytes", n)
+			}
+			if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
+				t.Fatalf("error is not sticky: %v", err)
+			}
+		})
+	}
+}
+
+func TestFrameReaderForgedLengthDoesNotAllocate(t *testing.T) {
+	// A length within the limit but with only a few bytes behind it: memory
+	// must follow the bytes that arrived, not the announced 16 MiB.
+	r, _ := newChunkReader(0, []byte{0xff, 0xff, 0xff}, []byte("only a few bytes"))
+	if _, err := r.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if cap(r.buf) > growStep {
+		t.Fatalf("buffer grew to %d bytes for %d bytes received", cap(r.buf), len("only a few bytes"))
+	}
+}
+
+func TestFrameReaderGrowsInSteps(t *testing.T) {
+	body := bytes.Repeat([]byte{7}, 5*growStep+3)
+	stream, _ := AppendFrame(nil, body)
+	// Deliver in many small messages to exercise growth across boundaries.
+	var chunks [][]byte
+	for len(stream) > 0 {
+		n := min(len(stream), 10007)
+		chunks = append(chunks, stream[:n])
+		stream = stream[n:]
+	}
+	r, _ := newChunkReader(0, chunks...)
+	got, err := r.ReadFrame()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("large frame: len %d, err %v", len(got), err)
+	}
+}
+
+func TestAppendFrameTooLarge(t *testing.T) {
+	tests := []struct {
+		name    string
+		size    int
+		wantErr bool
+	}{
+		{"empty", 0, false},
+		{"max", MaxFrameSize, false},
+		{"2^24", 1 << 24, true},
+	}
+	big := make([]byte, 1<<24)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := make([]byte, 0, 8)
+			out, err := AppendFrame(dst, big[:tt.size])
+			if tt.wantErr {
+				if !errors.Is(err, ErrFrameTooLarge) {
+					t.Fatalf("got %v, want ErrFrameTooLarge", err)
+				}
+				if len(out) != 0 || cap(out) != 8 {
+					t.Fatalf("dst changed on error: len %d cap %d", len(out), cap(out))
+				}
+				if n := bytesAllocated(func() { _, _ = AppendFrame(dst, big[:tt.size]) }); n > 4096 {
+					t.Fatalf("rejecting a too-large frame allocated %d bytes", n)
+				}
+				return
+			}
+			if err != nil || len(out) != tt.size+FramePrefixLen {
+				t.Fatalf("len %d, err %v", len(out), err)
+			}
+			if n := int(out[0])<<16 | int(out[1])<<8 | int(out[2]); n != tt.size {
+				t.Fatalf("prefix says %d, want %d", n, tt.size)
+			}
+		})
+	}
+}
+
+func TestFrameReaderSteadyStateAllocs(t *testing.T) {
+	f1, _ := AppendFrame(nil, bytes.Repeat([]byte{1}, 1024))
+	msg := append(append([]byte{}, f1...), f1[:500]...)
+	rest := f1[500:]
+	src := &chunkSource{chunks: [][]byte{msg, rest}}
+	r := NewFrameReader(src.next, 0)
+	round := func() {
+		src.i = 0
+		for range 2 {
+			if _, err := r.ReadFrame(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round() // warm up the buffer
+	if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
+		t.Fatalf("steady state: %v allocs per two frames, want 0", allocs)
+	}
+}
+
+func TestReadConnHeader(t *testing.T) {
+	frame, _ := AppendFrame(nil, []byte("hello"))
+	edge := append([]byte(edgeRoutingMagic), 0, 0, 3, 'a', 'b', 'c')
+	tests := []struct {
+		name    string
+		chunks  [][]byte
+		wantErr error
+	}{
+		{"header then frame", [][]byte{append([]byte(ConnHeader), frame...)}, nil},
+		{"header split", [][]byte{[]byte("WA"), []byte("\x06\x03"), frame}, nil},
+		{"edge routing prefix", [][]byte{append(append(edge, ConnHeader...), frame...)}, nil},
+		{"wrong magic", [][]byte{append([]byte("WA\x05\x03"), frame...)}, ErrBadHeader},
+		{"wrong dict version", [][]byte{append([]byte("WA\x06\x02"), frame...)}, ErrBadHeader},
+		{"no header", [][]byte{frame}, ErrBadHeader},
+		{"short", [][]byte{[]byte("WA")}, ErrBadHeader},
+		{"edge routing too long", [][]byte{append([]byte(edgeRoutingMagic), 0xff, 0xff, 0xff)}, ErrBadHeader},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := newChunkReader(0, tt.chunks...)
+			err := r.readConnHeader()
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr != nil {
+				return
+			}
+			got, err := r.ReadFrame()
+			if err != nil || string(got) != "hello" {
+				t.Fatalf("frame after header: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func FuzzFrameReader(f *testing.F) {
+	f1, _ := AppendFrame(nil, []byte("hello"))
+	f.Add(f1, uint8(1), uint16(64))
+	f.Add(append(f1, f1...), uint8(4), uint16(5))
+	f.Add([]byte{0xff, 0xff, 0xff, 1, 2}, uint8(2), uint16(100))
+	f.Add([]byte{0, 0, 0}, uint8(0), uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8, limit uint16) {
+		// Split data into chunks of (cut+1) bytes, read frames until an error.
+		step := int(cut) + 1
+		var chunks [][]byte
+		for len(data) > 0 {
+			n := min(step, len(data))
+			chunks = append(chunks, data[:n])
+			data = data[n:]
+		}
+		total := 0
+		for _, c := range chunks {
+			total += len(c)
+		}
+		r, _ := newChunkReader(int(limit), chunks...)
+		for {
+			body, err := r.ReadFrame()
+			if err != nil {
+				if len(body) != 0 {
+					t.Fatal("body returned with an error")
+				}
+				break
+			}
+			if limit > 0 && len(body) > int(limit) {
+				t.Fatalf("frame of %d bytes above limit %d", len(body), limit)
+			}
+			if cap(r.buf) > max(growStep, 2*total) {
+				t.Fatalf("buffer %d bytes for %d bytes of input", cap(r.buf), total)
+			}
+		}
+		if cap(r.buf) > max(growStep, 2*total) {
+			t.Fatalf("buffer %d bytes for %d bytes of input", cap(r.buf), total)
+		}
+	})
+}
