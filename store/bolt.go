@@ -1,0 +1,375 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Buckets of the bbolt file. Keys and values are raw bytes.
+var (
+	bucketMeta    = []byte("meta")    // "schema" -> schema version
+	bucketDevices = []byte("devices") // id -> encoded record (codec.go)
+	bucketDevMap  = []byte("devmap")  // id -> pnUser NUL lidUser, for paired devices with both
+	bucketPN2LID  = []byte("pn2lid")  // pnUser -> lidUser
+	bucketLID2PN  = []byte("lid2pn")  // lidUser -> pnUser
+
+	keySchema = []byte("schema")
+)
+
+const boltSchema = 1
+
+// BoltOptions configures OpenBolt.
+type BoltOptions struct {
+	// Timeout bounds the wait for the file lock when another process holds
+	// the file open. Default 1s; OpenBolt then fails with ErrLocked.
+	Timeout time.Duration
+	// Sealer, when set, seals the secrets of every record written and opens
+	// sealed records on load. Default nil: secrets are stored in the clear.
+	Sealer Sealer
+	// FileMode of a newly created file. Default 0600. A missing parent
+	// directory is created with mode 0700.
+	FileMode os.FileMode
+}
+
+// BoltStore is the embedded Store: one bbolt file, every write in one
+// fsync'd transaction.
+type BoltStore struct {
+	sealer Sealer
+
+	mu     sync.RWMutex // held shared by operations, exclusively by Close
+	closed bool
+	db     *bolt.DB
+}
+
+var _ Store = (*BoltStore)(nil)
+
+// OpenBolt opens (creating if needed) the bbolt file at path and its buckets.
+// If another process holds the file, it fails with ErrLocked after
+// opts.Timeout instead of waiting forever.
+func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.FileMode == 0 {
+		opts.FileMode = 0o600
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, opts.FileMode, &bolt.Options{Timeout: opts.Timeout, NoSync: false})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: open %s: no lock after %v: %w", path, opts.Timeout, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			return meta.Put(keySchema, []byte{boltSchema})
+		case len(v) != 1 || v[0] != boltSchema:
+			return fmt.Errorf("%w: unsupported schema %x", ErrCorrupt, v)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return &BoltStore{db: db, sealer: opts.Sealer}, nil
+}
+
+// Path returns the file path of the database.
+func (s *BoltStore) Path() string { return s.db.Path() }
+
+// acquire takes the shared lock for one operation; the caller must call
+// s.mu.RUnlock when err is nil.
+func (s *BoltStore) acquire(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+	}
+	return nil
+}
+
+// Load implements Store.
+func (s *BoltStore) Load(ctx context.Context, id string) (*Device, error) {
+	d, _, err := s.LoadRecord(ctx, id)
+	return d, err
+}
+
+// LoadRecord is Load that also reports how the record was stored, e.g.
+// whether it still has its secrets in the clear (see Reseal).
+func (s *BoltStore) LoadRecord(ctx context.Context, id string) (*Device, RecordInfo, error) {
+	if err := s.acquire(ctx, "load"); err != nil {
+		return nil, RecordInfo{}, err
+	}
+	defer s.mu.RUnlock()
+	var rec []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketDevices).Get([]byte(id)); v != nil {
+			rec = bytes.Clone(v) // v lives only as long as the transaction
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, RecordInfo{}, fmt.Errorf("store: load %q: %w", id, err)
+	}
+	if rec == nil {
+		return nil, RecordInfo{}, fmt.Errorf("store: load %q: %w", id, ErrNotFound)
+	}
+	defer clear(rec)
+	d, info, err := Decode(rec, s.sealer)
+	if err != nil {
+		return nil, info, fmt.Errorf("store: load %q: %w", id, err)
+	}
+	if d.ID != id {
+		return nil, info, fmt.Errorf("store: load %q: %w: record is stored under another id", id, ErrCorrupt)
+	}
+	return d, info, nil
+}
+
+// Save implements Store.
+func (s *BoltStore) Save(ctx context.Context, d *Device) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("store: save: %w", err)
+	}
+	rec, err := encode(d, s.sealer)
+	if err != nil {
+		return fmt.Errorf("store: save %q: %w", d.ID, err)
+	}
+	defer clear(rec)
+	pn, lid := d.PNUser(), d.LIDUser()
+	if err := s.acquire(ctx, "save"); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketDevices).Put([]byte(d.ID), rec); err != nil {
+			return err
+		}
+		return setMapping(tx, d.ID, pn, lid)
+	})
+	if err != nil {
+		return fmt.Errorf("store: save %q: %w", d.ID, err)
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (s *BoltStore) Delete(ctx context.Context, id string) error {
+	if err := s.acquire(ctx, "delete"); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketDevices).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return setMapping(tx, id, "", "")
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete %q: %w", id, err)
+	}
+	return nil
+}
+
+// setMapping records that device id now derives the mapping pn <-> lid
+// (both empty: none) and repairs the entries its previous mapping had
+// written: an old user another stored device still maps keeps that device's
+// mapping, otherwise it is removed.
+func setMapping(tx *bolt.Tx, id, pn, lid string) error {
+	devmap := tx.Bucket(bucketDevMap)
+	oldPN, oldLID := splitMapping(devmap.Get([]byte(id)))
+	if pn != "" && lid != "" {
+		if err := devmap.Put([]byte(id), []byte(pn+"\x00"+lid)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketPN2LID).Put([]byte(pn), []byte(lid)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketLID2PN).Put([]byte(lid), []byte(pn)); err != nil {
+			return err
+		}
+	} else {
+		pn, lid = "", ""
+		if err := devmap.Delete([]byte(id)); err != nil {
+			return err
+		}
+	}
+	if oldPN != "" && oldPN != pn {
+		if err := repairMapping(tx, bucketPN2LID, oldPN, 0); err != nil {
+			return err
+		}
+	}
+	if oldLID != "" && oldLID != lid {
+		if err := repairMapping(tx, bucketLID2PN, oldLID, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// repairMapping points key in bucket at the mapping of another stored
+// device that has the same user (side 0: PN, side 1: LID), or deletes it.
+func repairMapping(tx *bolt.Tx, bucket []byte, key string, side int) error {
+	b := tx.Bucket(bucket)
+	c := tx.Bucket(bucketDevMap).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		pn, lid := splitMapping(v)
+		mine, other := pn, lid
+		if side == 1 {
+			mine, other = lid, pn
+		}
+		if mine == key {
+			return b.Put([]byte(key), []byte(other))
+		}
+	}
+	return b.Delete([]byte(key))
+}
+
+func splitMapping(v []byte) (pn, lid string) {
+	if i := bytes.IndexByte(v, 0); i >= 0 {
+		return string(v[:i]), string(v[i+1:])
+	}
+	return "", ""
+}
+
+// IDs implements Store.
+func (s *BoltStore) IDs(ctx context.Context) ([]string, error) {
+	if err := s.acquire(ctx, "list ids"); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	ids := []string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevices).ForEach(func(k, _ []byte) error {
+			ids = append(ids, string(k)) // bbolt iterates keys in byte order
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list ids: %w", err)
+	}
+	return ids, nil
+}
+
+// PNForLID implements Store.
+func (s *BoltStore) PNForLID(ctx context.Context, lidUser string) (string, error) {
+	return s.lookup(ctx, bucketLID2PN, lidUser, "pn for lid")
+}
+
+// LIDForPN implements Store.
+func (s *BoltStore) LIDForPN(ctx context.Context, pnUser string) (string, error) {
+	return s.lookup(ctx, bucketPN2LID, pnUser, "lid for pn")
+}
+
+func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (string, error) {
+	if err := s.acquire(ctx, op); err != nil {
+		return "", err
+	}
+	defer s.mu.RUnlock()
+	var out string
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if key == "" {
+			return nil
+		}
+		if v := tx.Bucket(bucket).Get([]byte(key)); v != nil {
+			out, found = string(v), true
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("store: %s %q: %w", op, key, err)
+	}
+	if !found {
+		return "", fmt.Errorf("store: %s %q: %w", op, key, ErrNotFound)
+	}
+	return out, nil
+}
+
+// Reseal re-encodes, in one transaction, every record whose secrets are in
+// the clear so that they are sealed with the configured Sealer, and returns
+// how many it changed. Without a Sealer it does nothing. Records that do not
+// decode abort the whole migration. Old plaintext may remain in bbolt's free
+// pages until they are reused; compact the file to be sure it is gone.
+func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
+	if err := s.acquire(ctx, "reseal"); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	if s.sealer == nil {
+		return 0, nil
+	}
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDevices)
+		type update struct{ k, v []byte }
+		var updates []update
+		err := b.ForEach(func(k, v []byte) error {
+			d, info, err := Decode(v, s.sealer)
+			if err != nil {
+				return fmt.Errorf("decode %q: %w", k, err)
+			}
+			if info.Sealed {
+				return nil
+			}
+			rec, err := Encode(d, s.sealer)
+			if err != nil {
+				return fmt.Errorf("encode %q: %w", k, err)
+			}
+			updates = append(updates, update{bytes.Clone(k), rec})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, u := range updates { // no Put while ForEach iterates
+			if err := b.Put(u.k, u.v); err != nil {
+				return err
+			}
+		}
+		n = len(updates)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: reseal: %w", err)
+	}
+	return n, nil
+}
+
+// Close implements Store. It waits for running operations to finish.
+func (s *BoltStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
