@@ -1,0 +1,19 @@
+// Package node is the binary XML node codec of the WhatsApp Web protocol
+// (PROTOCOL.md section 6): the Node type with ordered attributes whose
+// values are strings or JIDs, content that is children, bytes, a string or
+// a JID, and the encoder and decoder of the tokenised binary form, including
+// the payload flags byte with optional zlib compression.
+//
+// The connection and pairing actors use it to build and read stanzas, the
+// emulator uses it for the server side, and wire/payload feeds it the
+// plaintext of transport frames.
+//
+// Decoding copies its input once and returns strings and byte slices that
+// point into that private copy, so a decoded Node stays valid after the
+// caller reuses its buffer, and costs few allocations. Byte content of a
+// decoded Node must be treated as read-only. Encoding appends to a
+// caller-provided buffer (AppendNode) so senders can reuse buffers.
+//
+// The token tables are generated from testdata/protocol/tokens.json into
+// tokens_gen.go by `go generate ./...` (see internal/gentokens).
+package node
