@@ -1,0 +1,60 @@
+package node
+
+import (
+	"bytes"
+	"encoding/hex"
+	"testing"
+)
+
+// FuzzDecode decodes arbitrary payloads (flags byte included). Decoding
+// never panics; a decoded node re-encodes, and decodes again to an equal
+// node.
+func FuzzDecode(f *testing.F) {
+	v := loadVectors(f)
+	for _, tv := range v.Nodes {
+		b, _ := hex.DecodeString(tv.Hex)
+		f.Add(b)
+	}
+	b, _ := hex.DecodeString(v.Compressed.Hex)
+	f.Add(b)
+	dec := Decoder{MaxInflatedSize: 1 << 20}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		n, err := dec.DecodePayload(payload)
+		if err != nil {
+			return
+		}
+		_ = n.String()
+		enc, err := Marshal(n)
+		if err != nil {
+			t.Fatalf("re-encode of decoded node: %v\n%v", err, n)
+		}
+		again, err := Unmarshal(enc)
+		if err != nil {
+			t.Fatalf("decode of re-encoded node: %v\n%x", err, enc)
+		}
+		if !equalAfterReencode(n, again) {
+			t.Fatalf("node changed by re-encoding\nfirst  %v\nsecond %v", n, again)
+		}
+	})
+}
+
+// equalAfterReencode is Equal except for the one change re-encoding may
+// make: string content longer than the encoder packs (a packed string of
+// 128–254 characters) is written raw and so comes back as bytes.
+func equalAfterReencode(a, b Node) bool {
+	if a.kind == KindString && b.kind == KindBytes && len(a.text) > maxPackedChars {
+		if !bytes.Equal([]byte(a.text), b.bytes) {
+			return false
+		}
+		a, b = a.WithoutContent(), b.WithoutContent()
+	}
+	if a.kind == KindChildren && b.kind == KindChildren && len(a.children) == len(b.children) {
+		for i := range a.children {
+			if !equalAfterReencode(a.children[i], b.children[i]) {
+				return false
+			}
+		}
+		a, b = a.WithoutContent(), b.WithoutContent()
+	}
+	return a.Equal(b)
+}
