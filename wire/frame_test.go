@@ -163,7 +163,7 @@ func TestAppendFrameTooLarge(t *testing.T) {
 		wantErr bool
 	}{
 		{"empty", 0, false},
-		{"max", MaxFrameSize, false},
+		{"three prefix bytes", 0x012345, false},
 		{"2^24", 1 << 24, true},
 	}
 	big := make([]byte, 1<<24)
