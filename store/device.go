@@ -147,14 +147,13 @@ func (d *Device) Clone() *Device {
 }
 
 // String describes the device for humans without secrets or key bytes.
-func (d *Device) String() string {
-	if d == nil {
-		return "Device(nil)"
-	}
+// String, GoString, Format and LogValue have value receivers so that a
+// Device printed by value is redacted as well as a *Device.
+func (d Device) String() string {
 	var b strings.Builder
 	b.WriteString("Device(id=")
 	b.WriteString(strconv.Quote(d.ID))
-	if d.Paired() {
+	if d.JID != "" {
 		b.WriteString(", jid=")
 		b.WriteString(strconv.Quote(d.JID))
 		if d.LID != "" {
@@ -169,21 +168,18 @@ func (d *Device) String() string {
 }
 
 // GoString keeps %#v from dumping the struct with its secrets.
-func (d *Device) GoString() string { return d.String() }
+func (d Device) GoString() string { return d.String() }
 
 // Format makes every fmt verb print String.
-func (d *Device) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(d.String())) }
+func (d Device) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(d.String())) }
 
 // LogValue renders the device for slog: identity and pairing state only.
-func (d *Device) LogValue() slog.Value {
-	if d == nil {
-		return slog.StringValue("Device(nil)")
-	}
+func (d Device) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("id", d.ID),
-		slog.Bool("paired", d.Paired()),
+		slog.Bool("paired", d.JID != ""),
 	}
-	if d.Paired() {
+	if d.JID != "" {
 		attrs = append(attrs,
 			slog.String("jid", d.JID),
 			slog.String("lid", d.LID),

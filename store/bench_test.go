@@ -1,0 +1,88 @@
+package store_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/storetest"
+)
+
+func benchSealers(b *testing.B) []struct {
+	name   string
+	sealer store.Sealer
+} {
+	return []struct {
+		name   string
+		sealer store.Sealer
+	}{
+		{"plain", nil},
+		{"sealed", mustSealer(b, testKey(1))},
+	}
+}
+
+// BenchmarkBoltSave measures one fsync'd Save of a paired device (record and
+// mapping in one transaction), overwriting the same id.
+func BenchmarkBoltSave(b *testing.B) {
+	for _, bs := range benchSealers(b) {
+		b.Run(bs.name, func(b *testing.B) {
+			s := openBolt(b, filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{Sealer: bs.sealer})
+			d := storetest.PairedDevice(b, "acct", "15551234567", "123456789012345", 5)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Save(b.Context(), d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBoltLoad measures Load of a paired device from a store of 100.
+func BenchmarkBoltLoad(b *testing.B) {
+	for _, bs := range benchSealers(b) {
+		b.Run(bs.name, func(b *testing.B) {
+			s := openBolt(b, filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{Sealer: bs.sealer})
+			for i := range 100 {
+				d := storetest.PairedDevice(b, "acct-"+string(rune('a'+i/26))+string(rune('a'+i%26)), "15551234567", "123456789012345", 5)
+				if err := s.Save(b.Context(), d); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Load(b.Context(), "acct-cd"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCodec measures Encode and Decode alone (no I/O); both validate,
+// which dominates (three X25519 base-point multiplications).
+func BenchmarkCodec(b *testing.B) {
+	d := storetest.PairedDevice(b, "acct", "15551234567", "123456789012345", 5)
+	for _, bs := range benchSealers(b) {
+		rec, err := store.Encode(d, bs.sealer)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("Encode/"+bs.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := store.Encode(d, bs.sealer); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("Decode/"+bs.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := store.Decode(rec, bs.sealer); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
