@@ -128,7 +128,11 @@ func (s *BoltStore) LoadRecord(ctx context.Context, id string) (*Device, RecordI
 	defer s.mu.RUnlock()
 	var rec []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketDevices).Get([]byte(id)); v != nil {
+		v := tx.Bucket(bucketDevices).Get([]byte(id))
+		if len(v) > MaxRecordLen { // refuse before copying
+			return fmt.Errorf("%w: record is %d bytes, longer than %d", ErrCorrupt, len(v), MaxRecordLen)
+		}
+		if v != nil {
 			rec = bytes.Clone(v) // v lives only as long as the transaction
 		}
 		return nil

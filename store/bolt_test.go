@@ -154,6 +154,7 @@ func TestBoltCorruptRecord(t *testing.T) {
 		{"bit flipped", flipped},
 		{"unknown version", version2},
 		{"stored under another id", other},
+		{"huge", make([]byte, store.MaxRecordLen+1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
