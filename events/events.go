@@ -1,0 +1,93 @@
+package events
+
+import (
+	"log/slog"
+	"time"
+)
+
+// State is the state of one account as the API reports it.
+type State string
+
+// The account states. Their names are part of the HTTP API.
+const (
+	StateConnecting State = "connecting" // dialing or handshaking
+	StatePairing    State = "pairing"    // showing QR codes, waiting for a scan
+	StateUnpaired   State = "unpaired"   // QR codes ran out; waiting for POST /pair
+	StateConnected  State = "connected"  // logged in and kept alive
+	StateBackoff    State = "backoff"    // waiting before the next reconnect
+	StateLoggedOut  State = "logged_out" // the phone unlinked the device
+	StateStopped    State = "stopped"    // not running here (removed, conflict, or another instance owns it)
+)
+
+// Kind says what happened.
+type Kind string
+
+// The event kinds. Their names are part of the Redis event stream.
+const (
+	KindState         Kind = "state"          // a plain state change
+	KindQR            Kind = "qr"             // a new QR code is showing (QR set)
+	KindPaired        Kind = "paired"         // pairing succeeded (JID set)
+	KindConnected     Kind = "connected"      // login succeeded (JID set)
+	KindDisconnected  Kind = "disconnected"   // the connection ended (Error set)
+	KindReconnect     Kind = "reconnect"      // a reconnect attempt starts (Attempt set)
+	KindLoggedOut     Kind = "logged_out"     // the device was unlinked and wiped
+	KindRestart       Kind = "restart"        // the account's actor was restarted after a panic
+	KindAlarm         Kind = "alarm"          // something an operator must look at (Error set)
+	KindLeaseAcquired Kind = "lease_acquired" // this instance now owns the account
+	KindLeaseLost     Kind = "lease_lost"     // this instance no longer owns the account
+)
+
+// Event is one thing that happened to one account. Events are values: a
+// publisher never changes an event after publishing it.
+type Event struct {
+	Account string
+	Kind    Kind
+	// State is the account's state after the event.
+	State State
+	// JID is the device JID once known.
+	JID string
+	// QR is the QR code content for KindQR. It contains the ADV secret: it
+	// is never logged (see LogValue) and only shown to the operator.
+	QR string
+	// Error describes the failure for KindDisconnected, KindAlarm and
+	// failed transitions. It never contains secrets.
+	Error string
+	// Attempt is the reconnect attempt number for KindReconnect.
+	Attempt int
+	// Delay is the backoff delay when State is StateBackoff.
+	Delay time.Duration
+	Time  time.Time
+}
+
+// LogValue renders the event for slog without the QR content.
+func (e Event) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("account", e.Account),
+		slog.String("kind", string(e.Kind)),
+		slog.String("state", string(e.State)),
+	}
+	if e.JID != "" {
+		attrs = append(attrs, slog.String("jid", e.JID))
+	}
+	if e.Error != "" {
+		attrs = append(attrs, slog.String("error", e.Error))
+	}
+	if e.Attempt != 0 {
+		attrs = append(attrs, slog.Int("attempt", e.Attempt))
+	}
+	if e.Delay != 0 {
+		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Publisher accepts events. Implementations never block.
+type Publisher interface {
+	Publish(Event)
+}
+
+// PublisherFunc adapts a function to Publisher.
+type PublisherFunc func(Event)
+
+// Publish calls f(e).
+func (f PublisherFunc) Publish(e Event) { f(e) }
