@@ -1,0 +1,150 @@
+package status
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+)
+
+// Account is the view of one account, as the HTTP API returns it.
+type Account struct {
+	ID    string       `json:"id"`
+	State events.State `json:"state"`
+	JID   string       `json:"jid"`
+	// QR is the QR code showing while the account is pairing, else nil.
+	QR             *string    `json:"qr"`
+	Restarts       int        `json:"restarts"`
+	Reconnects     int        `json:"reconnects"`
+	LastError      string     `json:"last_error"`
+	ConnectedSince *time.Time `json:"connected_since"`
+	// PairingSince is when the account entered pairing (for the health
+	// summary's oldest pairing); not part of the JSON.
+	PairingSince time.Time `json:"-"`
+}
+
+// Board folds events into the current view of every account. It is safe
+// for concurrent use and never blocks for long.
+type Board struct {
+	mu       sync.RWMutex
+	accounts map[string]*Account
+}
+
+// NewBoard returns an empty board.
+func NewBoard() *Board {
+	return &Board{accounts: make(map[string]*Account)}
+}
+
+// Publish applies one event.
+func (b *Board) Publish(e events.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := b.accounts[e.Account]
+	if a == nil {
+		a = &Account{ID: e.Account}
+		b.accounts[e.Account] = a
+	}
+	if e.State != "" {
+		if e.State == events.StatePairing && a.State != events.StatePairing {
+			a.PairingSince = e.Time
+		}
+		a.State = e.State
+	}
+	if e.JID != "" {
+		a.JID = e.JID
+	}
+	switch e.Kind {
+	case events.KindQR:
+		qr := e.QR
+		a.QR = &qr
+	case events.KindConnected:
+		at := e.Time
+		a.ConnectedSince = &at
+		a.LastError = ""
+	case events.KindReconnect:
+		a.Reconnects++
+	case events.KindRestart:
+		a.Restarts++
+	case events.KindLoggedOut:
+		a.JID = ""
+	}
+	if e.Error != "" {
+		a.LastError = e.Error
+	}
+	if a.State != events.StatePairing {
+		a.QR = nil
+	}
+	if a.State != events.StateConnected {
+		a.ConnectedSince = nil
+	}
+}
+
+// Forget removes an account that is no longer configured here.
+func (b *Board) Forget(id string) {
+	b.mu.Lock()
+	delete(b.accounts, id)
+	b.mu.Unlock()
+}
+
+// Get returns a copy of one account's view.
+func (b *Board) Get(id string) (Account, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	a, ok := b.accounts[id]
+	if !ok {
+		return Account{}, false
+	}
+	return a.copy(), true
+}
+
+// List returns copies of every account's view, sorted by id.
+func (b *Board) List() []Account {
+	b.mu.RLock()
+	out := make([]Account, 0, len(b.accounts))
+	for _, a := range b.accounts {
+		out = append(out, a.copy())
+	}
+	b.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (a *Account) copy() Account {
+	c := *a
+	if a.QR != nil {
+		qr := *a.QR
+		c.QR = &qr
+	}
+	if a.ConnectedSince != nil {
+		t := *a.ConnectedSince
+		c.ConnectedSince = &t
+	}
+	return c
+}
+
+// Summary is the health line: accounts by state, restarts, reconnects and
+// the oldest pairing still waiting for a scan.
+type Summary struct {
+	Total         int
+	ByState       map[events.State]int
+	Restarts      int
+	Reconnects    int
+	OldestPairing time.Duration // 0 when no account is pairing
+}
+
+// Summarize computes the health summary at now.
+func (b *Board) Summarize(now time.Time) Summary {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	s := Summary{Total: len(b.accounts), ByState: make(map[events.State]int)}
+	for _, a := range b.accounts {
+		s.ByState[a.State]++
+		s.Restarts += a.Restarts
+		s.Reconnects += a.Reconnects
+		if a.State == events.StatePairing && !a.PairingSince.IsZero() {
+			s.OldestPairing = max(s.OldestPairing, now.Sub(a.PairingSince))
+		}
+	}
+	return s
+}

@@ -1,0 +1,93 @@
+package status
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+)
+
+func TestBoardFoldsEvents(t *testing.T) {
+	b := NewBoard()
+	t0 := time.Unix(1000, 0)
+	b.Publish(events.Event{Account: "a", Kind: events.KindState, State: events.StateConnecting, Time: t0})
+	b.Publish(events.Event{Account: "a", Kind: events.KindQR, State: events.StatePairing, QR: "code-1", Time: t0})
+	if a, _ := b.Get("a"); a.QR == nil || *a.QR != "code-1" || a.State != events.StatePairing {
+		t.Fatalf("while pairing: %+v", a)
+	}
+	b.Publish(events.Event{Account: "a", Kind: events.KindPaired, State: events.StateConnecting, JID: "1555:1@s.whatsapp.net", Time: t0})
+	b.Publish(events.Event{Account: "a", Kind: events.KindConnected, State: events.StateConnected, Time: t0.Add(time.Second)})
+	a, _ := b.Get("a")
+	if a.QR != nil || a.State != events.StateConnected || a.JID != "1555:1@s.whatsapp.net" || a.ConnectedSince == nil {
+		t.Fatalf("after connect: %+v", a)
+	}
+	b.Publish(events.Event{Account: "a", Kind: events.KindDisconnected, State: events.StateBackoff, Error: "read: EOF", Time: t0})
+	b.Publish(events.Event{Account: "a", Kind: events.KindReconnect, State: events.StateConnecting, Attempt: 1, Time: t0})
+	b.Publish(events.Event{Account: "a", Kind: events.KindRestart, State: events.StateConnecting, Time: t0})
+	a, _ = b.Get("a")
+	if a.ConnectedSince != nil || a.LastError != "read: EOF" || a.Reconnects != 1 || a.Restarts != 1 {
+		t.Fatalf("after disconnect: %+v", a)
+	}
+	b.Publish(events.Event{Account: "a", Kind: events.KindLoggedOut, State: events.StateLoggedOut, Time: t0})
+	if a, _ := b.Get("a"); a.JID != "" {
+		t.Fatalf("JID kept after logout: %+v", a)
+	}
+}
+
+func TestAccountJSONNames(t *testing.T) {
+	b := NewBoard()
+	b.Publish(events.Event{Account: "a", Kind: events.KindQR, State: events.StatePairing, QR: "q"})
+	a, _ := b.Get("a")
+	raw, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"id", "state", "jid", "qr", "restarts", "reconnects", "last_error", "connected_since"} {
+		if _, ok := m[key]; !ok {
+			t.Errorf("JSON lacks %q: %s", key, raw)
+		}
+	}
+	if len(m) != 8 {
+		t.Errorf("JSON has extra keys: %s", raw)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	b := NewBoard()
+	now := time.Unix(10_000, 0)
+	b.Publish(events.Event{Account: "a", Kind: events.KindQR, State: events.StatePairing, Time: now.Add(-90 * time.Second)})
+	b.Publish(events.Event{Account: "b", Kind: events.KindQR, State: events.StatePairing, Time: now.Add(-10 * time.Second)})
+	b.Publish(events.Event{Account: "c", Kind: events.KindConnected, State: events.StateConnected, Time: now})
+	b.Publish(events.Event{Account: "c", Kind: events.KindRestart, State: events.StateConnected, Time: now})
+	s := b.Summarize(now)
+	if s.Total != 3 || s.ByState[events.StatePairing] != 2 || s.ByState[events.StateConnected] != 1 || s.Restarts != 1 {
+		t.Fatalf("summary = %+v", s)
+	}
+	if s.OldestPairing != 90*time.Second {
+		t.Fatalf("oldest pairing = %v, want 90s", s.OldestPairing)
+	}
+}
+
+func TestListSortedAndCopied(t *testing.T) {
+	b := NewBoard()
+	for _, id := range []string{"c", "a", "b"} {
+		b.Publish(events.Event{Account: id, Kind: events.KindQR, State: events.StatePairing, QR: id})
+	}
+	list := b.List()
+	if len(list) != 3 || list[0].ID != "a" || list[2].ID != "c" {
+		t.Fatalf("List = %+v", list)
+	}
+	*list[0].QR = "changed"
+	if a, _ := b.Get("a"); *a.QR != "a" {
+		t.Fatal("List returned shared QR storage")
+	}
+	b.Forget("a")
+	if _, ok := b.Get("a"); ok {
+		t.Fatal("Forget kept the account")
+	}
+}
