@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"fmt"
 	"io"
+	"sync"
 	"unsafe"
 
 	"github.com/wafleet/wafleet/wire/jid"
@@ -13,6 +14,9 @@ import (
 // DefaultMaxInflatedSize is the default limit on the size of a zlib
 // payload after inflation.
 const DefaultMaxInflatedSize = 16 << 20
+
+// zlibReaders keeps inflaters for reuse: a new one costs tens of KiB.
+var zlibReaders sync.Pool
 
 // Decoder decodes nodes with limits. The zero Decoder uses the defaults.
 type Decoder struct {
@@ -41,7 +45,7 @@ func UnmarshalPayload(payload []byte) (Node, error) {
 func (dc Decoder) Decode(data []byte) (Node, error) {
 	// One allocation holds the private copy of the input and a first
 	// arena for unpacked strings.
-	extra := min(len(data), 4096)
+	extra := min(len(data), maxChunkBytes/2)
 	buf := make([]byte, len(data)+extra)
 	copy(buf, data)
 	return dc.decodeOwned(buf[:len(data):len(data)], buf[len(data):len(data)])
@@ -69,11 +73,21 @@ func (dc Decoder) inflate(body []byte) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxInflatedSize
 	}
-	zr, err := zlib.NewReader(bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInflate, err)
+	src := bytes.NewReader(body)
+	var zr io.ReadCloser
+	if pooled, ok := zlibReaders.Get().(io.ReadCloser); ok {
+		if err := pooled.(zlib.Resetter).Reset(src, nil); err != nil {
+			zlibReaders.Put(pooled)
+			return nil, fmt.Errorf("%w: %v", ErrInflate, err)
+		}
+		zr = pooled
+	} else {
+		var err error
+		if zr, err = zlib.NewReader(src); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInflate, err)
+		}
 	}
-	defer zr.Close()
+	defer zlibReaders.Put(zr)
 	// Grow with what actually arrives; never trust a size up front.
 	out := make([]byte, 0, min(max(4*len(body), 512), limit+1))
 	for {
@@ -107,9 +121,9 @@ func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
 	if d.maxDepth <= 0 {
 		d.maxDepth = DefaultMaxDepth
 	}
-	// First attribute chunk sized from the input: about one attribute
-	// per 8 bytes, at least 4.
-	d.attrChunk = min(max(len(data)/8, 4), 4096)
+	d.attrChunk = chunkLen(len(data)/10, attrSize)
+	d.jidChunk = chunkLen(len(data)/64, jidSize)
+	d.nodeChunk = chunkLen(len(data)/16, nodeSize)
 	var n Node
 	if err := d.readNode(&n, 0); err != nil {
 		return Node{}, err
@@ -120,12 +134,32 @@ func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
 	return n, nil
 }
 
+// Arena chunks are sized from the input still to decode (never from a
+// length read from it) and kept at or under maxChunkBytes, so they are
+// small-object allocations: larger ones cost much more in the runtime.
+const (
+	maxChunkBytes = 32 << 10
+	attrSize      = int(unsafe.Sizeof(Attr{}))
+	jidSize       = int(unsafe.Sizeof(jid.JID{}))
+	nodeSize      = int(unsafe.Sizeof(Node{}))
+)
+
+// chunkLen returns a chunk length for about want elements of the given
+// size: at least 4, at most what fits in maxChunkBytes.
+func chunkLen(want, size int) int {
+	return min(max(want, 4), maxChunkBytes/size)
+}
+
 type decoder struct {
 	data      []byte
 	pos       int
 	arena     []byte // append-only; never reallocated in place
 	attrs     []Attr // current attribute chunk; len = used
 	attrChunk int    // size of the next attribute chunk
+	jids      []jid.JID
+	jidChunk  int // size of the next JID chunk
+	nodes     []Node
+	nodeChunk int // size of the next node chunk
 	maxDepth  int
 }
 
@@ -219,54 +253,62 @@ func str(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-// value kinds returned by readValue
-const (
-	valString = iota
-	valJID
-)
-
-// readValue reads a string or JID value whose tag byte is tag. allowJID
-// false makes a JID an error (tags, keys and JID parts are strings).
-func (d *decoder) readValue(tag byte, allowJID bool) (string, jid.JID, int, error) {
+// readValue reads a string or JID value whose tag byte is tag; a JID is
+// returned as a pointer into the decoder's JID arena. allowJID false makes
+// a JID an error (tags, keys and JID parts are strings).
+func (d *decoder) readValue(tag byte, allowJID bool) (string, *jid.JID, error) {
 	switch {
 	case tag == tagListEmpty:
-		return "", jid.JID{}, valString, nil
+		return "", nil, nil
 	case tag < tagDict0:
 		if int(tag) >= len(singleByteTokens) {
-			return "", jid.JID{}, 0, d.errf(ErrTokenIndex, "single-byte token %d", tag)
+			return "", nil, d.errf(ErrTokenIndex, "single-byte token %d", tag)
 		}
-		return singleByteTokens[tag], jid.JID{}, valString, nil
+		return singleByteTokens[tag], nil, nil
 	case tag <= tagDict3:
 		i, err := d.byte()
 		if err != nil {
-			return "", jid.JID{}, 0, err
+			return "", nil, err
 		}
 		dict := doubleByteTokens[tag-tagDict0]
 		if int(i) >= len(dict) {
-			return "", jid.JID{}, 0, d.errf(ErrTokenIndex, "dictionary %d index %d", tag-tagDict0, i)
+			return "", nil, d.errf(ErrTokenIndex, "dictionary %d index %d", tag-tagDict0, i)
 		}
-		return dict[i], jid.JID{}, valString, nil
+		return dict[i], nil, nil
 	case tag < tagInteropJID:
-		return "", jid.JID{}, 0, d.errf(ErrUnknownTag, "%#02x", tag)
+		return "", nil, d.errf(ErrUnknownTag, "%#02x", tag)
 	case tag == tagInteropJID, tag == tagFBJID, tag == tagADJID, tag == tagJIDPair:
 		if !allowJID {
-			return "", jid.JID{}, 0, d.errf(ErrInvalidNode, "JID where a string is required")
+			return "", nil, d.errf(ErrInvalidNode, "JID where a string is required")
 		}
 		j, err := d.readJID(tag)
-		return "", j, valJID, err
+		if err != nil {
+			return "", nil, err
+		}
+		return "", d.newJID(j), nil
 	case tag == tagList8, tag == tagList16:
-		return "", jid.JID{}, 0, d.errf(ErrInvalidNode, "list where a value is required")
+		return "", nil, d.errf(ErrInvalidNode, "list where a value is required")
 	case tag == tagHex8, tag == tagNibble8:
 		s, err := d.readPacked(tag == tagHex8)
-		return s, jid.JID{}, valString, err
+		return s, nil, err
 	default: // BINARY_8/20/32
 		n, err := d.binaryLen(tag)
 		if err != nil {
-			return "", jid.JID{}, 0, err
+			return "", nil, err
 		}
 		b, _ := d.take(n)
-		return str(b), jid.JID{}, valString, nil
+		return str(b), nil, nil
 	}
+}
+
+// newJID stores j in the JID arena (chunks that are never reallocated).
+func (d *decoder) newJID(j jid.JID) *jid.JID {
+	if len(d.jids) == cap(d.jids) {
+		d.jids = make([]jid.JID, 0, d.jidChunk)
+		d.jidChunk = chunkLen(d.remaining()/32, jidSize)
+	}
+	d.jids = append(d.jids, j)
+	return &d.jids[len(d.jids)-1]
 }
 
 // readString reads a string value (no JIDs, no lists).
@@ -275,7 +317,7 @@ func (d *decoder) readString() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s, _, _, err := d.readValue(tag, false)
+	s, _, err := d.readValue(tag, false)
 	return s, err
 }
 
@@ -293,7 +335,7 @@ func (d *decoder) readPacked(hex bool) (string, error) {
 		return "", err
 	}
 	if cap(d.arena)-len(d.arena) < 2*n {
-		d.arena = make([]byte, 0, max(2*n, 2*cap(d.arena), 256))
+		d.arena = make([]byte, 0, max(2*n, min(2*d.remaining()+2*n, maxChunkBytes/2)))
 	}
 	start := len(d.arena)
 	out, ok := unpack(d.arena, src, hex, odd)
@@ -360,13 +402,27 @@ func (d *decoder) readJID(tag byte) (jid.JID, error) {
 // starting a new chunk when needed. k was checked against the input.
 func (d *decoder) allocAttrs(k int) []Attr {
 	if cap(d.attrs)-len(d.attrs) < k {
-		size := max(k, min(d.attrChunk, d.remaining()/2+k))
-		d.attrs = make([]Attr, 0, size)
-		d.attrChunk = min(2*d.attrChunk, 8192)
+		d.attrs = make([]Attr, 0, max(k, d.attrChunk))
+		d.attrChunk = chunkLen(d.remaining()/10, attrSize)
 	}
 	start := len(d.attrs)
 	d.attrs = d.attrs[:start+k]
 	return d.attrs[start : start+k : start+k]
+}
+
+// allocNodes returns k zero nodes for one child list, carved from the
+// current node chunk when they fit. k was checked against the input.
+func (d *decoder) allocNodes(k int) []Node {
+	if cap(d.nodes)-len(d.nodes) < k {
+		if k > d.nodeChunk/2 {
+			return make([]Node, k)
+		}
+		d.nodes = make([]Node, 0, d.nodeChunk)
+		d.nodeChunk = chunkLen(d.remaining()/16, nodeSize)
+	}
+	start := len(d.nodes)
+	d.nodes = d.nodes[:start+k]
+	return d.nodes[start : start+k : start+k]
 }
 
 func (d *decoder) readNode(n *Node, depth int) error {
@@ -409,11 +465,9 @@ func (d *decoder) readNode(n *Node, depth int) error {
 			if err != nil {
 				return err
 			}
-			var kind int
-			if a.Value, a.JID, kind, err = d.readValue(vt, true); err != nil {
+			if a.Value, a.jid, err = d.readValue(vt, true); err != nil {
 				return err
 			}
-			a.IsJID = kind == valJID
 			if !a.empty() {
 				kept++
 			} else {
@@ -450,7 +504,7 @@ func (d *decoder) readContent(n *Node, depth int) error {
 		if 3*count > d.remaining() {
 			return d.errf(ErrTruncated, "%d children, %d bytes left", count, d.remaining())
 		}
-		children := make([]Node, count)
+		children := d.allocNodes(count)
 		for i := range children {
 			if err := d.readNode(&children[i], depth+1); err != nil {
 				return err
@@ -465,11 +519,11 @@ func (d *decoder) readContent(n *Node, depth int) error {
 		b, _ := d.take(size)
 		n.kind, n.bytes = KindBytes, b
 	default:
-		s, j, kind, err := d.readValue(tag, true)
+		s, j, err := d.readValue(tag, true)
 		if err != nil {
 			return err
 		}
-		if kind == valJID {
+		if j != nil {
 			n.kind, n.jid = KindJID, j
 		} else {
 			n.kind, n.text = KindString, s

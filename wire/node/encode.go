@@ -70,8 +70,8 @@ func appendNode(dst []byte, n *Node, depth int) ([]byte, error) {
 			continue
 		}
 		dst = appendString(dst, a.Key)
-		if a.IsJID {
-			if dst, err = appendJID(dst, a.JID); err != nil {
+		if a.jid != nil {
+			if dst, err = appendJID(dst, *a.jid); err != nil {
 				return dst, fmt.Errorf("<%s %s>: %w", n.Tag, a.Key, err)
 			}
 		} else {
@@ -101,10 +101,10 @@ func appendNode(dst []byte, n *Node, depth int) ([]byte, error) {
 	case KindString:
 		dst = appendString(dst, n.text)
 	case KindJID:
-		if n.jid.IsEmpty() {
+		if n.jid == nil || n.jid.IsEmpty() {
 			return dst, fmt.Errorf("%w: <%s> content is an empty JID", ErrInvalidJID, n.Tag)
 		}
-		if dst, err = appendJID(dst, n.jid); err != nil {
+		if dst, err = appendJID(dst, *n.jid); err != nil {
 			return dst, fmt.Errorf("<%s> content: %w", n.Tag, err)
 		}
 	default:

@@ -35,40 +35,62 @@ func (k Kind) String() string {
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Attr is one attribute. Its value is the string Value, or the JID when
-// IsJID is set; the two are distinct on the wire and clients depend on the
-// difference (PROTOCOL.md 6.8). Attributes whose value is "" (or an empty
-// JID) are never written.
+// Attr is one attribute. Its value is the string Value or, for attributes
+// made with JIDAttr (or decoded from a JID encoding), a JID; the two are
+// distinct on the wire and clients depend on the difference (PROTOCOL.md
+// 6.8). Attributes whose value is "" (or an empty JID) are never written.
 type Attr struct {
 	Key   string
-	Value string
-	JID   jid.JID
-	IsJID bool
+	Value string // the value when the attribute is not a JID
+
+	jid *jid.JID // the value when the attribute is a JID; never modified
 }
 
 // StrAttr returns a string-valued attribute.
 func StrAttr(key, value string) Attr { return Attr{Key: key, Value: value} }
 
 // JIDAttr returns a JID-valued attribute.
-func JIDAttr(key string, j jid.JID) Attr { return Attr{Key: key, JID: j, IsJID: true} }
+func JIDAttr(key string, j jid.JID) Attr { return Attr{Key: key, jid: &j} }
 
 // IntAttr returns a string-valued attribute holding the decimal form of v.
 func IntAttr(key string, v int64) Attr { return Attr{Key: key, Value: strconv.FormatInt(v, 10)} }
 
+// IsJID reports whether the value is a JID.
+func (a Attr) IsJID() bool { return a.jid != nil }
+
+// JID returns the value if it is a JID.
+func (a Attr) JID() (jid.JID, bool) {
+	if a.jid == nil {
+		return jid.JID{}, false
+	}
+	return *a.jid, true
+}
+
 // empty reports whether the attribute has no value (it is then not written).
 func (a Attr) empty() bool {
-	if a.IsJID {
-		return a.JID.IsEmpty()
+	if a.jid != nil {
+		return a.jid.IsEmpty()
 	}
 	return a.Value == ""
 }
 
 // String returns the value as text: the string, or the JID's string form.
 func (a Attr) String() string {
-	if a.IsJID {
-		return a.JID.String()
+	if a.jid != nil {
+		return a.jid.String()
 	}
 	return a.Value
+}
+
+// equal compares key, value type and value.
+func (a Attr) equal(b Attr) bool {
+	if a.Key != b.Key || (a.jid == nil) != (b.jid == nil) {
+		return false
+	}
+	if a.jid != nil {
+		return *a.jid == *b.jid
+	}
+	return a.Value == b.Value
 }
 
 // Node is one element: a tag, attributes in order, and content.
@@ -83,7 +105,7 @@ type Node struct {
 	children []Node
 	bytes    []byte
 	text     string
-	jid      jid.JID
+	jid      *jid.JID // never modified once set
 }
 
 // New returns a node with the given tag and attributes and no content.
@@ -134,7 +156,7 @@ func (n Node) WithText(s string) Node {
 // WithJID returns n with JID content.
 func (n Node) WithJID(j jid.JID) Node {
 	n.clearContent()
-	n.kind, n.jid = KindJID, j
+	n.kind, n.jid = KindJID, &j
 	return n
 }
 
@@ -162,7 +184,7 @@ func (n Node) WithAttr(a Attr) Node {
 }
 
 func (n *Node) clearContent() {
-	n.kind, n.children, n.bytes, n.text, n.jid = KindNone, nil, nil, "", jid.JID{}
+	n.kind, n.children, n.bytes, n.text, n.jid = KindNone, nil, nil, "", nil
 }
 
 // Kind returns the kind of n's content.
@@ -178,7 +200,12 @@ func (n Node) Bytes() ([]byte, bool) { return n.bytes, n.kind == KindBytes }
 func (n Node) Text() (string, bool) { return n.text, n.kind == KindString }
 
 // ContentJID returns the JID content, if the content is a JID.
-func (n Node) ContentJID() (jid.JID, bool) { return n.jid, n.kind == KindJID }
+func (n Node) ContentJID() (jid.JID, bool) {
+	if n.kind != KindJID {
+		return jid.JID{}, false
+	}
+	return *n.jid, true
+}
 
 // Child returns the first child with the given tag.
 func (n Node) Child(tag string) (*Node, bool) {
@@ -217,7 +244,7 @@ func (n Node) Attr(key string) (string, bool) {
 func (n Node) AttrJID(key string) (jid.JID, bool) {
 	for i := range n.Attrs {
 		if n.Attrs[i].Key == key {
-			return n.Attrs[i].JID, n.Attrs[i].IsJID
+			return n.Attrs[i].JID()
 		}
 	}
 	return jid.JID{}, false
@@ -231,11 +258,7 @@ func (n Node) Equal(o Node) bool {
 		return false
 	}
 	for i := range n.Attrs {
-		a, b := &n.Attrs[i], &o.Attrs[i]
-		if a.Key != b.Key || a.IsJID != b.IsJID {
-			return false
-		}
-		if a.IsJID && a.JID != b.JID || !a.IsJID && a.Value != b.Value {
+		if !n.Attrs[i].equal(o.Attrs[i]) {
 			return false
 		}
 	}
@@ -254,7 +277,7 @@ func (n Node) Equal(o Node) bool {
 	case KindString:
 		return n.text == o.text
 	case KindJID:
-		return n.jid == o.jid
+		return *n.jid == *o.jid
 	}
 	return true
 }

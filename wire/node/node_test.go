@@ -54,7 +54,7 @@ func TestAccessors(t *testing.T) {
 	if v, _ := n.Attr("t"); v != "42" {
 		t.Errorf("IntAttr = %q", v)
 	}
-	if a, ok := n.GetAttr("name"); !ok || a.IsJID || a.Value != "x" {
+	if a, ok := n.GetAttr("name"); !ok || a.IsJID() || a.Value != "x" {
 		t.Errorf("GetAttr = %+v, %v", a, ok)
 	}
 	if n.Kind() != KindChildren || len(n.Children()) != 4 {

@@ -44,11 +44,7 @@ func renderNode(b *strings.Builder, n *Node, depth int) {
 		b.WriteByte(' ')
 		writeText(b, a.Key, renderMaxText)
 		b.WriteString(`="`)
-		if a.IsJID {
-			writeText(b, a.JID.String(), renderMaxText)
-		} else {
-			writeText(b, a.Value, renderMaxText)
-		}
+		writeText(b, a.String(), renderMaxText)
 		b.WriteByte('"')
 	}
 	switch n.kind {
@@ -87,7 +83,7 @@ func renderNode(b *strings.Builder, n *Node, depth int) {
 		writeText(b, n.text, renderMaxText)
 	case KindJID:
 		b.WriteByte('>')
-		writeText(b, n.jid.String(), renderMaxText)
+		writeText(b, n.jid.String(), renderMaxText) // n.jid set for KindJID
 	}
 	b.WriteString("</")
 	writeText(b, n.Tag, renderMaxText)

@@ -27,24 +27,44 @@ type tokenCode struct {
 	b    uint8
 }
 
-// tokenIndex maps every token string to its code; built once at init from
-// the generated tables.
-var tokenIndex = buildTokenIndex()
+// The encoder looks tokens up in an open-addressing hash table built once
+// at init: 4096 slots for ~1260 tokens, a cheap hash of the length and four
+// bytes, linear probing. Slots hold 1 + an index into tokenList.
+const tokenTableBits = 12
 
-func buildTokenIndex() map[string]tokenCode {
-	m := make(map[string]tokenCode, len(singleByteTokens)+4*256)
-	for i, s := range singleByteTokens {
-		if i == 0 || s == "" {
-			continue
+var (
+	tokenList  []string
+	tokenCodes []tokenCode
+	tokenTable [1 << tokenTableBits]uint16
+)
+
+func init() {
+	add := func(s string, c tokenCode) {
+		tokenList = append(tokenList, s)
+		tokenCodes = append(tokenCodes, c)
+		h := tokenHash(s)
+		for tokenTable[h] != 0 {
+			h = (h + 1) & (1<<tokenTableBits - 1)
 		}
-		m[s] = tokenCode{0, uint8(i)}
+		tokenTable[h] = uint16(len(tokenList))
+	}
+	for i, s := range singleByteTokens {
+		if i > 0 && s != "" {
+			add(s, tokenCode{0, uint8(i)})
+		}
 	}
 	for d, dict := range doubleByteTokens {
 		for j, s := range dict {
-			m[s] = tokenCode{uint8(d + 1), uint8(j)}
+			add(s, tokenCode{uint8(d + 1), uint8(j)})
 		}
 	}
-	return m
+}
+
+// tokenHash hashes a non-empty string to a table slot.
+func tokenHash(s string) uint32 {
+	n := len(s)
+	x := uint32(s[0]) | uint32(s[n-1])<<8 | uint32(s[n/2])<<16 | uint32(s[(n-1)/3])<<24
+	return ((x ^ uint32(n)*0x9E3779B1) * 0x85EBCA6B) >> (32 - tokenTableBits)
 }
 
 // lookupToken returns the token code of s, if s is a token.
@@ -52,6 +72,13 @@ func lookupToken(s string) (tokenCode, bool) {
 	if len(s) == 0 || len(s) > maxTokenLen {
 		return tokenCode{}, false
 	}
-	c, ok := tokenIndex[s]
-	return c, ok
+	for h := tokenHash(s); ; h = (h + 1) & (1<<tokenTableBits - 1) {
+		i := tokenTable[h]
+		if i == 0 {
+			return tokenCode{}, false
+		}
+		if tokenList[i-1] == s {
+			return tokenCodes[i-1], true
+		}
+	}
 }
