@@ -11,7 +11,9 @@
 // Decoding copies its input once and returns strings and byte slices that
 // point into that private copy, so a decoded Node stays valid after the
 // caller reuses its buffer, and costs few allocations. Byte content of a
-// decoded Node must be treated as read-only. Encoding appends to a
+// decoded Node must be treated as read-only, and any string or byte slice
+// taken from it keeps the whole decoded buffer alive: clone small pieces
+// (strings.Clone, bytes.Clone) that are kept for long. Encoding appends to a
 // caller-provided buffer (AppendNode) so senders can reuse buffers.
 //
 // The token tables are generated from testdata/protocol/tokens.json into

@@ -1,0 +1,72 @@
+package node
+
+import (
+	"encoding/hex"
+	"runtime"
+	"testing"
+)
+
+// TestDecodeAllocs pins the allocation goals: pair-success in at most 15
+// allocations, a 200-child node in at most one per child.
+func TestDecodeAllocs(t *testing.T) {
+	v := loadVectors(t)
+	var pair []byte
+	for _, tv := range v.Nodes {
+		if tv.Name == "pair-success IQ (server to client), business account" {
+			pair, _ = hex.DecodeString(tv.Hex)
+		}
+	}
+	if pair == nil {
+		t.Fatal("pair-success vector not found")
+	}
+	wide, err := Marshal(wideIQ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		data []byte
+		max  float64
+	}{
+		{"pair-success", pair[1:], 15},
+		{"200 children", wide, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			allocs := testing.AllocsPerRun(50, func() {
+				if _, err := Unmarshal(tt.data); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs > tt.max {
+				t.Fatalf("%v allocs per decode, want at most %v", allocs, tt.max)
+			}
+		})
+	}
+}
+
+// TestForgedLengthsDoNotAllocate checks that lengths and counts read from
+// the input never size an allocation beyond what the input can hold.
+func TestForgedLengthsDoNotAllocate(t *testing.T) {
+	inputs := []string{
+		"f80219fe7fffffff00",      // BINARY_32 of 2 GiB
+		"f80219fd0fffff00",        // BINARY_20 of 1 MiB
+		"f80219f9ffff" + "f80119", // 65535 children
+		"f9ffff19",                // 32767 attributes
+		"f80219ff7f00",            // 127-byte packed string
+	}
+	for _, h := range inputs {
+		data, _ := hex.DecodeString(h)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range 10 {
+			if _, err := Unmarshal(data); err == nil {
+				t.Fatalf("%s: decoded", h)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if perRun := (after.TotalAlloc - before.TotalAlloc) / 10; perRun > 16<<10 {
+			t.Errorf("%s: %d bytes allocated per decode", h, perRun)
+		}
+	}
+}
