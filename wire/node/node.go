@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"iter"
 	"strconv"
 
 	"github.com/wafleet/wafleet/wire/jid"
@@ -215,6 +216,28 @@ func (n Node) Child(tag string) (*Node, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ChildrenByTag yields the children with the given tag, in order.
+func (n Node) ChildrenByTag(tag string) iter.Seq[*Node] {
+	return func(yield func(*Node) bool) {
+		for i := range n.children {
+			if n.children[i].Tag == tag && !yield(&n.children[i]) {
+				return
+			}
+		}
+	}
+}
+
+// AttrInt returns the first attribute with the given key parsed as a
+// decimal integer; false if it is missing, a JID or not a number.
+func (n Node) AttrInt(key string) (int64, bool) {
+	a, ok := n.GetAttr(key)
+	if !ok || a.IsJID() {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(a.Value, 10, 64)
+	return v, err == nil
 }
 
 // GetAttr returns the first attribute with the given key.

@@ -75,6 +75,25 @@ func TestAccessors(t *testing.T) {
 	if j, ok := c.ContentJID(); !ok || j != dev {
 		t.Errorf("ContentJID = %v, %v", j, ok)
 	}
+	var tags []byte
+	for c := range n.ChildrenByTag("a") {
+		tags = append(tags, byte(c.Kind()))
+	}
+	if len(tags) != 2 || Kind(tags[0]) != KindBytes || Kind(tags[1]) != KindNone {
+		t.Errorf("ChildrenByTag(a) kinds = %v", tags)
+	}
+	for range n.ChildrenByTag("a") {
+		break // stopping early must not panic
+	}
+	if v, ok := n.AttrInt("t"); !ok || v != 42 {
+		t.Errorf("AttrInt(t) = %d, %v", v, ok)
+	}
+	if _, ok := n.AttrInt("name"); ok {
+		t.Error("AttrInt(name) ok")
+	}
+	if _, ok := n.AttrInt("jid"); ok {
+		t.Error("AttrInt(jid) ok")
+	}
 	if _, ok := n.Child("zzz"); ok {
 		t.Error("Child(zzz) found")
 	}
