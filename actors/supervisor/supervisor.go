@@ -1,0 +1,246 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+)
+
+// ErrUnknownAccount is returned for a command naming an account that does
+// not run here.
+var ErrUnknownAccount = errors.New("supervisor: unknown account")
+
+// Account is one account this process should run.
+type Account struct {
+	ID    string
+	Proxy string
+}
+
+// Deps are the supervisor's dependencies.
+type Deps struct {
+	// Props makes the actor of one account. Required.
+	Props func(Account) *actor.Props
+	// Events receives restart events. Required.
+	Events events.Publisher
+	// Board is summarised in the health line. Required.
+	Board *status.Board
+	// Logger for transitions and the health line. Required.
+	Logger *slog.Logger
+	// RestartDelay is how long a panicked actor waits before it restarts.
+	// Default: 1s.
+	RestartDelay time.Duration
+	// HealthInterval is the period of the health line. Default: 30s.
+	HealthInterval time.Duration
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// SetAccounts replaces the list of accounts to run. Accounts that are new
+// are started, accounts no longer listed are stopped, others are left
+// alone (a changed proxy restarts the account). The reply is *Applied.
+type SetAccounts struct {
+	Accounts []Account
+}
+
+// Applied answers SetAccounts.
+type Applied struct {
+	Started, Stopped []string
+}
+
+// Forward delivers Message to the actor of account ID. The reply is
+// *Forwarded.
+type Forward struct {
+	ID      string
+	Message any
+}
+
+// Forwarded answers Forward; Err is ErrUnknownAccount for an account that
+// does not run here.
+type Forwarded struct {
+	Err error
+}
+
+// healthTick asks for a health line.
+type healthTick struct{}
+
+type child struct {
+	account Account
+	pid     *actor.PID
+}
+
+// Supervisor is the root actor. Create it with Props.
+type Supervisor struct {
+	deps     Deps
+	children map[string]*child
+	// stopping holds accounts whose actor was asked to stop and has not
+	// terminated yet, with the account to start once it has (if any).
+	stopping    map[string]*Account
+	cancelTicks scheduler.CancelFunc
+}
+
+// Props returns the supervisor's props, with the delayed-restart strategy
+// for its children.
+func Props(deps Deps) *actor.Props {
+	if deps.RestartDelay <= 0 {
+		deps.RestartDelay = time.Second
+	}
+	if deps.HealthInterval <= 0 {
+		deps.HealthInterval = 30 * time.Second
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	strategy := &delayedRestart{delay: deps.RestartDelay, events: deps.Events, logger: deps.Logger, now: deps.Now}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}}
+	}, actor.WithSupervisor(strategy))
+}
+
+// Receive handles the supervisor's messages.
+func (s *Supervisor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		s.cancelTicks = scheduler.NewTimerScheduler(ctx).SendRepeatedly(s.deps.HealthInterval, s.deps.HealthInterval, ctx.Self(), &healthTick{})
+	case *SetAccounts:
+		ctx.Respond(s.setAccounts(ctx, msg.Accounts))
+	case *Forward:
+		c, ok := s.children[msg.ID]
+		if !ok {
+			ctx.Respond(&Forwarded{Err: ErrUnknownAccount})
+			return
+		}
+		ctx.Send(c.pid, msg.Message)
+		ctx.Respond(&Forwarded{})
+	case *actor.Terminated:
+		s.terminated(ctx, msg.Who)
+	case *healthTick:
+		s.logHealth()
+	case *actor.Stopping:
+		if s.cancelTicks != nil {
+			s.cancelTicks()
+		}
+	case *actor.Stopped, *actor.Restarting:
+	default:
+		s.deps.Logger.Warn("supervisor: unexpected message", "type", fmt.Sprintf("%T", msg))
+	}
+}
+
+func (s *Supervisor) setAccounts(ctx actor.Context, accounts []Account) *Applied {
+	applied := &Applied{}
+	want := make(map[string]Account, len(accounts))
+	for _, a := range accounts {
+		want[a.ID] = a
+	}
+	for id, c := range s.children {
+		a, keep := want[id]
+		if keep && a == c.account {
+			continue
+		}
+		// Removed, or changed: stop now; a changed account starts again
+		// once the old actor has terminated (its name must be free).
+		var next *Account
+		if keep {
+			next = &a
+		}
+		s.stopping[id] = next
+		delete(s.children, id)
+		ctx.Stop(c.pid)
+		applied.Stopped = append(applied.Stopped, id)
+	}
+	for _, a := range accounts {
+		if _, running := s.children[a.ID]; running {
+			continue
+		}
+		if _, waiting := s.stopping[a.ID]; waiting {
+			acct := a
+			s.stopping[a.ID] = &acct
+			continue
+		}
+		if s.spawn(ctx, a) {
+			applied.Started = append(applied.Started, a.ID)
+		}
+	}
+	return applied
+}
+
+func (s *Supervisor) spawn(ctx actor.Context, a Account) bool {
+	pid, err := ctx.SpawnNamed(s.deps.Props(a), a.ID)
+	if err != nil {
+		s.deps.Logger.Error("supervisor: cannot start account", "account", a.ID, "error", err)
+		return false
+	}
+	s.children[a.ID] = &child{account: a, pid: pid}
+	s.deps.Logger.Info("account started", "account", a.ID)
+	return true
+}
+
+func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
+	id := accountOf(who)
+	next, waiting := s.stopping[id]
+	if !waiting {
+		if c, ok := s.children[id]; ok && c.pid.Equal(who) {
+			// A child stopped by itself (for example after its strategy
+			// gave up); forget it so a later SetAccounts starts it again.
+			delete(s.children, id)
+		}
+		return
+	}
+	delete(s.stopping, id)
+	if next != nil {
+		s.spawn(ctx, *next)
+		return
+	}
+	s.deps.Events.Publish(events.Event{Account: id, Kind: events.KindState, State: events.StateStopped, Time: s.deps.Now()})
+	s.deps.Board.Forget(id)
+	s.deps.Logger.Info("account stopped", "account", id)
+}
+
+func (s *Supervisor) logHealth() {
+	sum := s.deps.Board.Summarize(s.deps.Now())
+	attrs := []any{
+		"accounts", sum.Total,
+		"restarts", sum.Restarts,
+		"reconnects", sum.Reconnects,
+		"oldest_pairing", sum.OldestPairing.Round(time.Second).String(),
+	}
+	for _, st := range []events.State{events.StateConnected, events.StateConnecting, events.StatePairing, events.StateUnpaired, events.StateBackoff, events.StateLoggedOut, events.StateStopped} {
+		attrs = append(attrs, string(st), sum.ByState[st])
+	}
+	s.deps.Logger.Info("health", attrs...)
+}
+
+// accountOf returns the account id of a child PID ("parent/ACCOUNT").
+func accountOf(pid *actor.PID) string {
+	id := pid.GetId()
+	if i := strings.LastIndexByte(id, '/'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+// delayedRestart restarts a panicked child after a fixed delay, one child
+// at a time, forever: a connection actor's panic is a bug to report, not a
+// reason to give an account up.
+type delayedRestart struct {
+	delay  time.Duration
+	events events.Publisher
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// HandleFailure implements actor.SupervisorStrategy.
+func (d *delayedRestart) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, _ any) {
+	rs.Fail()
+	id := accountOf(child)
+	d.logger.Error("account actor panicked; restarting after delay", "account", id, "panic", slog.AnyValue(reason), "delay", d.delay, "failures", rs.FailureCount())
+	d.events.Publish(events.Event{Account: id, Kind: events.KindRestart, Error: "actor restarted after a panic", Time: d.now()})
+	time.AfterFunc(d.delay, func() { sup.RestartChildren(child) })
+}

@@ -1,0 +1,246 @@
+package supervisor
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recorder collects events and lets a test wait for one.
+type recorder struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	events []events.Event
+}
+
+func newRecorder() *recorder {
+	r := &recorder{}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+func (r *recorder) Publish(e events.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// waitFor blocks until an event matches, or fails the test after 5 s.
+func (r *recorder) waitFor(t *testing.T, what string, match func(events.Event) bool) {
+	t.Helper()
+	r.waitForN(t, 1, what, match)
+}
+
+// waitForN blocks until n events match, or fails the test after 5 s.
+func (r *recorder) waitForN(t *testing.T, n int, what string, match func(events.Event) bool) {
+	t.Helper()
+	timer := time.AfterFunc(5*time.Second, r.cond.Broadcast)
+	defer timer.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		seen := 0
+		for _, e := range r.events {
+			if match(e) {
+				seen++
+			}
+		}
+		if seen >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event within 5s; got %+v", what, r.events)
+		}
+		r.cond.Wait()
+	}
+}
+
+// fakeAccount is a stand-in for a connection actor: it publishes a
+// "connected" event when started, panics on "panic", and echoes *probe.
+type fakeAccount struct {
+	account Account
+	events  events.Publisher
+	starts  *startCounter
+}
+
+type probe struct{}
+type probeReply struct{ account Account }
+
+type startCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *startCounter) add(id string) {
+	c.mu.Lock()
+	c.counts[id]++
+	c.mu.Unlock()
+}
+
+func (c *startCounter) get(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[id]
+}
+
+func (f *fakeAccount) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		f.starts.add(f.account.ID)
+		f.events.Publish(events.Event{Account: f.account.ID, Kind: events.KindConnected, State: events.StateConnected})
+	case string:
+		panic("injected panic")
+	case *probe:
+		ctx.Respond(&probeReply{account: f.account})
+	}
+}
+
+type fixture struct {
+	system *actor.ActorSystem
+	pid    *actor.PID
+	rec    *recorder
+	board  *status.Board
+	starts *startCounter
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
+	f := &fixture{system: system, rec: newRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}}
+	bus := events.NewBus(f.board, f.rec)
+	props := Props(Deps{
+		Props: func(a Account) *actor.Props {
+			return actor.PropsFromProducer(func() actor.Actor { return &fakeAccount{account: a, events: bus, starts: f.starts} })
+		},
+		Events:         bus,
+		Board:          f.board,
+		Logger:         logger,
+		RestartDelay:   50 * time.Millisecond,
+		HealthInterval: time.Hour,
+	})
+	pid, err := system.Root.SpawnNamed(props, "supervisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pid = pid
+	t.Cleanup(func() {
+		if err := system.Root.StopFuture(pid).Wait(); err != nil {
+			t.Errorf("stop supervisor: %v", err)
+		}
+		system.Shutdown()
+	})
+	return f
+}
+
+func (f *fixture) setAccounts(t *testing.T, accounts ...Account) *Applied {
+	t.Helper()
+	res, err := f.system.Root.RequestFuture(f.pid, &SetAccounts{Accounts: accounts}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*Applied)
+}
+
+func (f *fixture) forward(t *testing.T, id string, msg any) error {
+	t.Helper()
+	res, err := f.system.Root.RequestFuture(f.pid, &Forward{ID: id, Message: msg}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*Forwarded).Err
+}
+
+func (f *fixture) probe(t *testing.T, id string) Account {
+	t.Helper()
+	child := actor.NewPID(f.system.Address(), "supervisor/"+id)
+	res, err := f.system.Root.RequestFuture(child, &probe{}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatalf("probe %s: %v", id, err)
+	}
+	return res.(*probeReply).account
+}
+
+func TestStartsOneActorPerAccount(t *testing.T) {
+	f := newFixture(t)
+	applied := f.setAccounts(t, Account{ID: "a"}, Account{ID: "b", Proxy: "socks5://127.0.0.1:1"})
+	if len(applied.Started) != 2 {
+		t.Fatalf("started %v", applied.Started)
+	}
+	if got := f.probe(t, "b"); got.Proxy != "socks5://127.0.0.1:1" {
+		t.Fatalf("account b got %+v", got)
+	}
+	// Applying the same list again changes nothing.
+	if again := f.setAccounts(t, Account{ID: "a"}, Account{ID: "b", Proxy: "socks5://127.0.0.1:1"}); len(again.Started)+len(again.Stopped) != 0 {
+		t.Fatalf("second apply changed %+v", again)
+	}
+	if f.starts.get("a") != 1 {
+		t.Fatalf("a started %d times", f.starts.get("a"))
+	}
+}
+
+func TestRemovedAccountStops(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
+	f.rec.waitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
+	applied := f.setAccounts(t, Account{ID: "a"})
+	if len(applied.Stopped) != 1 || applied.Stopped[0] != "b" {
+		t.Fatalf("stopped %v", applied.Stopped)
+	}
+	f.rec.waitFor(t, "b stopped", func(e events.Event) bool { return e.Account == "b" && e.State == events.StateStopped })
+	if err := f.forward(t, "b", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("forward to removed account: %v", err)
+	}
+}
+
+func TestChangedAccountRestarts(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"})
+	f.setAccounts(t, Account{ID: "a", Proxy: "http://127.0.0.1:3128"})
+	f.rec.waitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	if got := f.probe(t, "a"); got.Proxy != "http://127.0.0.1:3128" {
+		t.Fatalf("restarted with %+v", got)
+	}
+}
+
+func TestForwardUnknownAccount(t *testing.T) {
+	f := newFixture(t)
+	if err := f.forward(t, "nobody", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("err = %v, want ErrUnknownAccount", err)
+	}
+}
+
+func TestPanicRestartsThatActorAlone(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
+	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.waitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
+
+	if err := f.forward(t, "a", "boom"); err != nil {
+		t.Fatal(err)
+	}
+	f.rec.waitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
+	f.rec.waitForN(t, 2, "a connected after restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.probe(t, "a") // answers again after the restart
+	if f.starts.get("b") != 1 {
+		t.Fatalf("b started %d times; a panic in a restarted b too", f.starts.get("b"))
+	}
+	if acct, _ := f.board.Get("a"); acct.Restarts != 1 {
+		t.Fatalf("board shows %d restarts for a", acct.Restarts)
+	}
+}
