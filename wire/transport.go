@@ -1,0 +1,96 @@
+package wire
+
+import (
+	"fmt"
+
+	"github.com/wafleet/wafleet/crypto"
+)
+
+// tagSize is the AES-GCM tag appended to every transport frame.
+const tagSize = 16
+
+// MaxPlaintextSize is the largest plaintext one transport frame can carry.
+const MaxPlaintextSize = MaxFrameSize - tagSize
+
+// Transport is the encrypted phase of a connection after the Noise handshake:
+// every frame body is AES-256-GCM with the direction's split key and counter.
+//
+// One goroutine may call Send while another calls Receive; neither is safe
+// for concurrent use with itself. Close may be called from anywhere.
+//
+// Buffer contract: Send seals into one buffer owned by the Transport (length
+// prefix and ciphertext together) and reuses it, so steady-state sending does
+// not allocate; the caller's plaintext is not retained. Receive decrypts in
+// place in the connection's read buffer and returns a slice of it, valid only
+// until the next Receive.
+type Transport struct {
+	conn FrameConn
+	pw   prefixedWriter // conn's copy-free write path, or nil
+	send *crypto.CipherState
+	recv *crypto.CipherState
+	wbuf []byte // writer side: prefix || ciphertext
+	rerr error  // reader side: sticky receive error
+}
+
+// NewTransport wraps conn with the cipher states of a finished handshake
+// (send seals outgoing frames, recv opens incoming ones). ClientHandshake and
+// ServerHandshake.Finish call it; it is exported for tests and tools that
+// derive keys elsewhere.
+func NewTransport(conn FrameConn, send, recv *crypto.CipherState) *Transport {
+	t := &Transport{conn: conn, send: send, recv: recv}
+	t.pw, _ = conn.(prefixedWriter)
+	return t
+}
+
+// Send encrypts plaintext into one frame and writes it. A plaintext above
+// MaxPlaintextSize is ErrFrameTooLarge (nothing is sent, the counter does not
+// move). A write failure closes the connection: the peer's counter can no
+// longer be trusted to match.
+func (t *Transport) Send(plaintext []byte) error {
+	if len(plaintext) > MaxPlaintextSize {
+		return fmt.Errorf("wire: send: %w: %d bytes of plaintext", ErrFrameTooLarge, len(plaintext))
+	}
+	b := append(t.wbuf[:0], 0, 0, 0)
+	b = t.send.Seal(b, plaintext)
+	putPrefix(b, len(b)-FramePrefixLen)
+	t.wbuf = b
+	var err error
+	if t.pw != nil {
+		err = t.pw.writePrefixed(b)
+	} else {
+		err = t.conn.WriteFrame(b[FramePrefixLen:])
+	}
+	if err != nil {
+		t.conn.Close()
+		return fmt.Errorf("wire: send: %w", err)
+	}
+	return nil
+}
+
+// Receive reads and decrypts the next frame. The returned plaintext aliases
+// the read buffer: it is valid only until the next Receive, and the caller may
+// modify it. A frame that fails to decrypt is fatal: Receive closes the
+// connection and returns an error wrapping ErrDecrypt. After any error every
+// later Receive returns the same error.
+func (t *Transport) Receive() ([]byte, error) {
+	if t.rerr != nil {
+		return nil, t.rerr
+	}
+	ct, err := t.conn.ReadFrame()
+	if err != nil {
+		t.rerr = fmt.Errorf("wire: receive: %w", err)
+		t.conn.Close()
+		return nil, t.rerr
+	}
+	n := t.recv.Counter()
+	pt, err := t.recv.Open(ct[:0], ct)
+	if err != nil {
+		t.rerr = fmt.Errorf("wire: receive frame %d: %w: %w", n, ErrDecrypt, err)
+		t.conn.Close()
+		return nil, t.rerr
+	}
+	return pt, nil
+}
+
+// Close closes the underlying connection. It is idempotent.
+func (t *Transport) Close() error { return t.conn.Close() }
