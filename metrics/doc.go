@@ -1,0 +1,11 @@
+// Package metrics holds the fleet's Prometheus metrics in a registry of its
+// own (never the global default): accounts by state, handshakes and their
+// duration, reconnects, pairings, restarts, events by kind, plus the Go
+// runtime and process collectors. Every metric name starts with "wafleet_".
+//
+// A *Metrics is an events.Publisher: register it as a sink of the
+// events.Bus and it counts the fleet's events without ever blocking the
+// publisher. Connection actors accept a HandshakeObserver and report each
+// Noise handshake to it. The api package serves Handler at GET /metrics;
+// cmd/manager builds one Metrics per process and wires both ends.
+package metrics

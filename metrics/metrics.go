@@ -1,0 +1,251 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "wafleet"
+
+// Sentinel errors.
+var (
+	ErrRegister = errors.New("metrics: register collector")
+)
+
+// HandshakeObserver is what a connection actor reports its Noise handshakes
+// to. err is nil for a handshake that succeeded. Implementations never block.
+type HandshakeObserver interface {
+	ObserveHandshake(d time.Duration, err error)
+}
+
+// Source gives the accounts by state at scrape time. *status.Board is one.
+type Source interface {
+	Summarize(now time.Time) status.Summary
+}
+
+// States lists every account state, in the order of the HTTP API. The
+// accounts gauge reports each of them, zero included, so a dashboard never
+// sees a series disappear.
+var States = []events.State{
+	events.StateConnecting,
+	events.StatePairing,
+	events.StateUnpaired,
+	events.StateConnected,
+	events.StateBackoff,
+	events.StateLoggedOut,
+	events.StateStopped,
+}
+
+// Kinds lists every event kind counted by wafleet_events_total.
+var Kinds = []events.Kind{
+	events.KindState,
+	events.KindQR,
+	events.KindPaired,
+	events.KindConnected,
+	events.KindDisconnected,
+	events.KindReconnect,
+	events.KindLoggedOut,
+	events.KindRestart,
+	events.KindAlarm,
+	events.KindLeaseAcquired,
+	events.KindLeaseLost,
+}
+
+// HandshakeBuckets are the upper bounds, in seconds, of the handshake
+// duration histogram: a local emulator answers in milliseconds, the real
+// server through a proxy in up to several seconds.
+var HandshakeBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// Metrics is the fleet's metric set. It is safe for concurrent use; its
+// methods only touch atomic counters and never block.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	handshakeOK       prometheus.Counter
+	handshakeErr      prometheus.Counter
+	handshakeDuration prometheus.Histogram
+	reconnects        prometheus.Counter
+	pairings          prometheus.Counter
+	restarts          prometheus.Counter
+	events            map[events.Kind]prometheus.Counter
+	otherEvents       prometheus.Counter
+}
+
+// New returns a Metrics with its own registry. src, when not nil, is asked
+// for the accounts by state at every scrape (wafleet_accounts); pass the
+// status board.
+func New(src Source) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), events: make(map[events.Kind]prometheus.Counter, len(Kinds))}
+
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "handshakes_total",
+		Help:      "Noise handshakes finished, by result (ok or error).",
+	}, []string{"result"})
+	m.handshakeOK = handshakes.WithLabelValues("ok")
+	m.handshakeErr = handshakes.WithLabelValues("error")
+	m.handshakeDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace,
+		Name:      "handshake_duration_seconds",
+		Help:      "Duration of Noise handshakes, successful or not.",
+		Buckets:   HandshakeBuckets,
+	})
+	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconnects_total",
+		Help:      "Reconnect attempts started.",
+	})
+	m.pairings = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "pairings_total",
+		Help:      "Accounts paired (linked by a phone scanning a QR code).",
+	})
+	m.restarts = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "restarts_total",
+		Help:      "Account actors restarted after a panic.",
+	})
+	eventsVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "events_total",
+		Help:      "Account events published, by kind.",
+	}, []string{"kind"})
+	for _, k := range Kinds {
+		m.events[k] = eventsVec.WithLabelValues(string(k))
+	}
+	m.otherEvents = eventsVec.WithLabelValues("other")
+
+	m.reg.MustRegister(
+		handshakes, m.handshakeDuration, m.reconnects, m.pairings, m.restarts, eventsVec,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: Namespace}),
+	)
+	if src != nil {
+		m.reg.MustRegister(newAccountsCollector(src, time.Now))
+	}
+	return m
+}
+
+// Registry returns the registry holding every metric, for tests and for
+// callers that add collectors of their own.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		Registry:            m.reg, // counts promhttp's own errors
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	})
+}
+
+// ObserveHandshake records one Noise handshake: its duration and whether it
+// succeeded. It implements HandshakeObserver.
+func (m *Metrics) ObserveHandshake(d time.Duration, err error) {
+	m.handshakeDuration.Observe(d.Seconds())
+	if err != nil {
+		m.handshakeErr.Inc()
+		return
+	}
+	m.handshakeOK.Inc()
+}
+
+// Publish counts one event. It implements events.Publisher and never blocks.
+func (m *Metrics) Publish(e events.Event) {
+	if c, ok := m.events[e.Kind]; ok {
+		c.Inc()
+	} else {
+		m.otherEvents.Inc()
+	}
+	switch e.Kind {
+	case events.KindReconnect:
+		m.reconnects.Inc()
+	case events.KindPaired:
+		m.pairings.Inc()
+	case events.KindRestart:
+		m.restarts.Inc()
+	}
+}
+
+// CountDropped exports f (events.Bus.Dropped) as
+// wafleet_events_dropped_total: events that slow subscribers missed. The bus
+// is usually built after the Metrics it feeds, hence a method, not an
+// argument of New. Calling it twice is an error.
+func (m *Metrics) CountDropped(f func() uint64) error {
+	c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "events_dropped_total",
+		Help:      "Events that slow subscribers (server-sent event streams) missed.",
+	}, func() float64 { return float64(f()) })
+	if err := m.reg.Register(c); err != nil {
+		return fmt.Errorf("%w events_dropped_total: %w", ErrRegister, err)
+	}
+	return nil
+}
+
+// accountsCollector computes the accounts by state from the board at every
+// scrape, so the gauge can never drift from what the API shows.
+type accountsCollector struct {
+	src     Source
+	now     func() time.Time
+	byState *prometheus.Desc
+	total   *prometheus.Desc
+	oldest  *prometheus.Desc
+}
+
+func newAccountsCollector(src Source, now func() time.Time) *accountsCollector {
+	return &accountsCollector{
+		src: src,
+		now: now,
+		byState: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "accounts"),
+			"Accounts known to this instance, by state.", []string{"state"}, nil),
+		total: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "accounts_total"),
+			"Accounts known to this instance.", nil, nil),
+		oldest: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "oldest_pairing_seconds"),
+			"How long the account pairing the longest has been waiting for a scan (0 when none is pairing).", nil, nil),
+	}
+}
+
+func (c *accountsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.byState
+	ch <- c.total
+	ch <- c.oldest
+}
+
+func (c *accountsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Summarize(c.now())
+	for _, st := range States {
+		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(s.ByState[st]), string(st))
+	}
+	var unknown int // accounts seen only through events without a state yet
+	for st, n := range s.ByState {
+		if !known(st) {
+			unknown += n
+		}
+	}
+	if unknown > 0 {
+		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(unknown), "unknown")
+	}
+	ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, float64(s.Total))
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, s.OldestPairing.Seconds())
+}
+
+func known(st events.State) bool {
+	for _, k := range States {
+		if k == st {
+			return true
+		}
+	}
+	return false
+}
