@@ -184,7 +184,10 @@ func (r *FrameReader) readConnHeader() error {
 		return r.err
 	}
 	var hdr [len(ConnHeader)]byte
-	if _, err := r.fill(hdr[:]); err != nil {
+	if n, err := r.fill(hdr[:]); err != nil {
+		if n == 0 {
+			return r.fail(err) // nothing arrived: a hang-up, not a bad header
+		}
 		return r.fail(fmt.Errorf("%w: %w", ErrBadHeader, err))
 	}
 	if string(hdr[:]) == edgeRoutingMagic {

@@ -228,6 +228,7 @@ func TestReadConnHeader(t *testing.T) {
 		{"wrong dict version", [][]byte{append([]byte("WA\x06\x02"), frame...)}, ErrBadHeader},
 		{"no header", [][]byte{frame}, ErrBadHeader},
 		{"short", [][]byte{[]byte("WA")}, ErrBadHeader},
+		{"nothing", nil, io.EOF},
 		{"edge routing too long", [][]byte{append([]byte(edgeRoutingMagic), 0xff, 0xff, 0xff)}, ErrBadHeader},
 	}
 	for _, tt := range tests {

@@ -272,6 +272,22 @@ func TestPeerCloseIsErrClosed(t *testing.T) {
 	}
 }
 
+func TestServerSeesHangUpBeforeHeader(t *testing.T) {
+	res := make(chan error, 1)
+	srv := serveFrames(t, func(_ *http.Request, c *Conn) {
+		_, err := c.ReadFrame()
+		res <- err
+	})
+	c, err := Dial(context.Background(), wsURL(srv), DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-res; !errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHeader) {
+		t.Fatalf("got %v, want ErrClosed (not ErrBadHeader)", err)
+	}
+}
+
 func TestDialTimeout(t *testing.T) {
 	// A listener that accepts TCP but never answers the upgrade.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
