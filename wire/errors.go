@@ -20,4 +20,6 @@ var (
 	// ErrDecrypt: a transport frame failed authentication. It is fatal: the
 	// transport closes its connection.
 	ErrDecrypt = errors.New("wire: frame decryption failed")
+	// ErrBadProxy: Dial was given a proxy URL it cannot use.
+	ErrBadProxy = errors.New("wire: bad proxy URL")
 )

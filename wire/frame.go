@@ -153,7 +153,10 @@ func (r *FrameReader) fill(p []byte) (int, error) {
 			if err != nil {
 				return total, err
 			}
-			if m == nil {
+			if m == nil { // no message after all: counts as an empty read
+				if empty++; empty > maxEmptyReads {
+					return total, io.ErrNoProgress
+				}
 				continue
 			}
 			r.cur = m

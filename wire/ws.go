@@ -35,9 +35,6 @@ const (
 // (it waits only if a write is in progress).
 const closeGrace = 100 * time.Millisecond
 
-// ErrBadProxy is returned by Dial for a proxy URL it cannot use.
-var ErrBadProxy = errors.New("wire: bad proxy URL")
-
 // FrameConn is a connection that carries whole frames. Implementations must
 // allow one goroutine reading and one goroutine writing at the same time, and
 // Close from any goroutine at any time (idempotent; it unblocks a pending
@@ -74,9 +71,9 @@ type DialOptions struct {
 	// upgrade; the context passed to Dial may end it earlier. Default
 	// DefaultDialTimeout (20 s).
 	DialTimeout time.Duration
-	// ReadLimit bounds one received WebSocket message and one frame body
-	// (a frame body is also capped at MaxFrameSize). Default DefaultReadLimit
-	// (16 MiB).
+	// ReadLimit bounds one frame body and, plus the 7 bytes of prefix and
+	// header, one received WebSocket message (a frame body is also capped at
+	// MaxFrameSize). Default DefaultReadLimit (16 MiB).
 	ReadLimit int
 	// WriteTimeout bounds each frame write. Default DefaultWriteTimeout (10 s).
 	WriteTimeout time.Duration
@@ -87,8 +84,8 @@ type DialOptions struct {
 
 // AcceptOptions configures Accept. The zero value is valid.
 type AcceptOptions struct {
-	// ReadLimit bounds one received WebSocket message and one frame body.
-	// Default DefaultReadLimit (16 MiB).
+	// ReadLimit bounds one frame body and, plus 7 bytes, one received
+	// WebSocket message. Default DefaultReadLimit (16 MiB).
 	ReadLimit int
 	// WriteTimeout bounds each frame write. Default DefaultWriteTimeout (10 s).
 	WriteTimeout time.Duration
@@ -125,10 +122,10 @@ type Conn struct {
 
 var _ FrameConn = (*Conn)(nil)
 
-// Dial opens a WebSocket to url (DefaultURL for WhatsApp) and returns a client
+// Dial opens a WebSocket to rawURL (DefaultURL for WhatsApp) and returns a client
 // frame connection. It sends nothing yet: the connection header goes out with
 // the first frame.
-func Dial(ctx context.Context, url string, opts DialOptions) (*Conn, error) {
+func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 	d := websocket.Dialer{
 		HandshakeTimeout: opts.DialTimeout,
 		TLSClientConfig:  opts.TLSConfig,
@@ -152,7 +149,7 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Conn, error) {
 		origin = DefaultOrigin
 	}
 	h.Set("Origin", origin)
-	ws, resp, err := d.DialContext(ctx, url, h)
+	ws, resp, err := d.DialContext(ctx, rawURL, h)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
@@ -187,7 +184,9 @@ func newConn(ws *websocket.Conn, server bool, readLimit int, writeTimeout time.D
 	if writeTimeout <= 0 {
 		writeTimeout = DefaultWriteTimeout
 	}
-	ws.SetReadLimit(int64(readLimit))
+	// A message may carry a whole frame of readLimit bytes plus its prefix
+	// (and, from a client, the connection header in front).
+	ws.SetReadLimit(int64(readLimit) + FramePrefixLen + int64(len(ConnHeader)))
 	c := &Conn{ws: ws, server: server, timeout: writeTimeout}
 	c.r = NewFrameReader(c.nextMessage, readLimit)
 	return c

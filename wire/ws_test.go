@@ -216,7 +216,7 @@ func TestReadLimit(t *testing.T) {
 		name string
 		msg  []byte
 	}{
-		{"message above limit", append([]byte{0, 0x07, 0xd0}, make([]byte, 2000)...)},
+		{"message above limit, frames within it", bytes.Repeat(append([]byte{0, 0, 100}, make([]byte, 100)...), 20)},
 		{"announced length above limit", []byte{0, 0x13, 0x88, 1, 2, 3}},
 	}
 	for _, tt := range tests {
@@ -230,6 +230,19 @@ func TestReadLimit(t *testing.T) {
 				t.Fatalf("got %v, want ErrFrameTooLarge", err)
 			}
 		})
+	}
+}
+
+func TestReadLimitAcceptsFrameOfExactlyTheLimit(t *testing.T) {
+	body := bytes.Repeat([]byte{9}, 1000)
+	frame, _ := AppendFrame(nil, body)
+	srv := serveRaw(t, func(ws *websocket.Conn) {
+		ws.WriteMessage(websocket.BinaryMessage, frame)
+		ws.ReadMessage()
+	})
+	c := dialT(t, wsURL(srv), DialOptions{ReadLimit: 1000})
+	if got, err := c.ReadFrame(); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("frame of exactly the limit: %d bytes, %v", len(got), err)
 	}
 }
 
