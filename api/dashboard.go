@@ -1,0 +1,45 @@
+package api
+
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"net/http"
+	"strings"
+)
+
+// dashboardHTML is the whole dashboard: inline CSS and JavaScript, no
+// external asset, so it works offline and behind strict proxies.
+//
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// dashboardCSP allows exactly the inline style and script of the dashboard
+// (by hash), images and fetches from this server, and nothing else.
+var dashboardCSP = "default-src 'none'; " +
+	"script-src " + inlineHash(dashboardHTML, "<script>", "</script>") + "; " +
+	"style-src " + inlineHash(dashboardHTML, "<style>", "</style>") + "; " +
+	"img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// inlineHash returns the CSP source ('sha256-…') of the first element
+// between open and close in page, or 'none' when there is none.
+func inlineHash(page []byte, open, close string) string {
+	_, rest, ok := strings.Cut(string(page), open)
+	if !ok {
+		return "'none'"
+	}
+	body, _, ok := strings.Cut(rest, close)
+	if !ok {
+		return "'none'"
+	}
+	sum := sha256.Sum256([]byte(body))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
+
+func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", dashboardCSP)
+	w.WriteHeader(http.StatusOK)
+	w.Write(dashboardHTML)
+}

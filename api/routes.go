@@ -1,0 +1,262 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/wafleet/wafleet/status"
+)
+
+// Route patterns (Go 1.22 ServeMux). Each GET route also answers HEAD.
+const (
+	routeDashboard = "/{$}"
+	routeHealthz   = "/healthz"
+	routeReadyz    = "/readyz"
+	routeMetrics   = "/metrics"
+	routeAccounts  = "/api/accounts"
+	routeAccount   = "/api/accounts/{id}"
+	routePair      = "/api/accounts/{id}/pair"
+	routeLogout    = "/api/accounts/{id}/logout"
+	routeQR        = "/api/accounts/{id}/qr.png"
+	routeEvents    = "/api/events"
+)
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	handle := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, h)
+		// The same path without a method catches every other method: the
+		// mux's own 405 is plain text, ours is JSON like every error.
+		allow := method
+		if method == http.MethodGet {
+			allow = "GET, HEAD"
+		}
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
+		})
+	}
+	handle(http.MethodGet, routeDashboard, s.handleDashboard)
+	handle(http.MethodGet, routeHealthz, s.handleHealthz)
+	handle(http.MethodGet, routeReadyz, s.handleReadyz)
+	handle(http.MethodGet, routeMetrics, s.handleMetrics)
+	handle(http.MethodGet, routeAccounts, s.handleList)
+	handle(http.MethodGet, routeAccount, s.handleGet)
+	handle(http.MethodPost, routePair, s.handleAction("pair", Controller.Pair))
+	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
+	handle(http.MethodGet, routeQR, s.handleQR)
+	handle(http.MethodGet, routeEvents, s.handleEvents)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such route")
+	})
+	return mux
+}
+
+// secure adds the headers every response carries and checks the bearer
+// token on every route but the probes.
+func (s *Server) secure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		// Account views carry QR codes: nothing here may be cached.
+		h.Set("Cache-Control", "no-store")
+		if s.cfg.Token != "" && r.URL.Path != routeHealthz && r.URL.Path != routeReadyz && !s.authorized(r) {
+			h.Set("WWW-Authenticate", `Bearer realm="wafleet"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorized reports whether r carries the configured bearer token. The
+// tokens are compared as SHA-256 digests in constant time, so neither the
+// content nor the length of the token leaks through timing.
+func (s *Server) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+}
+
+// validID reports whether id matches ^[A-Za-z0-9._-]{1,64}$.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// pathID returns the {id} of r, or writes 400 and returns false.
+func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !validID(id) {
+		writeError(w, http.StatusBadRequest, "bad account id: want 1 to 64 of A-Z a-z 0-9 . _ -")
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok"))
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil && !s.cfg.Ready() {
+		writeError(w, http.StatusServiceUnavailable, "not ready")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready"))
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Metrics == nil {
+		writeError(w, http.StatusNotFound, "metrics are not enabled")
+		return
+	}
+	s.cfg.Metrics.ServeHTTP(w, r)
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	list := s.cfg.Accounts.List()
+	if list == nil {
+		list = []status.Account{} // "[]", never "null"
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	a, ok := s.cfg.Accounts.Get(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown account")
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// actionResult is the body of a successful pair or logout.
+type actionResult struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	Status string `json:"status"`
+}
+
+func (s *Server) handleAction(action string, call func(Controller, context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		if s.cfg.Controller == nil {
+			writeError(w, http.StatusServiceUnavailable, "account control is not available")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ActionTimeout)
+		defer cancel()
+		err := call(s.cfg.Controller, ctx, id)
+		code, msg := actionStatus(err)
+		if code >= 500 {
+			s.log.Error("account action failed", "account", id, "action", action, "error", err)
+		} else {
+			s.log.Info("account action", "account", id, "action", action, "status", code)
+		}
+		if err != nil {
+			writeError(w, code, action+": "+msg)
+			return
+		}
+		writeJSON(w, code, actionResult{ID: id, Action: action, Status: "accepted"})
+	}
+}
+
+// actionStatus maps a Controller result to an HTTP status and message.
+func actionStatus(err error) (int, string) {
+	switch {
+	case err == nil:
+		return http.StatusAccepted, ""
+	case errors.Is(err, ErrUnknownAccount):
+		return http.StatusNotFound, "unknown account"
+	case errors.Is(err, ErrNotPaired):
+		return http.StatusConflict, "account is not paired"
+	case errors.Is(err, ErrAlreadyPaired):
+		return http.StatusConflict, "account is already paired"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timed out"
+	case errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "canceled"
+	default:
+		return http.StatusInternalServerError, "failed (see the service log)"
+	}
+}
+
+func (s *Server) handleQR(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	a, ok := s.cfg.Accounts.Get(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown account")
+		return
+	}
+	if a.QR == nil || *a.QR == "" {
+		writeError(w, http.StatusNotFound, "account is not pairing")
+		return
+	}
+	img, err := qrPNG(*a.QR)
+	if err != nil {
+		// The error never holds the QR content; still, log only its kind.
+		s.log.Error("render QR code", "account", id, "error", err)
+		writeError(w, http.StatusInternalServerError, "cannot render the QR code")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "image/png")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(img)
+}
+
+// errorBody is the body of every error response.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		body = []byte(`{"error":"cannot encode the response"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Del("Content-Length")
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}

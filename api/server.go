@@ -1,0 +1,247 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+)
+
+// Sentinel errors. A Controller returns ErrUnknownAccount, ErrNotPaired or
+// ErrAlreadyPaired (wrapped or not) and the API answers 404, 409 and 409.
+var (
+	ErrUnknownAccount = errors.New("api: unknown account")
+	ErrNotPaired      = errors.New("api: account not paired")
+	ErrAlreadyPaired  = errors.New("api: account already paired")
+	ErrNoAccounts     = errors.New("api: Config.Accounts is required")
+	ErrServing        = errors.New("api: server already serving")
+	ErrClosed         = errors.New("api: server closed")
+)
+
+// Controller acts on one account. The supervisor implements it. Both
+// methods return once the request is accepted (the state changes arrive as
+// events) and honour ctx.
+type Controller interface {
+	// Pair re-arms pairing of an account that is unpaired or logged out:
+	// it connects again and shows fresh QR codes.
+	Pair(ctx context.Context, id string) error
+	// Logout unlinks a paired account: it tells the server, wipes the
+	// device and goes back to pairing.
+	Logout(ctx context.Context, id string) error
+}
+
+// Accounts gives the current account views. *status.Board is one.
+type Accounts interface {
+	List() []status.Account
+	Get(id string) (status.Account, bool)
+}
+
+// Subscriber gives a stream of events. *events.Bus is one.
+type Subscriber interface {
+	Subscribe(buffer int) *events.Subscription
+}
+
+// Config configures a Server. Only Accounts is required.
+type Config struct {
+	// Listen is the address Serve listens on. Default: "127.0.0.1:8080".
+	// (config refuses a non-loopback address without Token.)
+	Listen string
+	// Token, when not empty, is required as "Authorization: Bearer TOKEN"
+	// on every route except /healthz and /readyz. Default: none.
+	Token string
+	// Accounts gives the account views (the status board). Required.
+	Accounts Accounts
+	// Events streams events for GET /api/events (the bus). Default: nil,
+	// and the route answers 503.
+	Events Subscriber
+	// Controller acts on accounts for the pair and logout routes. Default:
+	// nil, and those routes answer 503.
+	Controller Controller
+	// Ready reports whether the fleet has started, for GET /readyz.
+	// Default: nil, always ready.
+	Ready func() bool
+	// Metrics serves GET /metrics (metrics.Metrics.Handler). Default: nil,
+	// and the route answers 404.
+	Metrics http.Handler
+	// Logger receives request failures and account actions; never QR
+	// contents. Default: discard.
+	Logger *slog.Logger
+	// ActionTimeout bounds one Controller call. Default: 10 s.
+	ActionTimeout time.Duration
+	// MaxStreams bounds concurrent GET /api/events streams. Default: 64.
+	MaxStreams int
+	// StreamBuffer is how many events a slow stream may fall behind before
+	// it loses some. Default: 256.
+	StreamBuffer int
+	// Heartbeat is the interval of SSE comment lines that keep proxies
+	// from closing an idle stream. Default: 15 s.
+	Heartbeat time.Duration
+}
+
+// Default values of Config.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultActionTimeout = 10 * time.Second
+	DefaultMaxStreams    = 64
+	DefaultStreamBuffer  = 256
+	DefaultHeartbeat     = 15 * time.Second
+)
+
+// HTTP server timeouts. WriteTimeout is lifted per event stream, which
+// instead sets a deadline before every write.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+	shutdownGrace     = 5 * time.Second
+	streamWriteWait   = 10 * time.Second
+)
+
+// Server is the HTTP API. Build it with New, run it with Serve.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	tokenHash [sha256.Size]byte
+	streams   chan struct{} // one slot per open event stream
+	handler   http.Handler
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Shutdown: ends event streams
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+// New checks cfg, fills in defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Accounts == nil {
+		return nil, ErrNoAccounts
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.ActionTimeout <= 0 {
+		cfg.ActionTimeout = DefaultActionTimeout
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.StreamBuffer <= 0 {
+		cfg.StreamBuffer = DefaultStreamBuffer
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		streams: make(chan struct{}, cfg.MaxStreams),
+		closing: make(chan struct{}),
+	}
+	if cfg.Token != "" {
+		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
+	}
+	s.handler = s.secure(s.routes())
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler (with authentication), for
+// tests and for embedding in another server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve listens on Config.Listen and serves until ctx is done or Shutdown
+// is called, then shuts down gracefully (at most 5 s) and returns nil. It
+// returns an error when it cannot listen.
+func (s *Server) Serve(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", s.cfg.Listen, err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener is Serve on a listener of the caller's; it closes ln.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	switch {
+	case s.isClosing():
+		s.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	case s.srv != nil:
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServing
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.srv = srv
+	s.mu.Unlock()
+
+	s.log.Info("http api listening", "addr", ln.Addr().String(), "auth", s.cfg.Token != "")
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil // Shutdown was called
+		}
+		return fmt.Errorf("api: serve: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		err := s.Shutdown(sctx)
+		<-served
+		return err
+	}
+}
+
+// Shutdown ends event streams, stops accepting connections and waits for
+// requests in flight until ctx is done, then closes what is left. It is
+// idempotent and may be called before, during or after Serve.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("api: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
