@@ -168,8 +168,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // is called, then shuts down gracefully (at most 5 s) and returns nil. It
 // returns an error when it cannot listen.
 func (s *Server) Serve(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("api: listen on %s: %w", s.cfg.Listen, err)
 	}
