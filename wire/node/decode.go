@@ -45,7 +45,7 @@ func UnmarshalPayload(payload []byte) (Node, error) {
 func (dc Decoder) Decode(data []byte) (Node, error) {
 	// One allocation holds the private copy of the input and a first
 	// arena for unpacked strings.
-	extra := min(len(data), maxChunkBytes/2)
+	extra := min(len(data)/2+16, maxChunkBytes/2)
 	buf := make([]byte, len(data)+extra)
 	copy(buf, data)
 	return dc.decodeOwned(buf[:len(data):len(data)], buf[len(data):len(data)])
