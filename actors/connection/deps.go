@@ -1,0 +1,224 @@
+package connection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire"
+	"github.com/wafleet/wafleet/wire/payload"
+	"github.com/wafleet/wafleet/wire/qr"
+	"github.com/wafleet/wafleet/wire/waproto"
+)
+
+// Errors of the package. Failures reported in events wrap them with what
+// failed, so that last_error reads as a sentence.
+var (
+	// ErrKeepaliveTimeout: a ping got no answer within Keepalive.Timeout.
+	ErrKeepaliveTimeout = errors.New("connection: keepalive ping timed out")
+	// ErrWriteQueueFull: more frames were waiting to be written than
+	// Deps.WriteQueue allows; the connection is closed and reconnected.
+	ErrWriteQueueFull = errors.New("connection: write queue full")
+	// ErrStreamEnd: the server ended the stream.
+	ErrStreamEnd = errors.New("connection: server ended the stream")
+	// ErrNoStore: Deps has no Store.
+	ErrNoStore = errors.New("connection: no store configured")
+)
+
+// Server says where to connect.
+type Server struct {
+	// URL is the WebSocket endpoint. Default wire.DefaultURL.
+	URL string
+	// RootKey is the public key that signs the server's intermediate
+	// certificate. Default crypto.WhatsAppRootKey (the emulator has its own).
+	RootKey []byte
+}
+
+// Keepalive configures the pings that prove a connection alive.
+type Keepalive struct {
+	// Interval is the mean delay between pings; each delay is drawn
+	// uniformly from [0.8·Interval, 1.2·Interval). Default 25 s (so 20–30 s).
+	Interval time.Duration
+	// Timeout bounds the wait for a pong; a missed pong closes the
+	// connection and reconnects. Default 10 s.
+	Timeout time.Duration
+}
+
+// Limiter bounds the rate of new connections of a whole instance.
+// *rate.Limiter (golang.org/x/time/rate) satisfies it.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Session is an established, encrypted connection: *wire.Transport.
+// Send and Receive may run at the same time in two goroutines; Close may be
+// called from any goroutine, any number of times, and unblocks both.
+type Session interface {
+	Send(plaintext []byte) error
+	Receive() ([]byte, error)
+	Close() error
+}
+
+// DialRequest is what a Dialer needs for one connection.
+type DialRequest struct {
+	URL      string
+	Proxy    string
+	RootKey  []byte
+	NoiseKey *crypto.KeyPair
+	// Payload is the serialized ClientPayload (registration or login).
+	Payload []byte
+	// HandshakeTimeout bounds the Noise handshake; WriteTimeout bounds
+	// each frame write (the writer's deadline).
+	HandshakeTimeout, WriteTimeout time.Duration
+}
+
+// Dialer opens a connection and runs the Noise handshake. It must return
+// when ctx ends. The default is WireDialer.
+type Dialer func(ctx context.Context, req DialRequest) (Session, error)
+
+// WireDialer dials a WebSocket with wire.Dial (through req.Proxy, if any) and
+// runs wire.ClientHandshake over it. Errors say which of the two failed.
+func WireDialer(ctx context.Context, req DialRequest) (Session, error) {
+	conn, err := wire.Dial(ctx, req.URL, wire.DialOptions{Proxy: req.Proxy, WriteTimeout: req.WriteTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	t, err := wire.ClientHandshake(ctx, conn, wire.ClientHandshakeConfig{
+		NoiseKey: req.NoiseKey,
+		Payload:  req.Payload,
+		RootKey:  req.RootKey,
+		Timeout:  req.HandshakeTimeout,
+	})
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	return t, nil
+}
+
+// QRSchedule is how long each QR code is shown (PROTOCOL.md 8.4).
+type QRSchedule struct {
+	// First is the lifetime of the first code. Default 60 s.
+	First time.Duration
+	// Next is the lifetime of every later code. Default 20 s.
+	Next time.Duration
+}
+
+// Deps are the dependencies and settings of one connection actor. Only
+// AccountID, Store and Events are required; every other field documents its
+// default.
+type Deps struct {
+	// AccountID names the account (and its Device in the Store).
+	AccountID string
+	// Proxy is the proxy URL for this account (see wire.DialOptions.Proxy).
+	// Default "": direct.
+	Proxy string
+	// Store keeps the account's Device.
+	Store store.Store
+	// Events receives every state change. Publishing must not block.
+	Events events.Publisher
+	// Logger is the service's JSON logger. Default slog.Default().
+	Logger *slog.Logger
+	// Server is the endpoint and its root key.
+	Server Server
+	// Limiter is waited on before every dial. Default none (the caller
+	// shares one *rate.Limiter of 20/s across the instance).
+	Limiter Limiter
+	// Backoff is the reconnect policy. Zero fields take DefaultBackoff's.
+	Backoff Backoff
+	// Keepalive configures pings. Zero fields take the defaults.
+	Keepalive Keepalive
+	// Version is the WhatsApp Web version sent in the payload. Default
+	// payload.DefaultVersion().
+	Version payload.Version
+	// DeviceProps describe the companion to the phone at registration.
+	DeviceProps payload.DeviceProps
+	// QR is the QR rotation schedule. Default 60 s, then 20 s.
+	QR QRSchedule
+	// Dialer opens connections. Default WireDialer.
+	Dialer Dialer
+	// HandshakeTimeout bounds the Noise handshake. Default 20 s
+	// (wire.DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// WriteTimeout is the write deadline of every frame. Default 10 s
+	// (wire.DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	// StoreTimeout bounds every store call. Default 10 s.
+	StoreTimeout time.Duration
+	// WriteQueue bounds the frames waiting to be written. Default 64.
+	WriteQueue int
+	// Rand is the jitter source, returning [0, 1). Default math/rand/v2.
+	Rand func() float64
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (d *Deps) defaults() {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Events == nil {
+		d.Events = events.PublisherFunc(func(events.Event) {})
+	}
+	if d.Server.URL == "" {
+		d.Server.URL = wire.DefaultURL
+	}
+	if d.Server.RootKey == nil {
+		d.Server.RootKey = crypto.WhatsAppRootKey[:]
+	}
+	if d.Backoff.Initial <= 0 {
+		d.Backoff.Initial = DefaultBackoff.Initial
+	}
+	if d.Backoff.Max <= 0 {
+		d.Backoff.Max = DefaultBackoff.Max
+	}
+	if d.Backoff.StableAfter <= 0 {
+		d.Backoff.StableAfter = DefaultBackoff.StableAfter
+	}
+	if d.Keepalive.Interval <= 0 {
+		d.Keepalive.Interval = 25 * time.Second
+	}
+	if d.Keepalive.Timeout <= 0 {
+		d.Keepalive.Timeout = 10 * time.Second
+	}
+	if d.Version.IsZero() {
+		d.Version = payload.DefaultVersion()
+	}
+	if d.QR.First <= 0 {
+		d.QR.First = 60 * time.Second
+	}
+	if d.QR.Next <= 0 {
+		d.QR.Next = 20 * time.Second
+	}
+	if d.Dialer == nil {
+		d.Dialer = WireDialer
+	}
+	if d.HandshakeTimeout <= 0 {
+		d.HandshakeTimeout = wire.DefaultHandshakeTimeout
+	}
+	if d.WriteTimeout <= 0 {
+		d.WriteTimeout = wire.DefaultWriteTimeout
+	}
+	if d.StoreTimeout <= 0 {
+		d.StoreTimeout = 10 * time.Second
+	}
+	if d.WriteQueue <= 0 {
+		d.WriteQueue = 64
+	}
+	if d.Rand == nil {
+		d.Rand = defaultRand
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+}
+
+// clientType is the QR code's TYPE field for the configured device props.
+func (d *Deps) clientType() qr.ClientType {
+	return qr.ClientTypeFor(d.DeviceProps.PlatformType, waproto.ClientPayload_UserAgent_WEB)
+}

@@ -1,0 +1,149 @@
+package connection
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// link is one connection attempt: its generation, the context that cancels
+// its goroutines, and once dialed its session and write queue. The dial,
+// reader and writer goroutines hold only their link, the actor's PID, the
+// root context and the generation.
+type link struct {
+	gen    uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	sess    Session
+	queue   []outFrame
+	limit   int
+	writing bool // a writer goroutine is running
+}
+
+// outFrame is one serialized stanza waiting to be written. token, when not
+// 0, asks the writer to report the outcome with a *written.
+type outFrame struct {
+	data  []byte
+	token uint64
+}
+
+func newLink(parent context.Context, gen uint64, limit int) *link {
+	ctx, cancel := context.WithCancel(parent)
+	return &link{gen: gen, ctx: ctx, cancel: cancel, limit: limit}
+}
+
+// deliver hands a dialed session to the link. It returns false, having
+// closed the session, when the link was closed meanwhile: no session is ever
+// left open by an attempt that nobody wants any more.
+func (l *link) deliver(s Session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = s.Close()
+		return false
+	}
+	l.sess = s
+	return true
+}
+
+// close cancels the attempt, closes its session (unblocking the reader and
+// the writer) and returns the frames that were never taken by the writer.
+// It is idempotent.
+func (l *link) close() []outFrame {
+	l.cancel()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	s, q := l.sess, l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	if s != nil {
+		_ = s.Close()
+	}
+	return q
+}
+
+// send queues a frame and starts a writer if none is running. It fails with
+// ErrWriteQueueFull when the queue is at its limit and reports false when the
+// link is closed.
+func (l *link) send(f outFrame, self *actor.PID, root *actor.RootContext) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.sess == nil {
+		return false, nil
+	}
+	if len(l.queue) >= l.limit {
+		return false, ErrWriteQueueFull
+	}
+	l.queue = append(l.queue, f)
+	if !l.writing {
+		l.writing = true
+		go l.writeLoop(self, root)
+	}
+	return true, nil
+}
+
+// writeLoop is the one writer of the link: it runs only while frames wait,
+// so an idle connection has no writer goroutine. Each frame write is bounded
+// by the session's write deadline (wire.DialOptions.WriteTimeout).
+func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
+	for {
+		l.mu.Lock()
+		if l.closed || len(l.queue) == 0 {
+			l.writing = false
+			l.mu.Unlock()
+			return
+		}
+		f := l.queue[0]
+		l.queue[0] = outFrame{}
+		l.queue = l.queue[1:]
+		if len(l.queue) == 0 {
+			l.queue = nil // let the backing array go
+		}
+		s := l.sess
+		l.mu.Unlock()
+
+		err := s.Send(f.data)
+		if err != nil {
+			err = fmt.Errorf("write: %w", err)
+		}
+		if f.token != 0 || err != nil {
+			root.Send(self, &written{gen: l.gen, token: f.token, err: err})
+		}
+		if err != nil {
+			l.mu.Lock()
+			l.writing = false
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+// readLoop is the one reader of the link: it decodes every frame into a node
+// and sends it to the actor, until the session fails or is closed.
+func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
+	for {
+		b, err := s.Receive()
+		if err != nil {
+			root.Send(self, &readFailed{gen: l.gen, err: fmt.Errorf("read: %w", err)})
+			return
+		}
+		n, err := node.UnmarshalPayload(b)
+		if err != nil {
+			_ = s.Close()
+			root.Send(self, &readFailed{gen: l.gen, err: fmt.Errorf("decode stanza: %w", err)})
+			return
+		}
+		root.Send(self, &nodeIn{gen: l.gen, node: n})
+	}
+}

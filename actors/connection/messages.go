@@ -1,0 +1,149 @@
+package connection
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// Messages from outside (the supervisor and the HTTP API). When sent with
+// Request, the actor answers with a *Result.
+
+// Pair re-arms pairing (POST /api/accounts/{id}/pair). It is accepted when
+// the account is unpaired (its QR codes ran out) or logged out; otherwise
+// nothing changes and the Result says why.
+type Pair struct{}
+
+// Logout unlinks the account (POST /api/accounts/{id}/logout):
+//
+//   - when connected, it sends <remove-companion-device reason=user_initiated>
+//     for the device's own JID and waits up to Keepalive.Timeout for the
+//     answer (or the server's stream error or close);
+//   - then, or at once when not connected (the phone then still lists the
+//     device until it is removed there), it closes the connection, wipes the
+//     Device from the store, publishes KindLoggedOut and starts a fresh
+//     pairing with new keys and a new QR code.
+//
+// A device that is not paired has nothing to unlink: the Result is not OK
+// and nothing changes.
+type Logout struct{}
+
+// Result answers a Pair or Logout sent with Request.
+type Result struct {
+	// OK is true when the request was accepted.
+	OK bool
+	// State is the account's state after the request was handled.
+	State events.State
+	// Reason says why the request was refused.
+	Reason string
+}
+
+// gens numbers every connection attempt and every confirmed write of every
+// connection actor of the process, so that a message from an attempt of a
+// previous incarnation (after a restart) can never look current.
+var gens atomic.Uint64
+
+func nextGen() uint64 { return gens.Add(1) }
+
+// Internal messages. Every one carries the generation of the attempt that
+// produced it; the actor drops those whose generation is not current.
+type (
+	// loaded: the device is ready (loaded, or created and saved).
+	loaded struct {
+		gen uint64
+		dev *store.Device
+		err error
+	}
+	// dialed: the dial and handshake ended.
+	dialed struct {
+		gen  uint64
+		sess Session
+		err  error
+	}
+	// nodeIn: the reader decoded a stanza.
+	nodeIn struct {
+		gen  uint64
+		node node.Node
+	}
+	// readFailed: the reader stopped.
+	readFailed struct {
+		gen uint64
+		err error
+	}
+	// written: a frame with a token was written (err nil) or not.
+	written struct {
+		gen   uint64
+		token uint64
+		err   error
+	}
+	// retry: the backoff delay is over.
+	retry struct{ gen uint64 }
+	// pingDue: time to send a keepalive ping.
+	pingDue struct{ gen uint64 }
+	// pingTimeout: the ping id got no answer in time.
+	pingTimeout struct {
+		gen uint64
+		id  string
+	}
+	// logoutTimeout: the unlink request got no answer in time.
+	logoutTimeout struct{ gen uint64 }
+	// restored: a pairing that could not be confirmed was undone.
+	restored struct{ err error }
+
+	// inspect asks for a snapshot (tests).
+	inspect struct{}
+	// snapshot answers inspect.
+	snapshot struct {
+		State   events.State
+		Want    bool
+		Gen     uint64
+		Dials   int
+		Timer   bool
+		Child   bool
+		Paired  bool
+		Attempt int
+		Delay   time.Duration
+	}
+)
+
+// Late messages for a stopped actor are expected; keep them out of the
+// dead-letter log.
+func (*loaded) IgnoreDeadLetterLogging()        {}
+func (*dialed) IgnoreDeadLetterLogging()        {}
+func (*nodeIn) IgnoreDeadLetterLogging()        {}
+func (*readFailed) IgnoreDeadLetterLogging()    {}
+func (*written) IgnoreDeadLetterLogging()       {}
+func (*retry) IgnoreDeadLetterLogging()         {}
+func (*pingDue) IgnoreDeadLetterLogging()       {}
+func (*pingTimeout) IgnoreDeadLetterLogging()   {}
+func (*logoutTimeout) IgnoreDeadLetterLogging() {}
+func (*restored) IgnoreDeadLetterLogging()      {}
+
+// msgGen returns the generation of an internal message, and false for
+// messages that carry none.
+func msgGen(m any) (uint64, bool) {
+	switch m := m.(type) {
+	case *loaded:
+		return m.gen, true
+	case *dialed:
+		return m.gen, true
+	case *nodeIn:
+		return m.gen, true
+	case *readFailed:
+		return m.gen, true
+	case *written:
+		return m.gen, true
+	case *retry:
+		return m.gen, true
+	case *pingDue:
+		return m.gen, true
+	case *pingTimeout:
+		return m.gen, true
+	case *logoutTimeout:
+		return m.gen, true
+	}
+	return 0, false
+}
