@@ -142,6 +142,7 @@ type e2eVector struct {
 // through real framing (length prefix written, FrameReader cutting it).
 // It holds one message at a time: every write must be read before the next.
 type loopConn struct {
+	own     []byte // WriteFrame's buffer
 	pending []byte
 	has     bool
 	rd      bytes.Reader
@@ -163,15 +164,17 @@ func (l *loopConn) next() (io.Reader, error) {
 	return &l.rd, nil
 }
 
+// writePrefixed keeps msg without copying it, as a socket write would hand
+// the bytes to the kernel: the reader consumes it before the next write.
 func (l *loopConn) writePrefixed(msg []byte) error {
-	l.pending, l.has = append(l.pending[:0], msg...), true
+	l.pending, l.has = msg, true
 	return nil
 }
 
 func (l *loopConn) WriteFrame(body []byte) error {
 	var err error
-	l.pending, err = AppendFrame(l.pending[:0], body)
-	l.has = true
+	l.own, err = AppendFrame(l.own[:0], body)
+	l.pending, l.has = l.own, true
 	return err
 }
 
