@@ -72,6 +72,10 @@ func (s *Server) secure(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
+		if !strings.HasPrefix(r.URL.Path, "/") { // "*" or an absolute-form oddity
+			writeError(w, http.StatusBadRequest, "bad request path")
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -225,7 +229,14 @@ func (s *Server) handleQR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "account is not pairing")
 		return
 	}
+	select {
+	case s.renders <- struct{}{}:
+	case <-r.Context().Done():
+		writeError(w, http.StatusServiceUnavailable, "canceled")
+		return
+	}
 	img, err := qrPNG(*a.QR)
+	<-s.renders
 	if err != nil {
 		// The error never holds the QR content; still, log only its kind.
 		s.log.Error("render QR code", "account", id, "error", err)

@@ -106,6 +106,9 @@ const (
 	maxHeaderBytes    = 16 << 10
 	shutdownGrace     = 5 * time.Second
 	streamWriteWait   = 10 * time.Second
+	// maxRenders bounds concurrent QR renderings (a few ms of CPU each),
+	// so a dashboard of many pairing accounts cannot starve the fleet.
+	maxRenders = 2
 )
 
 // Server is the HTTP API. Build it with New, run it with Serve.
@@ -114,6 +117,7 @@ type Server struct {
 	log       *slog.Logger
 	tokenHash [sha256.Size]byte
 	streams   chan struct{} // one slot per open event stream
+	renders   chan struct{} // one slot per QR code being rendered
 	handler   http.Handler
 
 	closeOnce sync.Once
@@ -151,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     log,
 		streams: make(chan struct{}, cfg.MaxStreams),
+		renders: make(chan struct{}, maxRenders),
 		closing: make(chan struct{}),
 	}
 	if cfg.Token != "" {
