@@ -1,0 +1,86 @@
+package redis
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/store/redis/redistest"
+)
+
+// clock is a manual clock for the local side of leases (Redis keeps its
+// own time for PX).
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Unix(1_700_000_000, 0)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// counter is a go-redis hook counting round trips: one per command sent
+// alone, one per pipeline.
+type counter struct {
+	cmds, pipes atomic.Int64
+}
+
+func (h *counter) DialHook(next goredis.DialHook) goredis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
+}
+
+func (h *counter) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.cmds.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *counter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.pipes.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *counter) RoundTrips() int64 { return h.cmds.Load() + h.pipes.Load() }
+
+func (h *counter) Reset() { h.cmds.Store(0); h.pipes.Store(0) }
+
+// newLeases returns a lease manager past its initial grace period.
+func newLeases(t testing.TB, c goredis.UniversalClient, prefix, instance string, clk *clock, ttl time.Duration) *Leases {
+	t.Helper()
+	m, err := NewLeases(c, LeaseOptions{Prefix: prefix, Instance: instance, TTL: ttl, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if grace, until := m.InGrace(); grace {
+		clk.Advance(until.Sub(clk.Now()))
+	}
+	return m
+}
+
+func sharedClient(t testing.TB) (*goredis.Client, string) {
+	t.Helper()
+	return redistest.Shared(t)
+}
+
+func boolp(b bool) *bool { return &b }

@@ -1,0 +1,86 @@
+package redis
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix starts every key this package writes.
+const DefaultPrefix = "wafleet"
+
+// keys names the Redis keys under one prefix. Every per-account key carries
+// the account id as its hash tag ({ACCT}) so that the device hash, the lease
+// and the fencing counter of one account live in one Cluster slot and one
+// Lua script may touch all three. The user mappings are keyed by user (a
+// phone number or a LID), shared across accounts, each in its own slot.
+//
+//	PREFIX:{ACCT}:device   hash: rec (codec bytes), fence, pn, lid, and while
+//	                       a cross-slot mapping update is pending: xpn, xlid, sync
+//	PREFIX:{ACCT}:lease    string "INSTANCE:FENCE.NONCE", PX ttl
+//	PREFIX:{ACCT}:fence    counter of fencing tokens
+//	PREFIX:map:pn:{USER}   hash: ACCT -> lid user, "=" -> current lid user
+//	PREFIX:map:lid:{USER}  hash: ACCT -> pn user, "=" -> current pn user
+//	PREFIX:epoch           random value; missing or changed = Redis lost data
+//	PREFIX:members         zset: instance -> expiry (Redis server ms)
+//	PREFIX:ratelimit:NAME  hash: token bucket state
+//	PREFIX:events          stream of account events
+type keys struct{ p string }
+
+func newKeys(prefix string) (keys, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(prefix, "{}*?[]\\ ") {
+		return keys{}, fmt.Errorf("%w: prefix %q must not contain braces, glob characters or spaces", ErrConfig, prefix)
+	}
+	return keys{p: prefix}, nil
+}
+
+func (k keys) device(acct string) string { return k.p + ":{" + acct + "}:device" }
+func (k keys) lease(acct string) string  { return k.p + ":{" + acct + "}:lease" }
+func (k keys) fence(acct string) string  { return k.p + ":{" + acct + "}:fence" }
+func (k keys) pn(user string) string     { return k.p + ":map:pn:{" + user + "}" }
+func (k keys) lid(user string) string    { return k.p + ":map:lid:{" + user + "}" }
+func (k keys) epoch() string             { return k.p + ":epoch" }
+func (k keys) members() string           { return k.p + ":members" }
+func (k keys) rate(name string) string   { return k.p + ":ratelimit:" + name }
+func (k keys) events() string            { return k.p + ":events" }
+
+// devicePattern matches every device hash (for SCAN).
+func (k keys) devicePattern() string { return k.p + ":{*}:device" }
+
+// accountOfDeviceKey returns the account of a device key, or "" when the key
+// is not one.
+func (k keys) accountOfDeviceKey(key string) string {
+	rest, ok := strings.CutPrefix(key, k.p+":{")
+	if !ok {
+		return ""
+	}
+	acct, ok := strings.CutSuffix(rest, "}:device")
+	if !ok || strings.ContainsAny(acct, "{}") {
+		return ""
+	}
+	return acct
+}
+
+// slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of the
+// hash tag, or of the whole key without one, modulo 16384.
+func slot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}

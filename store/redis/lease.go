@@ -1,0 +1,646 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Defaults of LeaseOptions.
+const (
+	DefaultLeaseTTL  = 15 * time.Second
+	DefaultChunkSize = 500
+)
+
+// LeaseOptions configures NewLeases.
+type LeaseOptions struct {
+	// Prefix starts every key; it must match the Store's. Default "wafleet".
+	Prefix string
+	// Instance names this instance (fleet.instance_id). Required; no spaces.
+	Instance string
+	// TTL is the lifetime of a lease and of a membership heartbeat without
+	// renewal. Default 15s.
+	TTL time.Duration
+	// Margin: a lease counts as lost locally once Margin is left before it
+	// could expire in Redis, so the connection is stopped before another
+	// instance can take the account. Its local deadline is the send time of
+	// the last successful renewal + TTL - Margin. Default TTL/3. Renew more
+	// often than every (TTL-Margin)/2.
+	Margin time.Duration
+	// Timeout bounds each round trip. Default TTL/5.
+	Timeout time.Duration
+	// ChunkSize is how many leases one renew script covers on a single node
+	// (all chunks still travel in one pipeline). Default 500.
+	ChunkSize int
+	// Now is the local clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Lease is one account's lease held by this instance.
+type Lease struct {
+	Account string
+	// Value is what the lease key holds: "INSTANCE:TOKEN.NONCE". Writes
+	// fenced by this lease succeed only while the key holds exactly this.
+	Value string
+	// Token is the fencing token: it grows with every acquisition of the
+	// account (re-seeded above the device's last writer after Redis lost
+	// the counter).
+	Token uint64
+	// ValidUntil (local clock) is when this instance must have stopped
+	// using the account unless a renewal succeeded meanwhile.
+	ValidUntil time.Time
+}
+
+// Holder returns the instance part of a lease value.
+func Holder(value string) string {
+	if i := strings.LastIndexByte(value, ':'); i >= 0 {
+		return value[:i]
+	}
+	return ""
+}
+
+// parseToken returns the fencing token of a lease value.
+func parseToken(value string) (uint64, error) {
+	i := strings.LastIndexByte(value, ':')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: lease value without token", ErrProtocol)
+	}
+	tok, _, _ := strings.Cut(value[i+1:], ".")
+	n, err := strconv.ParseUint(tok, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: lease token: %v", ErrProtocol, err)
+	}
+	return n, nil
+}
+
+// Leases holds this instance's membership and account leases. It is a
+// passive state machine over Redis: the caller (package fleet's
+// Coordinator) calls Tick on a timer, Expire whenever NextDeadline passes,
+// and Acquire/Release as it decides. Safe for concurrent use.
+type Leases struct {
+	c       goredis.UniversalClient
+	k       keys
+	o       LeaseOptions
+	cluster bool
+
+	mu         sync.Mutex
+	held       map[string]Lease
+	members    []string
+	epoch      string
+	graceUntil time.Time
+	closed     bool
+}
+
+// NewLeases returns the lease manager of one instance on c.
+func NewLeases(c goredis.UniversalClient, o LeaseOptions) (*Leases, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrConfig)
+	}
+	k, err := newKeys(o.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if o.Instance == "" || strings.ContainsAny(o.Instance, " \t\r\n") {
+		return nil, fmt.Errorf("%w: instance id %q must be non-empty without whitespace", ErrConfig, o.Instance)
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultLeaseTTL
+	}
+	if o.Margin <= 0 {
+		o.Margin = o.TTL / 3
+	}
+	if o.Margin >= o.TTL {
+		return nil, fmt.Errorf("%w: margin %v must be shorter than the lease TTL %v", ErrConfig, o.Margin, o.TTL)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = o.TTL / 5
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	_, cluster := c.(*goredis.ClusterClient)
+	return &Leases{c: c, k: k, o: o, cluster: cluster, held: map[string]Lease{}}, nil
+}
+
+// Instance returns this instance's id.
+func (m *Leases) Instance() string { return m.o.Instance }
+
+// TTL returns the lease TTL.
+func (m *Leases) TTL() time.Duration { return m.o.TTL }
+
+// Get returns the lease held for acct, if it is still valid locally.
+func (m *Leases) Get(acct string) (Lease, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.held[acct]
+	if !ok || !m.o.Now().Before(l.ValidUntil) {
+		return Lease{}, false
+	}
+	return l, true
+}
+
+// Held returns the leases held, sorted by account.
+func (m *Leases) Held() []Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Lease, 0, len(m.held))
+	for _, l := range m.held {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return strings.Compare(a.Account, b.Account) })
+	return out
+}
+
+// Members returns the live members seen by the last Tick, sorted.
+func (m *Leases) Members() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.members)
+}
+
+// InGrace reports whether acquisitions wait out the grace period after
+// Redis lost its data, and until when.
+func (m *Leases) InGrace() (bool, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.o.Now().Before(m.graceUntil), m.graceUntil
+}
+
+// NextDeadline returns the earliest ValidUntil of the held leases (zero
+// when none is held): call Expire then at the latest.
+func (m *Leases) NextDeadline() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var t time.Time
+	for _, l := range m.held {
+		if t.IsZero() || l.ValidUntil.Before(t) {
+			t = l.ValidUntil
+		}
+	}
+	return t
+}
+
+// Expire drops and returns every lease whose ValidUntil has passed: the
+// caller must stop those accounts at once (the margin is what is left
+// before another instance may take them).
+func (m *Leases) Expire() []Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.o.Now()
+	var out []Lease
+	for a, l := range m.held {
+		if !now.Before(l.ValidUntil) {
+			out = append(out, l)
+			delete(m.held, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return strings.Compare(a.Account, b.Account) })
+	return out
+}
+
+func (m *Leases) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return withTimeout(ctx, m.o.Timeout)
+}
+
+// Start reads the epoch marker, creating it when missing. Creating it means
+// Redis is new or lost its data: acquisitions then wait one TTL (the grace
+// period) so that instances still holding leases from before can reassert
+// them first. Acquire and Tick call Start when it has not succeeded yet.
+func (m *Leases) Start(ctx context.Context) error {
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	return m.adoptEpoch(ctx)
+}
+
+// adoptEpoch reads or creates the epoch marker and enters grace if it is
+// not the one known so far.
+func (m *Leases) adoptEpoch(ctx context.Context) error {
+	pipe := m.c.Pipeline()
+	created := pipe.SetNX(ctx, m.k.epoch(), m.o.Instance+"-"+nonce(), 0)
+	get := pipe.Get(ctx, m.k.epoch())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redis: read epoch: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if get.Val() != m.epoch {
+		if created.Val() || m.epoch != "" {
+			m.graceUntil = m.o.Now().Add(m.o.TTL)
+		}
+		m.epoch = get.Val()
+	}
+	return nil
+}
+
+func (m *Leases) currentEpoch(ctx context.Context) (string, error) {
+	m.mu.Lock()
+	e := m.epoch
+	m.mu.Unlock()
+	if e != "" {
+		return e, nil
+	}
+	if err := m.adoptEpoch(ctx); err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.epoch, nil
+}
+
+// AcquireResult says what Acquire got.
+type AcquireResult struct {
+	// Acquired are the new leases (also those already held, unchanged).
+	Acquired []Lease
+	// HeldBy maps each account held by another instance to its holder.
+	HeldBy map[string]string
+}
+
+// Acquire tries to take the lease of every account in one round trip. An
+// account already held by this instance is returned as is. During the grace
+// period after Redis lost its data it acquires nothing and returns an error
+// wrapping ErrEpochChanged.
+func (m *Leases) Acquire(ctx context.Context, accounts ...string) (AcquireResult, error) {
+	res := AcquireResult{HeldBy: map[string]string{}}
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	epoch, err := m.currentEpoch(ctx)
+	if err != nil {
+		return res, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return res, ErrClosed
+	}
+	if m.o.Now().Before(m.graceUntil) {
+		until := m.graceUntil
+		m.mu.Unlock()
+		return res, fmt.Errorf("%w (until %s)", ErrEpochChanged, until.Format(time.RFC3339))
+	}
+	var todo []string
+	for _, a := range accounts {
+		if l, ok := m.held[a]; ok {
+			res.Acquired = append(res.Acquired, l)
+		} else if !slices.Contains(todo, a) {
+			todo = append(todo, a)
+		}
+	}
+	m.mu.Unlock()
+	if len(todo) == 0 {
+		return res, nil
+	}
+	got, heldBy, changed, err := m.acquire(ctx, todo, epoch)
+	if err != nil {
+		return res, err
+	}
+	if changed {
+		// The acquisitions may predate the change: give them back before
+		// anything connects, and wait out the grace period.
+		m.releaseValues(ctx, got)
+		if err := m.adoptEpoch(ctx); err != nil {
+			return res, err
+		}
+		m.mu.Lock()
+		m.graceUntil = m.o.Now().Add(m.o.TTL)
+		m.mu.Unlock()
+		return res, ErrEpochChanged
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range got {
+		m.held[l.Account] = l
+		res.Acquired = append(res.Acquired, l)
+	}
+	res.HeldBy = heldBy
+	return res, nil
+}
+
+// acquire runs the acquire script for each account in one pipeline.
+func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (got []Lease, heldBy map[string]string, epochChanged bool, err error) {
+	heldBy = map[string]string{}
+	calls := make([]*call, len(accounts))
+	for i, a := range accounts {
+		keys := []string{m.k.lease(a), m.k.fence(a), m.k.device(a)}
+		arg := ""
+		if !m.cluster {
+			keys = append(keys, m.k.epoch())
+			arg = epoch
+		}
+		calls[i] = &call{script: acquire, keys: keys, args: []any{m.o.Instance, nonce(), m.o.TTL.Milliseconds(), arg}}
+	}
+	var epochCmd *goredis.StringCmd
+	extra := func(p goredis.Pipeliner) {
+		if m.cluster {
+			epochCmd = p.Get(ctx, m.k.epoch())
+		}
+	}
+	sent := m.o.Now()
+	if err := runCalls(ctx, m.c, calls, extra); err != nil {
+		return nil, nil, false, fmt.Errorf("redis: acquire leases: %w", err)
+	}
+	if epochCmd != nil && epochCmd.Val() != epoch {
+		epochChanged = true
+	}
+	var firstErr error
+	for i, cl := range calls {
+		r, err := replyStrings(cl.cmd)
+		if err == nil && len(r) != 2 {
+			err = fmt.Errorf("%w: acquire answered %d values", ErrProtocol, len(r))
+		}
+		if err != nil {
+			firstErr = cmpErr(firstErr, fmt.Errorf("redis: acquire %q: %w", accounts[i], err))
+			continue
+		}
+		switch r[0] {
+		case "1":
+			tok, err := parseToken(r[1])
+			if err != nil {
+				firstErr = cmpErr(firstErr, err)
+				continue
+			}
+			got = append(got, Lease{Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin)})
+		case "0":
+			heldBy[accounts[i]] = Holder(r[1])
+		case "-1":
+			epochChanged = true
+		}
+	}
+	return got, heldBy, epochChanged, firstErr
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// Release gives up the leases of accounts (each deleted only if still
+// ours), in one round trip. Stop the accounts' connections first. The
+// leases are dropped locally even when Redis cannot be reached (they then
+// expire after the TTL).
+func (m *Leases) Release(ctx context.Context, accounts ...string) error {
+	m.mu.Lock()
+	var ls []Lease
+	for _, a := range accounts {
+		if l, ok := m.held[a]; ok {
+			ls = append(ls, l)
+			delete(m.held, a)
+		}
+	}
+	m.mu.Unlock()
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	return m.releaseValues(ctx, ls)
+}
+
+func (m *Leases) releaseValues(ctx context.Context, ls []Lease) error {
+	if len(ls) == 0 {
+		return nil
+	}
+	calls, _ := m.batch(ls, release, func(l Lease) any { return l.Value }, nil)
+	if err := runCalls(ctx, m.c, calls, nil); err != nil {
+		return fmt.Errorf("redis: release leases: %w", err)
+	}
+	for _, cl := range calls {
+		if err := cl.cmd.Err(); err != nil {
+			return fmt.Errorf("redis: release leases: %w", err)
+		}
+	}
+	return nil
+}
+
+// batch groups leases into multi-key script calls: by hash slot on a
+// Cluster, in chunks of ChunkSize otherwise. Each call's keys are lease
+// keys; its args are head followed by arg(l) per lease.
+func (m *Leases) batch(ls []Lease, s *goredis.Script, arg func(Lease) any, head []any) ([]*call, [][]Lease) {
+	var groups [][]Lease
+	if m.cluster {
+		bySlot := map[uint16]int{}
+		for _, l := range ls {
+			sl := slot(m.k.lease(l.Account))
+			i, ok := bySlot[sl]
+			if !ok {
+				i = len(groups)
+				bySlot[sl] = i
+				groups = append(groups, nil)
+			}
+			groups[i] = append(groups[i], l)
+		}
+	} else {
+		for chunk := range slices.Chunk(ls, m.o.ChunkSize) {
+			groups = append(groups, chunk)
+		}
+	}
+	calls := make([]*call, len(groups))
+	for i, g := range groups {
+		c := &call{script: s, args: slices.Clone(head)}
+		for _, l := range g {
+			c.keys = append(c.keys, m.k.lease(l.Account))
+			c.args = append(c.args, arg(l))
+		}
+		calls[i] = c
+	}
+	return calls, groups
+}
+
+// TickResult says what one Tick saw.
+type TickResult struct {
+	// Members are the live instances (this one included), sorted.
+	Members []string
+	// Renewed counts the leases extended.
+	Renewed int
+	// Lost are leases Redis no longer holds for us: stop them now.
+	Lost []Lease
+	// Reasserted are leases re-taken after Redis lost its data, with new
+	// values and tokens: the accounts stay connected, but their device
+	// state must be saved again (Redis may have lost it).
+	Reasserted []Lease
+	// EpochChanged reports that Redis lost its data since the last Tick.
+	EpochChanged bool
+}
+
+// Tick heartbeats the membership, checks the epoch and renews every held
+// lease in ONE pipeline (one round trip on a single node; one per node, in
+// parallel, on a Cluster). After Redis lost its data it reasserts the
+// leases still valid locally (a second round trip, only then). On error
+// nothing is renewed: the leases run towards their ValidUntil, and Expire
+// drops them there.
+func (m *Leases) Tick(ctx context.Context) (TickResult, error) {
+	var res TickResult
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	epoch, err := m.currentEpoch(ctx)
+	if err != nil {
+		return res, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return res, ErrClosed
+	}
+	ls := make([]Lease, 0, len(m.held))
+	for _, l := range m.held {
+		ls = append(ls, l)
+	}
+	m.mu.Unlock()
+
+	hb := &call{script: heartbeat, keys: []string{m.k.members()}, args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}}
+	renews, groups := m.batch(ls, renew, func(l Lease) any { return l.Value }, []any{m.o.TTL.Milliseconds()})
+	calls := append([]*call{hb}, renews...)
+	var epochCmd *goredis.StringCmd
+	sent := m.o.Now()
+	err = runCalls(ctx, m.c, calls, func(p goredis.Pipeliner) { epochCmd = p.Get(ctx, m.k.epoch()) })
+	if err == nil {
+		err = hb.cmd.Err()
+	}
+	if err != nil {
+		return res, fmt.Errorf("redis: tick: %w", err)
+	}
+	if members, err := hb.cmd.StringSlice(); err == nil {
+		slices.Sort(members)
+		res.Members = members
+	}
+	switch err := epochCmd.Err(); {
+	case errors.Is(err, goredis.Nil):
+		res.EpochChanged = true
+	case err == nil:
+		res.EpochChanged = epochCmd.Val() != epoch
+	}
+
+	valid := sent.Add(m.o.TTL - m.o.Margin)
+	var refused []Lease
+	m.mu.Lock()
+	m.members = res.Members
+	for j, cl := range renews {
+		flags, err := cl.cmd.Int64Slice()
+		if err != nil || len(flags) != len(groups[j]) {
+			continue // neither renewed nor refused: the leases run to ValidUntil
+		}
+		for k, f := range flags {
+			l := groups[j][k]
+			cur, ok := m.held[l.Account]
+			if !ok || cur.Value != l.Value {
+				continue // released or replaced meanwhile
+			}
+			if f == 1 {
+				if valid.After(cur.ValidUntil) {
+					cur.ValidUntil = valid
+					m.held[l.Account] = cur
+				}
+				res.Renewed++
+				continue
+			}
+			delete(m.held, l.Account)
+			refused = append(refused, cur)
+		}
+	}
+	m.mu.Unlock()
+	if !res.EpochChanged {
+		res.Lost = refused
+		return res, nil
+	}
+
+	// Redis lost its data. Enter the grace period and take back the leases
+	// that are still ours locally: nobody else can acquire during grace
+	// (their acquisitions carry the old epoch or wait for the new grace).
+	if err := m.adoptEpoch(ctx); err != nil {
+		res.Lost = refused
+		return res, err
+	}
+	now := m.o.Now()
+	var again []string
+	byAcct := map[string]Lease{}
+	for _, l := range refused {
+		if now.Before(l.ValidUntil) {
+			again = append(again, l.Account)
+			byAcct[l.Account] = l
+		} else {
+			res.Lost = append(res.Lost, l)
+		}
+	}
+	if len(again) == 0 {
+		return res, nil
+	}
+	newEpoch, err := m.currentEpoch(ctx)
+	if err != nil {
+		return res, err
+	}
+	got, _, _, err := m.acquire(ctx, again, newEpoch)
+	m.mu.Lock()
+	for _, l := range got {
+		m.held[l.Account] = l
+		res.Reasserted = append(res.Reasserted, l)
+		delete(byAcct, l.Account)
+	}
+	m.mu.Unlock()
+	for _, a := range again {
+		if l, ok := byAcct[a]; ok {
+			res.Lost = append(res.Lost, l)
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("redis: reassert leases: %w", err)
+	}
+	return res, nil
+}
+
+// Close releases every held lease and leaves the membership, in one round
+// trip. Stop the connections first. Later calls fail with ErrClosed.
+func (m *Leases) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	ls := make([]Lease, 0, len(m.held))
+	for _, l := range m.held {
+		ls = append(ls, l)
+	}
+	clear(m.held)
+	m.mu.Unlock()
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	calls, _ := m.batch(ls, release, func(l Lease) any { return l.Value }, nil)
+	calls = append(calls, &call{script: heartbeat, keys: []string{m.k.members()}, args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}})
+	if err := runCalls(ctx, m.c, calls, nil); err != nil {
+		return fmt.Errorf("redis: close leases: %w", err)
+	}
+	for _, cl := range calls {
+		if err := cl.cmd.Err(); err != nil {
+			return fmt.Errorf("redis: close leases: %w", err)
+		}
+	}
+	return nil
+}
+
+// Holders returns the instance holding each account's lease ("" when
+// none), in one round trip.
+func (m *Leases) Holders(ctx context.Context, accounts ...string) (map[string]string, error) {
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	pipe := m.c.Pipeline()
+	cmds := make([]*goredis.StringCmd, len(accounts))
+	for i, a := range accounts {
+		cmds[i] = pipe.Get(ctx, m.k.lease(a))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("redis: read lease holders: %w", err)
+	}
+	out := make(map[string]string, len(accounts))
+	for i, a := range accounts {
+		out[a] = Holder(cmds[i].Val())
+	}
+	return out, nil
+}

@@ -1,0 +1,191 @@
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// EnvAddr names the environment variable that points tests at a Redis
+// server (host:port) instead of 127.0.0.1:6379.
+const EnvAddr = "WAFLEET_TEST_REDIS"
+
+// Prefix returns a key prefix unique to this test run.
+func Prefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "wafleet-test-" + hex.EncodeToString(b[:])
+}
+
+// Shared returns a client of the shared test server and a fresh key prefix;
+// every key under the prefix is deleted when the test ends. When no shared
+// server answers, it starts a private one.
+func Shared(t testing.TB) (*goredis.Client, string) {
+	t.Helper()
+	addr := os.Getenv(EnvAddr)
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err := c.Ping(ctx).Err()
+	cancel()
+	if err != nil {
+		_ = c.Close()
+		srv := Start(t, Config{})
+		return srv.Client(t), Prefix()
+	}
+	prefix := Prefix()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		DeletePrefix(ctx, c, prefix)
+		_ = c.Close()
+	})
+	return c, prefix
+}
+
+// DeletePrefix deletes every key starting with prefix+":".
+func DeletePrefix(ctx context.Context, c goredis.UniversalClient, prefix string) {
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, prefix+":*", 1000).Result()
+		if err != nil {
+			return
+		}
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+		if next == 0 {
+			return
+		}
+		cursor = next
+	}
+}
+
+// Config configures a private server.
+type Config struct {
+	// AOF turns on appendonly (appendfsync everysec) so the data survives
+	// Restart. Default off: no AOF and no RDB, so Restart loses the data.
+	AOF bool
+}
+
+// Server is a private redis-server listening on a Unix socket in a
+// temporary directory.
+type Server struct {
+	t      testing.TB
+	dir    string
+	sock   string
+	cfg    Config
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Start starts a private redis-server; it is killed when the test ends.
+func Start(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: no Redis server for this test: nothing answers on 127.0.0.1:6379 (or $%s) and redis-server is not in PATH (%v); install redis-server or start one", EnvAddr, err)
+	}
+	// A short directory: Unix socket paths are limited to ~100 bytes.
+	dir, err := os.MkdirTemp("", "wfr")
+	if err != nil {
+		t.Fatalf("redistest: temp dir: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	s := &Server{t: t, dir: dir, sock: filepath.Join(dir, "redis.sock"), cfg: cfg}
+	s.start(bin)
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func (s *Server) start(bin string) {
+	s.t.Helper()
+	args := []string{
+		"--port", "0", "--unixsocket", s.sock, "--unixsocketperm", "700",
+		"--dir", s.dir, "--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
+	}
+	if s.cfg.AOF {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	s.cmd = exec.Command(bin, args...)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("redistest: start redis-server: %v", err)
+	}
+	s.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(s.cmd, s.exited)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("unix", s.sock, 200*time.Millisecond)
+		if err == nil {
+			_ = conn.Close()
+			return
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redistest: redis-server exited at start; log:\n%s", log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redistest: redis-server did not listen on %s within 10s", s.sock)
+		}
+	}
+}
+
+// Options returns client options for the server (fast reconnects).
+func (s *Server) Options() *goredis.Options {
+	return &goredis.Options{
+		Network: "unix", Addr: s.sock,
+		DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: -1, PoolSize: 4,
+	}
+}
+
+// Client returns a new client of the server, closed when the test ends.
+func (s *Server) Client(t testing.TB) *goredis.Client {
+	c := goredis.NewClient(s.Options())
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Kill stops the server at once (SIGKILL) and waits for it to exit.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+}
+
+// Restart kills the server and starts it again on the same socket. Without
+// AOF the data is gone afterwards.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	_ = os.Remove(s.sock)
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		s.t.Fatalf("redistest: %v", err)
+	}
+	s.start(bin)
+}
+
+// String describes the server.
+func (s *Server) String() string { return fmt.Sprintf("redis-server on %s", s.sock) }

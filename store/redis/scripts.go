@@ -1,0 +1,217 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// Lua scripts. Every script touches only the keys it is given, and all the
+// keys of one call share a hash slot, except saveAtomic and acquire with
+// its epoch key, which are used only when the client is not a Cluster.
+
+// luaFence checks that the caller may write the account: with a lease value
+// (ARGV of the caller) it must equal the current lease and its token must
+// not be older than the token of the last write; without one (an
+// administrative write) nobody may hold the lease. It returns the token to
+// store with the device, or nil and 'lost' / 'held'.
+const luaFence = `
+local function fence_check(dev, lease, fence, value, token)
+  local cur = redis.call('GET', lease)
+  if value == '' then
+    if cur then return nil, 'held' end
+    return tonumber(redis.call('GET', fence) or '0'), nil
+  end
+  if cur ~= value then return nil, 'lost' end
+  local df = tonumber(redis.call('HGET', dev, 'fence') or '0')
+  if df > tonumber(token) then return nil, 'lost' end
+  return tonumber(token), nil
+end
+`
+
+// luaMap maintains one user-mapping hash: a field per account deriving the
+// mapping and "=" holding the current answer. map_del repairs "=" from the
+// remaining accounts (keeping it when one still maps the same user, else
+// the smallest account's) and deletes the hash when none remain.
+const luaMap = `
+local function map_set(key, acct, val)
+  redis.call('HSET', key, acct, val, '=', val)
+end
+local function map_del(key, acct)
+  if redis.call('HDEL', key, acct) == 0 then return end
+  local cur = redis.call('HGET', key, '=')
+  local kv = redis.call('HGETALL', key)
+  local best, keep = nil, false
+  for i = 1, #kv, 2 do
+    if kv[i] ~= '=' then
+      if kv[i + 1] == cur then keep = true end
+      if best == nil or kv[i] < kv[best] then best = i end
+    end
+  end
+  if best == nil then
+    redis.call('DEL', key)
+  elseif not keep then
+    redis.call('HSET', key, '=', kv[best + 1])
+  end
+end
+`
+
+// saveAtomic writes or deletes a device and its mapping in one script (single
+// node or Sentinel).
+//
+//	KEYS: device, lease, fence, new pn map, new lid map, old pn map, old lid map
+//	ARGV: lease value ('' = unfenced), token, op ('save'|'delete'), rec,
+//	      account, new pn, new lid, expected old pn, expected old lid
+//
+// Returns {'ok'}, {'lost'}, {'held'} or {'retry'} when the stored mapping
+// users are no longer the ones the caller read.
+var saveAtomic = goredis.NewScript(luaFence + luaMap + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+local old = redis.call('HMGET', KEYS[1], 'pn', 'lid')
+local opn, olid = old[1] or '', old[2] or ''
+if opn ~= ARGV[8] or olid ~= ARGV[9] then return {'retry'} end
+local acct, npn, nlid = ARGV[5], ARGV[6], ARGV[7]
+if ARGV[3] == 'save' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid)
+else
+  redis.call('DEL', KEYS[1])
+end
+if opn ~= '' and opn ~= npn then map_del(KEYS[6], acct) end
+if olid ~= '' and olid ~= nlid then map_del(KEYS[7], acct) end
+if npn ~= '' and nlid ~= '' then
+  map_set(KEYS[4], acct, nlid)
+  map_set(KEYS[5], acct, npn)
+end
+return {'ok'}
+`)
+
+// saveDevice is the first step of a split (Cluster) write: the device hash
+// alone, recording which old mapping users still have to be cleaned up.
+//
+//	KEYS: device, lease, fence
+//	ARGV: lease value, token, op, rec, new pn, new lid, sync nonce
+//
+// Returns {'ok', xpn, xlid} or {'lost'} / {'held'}.
+var saveDevice = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+local h = redis.call('HMGET', KEYS[1], 'pn', 'lid', 'xpn', 'xlid')
+local function pending(list, old, new)
+  local set, out = {}, {}
+  for u in string.gmatch(list or '', '%S+') do set[u] = true end
+  if old and old ~= '' then set[old] = true end
+  set[new] = nil
+  for u in pairs(set) do out[#out + 1] = u end
+  table.sort(out)
+  return table.concat(out, ' ')
+end
+local npn, nlid = ARGV[5], ARGV[6]
+local xpn, xlid = pending(h[3], h[1], npn), pending(h[4], h[2], nlid)
+redis.call('DEL', KEYS[1])
+if ARGV[3] == 'save' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid, 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
+elseif xpn ~= '' or xlid ~= '' then
+  redis.call('HSET', KEYS[1], 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
+end
+return {'ok', xpn, xlid}
+`)
+
+// mapSet and mapDel are the second step of a split write, one mapping hash
+// each. KEYS: map; ARGV: account[, value]. Both are idempotent.
+var (
+	mapSet = goredis.NewScript(luaMap + `map_set(KEYS[1], ARGV[1], ARGV[2]) return 1`)
+	mapDel = goredis.NewScript(luaMap + `map_del(KEYS[1], ARGV[1]) return 1`)
+)
+
+// syncDone is the last step of a split write: forget the pending cleanup if
+// no later write started another one; drop a deleted device's tombstone.
+// KEYS: device; ARGV: sync nonce.
+var syncDone = goredis.NewScript(`
+if redis.call('HGET', KEYS[1], 'sync') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HDEL', KEYS[1], 'xpn', 'xlid', 'sync')
+end
+return 1
+`)
+
+// acquire takes an account's lease if nobody holds it, with a fencing token
+// from the account's counter, re-seeded above the token of the last device
+// write (after Redis lost the counter).
+//
+//	KEYS: lease, fence, device[, epoch]
+//	ARGV: instance, nonce, ttl ms, expected epoch ('' = unchecked)
+//
+// Returns {1, value} when acquired, {0, holder} when held, {-1, ''} when
+// the epoch differs.
+var acquire = goredis.NewScript(`
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return {-1, ''} end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {0, cur} end
+local f = redis.call('INCR', KEYS[2])
+local df = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
+if f <= df then
+  f = df + 1
+  redis.call('SET', KEYS[2], f)
+end
+local v = ARGV[1] .. ':' .. f .. '.' .. ARGV[2]
+redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
+return {1, v}
+`)
+
+// renew extends every given lease still holding the given value.
+// KEYS: leases; ARGV: ttl ms, then one value per key. Returns 1/0 per key.
+var renew = goredis.NewScript(`
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[i + 1] then
+    redis.call('PEXPIRE', k, ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+`)
+
+// release deletes every given lease still holding the given value.
+// KEYS: leases; ARGV: one value per key. Returns how many it deleted.
+var release = goredis.NewScript(`
+local n = 0
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[i] then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// heartbeat records an instance as live until now+ttl (Redis server time),
+// drops expired members and returns the live ones.
+// KEYS: members; ARGV: instance, ttl ms, leaving ('1' removes it).
+var heartbeat = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`)
+
+// reserve takes the next slot of a GCRA rate limit (Redis server time) and
+// returns how many microseconds the caller must wait before using it.
+// KEYS: limiter; ARGV: interval µs, burst.
+var reserve = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - (burst - 1) * interval - now
+if wait < 0 then wait = 0 end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return math.floor(wait)
+`)
