@@ -140,7 +140,7 @@ return 1
 //	KEYS: lease, fence, device[, epoch]
 //	ARGV: instance, nonce, ttl ms, expected epoch ('' = unchecked)
 //
-// Returns {1, value} when acquired, {0, holder} when held, {-1, ''} when
+// Returns {1, value} when acquired, {0, holder} when held, {-1, ”} when
 // the epoch differs.
 var acquire = goredis.NewScript(`
 if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return {-1, ''} end

@@ -351,9 +351,9 @@ func TestOptionsValidation(t *testing.T) {
 func TestSlot(t *testing.T) {
 	// Reference values from the Redis Cluster specification (CLUSTER KEYSLOT).
 	for key, want := range map[string]uint16{
-		"123456789":        12739,
-		"foo":              12182,
-		"{user1000}.x":     slot("user1000"),
+		"123456789":         12739,
+		"foo":               12182,
+		"{user1000}.x":      slot("user1000"),
 		"wafleet:{a}:lease": slot("a"),
 	} {
 		if got := slot(key); got != want {
