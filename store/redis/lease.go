@@ -89,6 +89,7 @@ type Leases struct {
 	k       keys
 	o       LeaseOptions
 	cluster bool
+	nonce   func() string // per acquisition; replaced by tests
 
 	mu         sync.Mutex
 	held       map[string]Lease
@@ -129,7 +130,7 @@ func NewLeases(c goredis.UniversalClient, o LeaseOptions) (*Leases, error) {
 		o.Now = time.Now
 	}
 	_, cluster := c.(*goredis.ClusterClient)
-	return &Leases{c: c, k: k, o: o, cluster: cluster, held: map[string]Lease{}}, nil
+	return &Leases{c: c, k: k, o: o, cluster: cluster, nonce: nonce, held: map[string]Lease{}}, nil
 }
 
 // Instance returns this instance's id.
@@ -336,7 +337,7 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 			keys = append(keys, m.k.epoch())
 			arg = epoch
 		}
-		calls[i] = &call{script: acquire, keys: keys, args: []any{m.o.Instance, nonce(), m.o.TTL.Milliseconds(), arg}}
+		calls[i] = &call{script: acquire, keys: keys, args: []any{m.o.Instance, m.nonce(), m.o.TTL.Milliseconds(), arg}}
 	}
 	var epochCmd *goredis.StringCmd
 	extra := func(p goredis.Pipeliner) {
@@ -370,6 +371,15 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 			}
 			got = append(got, Lease{Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin)})
 		case "0":
+			if strings.HasSuffix(r[1], "."+cl.args[1].(string)) && Holder(r[1]) == m.o.Instance {
+				// Our own acquisition, answered twice (the client retried
+				// after a network error).
+				tok, err := parseToken(r[1])
+				if err == nil {
+					got = append(got, Lease{Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin)})
+					continue
+				}
+			}
 			heldBy[accounts[i]] = Holder(r[1])
 		case "-1":
 			epochChanged = true

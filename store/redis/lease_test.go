@@ -1,0 +1,331 @@
+package redis
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/redis/redistest"
+	"github.com/wafleet/wafleet/store/storetest"
+)
+
+func TestLeaseLifecycle(t *testing.T) {
+	c, prefix := sharedClient(t)
+	ctx := t.Context()
+	clk := newClock()
+	ttl := 15 * time.Second
+	a := newLeases(t, c, prefix, "inst-a", clk, ttl)
+	b := newLeases(t, c, prefix, "inst-b", clk, ttl)
+	k := a.k
+
+	r, err := a.Acquire(ctx, "x", "y", "x")
+	if err != nil || len(r.Acquired) != 2 {
+		t.Fatalf("Acquire = %+v, %v", r, err)
+	}
+	if r.Acquired[0].ValidUntil != clk.Now().Add(ttl-ttl/3) {
+		t.Fatalf("ValidUntil = %v, want send time + TTL - margin", r.Acquired[0].ValidUntil)
+	}
+	// Acquiring again returns the same lease.
+	again, err := a.Acquire(ctx, "x")
+	if err != nil || len(again.Acquired) != 1 || again.Acquired[0].Value != r.Acquired[0].Value {
+		t.Fatalf("re-Acquire = %+v, %v", again, err)
+	}
+	rb, err := b.Acquire(ctx, "x", "z")
+	if err != nil || len(rb.Acquired) != 1 || rb.Acquired[0].Account != "z" || rb.HeldBy["x"] != "inst-a" {
+		t.Fatalf("B Acquire = %+v, %v", rb, err)
+	}
+	holders, err := a.Holders(ctx, "x", "z", "none")
+	if err != nil || holders["x"] != "inst-a" || holders["z"] != "inst-b" || holders["none"] != "" {
+		t.Fatalf("Holders = %v, %v", holders, err)
+	}
+
+	// Tick renews: the PTTL goes back up to the TTL.
+	c.PExpire(ctx, k.lease("x"), 2*time.Second)
+	clk.Advance(time.Second)
+	tr, err := a.Tick(ctx)
+	if err != nil || tr.Renewed != 2 || len(tr.Lost) != 0 || tr.EpochChanged {
+		t.Fatalf("Tick = %+v, %v", tr, err)
+	}
+	if pttl := c.PTTL(ctx, k.lease("x")).Val(); pttl < ttl-time.Second {
+		t.Fatalf("PTTL after renew = %v", pttl)
+	}
+	if l, _ := a.Get("x"); l.ValidUntil != clk.Now().Add(ttl-ttl/3) {
+		t.Fatalf("ValidUntil after renew = %v", l.ValidUntil)
+	}
+	if !slices.Equal(tr.Members, []string{"inst-a"}) {
+		t.Fatalf("Members = %v", tr.Members)
+	}
+	if tr, _ := b.Tick(ctx); !slices.Equal(tr.Members, []string{"inst-a", "inst-b"}) {
+		t.Fatalf("Members = %v", tr.Members)
+	}
+
+	// A lease taken over in Redis is reported lost at the next Tick.
+	c.Set(ctx, k.lease("y"), "inst-b:999.ffff", ttl)
+	tr, err = a.Tick(ctx)
+	if err != nil || len(tr.Lost) != 1 || tr.Lost[0].Account != "y" {
+		t.Fatalf("Tick after takeover = %+v, %v", tr, err)
+	}
+	if _, ok := a.Get("y"); ok {
+		t.Fatal("lost lease still held")
+	}
+
+	// Without successful renewals a lease expires locally at ValidUntil.
+	deadline := a.NextDeadline()
+	clk.Advance(deadline.Sub(clk.Now()) - time.Millisecond)
+	if exp := a.Expire(); len(exp) != 0 {
+		t.Fatalf("expired early: %v", exp)
+	}
+	if _, ok := a.Get("x"); !ok {
+		t.Fatal("lease invalid before its deadline")
+	}
+	clk.Advance(time.Millisecond)
+	if _, ok := a.Get("x"); ok {
+		t.Fatal("Get returns a lease past its deadline")
+	}
+	if exp := a.Expire(); len(exp) != 1 || exp[0].Account != "x" {
+		t.Fatalf("Expire = %v", exp)
+	}
+
+	// Release deletes only our own lease.
+	if err := b.Release(ctx, "z"); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, k.lease("z")).Val(); n != 0 {
+		t.Fatal("released lease still in Redis")
+	}
+	r, _ = a.Acquire(ctx, "w")
+	c.Set(ctx, k.lease("w"), "inst-c:5.aaaa", ttl) // someone else's now
+	if err := a.Release(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Get(ctx, k.lease("w")).Val(); v != "inst-c:5.aaaa" {
+		t.Fatalf("Release deleted another instance's lease: %q", v)
+	}
+
+	// Close releases everything and leaves the membership.
+	r, _ = b.Acquire(ctx, "v1", "v2")
+	if len(r.Acquired) != 2 {
+		t.Fatal(r)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, k.lease("v1"), k.lease("v2")).Val(); n != 0 {
+		t.Fatalf("%d leases left after Close", n)
+	}
+	if tr, _ := a.Tick(ctx); !slices.Equal(tr.Members, []string{"inst-a"}) {
+		t.Fatalf("Members after B closed = %v", tr.Members)
+	}
+	if _, err := b.Acquire(ctx, "v3"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Acquire after Close = %v", err)
+	}
+}
+
+// TestLeaseExpiresInRedis: a lease nobody renews disappears after its TTL
+// (Redis's clock) and another instance can take the account.
+func TestLeaseExpiresInRedis(t *testing.T) {
+	c, prefix := sharedClient(t)
+	ctx := t.Context()
+	a := newLeases(t, c, prefix, "inst-a", newClock(), 300*time.Millisecond)
+	b := newLeases(t, c, prefix, "inst-b", newClock(), 300*time.Millisecond)
+	if r, err := a.Acquire(ctx, "acct"); err != nil || len(r.Acquired) != 1 {
+		t.Fatal(r, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := b.Acquire(ctx, "acct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Acquired) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lease never expired in Redis")
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
+
+func TestGraceAfterCreatingEpoch(t *testing.T) {
+	c, prefix := sharedClient(t)
+	clk := newClock()
+	m, err := NewLeases(c, LeaseOptions{Prefix: prefix, Instance: "a", TTL: 3 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Acquire(t.Context(), "acct"); !errors.Is(err, ErrEpochChanged) {
+		t.Fatalf("Acquire in a new Redis = %v, want ErrEpochChanged (grace)", err)
+	}
+	clk.Advance(3 * time.Second)
+	if r, err := m.Acquire(t.Context(), "acct"); err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("Acquire after the grace = %+v, %v", r, err)
+	}
+	// A second instance finds the epoch and has no grace.
+	n, _ := NewLeases(c, LeaseOptions{Prefix: prefix, Instance: "b", TTL: 3 * time.Second, Now: clk.Now})
+	if r, err := n.Acquire(t.Context(), "other"); err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("second instance Acquire = %+v, %v", r, err)
+	}
+}
+
+// TestRenewIsOneRoundTrip counts the round trips of a Tick with a go-redis
+// hook: heartbeat, epoch check and every renewal travel in one pipeline.
+func TestRenewIsOneRoundTrip(t *testing.T) {
+	for _, n := range []int{0, 1, 10, 1200} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c, prefix := sharedClient(t)
+			m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+			accts := make([]string, n)
+			for i := range accts {
+				accts[i] = fmt.Sprintf("acct-%d", i)
+			}
+			if r, err := m.Acquire(t.Context(), accts...); err != nil || len(r.Acquired) != n {
+				t.Fatalf("Acquire got %d, %v", len(r.Acquired), err)
+			}
+			h := &counter{}
+			c.AddHook(h)
+			tr, err := m.Tick(t.Context())
+			if err != nil || tr.Renewed != n {
+				t.Fatalf("Tick = %+v, %v", tr, err)
+			}
+			if rt := h.RoundTrips(); rt != 1 {
+				t.Fatalf("Tick of %d leases took %d round trips, want 1", n, rt)
+			}
+		})
+	}
+}
+
+// TestRenewAfterScriptFlush: after SCRIPT FLUSH (as after a restart) the
+// scripts are sent again and the renewal still succeeds.
+func TestRenewAfterScriptFlush(t *testing.T) {
+	srv := redistest.Start(t, redistest.Config{})
+	c := srv.Client(t)
+	m := newLeases(t, c, redistest.Prefix(), "inst-a", newClock(), 15*time.Second)
+	if _, err := m.Acquire(t.Context(), "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	c.ScriptFlush(t.Context())
+	if tr, err := m.Tick(t.Context()); err != nil || tr.Renewed != 2 {
+		t.Fatalf("Tick after SCRIPT FLUSH = %+v, %v", tr, err)
+	}
+}
+
+// tickUntilOK retries a Tick while the client reconnects after a restart.
+func tickUntilOK(t *testing.T, m *Leases) TickResult {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tr, err := m.Tick(t.Context())
+		if err == nil {
+			return tr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Tick never succeeded after the restart: %v", err)
+		}
+	}
+}
+
+func acquireUntilAnswered(t *testing.T, m *Leases, accts ...string) (AcquireResult, error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := m.Acquire(t.Context(), accts...)
+		if err == nil || errors.Is(err, ErrEpochChanged) || time.Now().After(deadline) {
+			return r, err
+		}
+	}
+}
+
+// TestRedisRestartWithDataLoss: Redis restarts empty. The instance that
+// held the accounts reasserts them (and re-saves their devices); another
+// instance acquires none of them meanwhile — no account has two owners —
+// and the old lease values can no longer write.
+func TestRedisRestartWithDataLoss(t *testing.T) {
+	srv := redistest.Start(t, redistest.Config{})
+	ca, cb := srv.Client(t), srv.Client(t)
+	prefix := redistest.Prefix()
+	ctx := t.Context()
+	clkA, clkB := newClock(), newClock()
+	ttl := 15 * time.Second
+	a := newLeases(t, ca, prefix, "inst-a", clkA, ttl)
+	b := newLeases(t, cb, prefix, "inst-b", clkB, ttl)
+	sa := newStore(t, ca, prefix, false, nil)
+
+	var accts []string
+	devices := map[string]*store.Device{}
+	for i := range 10 {
+		id := fmt.Sprintf("acct-%d", i)
+		accts = append(accts, id)
+		devices[id] = storetest.PairedDevice(t, id, fmt.Sprintf("1555000%04d", i), fmt.Sprintf("9000000%08d", i), 2)
+	}
+	r, err := a.Acquire(ctx, accts...)
+	if err != nil || len(r.Acquired) != 10 {
+		t.Fatal(r, err)
+	}
+	old := r.Acquired
+	bound := sa.Bound(a)
+	for _, id := range accts {
+		if err := bound.Save(ctx, devices[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	srv.Restart() // no persistence: everything is gone
+
+	// B tries first: its acquisitions carry the old epoch and are refused;
+	// B waits out the grace period.
+	if r, err := acquireUntilAnswered(t, b, accts...); !errors.Is(err, ErrEpochChanged) || len(r.Acquired) != 0 {
+		t.Fatalf("B Acquire after data loss = %+v, %v; want ErrEpochChanged", r, err)
+	}
+	// A's next Tick sees the new epoch and takes its accounts back.
+	tr := tickUntilOK(t, a)
+	if !tr.EpochChanged || len(tr.Reasserted) != 10 || len(tr.Lost) != 0 {
+		t.Fatalf("A Tick after data loss = changed %v, reasserted %d, lost %d", tr.EpochChanged, len(tr.Reasserted), len(tr.Lost))
+	}
+	// The hook: re-save the device state A holds.
+	for _, l := range tr.Reasserted {
+		if err := sa.Fenced(l).Save(ctx, devices[l.Account]); err != nil {
+			t.Fatalf("re-save %s: %v", l.Account, err)
+		}
+	}
+	// After B's grace, B still gets nothing: A owns every account.
+	clkB.Advance(ttl)
+	r, err = b.Acquire(ctx, accts...)
+	if err != nil || len(r.Acquired) != 0 || len(r.HeldBy) != 10 {
+		t.Fatalf("B Acquire after grace = %d acquired, %d held by others, %v", len(r.Acquired), len(r.HeldBy), err)
+	}
+	for _, id := range accts {
+		if r.HeldBy[id] != "inst-a" {
+			t.Fatalf("%s held by %q", id, r.HeldBy[id])
+		}
+		got, err := sa.Load(ctx, id)
+		if err != nil || storetest.Diff(devices[id], got) != nil {
+			t.Fatalf("device %s after re-save: %v", id, err)
+		}
+	}
+	// The pre-restart lease values can no longer write.
+	if err := sa.Fenced(old[0]).Save(ctx, devices[old[0].Account]); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("Save with a pre-restart lease = %v, want ErrLeaseLost", err)
+	}
+}
+
+// TestAcquireRetryIsOurs: an acquisition answered twice (a client retry
+// after a network error) is recognised as ours, not as held by another.
+func TestAcquireRetryIsOurs(t *testing.T) {
+	c, prefix := sharedClient(t)
+	m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+	m.nonce = func() string { return "n1" }
+	c.Set(t.Context(), m.k.lease("acct"), "inst-a:5.n1", time.Minute) // the first, lost answer
+	r, err := m.Acquire(t.Context(), "acct")
+	if err != nil || len(r.Acquired) != 1 || r.Acquired[0].Token != 5 {
+		t.Fatalf("Acquire = %+v, %v", r, err)
+	}
+	// Another nonce of ours is not this call's: held.
+	c.Set(t.Context(), m.k.lease("acct2"), "inst-a:6.n0", time.Minute)
+	if r, err := m.Acquire(t.Context(), "acct2"); err != nil || len(r.Acquired) != 0 {
+		t.Fatalf("Acquire of a stale own lease = %+v, %v", r, err)
+	}
+}
