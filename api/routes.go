@@ -15,6 +15,7 @@ import (
 // Route patterns (Go 1.22 ServeMux). Each GET route also answers HEAD.
 const (
 	routeDashboard = "/{$}"
+	routeFavicon   = "/favicon.ico"
 	routeHealthz   = "/healthz"
 	routeReadyz    = "/readyz"
 	routeMetrics   = "/metrics"
@@ -42,6 +43,9 @@ func (s *Server) routes() *http.ServeMux {
 		})
 	}
 	handle(http.MethodGet, routeDashboard, s.handleDashboard)
+	handle(http.MethodGet, routeFavicon, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent) // no icon; spares browsers a 404
+	})
 	handle(http.MethodGet, routeHealthz, s.handleHealthz)
 	handle(http.MethodGet, routeReadyz, s.handleReadyz)
 	handle(http.MethodGet, routeMetrics, s.handleMetrics)

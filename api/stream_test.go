@@ -314,6 +314,9 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("dashboard lacks %q", want)
 		}
 	}
+	if resp, _ := f.do(t, http.MethodGet, "/favicon.ico"); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("favicon: %d, want 204", resp.StatusCode)
+	}
 	csp := resp.Header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "default-src 'none'") {
 		t.Fatalf("CSP %q", csp)
