@@ -1,7 +1,9 @@
 // Package metrics holds the fleet's Prometheus metrics in a registry of its
 // own (never the global default): accounts by state, handshakes and their
 // duration, reconnects, pairings, restarts, events by kind, plus the Go
-// runtime and process collectors. Every metric name starts with "wafleet_".
+// runtime and process collectors. Every metric of ours starts with
+// "wafleet_"; the runtime and process series keep their standard go_* and
+// process_* names so stock dashboards work.
 //
 // A *Metrics is an events.Publisher: register it as a sink of the
 // events.Bus and it counts the fleet's events without ever blocking the

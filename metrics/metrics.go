@@ -128,7 +128,9 @@ func New(src Source) *Metrics {
 	m.reg.MustRegister(
 		handshakes, m.handshakeDuration, m.reconnects, m.pairings, m.restarts, eventsVec,
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: Namespace}),
+		// The runtime and process series keep their standard names (go_*,
+		// process_*) so stock dashboards and alerts work unchanged.
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	if src != nil {
 		m.reg.MustRegister(newAccountsCollector(src, time.Now))

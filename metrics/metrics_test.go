@@ -227,18 +227,18 @@ func TestHandlerExposition(t *testing.T) {
 		"wafleet_handshake_duration_seconds_bucket",
 		`wafleet_accounts{state="connected"} 0`,
 		"go_goroutines",
-		"wafleet_process_",
+		"process_resident_memory_bytes",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("exposition lacks %q", want)
 		}
 	}
-	// Every metric of ours is prefixed; only the Go and process collectors' are not ours.
+	// Every metric of ours is prefixed; the Go, process and promhttp series keep their standard names.
 	for _, line := range strings.Split(string(body), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if !strings.HasPrefix(line, "wafleet_") && !strings.HasPrefix(line, "go_") && !strings.HasPrefix(line, "promhttp_") {
+		if !strings.HasPrefix(line, "wafleet_") && !strings.HasPrefix(line, "go_") && !strings.HasPrefix(line, "process_") && !strings.HasPrefix(line, "promhttp_") {
 			t.Errorf("unprefixed series %q", line)
 		}
 	}

@@ -1,0 +1,68 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLogsNeverCarryQR drives every route that touches a QR code, plus a
+// failing action, with a debug-level JSON logger and checks the log.
+func TestLogsNeverCarryQR(t *testing.T) {
+	var logs syncBuffer
+	f := newFixture(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	f.seed(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := openStream(t, ctx, f.http.Client(), f.http.URL, "")
+	f.bus.Publish(events.Event{Account: "bob", Kind: events.KindQR, State: events.StatePairing, QR: testQR})
+	if _, got := s.next(); got["qr"] != testQR {
+		t.Fatalf("stream event %v", got)
+	}
+	for _, path := range []string{"/api/accounts", "/api/accounts/bob", "/api/accounts/bob/qr.png"} {
+		if resp, _ := f.do(t, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	f.ctrl.err = errors.New("supervisor: broke")
+	if resp, _ := f.do(t, http.MethodPost, "/api/accounts/bob/pair"); resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("pair: %d", resp.StatusCode)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"account":"bob"`) {
+		t.Fatalf("the failed action was not logged: %s", out)
+	}
+	for _, part := range strings.Split(testQR, ",")[:4] {
+		if strings.Contains(out, part) {
+			t.Fatalf("log carries QR content %q: %s", part, out)
+		}
+	}
+}
