@@ -1,0 +1,305 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store/redis"
+)
+
+// Errors of this package.
+var (
+	// ErrConfig: a required dependency is missing or an option is invalid.
+	ErrConfig = errors.New("fleet: invalid configuration")
+)
+
+// Owner runs the accounts this instance holds; cmd/manager implements it
+// on the supervisor.
+type Owner interface {
+	// Start begins running the account under lease l (spawn its
+	// connection actor). It must not block.
+	Start(l redis.Lease)
+	// Stop stops the account's connection and returns once it is closed,
+	// or when ctx ends. It is called for lost leases (ctx then ends before
+	// the lease can expire in Redis) and before handing an account over.
+	// Stopping an account that is not running is a no-op.
+	Stop(ctx context.Context, account string)
+	// Resave is called after Redis lost its data and the lease was taken
+	// back: save the account's device state again (through the Bound
+	// store, which already writes with the new lease). Must not block.
+	Resave(l redis.Lease)
+}
+
+// Config configures a Coordinator. Leases and Owner are required.
+type Config struct {
+	Leases *redis.Leases
+	Owner  Owner
+	// Events receives lease_acquired and lease_lost. Default none.
+	Events events.Publisher
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// Interval between ticks. Default TTL/5 (3 s for the 15 s default),
+	// which leaves several renewal attempts before a lease's local deadline.
+	Interval time.Duration
+	// MaxMoves bounds the hand-overs per tick. Default 5.
+	MaxMoves int
+	// Settle: the member set must have been unchanged this long before
+	// accounts are handed over. Default one TTL.
+	Settle time.Duration
+	// OrphanAfter: an account nobody has held this long is taken by any
+	// instance, whatever its preference. Default two TTLs.
+	OrphanAfter time.Duration
+	// StopTimeout bounds Owner.Stop on shutdown and hand-over. Default 10s.
+	StopTimeout time.Duration
+	// Now is the clock. Default time.Now; use the same clock as Leases.
+	Now func() time.Time
+}
+
+// Coordinator runs one instance's part of the fleet: Run calls Step every
+// Interval until its context ends, then stops every account and releases
+// its leases.
+type Coordinator struct {
+	cfg Config
+	l   *redis.Leases
+	log *slog.Logger
+
+	mu       sync.Mutex
+	accounts []string
+
+	// Touched only by Step (one goroutine).
+	members      []string
+	membersSince time.Time
+	unheldSince  map[string]time.Time
+	handedOver   map[string]time.Time
+	sticky       map[string]bool
+	ticks        int
+}
+
+// New returns a Coordinator.
+func New(cfg Config) (*Coordinator, error) {
+	if cfg.Leases == nil || cfg.Owner == nil {
+		return nil, fmt.Errorf("%w: Leases and Owner are required", ErrConfig)
+	}
+	ttl := cfg.Leases.TTL()
+	if cfg.Interval <= 0 {
+		cfg.Interval = ttl / 5
+	}
+	if cfg.MaxMoves <= 0 {
+		cfg.MaxMoves = 5
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = ttl
+	}
+	if cfg.OrphanAfter <= 0 {
+		cfg.OrphanAfter = 2 * ttl
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Events == nil {
+		cfg.Events = events.PublisherFunc(func(events.Event) {})
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Coordinator{
+		cfg: cfg, l: cfg.Leases, log: log.With("instance", cfg.Leases.Instance()),
+		unheldSince: map[string]time.Time{}, handedOver: map[string]time.Time{}, sticky: map[string]bool{},
+	}, nil
+}
+
+// SetAccounts replaces the configured accounts (safe at any time); the
+// next Step acts on it.
+func (c *Coordinator) SetAccounts(ids []string) {
+	c.mu.Lock()
+	c.accounts = slices.Clone(ids)
+	c.mu.Unlock()
+}
+
+// Run ticks until ctx ends, then shuts down gracefully: every account is
+// stopped, then every lease released and the membership left.
+func (c *Coordinator) Run(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return c.shutdown()
+		case <-t.C:
+		}
+		c.Step(ctx)
+		next := c.cfg.Interval
+		if d := c.l.NextDeadline(); !d.IsZero() {
+			next = min(next, max(d.Sub(c.cfg.Now()), time.Millisecond))
+		}
+		t.Reset(next)
+	}
+}
+
+func (c *Coordinator) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StopTimeout)
+	defer cancel()
+	for _, l := range c.l.Held() {
+		c.cfg.Owner.Stop(ctx, l.Account)
+		c.lost(l.Account, "instance shutting down")
+	}
+	if err := c.l.Close(ctx); err != nil {
+		return fmt.Errorf("fleet: release leases on shutdown: %w", err)
+	}
+	return nil
+}
+
+// Step runs one tick: heartbeat and renew (one round trip), stop lost or
+// expiring accounts, then hand over, drop and acquire as Decide says.
+func (c *Coordinator) Step(ctx context.Context) {
+	now := c.cfg.Now()
+	// A renewal must not outlive the earliest local deadline.
+	tctx := ctx
+	if d := c.l.NextDeadline(); !d.IsZero() {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(ctx, time.Now().Add(max(d.Sub(now), 0)))
+		defer cancel()
+	}
+	tr, err := c.l.Tick(tctx)
+	if err != nil {
+		c.log.Warn("fleet: lease renewal failed", "error", err, "held", len(c.l.Held()))
+	}
+	for _, l := range tr.Lost {
+		c.stopLost(ctx, l, "lease taken over or expired in Redis")
+	}
+	for _, l := range c.l.Expire() {
+		c.stopLost(ctx, l, "lease not renewed in time")
+	}
+	if tr.EpochChanged {
+		c.log.Error("fleet: Redis lost its data; leases reasserted, devices re-saved", "reasserted", len(tr.Reasserted), "lost", len(tr.Lost))
+	}
+	for _, l := range tr.Reasserted {
+		c.cfg.Owner.Resave(l)
+	}
+	if err != nil {
+		return // no fresh view of the members: decide nothing
+	}
+
+	if !slices.Equal(tr.Members, c.members) {
+		c.members, c.membersSince = tr.Members, now
+	}
+	c.mu.Lock()
+	accounts := slices.Clone(c.accounts)
+	c.mu.Unlock()
+	held := map[string]bool{}
+	for _, l := range c.l.Held() {
+		held[l.Account] = true
+	}
+	for a, at := range c.handedOver {
+		if now.Sub(at) > 10*c.l.TTL() {
+			delete(c.handedOver, a)
+		}
+	}
+	p := Decide(PlanInput{
+		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
+		Stable: now.Sub(c.membersSince) >= c.cfg.Settle, Sticky: c.sticky,
+		Orphans: c.orphans(ctx, accounts, held, now), MaxMoves: c.cfg.MaxMoves,
+	})
+
+	for _, a := range p.Drop {
+		c.handOver(ctx, a, "account removed from the configuration")
+		delete(c.sticky, a)
+	}
+	for _, a := range p.HandOver {
+		c.handOver(ctx, a, "handed over to "+Preferred(a, c.members))
+		c.handedOver[a] = now
+	}
+	if len(p.Acquire) == 0 {
+		return
+	}
+	res, err := c.l.Acquire(ctx, p.Acquire...)
+	if err != nil {
+		c.log.Warn("fleet: acquire leases", "error", err, "wanted", len(p.Acquire))
+	}
+	for _, l := range res.Acquired {
+		if held[l.Account] {
+			continue
+		}
+		if _, ok := c.handedOver[l.Account]; ok {
+			c.sticky[l.Account] = true // came back: its preferred member does not take it
+		}
+		delete(c.unheldSince, l.Account)
+		c.cfg.Owner.Start(l)
+		c.cfg.Events.Publish(events.Event{Account: l.Account, Kind: events.KindLeaseAcquired, State: events.StateConnecting, Time: time.Now()})
+	}
+}
+
+// orphans returns the configured, unheld accounts nobody has held for
+// OrphanAfter. It reads the holders every few ticks (one round trip).
+func (c *Coordinator) orphans(ctx context.Context, accounts []string, held map[string]bool, now time.Time) []string {
+	c.ticks++
+	if c.ticks%3 != 1 {
+		return nil
+	}
+	var unheld []string
+	for _, a := range accounts {
+		if !held[a] {
+			unheld = append(unheld, a)
+		}
+	}
+	if len(unheld) == 0 {
+		clear(c.unheldSince)
+		return nil
+	}
+	holders, err := c.l.Holders(ctx, unheld...)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range unheld {
+		if holders[a] != "" {
+			delete(c.unheldSince, a)
+			continue
+		}
+		since, ok := c.unheldSince[a]
+		if !ok {
+			c.unheldSince[a] = now
+			continue
+		}
+		if now.Sub(since) >= c.cfg.OrphanAfter {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// stopLost stops an account whose lease is gone; the stop must complete
+// before the lease could be taken elsewhere, so it is bounded by the margin.
+func (c *Coordinator) stopLost(ctx context.Context, l redis.Lease, reason string) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+	defer cancel()
+	c.cfg.Owner.Stop(sctx, l.Account)
+	c.log.Warn("fleet: lease lost, account stopped", "account", l.Account, "reason", reason)
+	c.lost(l.Account, reason)
+}
+
+// handOver stops the account, then releases its lease so that the
+// preferred member can take it.
+func (c *Coordinator) handOver(ctx context.Context, acct, reason string) {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+	defer cancel()
+	c.cfg.Owner.Stop(sctx, acct)
+	if err := c.l.Release(ctx, acct); err != nil {
+		c.log.Warn("fleet: release lease", "account", acct, "error", err)
+	}
+	c.lost(acct, reason)
+}
+
+func (c *Coordinator) lost(acct, reason string) {
+	c.cfg.Events.Publish(events.Event{Account: acct, Kind: events.KindLeaseLost, State: events.StateStopped, Error: reason, Time: time.Now()})
+}
