@@ -10,7 +10,9 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/redis/redistest"
+	"github.com/wafleet/wafleet/store/storetest"
 )
 
 // clock is a manual clock for the local side of leases (Redis keeps its
@@ -84,3 +86,7 @@ func sharedClient(t testing.TB) (*goredis.Client, string) {
 }
 
 func boolp(b bool) *bool { return &b }
+
+func pairedDeviceForBench(b *testing.B) *store.Device {
+	return storetest.PairedDevice(b, "acct", "15551234567", "123456789012345", 5)
+}
