@@ -1,0 +1,116 @@
+package emulator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Stats is a snapshot of the server's counters. Its JSON form is the body of
+// GET /stats; the key names are a contract with tools outside this
+// repository and must not change.
+type Stats struct {
+	// Handshakes counts Noise handshakes that completed (ClientFinish
+	// decrypted), registration and login alike.
+	Handshakes int64 `json:"handshakes"`
+	// Registrations counts registration payloads accepted (signed prekey
+	// verified); each one was answered with pair-device.
+	Registrations int64 `json:"registrations"`
+	// Pairings counts devices paired: pair-device-sign verified, 515 sent.
+	Pairings int64 `json:"pairings"`
+	// Logins counts login payloads answered with <success/>.
+	Logins int64 `json:"logins"`
+	// LoginsRejected counts login payloads answered with <failure/>.
+	LoginsRejected int64 `json:"logins_rejected"`
+	// ActiveConnections is the number of open connections past the handshake
+	// (registration and logged-in sessions).
+	ActiveConnections int64 `json:"active_connections"`
+	// MaxConnectionsPerDevice is the largest number of simultaneous logged-in
+	// connections ever seen for one device. A well-behaved fleet keeps it
+	// at most 1.
+	MaxConnectionsPerDevice int64 `json:"max_connections_per_device"`
+	// Pings counts keepalive IQs answered (xmlns w:p).
+	Pings int64 `json:"pings"`
+	// Violations lists what clients sent that was malformed or out of order,
+	// oldest first (at most Options.MaxViolations entries). Never null.
+	Violations []string `json:"violations"`
+}
+
+// stats is the live counterpart of Stats. Every change wakes the waiters of
+// WaitFor.
+type stats struct {
+	mu      sync.Mutex
+	s       Stats
+	dropped int64         // violations beyond the cap
+	max     int           // cap of s.Violations
+	changed chan struct{} // closed and replaced on every change
+}
+
+func newStats(maxViolations int) *stats {
+	return &stats{max: maxViolations, changed: make(chan struct{}), s: Stats{Violations: []string{}}}
+}
+
+// update applies fn under the lock and wakes the waiters.
+func (st *stats) update(fn func(s *Stats)) {
+	st.mu.Lock()
+	fn(&st.s)
+	close(st.changed)
+	st.changed = make(chan struct{})
+	st.mu.Unlock()
+}
+
+func (st *stats) add(field func(s *Stats) *int64, n int64) {
+	st.update(func(s *Stats) { *field(s) += n })
+}
+
+// deviceConnections records that a device now has n logged-in connections.
+func (st *stats) deviceConnections(n int) {
+	st.update(func(s *Stats) { s.MaxConnectionsPerDevice = max(s.MaxConnectionsPerDevice, int64(n)) })
+}
+
+func (st *stats) violation(msg string) {
+	st.update(func(s *Stats) {
+		if len(s.Violations) < st.max {
+			s.Violations = append(s.Violations, msg)
+			return
+		}
+		st.dropped++
+		if st.max > 0 {
+			s.Violations[st.max-1] = fmt.Sprintf("… and %d more violations", st.dropped+1)
+		}
+	})
+}
+
+// snapshot returns a copy of the counters and the channel that will be closed
+// on the next change.
+func (st *stats) snapshot() (Stats, <-chan struct{}) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.s
+	s.Violations = append([]string{}, st.s.Violations...)
+	return s, st.changed
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	st, _ := s.stats.snapshot()
+	return st
+}
+
+// WaitFor blocks until cond holds for the counters and returns the snapshot
+// that satisfied it, or returns ctx's error (with the last snapshot) when ctx
+// ends first. cond runs on snapshots, without locks held. Use a context with
+// a deadline: tests wait for events this way instead of sleeping.
+func (s *Server) WaitFor(ctx context.Context, cond func(Stats) bool) (Stats, error) {
+	for {
+		st, changed := s.stats.snapshot()
+		if cond(st) {
+			return st, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return st, fmt.Errorf("emulator: wait for stats: %w", context.Cause(ctx))
+		}
+	}
+}
