@@ -1,0 +1,334 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/time/rate"
+
+	"github.com/wafleet/wafleet/actors/connection"
+	"github.com/wafleet/wafleet/actors/supervisor"
+	"github.com/wafleet/wafleet/api"
+	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/metrics"
+	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/store"
+)
+
+// shutdownBudget bounds a clean shutdown: sockets closed, store flushed.
+const shutdownBudget = 4 * time.Second
+
+// Options are what a process needs besides its configuration.
+type Options struct {
+	// Logger is the service's JSON logger. Required.
+	Logger *slog.Logger
+	// Terminal, when not nil, is where QR codes are drawn (only when
+	// log.qr_terminal is set). cmd passes stdout when it is a terminal.
+	Terminal io.Writer
+	// QR overrides the QR rotation schedule (tests and the demo only).
+	QR connection.QRSchedule
+	// HTTPListener, when not nil, is used instead of listening on
+	// http.listen (tests pass a listener on port 0).
+	HTTPListener net.Listener
+}
+
+// App is a running manager.
+type App struct {
+	cfg     *config.Config
+	opts    Options
+	logger  *slog.Logger
+	store   store.Store
+	bus     *events.Bus
+	board   *status.Board
+	metrics *metrics.Metrics
+	limiter *rate.Limiter
+	system  *actor.ActorSystem
+	sup     *actor.PID
+	httpAPI *api.Server
+	drawQR  *terminalQR // nil unless log.qr_terminal
+	ready   chan struct{}
+
+	mu       sync.Mutex
+	accounts []config.Account
+}
+
+// New builds the process from cfg: it opens the store and prepares the
+// actors and the API, but starts nothing until Run.
+func New(cfg *config.Config, opts Options) (*App, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("app: no logger")
+	}
+	st, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{
+		cfg:     cfg,
+		opts:    opts,
+		logger:  opts.Logger,
+		store:   st,
+		board:   status.NewBoard(),
+		limiter: rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst),
+		ready:   make(chan struct{}),
+	}
+	a.metrics = metrics.New(a.board)
+	sinks := []events.Publisher{a.board, a.metrics, events.PublisherFunc(a.logEvent)}
+	if cfg.Log.QRTerminal && opts.Terminal != nil {
+		a.drawQR = newTerminalQR(opts.Terminal, opts.Logger)
+		sinks = append(sinks, a.drawQR)
+	}
+	a.bus = events.NewBus(sinks...)
+	if err := a.metrics.CountDropped(a.bus.Dropped); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("app: metrics: %w", err)
+	}
+	a.httpAPI, err = api.New(api.Config{
+		Listen:     cfg.HTTP.Listen,
+		Token:      cfg.HTTP.Token,
+		Accounts:   a.board,
+		Events:     a.bus,
+		Controller: controller{a},
+		Ready:      a.isReady,
+		Metrics:    a.metrics.Handler(),
+		Logger:     opts.Logger,
+	})
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("app: http api: %w", err)
+	}
+	a.accounts = cfg.Accounts
+	return a, nil
+}
+
+func openStore(cfg *config.Config) (store.Store, error) {
+	key, err := cfg.Store.Key()
+	if err != nil {
+		return nil, err
+	}
+	var opts store.BoltOptions
+	if key != nil {
+		sealer, err := store.NewAESSealer(key)
+		if err != nil {
+			return nil, fmt.Errorf("app: store.encryption_key: %w", err)
+		}
+		opts.Sealer = sealer
+	}
+	switch cfg.Store.Kind {
+	case "embedded":
+		st, err := store.OpenBolt(cfg.Store.Path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("app: open store.path %s: %w", cfg.Store.Path, err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("app: store.kind %q is not supported by this build yet", cfg.Store.Kind)
+	}
+}
+
+// Board is the live view of every account.
+func (a *App) Board() *status.Board { return a.board }
+
+// Events is the event bus; tests subscribe to it.
+func (a *App) Events() *events.Bus { return a.bus }
+
+// Run starts the actors and the API and blocks until ctx ends; then it
+// stops every connection cleanly, closes the store and returns. A failure
+// to start (the HTTP address taken, say) is returned at once.
+func (a *App) Run(ctx context.Context) error {
+	a.system = actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return a.logger.With("component", "actor")
+	})))
+	sup, err := a.system.Root.SpawnNamed(supervisor.Props(supervisor.Deps{
+		Props:          a.connectionProps,
+		Events:         a.bus,
+		Board:          a.board,
+		Logger:         a.logger,
+		HealthInterval: a.cfg.Log.HealthInterval,
+	}), "accounts")
+	if err != nil {
+		a.system.Shutdown()
+		_ = a.store.Close()
+		return fmt.Errorf("app: start supervisor: %w", err)
+	}
+	a.sup = sup
+
+	httpErr := make(chan error, 1)
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	go func() {
+		if a.opts.HTTPListener != nil {
+			httpErr <- a.httpAPI.ServeListener(httpCtx, a.opts.HTTPListener)
+		} else {
+			httpErr <- a.httpAPI.Serve(httpCtx)
+		}
+	}()
+
+	a.mu.Lock()
+	accounts := a.accounts
+	a.mu.Unlock()
+	if err := a.apply(accounts); err != nil {
+		a.logger.Error("start accounts", "error", err)
+	}
+	close(a.ready)
+	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		if err != nil {
+			runErr = fmt.Errorf("app: http api: %w", err)
+		}
+	}
+	a.shutdown(stopHTTP, httpErr)
+	return runErr
+}
+
+// shutdown stops the accounts (closing their sockets), the API and the
+// store, within shutdownBudget.
+func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
+	deadline := time.Now().Add(shutdownBudget)
+	if err := a.system.Root.StopFuture(a.sup).Wait(); err != nil {
+		a.logger.Warn("stop accounts", "error", err)
+	}
+	stopHTTP()
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	_ = a.httpAPI.Shutdown(shutdownCtx)
+	select {
+	case <-httpErr:
+	case <-shutdownCtx.Done():
+	}
+	a.system.Shutdown()
+	if a.drawQR != nil {
+		a.drawQR.Close()
+	}
+	if err := a.store.Close(); err != nil {
+		a.logger.Error("close store", "error", err)
+	}
+	a.logger.Info("manager stopped")
+}
+
+// Reload replaces the account list (SIGHUP or a changed config file).
+func (a *App) Reload(accounts []config.Account) error {
+	a.mu.Lock()
+	a.accounts = accounts
+	a.mu.Unlock()
+	select {
+	case <-a.ready:
+		return a.apply(accounts)
+	default:
+		return nil // Run applies the latest list when it starts
+	}
+}
+
+func (a *App) apply(accounts []config.Account) error {
+	list := make([]supervisor.Account, len(accounts))
+	for i, acct := range accounts {
+		list[i] = supervisor.Account{ID: acct.ID, Proxy: acct.Proxy}
+	}
+	res, err := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: list}, 10*time.Second).Result()
+	if err != nil {
+		return fmt.Errorf("app: apply accounts: %w", err)
+	}
+	if applied, ok := res.(*supervisor.Applied); ok && (len(applied.Started) > 0 || len(applied.Stopped) > 0) {
+		a.logger.Info("accounts applied", "started", applied.Started, "stopped", applied.Stopped)
+	}
+	return nil
+}
+
+func (a *App) isReady() bool {
+	select {
+	case <-a.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func (a *App) connectionProps(acct supervisor.Account) *actor.Props {
+	rootKey, _ := a.cfg.Server.RootKey() // validated at load
+	return connection.Props(connection.Deps{
+		AccountID: acct.ID,
+		Proxy:     acct.Proxy,
+		Store:     a.store,
+		Events:    a.bus,
+		Logger:    a.logger,
+		Server:    connection.Server{URL: a.cfg.Server.URL, RootKey: rootKey},
+		Limiter:   a.limiter,
+		Backoff: connection.Backoff{
+			Initial:     a.cfg.Connect.BackoffInitial,
+			Max:         a.cfg.Connect.BackoffMax,
+			StableAfter: a.cfg.Connect.StableAfter,
+		},
+		Keepalive: connection.Keepalive{
+			Interval: a.cfg.Connect.KeepaliveInterval,
+			Timeout:  a.cfg.Connect.KeepaliveTimeout,
+		},
+		QR:     a.opts.QR,
+		Dialer: a.observedDialer,
+	})
+}
+
+// observedDialer is connection.WireDialer with its duration and outcome
+// reported to the handshake metrics.
+func (a *App) observedDialer(ctx context.Context, req connection.DialRequest) (connection.Session, error) {
+	start := time.Now()
+	s, err := connection.WireDialer(ctx, req)
+	a.metrics.ObserveHandshake(time.Since(start), err)
+	return s, err
+}
+
+// logEvent writes one log line per account event (never the QR content:
+// events.Event's LogValue leaves it out).
+func (a *App) logEvent(e events.Event) {
+	level := slog.LevelInfo
+	switch e.Kind {
+	case events.KindAlarm:
+		level = slog.LevelError
+	case events.KindDisconnected:
+		level = slog.LevelWarn
+	case events.KindQR:
+		level = slog.LevelDebug
+	}
+	a.logger.Log(context.Background(), level, "account "+string(e.Kind), "account", e.Account, "state", string(e.State), "event", e)
+}
+
+// controller turns API actions into messages to the account's actor.
+type controller struct{ a *App }
+
+func (c controller) Pair(ctx context.Context, id string) error {
+	return c.forward(ctx, id, &connection.Pair{})
+}
+
+func (c controller) Logout(ctx context.Context, id string) error {
+	return c.forward(ctx, id, &connection.Logout{})
+}
+
+func (c controller) forward(ctx context.Context, id string, msg any) error {
+	if !c.a.isReady() {
+		return errors.New("app: manager is starting")
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	res, err := c.a.system.Root.RequestFuture(c.a.sup, &supervisor.Forward{ID: id, Message: msg}, timeout).Result()
+	if err != nil {
+		return fmt.Errorf("app: forward to %s: %w", id, err)
+	}
+	if fwd, ok := res.(*supervisor.Forwarded); ok && fwd.Err != nil {
+		if errors.Is(fwd.Err, supervisor.ErrUnknownAccount) {
+			return api.ErrUnknownAccount
+		}
+		return fwd.Err
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/events"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func startEmulator(t *testing.T) *emulator.Server {
+	t.Helper()
+	srv, err := emulator.New(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
+func testConfig(t *testing.T, emu *emulator.Server, storePath string, n int) *config.Config {
+	t.Helper()
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.URL = emu.URL()
+	cfg.Server.RootPublicKey = emu.RootPublicKeyHex()
+	cfg.Store.Path = storePath
+	cfg.Connect.Rate = 1000
+	cfg.Connect.Burst = 100
+	cfg.Connect.BackoffInitial = 50 * time.Millisecond
+	cfg.Connect.BackoffMax = 500 * time.Millisecond
+	for i := 0; i < n; i++ {
+		cfg.Accounts = append(cfg.Accounts, config.Account{ID: "acct-" + string(rune('a'+i/26)) + string(rune('a'+i%26))})
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// running is an App started in the background.
+type running struct {
+	app    *App
+	sub    *events.Subscription
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg *config.Config) *running {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), HTTPListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{app: a, sub: a.Events().Subscribe(4096), done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- a.Run(ctx) }()
+	return r
+}
+
+// stop ends the app and checks it stopped cleanly within 5 s.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("app did not stop within 5 s")
+	}
+	r.sub.Close()
+}
+
+// scanAll scans every QR code the app shows until want accounts are
+// connected, and returns how many QR codes were scanned.
+func (r *running) connectAll(t *testing.T, emu *emulator.Server, want int, scan bool) int {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	connected := map[string]bool{}
+	scanned := map[string]bool{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for len(connected) < want {
+		select {
+		case e := <-r.sub.C():
+			switch e.Kind {
+			case events.KindQR:
+				if !scan {
+					t.Fatalf("account %s showed a QR code; it should have logged in", e.Account)
+				}
+				if scanned[e.Account] {
+					continue
+				}
+				scanned[e.Account] = true
+				wg.Add(1)
+				go func(code string) {
+					defer wg.Done()
+					if _, err := emu.Phone().Scan(context.Background(), code); err != nil {
+						t.Errorf("scan for %s: %v", e.Account, err)
+					}
+				}(e.QR)
+			case events.KindConnected:
+				connected[e.Account] = true
+			}
+		case <-deadline:
+			t.Fatalf("only %d of %d accounts connected within 30 s", len(connected), want)
+		}
+	}
+	return len(scanned)
+}
+
+func TestTwentyAccountsPairConnectAndSurviveARestart(t *testing.T) {
+	emu := startEmulator(t)
+	storePath := filepath.Join(t.TempDir(), "wafleet.db")
+	cfg := testConfig(t, emu, storePath, 20)
+
+	first := start(t, cfg)
+	if n := first.connectAll(t, emu, 20, true); n != 20 {
+		t.Fatalf("scanned %d QR codes, want 20", n)
+	}
+	for _, acct := range first.app.Board().List() {
+		if acct.State != events.StateConnected || acct.JID == "" {
+			t.Errorf("account %s: state %s jid %q", acct.ID, acct.State, acct.JID)
+		}
+	}
+	first.stop(t)
+
+	// A new process on the same store logs every account in again without
+	// a single QR code.
+	second := start(t, cfg)
+	second.connectAll(t, emu, 20, false)
+	second.stop(t)
+
+	st := emu.Stats()
+	if st.Pairings != 20 {
+		t.Errorf("emulator saw %d pairings, want 20", st.Pairings)
+	}
+	if st.MaxConnectionsPerDevice > 1 {
+		t.Errorf("max_connections_per_device = %d, want ≤ 1", st.MaxConnectionsPerDevice)
+	}
+	if len(st.Violations) != 0 {
+		t.Errorf("protocol violations: %v", st.Violations)
+	}
+}
