@@ -1,0 +1,179 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/events"
+)
+
+// DemoOptions configure RunDemo. Every field documents its default.
+type DemoOptions struct {
+	// Accounts is the number of demo accounts. Default 3.
+	Accounts int
+	// ScanAfter is how long each QR code shows before the emulator's phone
+	// scans it. Default 5 s.
+	ScanAfter time.Duration
+	// HTTPListen is where the API and dashboard listen; when the address is
+	// taken a free port is used instead. Default "127.0.0.1:8080".
+	HTTPListen string
+	// Out receives the demo's narration. Default os.Stdout.
+	Out io.Writer
+	// Terminal, when not nil, is where QR codes are drawn.
+	Terminal io.Writer
+	// Logger receives the JSON logs. Required.
+	Logger *slog.Logger
+	// HealthInterval is the period of the health line. Default 10 s.
+	HealthInterval time.Duration
+}
+
+// RunDemo runs a self-contained offline fleet until ctx ends: an emulator
+// in-process, DemoOptions.Accounts accounts on a fresh embedded store in a
+// temporary folder, QR codes on the terminal and over HTTP, the emulator's
+// phone scanning each after ScanAfter, then the accounts kept connected.
+func RunDemo(ctx context.Context, opts DemoOptions) error {
+	if opts.Logger == nil {
+		return errors.New("app: demo: no logger")
+	}
+	if opts.Accounts <= 0 {
+		opts.Accounts = 3
+	}
+	if opts.ScanAfter <= 0 {
+		opts.ScanAfter = 5 * time.Second
+	}
+	if opts.HTTPListen == "" {
+		opts.HTTPListen = "127.0.0.1:8080"
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 10 * time.Second
+	}
+
+	emu, err := emulator.New(emulator.Options{Logger: opts.Logger.With("component", "emulator")})
+	if err != nil {
+		return fmt.Errorf("app: demo: emulator: %w", err)
+	}
+	if err := emu.Start(ctx); err != nil {
+		return fmt.Errorf("app: demo: start emulator: %w", err)
+	}
+	defer emu.Close()
+
+	dir, err := os.MkdirTemp("", "wafleet-demo-")
+	if err != nil {
+		return fmt.Errorf("app: demo: temporary folder: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	ln, err := net.Listen("tcp", opts.HTTPListen)
+	if err != nil {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("app: demo: listen: %w", err)
+		}
+	}
+	cfg, err := demoConfig(emu, filepath.Join(dir, "wafleet.db"), ln.Addr().String(), opts)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	a, err := New(cfg, Options{Logger: opts.Logger, Terminal: opts.Terminal, HTTPListener: ln})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+
+	fmt.Fprintf(opts.Out, "wafleet demo: %d accounts against an emulated WhatsApp server at %s\n", opts.Accounts, emu.URL())
+	fmt.Fprintf(opts.Out, "dashboard and API: http://%s/  (QR codes: /api/accounts/ID/qr.png)\n", ln.Addr())
+	fmt.Fprintf(opts.Out, "the emulator's phone scans each QR code after %s; Ctrl-C stops the demo\n", opts.ScanAfter)
+
+	sub := a.Events().Subscribe(1024)
+	narrateCtx, stopNarrating := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		narrate(narrateCtx, sub, emu, opts)
+	}()
+	runErr := a.Run(ctx)
+	stopNarrating()
+	sub.Close()
+	wg.Wait()
+	return runErr
+}
+
+func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions) (*config.Config, error) {
+	cfg, err := config.Load("")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Server.URL = emu.URL()
+	cfg.Server.RootPublicKey = emu.RootPublicKeyHex()
+	cfg.Store.Path = storePath
+	cfg.HTTP.Listen = listen
+	cfg.Log.QRTerminal = opts.Terminal != nil
+	cfg.Log.HealthInterval = opts.HealthInterval
+	cfg.Accounts = nil
+	for i := 1; i <= opts.Accounts; i++ {
+		cfg.Accounts = append(cfg.Accounts, config.Account{ID: fmt.Sprintf("demo-%d", i)})
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("app: demo config: %w", err)
+	}
+	return cfg, nil
+}
+
+// narrate tells the story on Out and plays the phone: every account's
+// first QR code is scanned after ScanAfter.
+func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, opts DemoOptions) {
+	scanned := map[string]bool{}
+	var scans sync.WaitGroup
+	defer scans.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			switch e.Kind {
+			case events.KindQR:
+				if scanned[e.Account] {
+					continue
+				}
+				scanned[e.Account] = true
+				fmt.Fprintf(opts.Out, "%s: showing a QR code; the phone scans it in %s\n", e.Account, opts.ScanAfter)
+				scans.Add(1)
+				go func(account, code string) {
+					defer scans.Done()
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(opts.ScanAfter):
+					}
+					if _, err := emu.Phone().Scan(ctx, code); err != nil && ctx.Err() == nil {
+						fmt.Fprintf(opts.Out, "%s: scan failed: %v\n", account, err)
+					}
+				}(e.Account, e.QR)
+			case events.KindPaired:
+				fmt.Fprintf(opts.Out, "%s: paired as %s\n", e.Account, e.JID)
+			case events.KindConnected:
+				fmt.Fprintf(opts.Out, "%s: connected\n", e.Account)
+			case events.KindDisconnected, events.KindAlarm:
+				fmt.Fprintf(opts.Out, "%s: %s: %s\n", e.Account, e.Kind, e.Error)
+			}
+		}
+	}
+}
