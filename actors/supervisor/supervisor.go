@@ -68,6 +68,19 @@ type Forwarded struct {
 	Err error
 }
 
+// StopAccount stops one account's actor without changing the account
+// list's other entries, and replies *AccountStopped once the actor has
+// terminated (its socket closed). The account stays stopped until a later
+// SetAccounts lists it again. Fleet mode uses it to hand an account over.
+type StopAccount struct {
+	ID string
+}
+
+// AccountStopped answers StopAccount.
+type AccountStopped struct {
+	ID string
+}
+
 // healthTick asks for a health line.
 type healthTick struct{}
 
@@ -82,7 +95,9 @@ type Supervisor struct {
 	children map[string]*child
 	// stopping holds accounts whose actor was asked to stop and has not
 	// terminated yet, with the account to start once it has (if any).
-	stopping    map[string]*Account
+	stopping map[string]*Account
+	// waiters are the senders of StopAccount waiting for a termination.
+	waiters     map[string][]*actor.PID
 	cancelTicks scheduler.CancelFunc
 }
 
@@ -100,7 +115,7 @@ func Props(deps Deps) *actor.Props {
 	}
 	strategy := &delayedRestart{delay: deps.RestartDelay, events: deps.Events, logger: deps.Logger, now: deps.Now}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}}
+		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}, waiters: map[string][]*actor.PID{}}
 	}, actor.WithSupervisor(strategy))
 }
 
@@ -119,6 +134,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		}
 		ctx.Send(c.pid, msg.Message)
 		ctx.Respond(&Forwarded{})
+	case *StopAccount:
+		s.stopAccount(ctx, msg.ID)
 	case *actor.Terminated:
 		s.terminated(ctx, msg.Who)
 	case *healthTick:
@@ -171,6 +188,21 @@ func (s *Supervisor) setAccounts(ctx actor.Context, accounts []Account) *Applied
 	return applied
 }
 
+func (s *Supervisor) stopAccount(ctx actor.Context, id string) {
+	if c, ok := s.children[id]; ok {
+		s.stopping[id] = nil
+		delete(s.children, id)
+		ctx.Stop(c.pid)
+	}
+	if _, pending := s.stopping[id]; !pending {
+		ctx.Respond(&AccountStopped{ID: id})
+		return
+	}
+	if sender := ctx.Sender(); sender != nil {
+		s.waiters[id] = append(s.waiters[id], sender)
+	}
+}
+
 func (s *Supervisor) spawn(ctx actor.Context, a Account) bool {
 	pid, err := ctx.SpawnNamed(s.deps.Props(a), a.ID)
 	if err != nil {
@@ -194,6 +226,10 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(s.stopping, id)
+	for _, w := range s.waiters[id] {
+		ctx.Send(w, &AccountStopped{ID: id})
+	}
+	delete(s.waiters, id)
 	if next != nil {
 		s.spawn(ctx, *next)
 		return

@@ -244,3 +244,25 @@ func TestPanicRestartsThatActorAlone(t *testing.T) {
 		t.Fatalf("board shows %d restarts for a", acct.Restarts)
 	}
 }
+
+func TestStopAccountRepliesAfterTermination(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
+	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	res, err := f.system.Root.RequestFuture(f.pid, &StopAccount{ID: "a"}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := res.(*AccountStopped); !ok || got.ID != "a" {
+		t.Fatalf("reply %#v", res)
+	}
+	// By the time of the reply the actor is gone: a forward finds nothing.
+	if err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("forward after stop: %v", err)
+	}
+	// Stopping an account that is not running replies at once.
+	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccount{ID: "nobody"}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	f.probe(t, "b")
+}
