@@ -202,7 +202,17 @@ func (p *Phone) Unlink(j jid.JID) error {
 	for _, sess := range sessions {
 		sess.endStream(streamError("401", "device_removed"))
 	}
+	waitEnded(sessions)
 	return nil
+}
+
+// waitEnded waits until the sessions' goroutines have finished (they have
+// been closed, so this is prompt), so that a device is offline when Kick or
+// Unlink returns.
+func waitEnded(sessions []*session) {
+	for _, sess := range sessions {
+		<-sess.done
+	}
 }
 
 // KickReasons are the reasons Kick accepts.
@@ -211,7 +221,8 @@ var KickReasons = []string{"conflict", "replaced", "503", "515"}
 // Kick ends every connection of a device with a stream error: reason
 // "conflict" or "replaced" → <conflict type="replaced"/>, "503" → code 503
 // (server restarting), "515" → code 515 (restart required). The device stays
-// paired. ErrNotConnected if it has no connection.
+// paired. ErrNotConnected if it has no connection. Kick and Unlink return
+// once the device's connections have ended.
 func (p *Phone) Kick(j jid.JID, reason string) error {
 	var n node.Node
 	switch reason {
@@ -233,6 +244,7 @@ func (p *Phone) Kick(j jid.JID, reason string) error {
 	for _, sess := range sessions {
 		sess.endStream(n)
 	}
+	waitEnded(sessions)
 	return nil
 }
 
