@@ -212,6 +212,9 @@ func (c *conn) onStarted(ctx actor.Context) {
 func (c *conn) onStopping(ctx actor.Context, stopping bool) {
 	c.want = false
 	c.stopTimer(&c.retryTimer)
+	// The system stops the pairing child itself; a second Stop from here
+	// could reach it dead (a dead letter).
+	c.child = nil
 	c.closeLink(ctx)
 	if c.cancel != nil {
 		c.cancel()

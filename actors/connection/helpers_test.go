@@ -1,0 +1,217 @@
+package connection
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
+
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/store"
+)
+
+// waitTimeout bounds every wait of the tests; nothing waits by sleeping.
+const waitTimeout = 10 * time.Second
+
+// recorder keeps every event and lets tests wait for one with a deadline.
+type recorder struct {
+	mu     sync.Mutex
+	events []events.Event
+	board  *status.Board
+	notify chan struct{}
+}
+
+func newRecorder() *recorder {
+	return &recorder{board: status.NewBoard(), notify: make(chan struct{}, 1)}
+}
+
+func (r *recorder) Publish(e events.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+	r.board.Publish(e)
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) all() []events.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]events.Event(nil), r.events...)
+}
+
+// waitFrom waits for the first event at index >= from that matches and
+// returns it with its index.
+func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(events.Event) bool) (events.Event, int) {
+	t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		evs := r.all()
+		for i := from; i < len(evs); i++ {
+			if match(evs[i]) {
+				return evs[i], i
+			}
+		}
+		select {
+		case <-r.notify:
+		case <-deadline.C:
+			t.Fatalf("no event %s within %v; events:\n%s", what, waitTimeout, describe(evs))
+		}
+	}
+}
+
+func (r *recorder) wait(t *testing.T, what string, match func(events.Event) bool) (events.Event, int) {
+	t.Helper()
+	return r.waitFrom(t, 0, what, match)
+}
+
+func describe(evs []events.Event) string {
+	var b strings.Builder
+	for i, e := range evs {
+		fmt.Fprintf(&b, "  %d %s state=%s jid=%q err=%q attempt=%d delay=%v qr=%t\n", i, e.Kind, e.State, e.JID, e.Error, e.Attempt, e.Delay, e.QR != "")
+	}
+	return b.String()
+}
+
+func kindIs(k events.Kind) func(events.Event) bool {
+	return func(e events.Event) bool { return e.Kind == k }
+}
+
+func stateIs(s events.State) func(events.Event) bool {
+	return func(e events.Event) bool { return e.State == s }
+}
+
+// harness is one actor system, one store and one recorder.
+type harness struct {
+	t      *testing.T
+	system *actor.ActorSystem
+	store  *store.BoltStore
+	rec    *recorder
+
+	mu      sync.Mutex
+	stopped map[*actor.PID]bool
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(io.Discard, nil))
+}
+
+// newHarness builds the system and store and registers, first, the leak
+// check that runs after every other cleanup.
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "wafleet.db"), store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLogger() }))
+	t.Cleanup(sys.Shutdown)
+	return &harness{t: t, system: sys, store: st, rec: newRecorder()}
+}
+
+// deps returns test defaults: tiny backoff, the harness's store and events.
+func (h *harness) deps(id string) Deps {
+	return Deps{
+		AccountID:        id,
+		Store:            h.store,
+		Events:           h.rec,
+		Logger:           quietLogger(),
+		Backoff:          Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, StableAfter: time.Minute},
+		Keepalive:        Keepalive{Interval: time.Minute, Timeout: 5 * time.Second},
+		HandshakeTimeout: 2 * time.Second,
+		StoreTimeout:     5 * time.Second,
+	}
+}
+
+// spawn starts a connection actor and stops it (waiting) at cleanup.
+func (h *harness) spawn(d Deps) *actor.PID {
+	h.t.Helper()
+	pid, err := h.system.Root.SpawnNamed(Props(d), d.AccountID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { h.stop(pid) })
+	return pid
+}
+
+// stop stops the actor once and waits for it (a second Stop would be a
+// dead letter).
+func (h *harness) stop(pid *actor.PID) {
+	h.t.Helper()
+	h.mu.Lock()
+	done := h.stopped[pid]
+	if h.stopped == nil {
+		h.stopped = map[*actor.PID]bool{}
+	}
+	h.stopped[pid] = true
+	h.mu.Unlock()
+	if done {
+		return
+	}
+	if err := h.system.Root.StopFuture(pid).Wait(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// inspect returns the actor's snapshot; since the mailbox is FIFO, every
+// message sent before has been handled.
+func (h *harness) inspect(pid *actor.PID) *snapshot {
+	h.t.Helper()
+	res, err := h.system.Root.RequestFuture(pid, &inspect{}, waitTimeout).Result()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res.(*snapshot)
+}
+
+func (h *harness) request(pid *actor.PID, msg any) *Result {
+	h.t.Helper()
+	res, err := h.system.Root.RequestFuture(pid, msg, waitTimeout).Result()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res.(*Result)
+}
+
+// startEmulator runs an emulator for the test.
+func startEmulator(t *testing.T, opts emulator.Options) *emulator.Server {
+	t.Helper()
+	opts.Logger = quietLogger()
+	srv, err := emulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
+// emulatorDeps points deps at srv.
+func emulatorDeps(d Deps, srv *emulator.Server) Deps {
+	root := srv.RootPublicKey()
+	d.Server = Server{URL: srv.URL(), RootKey: root[:]}
+	return d
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
