@@ -408,4 +408,3 @@ func TestRandomDisconnectReconnects(t *testing.T) {
 }
 
 func errorsMention(s string, err error) bool { return strings.Contains(s, err.Error()) }
-
