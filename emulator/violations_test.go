@@ -2,6 +2,7 @@ package emulator_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -132,24 +133,35 @@ func rawWS(t *testing.T, srv *emulator.Server, msg []byte) {
 	}
 }
 
+// TestConcurrentHandshakes opens 500 connections (dialled at most 50 at a
+// time, so the test does not depend on the kernel's SYN backlog) and then
+// runs all 500 handshakes at once.
 func TestConcurrentHandshakes(t *testing.T) {
-	const n = 500
+	const n, dialers = 500, 50
 	srv := startServer(t, emulator.Options{})
 	d := newTestDevice(t)
 	reg := d.registrationPayload(t)
-	var wg sync.WaitGroup
+	root := srv.RootPublicKey()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*waitTimeout)
+	defer cancel()
+
+	var wg, dialled sync.WaitGroup
+	dialled.Add(n)
 	errs := make(chan error, n)
+	sem := make(chan struct{}, dialers)
+	start := make(chan struct{})
 	for range n {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
-			defer cancel()
+			sem <- struct{}{}
 			conn, err := wire.Dial(ctx, srv.URL(), wire.DialOptions{})
+			<-sem
+			dialled.Done()
 			if err != nil {
 				errs <- err
 				return
 			}
-			root := srv.RootPublicKey()
-			tr, err := wire.ClientHandshake(ctx, conn, wire.ClientHandshakeConfig{NoiseKey: d.noise, Payload: reg, RootKey: root[:], Timeout: 2 * waitTimeout})
+			<-start
+			tr, err := wire.ClientHandshake(ctx, conn, wire.ClientHandshakeConfig{NoiseKey: d.noise, Payload: reg, RootKey: root[:], Timeout: 3 * waitTimeout})
 			if err != nil {
 				errs <- err
 				return
@@ -161,10 +173,12 @@ func TestConcurrentHandshakes(t *testing.T) {
 				return
 			}
 			if nd, err := node.UnmarshalPayload(pt); err != nil || nd.Tag != "iq" {
-				errs <- err
+				errs <- fmt.Errorf("first node %v: %v", nd, err)
 			}
 		})
 	}
+	dialled.Wait()
+	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
