@@ -1,10 +1,15 @@
 package emulator_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"reflect"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,4 +509,59 @@ func TestScanTimeout(t *testing.T) {
 		t.Fatalf("Scan: %v", r.err)
 	}
 	c.expectClosed()
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLogsHoldNoSecrets(t *testing.T) {
+	var logs syncBuffer
+	srv := startServer(t, emulator.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	d := newTestDevice(t)
+	c := register(t, srv, d)
+	refs := c.pairDevice()
+	code := qrCode(t, refs[0], d)
+	ch := scanAsync(srv, code)
+	id, p, err := c.pairSuccess(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(iq(id, "result", "", node.New("pair-device-sign").WithChildren(
+		node.New("device-identity", node.IntAttr("key-index", int64(p.KeyIndex))).WithBytes(p.Reply))))
+	if r := waitScan(t, ch); r.err != nil {
+		t.Fatal(r.err)
+	}
+	lc := login(t, srv, d)
+	lc.expectTag("success")
+	srv.Close()
+
+	out := logs.String()
+	if !strings.Contains(out, d.jid.String()) {
+		t.Fatalf("logs do not mention the device; logs:\n%s", out)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	for name, secret := range map[string]string{
+		"QR text": code, "ref 0": refs[0], "ref 5": refs[5],
+		"noise key": b64(d.noise.Pub[:]), "identity key": b64(d.identity.Pub[:]), "ADV secret": b64(d.adv[:]),
+		"noise key hex": hex.EncodeToString(d.noise.Pub[:]), "ADV secret hex": hex.EncodeToString(d.adv[:]),
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs contain the %s", name)
+		}
+	}
 }
