@@ -517,9 +517,16 @@ func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) err
 	if err := sess.send(success); err != nil {
 		return err
 	}
+	// Real WhatsApp tells the older connection it was replaced. That happens
+	// in the background (a slow reader must not delay this session); the
+	// overlap has already been counted.
 	for _, o := range old {
-		o.log.Info("replaced by a newer connection of the same device")
-		o.endStream(streamError("", "replaced"))
+		s.wg.Add(1) // serveConn holds a count, so Close is still waiting
+		go func() {
+			defer s.wg.Done()
+			o.log.Info("replaced by a newer connection of the same device")
+			o.endStream(streamError("", "replaced"))
+		}()
 	}
 	if f.ConflictAfterSuccess {
 		sess.log.Info("conflict after success (fault conflict-after-success)")
