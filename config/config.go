@@ -122,6 +122,12 @@ type Account struct {
 	Proxy string `mapstructure:"proxy"`
 }
 
+func viperWithDefaults() *viper.Viper {
+	v := viper.New()
+	setDefaults(v)
+	return v
+}
+
 func setDefaults(v *viper.Viper) {
 	v.SetDefault("server.url", WhatsAppServerURL)
 	v.SetDefault("server.root_public_key", "")
@@ -156,8 +162,7 @@ func setDefaults(v *viper.Viper) {
 // environment overrides and defaults, and validates the result. An empty
 // path loads defaults and environment only.
 func Load(path string) (*Config, error) {
-	v := viper.New()
-	setDefaults(v)
+	v := viperWithDefaults()
 	v.SetEnvPrefix("WAFLEET")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()

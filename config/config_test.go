@@ -152,3 +152,26 @@ func TestMissingFile(t *testing.T) {
 		t.Fatal("want an error for a missing file")
 	}
 }
+
+// TestExampleConfig loads the documented config.yaml at the repository root:
+// it must stay valid and mention every key the loader knows.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := Load("../config.yaml")
+	if err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	if len(cfg.Accounts) == 0 {
+		t.Fatal("config.yaml lists no accounts")
+	}
+	raw, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := viperWithDefaults()
+	for _, key := range v.AllKeys() {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(raw), leaf+":") {
+			t.Errorf("config.yaml does not document %s", key)
+		}
+	}
+}
