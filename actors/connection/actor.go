@@ -18,9 +18,6 @@ import (
 	"github.com/wafleet/wafleet/wire/node"
 )
 
-// errNotConnected: a write was asked for while no session is up.
-var errNotConnected = errors.New("connection: not connected")
-
 // New returns the producer of a connection actor for one account. Spawn it
 // with SpawnNamed(props, accountID) so that a second actor for the same
 // account is refused.
@@ -142,9 +139,11 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.finishLogout(ctx)
 		}
 	case *restored:
+		err := errPairingUndone
 		if m.err != nil {
-			c.log.Error("undoing an unconfirmed pairing failed", slog.String("error", m.err.Error()))
+			err = fmt.Errorf("%w, but restoring the store failed: %w", errPairingUndone, m.err)
 		}
+		c.publish(events.KindState, c.state, err, nil)
 	case *pairing.Send:
 		c.onPairingSend(ctx, m)
 	case *pairing.Finish:
@@ -470,6 +469,9 @@ func (c *conn) onReplyWritten(ctx actor.Context, w *written) {
 	c.reply = nil
 	if w.err != nil {
 		c.replyFailed(ctx, r, w.err)
+		if w.gen == c.gen {
+			c.end(ctx, outBackoff, fmt.Errorf("send pair-device-sign: %w", w.err))
+		}
 		return
 	}
 	c.publish(events.KindPaired, c.state, nil, func(e *events.Event) { e.JID = r.paired.JID })

@@ -1,32 +1,10 @@
 package connection
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/wafleet/wafleet/wire/node"
-)
-
-// Classes of server refusals; a *ServerError matches one of them with
-// errors.Is.
-var (
-	// ErrLoggedOut: the phone unlinked the device or the account is gone
-	// (failure 401/403/406, stream error 401 or conflict device_removed):
-	// the device is wiped and pairing starts again.
-	ErrLoggedOut = errors.New("connection: logged out by the server")
-	// ErrReplaced: another connection with the same credentials took over
-	// (conflict replaced): the account stops and an alarm is raised.
-	ErrReplaced = errors.New("connection: replaced by another connection")
-	// ErrRefused: the server refused the login for a reason a reconnect
-	// will not fix (failure 402, 405, 409, other 4xx): the account stops
-	// and an alarm is raised.
-	ErrRefused = errors.New("connection: login refused")
-	// ErrRestart: the server asked for a new connection (515).
-	ErrRestart = errors.New("connection: server asked to reconnect")
-	// ErrServer: a transient server-side problem (5xx, other stream
-	// errors): reconnect with backoff.
-	ErrServer = errors.New("connection: server error")
 )
 
 // ServerError is a <failure> or <stream:error> from the server.

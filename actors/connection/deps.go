@@ -2,7 +2,6 @@ package connection
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,20 +13,6 @@ import (
 	"github.com/wafleet/wafleet/wire/payload"
 	"github.com/wafleet/wafleet/wire/qr"
 	"github.com/wafleet/wafleet/wire/waproto"
-)
-
-// Errors of the package. Failures reported in events wrap them with what
-// failed, so that last_error reads as a sentence.
-var (
-	// ErrKeepaliveTimeout: a ping got no answer within Keepalive.Timeout.
-	ErrKeepaliveTimeout = errors.New("connection: keepalive ping timed out")
-	// ErrWriteQueueFull: more frames were waiting to be written than
-	// Deps.WriteQueue allows; the connection is closed and reconnected.
-	ErrWriteQueueFull = errors.New("connection: write queue full")
-	// ErrStreamEnd: the server ended the stream.
-	ErrStreamEnd = errors.New("connection: server ended the stream")
-	// ErrNoStore: Deps has no Store.
-	ErrNoStore = errors.New("connection: no store configured")
 )
 
 // Server says where to connect.

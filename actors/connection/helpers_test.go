@@ -119,9 +119,29 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLogger() }))
+	// The dead-letter throttle runs a goroutine for its interval after a
+	// dead letter; keep it short so that it ends before the leak check.
+	sys := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLogger() }),
+		actor.WithDeadLetterThrottleInterval(time.Millisecond),
+	)
 	t.Cleanup(sys.Shutdown)
-	return &harness{t: t, system: sys, store: st, rec: newRecorder()}
+	h := &harness{t: t, system: sys, store: st, rec: newRecorder()}
+	// A dead letter that is not expected is a bug in the actors'
+	// lifecycle. Expected: late messages of goroutines (they say so with
+	// IgnoreDeadLetterLogging) and the system's own second Stop to a
+	// pairing child that the connection actor stopped just before it was
+	// stopped itself (the child's Terminated was still on its way).
+	sub := sys.EventStream.Subscribe(func(m any) {
+		if d, ok := m.(*actor.DeadLetterEvent); ok {
+			_, stop := d.Message.(*actor.Stop)
+			if _, ignore := d.Message.(actor.IgnoreDeadLetterLogging); !ignore && !stop {
+				t.Errorf("dead letter %T to %s", d.Message, d.PID.Id)
+			}
+		}
+	})
+	t.Cleanup(func() { sys.EventStream.Unsubscribe(sub) })
+	return h
 }
 
 // deps returns test defaults: tiny backoff, the harness's store and events.

@@ -1,0 +1,404 @@
+package connection
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+	"github.com/wafleet/wafleet/wire/qr"
+	"github.com/wafleet/wafleet/wire/waproto"
+)
+
+func TestClassify(t *testing.T) {
+	conflict := func(typ string) node.Node { return node.New("conflict", node.StrAttr("type", typ)) }
+	tests := []struct {
+		name  string
+		n     node.Node
+		out   outcome
+		class error
+		text  string
+	}{
+		{"failure 401", node.New("failure", node.StrAttr("reason", "401")), outLoggedOut, ErrLoggedOut, "failure 401 (logged out)"},
+		{"failure 403", node.New("failure", node.StrAttr("reason", "403")), outLoggedOut, ErrLoggedOut, "main device gone"},
+		{"failure 406", node.New("failure", node.StrAttr("reason", "406")), outLoggedOut, ErrLoggedOut, "banned"},
+		{"failure 402", node.New("failure", node.StrAttr("reason", "402")), outStop, ErrRefused, "temporarily banned"},
+		{"failure 405", node.New("failure", node.StrAttr("reason", "405")), outStop, ErrRefused, "client outdated"},
+		{"failure 409", node.New("failure", node.StrAttr("reason", "409")), outStop, ErrRefused, "bad user agent"},
+		{"failure 418", node.New("failure", node.StrAttr("reason", "418")), outStop, ErrRefused, "client unknown"},
+		{"failure without reason", node.New("failure"), outStop, ErrRefused, "failure"},
+		{"failure 500", node.New("failure", node.StrAttr("reason", "500")), outBackoff, ErrServer, "internal server error"},
+		{"failure 503", node.New("failure", node.StrAttr("reason", "503")), outBackoff, ErrServer, "service unavailable"},
+		{"stream 515", node.New("stream:error", node.StrAttr("code", "515")), outReconnectNow, ErrRestart, "515 (restart required)"},
+		{"stream 503", node.New("stream:error", node.StrAttr("code", "503")), outBackoff, ErrServer, "503"},
+		{"stream 500", node.New("stream:error", node.StrAttr("code", "500")), outBackoff, ErrServer, "500"},
+		{"stream no code", node.New("stream:error"), outBackoff, ErrServer, "stream:error"},
+		{"stream 401 device_removed", node.New("stream:error", node.StrAttr("code", "401")).WithChildren(conflict("device_removed")), outLoggedOut, ErrLoggedOut, "device_removed"},
+		{"stream device_removed", node.New("stream:error").WithChildren(conflict("device_removed")), outLoggedOut, ErrLoggedOut, "device_removed"},
+		{"stream 401", node.New("stream:error", node.StrAttr("code", "401")), outLoggedOut, ErrLoggedOut, "401"},
+		{"stream replaced", node.New("stream:error").WithChildren(conflict("replaced")), outStop, ErrReplaced, "conflict replaced"},
+		{"stream 515 replaced", node.New("stream:error", node.StrAttr("code", "515")).WithChildren(conflict("replaced")), outStop, ErrReplaced, "replaced"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := classify(tt.n)
+			if out != tt.out {
+				t.Errorf("outcome %v, want %v", out, tt.out)
+			}
+			if !errors.Is(err, tt.class) {
+				t.Errorf("error %v does not match %v", err, tt.class)
+			}
+			if !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("error %q lacks %q", err, tt.text)
+			}
+		})
+	}
+}
+
+func TestCurrentDropsStaleGenerations(t *testing.T) {
+	const gen = 7
+	msgs := []struct {
+		name string
+		make func(g uint64) any
+	}{
+		{"loaded", func(g uint64) any { return &loaded{gen: g} }},
+		{"dialed", func(g uint64) any { return &dialed{gen: g} }},
+		{"nodeIn", func(g uint64) any { return &nodeIn{gen: g} }},
+		{"readFailed", func(g uint64) any { return &readFailed{gen: g} }},
+		{"written", func(g uint64) any { return &written{gen: g} }},
+		{"retry", func(g uint64) any { return &retry{gen: g} }},
+		{"pingDue", func(g uint64) any { return &pingDue{gen: g} }},
+		{"pingTimeout", func(g uint64) any { return &pingTimeout{gen: g} }},
+		{"logoutTimeout", func(g uint64) any { return &logoutTimeout{gen: g} }},
+	}
+	for _, m := range msgs {
+		t.Run(m.name, func(t *testing.T) {
+			for _, tt := range []struct {
+				g    uint64
+				want bool
+			}{{gen - 1, false}, {gen, true}, {gen + 1, false}, {0, false}} {
+				if got := current(gen, m.make(tt.g)); got != tt.want {
+					t.Errorf("current(%d, gen %d) = %v, want %v", gen, tt.g, got, tt.want)
+				}
+			}
+		})
+	}
+	for _, m := range []any{&Pair{}, &Logout{}, &inspect{}, &restored{}} {
+		if !current(gen, m) {
+			t.Errorf("%T has no generation and must always be handled", m)
+		}
+	}
+}
+
+// TestStaleMessagesIgnoredByActor: a late session of an abandoned attempt
+// is closed, and a stale <success> changes nothing.
+func TestStaleMessagesIgnoredByActor(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	d := h.deps("stale")
+	d.Dialer = fd.dial
+	pid := h.spawn(d)
+	<-fd.reqs // the first dial is waiting on fd.results
+
+	snap := h.inspect(pid)
+	late := newFakeSession()
+	h.system.Root.Send(pid, &dialed{gen: snap.Gen - 1, sess: late})
+	success := node.New("success", node.StrAttr("t", "1"))
+	h.system.Root.Send(pid, &nodeIn{gen: snap.Gen - 1, node: success})
+	h.system.Root.Send(pid, &readFailed{gen: snap.Gen + 1, err: errors.New("stale")})
+	after := h.inspect(pid)
+	if !late.isClosed() {
+		t.Error("a stale session was left open")
+	}
+	if after.State != events.StateConnecting || after.Gen != snap.Gen || after.Timer {
+		t.Errorf("stale messages changed the actor: before %+v after %+v", snap, after)
+	}
+	for _, e := range h.rec.all() {
+		if e.Kind == events.KindConnected || e.State == events.StateBackoff {
+			t.Errorf("stale message produced %s/%s", e.Kind, e.State)
+		}
+	}
+}
+
+func TestBackoffAndLimiterHonoured(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	lim := &fakeLimiter{}
+	d := h.deps("backoff")
+	d.Dialer = fd.dial
+	d.Limiter = lim
+	d.Backoff = Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond, StableAfter: time.Hour}
+	d.Rand = func() float64 { return 0.5 }
+	for range 5 {
+		fd.results <- dialResult{err: errors.New("dial: connection refused")}
+	}
+	pid := h.spawn(d)
+
+	from := 0
+	for attempt := range 5 {
+		ev, i := h.rec.waitFrom(t, from, "backoff", stateIs(events.StateBackoff))
+		from = i + 1
+		if want := d.Backoff.Next(attempt, d.Rand); ev.Delay != want {
+			t.Errorf("attempt %d: delay %v, want %v", attempt, ev.Delay, want)
+		}
+		if ev.Error != "dial: connection refused" {
+			t.Errorf("attempt %d: error %q", attempt, ev.Error)
+		}
+		if attempt < 4 {
+			h.rec.waitFrom(t, from, "reconnect", kindIs(events.KindReconnect))
+		}
+	}
+	snap := h.inspect(pid)
+	// Every dial waited for the limiter first (a sixth wait may be under way).
+	if waits, dials := lim.waits.Load(), fd.calls.Load(); dials < 5 || waits < dials || waits > dials+1 {
+		t.Errorf("%d limiter waits for %d dials", waits, dials)
+	}
+	view, _ := h.rec.board.Get("backoff")
+	if view.Reconnects < 4 || view.LastError != "dial: connection refused" {
+		t.Errorf("board view %+v (snapshot %+v)", view, snap)
+	}
+}
+
+func TestLimiterGatesEveryDial(t *testing.T) {
+	t.Run("dial waits for the limiter", func(t *testing.T) {
+		h := newHarness(t)
+		fd := newFakeDialer()
+		lim := &fakeLimiter{hold: true, waiting: make(chan struct{}, 1), release: make(chan struct{})}
+		d := h.deps("limited")
+		d.Dialer = fd.dial
+		d.Limiter = lim
+		h.spawn(d)
+		<-lim.waiting
+		if n := fd.calls.Load(); n != 0 {
+			t.Fatalf("dialed %d times before the limiter allowed it", n)
+		}
+		close(lim.release)
+		<-fd.reqs
+		fd.results <- dialResult{err: errors.New("refused")}
+		h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
+	})
+	t.Run("stop while waiting", func(t *testing.T) {
+		h := newHarness(t)
+		fd := newFakeDialer()
+		lim := &fakeLimiter{hold: true, waiting: make(chan struct{}, 1), release: make(chan struct{})}
+		d := h.deps("limited")
+		d.Dialer = fd.dial
+		d.Limiter = lim
+		pid := h.spawn(d)
+		<-lim.waiting
+		h.stop(pid) // the waiting goroutine must end: goleak checks it
+		if n := fd.calls.Load(); n != 0 {
+			t.Errorf("dialed %d times after stop", n)
+		}
+	})
+}
+
+// connectFake dials a fake session and logs it in.
+func connectFake(t *testing.T, h *harness, fd *fakeDialer) *fakeSession {
+	t.Helper()
+	<-fd.reqs
+	s := newFakeSession()
+	fd.results <- dialResult{sess: s}
+	s.push(t, node.New("success", node.StrAttr("t", "1")))
+	return s
+}
+
+func TestStableConnectionResetsBackoff(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	clock := newFakeClock()
+	d := h.deps("stable")
+	d.Dialer = fd.dial
+	d.Now = clock.Now
+	d.Rand = func() float64 { return 0.5 }
+	d.Backoff = Backoff{Initial: time.Millisecond, Max: time.Second, StableAfter: time.Minute}
+	fd.results <- dialResult{err: errors.New("refused")}
+	fd.results <- dialResult{err: errors.New("refused")}
+	h.spawn(d)
+	_, i := h.rec.wait(t, "first backoff", stateIs(events.StateBackoff))
+	_, i = h.rec.waitFrom(t, i+1, "second backoff", stateIs(events.StateBackoff))
+	<-fd.reqs
+	<-fd.reqs
+
+	tests := []struct {
+		name  string
+		lived time.Duration
+		want  time.Duration
+	}{
+		{"short-lived connection keeps growing", time.Second, d.Backoff.Next(2, d.Rand)},
+		{"stable connection starts over", time.Minute, d.Backoff.Next(0, d.Rand)},
+	}
+	for _, tt := range tests {
+		s := connectFake(t, h, fd)
+		_, i = h.rec.waitFrom(t, i, "connected", kindIs(events.KindConnected))
+		clock.Advance(tt.lived)
+		s.Close()
+		ev, j := h.rec.waitFrom(t, i, "backoff after drop", stateIs(events.StateBackoff))
+		i = j + 1
+		if ev.Delay != tt.want {
+			t.Errorf("%s: delay %v, want %v", tt.name, ev.Delay, tt.want)
+		}
+		if !strings.Contains(ev.Error, "read:") && !strings.Contains(ev.Error, "write:") {
+			t.Errorf("%s: error %q, want a read or write error", tt.name, ev.Error)
+		}
+	}
+}
+
+func TestKeepalive(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	d := h.deps("ka")
+	d.Dialer = fd.dial
+	d.Keepalive = Keepalive{Interval: time.Millisecond, Timeout: 20 * time.Millisecond}
+	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
+	h.spawn(d)
+	s := connectFake(t, h, fd)
+	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+
+	var pings []string
+	for len(pings) < 3 {
+		n := s.next(t, "ping")
+		if x, _ := n.Attr("xmlns"); x != "w:p" {
+			continue // the passive IQ
+		}
+		if typ, _ := n.Attr("type"); typ != "get" {
+			t.Errorf("ping type %q", typ)
+		}
+		if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
+			t.Errorf("ping to %v (JID %v)", to, ok)
+		}
+		id, _ := n.Attr("id")
+		pings = append(pings, id)
+		if len(pings) < 3 {
+			// Answer: the next ping follows.
+			s.push(t, node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id), node.StrAttr("type", "result")))
+		}
+	}
+	if pings[0] == pings[1] || pings[1] == pings[2] {
+		t.Errorf("ping ids repeat: %v", pings)
+	}
+	// The third ping is not answered: timeout, close, backoff.
+	ev, _ := h.rec.wait(t, "keepalive backoff", stateIs(events.StateBackoff))
+	if !strings.Contains(ev.Error, ErrKeepaliveTimeout.Error()) {
+		t.Errorf("error %q", ev.Error)
+	}
+	if !s.isClosed() {
+		t.Error("the session of a dead connection stayed open")
+	}
+}
+
+// TestPairReplyNotSentUndoesPairing: if pair-device-sign cannot be
+// written, the saved pairing is removed again.
+func TestPairReplyNotSentUndoesPairing(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	d := h.deps("undo")
+	d.Dialer = fd.dial
+	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
+	pid := h.spawn(d)
+
+	<-fd.reqs
+	s := newFakeSession()
+	s.failSend = func(n node.Node) error {
+		if _, ok := n.Child("pair-device-sign"); ok {
+			return errors.New("broken pipe")
+		}
+		return nil
+	}
+	fd.results <- dialResult{sess: s}
+	s.push(t, node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "pd1"), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
+		WithChildren(node.New("pair-device").WithChildren(node.New("ref").WithBytes([]byte("2@ref-one")))))
+	qrEv, _ := h.rec.wait(t, "qr", kindIs(events.KindQR))
+	ack := s.next(t, "pair-device ack")
+	if typ, _ := ack.Attr("type"); typ != "result" {
+		t.Fatalf("ack %v", ack)
+	}
+	code, err := qr.Parse(qrEv.QR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.push(t, pairSuccess(t, code, "15550001111:3@s.whatsapp.net", "100000000000001:3@lid"))
+
+	ev, _ := h.rec.wait(t, "pairing undone", func(e events.Event) bool { return strings.Contains(e.Error, "pairing was undone") })
+	if ev.State != events.StateBackoff {
+		t.Errorf("state after a failed reply %s", ev.State)
+	}
+	dev, err := h.store.Load(context.Background(), "undo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Paired() || dev.NoiseKey.Pub != code.NoisePub {
+		t.Errorf("store after undo: %v", dev)
+	}
+	if _, err := h.store.PNForLID(context.Background(), "100000000000001"); err == nil {
+		t.Error("the LID mapping of an undone pairing survived")
+	}
+	if snap := h.inspect(pid); snap.Paired {
+		t.Errorf("actor still paired: %+v", snap)
+	}
+	for _, e := range h.rec.all() {
+		if e.Kind == events.KindPaired {
+			t.Error("paired published for a reply that was never sent")
+		}
+	}
+}
+
+// pairSuccess builds the phone's pair-success for the QR code's device.
+func pairSuccess(t *testing.T, code qr.Code, pn, lid string) node.Node {
+	t.Helper()
+	primary, err := crypto.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	di := &waproto.ADVDeviceIdentity{RawID: proto.Uint32(7), Timestamp: proto.Uint64(1767225600), KeyIndex: proto.Uint32(2)}
+	sdi, err := crypto.SignADVAccount(primary, di, code.IdentityPub[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdiBytes, err := proto.Marshal(sdi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	container, err := crypto.MakeADVContainer(sdiBytes, code.AdvSecret[:], waproto.ADVEncryptionType_E2EE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pnJID, _ := jid.Parse(pn)
+	lidJID, _ := jid.Parse(lid)
+	return node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "ps1"), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
+		WithChildren(node.New("pair-success").WithChildren(
+			node.New("device-identity").WithBytes(container),
+			node.New("platform", node.StrAttr("name", "android")),
+			node.New("device", node.JIDAttr("jid", pnJID), node.JIDAttr("lid", lidJID)),
+		))
+}
+
+func TestNewDevice(t *testing.T) {
+	a, err := NewDevice("fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewDevice("fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if a.Paired() || a.SignedPreKey.ID != 1 || a.RegistrationID == 0 || a.RegistrationID > 0x3FFF {
+		t.Errorf("fresh device %v (registration id out of range or paired)", a)
+	}
+	if !crypto.Verify(a.IdentityKey.Pub[:], append([]byte{0x05}, a.SignedPreKey.Pub[:]...), a.SignedPreKey.Signature[:]) {
+		t.Error("signed prekey signature does not verify over 05 || pub")
+	}
+	if a.NoiseKey == b.NoiseKey || a.IdentityKey == b.IdentityKey || a.AdvSecret == b.AdvSecret {
+		t.Error("two fresh devices share key material")
+	}
+}

@@ -1,0 +1,153 @@
+package connection
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+var errFakeClosed = errors.New("fake session closed")
+
+// fakeSession is a Session scripted by the test: it receives what the test
+// pushes and records what the actor sends.
+type fakeSession struct {
+	in       chan []byte
+	sent     chan node.Node
+	closed   chan struct{}
+	once     sync.Once
+	failSend func(node.Node) error
+}
+
+func newFakeSession() *fakeSession {
+	return &fakeSession{in: make(chan []byte, 16), sent: make(chan node.Node, 64), closed: make(chan struct{})}
+}
+
+func (s *fakeSession) Receive() ([]byte, error) {
+	select {
+	case b := <-s.in:
+		return b, nil
+	case <-s.closed:
+		return nil, errFakeClosed
+	}
+}
+
+func (s *fakeSession) Send(b []byte) error {
+	select {
+	case <-s.closed:
+		return errFakeClosed
+	default:
+	}
+	n, err := node.UnmarshalPayload(b)
+	if err != nil {
+		return err
+	}
+	if s.failSend != nil {
+		if err := s.failSend(n); err != nil {
+			return err
+		}
+	}
+	s.sent <- n
+	return nil
+}
+
+func (s *fakeSession) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+func (s *fakeSession) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// push sends a stanza to the actor.
+func (s *fakeSession) push(t *testing.T, n node.Node) {
+	t.Helper()
+	b, err := node.MarshalPayload(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.in <- b
+}
+
+// next returns the next stanza the actor sent.
+func (s *fakeSession) next(t *testing.T, what string) node.Node {
+	t.Helper()
+	select {
+	case n := <-s.sent:
+		return n
+	case <-time.After(waitTimeout):
+		t.Fatalf("the actor sent no %s within %v", what, waitTimeout)
+		return node.Node{}
+	}
+}
+
+// fakeDialer hands out scripted results, one per dial.
+type fakeDialer struct {
+	calls   atomic.Int32
+	results chan dialResult
+	reqs    chan DialRequest
+}
+
+type dialResult struct {
+	sess Session
+	err  error
+}
+
+func newFakeDialer() *fakeDialer {
+	return &fakeDialer{results: make(chan dialResult, 16), reqs: make(chan DialRequest, 16)}
+}
+
+func (d *fakeDialer) dial(ctx context.Context, req DialRequest) (Session, error) {
+	d.calls.Add(1)
+	d.reqs <- req
+	select {
+	case r := <-d.results:
+		return r.sess, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fakeLimiter counts waits and can hold them until released.
+type fakeLimiter struct {
+	waits   atomic.Int32
+	hold    bool
+	waiting chan struct{}
+	release chan struct{}
+}
+
+func (l *fakeLimiter) Wait(ctx context.Context) error {
+	l.waits.Add(1)
+	if !l.hold {
+		return nil
+	}
+	l.waiting <- struct{}{}
+	select {
+	case <-l.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fakeClock is a settable Now.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) Now() time.Time           { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
