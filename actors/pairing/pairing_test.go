@@ -1,0 +1,520 @@
+package pairing
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/storetest"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+	"github.com/wafleet/wafleet/wire/qr"
+	"github.com/wafleet/wafleet/wire/waproto"
+)
+
+const waitTimeout = 10 * time.Second
+
+// parent stands in for the connection actor: it spawns the pairing actor
+// and hands every message it gets from it to the test.
+type parent struct {
+	deps  Deps
+	out   chan any
+	child chan *actor.PID
+}
+
+func (p *parent) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		p.child <- ctx.Spawn(actor.PropsFromProducer(New(p.deps)))
+	case *Send, *Finish, *LastCode, *Expired:
+		p.out <- m
+	}
+}
+
+// qrRecorder keeps the published QR events with the time they came.
+type qrRecorder struct {
+	mu  sync.Mutex
+	evs []events.Event
+	at  []time.Time
+	ch  chan struct{}
+}
+
+func (r *qrRecorder) Publish(e events.Event) {
+	r.mu.Lock()
+	r.evs = append(r.evs, e)
+	r.at = append(r.at, time.Now())
+	r.mu.Unlock()
+	select {
+	case r.ch <- struct{}{}:
+	default:
+	}
+}
+
+type fixture struct {
+	t      *testing.T
+	system *actor.ActorSystem
+	store  *store.BoltStore
+	dev    *store.Device
+	rec    *qrRecorder
+	out    chan any
+	parent *actor.PID
+	child  *actor.PID
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// newFixture saves an unpaired device and spawns a parent with its pairing
+// child. st, if not nil, wraps the bolt store.
+func newFixture(t *testing.T, wrap func(store.Store) store.Store, mod func(*Deps)) *fixture {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "p.db"), store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bolt.Close() })
+	dev := storetest.NewDevice(t, "acct")
+	if err := bolt.Save(context.Background(), dev); err != nil {
+		t.Fatal(err)
+	}
+	var st store.Store = bolt
+	if wrap != nil {
+		st = wrap(bolt)
+	}
+	sys := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet() }),
+		actor.WithDeadLetterThrottleInterval(time.Millisecond),
+	)
+	t.Cleanup(sys.Shutdown)
+	rec := &qrRecorder{ch: make(chan struct{}, 1)}
+	d := Deps{
+		Gen: 42, Device: dev, Store: st, StoreLock: new(sync.Mutex), Events: rec, Logger: quiet(),
+		Schedule: Schedule{First: time.Hour, Next: time.Hour}, ClientType: qr.ClientChrome,
+	}
+	if mod != nil {
+		mod(&d)
+	}
+	p := &parent{deps: d, out: make(chan any, 16), child: make(chan *actor.PID, 1)}
+	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return p }))
+	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
+	return &fixture{t: t, system: sys, store: bolt, dev: dev, rec: rec, out: p.out, parent: pid, child: <-p.child}
+}
+
+func (f *fixture) next(what string) any {
+	f.t.Helper()
+	select {
+	case m := <-f.out:
+		return m
+	case <-time.After(waitTimeout):
+		f.t.Fatalf("no %s from the pairing actor within %v", what, waitTimeout)
+		return nil
+	}
+}
+
+func (f *fixture) qrs() ([]events.Event, []time.Time) {
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
+	return append([]events.Event(nil), f.rec.evs...), append([]time.Time(nil), f.rec.at...)
+}
+
+func pairDevice(id string, refs ...string) node.Node {
+	var children []node.Node
+	for _, r := range refs {
+		children = append(children, node.New("ref").WithBytes([]byte(r)))
+	}
+	return node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
+		WithChildren(node.New("pair-device").WithChildren(children...))
+}
+
+func TestQRCodesOnSchedule(t *testing.T) {
+	const first, next = 30 * time.Millisecond, 10 * time.Millisecond
+	f := newFixture(t, nil, func(d *Deps) { d.Schedule = Schedule{First: first, Next: next} })
+	refs := []string{"2@one", "2@two", "2@three"}
+	f.system.Root.Send(f.child, &PairDevice{Node: pairDevice("pd-7", refs...)})
+
+	ack, ok := f.next("ack").(*Send)
+	if !ok || ack.Gen != 42 {
+		t.Fatalf("first message %#v, want the ack", ack)
+	}
+	if id, _ := ack.Node.Attr("id"); id != "pd-7" {
+		t.Errorf("ack id %q", id)
+	}
+	if typ, _ := ack.Node.Attr("type"); typ != "result" || ack.Node.Kind() != node.KindNone {
+		t.Errorf("ack %v", ack.Node)
+	}
+	if to, ok := ack.Node.AttrJID("to"); !ok || to != jid.ServerJID {
+		t.Errorf("ack to %v (a JID: %v)", to, ok)
+	}
+	if _, ok := f.next("last code").(*LastCode); !ok {
+		t.Fatal("no LastCode before the end")
+	}
+	if _, ok := f.next("expiry").(*Expired); !ok {
+		t.Fatal("no Expired after the last code")
+	}
+	evs, at := f.qrs()
+	if len(evs) != len(refs) {
+		t.Fatalf("%d QR events, want %d", len(evs), len(refs))
+	}
+	for i, e := range evs {
+		code, err := qr.Parse(e.QR)
+		if err != nil {
+			t.Fatalf("QR %d: %v", i, err)
+		}
+		if code.Ref != refs[i] || code.NoisePub != f.dev.NoiseKey.Pub || code.IdentityPub != f.dev.IdentityKey.Pub ||
+			code.AdvSecret != f.dev.AdvSecret || code.ClientType != qr.ClientChrome {
+			t.Errorf("QR %d does not carry ref %d and the device's keys: %v", i, i, code)
+		}
+		if e.Kind != events.KindQR || e.State != events.StatePairing || e.Account != "acct" {
+			t.Errorf("event %d: %s/%s/%s", i, e.Kind, e.State, e.Account)
+		}
+	}
+	// Timers never fire early: the first code lived at least First, the
+	// next at least Next.
+	if d := at[1].Sub(at[0]); d < first {
+		t.Errorf("first code shown %v, want >= %v", d, first)
+	}
+	if d := at[2].Sub(at[1]); d < next {
+		t.Errorf("second code shown %v, want >= %v", d, next)
+	}
+}
+
+func TestPairDeviceWithoutRefsExpires(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	n := pairDevice("pd")
+	f.system.Root.Send(f.child, &PairDevice{Node: n})
+	f.next("ack")
+	if _, ok := f.next("expiry").(*Expired); !ok {
+		t.Fatal("pair-device without refs did not expire")
+	}
+}
+
+// phone builds pair-success stanzas for the fixture's device.
+type phone struct {
+	primary *crypto.KeyPair
+	di      *waproto.ADVDeviceIdentity
+	diBytes []byte
+}
+
+func newPhone(t *testing.T) *phone {
+	primary, err := crypto.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &phone{primary: primary, di: &waproto.ADVDeviceIdentity{
+		RawID: proto.Uint32(9), Timestamp: proto.Uint64(1767225600), KeyIndex: proto.Uint32(3),
+	}}
+}
+
+// success returns pair-success for a companion identity, MACed with adv.
+func (p *phone) success(t *testing.T, identityPub []byte, adv []byte, children ...node.Node) node.Node {
+	t.Helper()
+	sdi, err := crypto.SignADVAccount(p.primary, p.di, identityPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.diBytes = sdi.GetDetails()
+	b, err := proto.Marshal(sdi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	container, err := crypto.MakeADVContainer(b, adv, waproto.ADVEncryptionType_E2EE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
+	lid, _ := jid.Parse("100000000000042:3@lid")
+	if children == nil {
+		children = []node.Node{
+			node.New("device-identity").WithBytes(container),
+			node.New("platform", node.StrAttr("name", "android")),
+			node.New("device", node.JIDAttr("jid", pn), node.JIDAttr("lid", lid)),
+			node.New("biz", node.StrAttr("name", "Corner Shop")),
+		}
+	}
+	return node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "ps-1"), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
+		WithChildren(node.New("pair-success").WithChildren(children...))
+}
+
+func TestPairSuccess(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	ph := newPhone(t)
+	f.system.Root.Send(f.child, &PairSuccess{Node: ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])})
+
+	fin, ok := f.next("finish").(*Finish)
+	if !ok || fin.Err != nil || fin.Paired == nil || fin.Gen != 42 {
+		t.Fatalf("finish %#v", fin)
+	}
+	r := fin.Reply
+	if id, _ := r.Attr("id"); id != "ps-1" {
+		t.Errorf("reply id %q", id)
+	}
+	if typ, _ := r.Attr("type"); typ != "result" {
+		t.Errorf("reply type %q", typ)
+	}
+	if to, ok := r.AttrJID("to"); !ok || to != jid.ServerJID {
+		t.Errorf("reply to %v (a JID: %v)", to, ok)
+	}
+	sign, _ := r.Child("pair-device-sign")
+	var di *node.Node
+	if sign != nil {
+		di, _ = sign.Child("device-identity")
+	}
+	if di == nil {
+		t.Fatalf("reply %v lacks pair-device-sign/device-identity", r)
+	}
+	if ki, _ := di.Attr("key-index"); ki != "3" {
+		t.Errorf("key-index %q, want 3", ki)
+	}
+	reply, _ := di.Bytes()
+	if err := crypto.VerifyADVReply(reply, ph.diBytes, f.dev.IdentityKey.Pub[:], ph.primary.Pub[:]); err != nil {
+		t.Errorf("the phone refuses the reply: %v", err)
+	}
+
+	got, err := f.store.Load(context.Background(), "acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := storetest.Diff(fin.Paired, got); len(diff) != 0 {
+		t.Errorf("stored device differs from the handed one in %v", diff)
+	}
+	if got.JID != "15550001234:3@s.whatsapp.net" || got.LID != "100000000000042:3@lid" || got.Platform != "android" ||
+		got.BusinessName != "Corner Shop" || got.MainDeviceIdentity != ph.primary.Pub || got.PairedAt.IsZero() {
+		t.Errorf("stored pairing %v", got)
+	}
+	if got.NoiseKey != f.dev.NoiseKey || got.IdentityKey != f.dev.IdentityKey || got.AdvSecret != f.dev.AdvSecret {
+		t.Error("pairing changed the device keys")
+	}
+	var account waproto.ADVSignedDeviceIdentity
+	if err := proto.Unmarshal(got.Account, &account); err != nil {
+		t.Fatal(err)
+	}
+	if len(account.GetDeviceSignature()) != 64 || len(account.GetAccountSignatureKey()) != 32 {
+		t.Error("stored account record lacks the device signature or the account key")
+	}
+	if pn, err := f.store.PNForLID(context.Background(), "100000000000042"); err != nil || pn != "15550001234" {
+		t.Errorf("LID mapping %q, %v", pn, err)
+	}
+}
+
+type failingStore struct {
+	store.Store
+	err error
+}
+
+func (s failingStore) Save(context.Context, *store.Device) error { return s.err }
+
+func TestPairSuccessErrors(t *testing.T) {
+	other, _ := crypto.GenerateKeyPair()
+	var wrongAdv [32]byte
+	wrongAdv[0] = 1
+	tests := []struct {
+		name  string
+		wrap  func(store.Store) store.Store
+		build func(t *testing.T, f *fixture, ph *phone) node.Node
+		code  int
+		text  string
+		is    error
+	}{
+		{"hmac mismatch", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			return ph.success(t, f.dev.IdentityKey.Pub[:], wrongAdv[:])
+		}, 401, "hmac-mismatch", crypto.ErrADVHMACMismatch},
+		{"account signature for another companion", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			return ph.success(t, other.Pub[:], f.dev.AdvSecret[:])
+		}, 401, "signature-mismatch", crypto.ErrADVSignatureMismatch},
+		{"garbage identity", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
+			return ph.success(t, nil, nil, node.New("device-identity").WithBytes([]byte{0xff, 0x01}), node.New("device", node.JIDAttr("jid", pn)))
+		}, 500, "internal-error", crypto.ErrADVMalformed},
+		{"no device-identity", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
+			return ph.success(t, nil, nil, node.New("device", node.JIDAttr("jid", pn)))
+		}, 500, "internal-error", ErrMalformed},
+		{"no device jid", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			return ph.success(t, nil, nil, node.New("device-identity").WithBytes([]byte{1}))
+		}, 500, "internal-error", ErrMalformed},
+		{"save fails", func(s store.Store) store.Store { return failingStore{s, errors.New("disk full")} },
+			func(t *testing.T, f *fixture, ph *phone) node.Node {
+				return ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])
+			}, 500, "internal-error", ErrSave},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.wrap, nil)
+			ph := newPhone(t)
+			f.system.Root.Send(f.child, &PairSuccess{Node: tt.build(t, f, ph)})
+			fin, ok := f.next("finish").(*Finish)
+			if !ok {
+				t.Fatal("no Finish")
+			}
+			var pe *Error
+			if !errors.As(fin.Err, &pe) || pe.Code != tt.code || pe.Text != tt.text || !errors.Is(fin.Err, tt.is) {
+				t.Fatalf("error %v, want %d %s wrapping %v", fin.Err, tt.code, tt.text, tt.is)
+			}
+			if fin.Paired != nil {
+				t.Error("a failed pairing handed a device")
+			}
+			if typ, _ := fin.Reply.Attr("type"); typ != "error" {
+				t.Errorf("reply type %q", typ)
+			}
+			if id, _ := fin.Reply.Attr("id"); id != "ps-1" {
+				t.Errorf("reply id %q", id)
+			}
+			e, ok := fin.Reply.Child("error")
+			if !ok {
+				t.Fatalf("reply %v has no <error>", fin.Reply)
+			}
+			if c, _ := e.Attr("code"); c != itoa(tt.code) {
+				t.Errorf("error code %q", c)
+			}
+			if x, _ := e.Attr("text"); x != tt.text {
+				t.Errorf("error text %q", x)
+			}
+			got, err := f.store.Load(context.Background(), "acct")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := storetest.Diff(f.dev, got); len(diff) != 0 {
+				t.Errorf("store changed in %v", diff)
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
+}
+
+// blockingStore holds the first Save until released and reports saves.
+type blockingStore struct {
+	store.Store
+	entered chan struct{}
+	release chan struct{}
+	saves   chan *store.Device
+	once    sync.Once
+}
+
+func (s *blockingStore) Save(ctx context.Context, d *store.Device) error {
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		s.entered <- struct{}{}
+		<-s.release
+	}
+	err := s.Store.Save(ctx, d)
+	s.saves <- d.Clone()
+	return err
+}
+
+// TestStoppedWhileSavingRestores: a pairing actor stopped before it could
+// hand over its save leaves the device unpaired.
+func TestStoppedWhileSavingRestores(t *testing.T) {
+	bs := &blockingStore{entered: make(chan struct{}, 1), release: make(chan struct{}), saves: make(chan *store.Device, 4)}
+	f := newFixture(t, func(s store.Store) store.Store { bs.Store = s; return bs }, nil)
+	ph := newPhone(t)
+	f.system.Root.Send(f.child, &PairSuccess{Node: ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])})
+	<-bs.entered
+	if err := f.system.Root.StopFuture(f.child).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	close(bs.release)
+	if d := <-bs.saves; !d.Paired() {
+		t.Fatal("the first save was not the pairing")
+	}
+	select {
+	case d := <-bs.saves:
+		if d.Paired() {
+			t.Fatal("the second save is not the restore")
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no restore after the stop")
+	}
+	got, err := f.store.Load(context.Background(), "acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := storetest.Diff(f.dev, got); len(diff) != 0 {
+		t.Errorf("store after restore differs in %v", diff)
+	}
+	select {
+	case m := <-f.out:
+		t.Errorf("a stopped pairing actor reported %T", m)
+	default:
+	}
+}
+
+func TestRestore(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		stored  func(paired *store.Device) *store.Device // nil: nothing stored
+		restore bool
+	}{
+		{"still the saved pairing", func(p *store.Device) *store.Device { return p.Clone() }, true},
+		{"wiped meanwhile", func(*store.Device) *store.Device { return nil }, false},
+		{"re-keyed meanwhile", func(p *store.Device) *store.Device { return storetest.NewDevice(t, p.ID) }, false},
+		{"paired again meanwhile", func(p *store.Device) *store.Device {
+			d := p.Clone()
+			d.PairedAt = d.PairedAt.Add(time.Second)
+			return d
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := store.OpenBolt(filepath.Join(t.TempDir(), "r.db"), store.BoltOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			paired := storetest.PairedDevice(t, "r", "15550009999", "100000000000099", 2)
+			cur := tt.stored(paired)
+			if cur != nil {
+				if err := st.Save(ctx, cur); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := Restore(ctx, st, new(sync.Mutex), paired); err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.Load(ctx, "r")
+			switch {
+			case cur == nil:
+				if !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("restore recreated a wiped device: %v", err)
+				}
+			case tt.restore:
+				if err != nil || got.Paired() || len(storetest.Diff(Unpaired(paired), got)) != 0 {
+					t.Errorf("not restored: %v, %v", got, err)
+				}
+				if _, err := st.PNForLID(ctx, "100000000000099"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("mapping survived the restore: %v", err)
+				}
+			default:
+				if err != nil || len(storetest.Diff(cur, got)) != 0 {
+					t.Errorf("restore changed a device it does not own: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	e := &Error{Code: 401, Text: "hmac-mismatch", Err: crypto.ErrADVHMACMismatch}
+	if e.Error() != "pairing: hmac-mismatch (401): crypto: ADV identity HMAC mismatch" {
+		t.Errorf("Error() = %q", e.Error())
+	}
+	if !errors.Is(e, crypto.ErrADVHMACMismatch) {
+		t.Error("Unwrap lost the cause")
+	}
+}
