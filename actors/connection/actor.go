@@ -356,6 +356,11 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 			c.end(ctx, outReconnectNow, nil)
 			return
 		}
+		if out == outReconnectNow && c.state != events.StateConnected {
+			// A 515 before login is not the pairing's: reconnecting at
+			// once could loop as fast as the server answers.
+			out = outBackoff
+		}
 		c.end(ctx, out, serr)
 	case "xmlstreamend":
 		c.streamEnded = true

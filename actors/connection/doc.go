@@ -3,6 +3,74 @@
 // a pairing child, keeps the socket alive with pings, and reconnects with
 // exponential backoff and full jitter when the connection drops.
 //
-// The supervisor spawns one connection actor per account; nothing else should
-// import this package.
+// The supervisor spawns one connection actor per account
+// (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair and
+// *Logout. Nothing else should import this package.
+//
+// # States
+//
+// Every change goes through one function that publishes an events.Event and
+// logs the account id and the new state:
+//
+//	connecting  loading the device (fresh keys the first time), waiting for
+//	            the connect-rate limiter, dialing, handshaking
+//	pairing     the server sent <pair-device>; the pairing child shows QR codes
+//	unpaired    the QR codes ran out; no reconnect until *Pair
+//	connected   <success> received; keepalive pings every 20–30 s
+//	backoff     waiting Backoff.Next(attempt) before the next attempt
+//	logged_out  the device was unlinked and wiped; a fresh pairing follows
+//	stopped     the actor stopped, or the account must not reconnect
+//	            (conflict/replaced, failure 402/405/409/other 4xx: an alarm)
+//
+// The goal (wantConnected) is kept apart from the state: replaced, refused
+// and unpaired accounts do not want to connect; *Pair and *Logout make them
+// want it again.
+//
+// # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4)
+//
+//	515 after pair-device-sign          expected: reconnect at once with the login payload
+//	515 while connected                 reconnect at once (counted as a reconnect)
+//	failure 401/403/406, stream error   logged out: wipe the device, publish logged_out,
+//	401, conflict device_removed        pair again with fresh keys
+//	conflict replaced                   stopped + alarm
+//	failure 402/405/409/other 4xx       stopped + alarm
+//	failure 5xx, stream error 503/other backoff
+//	read, write, dial, handshake and    backoff; last_error says what failed, e.g.
+//	certificate errors, missed pong     "handshake: verify certificate: crypto: …"
+//	QR codes ran out                    unpaired
+//
+// The backoff attempt counter resets once a connection has lived
+// Backoff.StableAfter. Every dial first waits for Deps.Limiter.
+//
+// # Logout
+//
+// *Logout unlinks a paired account. When connected, the actor sends
+// <iq xmlns=md type=set><remove-companion-device jid=OWN reason=user_initiated/></iq>
+// and waits for the answer (any answer, the server's stream error or its
+// close, at most Keepalive.Timeout); when not connected it cannot tell the
+// server, and the phone keeps listing the device until it is removed there.
+// Either way it then closes the socket, wipes the Device from the store,
+// publishes logged_out and starts a fresh pairing with new keys. An unpaired
+// account has nothing to unlink: the request is refused.
+//
+// # Concurrency
+//
+// Receive never blocks: the store, the dial and handshake, reading and
+// writing run in goroutines that report back with messages. Each attempt
+// has a generation; its goroutines hold only their link (session and write
+// queue), the actor's PID, the root context and the generation, and the
+// actor drops every message of another generation. One reader goroutine
+// runs per connection; the one writer runs only while frames wait in the
+// bounded queue, each write bounded by the write deadline. *actor.Stopping
+// and *actor.Restarting cancel the attempt and close the socket, which ends
+// every goroutine.
+//
+// # Pairing and the store
+//
+// The pairing child saves the paired Device in one atomic Save and hands
+// the pair-device-sign reply to this actor, which writes it. If the reply is
+// never written, the pairing is undone (pairing.Restore) and reported. If
+// the actor stops while the reply's write is in flight, the saved pairing is
+// kept: should the server not have received it, the next login fails with
+// 401 and the account pairs again.
 package connection
