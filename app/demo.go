@@ -15,6 +15,7 @@ import (
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
 )
 
 // DemoOptions configure RunDemo. Every field documents its default.
@@ -104,7 +105,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		narrate(narrateCtx, sub, emu, opts)
+		narrate(narrateCtx, sub, emu, a.Board(), opts)
 	}()
 	runErr := a.Run(ctx)
 	stopNarrating()
@@ -134,16 +135,27 @@ func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions
 	return cfg, nil
 }
 
+// printHealth writes the health summary as one line.
+func printHealth(out io.Writer, s status.Summary) {
+	fmt.Fprintf(out, "health: %d accounts: %d connected, %d connecting, %d pairing, %d backoff, %d unpaired; %d reconnects, %d restarts\n",
+		s.Total, s.ByState[events.StateConnected], s.ByState[events.StateConnecting], s.ByState[events.StatePairing],
+		s.ByState[events.StateBackoff], s.ByState[events.StateUnpaired], s.Reconnects, s.Restarts)
+}
+
 // narrate tells the story on Out and plays the phone: every account's
 // first QR code is scanned after ScanAfter.
-func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, opts DemoOptions) {
+func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, board *status.Board, opts DemoOptions) {
 	scanned := map[string]bool{}
 	var scans sync.WaitGroup
 	defer scans.Wait()
+	health := time.NewTicker(opts.HealthInterval)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-health.C:
+			printHealth(opts.Out, board.Summarize(now))
 		case e, ok := <-sub.C():
 			if !ok {
 				return

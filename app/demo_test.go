@@ -35,16 +35,17 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- RunDemo(ctx, DemoOptions{
-			Accounts:   3,
-			ScanAfter:  100 * time.Millisecond,
-			HTTPListen: "127.0.0.1:0",
-			Out:        &out,
-			Terminal:   &term,
-			Logger:     slog.New(slog.NewJSONHandler(io.Discard, nil)),
+			Accounts:       3,
+			ScanAfter:      100 * time.Millisecond,
+			HTTPListen:     "127.0.0.1:0",
+			Out:            &out,
+			Terminal:       &term,
+			Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
+			HealthInterval: 50 * time.Millisecond,
 		})
 	}()
 	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(out.String(), ": connected\n") < 3 {
+	for strings.Count(out.String(), ": connected\n") < 3 || !strings.Contains(out.String(), "health: 3 accounts: 3 connected") {
 		if time.Now().After(deadline) {
 			cancel()
 			t.Fatalf("demo did not connect 3 accounts in 20 s; output:\n%s", out.String())

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -28,11 +27,7 @@ import (
 // outside tools rely on: the first stdout line, the control API, a real
 // handshake against the announced root key, and a clean exit on SIGTERM.
 func TestEmulatorCLIContract(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "manager")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := managerBinary(t)
 
 	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0", "--fault", "slow-server-hello=1ms", "--fault", "bad-pair-hmac")
 	stdout, err := cmd.StdoutPipe()
