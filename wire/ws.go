@@ -31,6 +31,17 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 )
 
+// Buffer sizes of every WebSocket connection. A fleet keeps thousands of
+// mostly idle connections: reads go through a small per-connection buffer,
+// and write buffers are borrowed from a shared pool only while a message is
+// being written, so an idle connection holds no write buffer at all.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 4096
+)
+
+var writeBuffers = &sync.Pool{}
+
 // closeGrace bounds how long Close waits to send a WebSocket close message
 // (it waits only if a write is in progress).
 const closeGrace = 100 * time.Millisecond
@@ -129,6 +140,9 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 	d := websocket.Dialer{
 		HandshakeTimeout: opts.DialTimeout,
 		TLSClientConfig:  opts.TLSConfig,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  writeBuffers,
 	}
 	if d.HandshakeTimeout <= 0 {
 		d.HandshakeTimeout = DefaultDialTimeout
@@ -166,7 +180,12 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 // of a frame connection (for the emulator). On failure the upgrader has
 // already answered the request with an HTTP error.
 func Accept(w http.ResponseWriter, r *http.Request, opts AcceptOptions) (*Conn, error) {
-	up := websocket.Upgrader{CheckOrigin: opts.CheckOrigin}
+	up := websocket.Upgrader{
+		CheckOrigin:     opts.CheckOrigin,
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: writeBufferSize,
+		WriteBufferPool: writeBuffers,
+	}
 	if up.CheckOrigin == nil {
 		up.CheckOrigin = func(*http.Request) bool { return true }
 	}

@@ -1,0 +1,366 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	accounts    int
+	rate        int
+	manager     string
+	pairTimeout time.Duration
+	loadTimeout time.Duration
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.accounts, "accounts", 1000, "number of accounts")
+	flag.IntVar(&o.rate, "rate", 1000, "connect.rate (new connections per second) for the run")
+	flag.StringVar(&o.manager, "manager", "", "manager binary (default: go build ./cmd/manager)")
+	flag.DurationVar(&o.pairTimeout, "pair-timeout", 10*time.Minute, "bound on the pairing phase")
+	flag.DurationVar(&o.loadTimeout, "load-timeout", 5*time.Minute, "bound on the measured cold start")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "fleetload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if o.accounts < 1 {
+		return errors.New("--accounts must be at least 1")
+	}
+	dir, err := os.MkdirTemp("", "fleetload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := o.manager
+	if bin == "" {
+		bin = filepath.Join(dir, "manager")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/manager").CombinedOutput(); err != nil {
+			return fmt.Errorf("build manager: %v\n%s", err, out)
+		}
+	}
+
+	emu, err := startEmulator(bin)
+	if err != nil {
+		return err
+	}
+	defer emu.stop()
+
+	listen, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := writeConfig(cfgPath, emu, listen, filepath.Join(dir, "wafleet.db"), o.rate, 0); err != nil {
+		return err
+	}
+	idle, err := startManager(bin, cfgPath, listen)
+	if err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // let the idle process settle before reading its memory
+	baseline, _ := rss(idle.cmd.Process.Pid)
+	if err := idle.stop(); err != nil {
+		return fmt.Errorf("idle manager: %w", err)
+	}
+
+	if err := writeConfig(cfgPath, emu, listen, filepath.Join(dir, "wafleet.db"), o.rate, o.accounts); err != nil {
+		return err
+	}
+	fmt.Printf("pairing %d accounts (not measured)...\n", o.accounts)
+	pairStart := time.Now()
+	mgr, err := startManager(bin, cfgPath, listen)
+	if err != nil {
+		return err
+	}
+	if err := pairAll(ctx, mgr, emu, o.accounts, o.pairTimeout); err != nil {
+		_ = mgr.stop()
+		return err
+	}
+	fmt.Printf("paired in %s; restarting the manager for a cold start\n", time.Since(pairStart).Round(time.Millisecond))
+	if err := mgr.stop(); err != nil {
+		return fmt.Errorf("pairing manager: %w", err)
+	}
+
+	start := time.Now()
+	mgr, err = startManager(bin, cfgPath, listen)
+	if err != nil {
+		return err
+	}
+	defer mgr.stop()
+	if err := waitConnected(ctx, mgr, o.accounts, o.loadTimeout); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	time.Sleep(time.Second)
+	total, err := rss(mgr.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	goroutines, _ := metric(mgr.listen, "go_goroutines")
+	heap, _ := metric(mgr.listen, "go_memstats_heap_inuse_bytes")
+	stats, _ := emuStats(emu)
+
+	n := float64(o.accounts)
+	fmt.Printf("\naccounts                 %d\n", o.accounts)
+	fmt.Printf("connect.rate             %d/s\n", o.rate)
+	fmt.Printf("cold start to all online %s\n", elapsed.Round(time.Millisecond))
+	fmt.Printf("manager RSS              %.1f MiB (idle manager: %.1f MiB)\n", float64(total)/(1<<20), float64(baseline)/(1<<20))
+	fmt.Printf("RSS per account          %.1f KiB (above idle: %.1f KiB)\n", float64(total)/n/1024, float64(total-baseline)/n/1024)
+	fmt.Printf("heap in use per account  %.1f KiB\n", heap/n/1024)
+	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
+	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
+	fmt.Printf("machine                  %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	return nil
+}
+
+type emulatorProc struct {
+	cmd        *exec.Cmd
+	url        string
+	rootKey    string
+	controlURL string
+}
+
+func startEmulator(bin string) (*emulatorProc, error) {
+	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0")
+	cmd.Stderr = io.Discard
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start emulator: %w", err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("emulator's first line: %w", err)
+	}
+	var first struct {
+		URL        string `json:"url"`
+		RootKey    string `json:"root_public_key"`
+		ControlURL string `json:"control_url"`
+	}
+	if err := json.Unmarshal([]byte(line), &first); err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("emulator's first line %q: %w", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return &emulatorProc{cmd: cmd, url: first.URL, rootKey: first.RootKey, controlURL: first.ControlURL}, nil
+}
+
+func (e *emulatorProc) stop() {
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	_ = e.cmd.Wait()
+}
+
+type managerProc struct {
+	cmd    *exec.Cmd
+	listen string
+	done   chan error
+}
+
+func startManager(bin, cfgPath, listen string) (*managerProc, error) {
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stdout = io.Discard
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start manager: %w", err)
+	}
+	m := &managerProc{cmd: cmd, listen: listen, done: make(chan error, 1)}
+	go func() { m.done <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + listen + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m, nil
+			}
+		}
+		select {
+		case err := <-m.done:
+			return nil, fmt.Errorf("manager exited at start: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_ = m.stop()
+	return nil, errors.New("manager not ready within 30 s")
+}
+
+// stop sends SIGTERM and waits; the manager must exit 0 within 5 s.
+func (m *managerProc) stop() error {
+	if m.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-m.done:
+		return err
+	case <-time.After(5 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+		return errors.New("manager did not exit within 5 s of SIGTERM")
+	}
+}
+
+func writeConfig(path string, emu *emulatorProc, listen, storePath string, rate, accounts int) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "store:\n  path: %s\nhttp:\n  listen: %s\nlog:\n  level: warn\n", storePath, listen)
+	fmt.Fprintf(&b, "connect:\n  rate: %d\n  burst: %d\n", rate, max(1, rate/10))
+	b.WriteString("accounts:\n")
+	if accounts == 0 {
+		b.WriteString("  []\n")
+	}
+	for i := 0; i < accounts; i++ {
+		fmt.Fprintf(&b, "  - id: load-%05d\n", i)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+type accountView struct {
+	ID    string  `json:"id"`
+	State string  `json:"state"`
+	QR    *string `json:"qr"`
+}
+
+// pairAll scans each account's QR code through the emulator's control API
+// until every account is connected.
+func pairAll(ctx context.Context, m *managerProc, emu *emulatorProc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	scanned := map[string]bool{}
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var views []accountView
+		if err := getJSON("http://"+m.listen+"/api/accounts", &views); err != nil {
+			return err
+		}
+		connected := 0
+		for _, v := range views {
+			switch {
+			case v.State == "connected":
+				connected++
+			case v.QR != nil && !scanned[v.ID]:
+				scanned[v.ID] = true
+				wg.Add(1)
+				sem <- struct{}{}
+				go func(code string) {
+					defer wg.Done()
+					defer func() { <-sem }()
+					resp, err := http.Post(emu.controlURL+"/scan", "text/plain", strings.NewReader(code))
+					if err == nil {
+						resp.Body.Close()
+					}
+				}(*v.QR)
+			}
+		}
+		if connected == n {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("pairing did not finish within %s", timeout)
+}
+
+func waitConnected(ctx context.Context, m *managerProc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		connected, err := metric(m.listen, `wafleet_accounts{state="connected"}`)
+		if err == nil && int(connected) == n {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not all %d accounts connected within %s", n, timeout)
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func emuStats(e *emulatorProc) (map[string]any, error) {
+	var m map[string]any
+	return m, getJSON(e.controlURL+"/stats", &m)
+}
+
+// metric reads one sample from the manager's /metrics.
+func metric(listen, name string) (float64, error) {
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`)
+	match := re.FindSubmatch(body)
+	if match == nil {
+		return 0, fmt.Errorf("metric %s not found", name)
+	}
+	return strconv.ParseFloat(string(match[1]), 64)
+}
+
+// rss returns the resident set size of a process in bytes.
+func rss(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
