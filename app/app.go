@@ -66,7 +66,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("app: no logger")
 	}
-	st, err := openStore(cfg)
+	st, err := openStore(cfg, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	return a, nil
 }
 
-func openStore(cfg *config.Config) (store.Store, error) {
+// openStore opens the configured store. With an encryption key, records
+// written before the key was set are sealed now, and a wrong key fails here,
+// at start.
+func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	key, err := cfg.Store.Key()
 	if err != nil {
 		return nil, err
@@ -126,6 +129,16 @@ func openStore(cfg *config.Config) (store.Store, error) {
 		st, err := store.OpenBolt(cfg.Store.Path, opts)
 		if err != nil {
 			return nil, fmt.Errorf("app: open store.path %s: %w", cfg.Store.Path, err)
+		}
+		if opts.Sealer != nil {
+			n, err := st.Reseal(context.Background())
+			if err != nil {
+				_ = st.Close()
+				return nil, fmt.Errorf("app: seal stored devices with store.encryption_key: %w", err)
+			}
+			if n > 0 {
+				logger.Info("sealed devices written before store.encryption_key was set", "devices", n)
+			}
 		}
 		return st, nil
 	default:
