@@ -314,18 +314,20 @@ func (a *App) logEvent(e events.Event) {
 	a.logger.Log(context.Background(), level, "account "+string(e.Kind), "account", e.Account, "state", string(e.State), "event", e)
 }
 
-// controller turns API actions into messages to the account's actor.
+// controller turns API actions into requests to the account's actor.
 type controller struct{ a *App }
 
 func (c controller) Pair(ctx context.Context, id string) error {
-	return c.forward(ctx, id, &connection.Pair{})
+	return c.request(ctx, id, &connection.Pair{}, api.ErrAlreadyPaired)
 }
 
 func (c controller) Logout(ctx context.Context, id string) error {
-	return c.forward(ctx, id, &connection.Logout{})
+	return c.request(ctx, id, &connection.Logout{}, api.ErrNotPaired)
 }
 
-func (c controller) forward(ctx context.Context, id string, msg any) error {
+// request asks the account's actor (through the supervisor) and maps a
+// refusal to refused, with the actor's reason.
+func (c controller) request(ctx context.Context, id string, msg any, refused error) error {
 	if !c.a.isReady() {
 		return errors.New("app: manager is starting")
 	}
@@ -335,13 +337,20 @@ func (c controller) forward(ctx context.Context, id string, msg any) error {
 	}
 	res, err := c.a.system.Root.RequestFuture(c.a.sup, &supervisor.Forward{ID: id, Message: msg}, timeout).Result()
 	if err != nil {
-		return fmt.Errorf("app: forward to %s: %w", id, err)
+		return fmt.Errorf("app: ask account %s: %w", id, err)
 	}
-	if fwd, ok := res.(*supervisor.Forwarded); ok && fwd.Err != nil {
-		if errors.Is(fwd.Err, supervisor.ErrUnknownAccount) {
+	switch r := res.(type) {
+	case *supervisor.Forwarded:
+		if errors.Is(r.Err, supervisor.ErrUnknownAccount) {
 			return api.ErrUnknownAccount
 		}
-		return fwd.Err
+		return r.Err
+	case *connection.Result:
+		if !r.OK {
+			return fmt.Errorf("%w: %s", refused, r.Reason)
+		}
+		return nil
+	default:
+		return fmt.Errorf("app: account %s answered %T", id, res)
 	}
-	return nil
 }

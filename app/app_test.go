@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/wafleet/wafleet/api"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
@@ -165,5 +167,37 @@ func TestTwentyAccountsPairConnectAndSurviveARestart(t *testing.T) {
 	}
 	if len(st.Violations) != 0 {
 		t.Errorf("protocol violations: %v", st.Violations)
+	}
+}
+
+func TestAPIActionsReachTheAccount(t *testing.T) {
+	emu := startEmulator(t)
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
+	r := start(t, cfg)
+	defer r.stop(t)
+	id := cfg.Accounts[0].ID
+	r.connectAll(t, emu, 1, true)
+	ctl := controller{r.app}
+	ctx := context.Background()
+
+	if err := ctl.Pair(ctx, id); !errors.Is(err, api.ErrAlreadyPaired) {
+		t.Fatalf("Pair of a connected account: %v, want ErrAlreadyPaired", err)
+	}
+	if err := ctl.Pair(ctx, "nobody"); !errors.Is(err, api.ErrUnknownAccount) {
+		t.Fatalf("Pair of an unknown account: %v", err)
+	}
+	if err := ctl.Logout(ctx, id); err != nil {
+		t.Fatalf("Logout: %v", err)
+	}
+	// Logged out, the account pairs again with a fresh QR code.
+	for {
+		select {
+		case e := <-r.sub.C():
+			if e.Account == id && e.Kind == events.KindQR {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no fresh QR code after logout")
+		}
 	}
 }

@@ -106,6 +106,8 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Stopped, *actor.Restart, *actor.Terminated:
 	case *Pair:
 		c.onPair(ctx)
+	case *Resave:
+		c.resave()
 	case *Logout:
 		c.onLogout(ctx)
 	case *inspect:
@@ -607,6 +609,27 @@ func (c *conn) respond(ctx actor.Context, ok bool, reason string) {
 	if !ok {
 		c.log.Info("request refused", slog.String("reason", reason))
 	}
+}
+
+// resave writes the device held in memory back to the store, in a
+// goroutine bound to the actor's lifetime.
+func (c *conn) resave() {
+	if c.dev == nil || c.ctx == nil {
+		return
+	}
+	dev, st, mu, timeout, log, parent := c.dev.Clone(), c.deps.Store, c.storeMu, c.deps.StoreTimeout, c.log, c.ctx
+	go func() {
+		ctx, cancel := context.WithTimeout(parent, timeout)
+		defer cancel()
+		mu.Lock()
+		err := st.Save(ctx, dev)
+		mu.Unlock()
+		if err != nil {
+			log.Error("save the device again", slog.String("error", err.Error()))
+			return
+		}
+		log.Info("device saved again")
+	}()
 }
 
 func (c *conn) onPair(ctx actor.Context) {

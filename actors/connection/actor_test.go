@@ -11,6 +11,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/qr"
@@ -400,5 +401,39 @@ func TestNewDevice(t *testing.T) {
 	}
 	if a.NoiseKey == b.NoiseKey || a.IdentityKey == b.IdentityKey || a.AdvSecret == b.AdvSecret {
 		t.Error("two fresh devices share key material")
+	}
+}
+
+func TestResaveWritesTheDeviceAgain(t *testing.T) {
+	h := newHarness(t)
+	fd := newFakeDialer()
+	d := h.deps("resave")
+	d.Dialer = fd.dial
+	pid := h.spawn(d)
+	connectFake(t, h, fd)
+	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	ctx := ctxT(t)
+	want, err := h.store.Load(ctx, "resave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store loses the device (as Redis losing its data would).
+	if err := h.store.Delete(ctx, "resave"); err != nil {
+		t.Fatal(err)
+	}
+	h.system.Root.Send(pid, &Resave{})
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got, err := h.store.Load(ctx, "resave")
+		if err == nil {
+			if diff := storetest.Diff(want, got); len(diff) != 0 {
+				t.Fatalf("re-saved device differs: %v", diff)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device not saved again: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -31,7 +31,11 @@ type Pair struct{}
 // and nothing changes.
 type Logout struct{}
 
-// Result answers a Pair or Logout sent with Request.
+// Resave asks the actor to write the device it holds to the store again,
+// as after the store (Redis) lost its data. It has no reply.
+type Resave struct{}
+
+// Result answers Pair and Logout sent with Request.
 type Result struct {
 	// OK is true when the request was accepted.
 	OK bool

@@ -55,15 +55,16 @@ type Applied struct {
 	Started, Stopped []string
 }
 
-// Forward delivers Message to the actor of account ID. The reply is
-// *Forwarded.
+// Forward delivers Message to the actor of account ID with the requester
+// as its sender, so the account's actor answers the requester directly.
+// When no actor runs for ID, the supervisor itself answers *Forwarded.
 type Forward struct {
 	ID      string
 	Message any
 }
 
-// Forwarded answers Forward; Err is ErrUnknownAccount for an account that
-// does not run here.
+// Forwarded answers a Forward to an account that does not run here; Err is
+// ErrUnknownAccount.
 type Forwarded struct {
 	Err error
 }
@@ -132,8 +133,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 			ctx.Respond(&Forwarded{Err: ErrUnknownAccount})
 			return
 		}
-		ctx.Send(c.pid, msg.Message)
-		ctx.Respond(&Forwarded{})
+		ctx.RequestWithCustomSender(c.pid, msg.Message, ctx.Sender())
 	case *StopAccount:
 		s.stopAccount(ctx, msg.ID)
 	case *actor.Terminated:

@@ -157,13 +157,24 @@ func (f *fixture) setAccounts(t *testing.T, accounts ...Account) *Applied {
 	return res.(*Applied)
 }
 
-func (f *fixture) forward(t *testing.T, id string, msg any) error {
+// forward sends msg to account id through the supervisor and returns the
+// answer: the account actor's reply, or the supervisor's *Forwarded error.
+func (f *fixture) forward(t *testing.T, id string, msg any) (any, error) {
 	t.Helper()
 	res, err := f.system.Root.RequestFuture(f.pid, &Forward{ID: id, Message: msg}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.(*Forwarded).Err
+	if fwd, ok := res.(*Forwarded); ok {
+		return nil, fwd.Err
+	}
+	return res, nil
+}
+
+// send delivers msg to account id through the supervisor without waiting
+// for an answer.
+func (f *fixture) send(id string, msg any) {
+	f.system.Root.Send(f.pid, &Forward{ID: id, Message: msg})
 }
 
 func (f *fixture) probe(t *testing.T, id string) Account {
@@ -203,7 +214,7 @@ func TestRemovedAccountStops(t *testing.T) {
 		t.Fatalf("stopped %v", applied.Stopped)
 	}
 	f.rec.waitFor(t, "b stopped", func(e events.Event) bool { return e.Account == "b" && e.State == events.StateStopped })
-	if err := f.forward(t, "b", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+	if _, err := f.forward(t, "b", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("forward to removed account: %v", err)
 	}
 }
@@ -218,9 +229,21 @@ func TestChangedAccountRestarts(t *testing.T) {
 	}
 }
 
+func TestForwardAnswersFromTheAccount(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a", Proxy: "http://127.0.0.1:1"})
+	res, err := f.forward(t, "a", &probe{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply, ok := res.(*probeReply); !ok || reply.account.Proxy != "http://127.0.0.1:1" {
+		t.Fatalf("reply %#v", res)
+	}
+}
+
 func TestForwardUnknownAccount(t *testing.T) {
 	f := newFixture(t)
-	if err := f.forward(t, "nobody", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+	if _, err := f.forward(t, "nobody", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("err = %v, want ErrUnknownAccount", err)
 	}
 }
@@ -231,9 +254,7 @@ func TestPanicRestartsThatActorAlone(t *testing.T) {
 	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	f.rec.waitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
 
-	if err := f.forward(t, "a", "boom"); err != nil {
-		t.Fatal(err)
-	}
+	f.send("a", "boom")
 	f.rec.waitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
 	f.rec.waitForN(t, 2, "a connected after restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	f.probe(t, "a") // answers again after the restart
@@ -257,7 +278,7 @@ func TestStopAccountRepliesAfterTermination(t *testing.T) {
 		t.Fatalf("reply %#v", res)
 	}
 	// By the time of the reply the actor is gone: a forward finds nothing.
-	if err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+	if _, err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("forward after stop: %v", err)
 	}
 	// Stopping an account that is not running replies at once.
