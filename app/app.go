@@ -18,6 +18,7 @@ import (
 	"github.com/wafleet/wafleet/api"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
@@ -49,7 +50,8 @@ type App struct {
 	bus     *events.Bus
 	board   *status.Board
 	metrics *metrics.Metrics
-	limiter *rate.Limiter
+	limiter connection.Limiter
+	fleet   *fleetMode // nil unless store.kind is redis
 	system  *actor.ActorSystem
 	sup     *actor.PID
 	httpAPI *api.Server
@@ -66,30 +68,53 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("app: no logger")
 	}
-	st, err := openStore(cfg, opts.Logger)
-	if err != nil {
-		return nil, err
-	}
 	a := &App{
-		cfg:     cfg,
-		opts:    opts,
-		logger:  opts.Logger,
-		store:   st,
-		board:   status.NewBoard(),
-		limiter: rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst),
-		ready:   make(chan struct{}),
+		cfg:    cfg,
+		opts:   opts,
+		logger: opts.Logger,
+		board:  status.NewBoard(),
+		ready:  make(chan struct{}),
+	}
+	if cfg.Store.Kind == "redis" {
+		sealer, err := sealerFor(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if a.fleet, err = openFleet(cfg, sealer, opts.Logger); err != nil {
+			return nil, err
+		}
+		a.store, a.limiter = a.fleet.store, a.fleet.limiter
+	} else {
+		st, err := openStore(cfg, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		a.store = st
+		a.limiter = rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst)
 	}
 	a.metrics = metrics.New(a.board)
 	sinks := []events.Publisher{a.board, a.metrics, events.PublisherFunc(a.logEvent)}
+	if a.fleet != nil {
+		sinks = append(sinks, a.fleet.stream)
+	}
 	if cfg.Log.QRTerminal && opts.Terminal != nil {
 		a.drawQR = newTerminalQR(opts.Terminal, opts.Logger)
 		sinks = append(sinks, a.drawQR)
 	}
 	a.bus = events.NewBus(sinks...)
 	if err := a.metrics.CountDropped(a.bus.Dropped); err != nil {
-		_ = st.Close()
+		a.closeStorage()
 		return nil, fmt.Errorf("app: metrics: %w", err)
 	}
+	if a.fleet != nil {
+		coord, err := fleet.New(fleet.Config{Leases: a.fleet.leases, Owner: fleetOwner{a}, Events: a.bus, Logger: opts.Logger})
+		if err != nil {
+			a.closeStorage()
+			return nil, fmt.Errorf("app: fleet: %w", err)
+		}
+		a.fleet.coord = coord
+	}
+	var err error
 	a.httpAPI, err = api.New(api.Config{
 		Listen:     cfg.HTTP.Listen,
 		Token:      cfg.HTTP.Token,
@@ -101,7 +126,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Logger:     opts.Logger,
 	})
 	if err != nil {
-		_ = st.Close()
+		a.closeStorage()
 		return nil, fmt.Errorf("app: http api: %w", err)
 	}
 	a.accounts = cfg.Accounts
@@ -112,18 +137,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 // written before the key was set are sealed now, and a wrong key fails here,
 // at start.
 func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
-	key, err := cfg.Store.Key()
+	sealer, err := sealerFor(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var opts store.BoltOptions
-	if key != nil {
-		sealer, err := store.NewAESSealer(key)
-		if err != nil {
-			return nil, fmt.Errorf("app: store.encryption_key: %w", err)
-		}
-		opts.Sealer = sealer
-	}
+	opts := store.BoltOptions{Sealer: sealer}
 	switch cfg.Store.Kind {
 	case "embedded":
 		st, err := store.OpenBolt(cfg.Store.Path, opts)
@@ -144,6 +162,30 @@ func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	default:
 		return nil, fmt.Errorf("app: store.kind %q is not supported by this build yet", cfg.Store.Kind)
 	}
+}
+
+// closeStorage closes the store and, in fleet mode, the Redis side, when
+// New fails half-way.
+func (a *App) closeStorage() {
+	_ = a.store.Close()
+	if a.fleet != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		a.fleet.close(ctx, a.logger)
+	}
+}
+
+// sealerFor returns the sealer of store.encryption_key, or nil.
+func sealerFor(cfg *config.Config) (store.Sealer, error) {
+	key, err := cfg.Store.Key()
+	if err != nil || key == nil {
+		return nil, err
+	}
+	sealer, err := store.NewAESSealer(key)
+	if err != nil {
+		return nil, fmt.Errorf("app: store.encryption_key: %w", err)
+	}
+	return sealer, nil
 }
 
 // Board is the live view of every account.
@@ -168,7 +210,7 @@ func (a *App) Run(ctx context.Context) error {
 	}), "accounts")
 	if err != nil {
 		a.system.Shutdown()
-		_ = a.store.Close()
+		a.closeStorage()
 		return fmt.Errorf("app: start supervisor: %w", err)
 	}
 	a.sup = sup
@@ -186,8 +228,22 @@ func (a *App) Run(ctx context.Context) error {
 	a.mu.Lock()
 	accounts := a.accounts
 	a.mu.Unlock()
-	if err := a.apply(accounts); err != nil {
-		a.logger.Error("start accounts", "error", err)
+	coordDone := make(chan struct{})
+	coordCtx, stopCoord := context.WithCancel(context.Background())
+	if a.fleet != nil {
+		// The coordinator starts accounts as it wins their leases.
+		a.fleet.coord.SetAccounts(accountIDs(accounts))
+		go func() {
+			defer close(coordDone)
+			if err := a.fleet.coord.Run(coordCtx); err != nil {
+				a.logger.Error("fleet coordinator", "error", err)
+			}
+		}()
+	} else {
+		close(coordDone)
+		if err := a.apply(accounts); err != nil {
+			a.logger.Error("start accounts", "error", err)
+		}
 	}
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
@@ -200,6 +256,10 @@ func (a *App) Run(ctx context.Context) error {
 			runErr = fmt.Errorf("app: http api: %w", err)
 		}
 	}
+	// In fleet mode the coordinator stops every account and then releases
+	// its leases, so another instance can take them over at once.
+	stopCoord()
+	<-coordDone
 	a.shutdown(stopHTTP, httpErr)
 	return runErr
 }
@@ -226,6 +286,9 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	if err := a.store.Close(); err != nil {
 		a.logger.Error("close store", "error", err)
 	}
+	if a.fleet != nil {
+		a.fleet.close(shutdownCtx, a.logger)
+	}
 	a.logger.Info("manager stopped")
 }
 
@@ -236,10 +299,15 @@ func (a *App) Reload(accounts []config.Account) error {
 	a.mu.Unlock()
 	select {
 	case <-a.ready:
-		return a.apply(accounts)
 	default:
 		return nil // Run applies the latest list when it starts
 	}
+	if a.fleet != nil {
+		a.fleet.coord.SetAccounts(accountIDs(accounts))
+		a.applyOwned() // drops accounts no longer configured
+		return nil
+	}
+	return a.apply(accounts)
 }
 
 func (a *App) apply(accounts []config.Account) error {

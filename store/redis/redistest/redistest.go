@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -80,11 +81,13 @@ type Config struct {
 }
 
 // Server is a private redis-server listening on a Unix socket in a
-// temporary directory.
+// temporary directory, and on a free TCP port of 127.0.0.1 for processes
+// configured with an address (Addr).
 type Server struct {
 	t      testing.TB
 	dir    string
 	sock   string
+	port   int
 	cfg    Config
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -103,7 +106,7 @@ func Start(t testing.TB, cfg Config) *Server {
 		t.Fatalf("redistest: temp dir: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	s := &Server{t: t, dir: dir, sock: filepath.Join(dir, "redis.sock"), cfg: cfg}
+	s := &Server{t: t, dir: dir, sock: filepath.Join(dir, "redis.sock"), cfg: cfg, port: freePort(t)}
 	s.start(bin)
 	t.Cleanup(s.Kill)
 	return s
@@ -112,7 +115,7 @@ func Start(t testing.TB, cfg Config) *Server {
 func (s *Server) start(bin string) {
 	s.t.Helper()
 	args := []string{
-		"--port", "0", "--unixsocket", s.sock, "--unixsocketperm", "700",
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--unixsocket", s.sock, "--unixsocketperm", "700",
 		"--dir", s.dir, "--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
 	}
 	if s.cfg.AOF {
@@ -146,6 +149,20 @@ func (s *Server) start(bin string) {
 			s.t.Fatalf("redistest: redis-server did not listen on %s within 10s", s.sock)
 		}
 	}
+}
+
+// Addr is the server's TCP address, host:port; it stays the same across
+// Restart.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Options returns client options for the server (fast reconnects).

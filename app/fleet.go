@@ -1,0 +1,176 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/actors/connection"
+	"github.com/wafleet/wafleet/actors/supervisor"
+	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/fleet"
+	"github.com/wafleet/wafleet/store"
+	wredis "github.com/wafleet/wafleet/store/redis"
+)
+
+// redisTimeout bounds each Redis dial, read and write of the client.
+const redisTimeout = 2 * time.Second
+
+// fleetMode is what store.kind: redis adds to a process: the Redis client,
+// the account leases and the coordinator that decides which accounts run
+// here, the fleet-wide connect limiter and the event stream.
+type fleetMode struct {
+	client  goredis.UniversalClient
+	store   store.Store // fenced by the leases
+	leases  *wredis.Leases
+	limiter *wredis.Limiter
+	stream  *wredis.StreamSink
+	coord   *fleet.Coordinator
+
+	// mu guards owned and orders every change of the supervisor's account
+	// list: the list sent is always computed under it, so a hand-over
+	// (stop) can never be overtaken by an older list that still holds the
+	// account.
+	mu    sync.Mutex
+	owned map[string]bool
+}
+
+// openFleet connects to Redis, warns when Redis would lose the devices on a
+// restart, and prepares the leases, the fenced store, the limiter and the
+// event stream.
+func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*fleetMode, error) {
+	addrs := cfg.Redis.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{cfg.Redis.Addr}
+	}
+	opts := &goredis.UniversalOptions{
+		Addrs:        addrs,
+		Username:     cfg.Redis.Username,
+		Password:     cfg.Redis.Password,
+		DB:           cfg.Redis.DB,
+		DialTimeout:  redisTimeout,
+		ReadTimeout:  redisTimeout,
+		WriteTimeout: redisTimeout,
+	}
+	if cfg.Redis.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	client := goredis.NewUniversalClient(opts)
+	fail := func(err error) (*fleetMode, error) {
+		_ = client.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		return fail(fmt.Errorf("app: redis at %v: %w", addrs, err))
+	}
+	dur, err := wredis.CheckDurability(ctx, client)
+	switch {
+	case err != nil:
+		logger.Warn("cannot tell whether Redis persists data", "error", err)
+	case dur.Warning != "":
+		logger.Warn("redis persistence: "+dur.Warning+"; recommended: appendonly yes, appendfsync everysec", "severe", dur.Severe)
+	}
+	st, err := wredis.New(client, wredis.Options{Sealer: sealer})
+	if err != nil {
+		return fail(fmt.Errorf("app: redis store: %w", err))
+	}
+	leases, err := wredis.NewLeases(client, wredis.LeaseOptions{Instance: cfg.Fleet.InstanceID, TTL: cfg.Fleet.LeaseTTL})
+	if err != nil {
+		return fail(fmt.Errorf("app: fleet.instance_id %q: %w", cfg.Fleet.InstanceID, err))
+	}
+	limiter, err := wredis.NewLimiter(client, wredis.LimiterOptions{Rate: cfg.Connect.Rate, Burst: cfg.Connect.Burst})
+	if err != nil {
+		return fail(fmt.Errorf("app: connect limiter: %w", err))
+	}
+	stream, err := wredis.NewStreamSink(client, wredis.StreamOptions{Instance: cfg.Fleet.InstanceID})
+	if err != nil {
+		return fail(fmt.Errorf("app: event stream: %w", err))
+	}
+	return &fleetMode{
+		client:  client,
+		store:   st.Bound(leases),
+		leases:  leases,
+		limiter: limiter,
+		stream:  stream,
+		owned:   map[string]bool{},
+	}, nil
+}
+
+// fleetOwner runs the accounts whose leases this instance holds; the
+// coordinator calls it.
+type fleetOwner struct{ a *App }
+
+// Start implements fleet.Owner: the account joins the supervisor's list.
+func (o fleetOwner) Start(l wredis.Lease) {
+	f := o.a.fleet
+	f.mu.Lock()
+	f.owned[l.Account] = true
+	f.mu.Unlock()
+	go o.a.applyOwned()
+}
+
+// Stop implements fleet.Owner: the account's actor is stopped and Stop
+// returns once its socket is closed.
+func (o fleetOwner) Stop(ctx context.Context, account string) {
+	f := o.a.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.owned, account)
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if _, err := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccount{ID: account}, timeout).Result(); err != nil {
+		o.a.logger.Error("stop account for its lease", "account", account, "error", err)
+	}
+}
+
+// Resave implements fleet.Owner: the account's actor writes its device
+// again (Redis lost it).
+func (o fleetOwner) Resave(l wredis.Lease) {
+	o.a.system.Root.Send(o.a.sup, &supervisor.Forward{ID: l.Account, Message: &connection.Resave{}})
+}
+
+// applyOwned sends the supervisor the configured accounts this instance
+// owns.
+func (a *App) applyOwned() {
+	f := a.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a.mu.Lock()
+	var run []config.Account
+	for _, acct := range a.accounts {
+		if f.owned[acct.ID] {
+			run = append(run, acct)
+		}
+	}
+	a.mu.Unlock()
+	if err := a.apply(run); err != nil {
+		a.logger.Error("apply owned accounts", "error", err)
+	}
+}
+
+func accountIDs(accounts []config.Account) []string {
+	ids := make([]string, len(accounts))
+	for i, acct := range accounts {
+		ids[i] = acct.ID
+	}
+	return ids
+}
+
+// close releases the Redis side once the coordinator has stopped.
+func (f *fleetMode) close(ctx context.Context, logger *slog.Logger) {
+	if err := f.stream.Close(ctx); err != nil {
+		logger.Warn("flush event stream", "error", err)
+	}
+	if err := f.client.Close(); err != nil {
+		logger.Warn("close redis client", "error", err)
+	}
+}
