@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/store/redis/redistest"
+)
+
+// The fleet tests run real processes: `manager emulator`, a private
+// redis-server and several `manager run` instances sharing it.
+
+const fleetLeaseTTL = 3 * time.Second
+
+type emulatorProcess struct {
+	cmd        *exec.Cmd
+	url        string
+	rootKey    string
+	controlURL string
+}
+
+func startEmulatorProcess(t *testing.T, bin string) *emulatorProcess {
+	t.Helper()
+	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0", "--log-level", "error")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("emulator's first line: %v", err)
+	}
+	var first struct {
+		URL        string `json:"url"`
+		RootKey    string `json:"root_public_key"`
+		ControlURL string `json:"control_url"`
+	}
+	if err := json.Unmarshal([]byte(line), &first); err != nil {
+		t.Fatalf("emulator's first line %q: %v", line, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return &emulatorProcess{cmd: cmd, url: first.URL, rootKey: first.RootKey, controlURL: first.ControlURL}
+}
+
+type emulatorStats struct {
+	Pairings                int      `json:"pairings"`
+	Logins                  int      `json:"logins"`
+	ActiveConnections       int      `json:"active_connections"`
+	MaxConnectionsPerDevice int      `json:"max_connections_per_device"`
+	Violations              []string `json:"violations"`
+}
+
+func (e *emulatorProcess) stats(t *testing.T) emulatorStats {
+	t.Helper()
+	var st emulatorStats
+	resp, err := http.Get(e.controlURL + "/stats")
+	if err != nil {
+		t.Fatalf("emulator stats: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("emulator stats: %v", err)
+	}
+	return st
+}
+
+func (e *emulatorProcess) scan(code string) error {
+	resp, err := http.Post(e.controlURL+"/scan", "text/plain", strings.NewReader(code))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("scan: %s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+type instance struct {
+	name   string
+	cmd    *exec.Cmd
+	listen string
+	done   chan error
+	stderr *os.File
+}
+
+func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, redisAddr string, accounts int) *instance {
+	t.Helper()
+	listen := freeAddr(t)
+	var b strings.Builder
+	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "store:\n  kind: redis\nredis:\n  addr: %s\n", redisAddr)
+	fmt.Fprintf(&b, "fleet:\n  instance_id: %s\n  lease_ttl: %s\n", name, fleetLeaseTTL)
+	fmt.Fprintf(&b, "http:\n  listen: %s\nlog:\n  level: warn\n", listen)
+	b.WriteString("connect:\n  rate: 500\n  burst: 50\n  backoff_initial: 200ms\n  backoff_max: 2s\naccounts:\n")
+	for i := 0; i < accounts; i++ {
+		fmt.Fprintf(&b, "  - id: acct-%03d\n", i)
+	}
+	cfgPath := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := &instance{name: name, listen: listen, done: make(chan error, 1), stderr: logFile}
+	inst.cmd = exec.Command(bin, "run", "--config", cfgPath)
+	inst.cmd.Stderr = logFile
+	if err := inst.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { inst.done <- inst.cmd.Wait() }()
+	t.Cleanup(func() {
+		if inst.cmd.ProcessState == nil {
+			_ = inst.cmd.Process.Kill()
+			<-inst.done
+		}
+		logFile.Close()
+	})
+	return inst
+}
+
+func (i *instance) accounts() []accountView {
+	var views []accountView
+	resp, err := http.Get("http://" + i.listen + "/api/accounts")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if json.NewDecoder(resp.Body).Decode(&views) != nil {
+		return nil
+	}
+	return views
+}
+
+func (i *instance) alive() bool { return i.cmd.ProcessState == nil }
+
+// fleetView is who runs which account, from every live instance's API.
+type fleetView struct {
+	connected map[string]string // account → instance
+	qr        map[string]string // account → QR code showing
+	doubles   []string          // accounts connected on two instances
+}
+
+func viewFleet(instances []*instance) fleetView {
+	v := fleetView{connected: map[string]string{}, qr: map[string]string{}}
+	for _, inst := range instances {
+		if !inst.alive() {
+			continue
+		}
+		for _, a := range inst.accounts() {
+			switch {
+			case a.State == "connected":
+				if other, dup := v.connected[a.ID]; dup {
+					v.doubles = append(v.doubles, fmt.Sprintf("%s on %s and %s", a.ID, other, inst.name))
+				}
+				v.connected[a.ID] = inst.name
+			case a.QR != nil:
+				v.qr[a.ID] = *a.QR
+			}
+		}
+	}
+	return v
+}
+
+// watchDoubles polls the emulator until stop, failing the test if any
+// device ever had two connections at once.
+func watchDoubles(t *testing.T, emu *emulatorProcess) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			resp, err := http.Get(emu.controlURL + "/stats")
+			if err == nil {
+				var st emulatorStats
+				_ = json.NewDecoder(resp.Body).Decode(&st)
+				resp.Body.Close()
+				if st.MaxConnectionsPerDevice > 1 {
+					t.Errorf("max_connections_per_device reached %d", st.MaxConnectionsPerDevice)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// waitFleet waits until every account is connected on exactly one live
+// instance, scanning QR codes when scan is true (and failing on any QR code
+// otherwise).
+func waitFleet(t *testing.T, instances []*instance, emu *emulatorProcess, n int, scan bool, within time.Duration) fleetView {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	scanned := map[string]bool{}
+	for {
+		v := viewFleet(instances)
+		if len(v.doubles) > 0 {
+			t.Fatalf("accounts connected twice: %v", v.doubles)
+		}
+		for id, code := range v.qr {
+			if !scan {
+				t.Fatalf("account %s shows a QR code: it would pair again", id)
+			}
+			if !scanned[id] {
+				scanned[id] = true
+				go func() { _ = emu.scan(code) }()
+			}
+		}
+		if len(v.connected) == n {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d accounts connected after %s", len(v.connected), n, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countDevices(t *testing.T, addr string) int {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	keys, err := c.Keys(context.Background(), "wafleet:{*}:device").Result()
+	if err != nil {
+		t.Fatalf("count devices: %v", err)
+	}
+	return len(keys)
+}
+
+func TestFleetFailoverScaleOutAndRedisRestart(t *testing.T) {
+	bin := managerBinary(t)
+	dir := t.TempDir()
+	emu := startEmulatorProcess(t, bin)
+	rs := redistest.Start(t, redistest.Config{})
+	const n = 300
+
+	instances := []*instance{
+		startInstance(t, bin, dir, "inst-1", emu, rs.Addr(), n),
+		startInstance(t, bin, dir, "inst-2", emu, rs.Addr(), n),
+		startInstance(t, bin, dir, "inst-3", emu, rs.Addr(), n),
+	}
+	stopWatch := watchDoubles(t, emu)
+	defer stopWatch()
+
+	view := waitFleet(t, instances, emu, n, true, 90*time.Second)
+	if st := emu.stats(t); st.Pairings != n {
+		t.Fatalf("pairings = %d, want %d", st.Pairings, n)
+	}
+
+	// Failover: kill -9 the instance running the most accounts.
+	per := map[string]int{}
+	for _, who := range view.connected {
+		per[who]++
+	}
+	victim := instances[0]
+	for _, inst := range instances {
+		if per[inst.name] > per[victim.name] {
+			victim = inst
+		}
+	}
+	t.Logf("accounts per instance %v; killing %s", per, victim.name)
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.done
+	killedAt := time.Now()
+	waitFleet(t, instances, emu, n, false, fleetLeaseTTL+5*time.Second)
+	t.Logf("failover of %d accounts took %s", per[victim.name], time.Since(killedAt).Round(time.Millisecond))
+
+	// Scale-out: a fourth instance joins and takes its share.
+	fourth := startInstance(t, bin, dir, "inst-4", emu, rs.Addr(), n)
+	instances = append(instances, fourth)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v := waitFleet(t, instances, emu, n, false, 30*time.Second)
+		mine := 0
+		for _, who := range v.connected {
+			if who == fourth.name {
+				mine++
+			}
+		}
+		if mine >= n/5 { // its fair share is n/4; rebalancing moves a few per tick
+			t.Logf("the new instance runs %d accounts", mine)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new instance runs only %d accounts after 60 s", mine)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Redis dies and comes back empty: the connections stay up, the
+	// instances take their leases back and save their devices again.
+	rs.Restart()
+	time.Sleep(2 * fleetLeaseTTL)
+	waitFleet(t, instances, emu, n, false, 30*time.Second)
+	deadline = time.Now().Add(30 * time.Second)
+	for countDevices(t, rs.Addr()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d devices in Redis after its restart", countDevices(t, rs.Addr()), n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	st := emu.stats(t)
+	if st.Pairings != n {
+		t.Errorf("pairings = %d, want %d: some account paired again", st.Pairings, n)
+	}
+	if st.MaxConnectionsPerDevice > 1 {
+		t.Errorf("max_connections_per_device = %d", st.MaxConnectionsPerDevice)
+	}
+	if len(st.Violations) > 0 {
+		t.Errorf("violations: %v", st.Violations[:min(5, len(st.Violations))])
+	}
+	for _, inst := range instances {
+		if !inst.alive() {
+			continue
+		}
+		_ = inst.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-inst.done:
+			if err != nil {
+				t.Errorf("%s exited with %v", inst.name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s did not exit within 10 s of SIGTERM", inst.name)
+		}
+	}
+}
