@@ -107,6 +107,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, fmt.Errorf("app: metrics: %w", err)
 	}
 	if a.fleet != nil {
+		if err := a.fleet.countRoundTrips(a.metrics.Registry()); err != nil {
+			a.closeStorage()
+			return nil, fmt.Errorf("app: metrics: %w", err)
+		}
 		coord, err := fleet.New(fleet.Config{Leases: a.fleet.leases, Owner: fleetOwner{a}, Events: a.bus, Logger: opts.Logger})
 		if err != nil {
 			a.closeStorage()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wafleet/wafleet/actors/connection"
@@ -163,6 +164,39 @@ func accountIDs(accounts []config.Account) []string {
 		ids[i] = acct.ID
 	}
 	return ids
+}
+
+// countRoundTrips counts every round trip the client makes to Redis (a
+// command or a whole pipeline) in wafleet_redis_round_trips_total.
+func (f *fleetMode) countRoundTrips(reg prometheus.Registerer) error {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "wafleet",
+		Name:      "redis_round_trips_total",
+		Help:      "Round trips to Redis: single commands and whole pipelines.",
+	})
+	if err := reg.Register(c); err != nil {
+		return err
+	}
+	f.client.AddHook(roundTripHook{c})
+	return nil
+}
+
+type roundTripHook struct{ count prometheus.Counter }
+
+func (h roundTripHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h roundTripHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.count.Inc()
+		return next(ctx, cmd)
+	}
+}
+
+func (h roundTripHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.count.Inc()
+		return next(ctx, cmds)
+	}
 }
 
 // close releases the Redis side once the coordinator has stopped.

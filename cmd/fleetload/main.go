@@ -26,6 +26,9 @@ import (
 
 type options struct {
 	accounts    int
+	fleet       int
+	leaseTTL    time.Duration
+	window      time.Duration
 	rate        int
 	manager     string
 	pairTimeout time.Duration
@@ -35,6 +38,9 @@ type options struct {
 func main() {
 	var o options
 	flag.IntVar(&o.accounts, "accounts", 1000, "number of accounts")
+	flag.IntVar(&o.fleet, "fleet", 0, "fleet mode: this many instances on a private redis-server (0: one instance, embedded store)")
+	flag.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "fleet.lease_ttl in fleet mode")
+	flag.DurationVar(&o.window, "window", 30*time.Second, "fleet mode: how long to count Redis round trips in steady state")
 	flag.IntVar(&o.rate, "rate", 1000, "connect.rate (new connections per second) for the run")
 	flag.StringVar(&o.manager, "manager", "", "manager binary (default: go build ./cmd/manager)")
 	flag.DurationVar(&o.pairTimeout, "pair-timeout", 10*time.Minute, "bound on the pairing phase")
@@ -70,6 +76,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer emu.stop()
+	if o.fleet > 0 {
+		return runFleet(ctx, o, bin, dir, emu)
+	}
 
 	listen, err := freeAddr()
 	if err != nil {

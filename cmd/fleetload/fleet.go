@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// runFleet measures fleet mode: o.fleet instances share a private
+// redis-server and o.accounts accounts. It reports the Redis round trips per
+// second in steady state and the failover time after a kill -9 of the
+// instance running the most accounts.
+func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc) error {
+	redisAddr, stopRedis, err := startRedis(dir)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+
+	var instances []*managerProc
+	defer func() {
+		for _, m := range instances {
+			_ = m.stop()
+		}
+	}()
+	for i := 0; i < o.fleet; i++ {
+		listen, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		cfgPath := filepath.Join(dir, fmt.Sprintf("instance-%d.yaml", i))
+		if err := writeFleetConfig(cfgPath, emu, listen, redisAddr, fmt.Sprintf("instance-%d", i), o); err != nil {
+			return err
+		}
+		m, err := startManager(bin, cfgPath, listen)
+		if err != nil {
+			return err
+		}
+		instances = append(instances, m)
+	}
+
+	fmt.Printf("pairing %d accounts across %d instances (not measured)...\n", o.accounts, o.fleet)
+	if err := pairFleet(ctx, instances, emu, o.accounts, o.pairTimeout); err != nil {
+		return err
+	}
+
+	fmt.Printf("steady state: counting Redis round trips for %s...\n", o.window)
+	before, err := roundTrips(instances)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.window):
+	}
+	after, err := roundTrips(instances)
+	if err != nil {
+		return err
+	}
+
+	owners := owners(instances)
+	victim := 0
+	counts := make([]int, len(instances))
+	for _, i := range owners {
+		counts[i]++
+	}
+	for i := range counts {
+		if counts[i] > counts[victim] {
+			victim = i
+		}
+	}
+	_ = instances[victim].cmd.Process.Signal(syscall.SIGKILL)
+	<-instances[victim].done
+	killed := time.Now()
+	survivors := append(append([]*managerProc{}, instances[:victim]...), instances[victim+1:]...)
+	if err := waitFleetConnected(ctx, survivors, o.accounts, o.loadTimeout); err != nil {
+		return err
+	}
+	failover := time.Since(killed)
+	stats, _ := emuStats(emu)
+
+	fmt.Printf("\naccounts                 %d on %d instances %v\n", o.accounts, o.fleet, counts)
+	fmt.Printf("lease TTL                %s (default)\n", o.leaseTTL)
+	for i := range instances {
+		rate := (after[i] - before[i]) / o.window.Seconds()
+		fmt.Printf("redis round trips        instance-%d: %.2f/s with %d accounts\n", i, rate, counts[i])
+	}
+	fmt.Printf("failover                 %d accounts of instance-%d connected elsewhere %s after kill -9\n", counts[victim], victim, failover.Round(time.Millisecond))
+	fmt.Printf("emulator                 max_connections_per_device=%v pairings=%v\n", stats["max_connections_per_device"], stats["pairings"])
+	return nil
+}
+
+func writeFleetConfig(path string, emu *emulatorProc, listen, redisAddr, instance string, o options) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "store:\n  kind: redis\nredis:\n  addr: %s\n", redisAddr)
+	fmt.Fprintf(&b, "fleet:\n  instance_id: %s\n  lease_ttl: %s\n", instance, o.leaseTTL)
+	fmt.Fprintf(&b, "http:\n  listen: %s\nlog:\n  level: warn\n", listen)
+	fmt.Fprintf(&b, "connect:\n  rate: %d\n  burst: %d\naccounts:\n", o.rate, max(1, o.rate/10))
+	for i := 0; i < o.accounts; i++ {
+		fmt.Fprintf(&b, "  - id: load-%05d\n", i)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+// startRedis starts a private redis-server on a free port, without
+// persistence.
+func startRedis(dir string) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+	}
+	stop()
+	return "", nil, errors.New("redis-server did not listen within 10 s")
+}
+
+// owners maps each connected account to the index of its instance.
+func owners(instances []*managerProc) map[string]int {
+	out := map[string]int{}
+	for i, m := range instances {
+		var views []accountView
+		if getJSON("http://"+m.listen+"/api/accounts", &views) != nil {
+			continue
+		}
+		for _, v := range views {
+			if v.State == "connected" {
+				out[v.ID] = i
+			}
+		}
+	}
+	return out
+}
+
+func pairFleet(ctx context.Context, instances []*managerProc, emu *emulatorProc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	scanned := map[string]bool{}
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		connected := 0
+		for _, m := range instances {
+			var views []accountView
+			if err := getJSON("http://"+m.listen+"/api/accounts", &views); err != nil {
+				return err
+			}
+			for _, v := range views {
+				switch {
+				case v.State == "connected":
+					connected++
+				case v.QR != nil && !scanned[v.ID]:
+					scanned[v.ID] = true
+					wg.Add(1)
+					sem <- struct{}{}
+					go func(code string) {
+						defer wg.Done()
+						defer func() { <-sem }()
+						resp, err := http.Post(emu.controlURL+"/scan", "text/plain", bytes.NewReader([]byte(code)))
+						if err == nil {
+							resp.Body.Close()
+						}
+					}(*v.QR)
+				}
+			}
+		}
+		if connected == n {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("pairing did not finish within %s", timeout)
+}
+
+func waitFleetConnected(ctx context.Context, instances []*managerProc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		total := 0
+		for _, m := range instances {
+			c, err := metric(m.listen, `wafleet_accounts{state="connected"}`)
+			if err == nil {
+				total += int(c)
+			}
+		}
+		if total == n {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not all %d accounts connected within %s", n, timeout)
+}
+
+func roundTrips(instances []*managerProc) ([]float64, error) {
+	out := make([]float64, len(instances))
+	for i, m := range instances {
+		v, err := metric(m.listen, "wafleet_redis_round_trips_total")
+		if err != nil {
+			return nil, fmt.Errorf("instance-%d: %w", i, err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
