@@ -73,12 +73,17 @@ accounts:
 func TestEnvOverrides(t *testing.T) {
 	t.Setenv("WAFLEET_HTTP_LISTEN", "127.0.0.1:9999")
 	t.Setenv("WAFLEET_LOG_LEVEL", "warn")
+	t.Setenv("WAFLEET_STORE_KIND", "redis")
+	t.Setenv("WAFLEET_FLEET_INSTANCE_ID", "one")
 	cfg, err := Load(writeConfig(t, "log:\n  level: debug\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.HTTP.Listen != "127.0.0.1:9999" || cfg.Log.Level != "warn" {
 		t.Fatalf("env not applied: listen %q level %q", cfg.HTTP.Listen, cfg.Log.Level)
+	}
+	if cfg.Store.Kind != "redis" || cfg.Fleet.InstanceID != "one" {
+		t.Fatalf("env not applied: store.kind %q fleet.instance_id %q", cfg.Store.Kind, cfg.Fleet.InstanceID)
 	}
 }
 

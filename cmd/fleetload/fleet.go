@@ -55,7 +55,12 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 		return err
 	}
 
-	fmt.Printf("steady state: counting Redis round trips for %s...\n", o.window)
+	fmt.Printf("letting leases settle for %s, then counting Redis round trips for %s...\n", o.settle, o.window)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.settle):
+	}
 	before, err := roundTrips(instances)
 	if err != nil {
 		return err

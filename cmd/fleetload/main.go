@@ -29,6 +29,7 @@ type options struct {
 	fleet       int
 	leaseTTL    time.Duration
 	window      time.Duration
+	settle      time.Duration
 	rate        int
 	manager     string
 	pairTimeout time.Duration
@@ -41,6 +42,7 @@ func main() {
 	flag.IntVar(&o.fleet, "fleet", 0, "fleet mode: this many instances on a private redis-server (0: one instance, embedded store)")
 	flag.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "fleet.lease_ttl in fleet mode")
 	flag.DurationVar(&o.window, "window", 30*time.Second, "fleet mode: how long to count Redis round trips in steady state")
+	flag.DurationVar(&o.settle, "settle", 45*time.Second, "fleet mode: wait after pairing so hand-overs to preferred owners finish before counting")
 	flag.IntVar(&o.rate, "rate", 1000, "connect.rate (new connections per second) for the run")
 	flag.StringVar(&o.manager, "manager", "", "manager binary (default: go build ./cmd/manager)")
 	flag.DurationVar(&o.pairTimeout, "pair-timeout", 10*time.Minute, "bound on the pairing phase")
