@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -82,6 +83,9 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	if err != nil {
 		return fail(fmt.Errorf("app: redis store: %w", err))
 	}
+	if err := checkKey(ctx, st, sealer); err != nil {
+		return fail(err)
+	}
 	leases, err := wredis.NewLeases(client, wredis.LeaseOptions{Instance: cfg.Fleet.InstanceID, TTL: cfg.Fleet.LeaseTTL})
 	if err != nil {
 		return fail(fmt.Errorf("app: fleet.instance_id %q: %w", cfg.Fleet.InstanceID, err))
@@ -102,6 +106,23 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		stream:  stream,
 		owned:   map[string]bool{},
 	}, nil
+}
+
+// checkKey opens a few stored devices so that a wrong store.encryption_key
+// (or a missing one for sealed records) fails at start, not account by
+// account later.
+func checkKey(ctx context.Context, st *wredis.Store, sealer store.Sealer) error {
+	ids, err := st.IDs(ctx)
+	if err != nil {
+		return fmt.Errorf("app: list stored devices: %w", err)
+	}
+	for _, id := range ids[:min(len(ids), 5)] {
+		_, _, err := st.LoadRecord(ctx, id)
+		if errors.Is(err, store.ErrWrongKey) || errors.Is(err, store.ErrNoSealer) {
+			return fmt.Errorf("app: store.encryption_key: %w", err)
+		}
+	}
+	return nil
 }
 
 // fleetOwner runs the accounts whose leases this instance holds; the

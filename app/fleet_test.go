@@ -1,7 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,6 +14,7 @@ import (
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
@@ -102,5 +108,21 @@ func TestTwoInstancesShareTheFleet(t *testing.T) {
 	}
 	if len(st.Violations) > 0 {
 		t.Errorf("violations: %v", st.Violations)
+	}
+}
+
+func TestFleetRefusesAWrongEncryptionKeyAtStart(t *testing.T) {
+	emu := startEmulator(t)
+	rs := redistest.Start(t, redistest.Config{})
+	cfg := fleetConfig(t, emu, rs.Addr(), "inst-a", 1)
+	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	r := start(t, cfg)
+	r.connectAll(t, emu, 1, true) // the device is stored, sealed
+	r.stop(t)
+
+	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	_, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if !errors.Is(err, store.ErrWrongKey) {
+		t.Fatalf("New with a wrong key: %v, want ErrWrongKey", err)
 	}
 }

@@ -478,11 +478,22 @@ func (v *view) check(op string) error {
 	return nil
 }
 
+// Load implements store.Store. A record written before the store had a
+// Sealer is saved again here, sealed, under this instance's lease: the
+// owner of an account migrates it the first time it loads it (best effort;
+// a failed migration is retried at the next load).
 func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 	if err := v.check("load"); err != nil {
 		return nil, err
 	}
-	return v.s.Load(ctx, id)
+	d, info, err := v.s.LoadRecord(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if v.s.sealer != nil && !info.Sealed {
+		_ = v.Save(ctx, d)
+	}
+	return d, nil
 }
 
 func (v *view) Save(ctx context.Context, d *store.Device) error {

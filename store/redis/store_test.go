@@ -372,3 +372,45 @@ func TestSlot(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestOwnerSealsRecordsWrittenBeforeTheKey: a device saved without a
+// Sealer is sealed the first time the account's owner loads it through
+// its Bound store once a key is configured.
+func TestOwnerSealsRecordsWrittenBeforeTheKey(t *testing.T) {
+	c, prefix := sharedClient(t)
+	ctx := t.Context()
+	plain := newStore(t, c, prefix, false, nil)
+	d := storetest.PairedDevice(t, "acct", "15553333333", "333333333333333", 2)
+	if err := plain.Save(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	key[0] = 9
+	sealer, err := store.NewAESSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := newStore(t, c, prefix, false, sealer)
+	leases := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+	if r, err := leases.Acquire(ctx, "acct"); err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("acquire = %+v, %v", r, err)
+	}
+	got, err := sealed.Bound(leases).Load(ctx, "acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := storetest.Diff(d, got); diff != nil {
+		t.Fatalf("differs in %v", diff)
+	}
+	_, info, err := sealed.LoadRecord(ctx, "acct")
+	if err != nil || !info.Sealed {
+		t.Fatalf("after the owner's load: sealed %v, err %v", info.Sealed, err)
+	}
+	raw, err := c.HGet(ctx, sealed.k.device("acct"), "rec").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if containsBytes(raw, d.NoiseKey.Priv[:]) || containsBytes(raw, d.AdvSecret[:]) {
+		t.Fatal("a secret is still in the clear after the migration")
+	}
+}
