@@ -170,7 +170,21 @@ func (c *Coordinator) Step(ctx context.Context) {
 		tctx, cancel = context.WithDeadline(ctx, time.Now().Add(max(d.Sub(now), 0)))
 		defer cancel()
 	}
-	tr, err := c.l.Tick(tctx)
+	c.mu.Lock()
+	accounts := slices.Clone(c.accounts)
+	c.mu.Unlock()
+	// Every few ticks the same round trip also reads who holds the accounts
+	// this instance does not, to find orphans.
+	c.ticks++
+	var watch []string
+	if c.ticks%3 == 1 {
+		for _, a := range accounts {
+			if _, mine := c.l.Get(a); !mine {
+				watch = append(watch, a)
+			}
+		}
+	}
+	tr, err := c.l.Tick(tctx, watch...)
 	if err != nil {
 		c.log.Warn("fleet: lease renewal failed", "error", err, "held", len(c.l.Held()))
 	}
@@ -193,9 +207,6 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if !slices.Equal(tr.Members, c.members) {
 		c.members, c.membersSince = tr.Members, now
 	}
-	c.mu.Lock()
-	accounts := slices.Clone(c.accounts)
-	c.mu.Unlock()
 	held := map[string]bool{}
 	for _, l := range c.l.Held() {
 		held[l.Account] = true
@@ -208,7 +219,7 @@ func (c *Coordinator) Step(ctx context.Context) {
 	p := Decide(PlanInput{
 		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
 		Stable: now.Sub(c.membersSince) >= c.cfg.Settle, Sticky: c.sticky,
-		Orphans: c.orphans(ctx, accounts, held, now), MaxMoves: c.cfg.MaxMoves,
+		Orphans: c.orphans(accounts, held, tr.Holders, now), MaxMoves: c.cfg.MaxMoves,
 	})
 
 	for _, a := range p.Drop {
@@ -240,28 +251,19 @@ func (c *Coordinator) Step(ctx context.Context) {
 }
 
 // orphans returns the configured, unheld accounts nobody has held for
-// OrphanAfter. It reads the holders every few ticks (one round trip).
-func (c *Coordinator) orphans(ctx context.Context, accounts []string, held map[string]bool, now time.Time) []string {
-	c.ticks++
-	if c.ticks%3 != 1 {
-		return nil
-	}
-	var unheld []string
-	for _, a := range accounts {
-		if !held[a] {
-			unheld = append(unheld, a)
-		}
-	}
-	if len(unheld) == 0 {
-		clear(c.unheldSince)
-		return nil
-	}
-	holders, err := c.l.Holders(ctx, unheld...)
-	if err != nil {
+// OrphanAfter. holders, read by the tick every few ticks, is nil on the
+// other ticks: then nothing is decided about orphans.
+func (c *Coordinator) orphans(accounts []string, held map[string]bool, holders map[string]string, now time.Time) []string {
+	if holders == nil {
 		return nil
 	}
 	var out []string
-	for _, a := range unheld {
+	unheld := 0
+	for _, a := range accounts {
+		if held[a] {
+			continue
+		}
+		unheld++
 		if holders[a] != "" {
 			delete(c.unheldSince, a)
 			continue
@@ -274,6 +276,9 @@ func (c *Coordinator) orphans(ctx context.Context, accounts []string, held map[s
 		if now.Sub(since) >= c.cfg.OrphanAfter {
 			out = append(out, a)
 		}
+	}
+	if unheld == 0 {
+		clear(c.unheldSince)
 	}
 	return out
 }

@@ -478,15 +478,18 @@ type TickResult struct {
 	Reasserted []Lease
 	// EpochChanged reports that Redis lost its data since the last Tick.
 	EpochChanged bool
+	// Holders maps each watched account to the instance holding its lease
+	// ("" for none); nil when Tick watched none.
+	Holders map[string]string
 }
 
-// Tick heartbeats the membership, checks the epoch and renews every held
-// lease in ONE pipeline (one round trip on a single node; one per node, in
-// parallel, on a Cluster). After Redis lost its data it reasserts the
-// leases still valid locally (a second round trip, only then). On error
-// nothing is renewed: the leases run towards their ValidUntil, and Expire
-// drops them there.
-func (m *Leases) Tick(ctx context.Context) (TickResult, error) {
+// Tick heartbeats the membership, checks the epoch, renews every held
+// lease and reads the holders of the watched accounts in ONE pipeline (one
+// round trip on a single node; one per node, in parallel, on a Cluster).
+// After Redis lost its data it reasserts the leases still valid locally (a
+// second round trip, only then). On error nothing is renewed: the leases
+// run towards their ValidUntil, and Expire drops them there.
+func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) {
 	var res TickResult
 	ctx, cancel := m.ctx(ctx)
 	defer cancel()
@@ -509,8 +512,14 @@ func (m *Leases) Tick(ctx context.Context) (TickResult, error) {
 	renews, groups := m.batch(ls, renew, func(l Lease) any { return l.Value }, []any{m.o.TTL.Milliseconds()})
 	calls := append([]*call{hb}, renews...)
 	var epochCmd *goredis.StringCmd
+	holderCmds := make([]*goredis.StringCmd, len(watch))
 	sent := m.o.Now()
-	err = runCalls(ctx, m.c, calls, func(p goredis.Pipeliner) { epochCmd = p.Get(ctx, m.k.epoch()) })
+	err = runCalls(ctx, m.c, calls, func(p goredis.Pipeliner) {
+		epochCmd = p.Get(ctx, m.k.epoch())
+		for i, a := range watch {
+			holderCmds[i] = p.Get(ctx, m.k.lease(a))
+		}
+	})
 	if err == nil {
 		err = hb.cmd.Err()
 	}
@@ -520,6 +529,12 @@ func (m *Leases) Tick(ctx context.Context) (TickResult, error) {
 	if members, err := hb.cmd.StringSlice(); err == nil {
 		slices.Sort(members)
 		res.Members = members
+	}
+	if len(watch) > 0 {
+		res.Holders = make(map[string]string, len(watch))
+		for i, a := range watch {
+			res.Holders[a] = Holder(holderCmds[i].Val())
+		}
 	}
 	switch err := epochCmd.Err(); {
 	case errors.Is(err, goredis.Nil):

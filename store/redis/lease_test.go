@@ -3,6 +3,7 @@ package redis
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -185,14 +186,23 @@ func TestRenewIsOneRoundTrip(t *testing.T) {
 			if r, err := m.Acquire(t.Context(), accts...); err != nil || len(r.Acquired) != n {
 				t.Fatalf("Acquire got %d, %v", len(r.Acquired), err)
 			}
+			// Another instance holds some accounts; this one watches them.
+			other := newLeases(t, c, prefix, "inst-b", newClock(), 15*time.Second)
+			if _, err := other.Acquire(t.Context(), "theirs-1", "theirs-2"); err != nil {
+				t.Fatal(err)
+			}
 			h := &counter{}
 			c.AddHook(h)
-			tr, err := m.Tick(t.Context())
+			tr, err := m.Tick(t.Context(), "theirs-1", "theirs-2", "nobodys")
 			if err != nil || tr.Renewed != n {
 				t.Fatalf("Tick = %+v, %v", tr, err)
 			}
 			if rt := h.RoundTrips(); rt != 1 {
-				t.Fatalf("Tick of %d leases took %d round trips, want 1", n, rt)
+				t.Fatalf("Tick of %d leases with 3 watched accounts took %d round trips, want 1", n, rt)
+			}
+			want := map[string]string{"theirs-1": "inst-b", "theirs-2": "inst-b", "nobodys": ""}
+			if !maps.Equal(tr.Holders, want) {
+				t.Fatalf("Holders = %v, want %v", tr.Holders, want)
 			}
 		})
 	}
