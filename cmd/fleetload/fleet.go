@@ -164,6 +164,8 @@ func owners(instances []*managerProc) map[string]int {
 	return out
 }
 
+// pairFleet scans each account's QR code, on whichever instance shows it,
+// through the emulator's control API until every account is connected.
 func pairFleet(ctx context.Context, instances []*managerProc, emu *emulatorProc, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	scanned := map[string]bool{}
@@ -207,6 +209,8 @@ func pairFleet(ctx context.Context, instances []*managerProc, emu *emulatorProc,
 	return fmt.Errorf("pairing did not finish within %s", timeout)
 }
 
+// waitFleetConnected waits until the instances report n accounts connected
+// in all (from their metrics).
 func waitFleetConnected(ctx context.Context, instances []*managerProc, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -19,7 +19,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -109,7 +108,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if err := pairAll(ctx, mgr, emu, o.accounts, o.pairTimeout); err != nil {
+	if err := pairFleet(ctx, []*managerProc{mgr}, emu, o.accounts, o.pairTimeout); err != nil {
 		_ = mgr.stop()
 		return err
 	}
@@ -124,7 +123,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer mgr.stop()
-	if err := waitConnected(ctx, mgr, o.accounts, o.loadTimeout); err != nil {
+	if err := waitFleetConnected(ctx, []*managerProc{mgr}, o.accounts, o.loadTimeout); err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
@@ -259,64 +258,6 @@ type accountView struct {
 	ID    string  `json:"id"`
 	State string  `json:"state"`
 	QR    *string `json:"qr"`
-}
-
-// pairAll scans each account's QR code through the emulator's control API
-// until every account is connected.
-func pairAll(ctx context.Context, m *managerProc, emu *emulatorProc, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	scanned := map[string]bool{}
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for time.Now().Before(deadline) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var views []accountView
-		if err := getJSON("http://"+m.listen+"/api/accounts", &views); err != nil {
-			return err
-		}
-		connected := 0
-		for _, v := range views {
-			switch {
-			case v.State == "connected":
-				connected++
-			case v.QR != nil && !scanned[v.ID]:
-				scanned[v.ID] = true
-				wg.Add(1)
-				sem <- struct{}{}
-				go func(code string) {
-					defer wg.Done()
-					defer func() { <-sem }()
-					resp, err := http.Post(emu.controlURL+"/scan", "text/plain", strings.NewReader(code))
-					if err == nil {
-						resp.Body.Close()
-					}
-				}(*v.QR)
-			}
-		}
-		if connected == n {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("pairing did not finish within %s", timeout)
-}
-
-func waitConnected(ctx context.Context, m *managerProc, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		connected, err := metric(m.listen, `wafleet_accounts{state="connected"}`)
-		if err == nil && int(connected) == n {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("not all %d accounts connected within %s", n, timeout)
 }
 
 func getJSON(url string, v any) error {
