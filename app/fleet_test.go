@@ -78,6 +78,11 @@ func TestTwoInstancesShareTheFleet(t *testing.T) {
 		t.Logf("accounts per instance: %v (one instance took them all before the other joined)", perInstance)
 	}
 
+	// Redis round trips are counted for operators.
+	if rt := counterValue(t, b.app, "wafleet_redis_round_trips_total"); rt == 0 {
+		t.Error("wafleet_redis_round_trips_total stayed 0")
+	}
+
 	// Instance a stops: it releases its leases, b takes its accounts over.
 	a.stop(t)
 	deadline := time.After(30 * time.Second)
@@ -125,4 +130,20 @@ func TestFleetRefusesAWrongEncryptionKeyAtStart(t *testing.T) {
 	if !errors.Is(err, store.ErrWrongKey) {
 		t.Fatalf("New with a wrong key: %v, want ErrWrongKey", err)
 	}
+}
+
+// counterValue reads one counter of the app's metrics.
+func counterValue(t *testing.T, a *App, name string) float64 {
+	t.Helper()
+	families, err := a.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
