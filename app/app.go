@@ -235,13 +235,20 @@ func (a *App) Run(ctx context.Context) error {
 	coordDone := make(chan struct{})
 	coordCtx, stopCoord := context.WithCancel(context.Background())
 	if a.fleet != nil {
-		// The coordinator starts accounts as it wins their leases.
+		// The coordinator starts accounts as it wins their leases; the
+		// applier hands them to the supervisor in batches.
 		a.fleet.coord.SetAccounts(accountIDs(accounts))
+		applierDone := make(chan struct{})
+		go func() {
+			defer close(applierDone)
+			a.runApplier(coordCtx)
+		}()
 		go func() {
 			defer close(coordDone)
 			if err := a.fleet.coord.Run(coordCtx); err != nil {
 				a.logger.Error("fleet coordinator", "error", err)
 			}
+			<-applierDone
 		}()
 	} else {
 		close(coordDone)

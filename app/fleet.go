@@ -40,6 +40,9 @@ type fleetMode struct {
 	// account.
 	mu    sync.Mutex
 	owned map[string]bool
+	// dirty wakes the applier: owned changed. Starting thousands of
+	// accounts at once costs a few list updates, not one each.
+	dirty chan struct{}
 }
 
 // openFleet connects to Redis, warns when Redis would lose the devices on a
@@ -105,6 +108,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		limiter: limiter,
 		stream:  stream,
 		owned:   map[string]bool{},
+		dirty:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -135,7 +139,10 @@ func (o fleetOwner) Start(l wredis.Lease) {
 	f.mu.Lock()
 	f.owned[l.Account] = true
 	f.mu.Unlock()
-	go o.a.applyOwned()
+	select {
+	case f.dirty <- struct{}{}:
+	default: // an update is already due; it will include this account
+	}
 }
 
 // Stop implements fleet.Owner: the account's actor is stopped and Stop
@@ -158,6 +165,19 @@ func (o fleetOwner) Stop(ctx context.Context, account string) {
 // again (Redis lost it).
 func (o fleetOwner) Resave(l wredis.Lease) {
 	o.a.system.Root.Send(o.a.sup, &supervisor.Forward{ID: l.Account, Message: &connection.Resave{}})
+}
+
+// runApplier applies the owned accounts whenever Start marked them dirty,
+// until ctx ends.
+func (a *App) runApplier(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.fleet.dirty:
+			a.applyOwned()
+		}
+	}
 }
 
 // applyOwned sends the supervisor the configured accounts this instance
