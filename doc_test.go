@@ -39,8 +39,12 @@ func TestEveryPackageHasDoc(t *testing.T) {
 			t.Errorf("%s: no readable doc.go: %v", path, err)
 			return nil
 		}
-		if f.Doc == nil || !strings.HasPrefix(f.Doc.Text(), "Package "+f.Name.Name+" ") {
-			t.Errorf("%s: doc.go has no package comment starting %q", path, "Package "+f.Name.Name)
+		want := "Package " + f.Name.Name + " "
+		if f.Name.Name == "main" {
+			want = "Command " + filepath.Base(path) + " " // the go doc convention for commands
+		}
+		if f.Doc == nil || !strings.HasPrefix(f.Doc.Text(), want) {
+			t.Errorf("%s: doc.go has no package comment starting %q", path, want)
 		}
 		return nil
 	})

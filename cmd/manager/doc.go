@@ -1,4 +1,4 @@
-// Package main is the manager binary: `manager run | demo | emulator |
+// Command manager is the wafleet binary: `manager run | demo | emulator |
 // version`. main.go dispatches subcommands from a table that each
 // subcommand's file fills in its init function (register), so a new
 // subcommand is a new file. Exit codes: 0 success (also after a clean
