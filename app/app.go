@@ -34,8 +34,6 @@ type Options struct {
 	// Terminal, when not nil, is where QR codes are drawn (only when
 	// log.qr_terminal is set). cmd passes stdout when it is a terminal.
 	Terminal io.Writer
-	// QR overrides the QR rotation schedule (tests and the demo only).
-	QR connection.QRSchedule
 	// HTTPListener, when not nil, is used instead of listening on
 	// http.listen (tests pass a listener on port 0).
 	HTTPListener net.Listener
@@ -364,7 +362,6 @@ func (a *App) connectionProps(acct supervisor.Account) *actor.Props {
 			Interval: a.cfg.Connect.KeepaliveInterval,
 			Timeout:  a.cfg.Connect.KeepaliveTimeout,
 		},
-		QR:     a.opts.QR,
 		Dialer: a.observedDialer,
 	})
 }
