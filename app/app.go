@@ -264,6 +264,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			runErr = fmt.Errorf("app: http api: %w", err)
 		}
+		httpErr <- nil // shutdown waits for the server's end: it is over
 	}
 	// In fleet mode the coordinator stops every account and then releases
 	// its leases, so another instance can take them over at once.

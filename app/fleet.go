@@ -145,19 +145,24 @@ func (o fleetOwner) Start(l wredis.Lease) {
 	}
 }
 
-// Stop implements fleet.Owner: the account's actor is stopped and Stop
-// returns once its socket is closed.
-func (o fleetOwner) Stop(ctx context.Context, account string) {
+// Stop implements fleet.Owner: the accounts' actors are stopped, all at
+// once, and Stop returns once their sockets are closed.
+func (o fleetOwner) Stop(ctx context.Context, accounts ...string) {
+	if len(accounts) == 0 {
+		return
+	}
 	f := o.a.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.owned, account)
+	for _, acct := range accounts {
+		delete(f.owned, acct)
+	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	if _, err := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccount{ID: account}, timeout).Result(); err != nil {
-		o.a.logger.Error("stop account for its lease", "account", account, "error", err)
+	if _, err := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccounts{IDs: accounts}, timeout).Result(); err != nil {
+		o.a.logger.Error("stop accounts for their leases", "accounts", len(accounts), "error", err)
 	}
 }
 

@@ -25,11 +25,12 @@ type Owner interface {
 	// Start begins running the account under lease l (spawn its
 	// connection actor). It must not block.
 	Start(l redis.Lease)
-	// Stop stops the account's connection and returns once it is closed,
-	// or when ctx ends. It is called for lost leases (ctx then ends before
-	// the lease can expire in Redis) and before handing an account over.
-	// Stopping an account that is not running is a no-op.
-	Stop(ctx context.Context, account string)
+	// Stop stops the accounts' connections, all at once, and returns once
+	// they are closed, or when ctx ends. It is called for lost leases (ctx
+	// then ends before the leases can expire in Redis), before handing
+	// accounts over, and on shutdown. Stopping an account that is not
+	// running is a no-op.
+	Stop(ctx context.Context, accounts ...string)
 	// Resave is called after Redis lost its data and the lease was taken
 	// back: save the account's device state again (through the Bound
 	// store, which already writes with the new lease). Must not block.
@@ -149,9 +150,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StopTimeout)
 	defer cancel()
-	for _, l := range c.l.Held() {
-		c.cfg.Owner.Stop(ctx, l.Account)
-		c.lost(l.Account, "instance shutting down")
+	held := c.l.Held()
+	accounts := make([]string, len(held))
+	for i, l := range held {
+		accounts[i] = l.Account
+	}
+	c.cfg.Owner.Stop(ctx, accounts...)
+	for _, a := range accounts {
+		c.lost(a, "instance shutting down")
 	}
 	if err := c.l.Close(ctx); err != nil {
 		return fmt.Errorf("fleet: release leases on shutdown: %w", err)
@@ -188,12 +194,8 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if err != nil {
 		c.log.Warn("fleet: lease renewal failed", "error", err, "held", len(c.l.Held()))
 	}
-	for _, l := range tr.Lost {
-		c.stopLost(ctx, l, "lease taken over or expired in Redis")
-	}
-	for _, l := range c.l.Expire() {
-		c.stopLost(ctx, l, "lease not renewed in time")
-	}
+	c.stopLost(ctx, tr.Lost, "lease taken over or expired in Redis")
+	c.stopLost(ctx, c.l.Expire(), "lease not renewed in time")
 	if tr.EpochChanged {
 		c.log.Error("fleet: Redis lost its data; leases reasserted, devices re-saved", "reasserted", len(tr.Reasserted), "lost", len(tr.Lost))
 	}
@@ -283,14 +285,23 @@ func (c *Coordinator) orphans(accounts []string, held map[string]bool, holders m
 	return out
 }
 
-// stopLost stops an account whose lease is gone; the stop must complete
-// before the lease could be taken elsewhere, so it is bounded by the margin.
-func (c *Coordinator) stopLost(ctx context.Context, l redis.Lease, reason string) {
+// stopLost stops the accounts whose leases are gone, all at once: the stop
+// must complete before the leases could be taken elsewhere.
+func (c *Coordinator) stopLost(ctx context.Context, leases []redis.Lease, reason string) {
+	if len(leases) == 0 {
+		return
+	}
+	accounts := make([]string, len(leases))
+	for i, l := range leases {
+		accounts[i] = l.Account
+	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
 	defer cancel()
-	c.cfg.Owner.Stop(sctx, l.Account)
-	c.log.Warn("fleet: lease lost, account stopped", "account", l.Account, "reason", reason)
-	c.lost(l.Account, reason)
+	c.cfg.Owner.Stop(sctx, accounts...)
+	for _, a := range accounts {
+		c.log.Warn("fleet: lease lost, account stopped", "account", a, "reason", reason)
+		c.lost(a, reason)
+	}
 }
 
 // handOver stops the account, then releases its lease so that the

@@ -59,11 +59,13 @@ func (o owner) Start(l redis.Lease) {
 	o.w.running[l.Account] = o.name
 }
 
-func (o owner) Stop(_ context.Context, acct string) {
+func (o owner) Stop(_ context.Context, accts ...string) {
 	o.w.mu.Lock()
 	defer o.w.mu.Unlock()
-	if o.w.running[acct] == o.name {
-		delete(o.w.running, acct)
+	for _, acct := range accts {
+		if o.w.running[acct] == o.name {
+			delete(o.w.running, acct)
+		}
 	}
 }
 

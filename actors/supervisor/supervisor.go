@@ -69,17 +69,18 @@ type Forwarded struct {
 	Err error
 }
 
-// StopAccount stops one account's actor without changing the account
-// list's other entries, and replies *AccountStopped once the actor has
-// terminated (its socket closed). The account stays stopped until a later
-// SetAccounts lists it again. Fleet mode uses it to hand an account over.
-type StopAccount struct {
-	ID string
+// StopAccounts stops the actors of some accounts, all at once, without
+// changing the account list's other entries, and replies *AccountsStopped
+// once every one has terminated (its socket closed). The accounts stay
+// stopped until a later SetAccounts lists them again. Fleet mode uses it
+// for lost leases, hand-overs and shutdown.
+type StopAccounts struct {
+	IDs []string
 }
 
-// AccountStopped answers StopAccount.
-type AccountStopped struct {
-	ID string
+// AccountsStopped answers StopAccounts.
+type AccountsStopped struct {
+	IDs []string
 }
 
 // healthTick asks for a health line.
@@ -97,8 +98,8 @@ type Supervisor struct {
 	// stopping holds accounts whose actor was asked to stop and has not
 	// terminated yet, with the account to start once it has (if any).
 	stopping map[string]*Account
-	// waiters are the senders of StopAccount waiting for a termination.
-	waiters     map[string][]*actor.PID
+	// waiters are the StopAccounts requests waiting for terminations.
+	waiters     []*stopWaiter
 	cancelTicks scheduler.CancelFunc
 }
 
@@ -116,7 +117,7 @@ func Props(deps Deps) *actor.Props {
 	}
 	strategy := &delayedRestart{delay: deps.RestartDelay, events: deps.Events, logger: deps.Logger, now: deps.Now}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}, waiters: map[string][]*actor.PID{}}
+		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}}
 	}, actor.WithSupervisor(strategy))
 }
 
@@ -134,8 +135,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 			return
 		}
 		ctx.RequestWithCustomSender(c.pid, msg.Message, ctx.Sender())
-	case *StopAccount:
-		s.stopAccount(ctx, msg.ID)
+	case *StopAccounts:
+		s.stopAccounts(ctx, msg.IDs)
 	case *actor.Terminated:
 		s.terminated(ctx, msg.Who)
 	case *healthTick:
@@ -188,19 +189,47 @@ func (s *Supervisor) setAccounts(ctx actor.Context, accounts []Account) *Applied
 	return applied
 }
 
-func (s *Supervisor) stopAccount(ctx actor.Context, id string) {
-	if c, ok := s.children[id]; ok {
-		s.stopping[id] = nil
-		delete(s.children, id)
-		ctx.Stop(c.pid)
+// stopWaiter is a StopAccounts request: its sender and the accounts whose
+// termination it still waits for.
+type stopWaiter struct {
+	sender  *actor.PID
+	ids     []string
+	pending map[string]bool
+}
+
+func (s *Supervisor) stopAccounts(ctx actor.Context, ids []string) {
+	w := &stopWaiter{sender: ctx.Sender(), ids: ids, pending: map[string]bool{}}
+	for _, id := range ids {
+		if c, ok := s.children[id]; ok {
+			s.stopping[id] = nil
+			delete(s.children, id)
+			ctx.Stop(c.pid)
+		}
+		if _, pending := s.stopping[id]; pending {
+			w.pending[id] = true
+		}
 	}
-	if _, pending := s.stopping[id]; !pending {
-		ctx.Respond(&AccountStopped{ID: id})
+	if len(w.pending) == 0 {
+		ctx.Respond(&AccountsStopped{IDs: ids})
 		return
 	}
-	if sender := ctx.Sender(); sender != nil {
-		s.waiters[id] = append(s.waiters[id], sender)
+	if w.sender != nil {
+		s.waiters = append(s.waiters, w)
 	}
+}
+
+// stopped tells the waiters that account id has terminated.
+func (s *Supervisor) stopped(ctx actor.Context, id string) {
+	kept := s.waiters[:0]
+	for _, w := range s.waiters {
+		delete(w.pending, id)
+		if len(w.pending) == 0 {
+			ctx.Send(w.sender, &AccountsStopped{IDs: w.ids})
+			continue
+		}
+		kept = append(kept, w)
+	}
+	s.waiters = kept
 }
 
 func (s *Supervisor) spawn(ctx actor.Context, a Account) bool {
@@ -226,10 +255,7 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(s.stopping, id)
-	for _, w := range s.waiters[id] {
-		ctx.Send(w, &AccountStopped{ID: id})
-	}
-	delete(s.waiters, id)
+	s.stopped(ctx, id)
 	if next != nil {
 		s.spawn(ctx, *next)
 		return

@@ -266,23 +266,25 @@ func TestPanicRestartsThatActorAlone(t *testing.T) {
 	}
 }
 
-func TestStopAccountRepliesAfterTermination(t *testing.T) {
+func TestStopAccountsRepliesAfterTermination(t *testing.T) {
 	f := newFixture(t)
-	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
+	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"})
 	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
-	res, err := f.system.Root.RequestFuture(f.pid, &StopAccount{ID: "a"}, 5*time.Second).Result()
+	res, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"a", "c", "nobody"}}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := res.(*AccountStopped); !ok || got.ID != "a" {
+	if got, ok := res.(*AccountsStopped); !ok || len(got.IDs) != 3 {
 		t.Fatalf("reply %#v", res)
 	}
-	// By the time of the reply the actor is gone: a forward finds nothing.
-	if _, err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
-		t.Fatalf("forward after stop: %v", err)
+	// By the time of the reply the actors are gone: a forward finds nothing.
+	for _, id := range []string{"a", "c"} {
+		if _, err := f.forward(t, id, &probe{}); !errors.Is(err, ErrUnknownAccount) {
+			t.Fatalf("forward to %s after stop: %v", id, err)
+		}
 	}
-	// Stopping an account that is not running replies at once.
-	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccount{ID: "nobody"}, 5*time.Second).Result(); err != nil {
+	// Stopping accounts that are not running replies at once.
+	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"nobody"}}, 5*time.Second).Result(); err != nil {
 		t.Fatal(err)
 	}
 	f.probe(t, "b")
