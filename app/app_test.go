@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -199,5 +200,30 @@ func TestAPIActionsReachTheAccount(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no fresh QR code after logout")
 		}
+	}
+}
+
+func TestRunFailsWhenTheHTTPAddressIsTaken(t *testing.T) {
+	emu := startEmulator(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
+	cfg.HTTP.Listen = taken.Addr().String()
+	a, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "http api") {
+			t.Fatalf("Run = %v, want an http api error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s although its address is taken")
 	}
 }
