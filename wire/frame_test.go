@@ -84,12 +84,20 @@ func TestFrameReaderTruncatedStreamProperty(t *testing.T) {
 }
 
 // bytesAllocated reports how many heap bytes fn allocated (GC-independent).
+// bytesAllocated returns the bytes fn allocates per call, averaged over
+// many calls with one P (as testing.AllocsPerRun does), so that allocations
+// of other goroutines in the process do not count against fn.
 func bytesAllocated(fn func()) uint64 {
+	const runs = 64
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	fn() // warm up
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	fn()
+	for range runs {
+		fn()
+	}
 	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
+	return (after.TotalAlloc - before.TotalAlloc) / runs
 }
 
 func TestFrameReaderTooLarge(t *testing.T) {
