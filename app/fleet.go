@@ -80,7 +80,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	case err != nil:
 		logger.Warn("cannot tell whether Redis persists data", "error", err)
 	case dur.Warning != "":
-		logger.Warn("redis persistence: "+dur.Warning+"; recommended: appendonly yes, appendfsync everysec", "severe", dur.Severe)
+		logger.Warn("redis persistence: "+dur.Warning, "severe", dur.Severe)
 	}
 	st, err := wredis.New(client, wredis.Options{Sealer: sealer})
 	if err != nil {
