@@ -649,23 +649,3 @@ func (m *Leases) Close(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Holders returns the instance holding each account's lease ("" when
-// none), in one round trip.
-func (m *Leases) Holders(ctx context.Context, accounts ...string) (map[string]string, error) {
-	ctx, cancel := m.ctx(ctx)
-	defer cancel()
-	pipe := m.c.Pipeline()
-	cmds := make([]*goredis.StringCmd, len(accounts))
-	for i, a := range accounts {
-		cmds[i] = pipe.Get(ctx, m.k.lease(a))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
-		return nil, fmt.Errorf("redis: read lease holders: %w", err)
-	}
-	out := make(map[string]string, len(accounts))
-	for i, a := range accounts {
-		out[a] = Holder(cmds[i].Val())
-	}
-	return out, nil
-}

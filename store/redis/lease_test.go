@@ -38,17 +38,17 @@ func TestLeaseLifecycle(t *testing.T) {
 	if err != nil || len(rb.Acquired) != 1 || rb.Acquired[0].Account != "z" || rb.HeldBy["x"] != "inst-a" {
 		t.Fatalf("B Acquire = %+v, %v", rb, err)
 	}
-	holders, err := a.Holders(ctx, "x", "z", "none")
-	if err != nil || holders["x"] != "inst-a" || holders["z"] != "inst-b" || holders["none"] != "" {
-		t.Fatalf("Holders = %v, %v", holders, err)
-	}
 
-	// Tick renews: the PTTL goes back up to the TTL.
+	// Tick renews: the PTTL goes back up to the TTL. It also reads the
+	// holders of the accounts it watches.
 	c.PExpire(ctx, k.lease("x"), 2*time.Second)
 	clk.Advance(time.Second)
-	tr, err := a.Tick(ctx)
+	tr, err := a.Tick(ctx, "x", "z", "none")
 	if err != nil || tr.Renewed != 2 || len(tr.Lost) != 0 || tr.EpochChanged {
 		t.Fatalf("Tick = %+v, %v", tr, err)
+	}
+	if h := tr.Holders; h["x"] != "inst-a" || h["z"] != "inst-b" || h["none"] != "" {
+		t.Fatalf("Holders = %v", h)
 	}
 	if pttl := c.PTTL(ctx, k.lease("x")).Val(); pttl < ttl-time.Second {
 		t.Fatalf("PTTL after renew = %v", pttl)
