@@ -437,5 +437,3 @@ func httpJSON(t testing.TB, method, url, body string) (int, map[string]any) {
 	}
 	return resp.StatusCode, out
 }
-
-var errAny = errors.New("any error")

@@ -181,7 +181,3 @@ func (f *Faults) String() string {
 	return strings.Join(f.Specs(), ",")
 }
 
-// certFaults reports whether any certificate fault is on.
-func (f Faults) certFaults() bool {
-	return f.BadRootSignature || f.WrongLeafKey || f.ExpiredCertificate || f.WrongIssuerSerial
-}

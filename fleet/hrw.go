@@ -9,7 +9,7 @@ func score(member, account string) uint64 {
 	for i := 0; i < len(member); i++ {
 		h = (h ^ uint64(member[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // the 0x00 separator: h ^ 0 == h
 	for i := 0; i < len(account); i++ {
 		h = (h ^ uint64(account[i])) * prime
 	}
