@@ -180,4 +180,3 @@ func (f *Faults) String() string {
 	}
 	return strings.Join(f.Specs(), ",")
 }
-
