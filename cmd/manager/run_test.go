@@ -20,9 +20,19 @@ import (
 
 var (
 	buildOnce sync.Once
+	builtDir  string
 	builtBin  string
 	buildErr  error
 )
+
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		_ = os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
 
 // managerBinary builds the manager once for the package's tests.
 func managerBinary(t *testing.T) string {
@@ -33,6 +43,7 @@ func managerBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		builtDir = dir
 		builtBin = filepath.Join(dir, "manager")
 		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
