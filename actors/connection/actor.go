@@ -301,7 +301,7 @@ func (c *conn) onLoaded(ctx actor.Context, m *loaded) {
 // dial starts the dial and handshake in a goroutine, after the limiter.
 func (c *conn) dial(ctx actor.Context) {
 	l := c.newAttempt(ctx)
-	pl, err := clientPayload(c.dev, c.deps.Version, c.deps.DeviceProps)
+	pl, err := clientPayload(c.dev, c.deps.Versions.Current(), c.deps.DeviceProps)
 	if err != nil {
 		c.end(ctx, outStop, err)
 		return

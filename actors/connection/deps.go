@@ -29,10 +29,58 @@ type Keepalive struct {
 	// Interval is the mean delay between pings; each delay is drawn
 	// uniformly from [0.8·Interval, 1.2·Interval). Default 25 s (so 20–30 s).
 	Interval time.Duration
-	// Timeout bounds the wait for a pong; a missed pong closes the
-	// connection and reconnects. Default 10 s.
+	// Timeout bounds the wait for a pong. A missed pong alone does not
+	// end the connection (PROTOCOL.md 9.8). Default 10 s.
 	Timeout time.Duration
+	// Window is how long the connection may go without a successful ping
+	// before it is closed and reconnected, as the reference client does.
+	// Default 3 min.
+	Window time.Duration
 }
+
+// VersionSource says which WhatsApp Web version the payload carries and
+// learns of the server refusing one as outdated (<failure reason=405>).
+// Implementations are safe for concurrent use and never block.
+type VersionSource interface {
+	// Current is the version to send in the next payload.
+	Current() payload.Version
+	// Refused reports that the server refused v. The source looks for a
+	// newer version in the background and then tells the refused accounts
+	// with VersionUpdated or VersionUnavailable.
+	Refused(v payload.Version)
+}
+
+// FixedVersion is a VersionSource that always offers the same version and
+// cannot find a newer one.
+type FixedVersion payload.Version
+
+// Current returns v.
+func (v FixedVersion) Current() payload.Version { return payload.Version(v) }
+
+// Refused does nothing: there is no newer version to be had.
+func (FixedVersion) Refused(payload.Version) {}
+
+// Observer counts what happens on connections for metrics. Implementations
+// never block.
+type Observer interface {
+	// AckSent counts an <ack> sent for an ackable stanza of class (its tag).
+	AckSent(class string)
+	// StanzaUndecodable counts a frame that did not decode into a stanza;
+	// the connection went on.
+	StanzaUndecodable()
+	// StreamErrorAck counts a <stream:error><ack/></stream:error>: the
+	// server ended the stream for a stanza it considers unacknowledged.
+	StreamErrorAck()
+	// PreKeysUploaded counts an accepted upload of n one-time prekeys.
+	PreKeysUploaded(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) AckSent(string)      {}
+func (nopObserver) StanzaUndecodable()  {}
+func (nopObserver) StreamErrorAck()     {}
+func (nopObserver) PreKeysUploaded(int) {}
 
 // Limiter bounds the rate of new connections of a whole instance.
 // *rate.Limiter (golang.org/x/time/rate) satisfies it.
@@ -118,11 +166,19 @@ type Deps struct {
 	Backoff Backoff
 	// Keepalive configures pings. Zero fields take the defaults.
 	Keepalive Keepalive
-	// Version is the WhatsApp Web version sent in the payload. Default
-	// payload.DefaultVersion().
-	Version payload.Version
-	// DeviceProps describe the companion to the phone at registration.
+	// Versions gives the WhatsApp Web version sent in the payload and
+	// learns of refusals. Default FixedVersion(payload.DefaultVersion()).
+	Versions VersionSource
+	// DeviceProps describe the companion to the phone at registration
+	// (the name and platform it shows in Linked devices).
 	DeviceProps payload.DeviceProps
+	// AutoRepair lets an account whose device was wiped after a lock or
+	// ban (failure 403 or 406) register again by itself. Default false:
+	// it stops with the banned alarm until an operator re-arms pairing.
+	AutoRepair bool
+	// Observer counts acks, undecodable stanzas and prekey uploads.
+	// Default: counts nothing.
+	Observer Observer
 	// QR is the QR rotation schedule. Default 60 s, then 20 s.
 	QR QRSchedule
 	// Dialer opens connections. Default WireDialer.
@@ -171,8 +227,14 @@ func (d *Deps) defaults() {
 	if d.Keepalive.Timeout <= 0 {
 		d.Keepalive.Timeout = 10 * time.Second
 	}
-	if d.Version.IsZero() {
-		d.Version = payload.DefaultVersion()
+	if d.Keepalive.Window <= 0 {
+		d.Keepalive.Window = 3 * time.Minute
+	}
+	if d.Versions == nil {
+		d.Versions = FixedVersion(payload.DefaultVersion())
+	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
 	}
 	if d.QR.First <= 0 {
 		d.QR.First = 60 * time.Second

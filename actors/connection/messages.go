@@ -35,6 +35,18 @@ type Logout struct{}
 // as after the store (Redis) lost its data. It has no reply.
 type Resave struct{}
 
+// VersionUpdated tells the account that a newer WhatsApp Web version is
+// available (VersionSource.Current): an account waiting after a 405
+// reconnects with it, through the connect limiter. Others ignore it.
+type VersionUpdated struct{}
+
+// VersionUnavailable tells the account that no newer version can be had for
+// now: an account waiting after a 405 raises the client_outdated alarm and
+// keeps waiting for VersionUpdated. Err says why.
+type VersionUnavailable struct {
+	Err error
+}
+
 // Result answers Pair and Logout sent with Request.
 type Result struct {
 	// OK is true when the request was accepted.
