@@ -59,18 +59,20 @@ func (p Profile) validate() error {
 }
 
 // DefaultOS is the DeviceProps os name used when DeviceProps.OS is empty; the
-// phone shows it in its list of linked devices.
-const DefaultOS = "wafleet"
+// phone shows it in its list of linked devices, after the platform (with
+// PlatformType CHROME: "Chrome (Linux)"). It is an ordinary operating system
+// name, as a browser would send, so that the device looks like WhatsApp Web.
+const DefaultOS = "Linux"
 
-// maxOSLen bounds DeviceProps.OS. The phone shows the name in a list; a long
-// name is a configuration mistake.
-const maxOSLen = 64
+// MaxOSLen bounds DeviceProps.OS, in bytes. The phone shows the name in a
+// list; a long name is a configuration mistake.
+const MaxOSLen = 64
 
 // DeviceProps describes the companion to the phone at registration.
 type DeviceProps struct {
 	// OS is the name the phone shows for the linked device. Default
-	// DefaultOS ("wafleet"); whatsmeow sends "whatsmeow". Valid UTF-8, at
-	// most 64 bytes.
+	// DefaultOS ("Linux"); whatsmeow sends "whatsmeow", a browser its
+	// operating system. Valid UTF-8, at most MaxOSLen bytes.
 	OS string
 	// Version is the companion's own version. Default (zero) {0, 1, 0}, as
 	// whatsmeow.
@@ -94,8 +96,8 @@ func BuildDeviceProps(p DeviceProps, prof Profile) (*waproto.DeviceProps, error)
 	if osName == "" {
 		osName = DefaultOS
 	}
-	if len(osName) > maxOSLen {
-		return nil, fmt.Errorf("%w: os name longer than %d bytes", ErrBadDeviceProps, maxOSLen)
+	if len(osName) > MaxOSLen {
+		return nil, fmt.Errorf("%w: os name longer than %d bytes", ErrBadDeviceProps, MaxOSLen)
 	}
 	if !utf8.ValidString(osName) {
 		return nil, fmt.Errorf("%w: os name is not valid UTF-8", ErrBadDeviceProps)

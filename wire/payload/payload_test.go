@@ -206,8 +206,8 @@ func TestDevicePropsDefaultsAndProfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dp.GetOs() != "wafleet" || dp.Os == nil {
-		t.Errorf("os = %q, want wafleet", dp.GetOs())
+	if dp.GetOs() != "Linux" || dp.Os == nil {
+		t.Errorf("os = %q, want Linux", dp.GetOs())
 	}
 	if dp.PlatformType == nil || dp.GetPlatformType() != waproto.DeviceProps_UNKNOWN {
 		t.Errorf("platformType = %v, want explicit UNKNOWN", dp.PlatformType)
