@@ -19,6 +19,7 @@ type streamEvent struct {
 	JID     string       `json:"jid,omitempty"`
 	QR      *string      `json:"qr,omitempty"`
 	Error   string       `json:"error,omitempty"`
+	Alarm   events.Alarm `json:"alarm,omitempty"`
 	Attempt int          `json:"attempt,omitempty"`
 	DelayMS int64        `json:"delay_ms,omitempty"`
 	Time    *time.Time   `json:"time,omitempty"`
@@ -31,6 +32,7 @@ func toStreamEvent(e events.Event) streamEvent {
 		State:   e.State,
 		JID:     e.JID,
 		Error:   e.Error,
+		Alarm:   e.Alarm,
 		Attempt: e.Attempt,
 		DelayMS: e.Delay.Milliseconds(),
 	}

@@ -37,6 +37,18 @@ const (
 	KindLeaseLost     Kind = "lease_lost"     // this instance no longer owns the account
 )
 
+// Alarm names the condition a KindAlarm event raises. The names are part of
+// the HTTP API and the Redis event stream.
+type Alarm string
+
+// The alarms.
+const (
+	AlarmReplaced       Alarm = "replaced"        // another connection took the session over
+	AlarmRefused        Alarm = "refused"         // the server refused the login for good (failure 400, 409, …)
+	AlarmBanned         Alarm = "banned"          // the account is locked or banned (failure 403, 406); the device was wiped
+	AlarmClientOutdated Alarm = "client_outdated" // the server refuses our client version and no newer one can be had
+)
+
 // Event is one thing that happened to one account. Events are values: a
 // publisher never changes an event after publishing it.
 type Event struct {
@@ -52,6 +64,9 @@ type Event struct {
 	// Error describes the failure for KindDisconnected, KindAlarm and
 	// failed transitions. It never contains secrets.
 	Error string
+	// Alarm names what KindAlarm is about (one of the Alarm constants),
+	// for tools that route alarms; Error says it in words.
+	Alarm Alarm
 	// Attempt is the reconnect attempt number for KindReconnect.
 	Attempt int
 	// Delay is the backoff delay when State is StateBackoff.
@@ -68,6 +83,9 @@ func (e Event) LogValue() slog.Value {
 	}
 	if e.JID != "" {
 		attrs = append(attrs, slog.String("jid", e.JID))
+	}
+	if e.Alarm != "" {
+		attrs = append(attrs, slog.String("alarm", string(e.Alarm)))
 	}
 	if e.Error != "" {
 		attrs = append(attrs, slog.String("error", e.Error))
