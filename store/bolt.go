@@ -16,15 +16,20 @@ import (
 
 // Buckets of the bbolt file. Keys and values are raw bytes.
 var (
-	bucketMeta    = []byte("meta")    // "schema" -> schema version
-	bucketDevices = []byte("devices") // id -> encoded record (codec.go)
-	bucketDevMap  = []byte("devmap")  // id -> pnUser NUL lidUser, for paired devices with both
-	bucketPN2LID  = []byte("pn2lid")  // pnUser -> lidUser
-	bucketLID2PN  = []byte("lid2pn")  // lidUser -> pnUser
+	bucketMeta     = []byte("meta")     // "schema" -> schema version
+	bucketDevices  = []byte("devices")  // id -> encoded record (codec.go)
+	bucketDevMap   = []byte("devmap")   // id -> pnUser NUL lidUser, for paired devices with both
+	bucketPN2LID   = []byte("pn2lid")   // pnUser -> lidUser
+	bucketLID2PN   = []byte("lid2pn")   // lidUser -> pnUser
+	bucketPreKeys  = []byte("prekeys")  // id -> bucket of the account's one-time prekeys (bolt_prekeys.go)
+	bucketSettings = []byte("settings") // setting name -> value
 
 	keySchema = []byte("schema")
 )
 
+// boltSchema is the layout version. The prekeys and settings buckets were
+// added to version 1 without a change: they are created when missing, and
+// an older binary ignores them.
 const boltSchema = 1
 
 // BoltOptions configures OpenBolt.
@@ -75,7 +80,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN} {
+		for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -181,7 +186,8 @@ func (s *BoltStore) Save(ctx context.Context, d *Device) error {
 	return nil
 }
 
-// Delete implements Store.
+// Delete implements Store: the device, its mapping and its prekeys go in
+// one transaction.
 func (s *BoltStore) Delete(ctx context.Context, id string) error {
 	if err := s.acquire(ctx, "delete"); err != nil {
 		return err
@@ -189,6 +195,9 @@ func (s *BoltStore) Delete(ctx context.Context, id string) error {
 	defer s.mu.RUnlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketDevices).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := deletePreKeys(tx, id); err != nil {
 			return err
 		}
 		return setMapping(tx, id, "", "")
@@ -316,7 +325,9 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 
 // Reseal re-encodes, in one transaction, every record whose secrets are in
 // the clear so that they are sealed with the configured Sealer, and returns
-// how many it changed. Without a Sealer it does nothing. Records that do not
+// how many it changed: device records and one-time prekey records alike
+// (prekeys are written sealed from the start once a Sealer is set; the
+// ones written before stay in the clear until Reseal). Without a Sealer it does nothing. Records that do not
 // decode abort the whole migration. Old plaintext may remain in bbolt's free
 // pages until they are reused; compact the file to be sure it is gone.
 func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
@@ -355,7 +366,11 @@ func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
 				return err
 			}
 		}
-		n = len(updates)
+		pk, err := s.resealPreKeys(tx)
+		if err != nil {
+			return err
+		}
+		n = len(updates) + pk
 		return nil
 	})
 	if err != nil {

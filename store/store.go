@@ -13,6 +13,15 @@ var (
 	// ErrInvalidDevice: the device fails Validate; nothing was written.
 	// The wrapped *ValidationError names the field.
 	ErrInvalidDevice = errors.New("store: invalid device")
+	// ErrInvalidPreKey: AddPreKeys refused a one-time prekey (ID outside
+	// 1..MaxPreKeyID, Pub not matching Priv, an ID twice in the batch or
+	// already stored, too many keys); nothing was written. The error is a
+	// *PreKeyError naming the key's ID, and errors.Is(err, ErrInvalidDevice)
+	// holds as well.
+	ErrInvalidPreKey = errors.New("store: invalid prekey")
+	// ErrInvalidSetting: a setting name or value out of bounds (see
+	// ValidateSetting); nothing was read or written.
+	ErrInvalidSetting = errors.New("store: invalid setting")
 	// ErrClosed: the store was used after Close.
 	ErrClosed = errors.New("store: closed")
 	// ErrLeaseLost: a write from an instance that no longer holds the
@@ -30,9 +39,10 @@ var (
 	ErrLocked = errors.New("store: database is locked by another process")
 )
 
-// Store persists Devices by account id, and the LID <-> phone-number user
-// mapping that pairing learns (PROTOCOL.md 8.8). Implementations are safe for
-// concurrent use. Contract tests live in package storetest.
+// Store persists Devices by account id, the LID <-> phone-number user
+// mapping that pairing learns (PROTOCOL.md 8.8), each device's one-time
+// Signal prekeys (kept beside the device, never in it) and fleet-wide
+// settings. Implementations are safe for concurrent use. Contract tests live in package storetest.
 type Store interface {
 	// Load returns the device stored under id, or an error wrapping
 	// ErrNotFound when there is none. The result is the caller's to modify.
@@ -45,9 +55,11 @@ type Store interface {
 	// ErrInvalidDevice and writes nothing. The store keeps no reference to d.
 	Save(ctx context.Context, d *Device) error
 
-	// Delete wipes the device (logged out) and its mapping. Deleting an
-	// absent id is not an error. A mapping still derived from another
-	// stored device survives.
+	// Delete wipes the device (logged out), its mapping and all its
+	// one-time prekeys with their counts (MaxID included: a device paired
+	// again has a new identity and starts its prekey IDs afresh), in one
+	// transaction where the store can. Deleting an absent id is not an
+	// error. A mapping still derived from another stored device survives.
 	Delete(ctx context.Context, id string) error
 
 	// IDs returns the ids of the stored devices in ascending order.
@@ -60,6 +72,47 @@ type Store interface {
 	// LIDForPN returns the LID user for a phone-number user, or an error
 	// wrapping ErrNotFound.
 	LIDForPN(ctx context.Context, pnUser string) (string, error)
+
+	// AddPreKeys stores new one-time prekeys of account id, not yet
+	// uploaded, all or none, in one transaction (one round trip). The
+	// device must be stored (an error wrapping ErrNotFound otherwise). A key
+	// ID already stored or twice in keys, an ID outside 1..MaxPreKeyID, a
+	// key whose Pub does not match its Priv, or more than MaxPreKeysPerAdd
+	// keys is an error wrapping ErrInvalidPreKey (a *PreKeyError, which is
+	// also ErrInvalidDevice) and writes nothing. The store does not refuse
+	// an ID that was stored once and removed: callers pick new IDs after
+	// PreKeyCounts.MaxID, which never goes backwards. No keys: no-op.
+	AddPreKeys(ctx context.Context, id string, keys []PreKey) error
+
+	// PreKeysToUpload returns up to n stored keys of id not yet marked
+	// uploaded, in ascending ID order (none when n <= 0).
+	PreKeysToUpload(ctx context.Context, id string, n int) ([]PreKey, error)
+
+	// MarkPreKeysUploaded marks every stored key of id with ID <= upTo as
+	// uploaded. Keys added later, whatever their ID, are not uploaded.
+	MarkPreKeysUploaded(ctx context.Context, id string, upTo uint32) error
+
+	// PreKey returns one stored key (uploaded or not), or an error wrapping
+	// ErrNotFound.
+	PreKey(ctx context.Context, id string, keyID uint32) (PreKey, error)
+
+	// RemovePreKey forgets a key once a session consumed it (absent: not an
+	// error). MaxID is kept.
+	RemovePreKey(ctx context.Context, id string, keyID uint32) error
+
+	// PreKeyCounts summarises the stored keys of id (all zero when none).
+	PreKeyCounts(ctx context.Context, id string) (PreKeyCounts, error)
+
+	// LoadSetting returns a fleet-wide setting (one value for every account
+	// and, with Redis, for every instance), or an error wrapping
+	// ErrNotFound. A name that fails ValidateSettingName is an error
+	// wrapping ErrInvalidSetting.
+	LoadSetting(ctx context.Context, name string) (string, error)
+
+	// SaveSetting writes a fleet-wide setting; a bad name or a value over
+	// MaxSettingValueLen is an error wrapping ErrInvalidSetting. Settings
+	// are not fenced by any lease.
+	SaveSetting(ctx context.Context, name, value string) error
 
 	// Close releases the store. It is idempotent; any other method called
 	// after Close returns an error wrapping ErrClosed.

@@ -9,17 +9,23 @@ import (
 const DefaultPrefix = "wafleet"
 
 // keys names the Redis keys under one prefix. Every per-account key carries
-// the account id as its hash tag ({ACCT}) so that the device hash, the lease
-// and the fencing counter of one account live in one Cluster slot and one
-// Lua script may touch all three. The user mappings are keyed by user (a
-// phone number or a LID), shared across accounts, each in its own slot.
+// the account id as its hash tag ({ACCT}) so that the device hash, the lease,
+// the fencing counter and the prekeys of one account live in one Cluster
+// slot and one Lua script may touch them all. The user mappings are keyed by
+// user (a phone number or a LID), shared across accounts, each in its own
+// slot; the settings hash is fleet-wide, in a slot of its own.
 //
 //	PREFIX:{ACCT}:device   hash: rec (codec bytes), fence, pn, lid, and while
 //	                       a cross-slot mapping update is pending: xpn, xlid, sync
 //	PREFIX:{ACCT}:lease    string "INSTANCE:FENCE.NONCE", PX ttl
 //	PREFIX:{ACCT}:fence    counter of fencing tokens
+//	PREFIX:{ACCT}:prekeys  hash: KEYID (decimal) -> prekey record (store's
+//	                       prekey codec), max -> largest key ID ever stored
+//	PREFIX:{ACCT}:prekeys:pending
+//	                       zset: KEYID of the keys not yet uploaded, scored by KEYID
 //	PREFIX:map:pn:{USER}   hash: ACCT -> lid user, "=" -> current lid user
 //	PREFIX:map:lid:{USER}  hash: ACCT -> pn user, "=" -> current pn user
+//	PREFIX:settings        hash: setting name -> value (fleet-wide)
 //	PREFIX:epoch           random value; missing or changed = Redis lost data
 //	PREFIX:members         zset: instance -> expiry (Redis server ms)
 //	PREFIX:ratelimit:NAME  hash: token bucket state
@@ -36,15 +42,18 @@ func newKeys(prefix string) (keys, error) {
 	return keys{p: prefix}, nil
 }
 
-func (k keys) device(acct string) string { return k.p + ":{" + acct + "}:device" }
-func (k keys) lease(acct string) string  { return k.p + ":{" + acct + "}:lease" }
-func (k keys) fence(acct string) string  { return k.p + ":{" + acct + "}:fence" }
-func (k keys) pn(user string) string     { return k.p + ":map:pn:{" + user + "}" }
-func (k keys) lid(user string) string    { return k.p + ":map:lid:{" + user + "}" }
-func (k keys) epoch() string             { return k.p + ":epoch" }
-func (k keys) members() string           { return k.p + ":members" }
-func (k keys) rate(name string) string   { return k.p + ":ratelimit:" + name }
-func (k keys) events() string            { return k.p + ":events" }
+func (k keys) device(acct string) string  { return k.p + ":{" + acct + "}:device" }
+func (k keys) lease(acct string) string   { return k.p + ":{" + acct + "}:lease" }
+func (k keys) fence(acct string) string   { return k.p + ":{" + acct + "}:fence" }
+func (k keys) prekeys(acct string) string { return k.p + ":{" + acct + "}:prekeys" }
+func (k keys) pending(acct string) string { return k.p + ":{" + acct + "}:prekeys:pending" }
+func (k keys) settings() string           { return k.p + ":settings" }
+func (k keys) pn(user string) string      { return k.p + ":map:pn:{" + user + "}" }
+func (k keys) lid(user string) string     { return k.p + ":map:lid:{" + user + "}" }
+func (k keys) epoch() string              { return k.p + ":epoch" }
+func (k keys) members() string            { return k.p + ":members" }
+func (k keys) rate(name string) string    { return k.p + ":ratelimit:" + name }
+func (k keys) events() string             { return k.p + ":events" }
 
 // devicePattern matches every device hash (for SCAN).
 func (k keys) devicePattern() string { return k.p + ":{*}:device" }

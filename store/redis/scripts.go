@@ -53,9 +53,10 @@ end
 `
 
 // saveAtomic writes or deletes a device and its mapping in one script (single
-// node or Sentinel).
+// node or Sentinel); a delete drops the account's prekeys too.
 //
-//	KEYS: device, lease, fence, new pn map, new lid map, old pn map, old lid map
+//	KEYS: device, lease, fence, new pn map, new lid map, old pn map, old lid map,
+//	      prekeys, pending prekeys
 //	ARGV: lease value ('' = unfenced), token, op ('save'|'delete'), rec,
 //	      account, new pn, new lid, expected old pn, expected old lid
 //
@@ -71,7 +72,7 @@ local acct, npn, nlid = ARGV[5], ARGV[6], ARGV[7]
 if ARGV[3] == 'save' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid)
 else
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[8], KEYS[9])
 end
 if opn ~= '' and opn ~= npn then map_del(KEYS[6], acct) end
 if olid ~= '' and olid ~= nlid then map_del(KEYS[7], acct) end
@@ -83,9 +84,10 @@ return {'ok'}
 `)
 
 // saveDevice is the first step of a split (Cluster) write: the device hash
-// alone, recording which old mapping users still have to be cleaned up.
+// alone (and, for a delete, the prekeys in the same slot), recording which
+// old mapping users still have to be cleaned up.
 //
-//	KEYS: device, lease, fence
+//	KEYS: device, lease, fence, prekeys, pending prekeys
 //	ARGV: lease value, token, op, rec, new pn, new lid, sync nonce
 //
 // Returns {'ok', xpn, xlid} or {'lost'} / {'held'}.
@@ -107,8 +109,11 @@ local xpn, xlid = pending(h[3], h[1], npn), pending(h[4], h[2], nlid)
 redis.call('DEL', KEYS[1])
 if ARGV[3] == 'save' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid, 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
-elseif xpn ~= '' or xlid ~= '' then
-  redis.call('HSET', KEYS[1], 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
+else
+  redis.call('DEL', KEYS[4], KEYS[5])
+  if xpn ~= '' or xlid ~= '' then
+    redis.call('HSET', KEYS[1], 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
+  end
 end
 return {'ok', xpn, xlid}
 `)
@@ -214,4 +219,88 @@ if wait < 0 then wait = 0 end
 tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 return math.floor(wait)
+`)
+
+// One-time prekeys of an account: PREFIX:{ACCT}:prekeys holds the records
+// by decimal key ID and "max", the largest ID ever stored; the zset
+// PREFIX:{ACCT}:prekeys:pending holds the IDs not yet uploaded. Every write
+// is fenced like a device write (luaFence) and keeps both keys in step.
+//
+//	KEYS of every write: device, lease, fence, prekeys, pending
+//	ARGV of every write: lease value ('' = unfenced), token, then per script
+
+// preKeyAdd stores new keys, all or none, after checking that the device
+// exists and that no ID is stored. ARGV: ..., then ID, record pairs.
+// Returns {'ok'}, {'lost'}, {'held'}, {'nodevice'} or {'dup', ID}.
+var preKeyAdd = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return {'nodevice'} end
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return {'dup', ARGV[i]} end
+end
+local top = tonumber(redis.call('HGET', KEYS[4], 'max') or '0')
+for i = 3, #ARGV, 2 do
+  local id = tonumber(ARGV[i])
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[5], id, ARGV[i])
+  if id > top then top = id end
+end
+redis.call('HSET', KEYS[4], 'max', top)
+return {'ok'}
+`)
+
+// preKeyMark marks the keys with ID <= ARGV[3] uploaded. Returns {'ok'},
+// {'lost'} or {'held'}.
+var preKeyMark = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[3])
+return {'ok'}
+`)
+
+// preKeyRemove forgets key ARGV[3]; "max" stays. Returns {'ok'}, {'lost'}
+// or {'held'}.
+var preKeyRemove = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+return {'ok'}
+`)
+
+// preKeyReseal replaces records that still hold what the caller read.
+// ARGV: ..., then ID, old record, new record triples. Returns {'ok', n},
+// {'lost'} or {'held'}.
+var preKeyReseal = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+local n = 0
+for i = 3, #ARGV, 3 do
+  if redis.call('HGET', KEYS[4], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return {'ok', n}
+`)
+
+// preKeysPending reads the first ARGV[1] pending keys in ID order.
+// KEYS: prekeys, pending. Returns ID, record pairs (a record is false
+// when the hash lacks it).
+var preKeysPending = goredis.NewScript(`
+local ids = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[1], id)
+end
+return out
+`)
+
+// preKeyCounts reads the counts at one instant. KEYS: prekeys, pending.
+// Returns {fields of the hash, has max, max, pending}.
+var preKeyCounts = goredis.NewScript(`
+return {redis.call('HLEN', KEYS[1]), redis.call('HEXISTS', KEYS[1], 'max'),
+  redis.call('HGET', KEYS[1], 'max') or '0', redis.call('ZCARD', KEYS[2])}
 `)

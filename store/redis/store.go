@@ -106,13 +106,21 @@ func New(c goredis.UniversalClient, o Options) (*Store, error) {
 	return &Store{c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split}, nil
 }
 
-// begin checks the context and the closed flag and bounds ctx.
-func (s *Store) begin(ctx context.Context, op string) (context.Context, context.CancelFunc, error) {
+// ready checks the context and the closed flag.
+func (s *Store) ready(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("redis: %s: %w", op, err)
+		return fmt.Errorf("redis: %s: %w", op, err)
 	}
 	if s.closed.Load() {
-		return nil, nil, fmt.Errorf("redis: %s: %w", op, store.ErrClosed)
+		return fmt.Errorf("redis: %s: %w", op, store.ErrClosed)
+	}
+	return nil
+}
+
+// begin checks the context and the closed flag and bounds ctx.
+func (s *Store) begin(ctx context.Context, op string) (context.Context, context.CancelFunc, error) {
+	if err := s.ready(ctx, op); err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := withTimeout(ctx, s.timeout)
 	return ctx, cancel, nil
@@ -172,7 +180,8 @@ func (s *Store) Save(ctx context.Context, d *store.Device) error {
 	return s.save(ctx, d, Lease{})
 }
 
-// Delete implements store.Store as an administrative write (see Save).
+// Delete implements store.Store as an administrative write (see Save). The
+// device and its prekeys go in one script, in both write modes.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	return s.delete(ctx, id, Lease{})
 }
@@ -233,6 +242,7 @@ func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid 
 		keys := []string{
 			s.k.device(acct), s.k.lease(acct), s.k.fence(acct),
 			s.k.pn(orDash(pn)), s.k.lid(orDash(lid)), s.k.pn(orDash(opn)), s.k.lid(orDash(olid)),
+			s.k.prekeys(acct), s.k.pending(acct),
 		}
 		res, err := replyStrings(saveAtomic.Run(ctx, s.c, keys, l.Value, token, op, rec, acct, pn, lid, opn, olid))
 		if err != nil {
@@ -267,7 +277,7 @@ func (s *Store) outcome(op, acct string, res []string) error {
 
 func (s *Store) writeSplit(ctx context.Context, op, acct string, rec []byte, pn, lid, value, token string) error {
 	syncID := nonce()
-	keys := []string{s.k.device(acct), s.k.lease(acct), s.k.fence(acct)}
+	keys := []string{s.k.device(acct), s.k.lease(acct), s.k.fence(acct), s.k.prekeys(acct), s.k.pending(acct)}
 	res, err := replyStrings(saveDevice.Run(ctx, s.c, keys, value, token, op, rec, pn, lid, syncID))
 	if err != nil {
 		return fmt.Errorf("redis: %s %q: %w", op, acct, err)
@@ -479,9 +489,11 @@ func (v *view) check(op string) error {
 }
 
 // Load implements store.Store. A record written before the store had a
-// Sealer is saved again here, sealed, under this instance's lease: the
-// owner of an account migrates it the first time it loads it (best effort;
-// a failed migration is retried at the next load).
+// Sealer is saved again here, sealed, under this instance's lease, and so
+// are the account's prekey records still in the clear: the owner of an
+// account migrates it the first time it loads it (best effort; a failed
+// migration is retried at the next load as long as the device record is
+// the one in the clear).
 func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 	if err := v.check("load"); err != nil {
 		return nil, err
@@ -491,6 +503,9 @@ func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 		return nil, err
 	}
 	if v.s.sealer != nil && !info.Sealed {
+		if l, ok := v.lease(id); ok {
+			_ = v.s.resealPreKeys(ctx, id, l) // before the device: its record is the retry marker
+		}
 		_ = v.Save(ctx, d)
 	}
 	return d, nil

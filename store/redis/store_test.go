@@ -292,7 +292,7 @@ func TestSplitWriteRecovers(t *testing.T) {
 	d2 := d.Clone()
 	storetest.Pair(d2, "15552222222", "222222222222222", 4)
 	rec, _ := store.Encode(d2, nil)
-	keys := []string{s.k.device("acct"), s.k.lease("acct"), s.k.fence("acct")}
+	keys := []string{s.k.device("acct"), s.k.lease("acct"), s.k.fence("acct"), s.k.prekeys("acct"), s.k.pending("acct")}
 	if err := saveDevice.Run(ctx, c, keys, "", "0", "save", rec, "15552222222", "222222222222222", "sync1").Err(); err != nil {
 		t.Fatal(err)
 	}
