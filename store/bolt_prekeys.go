@@ -245,12 +245,18 @@ func (s *BoltStore) MarkPreKeysUploaded(ctx context.Context, id string, upTo uin
 		return nil
 	}
 	limit := preKeyKey(min(upTo, MaxPreKeyID))
+	var moving [][2][]byte
+	defer func() {
+		for _, kv := range moving { // bbolt keeps values it was given until the commit
+			clear(kv[1])
+		}
+	}()
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		moving = moving[:0]
 		p, err := openPreKeys(tx, id, false)
 		if err != nil || p.acct == nil {
 			return err
 		}
-		var moving [][2][]byte
 		c := p.pending.Cursor()
 		for k, v := c.First(); k != nil && bytes.Compare(k, limit) <= 0; k, v = c.Next() {
 			// Copies: values of a bucket being modified do not outlive
@@ -267,7 +273,6 @@ func (s *BoltStore) MarkPreKeysUploaded(ctx context.Context, id string, upTo uin
 			if err := p.pending.Delete(kv[0]); err != nil {
 				return err
 			}
-			clear(kv[1])
 		}
 		p.counts.Uploaded += len(moving)
 		if p.counts.Uploaded > p.counts.Stored {

@@ -76,10 +76,10 @@ func (e *PreKeyError) Is(target error) bool {
 
 // CheckPreKeys validates a batch for AddPreKeys: at most MaxPreKeysPerAdd
 // keys, each valid, no ID twice. Whether an ID is already stored is for the
-// store to check. Errors are *PreKeyError (or wrap ErrInvalidPreKey).
+// store to check. Errors are *PreKeyError.
 func CheckPreKeys(keys []PreKey) error {
 	if len(keys) > MaxPreKeysPerAdd {
-		return fmt.Errorf("%w: %d keys in one call, at most %d allowed", ErrInvalidPreKey, len(keys), MaxPreKeysPerAdd)
+		return &PreKeyError{ID: keys[MaxPreKeysPerAdd].ID, Problem: fmt.Sprintf("past the limit of %d keys per call (%d given)", MaxPreKeysPerAdd, len(keys))}
 	}
 	seen := make(map[uint32]struct{}, len(keys))
 	for _, k := range keys {

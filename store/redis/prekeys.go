@@ -361,6 +361,9 @@ func (v *view) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) e
 	if err := v.check("add prekeys"); err != nil {
 		return err
 	}
+	if store.ValidateID(id) != nil {
+		return v.s.addPreKeys(ctx, id, keys, Lease{}) // no device, no lease: ErrNotFound
+	}
 	l, ok := v.lease(id)
 	if !ok {
 		return fmt.Errorf("redis: add prekeys %q: no lease held: %w", id, store.ErrLeaseLost)

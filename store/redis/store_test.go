@@ -73,6 +73,21 @@ func (a *autoLease) Delete(ctx context.Context, id string) error {
 	return a.Store.Delete(ctx, id)
 }
 
+func (a *autoLease) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) error {
+	a.take(ctx, id)
+	return a.Store.AddPreKeys(ctx, id, keys)
+}
+
+func (a *autoLease) MarkPreKeysUploaded(ctx context.Context, id string, upTo uint32) error {
+	a.take(ctx, id)
+	return a.Store.MarkPreKeysUploaded(ctx, id, upTo)
+}
+
+func (a *autoLease) RemovePreKey(ctx context.Context, id string, keyID uint32) error {
+	a.take(ctx, id)
+	return a.Store.RemovePreKey(ctx, id, keyID)
+}
+
 func TestSealedRoundTrip(t *testing.T) {
 	c, prefix := sharedClient(t)
 	key := make([]byte, 32)

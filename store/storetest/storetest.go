@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentSaves", testConcurrentSaves},
 		{"Closed", testClosed},
 	}
+	tests = append(tests, preKeyTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
@@ -418,6 +419,14 @@ func testClosed(t *testing.T, s store.Store) {
 	_, calls["IDs"] = s.IDs(ctx)
 	_, calls["PNForLID"] = s.PNForLID(ctx, "123456789012345")
 	_, calls["LIDForPN"] = s.LIDForPN(ctx, "15551234567")
+	calls["AddPreKeys"] = s.AddPreKeys(ctx, "acct", NewPreKeys(t, 1, 1))
+	_, calls["PreKeysToUpload"] = s.PreKeysToUpload(ctx, "acct", 1)
+	calls["MarkPreKeysUploaded"] = s.MarkPreKeysUploaded(ctx, "acct", 1)
+	_, calls["PreKey"] = s.PreKey(ctx, "acct", 1)
+	calls["RemovePreKey"] = s.RemovePreKey(ctx, "acct", 1)
+	_, calls["PreKeyCounts"] = s.PreKeyCounts(ctx, "acct")
+	_, calls["LoadSetting"] = s.LoadSetting(ctx, "name")
+	calls["SaveSetting"] = s.SaveSetting(ctx, "name", "v")
 	for name, err := range calls {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
