@@ -16,6 +16,7 @@ import (
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
+	"github.com/wafleet/wafleet/wire/payload"
 )
 
 // New returns the producer of a connection actor for one account. Spawn it
@@ -67,10 +68,25 @@ type conn struct {
 	lost        bool // the next attempt follows a lost connection (a reconnect)
 	connectedAt time.Time
 
-	retryTimer, pingTimer, pongTimer, logoutTimer *time.Timer
-	pingID, logoutID                              string
-	idPrefix                                      string
-	idSeq                                         uint64
+	retryTimer, pingTimer, pongTimer, logoutTimer, activeTimer *time.Timer
+	pingID, logoutID, activeID                                 string
+	idPrefix                                                   string
+	idSeq                                                      uint64
+
+	loggedIn    bool      // <success> came on the current connection
+	lastPong    time.Time // the last answered keepalive ping (or the dial)
+	missedPings int       // pings unanswered since lastPong
+
+	countID, uploadID string // the prekey count and upload IQs in flight
+	uploadTop         uint32 // the largest key ID of the upload in flight
+	uploadN           int    // the number of keys of the upload in flight
+	preKeysBusy       bool   // an upload is being prepared or in flight
+
+	dialVersion  payload.Version // the version the current attempt sent
+	outdated     payload.Version // refused by the server (405): waiting for a newer one
+	outdatedSaid bool            // the client_outdated alarm is raised
+	logoutWanted bool            // a logout asked while offline: connect, unlink, then wipe
+	serverOffset time.Duration   // server clock minus ours, from <success t>
 
 	child         *actor.PID
 	lastCode      bool          // the pairing child shows its last code
@@ -132,7 +148,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onPingDue(ctx)
 	case *pingTimeout:
 		if m.id == c.pingID {
-			c.end(ctx, outBackoff, fmt.Errorf("%w (no answer within %v)", ErrKeepaliveTimeout, c.deps.Keepalive.Timeout))
+			c.onPingMissed(ctx)
 		}
 	case *logoutTimeout:
 		c.logoutTimer = nil
@@ -140,6 +156,28 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.log.Warn("unlink request unanswered; wiping the device anyway")
 			c.finishLogout(ctx)
 		}
+	case *activeTimeout:
+		c.activeTimer = nil
+		if c.activeID != "" {
+			c.log.Warn("the server did not answer <active/>; going on")
+			c.activeID = ""
+			c.connected()
+		}
+	case *undecodable:
+		c.deps.Observer.StanzaUndecodable()
+		c.log.Warn("stanza not decodable; skipped", slog.String("error", m.err.Error()))
+	case *preKeysReady:
+		c.onPreKeysReady(ctx, m)
+	case *wiped:
+		if m.err != nil {
+			c.log.Error("wipe the device", slog.String("error", m.err.Error()))
+		} else {
+			c.log.Info("device wiped")
+		}
+	case *VersionUpdated:
+		c.onVersionUpdated(ctx)
+	case *VersionUnavailable:
+		c.onVersionUnavailable(m)
 	case *restored:
 		err := errPairingUndone
 		if m.err != nil {
@@ -185,8 +223,14 @@ func (c *conn) publish(kind events.Kind, state events.State, err error, mod func
 	if mod != nil {
 		mod(&e)
 	}
+	if kind == events.KindAlarm && e.Alarm == "" {
+		e.Alarm = alarmFor(err)
+	}
 	c.deps.Events.Publish(e)
 	attrs := []any{slog.String("state", string(state)), slog.String("from", string(prev)), slog.String("event", string(kind))}
+	if e.Alarm != "" {
+		attrs = append(attrs, slog.String("alarm", string(e.Alarm)))
+	}
 	if e.Error != "" {
 		attrs = append(attrs, slog.String("error", e.Error))
 	}
@@ -267,6 +311,9 @@ func prepareDevice(ctx context.Context, st store.Store, mu sync.Locker, id strin
 	defer cancel()
 	mu.Lock()
 	defer mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err // a later attempt replaced this one: leave the store to it
+	}
 	if wipe {
 		if err := st.Delete(ctx, id); err != nil {
 			return nil, fmt.Errorf("wipe device: %w", err)
@@ -301,7 +348,8 @@ func (c *conn) onLoaded(ctx actor.Context, m *loaded) {
 // dial starts the dial and handshake in a goroutine, after the limiter.
 func (c *conn) dial(ctx actor.Context) {
 	l := c.newAttempt(ctx)
-	pl, err := clientPayload(c.dev, c.deps.Versions.Current(), c.deps.DeviceProps)
+	c.dialVersion = c.deps.Versions.Current()
+	pl, err := clientPayload(c.dev, c.dialVersion, c.deps.DeviceProps)
 	if err != nil {
 		c.end(ctx, outStop, err)
 		return
@@ -338,6 +386,7 @@ func (c *conn) onDialed(ctx actor.Context, m *dialed) {
 	}
 	c.log.Debug("handshake done")
 	go c.link.readLoop(m.sess, ctx.Self(), ctx.ActorSystem().Root)
+	c.lastPong, c.missedPings = c.deps.Now(), 0
 	c.armPing(ctx)
 }
 
@@ -345,10 +394,17 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	switch n.Tag {
 	case "iq":
 		c.onIQ(ctx, n)
+	case "message", "receipt", "notification", "call":
+		c.onAckable(ctx, n)
 	case "success":
 		c.onSuccess(ctx, n)
 	case "failure", "stream:error":
 		out, serr := classify(n)
+		if serr.Class == ErrUnacked {
+			c.deps.Observer.StreamErrorAck()
+			c.log.Warn("server ended the stream for an unacknowledged stanza",
+				slog.String("class", serr.AckClass), slog.String("id", serr.AckID))
+		}
 		if c.logoutID != "" {
 			c.finishLogout(ctx)
 			return
@@ -370,23 +426,40 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 		if _, ok := n.Child("downgrade_webclient"); ok {
 			c.log.Warn("the phone scanned the code but does not support multi-device")
 		}
-	default:
+	default: // presence, chatstate and the like need no answer
 		c.log.Debug("stanza ignored", slog.String("tag", n.Tag))
 	}
 }
 
+// onAckable acknowledges a message, receipt, notification or call at once,
+// in the order they came, and reacts to the ones it understands.
+func (c *conn) onAckable(ctx actor.Context, n node.Node) {
+	ack, ok := ackFor(n)
+	if !ok {
+		c.log.Warn("ackable stanza without id", slog.String("tag", n.Tag))
+		return
+	}
+	if c.write(ctx, ack, 0) != nil {
+		return
+	}
+	c.deps.Observer.AckSent(n.Tag)
+	if typ, _ := n.Attr("type"); n.Tag == "notification" && typ == "encrypt" {
+		if count, ok := serverPreKeyCount(n); ok {
+			c.onServerPreKeyCount(ctx, count)
+		}
+	}
+}
 func (c *conn) onIQ(ctx actor.Context, n node.Node) {
+	if isServerPing(n) {
+		c.write(ctx, pongFor(n), 0)
+		return
+	}
 	typ, _ := n.Attr("type")
 	id, _ := n.Attr("id")
 	switch typ {
 	case "result", "error":
-		switch {
-		case id != "" && id == c.pingID:
-			c.stopTimer(&c.pongTimer)
-			c.pingID = ""
-			c.armPing(ctx)
-		case id != "" && id == c.logoutID:
-			c.finishLogout(ctx)
+		if id != "" {
+			c.onIQAnswer(ctx, n, id, typ == "result")
 		}
 	case "set":
 		if _, ok := n.Child("pair-device"); ok {
@@ -398,17 +471,53 @@ func (c *conn) onIQ(ctx actor.Context, n node.Node) {
 			}
 			ctx.Send(c.child, &pairing.PairSuccess{Node: n})
 		}
-	case "get":
-		if xmlns, _ := n.Attr("xmlns"); xmlns == "urn:xmpp:ping" {
-			to := jid.ServerJID
-			if j, ok := n.AttrJID("from"); ok {
-				to = j
-			}
-			c.write(ctx, node.IQ(id, to, "result", ""), 0)
-		}
 	}
 }
 
+// onIQAnswer matches the answer to an IQ of ours by its id.
+func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
+	switch id {
+	case c.pingID:
+		c.stopTimer(&c.pongTimer)
+		c.pingID = ""
+		if c.missedPings > 0 {
+			c.log.Info("keepalive restored", slog.Int("missed", c.missedPings))
+		}
+		c.lastPong, c.missedPings = c.deps.Now(), 0
+		c.armPing(ctx)
+	case c.logoutID:
+		c.finishLogout(ctx)
+	case c.activeID:
+		c.stopTimer(&c.activeTimer)
+		c.activeID = ""
+		if !ok {
+			c.log.Warn("the server refused <active/>; going on", slog.String("error", iqErrorText(n)))
+		}
+		c.connected()
+	case c.countID:
+		c.countID = ""
+		count, valid := serverPreKeyCount(n)
+		if !ok || !valid {
+			c.log.Warn("prekey count not answered", slog.String("error", iqErrorText(n)))
+			return
+		}
+		c.onServerPreKeyCount(ctx, count)
+	case c.uploadID:
+		c.uploadID = ""
+		c.onPreKeysUploaded(n, ok)
+	}
+}
+
+// iqErrorText describes an error IQ's <error code text/>.
+func iqErrorText(n node.Node) string {
+	e, ok := n.Child("error")
+	if !ok {
+		return "no error child"
+	}
+	code, _ := e.Attr("code")
+	text, _ := e.Attr("text")
+	return code + " " + text
+}
 func (c *conn) onPairDevice(ctx actor.Context, n node.Node) {
 	if c.dev.Paired() {
 		c.log.Warn("pair-device for a paired device ignored")
@@ -505,18 +614,66 @@ func (c *conn) restore(ctx actor.Context, paired *store.Device) {
 	}()
 }
 
+// onSuccess follows the reference client's order after <success>
+// (PROTOCOL.md 9.8): note the LID and the server's clock, ask for the
+// prekey count, send <active/>, and report connected once it is answered.
+// Stanzas the server pushes meanwhile are acknowledged as they come.
 func (c *conn) onSuccess(ctx actor.Context, n node.Node) {
 	if !c.dev.Paired() {
 		c.log.Warn("login success for a device that is not paired")
 	}
 	c.expectRestart = false
-	c.connectedAt = c.deps.Now()
-	c.publish(events.KindConnected, events.StateConnected, nil, nil)
-	// Leave passive mode, as clients do after <success>; the answer is
-	// not awaited.
-	c.write(ctx, node.IQ(c.newID(), jid.ServerJID, "set", "passive", node.New("active")), 0)
+	c.loggedIn = true
+	c.noteSuccess(n)
+	if c.logoutWanted {
+		c.sendLogout(ctx)
+		return
+	}
+	c.countID = c.newID()
+	if c.write(ctx, preKeyCountIQ(c.countID), 0) != nil {
+		return
+	}
+	c.activeID = c.newID()
+	if c.write(ctx, node.IQ(c.activeID, jid.ServerJID, "set", "passive", node.New("active")), 0) != nil {
+		return
+	}
+	c.activeTimer = c.after(ctx, c.deps.Keepalive.Timeout, &activeTimeout{gen: c.gen})
 }
 
+// noteSuccess keeps the server's clock offset and saves the LID the server
+// gives the device when the store has another (or none).
+func (c *conn) noteSuccess(n node.Node) {
+	if t, ok := n.AttrInt("t"); ok && t > 0 {
+		c.serverOffset = time.Unix(t, 0).Sub(c.deps.Now())
+		if c.serverOffset > time.Minute || c.serverOffset < -time.Minute {
+			c.log.Warn("our clock differs from the server's", slog.Duration("offset", c.serverOffset))
+		}
+	}
+	lid, ok := n.AttrJID("lid")
+	if !ok || !c.dev.Paired() || lid.String() == c.dev.LID {
+		return
+	}
+	if lid.Server != jid.HiddenUserServer {
+		c.log.Warn("success carries a LID that is not one", slog.String("lid", lid.String()))
+		return
+	}
+	if c.dev.LID != "" {
+		c.log.Warn("the server gave another LID; replacing the stored one", slog.String("stored", c.dev.LID), slog.String("lid", lid.String()))
+	}
+	d := c.dev.Clone()
+	d.LID = lid.String()
+	c.dev = d
+	c.resave()
+}
+
+// connected reports the login done (once per connection).
+func (c *conn) connected() {
+	if c.state == events.StateConnected {
+		return
+	}
+	c.connectedAt = c.deps.Now()
+	c.publish(events.KindConnected, events.StateConnected, nil, nil)
+}
 func (c *conn) onWritten(ctx actor.Context, w *written) {
 	switch {
 	case w.err != nil:
@@ -600,6 +757,23 @@ func (c *conn) onPingDue(ctx actor.Context) {
 	c.pongTimer = c.after(ctx, c.deps.Keepalive.Timeout, &pingTimeout{gen: c.gen, id: id})
 }
 
+// onPingMissed: one unanswered ping is not a dead connection (PROTOCOL.md
+// 9.8, as the reference client). The connection is given up only when no
+// ping has been answered for Keepalive.Window; socket errors end it at once
+// anyway.
+func (c *conn) onPingMissed(ctx actor.Context) {
+	c.pingID = ""
+	c.pongTimer = nil
+	c.missedPings++
+	silent := c.deps.Now().Sub(c.lastPong)
+	if silent >= c.deps.Keepalive.Window {
+		c.end(ctx, outBackoff, fmt.Errorf("%w: %d pings unanswered over %v", ErrKeepaliveTimeout, c.missedPings, silent.Round(time.Second)))
+		return
+	}
+	c.log.Warn("keepalive ping unanswered", slog.Int("missed", c.missedPings), slog.Duration("since_last_answer", silent))
+	c.armPing(ctx)
+}
+
 // Pair and logout.
 
 func (c *conn) respond(ctx actor.Context, ok bool, reason string) {
@@ -649,30 +823,43 @@ func (c *conn) onLogout(ctx actor.Context) {
 	case c.dev == nil || !c.dev.Paired():
 		c.respond(ctx, false, "the account is not paired")
 		return
-	case c.logoutID != "":
-	case c.state == events.StateConnected && c.link != nil:
-		id := c.newID()
-		own, err := jid.Parse(c.dev.JID)
-		if err == nil {
-			err = c.write(ctx, node.IQ(id, jid.ServerJID, "set", "md",
-				node.New("remove-companion-device", node.JIDAttr("jid", own), node.StrAttr("reason", "user_initiated"))), 0)
-		}
-		if err != nil {
-			c.want = true
-			c.end(ctx, outLoggedOut, nil)
-			break
-		}
-		c.log.Info("unlinking the device")
-		c.logoutID = id
-		c.logoutTimer = c.after(ctx, c.deps.Keepalive.Timeout, &logoutTimeout{gen: c.gen})
+	case c.logoutID != "" || c.logoutWanted:
+	case c.loggedIn && c.link != nil:
+		c.sendLogout(ctx)
 	default:
-		c.log.Info("unlinking locally; the phone keeps listing the device until it is removed there")
+		// Offline: connect to tell the server first, so the phone stops
+		// listing the device; end() unlinks locally if that fails.
+		c.log.Info("connecting to unlink the device")
+		c.logoutWanted = true
 		c.want = true
-		c.end(ctx, outLoggedOut, nil)
+		if c.link == nil {
+			c.stopTimer(&c.retryTimer)
+			c.outdated, c.outdatedSaid = payload.Version{}, false
+			c.begin(ctx)
+		}
 	}
 	c.respond(ctx, true, "")
 }
 
+// sendLogout asks the server to remove the device and waits for the answer
+// (or the server's stream error or close) before wiping it.
+func (c *conn) sendLogout(ctx actor.Context) {
+	c.logoutWanted = false
+	id := c.newID()
+	own, err := jid.Parse(c.dev.JID)
+	if err == nil {
+		err = c.write(ctx, node.IQ(id, jid.ServerJID, "set", "md",
+			node.New("remove-companion-device", node.JIDAttr("jid", own), node.StrAttr("reason", "user_initiated"))), 0)
+	}
+	if err != nil {
+		c.want = true
+		c.end(ctx, outLoggedOut, nil)
+		return
+	}
+	c.log.Info("unlinking the device")
+	c.logoutID = id
+	c.logoutTimer = c.after(ctx, c.deps.Keepalive.Timeout, &logoutTimeout{gen: c.gen})
+}
 func (c *conn) finishLogout(ctx actor.Context) {
 	c.logoutID = ""
 	c.want = true
@@ -686,6 +873,16 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 	expected := c.expectRestart
 	c.closeLink(ctx)
 	c.stopTimer(&c.retryTimer)
+	if c.logoutWanted {
+		// The connection made to unlink the device is gone: unlink locally.
+		c.logoutWanted = false
+		if out != outLoggedOut && out != outBanned {
+			c.log.Warn("could not tell the server; unlinking locally (the phone keeps listing the device until it is removed there)", slog.Any("error", err))
+			out, err, c.want = outLoggedOut, nil, true
+		}
+	}
+	var serr *ServerError
+	errors.As(err, &serr)
 	switch out {
 	case outReconnectNow:
 		c.expectRestart = false
@@ -716,6 +913,40 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 	case outStop:
 		c.want = false
 		c.publish(events.KindAlarm, events.StateStopped, err, nil)
+	case outBanned:
+		c.dev, c.wipe = nil, true
+		c.attempt, c.lost, c.expectRestart = 0, false, false
+		c.publish(events.KindAlarm, events.StateLoggedOut, err, nil)
+		if c.deps.AutoRepair {
+			c.log.Info("registering again (auto-repair is on)")
+			c.want = true
+			c.begin(ctx)
+			return
+		}
+		c.want = false
+		c.wipeNow(ctx)
+	case outTempBanned:
+		delay := c.deps.Backoff.Max
+		if serr != nil && serr.Expire > 0 {
+			delay = serr.Expire
+		}
+		c.lost = true
+		c.lastDelay = delay
+		until := c.deps.Now().Add(delay).UTC().Format(time.RFC3339)
+		c.publish(events.KindDisconnected, events.StateBackoff, fmt.Errorf("%w; reconnecting by itself at %s", err, until), func(e *events.Event) { e.Delay = delay })
+		c.retryTimer = c.after(ctx, delay, &retry{gen: c.gen})
+	case outOutdated:
+		c.lost = true
+		refused := c.dialVersion
+		if c.deps.Versions.Current() != refused {
+			// A newer version came while this attempt was on its way.
+			c.publish(events.KindDisconnected, events.StateConnecting, err, nil)
+			c.begin(ctx)
+			return
+		}
+		c.outdated, c.outdatedSaid = refused, false
+		c.publish(events.KindDisconnected, events.StateBackoff, fmt.Errorf("%w; looking for a newer version", err), nil)
+		c.deps.Versions.Refused(refused)
 	case outUnpaired:
 		c.want = false
 		c.lost = false
@@ -739,7 +970,9 @@ func (c *conn) closeLink(ctx actor.Context) {
 	c.stopTimer(&c.pingTimer)
 	c.stopTimer(&c.pongTimer)
 	c.stopTimer(&c.logoutTimer)
-	c.pingID, c.logoutID = "", ""
+	c.stopTimer(&c.activeTimer)
+	c.pingID, c.logoutID, c.activeID, c.countID, c.uploadID = "", "", "", "", ""
+	c.loggedIn, c.missedPings, c.preKeysBusy = false, 0, false
 	if c.child != nil {
 		ctx.Stop(c.child)
 		c.child = nil
@@ -768,4 +1001,117 @@ func (c *conn) snapshot() *snapshot {
 		Timer: c.retryTimer != nil, Child: c.child != nil,
 		Paired: c.dev != nil && c.dev.Paired(), Attempt: c.attempt, Delay: c.lastDelay,
 	}
+}
+
+// wipeNow deletes the device from the store without starting a new one (a
+// locked or banned account waits for an operator). It runs as an attempt
+// of its own, so that a later attempt (pairing re-armed) replaces it.
+func (c *conn) wipeNow(ctx actor.Context) {
+	l := c.newAttempt(ctx) // never dialed: it only owns the goroutine
+	st, mu, id, timeout := c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		wctx, cancel := context.WithTimeout(l.ctx, timeout)
+		defer cancel()
+		mu.Lock()
+		err := wctx.Err()
+		if err == nil {
+			err = st.Delete(wctx, id)
+		}
+		mu.Unlock()
+		root.Send(self, &wiped{gen: l.gen, err: err})
+	}()
+}
+
+// alarmFor names the alarm of an error that stops an account.
+func alarmFor(err error) events.Alarm {
+	switch {
+	case errors.Is(err, ErrReplaced):
+		return events.AlarmReplaced
+	case errors.Is(err, ErrBanned):
+		return events.AlarmBanned
+	case errors.Is(err, ErrOutdated):
+		return events.AlarmClientOutdated
+	}
+	return events.AlarmRefused
+}
+
+// Versions.
+
+func (c *conn) onVersionUpdated(ctx actor.Context) {
+	if c.outdated.IsZero() || c.deps.Versions.Current() == c.outdated {
+		return
+	}
+	c.log.Info("a newer client version is available; reconnecting", slog.String("refused", c.outdated.String()), slog.String("version", c.deps.Versions.Current().String()))
+	c.outdated, c.outdatedSaid = payload.Version{}, false
+	c.want, c.attempt = true, 0
+	c.begin(ctx)
+}
+
+func (c *conn) onVersionUnavailable(m *VersionUnavailable) {
+	if c.outdated.IsZero() || c.outdatedSaid {
+		return
+	}
+	c.outdatedSaid = true
+	err := fmt.Errorf("%w: %s is refused and no newer version can be had", ErrOutdated, c.outdated)
+	if m.Err != nil {
+		err = fmt.Errorf("%w: %s is refused and no newer version can be had: %w", ErrOutdated, c.outdated, m.Err)
+	}
+	c.publish(events.KindAlarm, events.StateStopped, err, nil)
+}
+
+// Prekeys.
+
+// onServerPreKeyCount starts an upload when the server's count (or the
+// store's) is low, unless one is already under way on this connection.
+func (c *conn) onServerPreKeyCount(ctx actor.Context, count int) {
+	if c.preKeysBusy || c.dev == nil || !c.dev.Paired() || c.link == nil {
+		return
+	}
+	c.preKeysBusy = true
+	l, st, id, timeout := c.link, c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		pctx, cancel := context.WithTimeout(l.ctx, timeout)
+		defer cancel()
+		keys, err := preparePreKeys(pctx, st, id, count)
+		root.Send(self, &preKeysReady{gen: l.gen, keys: keys, err: err})
+	}()
+}
+
+func (c *conn) onPreKeysReady(ctx actor.Context, m *preKeysReady) {
+	if m.err != nil {
+		c.preKeysBusy = false
+		c.log.Error("prepare prekeys", slog.String("error", m.err.Error()))
+		return
+	}
+	if len(m.keys) == 0 {
+		c.preKeysBusy = false
+		return
+	}
+	id := c.newID()
+	if c.write(ctx, preKeyUploadIQ(id, c.dev, m.keys), 0) != nil {
+		return
+	}
+	c.uploadID, c.uploadTop, c.uploadN = id, m.keys[len(m.keys)-1].ID, len(m.keys)
+	c.log.Info("uploading prekeys", slog.String("keys", preKeyRange(m.keys)))
+}
+
+// onPreKeysUploaded records an upload the server accepted, so the keys are
+// not offered again.
+func (c *conn) onPreKeysUploaded(n node.Node, ok bool) {
+	c.preKeysBusy = false
+	if !ok {
+		c.log.Warn("the server refused the prekey upload", slog.String("error", iqErrorText(n)))
+		return
+	}
+	c.deps.Observer.PreKeysUploaded(c.uploadN)
+	st, id, top, timeout, log, parent := c.deps.Store, c.deps.AccountID, c.uploadTop, c.deps.StoreTimeout, c.log, c.ctx
+	go func() {
+		ctx, cancel := context.WithTimeout(parent, timeout)
+		defer cancel()
+		if err := st.MarkPreKeysUploaded(ctx, id, top); err != nil {
+			log.Error("mark prekeys uploaded", slog.String("error", err.Error()))
+		}
+	}()
 }

@@ -28,10 +28,13 @@ func TestClassify(t *testing.T) {
 		text  string
 	}{
 		{"failure 401", node.New("failure", node.StrAttr("reason", "401")), outLoggedOut, ErrLoggedOut, "failure 401 (logged out)"},
-		{"failure 403", node.New("failure", node.StrAttr("reason", "403")), outLoggedOut, ErrLoggedOut, "main device gone"},
-		{"failure 406", node.New("failure", node.StrAttr("reason", "406")), outLoggedOut, ErrLoggedOut, "banned"},
-		{"failure 402", node.New("failure", node.StrAttr("reason", "402")), outStop, ErrRefused, "temporarily banned"},
-		{"failure 405", node.New("failure", node.StrAttr("reason", "405")), outStop, ErrRefused, "client outdated"},
+		{"failure 403", node.New("failure", node.StrAttr("reason", "403"), node.StrAttr("logout_message_header", "Account locked"), node.StrAttr("logout_message_subtext", "Open WhatsApp on your phone")),
+			outBanned, ErrBanned, `failure 403 (main device gone): "Account locked": "Open WhatsApp on your phone"`},
+		{"failure 406", node.New("failure", node.StrAttr("reason", "406")), outBanned, ErrBanned, "406 (banned)"},
+		{"failure 402", node.New("failure", node.StrAttr("reason", "402"), node.StrAttr("code", "101"), node.StrAttr("expire", "3600")),
+			outTempBanned, ErrTemporarilyBanned, "failure 402 (temporarily banned) code 101 (sent to too many people) for 1h0m0s"},
+		{"failure 402 without details", node.New("failure", node.StrAttr("reason", "402")), outTempBanned, ErrTemporarilyBanned, "402"},
+		{"failure 405", node.New("failure", node.StrAttr("reason", "405")), outOutdated, ErrOutdated, "client outdated"},
 		{"failure 409", node.New("failure", node.StrAttr("reason", "409")), outStop, ErrRefused, "bad user agent"},
 		{"failure 418", node.New("failure", node.StrAttr("reason", "418")), outStop, ErrRefused, "client unknown"},
 		{"failure without reason", node.New("failure"), outStop, ErrRefused, "failure"},
@@ -43,9 +46,12 @@ func TestClassify(t *testing.T) {
 		{"stream no code", node.New("stream:error"), outBackoff, ErrServer, "stream:error"},
 		{"stream 401 device_removed", node.New("stream:error", node.StrAttr("code", "401")).WithChildren(conflict("device_removed")), outLoggedOut, ErrLoggedOut, "device_removed"},
 		{"stream device_removed", node.New("stream:error").WithChildren(conflict("device_removed")), outLoggedOut, ErrLoggedOut, "device_removed"},
-		{"stream 401", node.New("stream:error", node.StrAttr("code", "401")), outLoggedOut, ErrLoggedOut, "401"},
+		// Without device_removed a 401 is not a logout: reconnect, the login decides.
+		{"stream 401", node.New("stream:error", node.StrAttr("code", "401")), outBackoff, ErrServer, "401 (unauthorized)"},
 		{"stream replaced", node.New("stream:error").WithChildren(conflict("replaced")), outStop, ErrReplaced, "conflict replaced"},
 		{"stream 515 replaced", node.New("stream:error", node.StrAttr("code", "515")).WithChildren(conflict("replaced")), outStop, ErrReplaced, "replaced"},
+		{"stream ack", node.New("stream:error").WithChildren(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", "3EB0"))),
+			outBackoff, ErrUnacked, `ack class="message" id="3EB0"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,14 +207,32 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 	})
 }
 
-// connectFake dials a fake session and logs it in.
+// connectFake dials a fake session and logs it in: <success>, then the
+// answers to the prekey count (plenty: no upload) and to <active/>.
 func connectFake(t *testing.T, h *harness, fd *fakeDialer) *fakeSession {
 	t.Helper()
 	<-fd.reqs
 	s := newFakeSession()
 	fd.results <- dialResult{sess: s}
 	s.push(t, node.New("success", node.StrAttr("t", "1")))
+	for answered := 0; answered < 2; {
+		n := s.next(t, "the IQs after success")
+		id, _ := n.Attr("id")
+		switch xmlns, _ := n.Attr("xmlns"); xmlns {
+		case "encrypt":
+			s.push(t, serverResult(id, node.New("count", node.IntAttr("value", 100))))
+			answered++
+		case "passive":
+			s.push(t, serverResult(id))
+			answered++
+		}
+	}
 	return s
+}
+
+// serverResult is the server's <iq type=result> to id.
+func serverResult(id string, children ...node.Node) node.Node {
+	return node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id), node.StrAttr("type", "result")).WithChildren(children...)
 }
 
 func TestStableConnectionResetsBackoff(t *testing.T) {
@@ -252,40 +276,56 @@ func TestStableConnectionResetsBackoff(t *testing.T) {
 	}
 }
 
+// TestKeepalive: pings go out with fresh ids; a missed pong is tolerated;
+// only a Window without any answered ping closes the connection.
 func TestKeepalive(t *testing.T) {
 	h := newHarness(t)
 	fd := newFakeDialer()
+	clock := newFakeClock()
 	d := h.deps("ka")
 	d.Dialer = fd.dial
-	d.Keepalive = Keepalive{Interval: time.Millisecond, Timeout: 20 * time.Millisecond}
+	d.Now = clock.Now
+	d.Keepalive = Keepalive{Interval: time.Millisecond, Timeout: 20 * time.Millisecond, Window: time.Minute}
 	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
 	h.spawn(d)
 	s := connectFake(t, h, fd)
 	h.rec.wait(t, "connected", kindIs(events.KindConnected))
 
-	var pings []string
-	for len(pings) < 3 {
-		n := s.next(t, "ping")
-		if x, _ := n.Attr("xmlns"); x != "w:p" {
-			continue // the passive IQ
-		}
-		if typ, _ := n.Attr("type"); typ != "get" {
-			t.Errorf("ping type %q", typ)
-		}
-		if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
-			t.Errorf("ping to %v (JID %v)", to, ok)
-		}
-		id, _ := n.Attr("id")
-		pings = append(pings, id)
-		if len(pings) < 3 {
-			// Answer: the next ping follows.
-			s.push(t, node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id), node.StrAttr("type", "result")))
+	nextPing := func() string {
+		t.Helper()
+		for {
+			n := s.next(t, "ping")
+			if x, _ := n.Attr("xmlns"); x != "w:p" {
+				continue
+			}
+			if typ, _ := n.Attr("type"); typ != "get" {
+				t.Errorf("ping type %q", typ)
+			}
+			if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
+				t.Errorf("ping to %v (JID %v)", to, ok)
+			}
+			id, _ := n.Attr("id")
+			return id
 		}
 	}
-	if pings[0] == pings[1] || pings[1] == pings[2] {
-		t.Errorf("ping ids repeat: %v", pings)
+	first := nextPing()
+	s.push(t, serverResult(first))
+	// The second ping goes unanswered: the connection stays, and a third
+	// ping follows its timeout.
+	second := nextPing()
+	third := nextPing()
+	if first == second || second == third {
+		t.Errorf("ping ids repeat: %q %q %q", first, second, third)
 	}
-	// The third ping is not answered: timeout, close, backoff.
+	s.push(t, serverResult(third))
+	for _, e := range h.rec.all() {
+		if e.State == events.StateBackoff || e.Kind == events.KindDisconnected {
+			t.Fatalf("a missed pong ended the connection: %s", describe(h.rec.all()))
+		}
+	}
+	// No answer for longer than the window: close, backoff.
+	nextPing()
+	clock.Advance(2 * time.Minute)
 	ev, _ := h.rec.wait(t, "keepalive backoff", stateIs(events.StateBackoff))
 	if !strings.Contains(ev.Error, ErrKeepaliveTimeout.Error()) {
 		t.Errorf("error %q", ev.Error)

@@ -53,24 +53,70 @@ func (m *memStore) PNForLID(context.Context, string) (string, error) { return ""
 func (m *memStore) LIDForPN(context.Context, string) (string, error) { return "", store.ErrNotFound }
 func (m *memStore) Close() error                                     { return nil }
 
+// The benchmarks' server always holds enough prekeys, so the actor only
+// counts them: an account has none stored and uploads none.
+func (m *memStore) AddPreKeys(context.Context, string, []store.PreKey) error { return nil }
+func (m *memStore) PreKeysToUpload(context.Context, string, int) ([]store.PreKey, error) {
+	return nil, nil
+}
+func (m *memStore) MarkPreKeysUploaded(context.Context, string, uint32) error { return nil }
+func (m *memStore) PreKey(context.Context, string, uint32) (store.PreKey, error) {
+	return store.PreKey{}, store.ErrNotFound
+}
+func (m *memStore) RemovePreKey(context.Context, string, uint32) error { return nil }
+func (m *memStore) PreKeyCounts(context.Context, string) (store.PreKeyCounts, error) {
+	return store.PreKeyCounts{Stored: 100, Uploaded: 100, MaxID: 100}, nil
+}
+func (m *memStore) LoadSetting(context.Context, string) (string, error) { return "", store.ErrNotFound }
+func (m *memStore) SaveSetting(context.Context, string, string) error   { return nil }
+
 // idleSession is a logged-in session that stays quiet: it delivers
-// <success> once, then blocks until closed, and discards writes.
+// <success> once, answers the IQs that follow a login (the prekey count
+// with plenty, <active/> with a result), then blocks until closed.
 type idleSession struct {
 	success []byte
 	sent    atomic.Bool
+	answers chan []byte
 	closed  chan struct{}
 	once    sync.Once
+}
+
+func newIdleSession(success []byte) *idleSession {
+	return &idleSession{success: success, answers: make(chan []byte, 4), closed: make(chan struct{})}
 }
 
 func (s *idleSession) Receive() ([]byte, error) {
 	if !s.sent.Swap(true) {
 		return s.success, nil
 	}
-	<-s.closed
-	return nil, errFakeClosed
+	select {
+	case b := <-s.answers:
+		return b, nil
+	case <-s.closed:
+		return nil, errFakeClosed
+	}
 }
 
-func (s *idleSession) Send([]byte) error { return nil }
+func (s *idleSession) Send(b []byte) error {
+	n, err := node.UnmarshalPayload(b)
+	if err != nil || n.Tag != "iq" {
+		return err
+	}
+	id, _ := n.Attr("id")
+	res := node.New("iq", node.StrAttr("id", id), node.StrAttr("type", "result"))
+	if xmlns, _ := n.Attr("xmlns"); xmlns == "encrypt" {
+		res = res.WithChildren(node.New("count", node.IntAttr("value", 100)))
+	}
+	out, err := node.MarshalPayload(res)
+	if err != nil {
+		return err
+	}
+	select {
+	case s.answers <- out:
+	default:
+	}
+	return nil
+}
 
 func (s *idleSession) Close() error {
 	s.once.Do(func() { close(s.closed) })
@@ -103,7 +149,7 @@ func BenchmarkConnectedAccounts(b *testing.B) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLogger() }))
 	defer sys.Shutdown()
 	dialer := func(context.Context, DialRequest) (Session, error) {
-		return &idleSession{success: success, closed: make(chan struct{})}, nil
+		return newIdleSession(success), nil
 	}
 	runtime.GC()
 	var before runtime.MemStats

@@ -3,6 +3,8 @@ package connection
 import (
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/wafleet/wafleet/wire/node"
 )
@@ -15,23 +17,54 @@ type ServerError struct {
 	Code int
 	// Conflict is the type of a <conflict> child, "" when none.
 	Conflict string
+	// AckClass and AckID name the stanza of an <ack> child: the server
+	// ended the stream because it considers that stanza unacknowledged.
+	AckClass, AckID string
+	// BanCode is the reason of a temporary ban (failure 402 code=…).
+	BanCode int
+	// Expire is how long a temporary ban lasts (failure 402 expire=…,
+	// seconds); 0 when absent.
+	Expire time.Duration
+	// LogoutHeader and LogoutSubtext are what the server says to show
+	// the user with a lock or ban (failure 403 logout_message_header and
+	// logout_message_subtext).
+	LogoutHeader, LogoutSubtext string
 	// Class is the sentinel the error matches (ErrLoggedOut, …).
 	Class error
 }
 
-// Error names the stanza, code, conflict and what they mean.
+// Error names the stanza, code, conflict and what they mean, with the
+// server's details.
 func (e *ServerError) Error() string {
-	s := e.Stanza
+	var b strings.Builder
+	b.WriteString(e.Stanza)
 	if e.Code != 0 {
-		s += " " + strconv.Itoa(e.Code)
+		b.WriteString(" " + strconv.Itoa(e.Code))
 		if m := codeMeaning(e.Stanza, e.Code); m != "" {
-			s += " (" + m + ")"
+			b.WriteString(" (" + m + ")")
 		}
 	}
 	if e.Conflict != "" {
-		s += " conflict " + e.Conflict
+		b.WriteString(" conflict " + e.Conflict)
 	}
-	return fmt.Sprintf("%v: server sent %s", e.Class, s)
+	if e.AckClass != "" || e.AckID != "" {
+		fmt.Fprintf(&b, " ack class=%q id=%q", e.AckClass, e.AckID)
+	}
+	if e.BanCode != 0 {
+		b.WriteString(" code " + strconv.Itoa(e.BanCode))
+		if m := banMeaning(e.BanCode); m != "" {
+			b.WriteString(" (" + m + ")")
+		}
+	}
+	if e.Expire > 0 {
+		b.WriteString(" for " + e.Expire.String())
+	}
+	for _, s := range []string{e.LogoutHeader, e.LogoutSubtext} {
+		if s != "" {
+			b.WriteString(": " + strconv.Quote(s))
+		}
+	}
+	return fmt.Sprintf("%v: server sent %s", e.Class, b.String())
 }
 
 // Unwrap returns the class sentinel.
@@ -46,6 +79,9 @@ const (
 	outLoggedOut                   // wipe the device, pair again
 	outStop                        // stop the account and raise an alarm
 	outUnpaired                    // pairing ran out of codes: wait for POST /pair
+	outBanned                      // wipe the device, raise the banned alarm; pair again only with auto-repair
+	outTempBanned                  // wait until the ban expires, then reconnect
+	outOutdated                    // wait for a newer client version
 )
 
 func (o outcome) String() string {
@@ -60,20 +96,27 @@ func (o outcome) String() string {
 		return "stop"
 	case outUnpaired:
 		return "unpaired"
+	case outBanned:
+		return "banned"
+	case outTempBanned:
+		return "temporarily-banned"
+	case outOutdated:
+		return "outdated"
 	}
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// classify maps a <failure> or <stream:error> node to its outcome
-// (PROTOCOL.md 9.3, 9.4).
+// classify maps a <failure> or <stream:error> node to its outcome: the
+// failure policy of README's table (PROTOCOL.md 9.3, 9.4, 9.8, and the
+// reference client's connectionevents.go).
 func classify(n node.Node) (outcome, *ServerError) {
 	e := &ServerError{Stanza: n.Tag}
 	attr := "code"
 	if n.Tag == "failure" {
 		attr = "reason"
 	}
-	if v, ok := n.Attr(attr); ok {
-		e.Code, _ = strconv.Atoi(v)
+	if v, ok := n.AttrInt(attr); ok && v > 0 && v < 1000 {
+		e.Code = int(v)
 	}
 	if c, ok := n.Child("conflict"); ok {
 		e.Conflict, _ = c.Attr("type")
@@ -82,32 +125,95 @@ func classify(n node.Node) (outcome, *ServerError) {
 		}
 	}
 	if n.Tag == "failure" {
-		switch c := e.Code; {
-		case c == 401 || c == 403 || c == 406:
-			e.Class = ErrLoggedOut
-			return outLoggedOut, e
-		case c >= 500 && c < 600:
-			e.Class = ErrServer
-			return outBackoff, e
-		default: // 402, 405, 409, other 4xx, and anything unexpected
-			e.Class = ErrRefused
-			return outStop, e
-		}
+		return classifyFailure(n, e)
+	}
+	if a, ok := n.Child("ack"); ok {
+		e.AckClass, _ = a.Attr("class")
+		e.AckID, _ = a.Attr("id")
+		e.Class = ErrUnacked
+		return outBackoff, e
 	}
 	switch {
 	case e.Conflict == "replaced":
 		e.Class = ErrReplaced
 		return outStop, e
-	case e.Conflict == "device_removed" || e.Code == 401:
+	case e.Conflict == "device_removed":
 		e.Class = ErrLoggedOut
 		return outLoggedOut, e
 	case e.Code == 515:
 		e.Class = ErrRestart
 		return outReconnectNow, e
 	default:
+		// Including code 401 without device_removed: the reference client
+		// reconnects and lets the login decide; it is never a wipe.
 		e.Class = ErrServer
 		return outBackoff, e
 	}
+}
+
+// classifyFailure maps a <failure reason=…> after the handshake.
+func classifyFailure(n node.Node, e *ServerError) (outcome, *ServerError) {
+	switch c := e.Code; {
+	case c == 401:
+		e.Class = ErrLoggedOut
+		return outLoggedOut, e
+	case c == 402:
+		if v, ok := n.AttrInt("code"); ok && v > 0 && v < 1e6 {
+			e.BanCode = int(v)
+		}
+		if v, ok := n.AttrInt("expire"); ok && v > 0 && v < maxBanSeconds {
+			e.Expire = time.Duration(v) * time.Second
+		}
+		e.Class = ErrTemporarilyBanned
+		return outTempBanned, e
+	case c == 403 || c == 406:
+		e.LogoutHeader = boundedAttr(n, "logout_message_header")
+		e.LogoutSubtext = boundedAttr(n, "logout_message_subtext")
+		e.Class = ErrBanned
+		return outBanned, e
+	case c == 405:
+		e.Class = ErrOutdated
+		return outOutdated, e
+	case c >= 500 && c < 600:
+		e.Class = ErrServer
+		return outBackoff, e
+	default: // 400, 409, 415, 418, 501, other 4xx, and anything unexpected
+		e.Class = ErrRefused
+		return outStop, e
+	}
+}
+
+// maxBanSeconds bounds a temporary ban's expire attribute (a year).
+const maxBanSeconds = 365 * 24 * 3600
+
+// maxServerText bounds a text the server asks us to show, in runes.
+const maxServerText = 200
+
+// boundedAttr returns a string attribute cut to maxServerText runes.
+func boundedAttr(n node.Node, key string) string {
+	v, _ := n.Attr(key)
+	if r := []rune(v); len(r) > maxServerText {
+		v = string(r[:maxServerText]) + "…"
+	}
+	return v
+}
+
+// banMeaning names the reasons of a temporary ban the reference client
+// knows (PROTOCOL.md 9.3).
+func banMeaning(code int) string {
+	switch code {
+	case 101:
+		return "sent to too many people"
+	case 102:
+		return "blocked by too many people"
+	case 103:
+		return "created too many groups with people who don't have you in their address books"
+	case 104:
+		return "sent the same message to too many people"
+	case 106:
+		return "sent too many messages to a broadcast list"
+	}
+	return ""
 }
 
 func codeMeaning(stanza string, code int) string {

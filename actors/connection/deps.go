@@ -191,7 +191,11 @@ type Deps struct {
 	WriteTimeout time.Duration
 	// StoreTimeout bounds every store call. Default 10 s.
 	StoreTimeout time.Duration
-	// WriteQueue bounds the frames waiting to be written. Default 64.
+	// WriteQueue bounds the frames waiting to be written; more closes the
+	// connection. Every stanza the server pushes is answered with an ack,
+	// and after a long offline period it pushes hundreds at once, so the
+	// bound is generous: the queue costs nothing while it is empty.
+	// Default 4096.
 	WriteQueue int
 	// Rand is the jitter source, returning [0, 1). Default math/rand/v2.
 	Rand func() float64
@@ -255,7 +259,7 @@ func (d *Deps) defaults() {
 		d.StoreTimeout = 10 * time.Second
 	}
 	if d.WriteQueue <= 0 {
-		d.WriteQueue = 64
+		d.WriteQueue = 4096
 	}
 	if d.Rand == nil {
 		d.Rand = defaultRand

@@ -51,8 +51,12 @@ func (s *fakeSession) Send(b []byte) error {
 			return err
 		}
 	}
-	s.sent <- n
-	return nil
+	select {
+	case s.sent <- n:
+		return nil
+	case <-s.closed:
+		return errFakeClosed
+	}
 }
 
 func (s *fakeSession) Close() error {

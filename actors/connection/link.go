@@ -130,7 +130,10 @@ func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
 }
 
 // readLoop is the one reader of the link: it decodes every frame into a node
-// and sends it to the actor, until the session fails or is closed.
+// and sends it to the actor, until the session fails or is closed. A frame
+// that does not decode is reported and skipped: it was authenticated by the
+// transport, so the stream itself is sound, and a real server may send
+// stanzas this codec does not know yet.
 func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 	for {
 		b, err := s.Receive()
@@ -140,9 +143,8 @@ func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 		}
 		n, err := node.UnmarshalPayload(b)
 		if err != nil {
-			_ = s.Close()
-			root.Send(self, &readFailed{gen: l.gen, err: fmt.Errorf("decode stanza: %w", err)})
-			return
+			root.Send(self, &undecodable{gen: l.gen, err: err})
+			continue
 		}
 		root.Send(self, &nodeIn{gen: l.gen, node: n})
 	}

@@ -106,6 +106,25 @@ type (
 	}
 	// logoutTimeout: the unlink request got no answer in time.
 	logoutTimeout struct{ gen uint64 }
+	// activeTimeout: the <active/> IQ got no answer in time.
+	activeTimeout struct{ gen uint64 }
+	// undecodable: the reader got a frame that is not a stanza; it goes on.
+	undecodable struct {
+		gen uint64
+		err error
+	}
+	// preKeysReady: the prekeys to upload are stored (none: no upload
+	// needed).
+	preKeysReady struct {
+		gen  uint64
+		keys []store.PreKey
+		err  error
+	}
+	// wiped: the device was deleted from the store (a ban).
+	wiped struct {
+		gen uint64
+		err error
+	}
 	// restored: a pairing that could not be confirmed was undone.
 	restored struct{ err error }
 
@@ -136,6 +155,10 @@ func (*retry) IgnoreDeadLetterLogging()         {}
 func (*pingDue) IgnoreDeadLetterLogging()       {}
 func (*pingTimeout) IgnoreDeadLetterLogging()   {}
 func (*logoutTimeout) IgnoreDeadLetterLogging() {}
+func (*activeTimeout) IgnoreDeadLetterLogging() {}
+func (*undecodable) IgnoreDeadLetterLogging()   {}
+func (*preKeysReady) IgnoreDeadLetterLogging()  {}
+func (*wiped) IgnoreDeadLetterLogging()         {}
 func (*restored) IgnoreDeadLetterLogging()      {}
 
 // msgGen returns the generation of an internal message, and false for
@@ -159,6 +182,14 @@ func msgGen(m any) (uint64, bool) {
 	case *pingTimeout:
 		return m.gen, true
 	case *logoutTimeout:
+		return m.gen, true
+	case *activeTimeout:
+		return m.gen, true
+	case *undecodable:
+		return m.gen, true
+	case *preKeysReady:
+		return m.gen, true
+	case *wiped:
 		return m.gen, true
 	}
 	return 0, false

@@ -1,0 +1,125 @@
+package connection
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// One-time prekey policy (PROTOCOL.md 9.8; the reference client's
+// prekeys.go, Baileys the same numbers): after every login the client asks
+// the server how many of its one-time prekeys it holds, and uploads when
+// the server or the store has fewer than minPreKeys: initialPreKeys when
+// neither has any (a new device), preKeyBatch otherwise. The server also
+// says when it runs low, with <notification type=encrypt><count/>.
+const (
+	minPreKeys     = 5
+	initialPreKeys = 812
+	preKeyBatch    = 50
+)
+
+// preKeyCountIQ asks the server how many one-time prekeys it holds.
+func preKeyCountIQ(id string) node.Node {
+	return node.IQ(id, jid.ServerJID, "get", "encrypt", node.New("count"))
+}
+
+// serverPreKeyCount reads <count value=N/> from the count IQ's result or an
+// encrypt notification.
+func serverPreKeyCount(n node.Node) (int, bool) {
+	c, ok := n.Child("count")
+	if !ok {
+		return 0, false
+	}
+	v, ok := c.AttrInt("value")
+	if !ok || v < 0 || v > store.MaxPreKeyID {
+		return 0, false
+	}
+	return int(v), true
+}
+
+// preparePreKeys decides whether prekeys must be uploaded for a server that
+// holds serverCount of them and returns the keys to upload: those stored
+// but never uploaded first, then fresh ones, generated and stored before
+// they are returned (so that a key the server hands to a peer is always one
+// we can find again). It returns no keys when nothing needs uploading.
+func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount int) ([]store.PreKey, error) {
+	counts, err := st.PreKeyCounts(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("count stored prekeys: %w", err)
+	}
+	if serverCount >= minPreKeys && counts.Uploaded >= minPreKeys {
+		return nil, nil
+	}
+	want := preKeyBatch
+	if serverCount == 0 && counts.Uploaded == 0 {
+		want = initialPreKeys
+	}
+	keys, err := st.PreKeysToUpload(ctx, id, want)
+	if err != nil {
+		return nil, fmt.Errorf("read prekeys to upload: %w", err)
+	}
+	missing := want - len(keys)
+	if missing <= 0 {
+		return keys, nil
+	}
+	if uint64(counts.MaxID)+uint64(missing) > store.MaxPreKeyID {
+		return nil, fmt.Errorf("prekey IDs exhausted (%d used)", counts.MaxID)
+	}
+	fresh := make([]store.PreKey, missing)
+	for i := range fresh {
+		kp, err := crypto.GenerateKeyPair()
+		if err != nil {
+			return nil, fmt.Errorf("generate prekey: %w", err)
+		}
+		fresh[i] = store.PreKey{ID: counts.MaxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: kp.Priv, Pub: kp.Pub}}
+	}
+	if err := st.AddPreKeys(ctx, id, fresh); err != nil {
+		return nil, fmt.Errorf("store new prekeys: %w", err)
+	}
+	return append(keys, fresh...), nil
+}
+
+// preKeyUploadIQ is the upload of keys with the device's registration ID,
+// identity key and signed prekey (PROTOCOL.md 9.8):
+//
+//	<iq xmlns=encrypt type=set><registration>4 bytes</registration><type>05</type>
+//	<identity>32</identity><list><key><id>3</id><value>32</value></key>…</list>
+//	<skey><id>3</id><value>32</value><signature>64</signature></skey></iq>
+func preKeyUploadIQ(id string, d *store.Device, keys []store.PreKey) node.Node {
+	list := make([]node.Node, len(keys))
+	for i := range keys {
+		list[i] = node.New("key").WithChildren(
+			node.New("id").WithBytes(id3(keys[i].ID)),
+			node.New("value").WithBytes(keys[i].Pub[:]),
+		)
+	}
+	reg := binary.BigEndian.AppendUint32(nil, d.RegistrationID)
+	return node.IQ(id, jid.ServerJID, "set", "encrypt",
+		node.New("registration").WithBytes(reg),
+		node.New("type").WithBytes([]byte{0x05}),
+		node.New("identity").WithBytes(d.IdentityKey.Pub[:]),
+		node.New("list").WithChildren(list...),
+		node.New("skey").WithChildren(
+			node.New("id").WithBytes(id3(d.SignedPreKey.ID)),
+			node.New("value").WithBytes(d.SignedPreKey.Pub[:]),
+			node.New("signature").WithBytes(d.SignedPreKey.Signature[:]),
+		),
+	)
+}
+
+// id3 is a prekey ID as it travels: 3 bytes, big-endian.
+func id3(id uint32) []byte { return []byte{byte(id >> 16), byte(id >> 8), byte(id)} }
+
+// preKeyRange describes an upload for logs: "812 (1-812)".
+func preKeyRange(keys []store.PreKey) string {
+	if len(keys) == 0 {
+		return "0"
+	}
+	return strconv.Itoa(len(keys)) + " (" + strconv.FormatUint(uint64(keys[0].ID), 10) + "-" + strconv.FormatUint(uint64(keys[len(keys)-1].ID), 10) + ")"
+}
