@@ -73,6 +73,9 @@ func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount 
 	}
 	fresh := make([]store.PreKey, missing)
 	for i := range fresh {
+		if err := ctx.Err(); err != nil {
+			return nil, err // the connection is gone: stop generating
+		}
 		kp, err := crypto.GenerateKeyPair()
 		if err != nil {
 			return nil, fmt.Errorf("generate prekey: %w", err)
