@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/wafleet/wafleet/wire/jid"
 )
@@ -23,8 +24,17 @@ import (
 //	GET  /devices                             → 200 [Device…]
 //	GET  /faults                              → 200 {"faults":[…]}
 //	POST /faults   {"faults":["name",…]}      → 200 {"faults":[…]} (replaces them)
+//	GET  /dayone                              → 200 DayOne settings (JSON below)
+//	POST /dayone   {"enabled":true,…}         → 200 the new settings; absent fields keep their value
+//	GET  /version                             → 200 {"min":"…","latest":"…"}
+//	POST /version  {"min":"…","latest":"…"}   → 200 the new policy; absent fields keep their value
+//	GET  /sw.js                               → 200 text/javascript: WhatsApp Web's service-worker
+//	                                            script with "client_revision" = latest's tertiary
 //
-// /scan also accepts ?phone=NUMBER (ScanOptions.Phone).
+// /scan also accepts ?phone=NUMBER (ScanOptions.Phone). The DayOne JSON is
+// {"enabled":bool,"push_rate":float,"push_burst":int,"ack_deadline":"60s",
+// "ping_interval":"30s"}, durations as Go duration strings; an unknown
+// field or a bad value is 400 with the field named.
 
 // maxControlBody bounds a control request body.
 const maxControlBody = 64 << 10
@@ -38,6 +48,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/stats", only(http.MethodGet, s.handleStats))
 	mux.HandleFunc("/devices", only(http.MethodGet, s.handleDevices))
 	mux.HandleFunc("/faults", s.handleFaults)
+	mux.HandleFunc("/dayone", s.handleDayOne)
+	mux.HandleFunc("/version", s.handleVersion)
+	mux.HandleFunc("/sw.js", only(http.MethodGet, s.handleSWJS))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("emulator: no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -163,11 +176,144 @@ func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string][]string{"faults": specs})
 }
 
+// dayOneJSON is the JSON form of DayOne.
+type dayOneJSON struct {
+	Enabled      bool    `json:"enabled"`
+	PushRate     float64 `json:"push_rate"`
+	PushBurst    int     `json:"push_burst"`
+	AckDeadline  string  `json:"ack_deadline"`
+	PingInterval string  `json:"ping_interval"`
+}
+
+func dayOneToJSON(d DayOne) dayOneJSON {
+	return dayOneJSON{
+		Enabled: d.Enabled, PushRate: d.PushRate, PushBurst: d.PushBurst,
+		AckDeadline: d.AckDeadline.String(), PingInterval: d.PingInterval.String(),
+	}
+}
+
+// applyDayOneJSON sets the fields present in body on d. Errors name the
+// field and wrap ErrBadDayOne.
+func applyDayOneJSON(d DayOne, body []byte) (DayOne, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return d, fmt.Errorf("%w: body must be a JSON object such as {\"enabled\":true,\"ack_deadline\":\"60s\"}", ErrBadDayOne)
+	}
+	for name, raw := range fields {
+		var err error
+		switch name {
+		case "enabled":
+			err = json.Unmarshal(raw, &d.Enabled)
+		case "push_rate":
+			err = json.Unmarshal(raw, &d.PushRate)
+		case "push_burst":
+			err = json.Unmarshal(raw, &d.PushBurst)
+		case "ack_deadline", "ping_interval":
+			var v string
+			if err = json.Unmarshal(raw, &v); err == nil {
+				var dur time.Duration
+				if dur, err = time.ParseDuration(v); err == nil {
+					if name == "ack_deadline" {
+						d.AckDeadline = dur
+					} else {
+						d.PingInterval = dur
+					}
+				}
+			}
+			if err != nil {
+				return d, fmt.Errorf("%w: %s must be a Go duration string such as \"60s\"", ErrBadDayOne, name)
+			}
+		default:
+			return d, fmt.Errorf("%w: unknown field %q (fields: enabled, push_rate, push_burst, ack_deadline, ping_interval)", ErrBadDayOne, name)
+		}
+		if err != nil {
+			return d, fmt.Errorf("%w: %s: %v", ErrBadDayOne, name, err)
+		}
+	}
+	return d, d.validate()
+}
+
+func (s *Server) handleDayOne(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+		if err != nil {
+			writeError(w, http.StatusRequestEntityTooLarge, errors.New("emulator: body too large"))
+			return
+		}
+		s.dayOneMu.Lock() // read-modify-write, atomic against concurrent POSTs
+		d, err := applyDayOneJSON(s.DayOne(), body)
+		if err == nil {
+			err = s.setDayOneLocked(d)
+		}
+		s.dayOneMu.Unlock()
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, errors.New("emulator: /dayone wants GET or POST"))
+		return
+	}
+	writeJSON(w, http.StatusOK, dayOneToJSON(s.DayOne()))
+}
+
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		var req struct {
+			Min    *string `json:"min"`
+			Latest *string `json:"latest"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("emulator: body must be JSON {\"min\":\"2.3000.N\",\"latest\":\"2.3000.N\"}: %w", err))
+			return
+		}
+		cur := s.versions.Load()
+		v := Versions{}
+		if !cur.min.IsZero() {
+			v.Min = cur.min.String()
+		}
+		if cur.latestSet {
+			v.Latest = cur.latest.String()
+		}
+		if req.Min != nil {
+			v.Min = *req.Min
+		}
+		if req.Latest != nil {
+			v.Latest = *req.Latest
+		}
+		if err := s.SetVersions(v); err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, errors.New("emulator: /version wants GET or POST"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Versions())
+}
+
+// handleSWJS serves the service-worker script a client reads the latest
+// version from (version.go).
+func (s *Server) handleSWJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	io.WriteString(w, swJS(s.versions.Load().latest, time.Now()))
+}
+
 // statusOf maps the package's errors to HTTP statuses.
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrBadQR), errors.Is(err, ErrKeyMismatch), errors.Is(err, ErrBadPhone),
-		errors.Is(err, ErrBadReason), errors.Is(err, ErrUnknownFault), errors.Is(err, ErrBadFault):
+		errors.Is(err, ErrBadReason), errors.Is(err, ErrUnknownFault), errors.Is(err, ErrBadFault),
+		errors.Is(err, ErrBadDayOne), errors.Is(err, ErrBadVersion):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrUnknownRef), errors.Is(err, ErrUnknownDevice):
 		return http.StatusNotFound

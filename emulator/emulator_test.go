@@ -89,7 +89,7 @@ func TestPairLoginPing(t *testing.T) {
 
 	st := srv.Stats()
 	want := emulator.Stats{Handshakes: 2, Registrations: 1, Pairings: 1, Logins: 1, ActiveConnections: 1,
-		MaxConnectionsPerDevice: 1, Pings: 3}
+		MaxConnectionsPerDevice: 1, Pings: 3, PrekeyUploads: 1, DevicesWithPrekeys: 1}
 	if v := st.Violations; v == nil {
 		t.Fatal("violations is nil, want an empty list")
 	}

@@ -15,6 +15,12 @@ var (
 	ErrBadFault = errors.New("emulator: bad fault value")
 	// ErrBadOptions: Options that cannot work (negative durations, …).
 	ErrBadOptions = errors.New("emulator: bad options")
+	// ErrBadDayOne: a DayOne setting out of range; the message names the
+	// field.
+	ErrBadDayOne = errors.New("emulator: bad day-one setting")
+	// ErrBadVersion: a version that is not "primary.secondary.tertiary";
+	// the message names the field.
+	ErrBadVersion = errors.New("emulator: bad version")
 	// ErrClosed: the server has been closed.
 	ErrClosed = errors.New("emulator: server closed")
 	// ErrStarted: Start was called twice.

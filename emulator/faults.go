@@ -15,6 +15,8 @@ const (
 	// DefaultDisconnectRate is the rate of "random-disconnects" without a value
 	// (per second per logged-in connection).
 	DefaultDisconnectRate = 0.05
+	// DefaultTemporaryBan is the length of "login-failure-402" without a value.
+	DefaultTemporaryBan = 30 * time.Second
 	// maxDisconnectRate bounds random-disconnects (1000 per second: every
 	// millisecond on average).
 	maxDisconnectRate = 1000
@@ -46,6 +48,24 @@ type Faults struct {
 	ConflictAfterSuccess bool    // conflict-after-success: <success/>, then conflict/replaced
 	RandomDisconnects    float64 // random-disconnects=RATE: drop logged-in sockets at RATE per second
 	RefuseConnections    bool    // refuse-connections: answer the WebSocket upgrade with HTTP 503
+
+	// LoginFailure402 (login-failure-402=DURATION) is a temporary ban: from
+	// the moment the fault is set (New or SetFaults) until DURATION has
+	// passed, logins get <failure reason="402" code="101" expire="SECONDS
+	// LEFT"/>; afterwards logins succeed again while the fault stays listed
+	// (spent). Setting it again with the same duration keeps the running ban;
+	// another duration starts a new one.
+	LoginFailure402 time.Duration
+	// LoginFailure403 (login-failure-403): logins of a paired device get
+	// <failure reason="403" logout_message_header logout_message_subtext/>
+	// and the device is removed (the account is locked).
+	LoginFailure403 bool
+	// LoginFailure406 (login-failure-406): logins of a paired device get
+	// <failure reason="406"/> and the device is removed (banned).
+	LoginFailure406 bool
+	// DropPongs (drop-pongs): keepalive pings (xmlns w:p) get no answer
+	// while the fault is on, live connections included.
+	DropPongs bool
 }
 
 // faultDef describes one fault name: how to set it and how to show it.
@@ -116,6 +136,25 @@ var faultDefs = []faultDef{
 		},
 	},
 	boolFault("refuse-connections", func(f *Faults) *bool { return &f.RefuseConnections }),
+	{
+		name: "login-failure-402", value: "duration",
+		set: func(f *Faults, v string) error {
+			if v == "" {
+				f.LoginFailure402 = DefaultTemporaryBan
+				return nil
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("%w: login-failure-402 wants a positive duration such as 30s", ErrBadFault)
+			}
+			f.LoginFailure402 = d
+			return nil
+		},
+		get: func(f Faults) (bool, string) { return f.LoginFailure402 > 0, f.LoginFailure402.String() },
+	},
+	boolFault("login-failure-403", func(f *Faults) *bool { return &f.LoginFailure403 }),
+	boolFault("login-failure-406", func(f *Faults) *bool { return &f.LoginFailure406 }),
+	boolFault("drop-pongs", func(f *Faults) *bool { return &f.DropPongs }),
 }
 
 // FaultNames returns the valid fault names in the order of the table in

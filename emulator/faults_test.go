@@ -39,6 +39,12 @@ func TestParseFaults(t *testing.T) {
 		{specs: []string{"random-disconnects=0"}, err: emulator.ErrBadFault},
 		{specs: []string{"random-disconnects=NaN"}, err: emulator.ErrBadFault},
 		{specs: []string{"random-disconnects=1e9"}, err: emulator.ErrBadFault},
+		{specs: []string{"login-failure-402"}, want: emulator.Faults{LoginFailure402: emulator.DefaultTemporaryBan}},
+		{specs: []string{"login-failure-402=90s", "login-failure-403", "login-failure-406", "drop-pongs"},
+			want: emulator.Faults{LoginFailure402: 90 * time.Second, LoginFailure403: true, LoginFailure406: true, DropPongs: true}},
+		{specs: []string{"login-failure-402=0s"}, err: emulator.ErrBadFault},
+		{specs: []string{"login-failure-402=later"}, err: emulator.ErrBadFault},
+		{specs: []string{"drop-pongs=1"}, err: emulator.ErrBadFault},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.specs, ","), func(t *testing.T) {
@@ -65,15 +71,16 @@ func TestUnknownFaultListsValidNames(t *testing.T) {
 	_, err := emulator.ParseFaults("nope")
 	for _, name := range []string{"bad-root-signature", "wrong-leaf-key", "expired-certificate", "wrong-issuer-serial",
 		"drop-after-hello", "stall-after-hello", "slow-server-hello", "bad-pair-hmac", "bad-account-signature",
-		"login-failure-401", "conflict-after-success", "random-disconnects", "refuse-connections"} {
+		"login-failure-401", "conflict-after-success", "random-disconnects", "refuse-connections",
+		"login-failure-402", "login-failure-403", "login-failure-406", "drop-pongs"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not list %s", err, name)
 		}
 	}
-	if n := len(emulator.FaultNames()); n != 13 {
-		t.Fatalf("%d fault names, want 13", n)
+	if n := len(emulator.FaultNames()); n != 17 {
+		t.Fatalf("%d fault names, want 17", n)
 	}
-	if !slices.Contains(emulator.FaultNames(), "slow-server-hello[=DURATION]") {
+	if !slices.Contains(emulator.FaultNames(), "slow-server-hello[=DURATION]") || !slices.Contains(emulator.FaultNames(), "login-failure-402[=DURATION]") {
 		t.Fatalf("FaultNames %v", emulator.FaultNames())
 	}
 }
@@ -87,6 +94,9 @@ func TestOptionsValidation(t *testing.T) {
 		{name: "negative ttl", opts: emulator.Options{FirstRefTTL: -time.Second}},
 		{name: "negative scan timeout", opts: emulator.Options{ScanTimeout: -1}},
 		{name: "negative violations cap", opts: emulator.Options{MaxViolations: -1}},
+		{name: "bad min version", opts: emulator.Options{MinVersion: "2.3000"}},
+		{name: "bad latest version", opts: emulator.Options{LatestVersion: "v2.3000.1"}},
+		{name: "day-one push rate too high", opts: emulator.Options{DayOne: emulator.DayOne{Enabled: true, PushRate: 1e6}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -194,16 +194,30 @@ func (p *Phone) prepare(reg *registration, a *pairAttempt, code qr.Code, opts Sc
 // <stream:error code="401"><conflict type="device_removed"/></stream:error>
 // and is disconnected; later logins get <failure reason="401"/>.
 func (p *Phone) Unlink(j jid.JID) error {
-	sessions, err := p.s.reg.remove(j)
+	sessions, err := p.s.removeDevice(j)
 	if err != nil {
 		return fmt.Errorf("unlink %s: %w", j, err)
 	}
 	p.s.log.Info("device unlinked", "jid", j.String(), "connections", len(sessions))
+	waitEnded(sessions)
+	return nil
+}
+
+// removeDevice forgets a device (its pending stanzas and prekeys too) and
+// ends its connections with <stream:error code="401"><conflict
+// type="device_removed"/>. It returns the connections it ended.
+func (s *Server) removeDevice(j jid.JID) ([]*session, error) {
+	_, sessions, hadPrekeys, err := s.reg.remove(j)
+	if err != nil {
+		return nil, err
+	}
+	if hadPrekeys {
+		s.stats.add(func(st *Stats) *int64 { return &st.DevicesWithPrekeys }, -1)
+	}
 	for _, sess := range sessions {
 		sess.endStream(streamError("401", "device_removed"))
 	}
-	waitEnded(sessions)
-	return nil
+	return sessions, nil
 }
 
 // waitEnded waits until the sessions' goroutines have finished (they have
@@ -216,10 +230,12 @@ func waitEnded(sessions []*session) {
 }
 
 // KickReasons are the reasons Kick accepts.
-var KickReasons = []string{"conflict", "replaced", "503", "515"}
+var KickReasons = []string{"conflict", "replaced", "401", "503", "515"}
 
 // Kick ends every connection of a device with a stream error: reason
-// "conflict" or "replaced" → <conflict type="replaced"/>, "503" → code 503
+// "conflict" or "replaced" → <conflict type="replaced"/>, "401" → code 401
+// without a <conflict> child (the device stays paired: a client must
+// reconnect and let the login decide, not wipe itself), "503" → code 503
 // (server restarting), "515" → code 515 (restart required). The device stays
 // paired. ErrNotConnected if it has no connection. Kick and Unlink return
 // once the device's connections have ended.
@@ -228,7 +244,7 @@ func (p *Phone) Kick(j jid.JID, reason string) error {
 	switch reason {
 	case "conflict", "replaced":
 		n = streamError("", "replaced")
-	case "503", "515":
+	case "401", "503", "515":
 		n = streamError(reason, "")
 	default:
 		return fmt.Errorf("%w %q (valid: %s)", ErrBadReason, reason, strings.Join(KickReasons, ", "))

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/wafleet/wafleet/crypto"
@@ -73,8 +72,9 @@ type device struct {
 	keyIndex    uint32
 	os          string
 	pairedAt    time.Time
-	sessions    map[*session]struct{} // logged-in connections
-	prekeys     atomic.Int64          // one-time prekeys uploaded
+	regID       uint32                // the registration ID of devicePairingData
+	sessions    map[*session]struct{} // logged-in connections; guarded by registry.mu
+	st          deviceState           // day-one and prekey state; its own lock
 }
 
 // registry holds the server's pairing and device state.
@@ -304,12 +304,22 @@ func (r *registry) completePairing(reg *registration, a *pairAttempt, now time.T
 		jid: a.jid, lid: a.lid,
 		noisePub: reg.noisePub, identityPub: reg.identityPub,
 		account: a.account, keyIndex: a.keyIndex,
-		os: reg.os, pairedAt: now,
-		sessions: make(map[*session]struct{}),
+		os: reg.os, pairedAt: now, regID: reg.regID,
 	}
+	r.addDevice(d)
+	return d
+}
+
+// addDevice records a paired device (caller holds mu).
+func (r *registry) addDevice(d *device) {
+	if d.sessions == nil {
+		d.sessions = make(map[*session]struct{})
+	}
+	var salt [4]byte
+	rand.Read(salt[:])
+	d.st.salt = uint32(salt[0])<<24 | uint32(salt[1])<<16 | uint32(salt[2])<<8 | uint32(salt[3])
 	r.devices[d.jid] = d
 	r.byLID[d.lid] = d
-	return d
 }
 
 // login finds the device a login payload names and checks the handshake's
@@ -328,7 +338,22 @@ func (r *registry) login(user string, dev uint16, noisePub [32]byte, sess *sessi
 		old = append(old, o)
 	}
 	d.sessions[sess] = struct{}{}
+	d.st.mu.Lock()
+	d.st.current = sess
+	d.st.mu.Unlock()
 	return d, old, len(d.sessions), true
+}
+
+// authenticate finds the device a login payload names and checks the
+// handshake's static key, without attaching a connection.
+func (r *registry) authenticate(user string, dev uint16, noisePub [32]byte) (*device, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.devices[jid.JID{User: user, Device: dev, Server: jid.DefaultUserServer}]
+	if !ok || subtle.ConstantTimeCompare(d.noisePub[:], noisePub[:]) != 1 {
+		return nil, false
+	}
+	return d, true
 }
 
 // detach removes a logged-in connection from its device.
@@ -336,6 +361,11 @@ func (r *registry) detach(d *device, sess *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(d.sessions, sess)
+	d.st.mu.Lock()
+	if d.st.current == sess {
+		d.st.current = nil
+	}
+	d.st.mu.Unlock()
 }
 
 // lookup finds a device by its PN or LID device JID.
@@ -347,21 +377,28 @@ func (r *registry) lookup(j jid.JID) (*device, bool) {
 	return d, ok
 }
 
-// remove unlinks a device and returns its connections.
-func (r *registry) remove(j jid.JID) ([]*session, error) {
+// remove unlinks a device and returns it with its connections. Its pending
+// stanzas are dropped; hadPrekeys tells whether it counted in
+// devices_with_prekeys.
+func (r *registry) remove(j jid.JID) (d *device, sessions []*session, hadPrekeys bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d, ok := r.lookup(j)
 	if !ok {
-		return nil, ErrUnknownDevice
+		return nil, nil, false, ErrUnknownDevice
 	}
 	delete(r.devices, d.jid)
 	delete(r.byLID, d.lid)
-	out := make([]*session, 0, len(d.sessions))
+	sessions = make([]*session, 0, len(d.sessions))
 	for s := range d.sessions {
-		out = append(out, s)
+		sessions = append(sessions, s)
 	}
-	return out, nil
+	d.st.mu.Lock()
+	d.st.removed = true
+	hadPrekeys = d.st.prekeys > 0
+	d.st.pending, d.st.order = nil, nil
+	d.st.mu.Unlock()
+	return d, sessions, hadPrekeys, nil
 }
 
 // sessionsOf returns the logged-in connections of a device.

@@ -71,6 +71,18 @@ type Options struct {
 	BusinessName string
 	// MaxViolations caps the violations list of Stats. Default 1000.
 	MaxViolations int
+	// DayOne makes the server behave like the real one from a device's
+	// first login (pushes, acks, redelivery, server pings, prekey use).
+	// Default off (the zero value). SetDayOne and POST /dayone change it.
+	DayOne DayOne
+	// MinVersion is the oldest client appVersion accepted
+	// ("primary.secondary.tertiary", e.g. "2.3000.1040000000"); older
+	// registrations and logins get <failure reason="405"/>. Default "":
+	// accept all.
+	MinVersion string
+	// LatestVersion is the version GET /sw.js advertises. Default:
+	// MinVersion, or payload.DefaultVersion when MinVersion is "".
+	LatestVersion string
 	// Logger receives the server's logs. It never gets QR contents, refs or
 	// keys. Default: discard.
 	Logger *slog.Logger
@@ -85,13 +97,16 @@ type Server struct {
 	inter  *crypto.KeyPair
 	static *crypto.KeyPair
 
-	faults atomic.Pointer[faultState]
-	reg    *registry
-	stats  *stats
-	phone  *Phone
-	ids    atomic.Uint64 // IQ ids
-	conns  atomic.Uint64 // connection numbers for logs
-	idBase uint64
+	faults   atomic.Pointer[faultState]
+	dayOne   atomic.Pointer[dayOneState]
+	dayOneMu sync.Mutex // serializes SetDayOne
+	versions atomic.Pointer[versionState]
+	reg      *registry
+	stats    *stats
+	phone    *Phone
+	ids      atomic.Uint64 // IQ ids
+	conns    atomic.Uint64 // connection numbers for logs
+	idBase   uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -108,10 +123,12 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// faultState is the current faults with the certificate chain they imply.
+// faultState is the current faults with the certificate chain they imply
+// and, for login-failure-402, when the ban ends.
 type faultState struct {
-	f     Faults
-	chain []byte
+	f        Faults
+	chain    []byte
+	banUntil time.Time
 }
 
 // New builds a server. It does not listen yet.
@@ -151,6 +168,10 @@ func New(opts Options) (*Server, error) {
 	case opts.MaxViolations < 0:
 		return nil, fmt.Errorf("%w: negative MaxViolations", ErrBadOptions)
 	}
+	versions, err := parseVersions(Versions{Min: opts.MinVersion, Latest: opts.LatestVersion})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadOptions, err)
+	}
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
@@ -160,7 +181,10 @@ func New(opts Options) (*Server, error) {
 		stats:    newStats(opts.MaxViolations),
 		sessions: make(map[*session]struct{}),
 	}
-	var err error
+	s.versions.Store(versions)
+	if err := s.SetDayOne(opts.DayOne); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadOptions, err)
+	}
 	if s.root == nil {
 		if s.root, err = crypto.GenerateKeyPair(); err != nil {
 			return nil, fmt.Errorf("emulator: root key: %w", err)
@@ -275,13 +299,24 @@ func (s *Server) Devices() []Device { return s.reg.devicesList() }
 func (s *Server) Faults() Faults { return s.faults.Load().f }
 
 // SetFaults replaces the injected faults. It affects connections and scans
-// that start afterwards (and the random disconnects of later logins).
+// that start afterwards (and the random disconnects of later logins);
+// drop-pongs also affects live connections. A login-failure-402 ban starts
+// now, unless the faults being replaced had the same ban duration (then
+// the running ban, spent or not, continues).
 func (s *Server) SetFaults(f Faults) error {
 	chain, err := s.buildChain(f)
 	if err != nil {
 		return fmt.Errorf("emulator: certificate chain: %w", err)
 	}
-	s.faults.Store(&faultState{f: f, chain: chain})
+	st := &faultState{f: f, chain: chain}
+	if f.LoginFailure402 > 0 {
+		if old := s.faults.Load(); old != nil && old.f.LoginFailure402 == f.LoginFailure402 {
+			st.banUntil = old.banUntil
+		} else {
+			st.banUntil = time.Now().Add(f.LoginFailure402)
+		}
+	}
+	s.faults.Store(st)
 	return nil
 }
 

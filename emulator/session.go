@@ -37,6 +37,10 @@ type session struct {
 	reg   *registration
 	dev   *device
 	ackID string // id of the pair-device IQ until the client acks it
+
+	// d1 is the day-one state of a logged-in connection (nil when day-one
+	// was off at login). Set before the reader and the pusher start.
+	d1 *sessionDayOne
 }
 
 // violation is a protocol violation by the client: it is listed in Stats and
@@ -50,6 +54,23 @@ var errStop = errors.New("emulator: session over")
 
 func (sess *session) violate(format string, args ...any) error {
 	return &violation{msg: fmt.Sprintf(format, args...)}
+}
+
+// violationPrefix names the connection (and device) in Stats.Violations.
+func (sess *session) violationPrefix() string {
+	msg := fmt.Sprintf("conn %d", sess.id)
+	if sess.dev != nil {
+		msg += " (" + sess.dev.jid.String() + ")"
+	}
+	return msg + ": "
+}
+
+// softViolation lists a violation without ending the connection (a
+// malformed ack, a bad prekey upload).
+func (sess *session) softViolation(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	sess.log.Warn("protocol violation", "violation", msg)
+	sess.s.stats.violation(sess.violationPrefix() + msg)
 }
 
 // serveWS upgrades a request on ChatPath and serves the connection.
@@ -84,13 +105,8 @@ func (s *Server) serveConn(conn wire.FrameConn, remote string) {
 	var v *violation
 	switch {
 	case errors.As(err, &v):
-		msg := fmt.Sprintf("conn %d", sess.id)
-		if sess.dev != nil {
-			msg += " (" + sess.dev.jid.String() + ")"
-		}
-		msg += ": " + v.msg
 		sess.log.Warn("protocol violation", "violation", v.msg)
-		s.stats.violation(msg)
+		s.stats.violation(sess.violationPrefix() + v.msg)
 	case err == nil, errors.Is(err, errStop):
 	default:
 		sess.log.Debug("connection ended", "err", err)
@@ -112,14 +128,30 @@ func (sess *session) run() error {
 	if err := proto.Unmarshal(res.ClientPayload, &cp); err != nil {
 		return sess.violate("client payload is not a ClientPayload protobuf")
 	}
-	switch {
-	case cp.GetDevicePairingData() != nil:
-		return sess.register(res.ClientStatic, &cp)
-	case cp.Username != nil:
-		return sess.login(res.ClientStatic, &cp)
-	default:
+	isReg, isLogin := cp.GetDevicePairingData() != nil, cp.Username != nil
+	if !isReg && !isLogin {
 		return sess.violate("client payload has neither devicePairingData nor username")
 	}
+	if old, v := s.outdated(&cp); old {
+		s.stats.add(func(st *Stats) *int64 { return &st.LoginsRejected }, 1)
+		sess.log.Info("client outdated; failure 405", "version", v.String(), "min", s.Versions().Min, "registration", isReg)
+		return sess.fail("405")
+	}
+	if isReg {
+		return sess.register(res.ClientStatic, &cp)
+	}
+	return sess.login(res.ClientStatic, &cp)
+}
+
+// fail sends <failure reason=REASON [attrs] location="emulator"/> and ends
+// the session (the socket closes).
+func (sess *session) fail(reason string, attrs ...node.Attr) error {
+	all := append([]node.Attr{node.StrAttr("reason", reason)}, attrs...)
+	all = append(all, node.StrAttr("location", "emulator"))
+	if err := sess.send(node.New("failure", all...)); err != nil {
+		sess.log.Debug("send failure", "err", err)
+	}
+	return errStop
 }
 
 // handshake runs the server side of the Noise handshake with the faults.
@@ -181,6 +213,13 @@ func (sess *session) send(n node.Node) error {
 	if err != nil {
 		return fmt.Errorf("encode <%s>: %w", n.Tag, err)
 	}
+	sess.sendMu.Lock()
+	defer sess.sendMu.Unlock()
+	return sess.tr.Send(b)
+}
+
+// sendRaw sends an encoded node (a pending stanza's payload).
+func (sess *session) sendRaw(b []byte) error {
 	sess.sendMu.Lock()
 	defer sess.sendMu.Unlock()
 	return sess.tr.Send(b)
@@ -346,8 +385,23 @@ func (sess *session) handleUnpaired(n node.Node) error {
 	}
 }
 
-// handleLoggedIn serves a connection after <success/>.
+// handleLoggedIn serves a connection after <success/>. With day-one on it
+// also checks acks, notes delivery receipts and takes server-ping answers.
 func (sess *session) handleLoggedIn(n node.Node) error {
+	if sess.d1 != nil {
+		switch n.Tag {
+		case "ack":
+			sess.handleAck(n)
+			return nil
+		case "receipt":
+			sess.handleReceipt(n)
+			return nil
+		case "iq":
+			if t, _ := n.Attr("type"); t == "result" && sess.pingAnswer(n) {
+				return nil
+			}
+		}
+	}
 	if n.Tag != "iq" {
 		return sess.other(n)
 	}
@@ -399,21 +453,39 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 	var reply node.Node
 	switch {
 	case xmlns == "w:p" && typ == "get":
+		if s.Faults().DropPongs {
+			sess.log.Debug("keepalive ping not answered (fault drop-pongs)")
+			return nil
+		}
 		s.stats.add(func(st *Stats) *int64 { return &st.Pings }, 1)
 		reply = serverIQ(id, "result")
 	case xmlns == "passive" && typ == "set" && (hasActive || hasPassive):
 		reply = serverIQ(id, "result")
 	case xmlns == "encrypt" && typ == "get" && hasCount && sess.dev != nil:
-		count := sess.dev.prekeys.Load()
+		sess.dev.st.mu.Lock()
+		count := sess.dev.st.prekeys
+		sess.dev.st.mu.Unlock()
 		reply = serverIQ(id, "result", node.New("count", node.IntAttr("value", count)))
+	case xmlns == "encrypt" && typ == "set" && sess.d1 != nil:
+		// Day-one: the strict checks of PROTOCOL.md 9.8.
+		ids, err := checkPrekeyUpload(n, sess.dev)
+		if err == nil {
+			err = s.acceptPrekeys(sess.dev, ids, 0)
+		}
+		if err != nil {
+			sess.softViolation("prekey upload: %v", err)
+			reply = iqError(id, 400, "bad-request")
+			break
+		}
+		reply = serverIQ(id, "result")
 	case xmlns == "encrypt" && typ == "set" && hasList && sess.dev != nil:
-		keys := int64(0)
+		keys := 0
 		for _, k := range list.Children() {
 			if k.Tag == "key" {
 				keys++
 			}
 		}
-		sess.dev.prekeys.Add(keys)
+		s.acceptPrekeys(sess.dev, nil, keys)
 		reply = serverIQ(id, "result")
 	default:
 		sess.log.Debug("unknown iq", "xmlns", xmlns, "type", typ)
@@ -475,28 +547,45 @@ func checkPairSign(n node.Node, a *pairAttempt) error {
 }
 
 // login handles a login payload: a paired device with the recorded noise
-// key gets <success/>, anything else <failure reason="401"/>.
+// key gets <success/> (unless a failure fault applies), anything else
+// <failure reason="401"/>. Precedence: login-failure-401, an unknown
+// device or key (401), login-failure-403, login-failure-406, a running
+// login-failure-402 ban.
 func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) error {
 	s := sess.s
-	f := s.Faults()
+	fs := s.faults.Load()
+	f := fs.f
 	user := strconv.FormatUint(cp.GetUsername(), 10)
 	devNum := cp.GetDevice()
-	var (
-		d   *device
-		old []*session
-		n   int
-		ok  bool
-	)
-	if !f.LoginFailure401 && devNum > 0 && devNum <= 0xFFFF {
-		d, old, n, ok = s.reg.login(user, uint16(devNum), clientStatic, sess)
-	}
-	if !ok {
+	reject := func(reason string, attrs ...node.Attr) error {
 		s.stats.add(func(st *Stats) *int64 { return &st.LoginsRejected }, 1)
-		sess.log.Info("login rejected", "user", user, "device", devNum, "fault", f.LoginFailure401)
-		if err := sess.send(node.New("failure", node.StrAttr("reason", "401"), node.StrAttr("location", "emulator"))); err != nil {
-			sess.log.Debug("send failure", "err", err)
-		}
-		return errStop
+		sess.log.Info("login rejected", "user", user, "device", devNum, "reason", reason)
+		return sess.fail(reason, attrs...)
+	}
+	if f.LoginFailure401 || devNum == 0 || devNum > 0xFFFF {
+		return reject("401")
+	}
+	known, ok := s.reg.authenticate(user, uint16(devNum), clientStatic)
+	if !ok {
+		return reject("401")
+	}
+	now := time.Now()
+	switch {
+	case f.LoginFailure403:
+		s.removeDevice(known.jid)
+		return reject("403",
+			node.StrAttr("logout_message_header", "Your account is locked"),
+			node.StrAttr("logout_message_subtext", "Open WhatsApp on your phone to unlock it, then link this device again."))
+	case f.LoginFailure406:
+		s.removeDevice(known.jid)
+		return reject("406")
+	case now.Before(fs.banUntil):
+		left := int64((fs.banUntil.Sub(now) + time.Second - 1) / time.Second)
+		return reject("402", node.StrAttr("code", "101"), node.IntAttr("expire", left))
+	}
+	d, old, n, ok := s.reg.login(user, uint16(devNum), clientStatic, sess)
+	if !ok { // removed meanwhile
+		return reject("401")
 	}
 	sess.dev = d
 	defer s.reg.detach(d, sess)
@@ -505,9 +594,8 @@ func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) err
 	sess.log = sess.log.With("jid", d.jid.String())
 	sess.log.Info("login", "connections", n)
 
-	now := time.Now().Unix()
 	success := node.New("success",
-		node.IntAttr("t", now),
+		node.IntAttr("t", time.Now().Unix()),
 		node.JIDAttr("lid", d.lid),
 		node.StrAttr("props", "27"),
 		node.StrAttr("abprops", "10"),
@@ -535,6 +623,9 @@ func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) err
 	}
 	if f.RandomDisconnects > 0 {
 		sess.randomDisconnect(f.RandomDisconnects)
+	}
+	if s.dayOne.Load().cfg.Enabled {
+		sess.startDayOne()
 	}
 	return sess.readLoop(sess.handleLoggedIn)
 }

@@ -29,8 +29,39 @@ type Stats struct {
 	// connections ever seen for one device. A well-behaved fleet keeps it
 	// at most 1.
 	MaxConnectionsPerDevice int64 `json:"max_connections_per_device"`
-	// Pings counts keepalive IQs answered (xmlns w:p).
+	// Pings counts keepalive IQs answered (xmlns w:p); pings dropped by the
+	// drop-pongs fault are not counted.
 	Pings int64 `json:"pings"`
+
+	// The keys below count day-one traffic (DayOne) and prekeys.
+
+	// StanzasPushed counts ackable stanzas (message, receipt, notification,
+	// call) the server pushed for the first time; redeliveries are counted
+	// in Redeliveries instead.
+	StanzasPushed int64 `json:"stanzas_pushed"`
+	// AcksOK counts acks that matched a pending stanza exactly and settled
+	// it.
+	AcksOK int64 `json:"acks_ok"`
+	// AcksMalformed counts acks that did not (unknown id, wrong class or to,
+	// a missing or extra attribute, content, an ack for a stanza that takes
+	// none); each one is also listed in Violations.
+	AcksMalformed int64 `json:"acks_malformed"`
+	// AckDeadlineKills counts streams the server ended because a pushed
+	// stanza stayed unacked, or a server ping unanswered, past its deadline.
+	AckDeadlineKills int64 `json:"ack_deadline_kills"`
+	// Redeliveries counts stanzas sent again, first thing after <success>,
+	// because an earlier connection of the device left them unacked.
+	Redeliveries int64 `json:"redeliveries"`
+	// ServerPingsSent counts urn:xmpp:ping IQs the server sent.
+	ServerPingsSent int64 `json:"server_pings_sent"`
+	// ServerPingsAnswered counts correct answers to them.
+	ServerPingsAnswered int64 `json:"server_pings_answered"`
+	// PrekeyUploads counts prekey uploads the server accepted.
+	PrekeyUploads int64 `json:"prekey_uploads"`
+	// DevicesWithPrekeys is the number of paired devices whose prekey count
+	// is at least 1 (a gauge).
+	DevicesWithPrekeys int64 `json:"devices_with_prekeys"`
+
 	// Violations lists what clients sent that was malformed or out of order,
 	// oldest first (at most Options.MaxViolations entries). Never null.
 	Violations []string `json:"violations"`

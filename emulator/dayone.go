@@ -1,0 +1,606 @@
+package emulator
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// Defaults of DayOne (when Enabled and the field is zero).
+const (
+	DefaultPushRate     = 1.0
+	DefaultPushBurst    = 20
+	DefaultAckDeadline  = 60 * time.Second
+	DefaultPingInterval = 30 * time.Second
+
+	// maxPushRate and maxPushBurst bound DayOne's rates.
+	maxPushRate  = 1000
+	maxPushBurst = 100_000
+
+	// minPrekeys: when a device's prekey count falls below it, the server
+	// pushes <notification type="encrypt"><count value=N/></notification>
+	// (whatsmeow and Baileys upload when the count is below 5).
+	minPrekeys = 5
+)
+
+// DayOne makes the server behave like the real one from a device's first
+// login: after <success> it redelivers what earlier connections left
+// unacked, pushes an offline burst and then a steady stream of ackable
+// stanzas, requires an exact <ack> for each within AckDeadline, pings the
+// client, and consumes the device's prekeys. The zero value is off (the
+// server sends nothing after <success> unless asked). See doc.go for the
+// stanzas and the ack rules.
+//
+// For every numeric field, zero means its default and a negative value
+// turns that part off (no live pushes, no burst, no deadline, no pings),
+// which tests use to look at one behaviour at a time.
+type DayOne struct {
+	Enabled bool
+	// PushRate is ackable stanzas pushed per second per logged-in
+	// connection, as a Poisson process (exponential gaps with mean
+	// 1/PushRate: bursty like real traffic, not a metronome). Default 1;
+	// at most 1000.
+	PushRate float64
+	// PushBurst is stanzas pushed right after <success> (the offline
+	// queue), followed by <ib><offline count=N/></ib>. Default 20.
+	PushBurst int
+	// AckDeadline: a pushed stanza not acked within it ends the stream with
+	// <stream:error><ack class=TAG id=ID/></stream:error> and the socket
+	// closes; it stays pending for redelivery. Default 60 s. The real
+	// server's deadline is not known: public reports say "minutes".
+	AckDeadline time.Duration
+	// PingInterval is the period of server pings <iq from=s.whatsapp.net
+	// id xmlns=urn:xmpp:ping type=get/> (every second one without type,
+	// every third one without id). Default 30 s. A ping still unanswered at
+	// the next one, or after AckDeadline, ends the stream like an unacked
+	// stanza.
+	PingInterval time.Duration
+}
+
+// withDefaults fills zero fields of an enabled DayOne.
+func (d DayOne) withDefaults() DayOne {
+	if !d.Enabled {
+		return d
+	}
+	if d.PushRate == 0 {
+		d.PushRate = DefaultPushRate
+	}
+	if d.PushBurst == 0 {
+		d.PushBurst = DefaultPushBurst
+	}
+	if d.AckDeadline == 0 {
+		d.AckDeadline = DefaultAckDeadline
+	}
+	if d.PingInterval == 0 {
+		d.PingInterval = DefaultPingInterval
+	}
+	return d
+}
+
+// validate checks the ranges; errors name the field as the control API
+// spells it.
+func (d DayOne) validate() error {
+	switch {
+	case math.IsNaN(d.PushRate) || d.PushRate > maxPushRate:
+		return fmt.Errorf("%w: push_rate must be at most %d per second (negative: no live pushes)", ErrBadDayOne, maxPushRate)
+	case d.PushBurst > maxPushBurst:
+		return fmt.Errorf("%w: push_burst must be at most %d (negative: no burst)", ErrBadDayOne, maxPushBurst)
+	}
+	return nil
+}
+
+// dayOneState is the current DayOne (defaults applied) and the channel that
+// is closed when it is replaced, so live connections pick up changes.
+type dayOneState struct {
+	cfg     DayOne
+	changed chan struct{}
+}
+
+// DayOne returns the current day-one settings, defaults applied.
+func (s *Server) DayOne() DayOne { return s.dayOne.Load().cfg }
+
+// SetDayOne replaces the day-one settings. Logins from then on follow them;
+// live connections that logged in with day-one on pick up new rates,
+// deadlines and intervals at their next step, and pause (no pushes, pings
+// or deadline checks; pending stanzas stay pending) while it is off.
+// Turning it on does not start day-one on connections that logged in while
+// it was off. Errors wrap ErrBadDayOne.
+func (s *Server) SetDayOne(d DayOne) error {
+	s.dayOneMu.Lock()
+	defer s.dayOneMu.Unlock()
+	return s.setDayOneLocked(d)
+}
+
+// setDayOneLocked is SetDayOne with dayOneMu held.
+func (s *Server) setDayOneLocked(d DayOne) error {
+	if err := d.validate(); err != nil {
+		return err
+	}
+	old := s.dayOne.Load()
+	s.dayOne.Store(&dayOneState{cfg: d.withDefaults(), changed: make(chan struct{})})
+	if old != nil {
+		close(old.changed)
+	}
+	return nil
+}
+
+// sessionDayOne is a logged-in connection's day-one state: the server ping
+// in flight (shared by the pusher and the reader, under mu) and the stanza
+// generator (the pusher's alone).
+type sessionDayOne struct {
+	mu       sync.Mutex
+	pingOut  bool   // a server ping awaits its answer
+	pingID   string // its id ("" when it had none)
+	pingSent time.Time
+	pings    int // server pings sent on this connection
+
+	gen *stanzaGen
+}
+
+// startDayOne starts the connection's pusher: one goroutine per logged-in
+// connection, with one timer, whatever the push rate.
+func (sess *session) startDayOne() {
+	s := sess.s
+	sess.d1 = &sessionDayOne{gen: newStanzaGen(sess.dev)}
+	s.wg.Add(1) // serveConn holds a count, so Close is still waiting
+	go func() {
+		defer s.wg.Done()
+		sess.runDayOne(sess.d1)
+	}()
+}
+
+// runDayOne is the pusher: redelivery, burst, <ib><offline/>, then pushes,
+// pings and deadline checks until the connection ends.
+func (sess *session) runDayOne(d1 *sessionDayOne) {
+	s := sess.s
+	st := s.dayOne.Load()
+	start := time.Now()
+
+	// 1. Redelivery: everything earlier connections left unacked, oldest
+	// first, before anything new.
+	dev := sess.dev
+	dev.st.mu.Lock()
+	if dev.st.current != sess || dev.st.removed {
+		dev.st.mu.Unlock()
+		return
+	}
+	redeliver := dev.st.takeOver(sess, start)
+	payloads := make([][]byte, len(redeliver))
+	for i, p := range redeliver {
+		payloads[i] = p.payload
+	}
+	dev.st.mu.Unlock()
+	for _, b := range payloads {
+		if err := sess.sendRaw(b); err != nil {
+			return
+		}
+		s.stats.add(func(st *Stats) *int64 { return &st.Redeliveries }, 1)
+	}
+	if len(payloads) > 0 {
+		sess.log.Info("redelivered unacked stanzas", "count", len(payloads))
+	}
+
+	// 2. The offline burst, then its end marker.
+	burst := 0
+	if st.cfg.Enabled {
+		for range max(st.cfg.PushBurst, 0) {
+			if !sess.push(d1, time.Now()) {
+				return
+			}
+			burst++
+		}
+		offline := node.New("ib").WithChildren(node.New("offline", node.IntAttr("count", int64(len(payloads)+burst))))
+		if sess.send(offline) != nil {
+			return
+		}
+	}
+
+	// 3. Live traffic.
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	pingBase := start // when the last ping was sent (or the login)
+	nextPush := start.Add(pushGap(st.cfg.PushRate, d1.gen.rnd))
+	for {
+		cfg := st.cfg
+		now := time.Now()
+		var wake time.Time
+		if cfg.Enabled {
+			deadline, ok := sess.checkDeadlines(d1, cfg, now)
+			if !ok {
+				return
+			}
+			wake = deadline
+			if cfg.PingInterval > 0 {
+				if next := pingBase.Add(cfg.PingInterval); !now.Before(next) {
+					if !sess.sendPing(d1, now) {
+						return
+					}
+					pingBase = now
+				}
+				wake = earliest(wake, pingBase.Add(cfg.PingInterval))
+				if cfg.AckDeadline > 0 {
+					d1.mu.Lock()
+					if d1.pingOut {
+						wake = earliest(wake, d1.pingSent.Add(cfg.AckDeadline))
+					}
+					d1.mu.Unlock()
+				}
+			}
+			if cfg.PushRate > 0 {
+				if !now.Before(nextPush) {
+					if !sess.push(d1, now) {
+						return
+					}
+					d1.gen.live++
+					// Now and then a stanza that takes no ack.
+					if d1.gen.live%4 == 0 {
+						if sess.send(d1.gen.nonAckable()) != nil {
+							return
+						}
+					}
+					nextPush = now.Add(pushGap(cfg.PushRate, d1.gen.rnd))
+				}
+				wake = earliest(wake, nextPush)
+			}
+		}
+		if !wake.IsZero() {
+			timer.Reset(max(wake.Sub(time.Now()), 0))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-timer.C:
+		case <-st.changed:
+			st = s.dayOne.Load()
+			if st.cfg.PushRate > 0 {
+				nextPush = time.Now().Add(pushGap(st.cfg.PushRate, d1.gen.rnd))
+			}
+		case <-sess.done:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// earliest returns the earlier of two times, the zero time meaning "none".
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}
+
+// pushGap draws the gap to the next push of a Poisson process with the
+// given rate per second.
+func pushGap(rate float64, rnd *rand.Rand) time.Duration {
+	if rate <= 0 {
+		return time.Hour
+	}
+	return time.Duration(rnd.ExpFloat64() / rate * float64(time.Second))
+}
+
+// push builds the next ackable stanza, records it as pending and sends it;
+// a 1:1 pkmsg consumes a prekey, and a count that falls below minPrekeys
+// is followed by an encrypt notification. It reports false when the
+// connection no longer owns the device or the send failed.
+func (sess *session) push(d1 *sessionDayOne, now time.Time) bool {
+	k := d1.gen.nextKind()
+	lowCount, ok := sess.pushKind(d1, k, now, 0)
+	if !ok {
+		return false
+	}
+	if lowCount >= 0 {
+		if _, ok := sess.pushKind(d1, kindNotifEncrypt, now, lowCount); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// pushKind pushes one stanza of kind k. count is the <count value> of an
+// encrypt notification. lowCount is the prekey count to announce in an
+// encrypt notification (-1: none needed).
+func (sess *session) pushKind(d1 *sessionDayOne, k stanzaKind, now time.Time, count int64) (lowCount int64, ok bool) {
+	s := sess.s
+	dev := sess.dev
+	lowCount = -1
+	dev.st.mu.Lock()
+	if dev.st.current != sess || dev.st.removed {
+		dev.st.mu.Unlock()
+		return -1, false
+	}
+	n := d1.gen.build(k, dev.st.nextSeq(), dev.st.salt, now, count)
+	b, err := node.MarshalPayload(n)
+	if err != nil { // cannot happen: the generator builds valid nodes
+		dev.st.mu.Unlock()
+		sess.log.Error("encode pushed stanza", "tag", n.Tag, "err", err)
+		return -1, false
+	}
+	p := newPending(n, b)
+	p.sentAt = now
+	dev.st.add(p)
+	if k == kindMsgPkmsg && dev.st.prekeys > 0 {
+		// A peer started a session with one of the device's prekeys.
+		dev.st.prekeys--
+		if dev.st.prekeys == 0 {
+			s.stats.add(func(st *Stats) *int64 { return &st.DevicesWithPrekeys }, -1)
+		}
+		if dev.st.prekeys < minPrekeys && !dev.st.lowNotified {
+			dev.st.lowNotified = true
+			lowCount = dev.st.prekeys
+		}
+	}
+	dev.st.mu.Unlock()
+	if err := sess.sendRaw(b); err != nil {
+		return -1, false
+	}
+	s.stats.add(func(st *Stats) *int64 { return &st.StanzasPushed }, 1)
+	return lowCount, true
+}
+
+// checkDeadlines ends the stream when the oldest pending stanza, or the
+// server ping in flight, has outlived AckDeadline. It returns when the
+// oldest stanza's deadline falls (zero if none), and false if it ended the
+// stream.
+func (sess *session) checkDeadlines(d1 *sessionDayOne, cfg DayOne, now time.Time) (time.Time, bool) {
+	if cfg.AckDeadline <= 0 {
+		return time.Time{}, true
+	}
+	dev := sess.dev
+	var (
+		deadline time.Time
+		tag, id  string
+		expired  bool
+	)
+	dev.st.mu.Lock()
+	if dev.st.current == sess {
+		if p := dev.st.oldest(); p != nil {
+			deadline = p.sentAt.Add(cfg.AckDeadline)
+			if !now.Before(deadline) {
+				expired, tag, id = true, p.tag, p.id
+			}
+		}
+	}
+	dev.st.mu.Unlock()
+	if expired {
+		sess.ackKill(tag, id, fmt.Sprintf("<%s id=%s> not acked within %v; stream ended with <stream:error><ack/>", tag, id, cfg.AckDeadline))
+		return time.Time{}, false
+	}
+	d1.mu.Lock()
+	pingExpired := d1.pingOut && !now.Before(d1.pingSent.Add(cfg.AckDeadline))
+	pingID := d1.pingID
+	d1.mu.Unlock()
+	if pingExpired {
+		sess.ackKill("iq", pingID, fmt.Sprintf("server ping (id %q) not answered within %v; stream ended", pingID, cfg.AckDeadline))
+		return time.Time{}, false
+	}
+	return deadline, true
+}
+
+// ackKill ends the stream for an unacked stanza or an unanswered server
+// ping: <stream:error><ack class=TAG id=ID/></stream:error>, then close.
+// For pings the real server's reaction is not known; ending the stream the
+// same way is the strict choice.
+func (sess *session) ackKill(class, id, why string) {
+	s := sess.s
+	s.stats.add(func(st *Stats) *int64 { return &st.AckDeadlineKills }, 1)
+	sess.softViolation("%s", why)
+	sess.endStream(node.New("stream:error").WithChildren(
+		node.New("ack", node.StrAttr("class", class), node.StrAttr("id", id))))
+}
+
+// sendPing sends the next server ping: pings 1, 3, 5… carry type="get",
+// 2, 4, 6… have no type (the form reported in whatsapp-rust issues 333 and
+// 783); every third has no id. A ping still unanswered ends the stream.
+// WhatsApp Web answers every urn:xmpp:ping; what the real server does when
+// a ping goes unanswered is not known.
+func (sess *session) sendPing(d1 *sessionDayOne, now time.Time) bool {
+	s := sess.s
+	d1.mu.Lock()
+	if d1.pingOut {
+		id := d1.pingID
+		d1.mu.Unlock()
+		sess.ackKill("iq", id, fmt.Sprintf("server ping (id %q) still unanswered at the next ping; stream ended", id))
+		return false
+	}
+	d1.pings++
+	k := d1.pings
+	id := ""
+	if k%3 != 0 {
+		id = s.newID()
+	}
+	d1.pingOut, d1.pingID, d1.pingSent = true, id, now
+	d1.mu.Unlock()
+	n := node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id), node.StrAttr("xmlns", "urn:xmpp:ping"))
+	if k%2 == 1 {
+		n = n.WithAttr(node.StrAttr("type", "get"))
+	}
+	if sess.send(n) != nil {
+		return false
+	}
+	s.stats.add(func(st *Stats) *int64 { return &st.ServerPingsSent }, 1)
+	return true
+}
+
+// pingAnswer handles an <iq type="result"> that may answer the server ping
+// in flight: <iq to="s.whatsapp.net" type="result" [id]/>, with the ping's
+// id exactly when the ping had one. It reports whether n was such an
+// answer; anything else goes the usual way (a result with an unknown id,
+// or without id, is a violation that ends the connection).
+func (sess *session) pingAnswer(n node.Node) bool {
+	d1 := sess.d1
+	id, _ := n.Attr("id")
+	d1.mu.Lock()
+	match := d1.pingOut && id == d1.pingID
+	if !match {
+		d1.mu.Unlock()
+		return false
+	}
+	to, ok := n.AttrJID("to")
+	if !ok || to != jid.ServerJID {
+		d1.mu.Unlock()
+		sess.softViolation("answer to server ping (id %q) without to=s.whatsapp.net (as a JID)", id)
+		return true
+	}
+	d1.pingOut = false
+	d1.mu.Unlock()
+	sess.s.stats.add(func(st *Stats) *int64 { return &st.ServerPingsAnswered }, 1)
+	return true
+}
+
+// ackAttrs are the attributes an ack may carry.
+var ackAttrs = map[string]bool{"class": true, "id": true, "to": true, "participant": true, "recipient": true, "type": true}
+
+// handleAck checks a client <ack> against the pending stanza it names
+// (PROTOCOL.md 9.8): exactly class, id, to, participant and recipient when
+// the stanza had them, and type when it had one unless class is message.
+// A match settles the stanza; anything else is counted in acks_malformed
+// and listed as a violation (the connection stays open, the stanza stays
+// pending). Acks arriving on a connection that no longer owns the device
+// (replaced by a newer login) are ignored.
+func (sess *session) handleAck(n node.Node) {
+	s := sess.s
+	dev := sess.dev
+	class, _ := n.Attr("class")
+	id, _ := n.Attr("id")
+	dev.st.mu.Lock()
+	if dev.st.current != sess {
+		dev.st.mu.Unlock()
+		return
+	}
+	p := dev.st.pending[id]
+	why := ackProblem(n, class, id, p)
+	if why == "" {
+		dev.st.settle(p)
+	}
+	dev.st.mu.Unlock()
+	if why == "" {
+		s.stats.add(func(st *Stats) *int64 { return &st.AcksOK }, 1)
+		return
+	}
+	s.stats.add(func(st *Stats) *int64 { return &st.AcksMalformed }, 1)
+	sess.softViolation("malformed ack (class %q id %q): %s", class, id, why)
+}
+
+// ackProblem says what is wrong with ack n for pending stanza p (nil if
+// the id is unknown), or "" if it is right.
+func ackProblem(n node.Node, class, id string, p *pendingStanza) string {
+	if n.Kind() != node.KindNone {
+		return "an ack has attributes only, no content"
+	}
+	seen := make(map[string]bool, len(n.Attrs))
+	for _, a := range n.Attrs {
+		switch {
+		case seen[a.Key]:
+			return fmt.Sprintf("attribute %s twice", a.Key)
+		case a.Key == "error" && class == "message":
+			return "an error attribute on a message ack (ack undecryptable messages plainly; the server withholds the queue otherwise)"
+		case !ackAttrs[a.Key]:
+			return fmt.Sprintf("unexpected attribute %s", a.Key)
+		}
+		seen[a.Key] = true
+	}
+	switch {
+	case class == "":
+		return "no class"
+	case !ackableTags[class]:
+		return fmt.Sprintf("class %s: the server never asks for acks of <%s> stanzas", class, class)
+	case id == "":
+		return "no id"
+	case p == nil:
+		return "no pending stanza has this id (unknown, or already acked)"
+	case class != p.tag:
+		return fmt.Sprintf("class %s for a <%s>", class, p.tag)
+	}
+	if msg := jidAttrProblem(n, "to", p.from); msg != "" {
+		return msg
+	}
+	if msg := jidAttrProblem(n, "participant", p.participant); msg != "" {
+		return msg
+	}
+	if msg := jidAttrProblem(n, "recipient", p.recipient); msg != "" {
+		return msg
+	}
+	want := p.typ
+	if p.tag == "message" {
+		want = ""
+	}
+	got, has := n.Attr("type")
+	switch {
+	case want == "" && has && p.tag == "message":
+		return "type on a message ack (the reference clients omit it)"
+	case want == "" && has:
+		return fmt.Sprintf("type %q, but the <%s> had no type", got, p.tag)
+	case want != "" && !has:
+		return fmt.Sprintf("no type; want %q", want)
+	case got != want:
+		return fmt.Sprintf("type %q; want %q", got, want)
+	}
+	return ""
+}
+
+// jidAttrProblem checks that attribute key of an ack is the JID want, or
+// absent when want is empty. Both reference clients copy the stanza's JID
+// values, so they go out as JID encodings; a string is a different value.
+func jidAttrProblem(n node.Node, key string, want jid.JID) string {
+	a, has := n.GetAttr(key)
+	switch {
+	case want.IsEmpty() && has:
+		return fmt.Sprintf("%s present, but the stanza had none", key)
+	case want.IsEmpty():
+		return ""
+	case !has:
+		return fmt.Sprintf("no %s; want %s", key, want)
+	}
+	got, isJID := a.JID()
+	if !isJID {
+		return fmt.Sprintf("%s %q is a string, not a JID encoding", key, a.Value)
+	}
+	if got != want {
+		return fmt.Sprintf("%s %s; want %s", key, got, want)
+	}
+	return ""
+}
+
+// handleReceipt lets a client's delivery receipt for a pushed message stop
+// that message's deadline (PROTOCOL.md 9.8: a delivery receipt also
+// settles a message). The message's ack is still recognised afterwards, so
+// a client that sends both (as whatsmeow does) is not told its ack is
+// unknown. Receipts for other ids are normal (read receipts of older
+// messages) and ignored; retry receipts do not settle.
+func (sess *session) handleReceipt(n node.Node) {
+	if typ, _ := n.Attr("type"); typ == "retry" {
+		return
+	}
+	ids := make([]string, 0, 1)
+	if id, _ := n.Attr("id"); id != "" {
+		ids = append(ids, id)
+	}
+	if l, ok := n.Child("list"); ok {
+		for item := range l.ChildrenByTag("item") {
+			if id, _ := item.Attr("id"); id != "" {
+				ids = append(ids, id)
+			}
+		}
+	}
+	dev := sess.dev
+	dev.st.mu.Lock()
+	defer dev.st.mu.Unlock()
+	if dev.st.current != sess {
+		return
+	}
+	for _, id := range ids {
+		if p := dev.st.pending[id]; p != nil && p.tag == "message" {
+			p.receipted = true
+		}
+	}
+}

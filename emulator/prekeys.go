@@ -1,0 +1,199 @@
+package emulator
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// maxPrekeysPerUpload is the most one-time prekeys one upload may carry:
+// 812, what whatsmeow and Baileys upload the first time.
+const maxPrekeysPerUpload = 812
+
+// prekeyUploadChildren are the children of a prekey upload, each once.
+var prekeyUploadChildren = []string{"registration", "type", "identity", "list", "skey"}
+
+// checkPrekeyUpload validates an upload strictly (PROTOCOL.md 9.8) against
+// the device's pairing: <iq xmlns="encrypt" type="set" to="s.whatsapp.net"
+// id> with <registration> (4 bytes, the registration ID of pairing),
+// <type> (05), <identity> (32 bytes, the device's identity key), <list> of
+// 1..812 <key><id>3 bytes</id><value>32 bytes</value></key> with distinct
+// IDs, and <skey><id>3</id><value>32</value><signature>64</signature>
+// </skey> whose signature verifies with the identity key over 05 || value.
+// It returns the prekey IDs; that none was uploaded before is the caller's
+// check.
+func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
+	if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
+		return nil, errors.New("to is not s.whatsapp.net (as a JID)")
+	}
+	if n.Kind() != node.KindChildren {
+		return nil, errors.New("no children")
+	}
+	seen := map[string]*node.Node{}
+	for i := range n.Children() {
+		c := &n.Children()[i]
+		known := false
+		for _, t := range prekeyUploadChildren {
+			known = known || c.Tag == t
+		}
+		switch {
+		case !known:
+			return nil, fmt.Errorf("unexpected child <%s>", c.Tag)
+		case seen[c.Tag] != nil:
+			return nil, fmt.Errorf("<%s> twice", c.Tag)
+		}
+		seen[c.Tag] = c
+	}
+	for _, t := range prekeyUploadChildren {
+		if seen[t] == nil {
+			return nil, fmt.Errorf("no <%s>", t)
+		}
+	}
+	reg, err := leafBytes(seen["registration"], 4)
+	if err != nil {
+		return nil, err
+	}
+	if binary.BigEndian.Uint32(reg) != d.regID {
+		return nil, errors.New("<registration> is not the registration ID sent at pairing")
+	}
+	typ, err := leafBytes(seen["type"], 1)
+	if err != nil {
+		return nil, err
+	}
+	if typ[0] != 5 {
+		return nil, fmt.Errorf("<type> is %02x, want 05", typ[0])
+	}
+	ident, err := leafBytes(seen["identity"], 32)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(ident, d.identityPub[:]) {
+		return nil, errors.New("<identity> is not the device's identity key")
+	}
+
+	list := seen["list"]
+	keys := list.Children()
+	if list.Kind() != node.KindChildren || len(keys) == 0 || len(keys) > maxPrekeysPerUpload {
+		return nil, fmt.Errorf("<list> has %d keys, want 1..%d", len(keys), maxPrekeysPerUpload)
+	}
+	ids := make([]uint32, 0, len(keys))
+	distinct := make(map[uint32]bool, len(keys))
+	for i := range keys {
+		k := &keys[i]
+		if k.Tag != "key" {
+			return nil, fmt.Errorf("<list> holds a <%s>", k.Tag)
+		}
+		parts, err := exactChildren(k, "id", "value")
+		if err != nil {
+			return nil, fmt.Errorf("<key> %d: %w", i, err)
+		}
+		idb, err := leafBytes(parts[0], 3)
+		if err != nil {
+			return nil, fmt.Errorf("<key> %d: %w", i, err)
+		}
+		if _, err := leafBytes(parts[1], 32); err != nil {
+			return nil, fmt.Errorf("<key> %d: %w", i, err)
+		}
+		id := uint32(idb[0])<<16 | uint32(idb[1])<<8 | uint32(idb[2])
+		if distinct[id] {
+			return nil, fmt.Errorf("prekey ID %d twice in one upload", id)
+		}
+		distinct[id] = true
+		ids = append(ids, id)
+	}
+
+	parts, err := exactChildren(seen["skey"], "id", "value", "signature")
+	if err != nil {
+		return nil, fmt.Errorf("<skey>: %w", err)
+	}
+	if _, err := leafBytes(parts[0], 3); err != nil {
+		return nil, fmt.Errorf("<skey>: %w", err)
+	}
+	val, err := leafBytes(parts[1], 32)
+	if err != nil {
+		return nil, fmt.Errorf("<skey>: %w", err)
+	}
+	sig, err := leafBytes(parts[2], 64)
+	if err != nil {
+		return nil, fmt.Errorf("<skey>: %w", err)
+	}
+	if !crypto.Verify(d.identityPub[:], append([]byte{5}, val...), sig) {
+		return nil, errors.New("<skey> signature does not verify with the identity key over 05 || value")
+	}
+	return ids, nil
+}
+
+// exactChildren returns n's children, which must be exactly the given tags
+// in any order, each once.
+func exactChildren(n *node.Node, tags ...string) ([]*node.Node, error) {
+	out := make([]*node.Node, len(tags))
+	children := n.Children()
+	if len(children) != len(tags) {
+		return nil, fmt.Errorf("%d children, want %d (%v)", len(children), len(tags), tags)
+	}
+	for i := range children {
+		c := &children[i]
+		found := false
+		for j, t := range tags {
+			if c.Tag == t {
+				if out[j] != nil {
+					return nil, fmt.Errorf("<%s> twice", t)
+				}
+				out[j], found = c, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unexpected child <%s>", c.Tag)
+		}
+	}
+	return out, nil
+}
+
+// leafBytes returns n's byte content, which must be size bytes.
+func leafBytes(n *node.Node, size int) ([]byte, error) {
+	b, ok := n.Bytes()
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("<%s> content is not bytes", n.Tag)
+	case len(b) != size:
+		return nil, fmt.Errorf("<%s> is %d bytes, want %d", n.Tag, len(b), size)
+	}
+	return b, nil
+}
+
+// acceptPrekeys records an upload of the given prekey IDs (strict: none
+// may have been uploaded before) or, with ids nil, of n anonymous keys
+// (the lenient upload outside day-one mode). It updates the count and the
+// devices_with_prekeys gauge.
+func (s *Server) acceptPrekeys(d *device, ids []uint32, n int) error {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	for _, id := range ids {
+		if d.st.prekeyIDs.contains(id) {
+			return fmt.Errorf("prekey ID %d was uploaded before", id)
+		}
+	}
+	for _, id := range ids {
+		d.st.prekeyIDs.add(id)
+	}
+	if ids != nil {
+		n = len(ids)
+	}
+	before := d.st.prekeys
+	d.st.prekeys += int64(n)
+	if d.st.prekeys >= minPrekeys {
+		d.st.lowNotified = false
+	}
+	s.stats.update(func(st *Stats) {
+		st.PrekeyUploads++
+		if before == 0 && d.st.prekeys > 0 && !d.st.removed {
+			st.DevicesWithPrekeys++
+		}
+	})
+	return nil
+}

@@ -1,0 +1,172 @@
+package emulator
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// deviceState is the per-device server state of day-one mode and prekeys:
+// the stanzas pushed and not yet acked (they survive reconnects, not
+// emulator restarts), the prekey count and the prekey IDs ever uploaded.
+// Every field is guarded by mu. Lock order: registry.mu, then mu.
+//
+// Memory: a device whose client acks promptly holds a few pending entries
+// (each its encoded stanza, about 100–250 bytes, and its ack fields); prekey
+// IDs are kept as ranges, one range for a client that numbers its prekeys
+// consecutively, as both reference clients do.
+type deviceState struct {
+	mu sync.Mutex
+
+	// current is the logged-in connection that owns the device's stanzas:
+	// the newest login. Only it pushes, settles acks and enforces deadlines.
+	current *session
+
+	pending map[string]*pendingStanza // by id; nil until the first push
+	order   []*pendingStanza          // push order, oldest first; entries may be settled
+
+	seq  uint64 // stanza ids: one per stanza, unique per device
+	salt uint32 // random per device, mixed into ids
+
+	prekeys     int64    // one-time prekeys the server holds for the device
+	prekeyIDs   idRanges // every prekey ID ever uploaded
+	lowNotified bool     // an encrypt notification was pushed since the count fell below minPrekeys
+	removed     bool     // the device was unlinked or removed by a failure
+}
+
+// pendingStanza is one ackable stanza pushed and not yet settled, with what
+// its ack must carry (PROTOCOL.md 9.8).
+type pendingStanza struct {
+	tag                    string // message, receipt, notification, call: the ack's class
+	id                     string
+	from                   jid.JID // the ack's to
+	participant, recipient jid.JID // copied into the ack when set (empty: absent)
+	typ                    string  // the stanza's type ("" if none)
+	payload                []byte  // the encoded stanza, sent again on redelivery
+	sentAt                 time.Time
+	settled                bool // acked (removed from pending)
+	receipted              bool // a message the client sent a delivery receipt for
+}
+
+// ackableTags are the stanzas the client must ack.
+var ackableTags = map[string]bool{"message": true, "receipt": true, "notification": true, "call": true}
+
+// newPending describes the ack that stanza n needs.
+func newPending(n node.Node, payload []byte) *pendingStanza {
+	p := &pendingStanza{tag: n.Tag, payload: payload}
+	p.id, _ = n.Attr("id")
+	p.from, _ = n.AttrJID("from")
+	p.participant, _ = n.AttrJID("participant")
+	p.recipient, _ = n.AttrJID("recipient")
+	p.typ, _ = n.Attr("type")
+	return p
+}
+
+// nextSeq returns a fresh stanza sequence number (caller holds mu).
+func (ds *deviceState) nextSeq() uint64 {
+	ds.seq++
+	return ds.seq
+}
+
+// add records a pushed stanza (caller holds mu).
+func (ds *deviceState) add(p *pendingStanza) {
+	if ds.pending == nil {
+		ds.pending = make(map[string]*pendingStanza)
+	}
+	ds.pending[p.id] = p
+	ds.order = append(ds.order, p)
+}
+
+// settle removes a pending stanza that was acked (caller holds mu).
+func (ds *deviceState) settle(p *pendingStanza) {
+	p.settled = true
+	p.payload = nil
+	delete(ds.pending, p.id)
+}
+
+// oldest returns the oldest stanza whose deadline still runs: not settled
+// and not receipted. It drops settled and receipted entries from the front
+// of order (receipted ones stay in pending, so their ack is still
+// recognised). Caller holds mu.
+func (ds *deviceState) oldest() *pendingStanza {
+	for len(ds.order) > 0 {
+		p := ds.order[0]
+		if !p.settled && !p.receipted {
+			return p
+		}
+		ds.order[0] = nil
+		ds.order = ds.order[1:]
+	}
+	ds.order = nil // let the backing array go
+	return nil
+}
+
+// takeOver makes sess the device's current connection and returns the
+// stanzas to redeliver, oldest first, restamped with now. Receipted
+// stanzas are dropped: their delivery was confirmed. Caller holds mu.
+func (ds *deviceState) takeOver(sess *session, now time.Time) []*pendingStanza {
+	ds.current = sess
+	var out []*pendingStanza
+	for _, p := range ds.order {
+		if p.settled {
+			continue
+		}
+		if p.receipted {
+			delete(ds.pending, p.id)
+			continue
+		}
+		p.sentAt = now
+		out = append(out, p)
+	}
+	ds.order = slices.Clone(out)
+	return out
+}
+
+// idRanges is a set of prekey IDs (24-bit) as sorted, disjoint, non-adjacent
+// half-open ranges.
+type idRanges []idRange
+
+type idRange struct{ lo, hi uint32 } // [lo, hi)
+
+// contains reports whether id is in the set.
+func (r idRanges) contains(id uint32) bool {
+	_, found := slices.BinarySearchFunc(r, id, func(x idRange, id uint32) int {
+		switch {
+		case x.hi <= id:
+			return -1
+		case x.lo > id:
+			return 1
+		}
+		return 0
+	})
+	return found
+}
+
+// add inserts id (which must not be in the set).
+func (r *idRanges) add(id uint32) {
+	s := *r
+	// i: first range with lo > id.
+	i, _ := slices.BinarySearchFunc(s, id, func(x idRange, id uint32) int {
+		if x.lo <= id {
+			return -1
+		}
+		return 1
+	})
+	joinLeft := i > 0 && s[i-1].hi == id
+	joinRight := i < len(s) && s[i].lo == id+1
+	switch {
+	case joinLeft && joinRight:
+		s[i-1].hi = s[i].hi
+		s = slices.Delete(s, i, i+1)
+	case joinLeft:
+		s[i-1].hi = id + 1
+	case joinRight:
+		s[i].lo = id
+	default:
+		s = slices.Insert(s, i, idRange{id, id + 1})
+	}
+	*r = s
+}
