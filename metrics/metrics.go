@@ -79,13 +79,21 @@ type Metrics struct {
 	restarts          prometheus.Counter
 	events            map[events.Kind]prometheus.Counter
 	otherEvents       prometheus.Counter
+	acks              map[string]prometheus.Counter
+	undecodable       prometheus.Counter
+	streamErrorAcks   prometheus.Counter
+	preKeysUploaded   prometheus.Counter
 }
+
+// AckClasses are the classes of stanzas acknowledged, the label values of
+// wafleet_acks_sent_total.
+var AckClasses = []string{"message", "receipt", "notification", "call"}
 
 // New returns a Metrics with its own registry. src, when not nil, is asked
 // for the accounts by state at every scrape (wafleet_accounts); pass the
 // status board.
 func New(src Source) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), events: make(map[events.Kind]prometheus.Counter, len(Kinds))}
+	m := &Metrics{reg: prometheus.NewRegistry(), events: make(map[events.Kind]prometheus.Counter, len(Kinds)), acks: make(map[string]prometheus.Counter, len(AckClasses))}
 
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace,
@@ -124,9 +132,33 @@ func New(src Source) *Metrics {
 		m.events[k] = eventsVec.WithLabelValues(string(k))
 	}
 	m.otherEvents = eventsVec.WithLabelValues("other")
+	acks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "acks_sent_total",
+		Help:      "Acks sent for stanzas the server pushed, by class (message, receipt, notification, call).",
+	}, []string{"class"})
+	for _, c := range AckClasses {
+		m.acks[c] = acks.WithLabelValues(c)
+	}
+	m.undecodable = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "stanzas_undecodable_total",
+		Help:      "Frames from the server that did not decode into a stanza; each was skipped and the connection went on.",
+	})
+	m.streamErrorAcks = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "stream_errors_unacked_total",
+		Help:      "Streams the server ended for a stanza it considers unacknowledged (<stream:error><ack/>). Should stay 0.",
+	})
+	m.preKeysUploaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "prekeys_uploaded_total",
+		Help:      "One-time prekeys the server accepted.",
+	})
 
 	m.reg.MustRegister(
 		handshakes, m.handshakeDuration, m.reconnects, m.pairings, m.restarts, eventsVec,
+		acks, m.undecodable, m.streamErrorAcks, m.preKeysUploaded,
 		collectors.NewGoCollector(),
 		// The runtime and process series keep their standard names (go_*,
 		// process_*) so stock dashboards and alerts work unchanged.
@@ -179,6 +211,24 @@ func (m *Metrics) Publish(e events.Event) {
 		m.restarts.Inc()
 	}
 }
+
+// AckSent counts an ack sent for a stanza of class. It implements the
+// connection actor's Observer.
+func (m *Metrics) AckSent(class string) {
+	if c, ok := m.acks[class]; ok {
+		c.Inc()
+	}
+}
+
+// StanzaUndecodable counts a frame that did not decode into a stanza.
+func (m *Metrics) StanzaUndecodable() { m.undecodable.Inc() }
+
+// StreamErrorAck counts a stream the server ended for an unacknowledged
+// stanza.
+func (m *Metrics) StreamErrorAck() { m.streamErrorAcks.Inc() }
+
+// PreKeysUploaded counts n one-time prekeys the server accepted.
+func (m *Metrics) PreKeysUploaded(n int) { m.preKeysUploaded.Add(float64(n)) }
 
 // CountDropped exports f (events.Bus.Dropped) as
 // wafleet_events_dropped_total: events that slow subscribers missed. The bus

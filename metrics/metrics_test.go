@@ -311,3 +311,30 @@ func itoa(i int) string {
 	}
 	return string(buf[n:])
 }
+
+func TestConnectionObserver(t *testing.T) {
+	m := New(nil)
+	for _, class := range []string{"message", "message", "receipt", "notification", "call", "not-a-class"} {
+		m.AckSent(class)
+	}
+	m.StanzaUndecodable()
+	m.StreamErrorAck()
+	m.StreamErrorAck()
+	m.PreKeysUploaded(812)
+	m.PreKeysUploaded(50)
+	fams := gather(t, m)
+	for class, want := range map[string]float64{"message": 2, "receipt": 1, "notification": 1, "call": 1} {
+		if got := value(t, fams, "wafleet_acks_sent_total", "class", class); got != want {
+			t.Errorf("acks_sent_total{class=%s} = %v, want %v", class, got, want)
+		}
+	}
+	for name, want := range map[string]float64{
+		"wafleet_stanzas_undecodable_total":   1,
+		"wafleet_stream_errors_unacked_total": 2,
+		"wafleet_prekeys_uploaded_total":      862,
+	} {
+		if got := value(t, fams, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
