@@ -1,13 +1,16 @@
 // Package metrics holds the fleet's Prometheus metrics in a registry of its
 // own (never the global default): accounts by state, handshakes and their
-// duration, reconnects, pairings, restarts, events by kind, plus the Go
+// duration, reconnects, pairings, restarts, events by kind, acks sent,
+// undecodable stanzas, streams ended for unacked stanzas, prekeys uploaded,
+// plus the Go
 // runtime and process collectors. Every metric of ours starts with
 // "wafleet_"; the runtime and process series keep their standard go_* and
 // process_* names so stock dashboards work.
 //
 // A *Metrics is an events.Publisher: register it as a sink of the
 // events.Bus and it counts the fleet's events without ever blocking the
-// publisher. Connection actors accept a HandshakeObserver and report each
-// Noise handshake to it. The api package serves Handler at GET /metrics;
+// publisher. Connection actors report each Noise handshake to it (it is a
+// HandshakeObserver) and count their acks and prekeys through it (it is
+// the connection package's Observer). The api package serves Handler at GET /metrics;
 // cmd/manager builds one Metrics per process and wires both ends.
 package metrics
