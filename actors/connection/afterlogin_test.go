@@ -508,4 +508,3 @@ func TestLogoutWhileOffline(t *testing.T) {
 		})
 	}
 }
-
