@@ -87,12 +87,12 @@ func TestBoltPreKeyLayout(t *testing.T) {
 		t.Fatalf("buckets hold %d pending and %d uploaded records, want 200 and 100", len(pending), len(uploaded))
 	}
 	for _, k := range keys {
-		key := string([]byte{byte(k.ID >> 16), byte(k.ID >> 8), byte(k.ID)})
-		rec, ok := pending[key]
+		key := []byte{byte(k.ID >> 16), byte(k.ID >> 8), byte(k.ID)}
+		rec, ok := pending[string(key)]
 		if !ok {
-			rec, ok = uploaded[key]
+			rec, ok = uploaded[string(key)]
 		}
-		if !ok || (k.ID <= 100) != (uploaded[key] != nil) {
+		if !ok || (k.ID <= 100) != (uploaded[string(key)] != nil) {
 			t.Fatalf("key %d is not where it belongs", k.ID)
 		}
 		want, err := store.EncodePreKey("acct", k, nil)

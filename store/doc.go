@@ -2,16 +2,28 @@
 // device must persist: its key material and, once paired, its JIDs, account
 // record and the primary's identity key), the Store interface that keeps
 // Devices by account id together with the LID <-> phone-number user mapping,
-// the versioned record encoding shared by every Store (codec.go, with
-// optional AES-256-GCM sealing of the secrets at rest), and the embedded
-// Store on a single bbolt file (OpenBolt).
+// each account's one-time Signal prekeys and fleet-wide settings, the
+// versioned record encodings shared by every Store (codec.go for devices,
+// prekey_codec.go for prekeys, both with optional AES-256-GCM sealing of the
+// private keys at rest), and the embedded Store on a single bbolt file
+// (OpenBolt).
+//
+// One-time prekeys are stored beside the device, never in the Device value
+// (812 keys would weigh about 50 KB per account in memory): the connection
+// actor counts them after login (PreKeyCounts), tops them up (AddPreKeys,
+// PreKeysToUpload, MarkPreKeysUploaded) and the Signal layer looks them up
+// and removes them once used (PreKey, RemovePreKey). In the bbolt file they
+// live in the "prekeys" bucket, one sub-bucket per account
+// (bolt_prekeys.go); settings live in the "settings" bucket. Delete wipes
+// an account's prekeys with its device.
 //
 // The connection and pairing actors and the supervisor import it; the Redis
 // store (store/redis) implements Store. It imports nothing else of this
 // module: keys are plain byte arrays and JIDs are strings in their canonical
 // form ("15551234567:5@s.whatsapp.net", "123456789012345:5@lid").
 //
-// Secrets never appear in errors or logs: Device, KeyPair and SignedPreKey
-// print and log without key bytes, and validation errors name the field,
-// not its value. Every Store must pass the contract tests in store/storetest.
+// Secrets never appear in errors or logs: Device, KeyPair, SignedPreKey and
+// PreKey print and log without key bytes, and validation errors name the
+// field or the prekey ID, not a value. Every Store must pass the contract
+// tests in store/storetest.
 package store

@@ -1,10 +1,16 @@
 // Package redis is wafleet's fleet-mode storage on Redis (single node,
 // Sentinel or Cluster, through go-redis's UniversalClient): the store.Store
-// of devices with every write fenced by the account's lease (Store, Fenced,
+// of devices, their one-time prekeys and the fleet-wide settings, with every
+// device and prekey write fenced by the account's lease (Store, Fenced,
 // Bound), the per-instance membership heartbeat and account leases with
 // fencing tokens (Leases), a fleet-wide connect-rate limiter (Limiter), the
 // events.Publisher that appends account events to a Redis stream
 // (StreamSink), and the persistence check run at start (CheckDurability).
+//
+// An account's prekeys live in PREFIX:{ACCT}:prekeys (records by key ID)
+// and PREFIX:{ACCT}:prekeys:pending (IDs not yet uploaded), in the device's
+// hash slot so that one script checks the lease and writes them; settings
+// live in the PREFIX:settings hash and are not fenced.
 //
 // Package fleet (rendezvous hashing, rebalancing, the lease loop) and
 // cmd/manager import it; it imports store and events. Keys are listed in
