@@ -16,27 +16,56 @@
 //	            the connect-rate limiter, dialing, handshaking
 //	pairing     the server sent <pair-device>; the pairing child shows QR codes
 //	unpaired    the QR codes ran out; no reconnect until *Pair
-//	connected   <success> received; keepalive pings every 20–30 s
-//	backoff     waiting Backoff.Next(attempt) before the next attempt
+//	connected   <success> received and <active/> answered (or its wait
+//	            over); keepalive pings every 20–30 s
+//	backoff     waiting Backoff.Next(attempt) before the next attempt (or a
+//	            temporary ban's expiry, or a newer client version)
 //	logged_out  the device was unlinked and wiped; a fresh pairing follows
+//	            (after a lock or ban only with Deps.AutoRepair or *Pair)
 //	stopped     the actor stopped, or the account must not reconnect
-//	            (conflict/replaced, failure 402/405/409/other 4xx: an alarm)
+//	            (conflict/replaced, failure 400/409/other 4xx, or no newer
+//	            client version to be had: an alarm)
 //
-// The goal (wantConnected) is kept apart from the state: replaced, refused
-// and unpaired accounts do not want to connect; *Pair and *Logout make them
-// want it again.
+// The goal (wantConnected) is kept apart from the state: replaced, refused,
+// banned and unpaired accounts do not want to connect; *Pair and *Logout
+// make them want it again.
 //
-// # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4)
+// # After <success> (PROTOCOL.md 9.8)
+//
+// The actor keeps the server's clock offset and saves the LID the server
+// names, asks for the prekey count, sends <active/> and reports connected
+// once it is answered. From the first stanza on, every <message>,
+// <receipt>, <notification> and <call> is acknowledged at once, in order,
+// shaped as the reference client shapes acks (ackFor); a real server ends
+// the stream when one is missing and redelivers it on every reconnect.
+// Server pings (urn:xmpp:ping, with or without type or id) are answered. A
+// frame that does not decode is counted and skipped. One-time prekeys are
+// uploaded when the server or the store holds fewer than 5 (812 the first
+// time, 50 after), and again when an encrypt notification says the server
+// runs low; they are stored before they are offered and marked uploaded
+// once the server accepts them. A missed pong is tolerated: only
+// Keepalive.Window without an answered ping ends the connection.
+//
+// # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //
 //	515 after pair-device-sign          expected: reconnect at once with the login payload
 //	515 while connected                 reconnect at once (counted as a reconnect)
-//	failure 401/403/406, stream error   logged out: wipe the device, publish logged_out,
-//	401, conflict device_removed        pair again with fresh keys
+//	failure 401, conflict device_removed logged out: wipe the device, publish logged_out,
+//	                                    pair again with fresh keys
+//	failure 403 (locked), 406 (banned)  wipe, banned alarm with the server's message; pair
+//	                                    again only with AutoRepair or *Pair
+//	failure 402 (temporary ban)         backoff until its expire, then reconnect
+//	failure 405 (client outdated)       wait for VersionSource: VersionUpdated reconnects,
+//	                                    VersionUnavailable raises the client_outdated alarm
 //	conflict replaced                   stopped + alarm
-//	failure 402/405/409/other 4xx       stopped + alarm
+//	failure 400/409/other 4xx           stopped + alarm
+//	stream error 401 without            backoff: the next login decides (never a wipe)
+//	device_removed
+//	stream error with <ack class id/>   backoff; logged and counted (Observer.StreamErrorAck)
 //	failure 5xx, stream error 503/other backoff
 //	read, write, dial, handshake and    backoff; last_error says what failed, e.g.
-//	certificate errors, missed pong     "handshake: verify certificate: crypto: …"
+//	certificate errors, pings           "handshake: verify certificate: crypto: …"
+//	unanswered for Keepalive.Window
 //	QR codes ran out                    unpaired
 //
 // The backoff attempt counter resets once a connection has lived
@@ -44,14 +73,15 @@
 //
 // # Logout
 //
-// *Logout unlinks a paired account. When connected, the actor sends
+// *Logout unlinks a paired account. When logged in, the actor sends
 // <iq xmlns=md type=set><remove-companion-device jid=OWN reason=user_initiated/></iq>
 // and waits for the answer (any answer, the server's stream error or its
-// close, at most Keepalive.Timeout); when not connected it cannot tell the
-// server, and the phone keeps listing the device until it is removed there.
-// Either way it then closes the socket, wipes the Device from the store,
-// publishes logged_out and starts a fresh pairing with new keys. An unpaired
-// account has nothing to unlink: the request is refused.
+// close, at most Keepalive.Timeout). When not connected it connects first
+// to send it; only if that connection fails does it unlink locally (the
+// phone then keeps listing the device until it is removed there). Either
+// way it then closes the socket, wipes the Device from the store, publishes
+// logged_out and starts a fresh pairing with new keys. An unpaired account
+// has nothing to unlink: the request is refused.
 //
 // # Concurrency
 //
