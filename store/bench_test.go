@@ -86,3 +86,45 @@ func BenchmarkCodec(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBoltPreKeys measures the connection actor's first upload on a
+// fresh device: AddPreKeys of 812 keys (one transaction), PreKeysToUpload
+// of them and MarkPreKeysUploaded; and the count it takes at every login.
+func BenchmarkBoltPreKeys(b *testing.B) {
+	for _, bs := range benchSealers(b) {
+		b.Run(bs.name, func(b *testing.B) {
+			s := openBolt(b, filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{Sealer: bs.sealer})
+			keys := storetest.NewPreKeys(b, 1, 812)
+			b.Run("upload812", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					b.StopTimer()
+					if err := s.Delete(b.Context(), "acct"); err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Save(b.Context(), storetest.NewDevice(b, "acct")); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					if err := s.AddPreKeys(b.Context(), "acct", keys); err != nil {
+						b.Fatal(err)
+					}
+					if got, err := s.PreKeysToUpload(b.Context(), "acct", 812); err != nil || len(got) != 812 {
+						b.Fatal(len(got), err)
+					}
+					if err := s.MarkPreKeysUploaded(b.Context(), "acct", 812); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("counts", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if c, err := s.PreKeyCounts(b.Context(), "acct"); err != nil || c.Uploaded != 812 {
+						b.Fatal(c, err)
+					}
+				}
+			})
+		})
+	}
+}

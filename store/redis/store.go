@@ -73,6 +73,10 @@ type Options struct {
 // mapping lagging until the next Save, Delete or Load of that account, or
 // Reconcile, finishes it.
 //
+// An account's one-time prekeys are written the same way, by fenced
+// scripts on keys in the device's slot (prekeys.go); Delete drops them in
+// the device's script. Settings are one fleet-wide hash, not fenced.
+//
 // Close marks the Store closed; it does not close the client, which the
 // caller owns (it is shared with Leases, Limiter and the event sink).
 type Store struct {
