@@ -27,6 +27,8 @@ type Config struct {
 	HTTP     HTTP      `mapstructure:"http"`
 	Log      Log       `mapstructure:"log"`
 	Connect  Connect   `mapstructure:"connect"`
+	Client   Client    `mapstructure:"client"`
+	Pairing  Pairing   `mapstructure:"pairing"`
 	Accounts []Account `mapstructure:"accounts"`
 }
 
@@ -112,6 +114,49 @@ type Connect struct {
 	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval"`
 	// KeepaliveTimeout is how long a ping may wait for its answer. Default: 10s.
 	KeepaliveTimeout time.Duration `mapstructure:"keepalive_timeout"`
+	// KeepaliveWindow: a connection is closed and reconnected only when no
+	// ping succeeded for this long (a single missed pong is tolerated).
+	// Must be longer than KeepaliveTimeout. Default: 3m.
+	KeepaliveWindow time.Duration `mapstructure:"keepalive_window"`
+}
+
+// WebVersionURL is WhatsApp Web's service-worker script, where the current
+// client revision is published; the default client.version_url.
+const WebVersionURL = "https://web.whatsapp.com/sw.js"
+
+// DefaultOSName is the default client.os_name.
+const DefaultOSName = "Linux"
+
+// DefaultPlatform is the default client.platform.
+const DefaultPlatform = "chrome"
+
+// Client describes the WhatsApp Web client the accounts present themselves
+// as.
+type Client struct {
+	// Version is the WhatsApp Web version sent at first, "2.3000.N".
+	// Default: "" (the version built in, payload.DefaultVersion). A newer
+	// one found at VersionURL (or stored by another instance) replaces it.
+	Version string `mapstructure:"version"`
+	// VersionURL is fetched for the current version when the server
+	// refuses ours as outdated (and once at start). Default: WebVersionURL;
+	// "" turns fetching off.
+	VersionURL string `mapstructure:"version_url"`
+	// OSName is the operating system the phone shows for each linked
+	// device, after the platform: "Chrome (Linux)". Default: "Linux".
+	// At most 64 bytes of UTF-8; accounts[].device_name overrides it.
+	OSName string `mapstructure:"os_name"`
+	// Platform is the browser or platform the phone shows (DeviceProps
+	// platform type, lowercased: chrome, firefox, safari, edge, desktop,
+	// ...). Default: "chrome".
+	Platform string `mapstructure:"platform"`
+}
+
+// Pairing configures how accounts are linked.
+type Pairing struct {
+	// AutoRepair: an account whose device was wiped after failure 403
+	// (locked) or 406 (banned) starts pairing again by itself. Default:
+	// false (it stops with an alarm until POST /api/accounts/{id}/pair).
+	AutoRepair bool `mapstructure:"auto_repair"`
 }
 
 // Account is one WhatsApp account the fleet keeps connected.
@@ -120,6 +165,9 @@ type Account struct {
 	ID string `mapstructure:"id"`
 	// Proxy is an optional http://, https:// or socks5:// proxy URL.
 	Proxy string `mapstructure:"proxy"`
+	// DeviceName optionally replaces client.os_name for this account: the
+	// name its phone shows in Linked devices. Default: "".
+	DeviceName string `mapstructure:"device_name"`
 }
 
 func viperWithDefaults() *viper.Viper {
@@ -155,6 +203,12 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("connect.stable_after", time.Minute)
 	v.SetDefault("connect.keepalive_interval", 25*time.Second)
 	v.SetDefault("connect.keepalive_timeout", 10*time.Second)
+	v.SetDefault("connect.keepalive_window", 3*time.Minute)
+	v.SetDefault("client.version", "")
+	v.SetDefault("client.version_url", WebVersionURL)
+	v.SetDefault("client.os_name", DefaultOSName)
+	v.SetDefault("client.platform", DefaultPlatform)
+	v.SetDefault("pairing.auto_repair", false)
 	v.SetDefault("accounts", []map[string]any{})
 }
 

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wafleet/wafleet/wire/payload"
+	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -34,6 +37,99 @@ func TestDefaults(t *testing.T) {
 	}
 	if key, err := cfg.Server.RootKey(); err != nil || key != nil {
 		t.Fatalf("RootKey() = %x, %v; want nil (WhatsApp's)", key, err)
+	}
+	if cfg.Connect.KeepaliveWindow != 3*time.Minute || cfg.Pairing.AutoRepair {
+		t.Fatalf("unexpected defaults: %+v %+v", cfg.Connect, cfg.Pairing)
+	}
+	want := Client{Version: "", VersionURL: "https://web.whatsapp.com/sw.js", OSName: "Linux", Platform: "chrome"}
+	if cfg.Client != want {
+		t.Fatalf("client = %+v, want %+v", cfg.Client, want)
+	}
+	if v, err := cfg.Client.ParsedVersion(); err != nil || v != payload.DefaultVersion() {
+		t.Fatalf("ParsedVersion() = %v, %v; want the built-in version", v, err)
+	}
+	if p, err := cfg.Client.PlatformType(); err != nil || p != waproto.DeviceProps_CHROME {
+		t.Fatalf("PlatformType() = %v, %v", p, err)
+	}
+}
+
+func TestClientKeys(t *testing.T) {
+	path := writeConfig(t, `
+client:
+  version: 2.3000.1031080782
+  version_url: ""
+  os_name: Ubuntu
+  platform: Firefox
+pairing:
+  auto_repair: true
+connect:
+  keepalive_window: 90s
+accounts:
+  - id: a
+  - id: b
+    device_name: "Ventas – Caja 2"
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cfg.Client.ParsedVersion(); err != nil || v != payload.PinnedVersion() {
+		t.Fatalf("ParsedVersion() = %v, %v", v, err)
+	}
+	if cfg.Client.VersionURL != "" {
+		t.Fatalf("version_url = %q, want empty (fetching off)", cfg.Client.VersionURL)
+	}
+	if p, err := cfg.Client.PlatformType(); err != nil || p != waproto.DeviceProps_FIREFOX {
+		t.Fatalf("PlatformType() = %v, %v", p, err)
+	}
+	if !cfg.Pairing.AutoRepair || cfg.Connect.KeepaliveWindow != 90*time.Second {
+		t.Fatalf("pairing %+v, connect %+v", cfg.Pairing, cfg.Connect)
+	}
+	if got := cfg.DeviceName(cfg.Accounts[0]); got != "Ubuntu" {
+		t.Errorf("DeviceName(a) = %q, want client.os_name", got)
+	}
+	if got := cfg.DeviceName(cfg.Accounts[1]); got != "Ventas – Caja 2" {
+		t.Errorf("DeviceName(b) = %q, want its device_name", got)
+	}
+}
+
+// TestNamesMustBeUTF8: YAML cannot carry invalid UTF-8, the environment
+// can.
+func TestNamesMustBeUTF8(t *testing.T) {
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Client.OSName = "a\xffb"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "client.os_name") {
+		t.Fatalf("os_name not UTF-8: %v", err)
+	}
+	cfg.Client.OSName = "Linux"
+	cfg.Accounts = []Account{{ID: "a", DeviceName: "\xc3"}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "accounts[0].device_name") {
+		t.Fatalf("device_name not UTF-8: %v", err)
+	}
+}
+
+func TestUnknownPlatformListsTheValidOnes(t *testing.T) {
+	_, err := Load(writeConfig(t, "client:\n  platform: netscape\n"))
+	for _, name := range []string{"chrome", "firefox", "safari", "edge", "desktop", "ipad", "android_tablet"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Fatalf("error %v does not list %s", err, name)
+		}
+	}
+}
+
+func TestClientEnvOverrides(t *testing.T) {
+	t.Setenv("WAFLEET_CLIENT_VERSION", "2.3000.1045649367")
+	t.Setenv("WAFLEET_CLIENT_PLATFORM", "edge")
+	t.Setenv("WAFLEET_PAIRING_AUTO_REPAIR", "true")
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Client.Version != "2.3000.1045649367" || cfg.Client.Platform != "edge" || !cfg.Pairing.AutoRepair {
+		t.Fatalf("env not applied: %+v %+v", cfg.Client, cfg.Pairing)
 	}
 }
 
@@ -107,6 +203,20 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad account id", "accounts:\n  - id: 'a b'\n", "accounts[0].id"},
 		{"duplicate account", "accounts:\n  - id: a\n  - id: a\n", "accounts[1].id"},
 		{"bad proxy scheme", "accounts:\n  - id: a\n    proxy: ftp://h:1\n", "accounts[0].proxy"},
+		{"keepalive window not above timeout", "connect:\n  keepalive_timeout: 10s\n  keepalive_window: 10s\n", "connect.keepalive_window"},
+		{"bad keepalive window", "connect:\n  keepalive_window: often\n", "keepalive_window"},
+		{"bad client version", "client:\n  version: 2.3000\n", "client.version"},
+		{"client version not 2.3000.N", "client:\n  version: 3.1.4\n", "client.version"},
+		{"client version zero revision", "client:\n  version: 2.3000.0\n", "client.version"},
+		{"version url not http", "client:\n  version_url: ftp://example.com/sw.js\n", "client.version_url"},
+		{"version url not a url", "client:\n  version_url: web.whatsapp.com/sw.js\n", "client.version_url"},
+		{"empty os name", "client:\n  os_name: ''\n", "client.os_name"},
+		{"long os name", "client:\n  os_name: " + strings.Repeat("x", 65) + "\n", "client.os_name"},
+		{"os name with a newline", "client:\n  os_name: \"a\\nb\"\n", "client.os_name"},
+		{"unknown platform", "client:\n  platform: netscape\n", "client.platform"},
+		{"bad auto repair", "pairing:\n  auto_repair: maybe\n", "auto_repair"},
+		{"long device name", "accounts:\n  - id: a\n    device_name: " + strings.Repeat("é", 33) + "\n", "accounts[0].device_name"},
+		{"device name with a tab", "accounts:\n  - id: a\n  - id: b\n    device_name: \"a\\tb\"\n", "accounts[1].device_name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

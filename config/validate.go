@@ -59,6 +59,9 @@ func (c *Config) Validate() error {
 	if err := c.Connect.validate(); err != nil {
 		return err
 	}
+	if err := c.Client.validate(); err != nil {
+		return err
+	}
 	return validateAccounts(c.Accounts)
 }
 
@@ -78,6 +81,8 @@ func (c Connect) validate() error {
 		return keyError("connect.keepalive_interval", "must be positive")
 	case c.KeepaliveTimeout <= 0:
 		return keyError("connect.keepalive_timeout", "must be positive")
+	case c.KeepaliveWindow <= c.KeepaliveTimeout:
+		return keyError("connect.keepalive_window", "must be longer than connect.keepalive_timeout")
 	}
 	return nil
 }
@@ -127,6 +132,11 @@ func validateAccounts(accounts []Account) error {
 			case "http", "https", "socks5":
 			default:
 				return keyError(key+".proxy", fmt.Sprintf("scheme %q is not one of http, https, socks5", u.Scheme))
+			}
+		}
+		if a.DeviceName != "" {
+			if err := validateDeviceName(key+".device_name", a.DeviceName); err != nil {
+				return err
 			}
 		}
 	}
