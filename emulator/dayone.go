@@ -391,9 +391,7 @@ func (sess *session) checkDeadlines(d1 *sessionDayOne, cfg DayOne, now time.Time
 // For pings the real server's reaction is not known; ending the stream the
 // same way is the strict choice.
 func (sess *session) ackKill(class, id, why string) {
-	s := sess.s
-	s.stats.add(func(st *Stats) *int64 { return &st.AckDeadlineKills }, 1)
-	sess.softViolation("%s", why)
+	sess.countedViolation(func(st *Stats) { st.AckDeadlineKills++ }, "%s", why)
 	sess.endStream(node.New("stream:error").WithChildren(
 		node.New("ack", node.StrAttr("class", class), node.StrAttr("id", id))))
 }
@@ -487,8 +485,7 @@ func (sess *session) handleAck(n node.Node) {
 		s.stats.add(func(st *Stats) *int64 { return &st.AcksOK }, 1)
 		return
 	}
-	s.stats.add(func(st *Stats) *int64 { return &st.AcksMalformed }, 1)
-	sess.softViolation("malformed ack (class %q id %q): %s", class, id, why)
+	sess.countedViolation(func(st *Stats) { st.AcksMalformed++ }, "malformed ack (class %q id %q): %s", class, id, why)
 }
 
 // ackProblem says what is wrong with ack n for pending stanza p (nil if

@@ -68,9 +68,15 @@ func (sess *session) violationPrefix() string {
 // softViolation lists a violation without ending the connection (a
 // malformed ack, a bad prekey upload).
 func (sess *session) softViolation(format string, args ...any) {
+	sess.countedViolation(nil, format, args...)
+}
+
+// countedViolation is softViolation that also applies fn to the counters,
+// in the same update.
+func (sess *session) countedViolation(fn func(st *Stats), format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	sess.log.Warn("protocol violation", "violation", msg)
-	sess.s.stats.violation(sess.violationPrefix() + msg)
+	sess.s.stats.violationWith(sess.violationPrefix()+msg, fn)
 }
 
 // serveWS upgrades a request on ChatPath and serves the connection.

@@ -99,8 +99,15 @@ func (st *stats) deviceConnections(n int) {
 	st.update(func(s *Stats) { s.MaxConnectionsPerDevice = max(s.MaxConnectionsPerDevice, int64(n)) })
 }
 
-func (st *stats) violation(msg string) {
+func (st *stats) violation(msg string) { st.violationWith(msg, nil) }
+
+// violationWith lists a violation and applies fn (a counter that goes with
+// it) in the same update, so a waiter sees both or neither.
+func (st *stats) violationWith(msg string, fn func(s *Stats)) {
 	st.update(func(s *Stats) {
+		if fn != nil {
+			fn(s)
+		}
 		if len(s.Violations) < st.max {
 			s.Violations = append(s.Violations, msg)
 			return
