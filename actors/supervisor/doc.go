@@ -3,7 +3,8 @@
 // account (named by the account id, so a second actor for the same account
 // is refused), stops actors whose accounts leave the list, restarts a
 // panicking connection actor after a delay and counts the restart, forwards
-// operator commands to the right account, and logs a health summary.
+// operator commands to the right account, broadcasts process-wide news (a
+// new client version) to every account, and logs a health summary.
 //
 // cmd/manager builds it; the connection actor's package is not imported
 // here: the caller supplies how an account's actor is made.

@@ -18,10 +18,18 @@ import (
 // not run here.
 var ErrUnknownAccount = errors.New("supervisor: unknown account")
 
-// Account is one account this process should run.
+// Account is one account this process should run. A change of any field
+// restarts the account's actor, which is built from it.
 type Account struct {
 	ID    string
 	Proxy string
+	// DeviceName is the name the phone shows for the linked device. It is
+	// sent only when the account registers (pairs), so a change does not
+	// alter an account already linked; it still restarts the actor, like a
+	// changed proxy, because the actor's settings are fixed when it is
+	// built: without a restart, a later pairing (after a logout, or of an
+	// account showing QR codes now) would still carry the old name.
+	DeviceName string
 }
 
 // Deps are the supervisor's dependencies.
@@ -60,6 +68,13 @@ type Applied struct {
 // When no actor runs for ID, the supervisor itself answers *Forwarded.
 type Forward struct {
 	ID      string
+	Message any
+}
+
+// Broadcast delivers Message to the actor of every account running here
+// (not to those stopping). There is no reply. The app uses it to tell every
+// account that a newer client version is available, or that none is.
+type Broadcast struct {
 	Message any
 }
 
@@ -135,6 +150,10 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 			return
 		}
 		ctx.RequestWithCustomSender(c.pid, msg.Message, ctx.Sender())
+	case *Broadcast:
+		for _, c := range s.children {
+			ctx.Send(c.pid, msg.Message)
+		}
 	case *StopAccounts:
 		s.stopAccounts(ctx, msg.IDs)
 	case *actor.Terminated:

@@ -76,9 +76,13 @@ type fakeAccount struct {
 	account Account
 	events  events.Publisher
 	starts  *startCounter
+	heard   *startCounter
 }
 
 type probe struct{}
+
+// shout is broadcast; each account counts the shouts it heard.
+type shout struct{}
 type probeReply struct{ account Account }
 
 type startCounter struct {
@@ -107,6 +111,8 @@ func (f *fakeAccount) Receive(ctx actor.Context) {
 		panic("injected panic")
 	case *probe:
 		ctx.Respond(&probeReply{account: f.account})
+	case *shout:
+		f.heard.add(f.account.ID)
 	}
 }
 
@@ -116,17 +122,18 @@ type fixture struct {
 	rec    *recorder
 	board  *status.Board
 	starts *startCounter
+	heard  *startCounter
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
-	f := &fixture{system: system, rec: newRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}}
+	f := &fixture{system: system, rec: newRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}, heard: &startCounter{counts: map[string]int{}}}
 	bus := events.NewBus(f.board, f.rec)
 	props := Props(Deps{
 		Props: func(a Account) *actor.Props {
-			return actor.PropsFromProducer(func() actor.Actor { return &fakeAccount{account: a, events: bus, starts: f.starts} })
+			return actor.PropsFromProducer(func() actor.Actor { return &fakeAccount{account: a, events: bus, starts: f.starts, heard: f.heard} })
 		},
 		Events:         bus,
 		Board:          f.board,
@@ -226,6 +233,42 @@ func TestChangedAccountRestarts(t *testing.T) {
 	f.rec.waitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	if got := f.probe(t, "a"); got.Proxy != "http://127.0.0.1:3128" {
 		t.Fatalf("restarted with %+v", got)
+	}
+}
+
+func TestChangedDeviceNameRestarts(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a", DeviceName: "Front desk"})
+	applied := f.setAccounts(t, Account{ID: "a", DeviceName: "Back office"})
+	if len(applied.Stopped) != 1 {
+		t.Fatalf("a changed device name did not restart the account: %+v", applied)
+	}
+	f.rec.waitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	if got := f.probe(t, "a"); got.DeviceName != "Back office" {
+		t.Fatalf("restarted with %+v", got)
+	}
+}
+
+func TestBroadcastReachesEveryRunningAccount(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"})
+	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"c"}}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	f.system.Root.Send(f.pid, &Broadcast{Message: &shout{}})
+	f.system.Root.Send(f.pid, &Broadcast{Message: &shout{}})
+	// A forward from the supervisor reaches each account after the
+	// broadcasts it sent before.
+	for _, id := range []string{"a", "b"} {
+		if _, err := f.forward(t, id, &probe{}); err != nil {
+			t.Fatal(err)
+		}
+		if n := f.heard.get(id); n != 2 {
+			t.Errorf("%s heard %d broadcasts, want 2", id, n)
+		}
+	}
+	if n := f.heard.get("c"); n != 0 {
+		t.Errorf("stopped account c heard %d broadcasts", n)
 	}
 }
 
