@@ -213,7 +213,8 @@ func (s *BoltStore) PreKeysToUpload(ctx context.Context, id string, n int) ([]Pr
 		if err != nil || p.acct == nil {
 			return err
 		}
-		raws = make([]rawPreKey, 0, min(n, p.counts.Stored-p.counts.Uploaded))
+		// The counters are only a hint for the capacity, and a bounded one.
+		raws = make([]rawPreKey, 0, min(n, p.counts.Stored-p.counts.Uploaded, 1024))
 		c := p.pending.Cursor()
 		for k, v := c.First(); k != nil && len(raws) < n; k, v = c.Next() {
 			r, err := cloneRecord(k, v)
