@@ -62,6 +62,7 @@ func fuzzSession(tb testing.TB) (*Server, *session) {
 	}
 	sess.reg = reg
 	sess.dev = &device{jid: jid.JID{User: "15550000001", Device: 1, Server: jid.DefaultUserServer}, sessions: map[*session]struct{}{}}
+	sess.dev.st.current = sess
 	return s, sess
 }
 
@@ -79,6 +80,11 @@ func FuzzClientNode(f *testing.F) {
 		node.IQ("fuzz-pair", jid.ServerJID, "error", "", node.New("error", node.StrAttr("code", "401"), node.StrAttr("text", "hmac-mismatch"))),
 		node.New("presence", node.StrAttr("type", "available")),
 		node.New("xmlstreamend"),
+		node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", "3EB0000000010000000000001"), node.JIDAttr("to", jid.New("15559000001", jid.DefaultUserServer))),
+		node.New("receipt", node.StrAttr("id", "3EB0000000010000000000001")).WithChildren(node.New("list").WithChildren(node.New("item", node.StrAttr("id", "x")))),
+		node.New("iq", node.JIDAttr("to", jid.ServerJID), node.StrAttr("type", "result")),
+		node.IQ("5", jid.ServerJID, "set", "encrypt", node.New("registration").WithBytes([]byte{0, 0, 0, 1}),
+			node.New("list").WithChildren(node.New("key").WithChildren(node.New("id").WithBytes([]byte{0, 0, 1}), node.New("value").WithBytes(make([]byte, 32))))),
 	}
 	for _, n := range seeds {
 		b, err := node.MarshalPayload(n)
@@ -102,6 +108,15 @@ func FuzzClientNode(f *testing.F) {
 		s.reg.mu.Unlock()
 		sess.ackID = "ack"
 		_ = sess.handleUnpaired(n)
+		sess.d1 = nil
+		_ = sess.handleLoggedIn(n)
+		// Day-one: a pending stanza to ack, a server ping in flight.
+		d1 := &sessionDayOne{pingOut: true}
+		sess.dev.st.mu.Lock()
+		sess.dev.st.pending, sess.dev.st.order = nil, nil
+		sess.dev.st.add(&pendingStanza{tag: "message", id: "3EB0000000010000000000001", from: jid.New("15559000001", jid.DefaultUserServer)})
+		sess.dev.st.mu.Unlock()
+		sess.d1 = d1
 		_ = sess.handleLoggedIn(n)
 	})
 }
