@@ -36,6 +36,10 @@ type DemoOptions struct {
 	Logger *slog.Logger
 	// HealthInterval is the period of the health line. Default 10 s.
 	HealthInterval time.Duration
+	// DayOne is how strictly the emulated server behaves after login.
+	// Default: day-one mode with its defaults (stanzas pushed from the
+	// first login, acks enforced, server pings), as the real server does.
+	DayOne *emulator.DayOne
 }
 
 // RunDemo runs a self-contained offline fleet until ctx ends: an emulator
@@ -62,7 +66,11 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 		opts.HealthInterval = 10 * time.Second
 	}
 
-	emu, err := emulator.New(emulator.Options{Logger: opts.Logger.With("component", "emulator")})
+	if opts.DayOne == nil {
+		opts.DayOne = &emulator.DayOne{Enabled: true}
+	}
+
+	emu, err := emulator.New(emulator.Options{Logger: opts.Logger.With("component", "emulator"), DayOne: *opts.DayOne})
 	if err != nil {
 		return fmt.Errorf("app: demo: emulator: %w", err)
 	}
@@ -98,6 +106,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	fmt.Fprintf(opts.Out, "wafleet demo: %d accounts against an emulated WhatsApp server at %s\n", opts.Accounts, emu.URL())
 	fmt.Fprintf(opts.Out, "dashboard and API: http://%s/  (QR codes: /api/accounts/ID/qr.png)\n", ln.Addr())
 	fmt.Fprintf(opts.Out, "the emulator's phone scans each QR code after %s; Ctrl-C stops the demo\n", opts.ScanAfter)
+	if opts.DayOne.Enabled {
+		fmt.Fprintln(opts.Out, "the server pushes messages, receipts, notifications and calls from the first login and ends the stream of any account that does not ack them")
+	}
 
 	sub := a.Events().Subscribe(1024)
 	narrateCtx, stopNarrating := context.WithCancel(ctx)
@@ -135,11 +146,13 @@ func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions
 	return cfg, nil
 }
 
-// printHealth writes the health summary as one line.
-func printHealth(out io.Writer, s status.Summary) {
-	fmt.Fprintf(out, "health: %d accounts: %d connected, %d connecting, %d pairing, %d backoff, %d unpaired; %d reconnects, %d restarts\n",
+// printHealth writes the health summary as one line, with what the server
+// saw of the accounts' acks.
+func printHealth(out io.Writer, s status.Summary, st emulator.Stats) {
+	fmt.Fprintf(out, "health: %d accounts: %d connected, %d connecting, %d pairing, %d backoff, %d unpaired; %d reconnects, %d restarts; server: %d stanzas pushed, %d acked, %d malformed acks, %d ack kills, %d prekey uploads\n",
 		s.Total, s.ByState[events.StateConnected], s.ByState[events.StateConnecting], s.ByState[events.StatePairing],
-		s.ByState[events.StateBackoff], s.ByState[events.StateUnpaired], s.Reconnects, s.Restarts)
+		s.ByState[events.StateBackoff], s.ByState[events.StateUnpaired], s.Reconnects, s.Restarts,
+		st.StanzasPushed+st.Redeliveries, st.AcksOK, st.AcksMalformed, st.AckDeadlineKills, st.PrekeyUploads)
 }
 
 // narrate tells the story on Out and plays the phone: every account's
@@ -155,7 +168,7 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 		case <-ctx.Done():
 			return
 		case now := <-health.C:
-			printHealth(opts.Out, board.Summarize(now))
+			printHealth(opts.Out, board.Summarize(now), emu.Stats())
 		case e, ok := <-sub.C():
 			if !ok {
 				return
