@@ -158,6 +158,7 @@ func TestStreamSink(t *testing.T) {
 	s.Publish(events.Event{Account: "a", Kind: events.KindQR, State: events.StatePairing, QR: "2@SECRET,ADV", Time: at})
 	s.Publish(events.Event{Account: "a", Kind: events.KindLeaseAcquired, State: events.StateConnecting, Time: at})
 	s.Publish(events.Event{Account: "b", Kind: events.KindDisconnected, State: events.StateBackoff, Error: "read: EOF", Attempt: 3, Delay: 1500 * time.Millisecond, Time: at})
+	s.Publish(events.Event{Account: "c", Kind: events.KindAlarm, State: events.StateLoggedOut, Error: "banned", Alarm: events.AlarmBanned, Time: at})
 	if err := s.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +167,14 @@ func TestStreamSink(t *testing.T) {
 	}
 	s.Publish(events.Event{Account: "late"}) // after Close: dropped, no panic
 	msgs, err := c.XRange(t.Context(), prefix+":events", "-", "+").Result()
-	if err != nil || len(msgs) != 3 {
+	if err != nil || len(msgs) != 4 {
 		t.Fatalf("XRANGE = %d entries, %v", len(msgs), err)
 	}
 	want := []map[string]any{
 		{"instance": "inst-a", "account": "a", "kind": "qr", "state": "pairing", "time": "2025-01-02T03:04:05Z"},
 		{"instance": "inst-a", "account": "a", "kind": "lease_acquired", "state": "connecting", "time": "2025-01-02T03:04:05Z"},
 		{"instance": "inst-a", "account": "b", "kind": "disconnected", "state": "backoff", "error": "read: EOF", "attempt": "3", "delay_ms": "1500", "time": "2025-01-02T03:04:05Z"},
+		{"instance": "inst-a", "account": "c", "kind": "alarm", "state": "logged_out", "error": "banned", "alarm": "banned", "time": "2025-01-02T03:04:05Z"},
 	}
 	for i, m := range msgs {
 		if len(m.Values) != len(want[i]) {
@@ -185,7 +187,7 @@ func TestStreamSink(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if st.Written != 3 || st.Dropped != 1 || st.Failed != 0 {
+	if st.Written != 4 || st.Dropped != 1 || st.Failed != 0 {
 		t.Fatalf("Stats = %+v", st)
 	}
 }

@@ -199,6 +199,9 @@ func (s *StreamSink) fields(e events.Event) []any {
 	if e.Error != "" {
 		f = append(f, "error", e.Error)
 	}
+	if e.Alarm != "" {
+		f = append(f, "alarm", string(e.Alarm))
+	}
 	if e.Attempt != 0 {
 		f = append(f, "attempt", strconv.Itoa(e.Attempt))
 	}
