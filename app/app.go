@@ -22,7 +22,13 @@ import (
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/webversion"
+	"github.com/wafleet/wafleet/wire/payload"
+	"github.com/wafleet/wafleet/wire/waproto"
 )
+
+// The tracker is every account's source of the client version.
+var _ connection.VersionSource = (*webversion.Tracker)(nil)
 
 // shutdownBudget bounds a clean shutdown: sockets closed, store flushed.
 const shutdownBudget = 4 * time.Second
@@ -37,6 +43,10 @@ type Options struct {
 	// HTTPListener, when not nil, is used instead of listening on
 	// http.listen (tests pass a listener on port 0).
 	HTTPListener net.Listener
+	// VersionRetry is how often the client version is looked for again
+	// while the current one is refused and no newer one was found.
+	// Default webversion.DefaultRetryEvery (5 min); tests shorten it.
+	VersionRetry time.Duration
 }
 
 // App is a running manager.
@@ -55,6 +65,10 @@ type App struct {
 	httpAPI *api.Server
 	drawQR  *terminalQR // nil unless log.qr_terminal
 	ready   chan struct{}
+	// versions owns the WhatsApp Web version of the process; its news
+	// goes to every account through the supervisor.
+	versions *webversion.Tracker
+	platform waproto.DeviceProps_PlatformType
 
 	mu       sync.Mutex
 	accounts []config.Account
@@ -131,9 +145,52 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.closeStorage()
 		return nil, fmt.Errorf("app: http api: %w", err)
 	}
+	if err := a.newTracker(); err != nil {
+		a.closeStorage()
+		return nil, err
+	}
 	a.accounts = cfg.Accounts
 	return a, nil
 }
+
+// newTracker prepares the client version tracker: client.version (or the
+// built-in one) at first, client.version_url to look for newer ones, the
+// store to share what it finds (through Redis in fleet mode).
+func (a *App) newTracker() error {
+	initial, err := a.cfg.Client.ParsedVersion()
+	if err != nil {
+		return err
+	}
+	if a.platform, err = a.cfg.Client.PlatformType(); err != nil {
+		return err
+	}
+	a.versions, err = webversion.NewTracker(webversion.Options{
+		Initial:    initial,
+		URL:        a.cfg.Client.VersionURL,
+		Settings:   a.store,
+		RetryEvery: a.opts.VersionRetry,
+		Logger:     a.logger.With("component", "webversion"),
+		OnUpdated: func() {
+			a.broadcast(&connection.VersionUpdated{})
+		},
+		OnUnavailable: func(err error) {
+			a.broadcast(&connection.VersionUnavailable{Err: err})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("app: client.version_url: %w", err)
+	}
+	return nil
+}
+
+// broadcast sends msg to every account actor; it never blocks. The tracker
+// is started after the supervisor and closed before it stops.
+func (a *App) broadcast(msg any) {
+	a.system.Root.Send(a.sup, &supervisor.Broadcast{Message: msg})
+}
+
+// ClientVersion is the WhatsApp Web version the next connection sends.
+func (a *App) ClientVersion() payload.Version { return a.versions.Current() }
 
 // openStore opens the configured store. With an encryption key, records
 // written before the key was set are sealed now, and a wrong key fails here,
@@ -216,6 +273,9 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("app: start supervisor: %w", err)
 	}
 	a.sup = sup
+	// The stored version is read before any account dials; the fetch runs
+	// in the background.
+	a.versions.Start(ctx)
 
 	httpErr := make(chan error, 1)
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
@@ -278,6 +338,7 @@ func (a *App) Run(ctx context.Context) error {
 // store, within shutdownBudget.
 func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	deadline := time.Now().Add(shutdownBudget)
+	a.versions.Close() // no broadcast once the accounts stop
 	if err := a.system.Root.StopFuture(a.sup).Wait(); err != nil {
 		a.logger.Warn("stop accounts", "error", err)
 	}
@@ -321,10 +382,7 @@ func (a *App) Reload(accounts []config.Account) error {
 }
 
 func (a *App) apply(accounts []config.Account) error {
-	list := make([]supervisor.Account, len(accounts))
-	for i, acct := range accounts {
-		list[i] = supervisor.Account{ID: acct.ID, Proxy: acct.Proxy}
-	}
+	list := a.supervisorAccounts(accounts)
 	res, err := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: list}, 10*time.Second).Result()
 	if err != nil {
 		return fmt.Errorf("app: apply accounts: %w", err)
@@ -333,6 +391,16 @@ func (a *App) apply(accounts []config.Account) error {
 		a.logger.Info("accounts applied", "started", applied.Started, "stopped", applied.Stopped)
 	}
 	return nil
+}
+
+// supervisorAccounts turns configured accounts into the supervisor's, with
+// the device name resolved (device_name, else client.os_name).
+func (a *App) supervisorAccounts(accounts []config.Account) []supervisor.Account {
+	list := make([]supervisor.Account, len(accounts))
+	for i, acct := range accounts {
+		list[i] = supervisor.Account{ID: acct.ID, Proxy: acct.Proxy, DeviceName: a.cfg.DeviceName(acct)}
+	}
+	return list
 }
 
 func (a *App) isReady() bool {
@@ -345,8 +413,13 @@ func (a *App) isReady() bool {
 }
 
 func (a *App) connectionProps(acct supervisor.Account) *actor.Props {
+	return connection.Props(a.connectionDeps(acct))
+}
+
+// connectionDeps are the settings of one account's connection actor.
+func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 	rootKey, _ := a.cfg.Server.RootKey() // validated at load
-	return connection.Props(connection.Deps{
+	return connection.Deps{
 		AccountID: acct.ID,
 		Proxy:     acct.Proxy,
 		Store:     a.store,
@@ -362,9 +435,17 @@ func (a *App) connectionProps(acct supervisor.Account) *actor.Props {
 		Keepalive: connection.Keepalive{
 			Interval: a.cfg.Connect.KeepaliveInterval,
 			Timeout:  a.cfg.Connect.KeepaliveTimeout,
+			Window:   a.cfg.Connect.KeepaliveWindow,
 		},
-		Dialer: a.observedDialer,
-	})
+		Versions: a.versions,
+		DeviceProps: payload.DeviceProps{
+			OS:           acct.DeviceName,
+			PlatformType: a.platform,
+		},
+		AutoRepair: a.cfg.Pairing.AutoRepair,
+		Observer:   a.metrics,
+		Dialer:     a.observedDialer,
+	}
 }
 
 // observedDialer is connection.WireDialer with its duration and outcome

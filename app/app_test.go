@@ -45,6 +45,7 @@ func testConfig(t *testing.T, emu *emulator.Server, storePath string, n int) *co
 	}
 	cfg.Server.URL = emu.URL()
 	cfg.Server.RootPublicKey = emu.RootPublicKeyHex()
+	cfg.Client.VersionURL = emu.ControlURL() + "/sw.js" // never the real web
 	cfg.Store.Path = storePath
 	cfg.Connect.Rate = 1000
 	cfg.Connect.Burst = 100
@@ -69,11 +70,19 @@ type running struct {
 
 func start(t *testing.T, cfg *config.Config) *running {
 	t.Helper()
+	return startWith(t, cfg, Options{})
+}
+
+// startWith is start with options; Logger and HTTPListener are set here.
+func startWith(t *testing.T, cfg *config.Config, opts Options) *running {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), HTTPListener: ln})
+	opts.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	opts.HTTPListener = ln
+	a, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,8 +50,9 @@ type Options struct {
 	// URL is the service-worker script to fetch (DefaultURL for WhatsApp's).
 	// Default "": fetching is off; only Settings can bring a newer version.
 	URL string
-	// Client makes the requests. Default http.DefaultClient (which honours
-	// HTTPS_PROXY).
+	// Client makes the requests. Default: a client of its own with the
+	// default transport's settings (HTTPS_PROXY is honoured) and no
+	// keep-alive: fetches are rare, and no idle connection outlives Close.
 	Client *http.Client
 	// Settings persist the version found, so that a restarted process and
 	// the other instances of a fleet start from it. Default nil: nothing is
@@ -153,6 +154,11 @@ func NewTracker(opts Options) (*Tracker, error) {
 	}
 	if opts.After == nil {
 		opts.After = time.After
+	}
+	if opts.Client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DisableKeepAlives = true
+		opts.Client = &http.Client{Transport: tr}
 	}
 	t := &Tracker{
 		opts:    opts,
