@@ -18,15 +18,18 @@ func init() {
 }
 
 // emulatorInfo is the first stdout line of `manager emulator`. Its keys are
-// a contract with tools outside this repository.
+// a contract with tools outside this repository; keys are only ever added.
 type emulatorInfo struct {
 	URL           string `json:"url"`
 	RootPublicKey string `json:"root_public_key"`
 	ControlURL    string `json:"control_url"`
+	// VersionURL serves WhatsApp Web's sw.js look-alike carrying the latest
+	// version's "client_revision" (control_url + "/sw.js").
+	VersionURL string `json:"version_url"`
 }
 
 func runEmulator(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "emulator", "[--listen ADDR] [--fault NAME[=VALUE]]...")
+	fs := newFlagSet(e, "emulator", "[--listen ADDR] [--fault NAME[=VALUE]]... [--day-one [--push-rate R] [--push-burst N] [--ack-deadline D] [--ping-interval D]] [--min-version V] [--latest-version V]")
 	var (
 		faults emulator.Faults
 		opts   emulator.Options
@@ -39,6 +42,13 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 	fs.DurationVar(&opts.ScanTimeout, "scan-timeout", emulator.DefaultScanTimeout, "how long a scan waits for the companion's pair-device-sign")
 	fs.StringVar(&opts.Platform, "platform", emulator.DefaultPlatform, "the phone's platform name sent in pair-success")
 	fs.StringVar(&opts.BusinessName, "business-name", "", "send <biz name> in pair-success (a business account)")
+	dayOne := fs.Bool("day-one", false, "behave like the real server from the first login: push ackable stanzas, require acks, redeliver, ping, consume prekeys (POST /dayone changes it at runtime)")
+	fs.Float64Var(&opts.DayOne.PushRate, "push-rate", emulator.DefaultPushRate, "day-one: ackable stanzas per second per logged-in connection (Poisson); negative: none")
+	fs.IntVar(&opts.DayOne.PushBurst, "push-burst", emulator.DefaultPushBurst, "day-one: stanzas pushed right after <success> (the offline queue); negative: none")
+	fs.DurationVar(&opts.DayOne.AckDeadline, "ack-deadline", emulator.DefaultAckDeadline, "day-one: a stanza unacked this long ends the stream with <stream:error><ack/>; negative: never")
+	fs.DurationVar(&opts.DayOne.PingInterval, "ping-interval", emulator.DefaultPingInterval, "day-one: period of server pings (urn:xmpp:ping); negative: none")
+	fs.StringVar(&opts.MinVersion, "min-version", "", "oldest client version accepted, e.g. 2.3000.1040000000; older ones get <failure reason=\"405\"> (default: accept all)")
+	fs.StringVar(&opts.LatestVersion, "latest-version", "", "the version /sw.js advertises (default: --min-version, or the built-in version)")
 	logLevel := fs.String("log-level", "info", "log level on stderr: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -56,8 +66,12 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	opts.Addr, opts.Faults, opts.Logger = *listen, faults, log
+	opts.DayOne.Enabled = *dayOne
 
 	srv, err := emulator.New(opts)
+	if errors.Is(err, emulator.ErrBadOptions) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
@@ -65,7 +79,8 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer srv.Close()
-	line, err := json.Marshal(emulatorInfo{URL: srv.URL(), RootPublicKey: srv.RootPublicKeyHex(), ControlURL: srv.ControlURL()})
+	line, err := json.Marshal(emulatorInfo{URL: srv.URL(), RootPublicKey: srv.RootPublicKeyHex(), ControlURL: srv.ControlURL(),
+		VersionURL: srv.ControlURL() + "/sw.js"})
 	if err != nil {
 		return err
 	}

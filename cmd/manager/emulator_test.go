@@ -29,7 +29,9 @@ import (
 func TestEmulatorCLIContract(t *testing.T) {
 	bin := managerBinary(t)
 
-	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0", "--fault", "slow-server-hello=1ms", "--fault", "bad-pair-hmac")
+	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0", "--fault", "slow-server-hello=1ms", "--fault", "bad-pair-hmac",
+		"--fault", "drop-pongs", "--day-one", "--push-rate", "2.5", "--push-burst", "7", "--ack-deadline", "90s", "--ping-interval", "-1s",
+		"--min-version", "2.3000.1", "--latest-version", "2.3000.1234567")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func TestEmulatorCLIContract(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if !slices.Equal(keys, []string{"control_url", "root_public_key", "url"}) {
+	if !slices.Equal(keys, []string{"control_url", "root_public_key", "url", "version_url"}) {
 		t.Fatalf("first line keys %v", keys)
 	}
 	var info emulatorInfo
@@ -88,6 +90,9 @@ func TestEmulatorCLIContract(t *testing.T) {
 	}
 	if info.ControlURL != "http://127.0.0.1:"+m[1] {
 		t.Fatalf("control_url %q for url %q", info.ControlURL, info.URL)
+	}
+	if info.VersionURL != info.ControlURL+"/sw.js" {
+		t.Fatalf("version_url %q", info.VersionURL)
 	}
 	root, err := hex.DecodeString(info.RootPublicKey)
 	if err != nil || len(root) != 32 || info.RootPublicKey != strings.ToLower(info.RootPublicKey) {
@@ -117,6 +122,47 @@ func TestEmulatorCLIContract(t *testing.T) {
 	}
 	if st["handshakes"] != 1.0 || st["registrations"] != 1.0 {
 		t.Fatalf("stats after one registration: %v", st)
+	}
+	for _, k := range []string{"stanzas_pushed", "acks_ok", "acks_malformed", "ack_deadline_kills", "redeliveries",
+		"server_pings_sent", "server_pings_answered", "prekey_uploads", "devices_with_prekeys"} {
+		if _, ok := st[k]; !ok {
+			t.Fatalf("stats lack %q: %v", k, st)
+		}
+	}
+
+	// The day-one, version and fault flags reached the server.
+	for path, want := range map[string]map[string]any{
+		"/dayone":  {"enabled": true, "push_rate": 2.5, "push_burst": 7.0, "ack_deadline": "1m30s", "ping_interval": "-1s"},
+		"/version": {"min": "2.3000.1", "latest": "2.3000.1234567"},
+		"/faults":  {},
+	} {
+		resp, err := http.Get(info.ControlURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("GET %s: %s = %v, want %v (%v)", path, k, got[k], v, got)
+			}
+		}
+		if path == "/faults" && !slices.Contains(got["faults"].([]any), any("drop-pongs")) {
+			t.Fatalf("GET /faults: %v", got)
+		}
+	}
+	resp, err = http.Get(info.VersionURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !regexp.MustCompile(`\\"client_revision\\":1234567,`).Match(js) {
+		t.Fatalf("GET version_url: %d %v; no client_revision 1234567 in %.300q", resp.StatusCode, err, js)
 	}
 	resp, err = http.Post(info.ControlURL+"/scan", "text/plain", strings.NewReader("garbage"))
 	if err != nil {
@@ -181,5 +227,31 @@ func registerOnce(ctx context.Context, t *testing.T, url string, root []byte) {
 	}
 	if _, ok := n.Child("pair-device"); !ok {
 		t.Fatalf("got %v, want pair-device", n)
+	}
+}
+
+// TestEmulatorBadOptionFlags checks that a bad version or day-one flag is a
+// usage error (exit 2) naming what is wrong.
+func TestEmulatorBadOptionFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"--min-version", "2.3000"}, want: "min"},
+		{args: []string{"--latest-version", "latest"}, want: "latest"},
+		{args: []string{"--day-one", "--push-rate", "5000"}, want: "push_rate"},
+		{args: []string{"--ack-deadline", "soon"}, want: "ack-deadline"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := run(context.Background(), &env{stdout: &stdout, stderr: &stderr}, append([]string{"emulator", "--listen", "127.0.0.1:0"}, tt.args...))
+			if code != 2 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), tt.want)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("stdout %q", stdout.String())
+			}
+		})
 	}
 }
