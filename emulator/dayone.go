@@ -169,7 +169,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 		dev.st.mu.Unlock()
 		return
 	}
-	redeliver := dev.st.takeOver(sess, start)
+	redeliver := dev.st.takeOver(start)
 	payloads := make([][]byte, len(redeliver))
 	for i, p := range redeliver {
 		payloads[i] = p.payload

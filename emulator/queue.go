@@ -78,6 +78,17 @@ func (ds *deviceState) add(p *pendingStanza) {
 	}
 	ds.pending[p.id] = p
 	ds.order = append(ds.order, p)
+	if len(ds.order) > 2*len(ds.pending)+32 {
+		// Mostly settled entries behind an old unacked one: drop them, so
+		// order stays proportional to what is pending (amortized O(1)).
+		live := make([]*pendingStanza, 0, len(ds.pending))
+		for _, q := range ds.order {
+			if !q.settled && !q.receipted {
+				live = append(live, q)
+			}
+		}
+		ds.order = live
+	}
 }
 
 // settle removes a pending stanza that was acked (caller holds mu).
@@ -104,22 +115,23 @@ func (ds *deviceState) oldest() *pendingStanza {
 	return nil
 }
 
-// takeOver makes sess the device's current connection and returns the
-// stanzas to redeliver, oldest first, restamped with now. Receipted
-// stanzas are dropped: their delivery was confirmed. Caller holds mu.
-func (ds *deviceState) takeOver(sess *session, now time.Time) []*pendingStanza {
-	ds.current = sess
+// takeOver returns the stanzas to redeliver to sess, the device's current
+// connection, oldest first, restamped with now. Receipted stanzas are
+// forgotten: their delivery was confirmed. Caller holds mu.
+func (ds *deviceState) takeOver(now time.Time) []*pendingStanza {
 	var out []*pendingStanza
 	for _, p := range ds.order {
-		if p.settled {
-			continue
+		if !p.settled && !p.receipted {
+			p.sentAt = now
+			out = append(out, p)
 		}
-		if p.receipted {
-			delete(ds.pending, p.id)
-			continue
+	}
+	ds.pending = nil
+	for _, p := range out {
+		if ds.pending == nil {
+			ds.pending = make(map[string]*pendingStanza, len(out))
 		}
-		p.sentAt = now
-		out = append(out, p)
+		ds.pending[p.id] = p
 	}
 	ds.order = slices.Clone(out)
 	return out
