@@ -27,10 +27,107 @@
 //   - After success it answers keepalive pings (xmlns w:p, with or without
 //     <ping/>), the passive/active IQ, prekey count and upload; any other
 //     get/set IQ gets <error code="501" text="feature-not-implemented"/>.
+//     Without day-one mode it sends nothing else and ignores acks.
+//   - With Options.MinVersion set, a registration or login whose
+//     userAgent.appVersion is older gets <failure reason="405"
+//     location="emulator"/> and the socket closes (counted in
+//     logins_rejected). GET /sw.js advertises LatestVersion.
 //   - Anything malformed or out of order (bad header or handshake message,
 //     undecodable frame or node, an IQ without id, a result the server never
 //     asked for, server-only tags) is appended to Stats.Violations and the
 //     connection is closed.
+//
+// # Day-one mode
+//
+// Options.DayOne (SetDayOne, POST /dayone, `manager emulator --day-one`)
+// makes the server behave like the real one from a device's first login.
+// After <success>, on one pusher goroutine per connection:
+//
+//  1. Redelivery: every stanza earlier connections of the device left
+//     unacked is sent again first, same id and bytes, oldest first
+//     (redeliveries). Unacked stanzas live per device in the registry: they
+//     survive reconnects, not a restart of the emulator.
+//  2. A burst of PushBurst (20) stanzas, then <ib><offline count=N/></ib>
+//     (N = redelivered + burst).
+//  3. Stanzas at PushRate (1/s, Poisson) per connection, and after every
+//     fourth a stanza that takes no ack: <presence from type="available"/>
+//     or <chatstate from><composing/></chatstate>.
+//
+// Pushed stanzas (ids unique per device: messages and receipts "3EB0…"
+// upper-case hex, notifications and calls decimal), cycling through:
+//
+//	<message from=PEER@s.whatsapp.net id type="text" t notify><enc v="2" type="pkmsg"|"msg">…</enc></message>
+//	<message from=GROUP@g.us participant=PEER@s.whatsapp.net id type="text" t notify><enc v="2" type="skmsg">…</enc></message>
+//	<message from=OWN@s.whatsapp.net recipient=PEER@s.whatsapp.net id type="text" t><enc v="2" type="msg">…</enc></message>
+//	<receipt from=PEER id t/>   <receipt from=PEER id type="read" t/>
+//	<receipt from=GROUP participant=PEER id type="read" t/>   <receipt from=OWN recipient=PEER id t/>
+//	<notification from=… id type=T t>…</notification>, T = w:gp2 (from GROUP, with participant),
+//	    devices, picture, server_sync, account_sync, privacy_token, wafleet_emulator_unknown,
+//	    and encrypt <count value=N/> (below)
+//	<call from=PEER id t notify><offer call-id call-creator/></call>
+//
+// PEER is a made-up contact (15559xxxxxx), GROUP a made-up group
+// (120363…@g.us), OWN the account's own number; every from, participant
+// and recipient is a JID encoding.
+//
+// Acks. Each message, receipt, notification and call must be answered with
+// exactly <ack class=TAG id=ID to=FROM [participant=P] [recipient=R]
+// [type=T]/> (PROTOCOL.md 9.8; whatsmeow's sendAck): class the stanza's
+// tag, to its from, participant and recipient copied when it had them and
+// absent otherwise (as JID encodings), type copied when it had one except
+// for class message, where type must be absent. A matching ack settles the
+// stanza (acks_ok). Anything else counts acks_malformed, is listed in
+// Violations and settles nothing, the connection staying open: an unknown
+// or already-acked id, a wrong class or to, a missing or extra attribute, a
+// string where a JID belongs, content in the ack, type on a message ack, an
+// error attribute on a message ack, an ack of <presence>, <chatstate>,
+// <ib> or <iq>. A client <receipt> naming a pushed message (any type but
+// retry) stops that message's deadline and drops it from redelivery (a
+// delivery receipt also settles a message); its ack is still recognised
+// afterwards. Acks from a connection replaced by a newer login are
+// ignored: the newer one owns the device's stanzas.
+//
+// Deadline. When the oldest unsettled stanza has waited AckDeadline (60 s;
+// reports say "minutes", the real value is not known), the server sends
+// <stream:error><ack class=TAG id=ID/></stream:error> naming it and closes
+// (ack_deadline_kills, and a violation); the stanza stays pending and is
+// redelivered first on the next login.
+//
+// Server pings every PingInterval (30 s): <iq from="s.whatsapp.net" id
+// xmlns="urn:xmpp:ping" type="get"/>, pings 2, 4, 6… without type (the form
+// of whatsapp-rust issues 333 and 783) and 3, 6, 9… without id
+// (server_pings_sent). The answer is <iq to="s.whatsapp.net" type="result"
+// [id]/>, with the ping's id exactly when it had one
+// (server_pings_answered). A result with another id, or without id when the
+// ping had one, is a violation that ends the connection as before. A ping
+// still unanswered at the next ping, or after AckDeadline, ends the stream
+// like an unacked stanza: <stream:error><ack class="iq" [id]/></stream:error>
+// (counted in ack_deadline_kills). What the real server does then is not
+// known; WhatsApp Web answers every server ping, whatsmeow and Baileys
+// answer none.
+//
+// Prekeys. Uploads are checked strictly (PROTOCOL.md 9.8): <iq
+// xmlns="encrypt" type="set" to="s.whatsapp.net" id> with <registration>
+// (4 bytes, the registration ID of pairing), <type> (05), <identity> (32
+// bytes, the device's identity key), <list> of 1..812 <key><id>3
+// bytes</id><value>32 bytes</value></key> with IDs distinct and never
+// uploaded before for the device, and <skey><id>3</id><value>32</value>
+// <signature>64</signature></skey> verifying with the identity key over
+// 05 || value, each child once and nothing else, all binary content.
+// Anything else gets <error code="400" text="bad-request"/> and a
+// violation. Each pushed 1:1 pkmsg consumes one prekey (a peer started a
+// session with it); when the count falls below 5 the server pushes
+// <notification from="s.whatsapp.net" id type="encrypt" t><count
+// value=N/></notification> (once, until an upload brings the count back to
+// 5). Outside day-one mode uploads are counted as before, unchecked.
+//
+// <active/> is answered as always; the server does not wait for it before
+// pushing (the real order is not known; pushing early is stricter).
+//
+// Settings change at runtime (SetDayOne, POST /dayone): new logins follow
+// them; live day-one connections pick up new rates, deadlines and
+// intervals, and pause while day-one is off. A negative PushRate,
+// PushBurst, AckDeadline or PingInterval turns that part off.
 //
 // # Phone
 //
@@ -42,7 +139,10 @@
 // 1555000xxxx (LIDs 1000000000000xx); a companion identity that links again
 // keeps its account and gets the next device number. Phone.Unlink removes a
 // device (<stream:error code="401"><conflict type="device_removed"/>);
-// Phone.Kick ends connections with conflict/replaced, 503 or 515.
+// Phone.Kick ends connections with conflict/replaced, 503, 515 or 401; the
+// last is <stream:error code="401"/> without a conflict child and leaves the
+// device paired: a client must reconnect and let the login decide, not
+// wipe itself.
 //
 // # Faults
 //
@@ -63,17 +163,46 @@
 //	conflict-after-success    <success/>, then <stream:error><conflict type="replaced"/>  replaced
 //	random-disconnects[=RATE] logged-in sockets dropped at RATE per second (def. 0.05)  read error, reconnect
 //	refuse-connections        WebSocket upgrade answered with HTTP 503                 dial error
+//	login-failure-402[=DUR]   logins get <failure reason="402" code="101" expire=N>,   temporary ban: stop, report code
+//	                          for DUR (def. 30s) from when set; N = seconds left       and expiry; works again after it
+//	login-failure-403         logins get <failure reason="403" logout_message_header   locked: wipe, pair again
+//	                          logout_message_subtext/>; the device is removed
+//	login-failure-406         logins get <failure reason="406"/>; device removed       banned: wipe, pair again
+//	drop-pongs                keepalive pings (w:p) unanswered, live connections too   missed pongs: tolerate them
+//
+// Faults apply to logins and connections that start after they are set;
+// drop-pongs also to live connections. login-failure-402 is spent once its
+// duration has passed: it stays listed, logins succeed; setting it again
+// with the same duration keeps the running ban, another duration starts a
+// new one. Precedence at login: login-failure-401, an unknown device or
+// key (401), 403, 406, then a running 402 ban. 403 and 406 also end the
+// device's live connections with <stream:error code="401"><conflict
+// type="device_removed"/>.
 //
 // Unknown names are ErrUnknownFault, whose message lists the valid ones.
 //
 // # Stats and control API
 //
 // Stats (GET /stats) counts handshakes, registrations, pairings, logins,
-// logins_rejected, active_connections, max_connections_per_device, pings
-// and lists violations; the JSON keys are a contract with outside tools.
-// Server.WaitFor blocks until a condition on Stats holds, for tests. The
-// control API (control.go) shares the chat port: POST /scan, /unlink, /kick,
-// GET /stats, /devices, GET/POST /faults.
+// logins_rejected, active_connections, max_connections_per_device, pings;
+// for day-one stanzas_pushed, acks_ok, acks_malformed, ack_deadline_kills,
+// redeliveries, server_pings_sent, server_pings_answered; prekey_uploads
+// and the gauge devices_with_prekeys (devices whose count is at least 1);
+// and lists violations. The JSON keys are a contract with outside tools
+// (only ever added to). Server.WaitFor blocks until a condition on Stats
+// holds, for tests.
+//
+// The control API (control.go) shares the chat port: POST /scan, /unlink,
+// /kick (reasons conflict, replaced, 401, 503, 515), GET /stats, /devices,
+// GET/POST /faults, GET/POST /dayone ({"enabled":true,"push_rate":1,
+// "push_burst":20,"ack_deadline":"60s","ping_interval":"30s"}; absent
+// fields keep their value; a bad one is 400 naming the field), GET/POST
+// /version ({"min":"2.3000.N","latest":"2.3000.N"}; 400 for a malformed
+// version), and GET /sw.js: a script shaped like WhatsApp Web's
+// service-worker, whose self.__swData JSON carries
+// \"client_revision\":N (N the tertiary part of the latest version) the
+// way the real file escapes it, for clients that look up the current
+// version (Baileys' fetchLatestWaWebVersion reads it so).
 //
 // # Use from Go
 //
