@@ -249,7 +249,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 			}
 		}
 		if !wake.IsZero() {
-			timer.Reset(max(wake.Sub(time.Now()), 0))
+			timer.Reset(max(time.Until(wake), 0))
 		} else {
 			timer.Stop()
 		}
