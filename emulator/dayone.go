@@ -464,14 +464,14 @@ var ackAttrs = map[string]bool{"class": true, "id": true, "to": true, "participa
 // A match settles the stanza; anything else is counted in acks_malformed
 // and listed as a violation (the connection stays open, the stanza stays
 // pending). Acks arriving on a connection that no longer owns the device
-// (replaced by a newer login) are ignored.
+// (replaced by a newer login) or for a removed device are ignored.
 func (sess *session) handleAck(n node.Node) {
 	s := sess.s
 	dev := sess.dev
 	class, _ := n.Attr("class")
 	id, _ := n.Attr("id")
 	dev.st.mu.Lock()
-	if dev.st.current != sess {
+	if dev.st.current != sess || dev.st.removed {
 		dev.st.mu.Unlock()
 		return
 	}
