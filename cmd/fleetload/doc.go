@@ -11,5 +11,13 @@
 //
 //	go run ./cmd/fleetload --fleet 2 --accounts 1000
 //
+// With --day-one the emulator behaves like the real server from the first
+// login (stanzas pushed at --push-rate per account after a --push-burst,
+// acks enforced, server pings); after the cold start it reports the acks per
+// second the emulator received over --window, the manager's CPU time per
+// ack, and the emulator's ack counters.
+//
+//	go run ./cmd/fleetload --day-one --accounts 5000
+//
 // It is a benchmark, not a test: BENCHMARKS.md quotes its output.
 package main

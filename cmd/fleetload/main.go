@@ -33,6 +33,9 @@ type options struct {
 	manager     string
 	pairTimeout time.Duration
 	loadTimeout time.Duration
+	dayOne      bool
+	pushRate    float64
+	pushBurst   int
 }
 
 func main() {
@@ -46,6 +49,9 @@ func main() {
 	flag.StringVar(&o.manager, "manager", "", "manager binary (default: go build ./cmd/manager)")
 	flag.DurationVar(&o.pairTimeout, "pair-timeout", 10*time.Minute, "bound on the pairing phase")
 	flag.DurationVar(&o.loadTimeout, "load-timeout", 5*time.Minute, "bound on the measured cold start")
+	flag.BoolVar(&o.dayOne, "day-one", false, "run the emulator in day-one mode and measure the acks in steady state for --window")
+	flag.Float64Var(&o.pushRate, "push-rate", 1, "day-one: stanzas per second per account")
+	flag.IntVar(&o.pushBurst, "push-burst", 20, "day-one: stanzas pushed at each login")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -72,7 +78,11 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	emu, err := startEmulator(bin)
+	var emuArgs []string
+	if o.dayOne {
+		emuArgs = []string{"--day-one", "--push-rate", strconv.FormatFloat(o.pushRate, 'g', -1, 64), "--push-burst", strconv.Itoa(o.pushBurst)}
+	}
+	emu, err := startEmulator(bin, emuArgs...)
 	if err != nil {
 		return err
 	}
@@ -127,6 +137,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	elapsed := time.Since(start)
+	var steady *steadyState
+	if o.dayOne {
+		if steady, err = measureSteady(emu, mgr, o.window); err != nil {
+			return err
+		}
+	}
 	time.Sleep(time.Second)
 	total, err := rss(mgr.cmd.Process.Pid)
 	if err != nil {
@@ -145,6 +161,14 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("heap in use per account  %.1f KiB\n", heap/n/1024)
 	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
 	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
+	if steady != nil {
+		fmt.Printf("day-one                  push rate %g/s per account, burst %d\n", o.pushRate, o.pushBurst)
+		fmt.Printf("acks in steady state     %.0f/s over %s\n", steady.acksPerSecond, o.window)
+		fmt.Printf("manager CPU per ack      %.1f µs (all of the manager's CPU over the window, pings included)\n", steady.cpuPerAck.Seconds()*1e6)
+		fmt.Printf("manager CPU              %.1f%% of one core\n", steady.cpuShare*100)
+		fmt.Printf("emulator totals          stanzas_pushed=%v acks_ok=%v acks_malformed=%v ack_deadline_kills=%v redeliveries=%v server_pings_answered=%v prekey_uploads=%v\n",
+			stats["stanzas_pushed"], stats["acks_ok"], stats["acks_malformed"], stats["ack_deadline_kills"], stats["redeliveries"], stats["server_pings_answered"], stats["prekey_uploads"])
+	}
 	fmt.Printf("machine                  %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	return nil
 }
@@ -156,8 +180,68 @@ type emulatorProc struct {
 	controlURL string
 }
 
-func startEmulator(bin string) (*emulatorProc, error) {
-	cmd := exec.Command(bin, "emulator", "--listen", "127.0.0.1:0")
+// steadyState is what the manager does for the server once connected.
+type steadyState struct {
+	acksPerSecond float64
+	cpuPerAck     time.Duration
+	cpuShare      float64 // CPU time / wall time
+}
+
+// measureSteady counts the acks the emulator received and the manager's CPU
+// time over window.
+func measureSteady(emu *emulatorProc, mgr *managerProc, window time.Duration) (*steadyState, error) {
+	before, err := emuStats(emu)
+	if err != nil {
+		return nil, err
+	}
+	cpu0, err := cpuTime(mgr.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	time.Sleep(window)
+	after, err := emuStats(emu)
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := cpuTime(mgr.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(t0)
+	acks, _ := after["acks_ok"].(float64)
+	acks0, _ := before["acks_ok"].(float64)
+	n := acks - acks0
+	if n <= 0 {
+		return nil, errors.New("no acks during the window")
+	}
+	cpu := cpu1 - cpu0
+	return &steadyState{acksPerSecond: n / wall.Seconds(), cpuPerAck: time.Duration(float64(cpu) / n), cpuShare: cpu.Seconds() / wall.Seconds()}, nil
+}
+
+// cpuTime is the user plus system CPU time of a process (/proc/PID/stat,
+// in clock ticks of 1/100 s, the value on Linux x86-64).
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+func startEmulator(bin string, args ...string) (*emulatorProc, error) {
+	cmd := exec.Command(bin, append([]string{"emulator", "--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Stderr = io.Discard
 	out, err := cmd.StdoutPipe()
 	if err != nil {
