@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"filippo.io/edwards25519"
 )
 
 // Sentinel errors of the package. Wrapped errors add context with %w.
@@ -63,6 +65,35 @@ func GenerateKeyPair() (*KeyPair, error) {
 	priv[31] &= 127
 	priv[31] |= 64
 	return KeyPairFromPrivate(priv[:])
+}
+
+// GeneratePair returns a fresh clamped private key and its public key,
+// without the parsed key GenerateKeyPair keeps for DH: for keys that are
+// stored and used much later, such as one-time prekeys, of which a device
+// makes hundreds at a time. It costs about 40 % of GenerateKeyPair.
+func GeneratePair() (priv, pub [32]byte, err error) {
+	if _, err := rand.Read(priv[:]); err != nil {
+		return priv, pub, fmt.Errorf("crypto: generate key: %w", err)
+	}
+	priv[0] &= 248
+	priv[31] &= 127
+	priv[31] |= 64
+	return priv, PublicKey(&priv), nil
+}
+
+// PublicKey returns the X25519 public key of priv: the Montgomery u
+// coordinate of [clamp(priv)]B. It multiplies the Edwards form of the base
+// point with edwards25519's precomputed tables and maps the result to
+// Montgomery form (u = (1+y)/(1-y)), which gives the same bytes as
+// X25519(priv, 9) in about 40 % of the time of a Montgomery ladder.
+func PublicKey(priv *[32]byte) [32]byte {
+	s, err := edwards25519.NewScalar().SetBytesWithClamping(priv[:])
+	if err != nil {
+		panic("crypto: a 32-byte key was refused: " + err.Error()) // cannot happen: the length is fixed
+	}
+	var pub [32]byte
+	copy(pub[:], new(edwards25519.Point).ScalarBaseMult(s).BytesMontgomery())
+	return pub
 }
 
 // KeyPairFromPrivate derives the public key of a 32-byte X25519 private key.

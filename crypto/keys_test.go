@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -119,5 +120,45 @@ func TestKeyPairNeverPrintsPrivate(t *testing.T) {
 		if strings.Contains(out, privHex) || !strings.Contains(out, hex.EncodeToString(kp.Pub[:])) {
 			t.Errorf("%s: %q leaks the private key or lacks the public key", name, out)
 		}
+	}
+}
+
+// TestPublicKey checks the fixed-base derivation against RFC 7748 section
+// 6.1 and against crypto/ecdh's Montgomery ladder on random keys.
+func TestPublicKey(t *testing.T) {
+	for _, v := range []struct{ priv, pub string }{
+		{"77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"},
+		{"5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"},
+	} {
+		var priv [32]byte
+		hex.Decode(priv[:], []byte(v.priv))
+		if got := PublicKey(&priv); hex.EncodeToString(got[:]) != v.pub {
+			t.Errorf("PublicKey(%s) = %x, want %s", v.priv, got, v.pub)
+		}
+	}
+	for range 500 {
+		priv, pub, err := GeneratePair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := ecdh.X25519().NewPrivateKey(priv[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(k.PublicKey().Bytes(), pub[:]) {
+			t.Fatalf("GeneratePair public key differs from crypto/ecdh's for %x", priv)
+		}
+		if priv[0]&7 != 0 || priv[31]&0xC0 != 0x40 {
+			t.Fatalf("private key not clamped: %x", priv)
+		}
+	}
+	// Unclamped bytes derive what X25519 derives (it clamps internally).
+	var raw [32]byte
+	for i := range raw {
+		raw[i] = 0xFF
+	}
+	k, _ := ecdh.X25519().NewPrivateKey(raw[:])
+	if got := PublicKey(&raw); !bytes.Equal(got[:], k.PublicKey().Bytes()) {
+		t.Error("PublicKey of unclamped bytes differs from crypto/ecdh's")
 	}
 }

@@ -1,13 +1,14 @@
 package store
 
 import (
-	"crypto/ecdh"
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wafleet/wafleet/crypto"
 )
 
 // Limits on variable-length fields. Validate enforces them and the codec
@@ -323,11 +324,7 @@ func checkKeyPair(name string, k KeyPair) error {
 	if isZero32(&k.Pub) {
 		return invalid(name+".Pub", "all zeros")
 	}
-	priv, err := ecdh.X25519().NewPrivateKey(k.Priv[:])
-	if err != nil {
-		return invalid(name+".Priv", "not a usable X25519 private key")
-	}
-	if subtle.ConstantTimeCompare(priv.PublicKey().Bytes(), k.Pub[:]) != 1 {
+	if pub := crypto.PublicKey(&k.Priv); subtle.ConstantTimeCompare(pub[:], k.Pub[:]) != 1 {
 		return invalid(name+".Pub", "does not match "+name+".Priv")
 	}
 	return nil

@@ -76,11 +76,11 @@ func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount 
 		if err := ctx.Err(); err != nil {
 			return nil, err // the connection is gone: stop generating
 		}
-		kp, err := crypto.GenerateKeyPair()
+		priv, pub, err := crypto.GeneratePair()
 		if err != nil {
 			return nil, fmt.Errorf("generate prekey: %w", err)
 		}
-		fresh[i] = store.PreKey{ID: counts.MaxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: kp.Priv, Pub: kp.Pub}}
+		fresh[i] = store.PreKey{ID: counts.MaxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
 	}
 	if err := st.AddPreKeys(ctx, id, fresh); err != nil {
 		return nil, fmt.Errorf("store new prekeys: %w", err)
