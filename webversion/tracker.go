@@ -178,6 +178,12 @@ func (t *Tracker) Current() payload.Version { return *t.cur.Load() }
 // Refused reports that the server refused v (<failure reason=405>). It
 // returns at once; the Tracker answers every account through OnUpdated
 // (a version newer than v is current, maybe already) or OnUnavailable.
+// While the current version is itself known to be refused (a search
+// failed and nothing newer has appeared since), a refusal of an older v is
+// answered with OnUnavailable too: reconnecting with the current version
+// would only bring another 405. Answers to refusals that come while a
+// search failed are spaced by at least a second, each reaching every
+// account refused until then.
 func (t *Tracker) Refused(v payload.Version) {
 	t.mu.Lock()
 	if t.refused.IsZero() || compare(v, t.refused) > 0 {
