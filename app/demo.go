@@ -132,6 +132,7 @@ func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions
 	}
 	cfg.Server.URL = emu.URL()
 	cfg.Server.RootPublicKey = emu.RootPublicKeyHex()
+	cfg.Client.VersionURL = emu.ControlURL() + "/sw.js" // offline: the emulator publishes the version
 	cfg.Store.Path = storePath
 	cfg.HTTP.Listen = listen
 	cfg.Log.QRTerminal = opts.Terminal != nil

@@ -110,6 +110,7 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 func writeFleetConfig(path string, emu *emulatorProc, listen, redisAddr, instance string, o options) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "client:\n  version_url: %s/sw.js\n", emu.controlURL)
 	fmt.Fprintf(&b, "store:\n  kind: redis\nredis:\n  addr: %s\n", redisAddr)
 	fmt.Fprintf(&b, "fleet:\n  instance_id: %s\n  lease_ttl: %s\n", instance, o.leaseTTL)
 	fmt.Fprintf(&b, "http:\n  listen: %s\nlog:\n  level: warn\n", listen)

@@ -326,6 +326,7 @@ func (m *managerProc) stop() error {
 func writeConfig(path string, emu *emulatorProc, listen, storePath string, rate, accounts int) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "client:\n  version_url: %s/sw.js\n", emu.controlURL)
 	fmt.Fprintf(&b, "store:\n  path: %s\nhttp:\n  listen: %s\nlog:\n  level: warn\n", storePath, listen)
 	fmt.Fprintf(&b, "connect:\n  rate: %d\n  burst: %d\n", rate, max(1, rate/10))
 	b.WriteString("accounts:\n")

@@ -108,6 +108,7 @@ func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, re
 	listen := freeAddr(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
+	fmt.Fprintf(&b, "client:\n  version_url: %s/sw.js\n", emu.controlURL)
 	fmt.Fprintf(&b, "store:\n  kind: redis\nredis:\n  addr: %s\n", redisAddr)
 	fmt.Fprintf(&b, "fleet:\n  instance_id: %s\n  lease_ttl: %s\n", name, fleetLeaseTTL)
 	fmt.Fprintf(&b, "http:\n  listen: %s\nlog:\n  level: warn\n", listen)

@@ -70,6 +70,7 @@ func writeRunConfig(t *testing.T, path string, emu *emulator.Server, listen, sto
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.URL(), emu.RootPublicKeyHex())
+	fmt.Fprintf(&b, "client:\n  version_url: %s/sw.js\n", emu.ControlURL())
 	fmt.Fprintf(&b, "store:\n  path: %s\nhttp:\n  listen: %s\n", storePath, listen)
 	fmt.Fprintf(&b, "connect:\n  rate: 100\n  backoff_initial: 100ms\n  backoff_max: 1s\naccounts:\n")
 	for _, id := range accounts {
