@@ -47,6 +47,7 @@ const (
 	AlarmRefused        Alarm = "refused"         // the server refused the login for good (failure 400, 409, …)
 	AlarmBanned         Alarm = "banned"          // the account is locked or banned (failure 403, 406); the device was wiped
 	AlarmClientOutdated Alarm = "client_outdated" // the server refuses our client version and no newer one can be had
+	AlarmDevice         Alarm = "device"          // the stored device cannot be used to log in (a corrupt JID or key)
 )
 
 // Event is one thing that happened to one account. Events are values: a

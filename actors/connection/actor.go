@@ -74,6 +74,7 @@ type conn struct {
 	idSeq                                                      uint64
 
 	loggedIn    bool      // <success> came on the current connection
+	activeSent  bool      // <active/> went out on the current connection
 	lastPong    time.Time // the last answered keepalive ping (or the dial)
 	missedPings int       // pings unanswered since lastPong
 
@@ -86,7 +87,6 @@ type conn struct {
 	outdated     payload.Version // refused by the server (405): waiting for a newer one
 	outdatedSaid bool            // the client_outdated alarm is raised
 	logoutWanted bool            // a logout asked while offline: connect, unlink, then wipe
-	serverOffset time.Duration   // server clock minus ours, from <success t>
 
 	child         *actor.PID
 	lastCode      bool          // the pairing child shows its last code
@@ -158,7 +158,11 @@ func (c *conn) Receive(ctx actor.Context) {
 		}
 	case *activeTimeout:
 		c.activeTimer = nil
-		if c.activeID != "" {
+		switch {
+		case !c.activeSent:
+			c.log.Warn("prekeys not settled in time; going active")
+			c.goActive(ctx)
+		case c.activeID != "":
 			c.log.Warn("the server did not answer <active/>; going on")
 			c.activeID = ""
 			c.connected()
@@ -394,7 +398,7 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	switch n.Tag {
 	case "iq":
 		c.onIQ(ctx, n)
-	case "message", "receipt", "notification", "call":
+	case "message", "receipt", "notification", "call": // ackable
 		c.onAckable(ctx, n)
 	case "success":
 		c.onSuccess(ctx, n)
@@ -499,12 +503,15 @@ func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
 		count, valid := serverPreKeyCount(n)
 		if !ok || !valid {
 			c.log.Warn("prekey count not answered", slog.String("error", iqErrorText(n)))
+			c.goActive(ctx)
 			return
 		}
-		c.onServerPreKeyCount(ctx, count)
+		if !c.onServerPreKeyCount(ctx, count) {
+			c.goActive(ctx)
+		}
 	case c.uploadID:
 		c.uploadID = ""
-		c.onPreKeysUploaded(n, ok)
+		c.onPreKeysUploaded(ctx, n, ok)
 	}
 }
 
@@ -616,8 +623,10 @@ func (c *conn) restore(ctx actor.Context, paired *store.Device) {
 
 // onSuccess follows the reference client's order after <success>
 // (PROTOCOL.md 9.8): note the LID and the server's clock, ask for the
-// prekey count, send <active/>, and report connected once it is answered.
-// Stanzas the server pushes meanwhile are acknowledged as they come.
+// prekey count and upload prekeys if the server runs low, then send
+// <active/> and report connected once it is answered. Each step is bounded
+// by Keepalive.Timeout (activeTimeout), after which the next one goes on
+// anyway. Stanzas the server pushes meanwhile are acknowledged as they come.
 func (c *conn) onSuccess(ctx actor.Context, n node.Node) {
 	if !c.dev.Paired() {
 		c.log.Warn("login success for a device that is not paired")
@@ -633,20 +642,32 @@ func (c *conn) onSuccess(ctx actor.Context, n node.Node) {
 	if c.write(ctx, preKeyCountIQ(c.countID), 0) != nil {
 		return
 	}
+	c.activeTimer = c.after(ctx, c.deps.Keepalive.Timeout, &activeTimeout{gen: c.gen})
+}
+
+// goActive leaves passive mode, once per connection; connected follows
+// its answer.
+func (c *conn) goActive(ctx actor.Context) {
+	if c.activeSent || !c.loggedIn {
+		return
+	}
+	c.activeSent = true
 	c.activeID = c.newID()
 	if c.write(ctx, node.IQ(c.activeID, jid.ServerJID, "set", "passive", node.New("active")), 0) != nil {
 		return
 	}
+	c.stopTimer(&c.activeTimer)
 	c.activeTimer = c.after(ctx, c.deps.Keepalive.Timeout, &activeTimeout{gen: c.gen})
 }
 
-// noteSuccess keeps the server's clock offset and saves the LID the server
-// gives the device when the store has another (or none).
+// noteSuccess checks our clock against the server's and saves the LID the
+// server gives the device when the store has another (or none).
 func (c *conn) noteSuccess(n node.Node) {
 	if t, ok := n.AttrInt("t"); ok && t > 0 {
-		c.serverOffset = time.Unix(t, 0).Sub(c.deps.Now())
-		if c.serverOffset > time.Minute || c.serverOffset < -time.Minute {
-			c.log.Warn("our clock differs from the server's", slog.Duration("offset", c.serverOffset))
+		// Nothing uses the server's clock yet (the reference sends it in
+		// telemetry); a skewed clock is worth a warning.
+		if offset := time.Unix(t, 0).Sub(c.deps.Now()); offset > time.Minute || offset < -time.Minute {
+			c.log.Warn("our clock differs from the server's", slog.Duration("offset", offset))
 		}
 	}
 	lid, ok := n.AttrJID("lid")
@@ -972,7 +993,7 @@ func (c *conn) closeLink(ctx actor.Context) {
 	c.stopTimer(&c.logoutTimer)
 	c.stopTimer(&c.activeTimer)
 	c.pingID, c.logoutID, c.activeID, c.countID, c.uploadID = "", "", "", "", ""
-	c.loggedIn, c.missedPings, c.preKeysBusy = false, 0, false
+	c.loggedIn, c.activeSent, c.missedPings, c.preKeysBusy = false, false, 0, false
 	if c.child != nil {
 		ctx.Stop(c.child)
 		c.child = nil
@@ -1025,6 +1046,7 @@ func (c *conn) wipeNow(ctx actor.Context) {
 
 // alarmFor names the alarm of an error that stops an account.
 func alarmFor(err error) events.Alarm {
+	var serr *ServerError
 	switch {
 	case errors.Is(err, ErrReplaced):
 		return events.AlarmReplaced
@@ -1032,8 +1054,10 @@ func alarmFor(err error) events.Alarm {
 		return events.AlarmBanned
 	case errors.Is(err, ErrOutdated):
 		return events.AlarmClientOutdated
+	case errors.As(err, &serr):
+		return events.AlarmRefused
 	}
-	return events.AlarmRefused
+	return events.AlarmDevice
 }
 
 // Versions.
@@ -1055,7 +1079,7 @@ func (c *conn) onVersionUnavailable(m *VersionUnavailable) {
 	c.outdatedSaid = true
 	err := fmt.Errorf("%w: %s is refused and no newer version can be had", ErrOutdated, c.outdated)
 	if m.Err != nil {
-		err = fmt.Errorf("%w: %s is refused and no newer version can be had: %w", ErrOutdated, c.outdated, m.Err)
+		err = fmt.Errorf("%w: %s: %w", ErrOutdated, c.outdated, m.Err)
 	}
 	c.publish(events.KindAlarm, events.StateStopped, err, nil)
 }
@@ -1063,30 +1087,41 @@ func (c *conn) onVersionUnavailable(m *VersionUnavailable) {
 // Prekeys.
 
 // onServerPreKeyCount starts an upload when the server's count (or the
-// store's) is low, unless one is already under way on this connection.
-func (c *conn) onServerPreKeyCount(ctx actor.Context, count int) {
+// store's) is low, unless one is already under way on this connection. It
+// reports whether it started one; its end (onPreKeysReady or
+// onPreKeysUploaded) goes active.
+func (c *conn) onServerPreKeyCount(ctx actor.Context, count int) bool {
 	if c.preKeysBusy || c.dev == nil || !c.dev.Paired() || c.link == nil {
-		return
+		return false
 	}
 	c.preKeysBusy = true
-	l, st, id, timeout := c.link, c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout
+	l, st, mu, id, timeout := c.link, c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		pctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		keys, err := preparePreKeys(pctx, st, id, count)
+		mu.Lock()
+		var keys []store.PreKey
+		err := pctx.Err() // after a wipe that came first, the old device's keys must not come back
+		if err == nil {
+			keys, err = preparePreKeys(pctx, st, id, count)
+		}
+		mu.Unlock()
 		root.Send(self, &preKeysReady{gen: l.gen, keys: keys, err: err})
 	}()
+	return true
 }
 
 func (c *conn) onPreKeysReady(ctx actor.Context, m *preKeysReady) {
 	if m.err != nil {
 		c.preKeysBusy = false
 		c.log.Error("prepare prekeys", slog.String("error", m.err.Error()))
+		c.goActive(ctx)
 		return
 	}
 	if len(m.keys) == 0 {
 		c.preKeysBusy = false
+		c.goActive(ctx)
 		return
 	}
 	id := c.newID()
@@ -1098,20 +1133,29 @@ func (c *conn) onPreKeysReady(ctx actor.Context, m *preKeysReady) {
 }
 
 // onPreKeysUploaded records an upload the server accepted, so the keys are
-// not offered again.
-func (c *conn) onPreKeysUploaded(n node.Node, ok bool) {
+// not offered again, and goes active. A refused upload (or one whose mark
+// is lost) offers the same keys again at the next trigger, as the
+// reference client does.
+func (c *conn) onPreKeysUploaded(ctx actor.Context, n node.Node, ok bool) {
 	c.preKeysBusy = false
+	defer c.goActive(ctx)
 	if !ok {
 		c.log.Warn("the server refused the prekey upload", slog.String("error", iqErrorText(n)))
 		return
 	}
 	c.deps.Observer.PreKeysUploaded(c.uploadN)
-	st, id, top, timeout, log, parent := c.deps.Store, c.deps.AccountID, c.uploadTop, c.deps.StoreTimeout, c.log, c.ctx
+	l, st, mu, id, top, timeout, log := c.link, c.deps.Store, c.storeMu, c.deps.AccountID, c.uploadTop, c.deps.StoreTimeout, c.log
 	go func() {
-		ctx, cancel := context.WithTimeout(parent, timeout)
+		ctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		if err := st.MarkPreKeysUploaded(ctx, id, top); err != nil {
-			log.Error("mark prekeys uploaded", slog.String("error", err.Error()))
+		mu.Lock()
+		err := ctx.Err()
+		if err == nil {
+			err = st.MarkPreKeysUploaded(ctx, id, top)
+		}
+		mu.Unlock()
+		if err != nil {
+			log.Warn("mark prekeys uploaded (they will be offered again)", slog.String("error", err.Error()))
 		}
 	}()
 }

@@ -37,6 +37,8 @@ func TestClassify(t *testing.T) {
 		{"failure 405", node.New("failure", node.StrAttr("reason", "405")), outOutdated, ErrOutdated, "client outdated"},
 		{"failure 409", node.New("failure", node.StrAttr("reason", "409")), outStop, ErrRefused, "bad user agent"},
 		{"failure 418", node.New("failure", node.StrAttr("reason", "418")), outStop, ErrRefused, "client unknown"},
+		{"failure 501", node.New("failure", node.StrAttr("reason", "501")), outStop, ErrRefused, "experimental"},
+		{"failure 402 for decades", node.New("failure", node.StrAttr("reason", "402"), node.StrAttr("expire", "9999999999")), outTempBanned, ErrTemporarilyBanned, "for 8760h0m0s"},
 		{"failure without reason", node.New("failure"), outStop, ErrRefused, "failure"},
 		{"failure 500", node.New("failure", node.StrAttr("reason", "500")), outBackoff, ErrServer, "internal server error"},
 		{"failure 503", node.New("failure", node.StrAttr("reason", "503")), outBackoff, ErrServer, "service unavailable"},
@@ -112,7 +114,7 @@ func TestStaleMessagesIgnoredByActor(t *testing.T) {
 	d := h.deps("stale")
 	d.Dialer = fd.dial
 	pid := h.spawn(d)
-	<-fd.reqs // the first dial is waiting on fd.results
+	recvReq(t, fd) // the first dial is waiting on fd.results
 
 	snap := h.inspect(pid)
 	late := newFakeSession()
@@ -187,7 +189,7 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 			t.Fatalf("dialed %d times before the limiter allowed it", n)
 		}
 		close(lim.release)
-		<-fd.reqs
+		recvReq(t, fd)
 		fd.results <- dialResult{err: errors.New("refused")}
 		h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
 	})
@@ -208,26 +210,37 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 }
 
 // connectFake dials a fake session and logs it in: <success>, then the
-// answers to the prekey count (plenty: no upload) and to <active/>.
+// answers to the prekey count (plenty), to a prekey upload if one comes,
+// and to <active/>.
 func connectFake(t *testing.T, h *harness, fd *fakeDialer) *fakeSession {
 	t.Helper()
-	<-fd.reqs
+	recvReq(t, fd)
 	s := newFakeSession()
 	fd.results <- dialResult{sess: s}
 	s.push(t, node.New("success", node.StrAttr("t", "1")))
-	for answered := 0; answered < 2; {
+	for {
 		n := s.next(t, "the IQs after success")
 		id, _ := n.Attr("id")
 		switch xmlns, _ := n.Attr("xmlns"); xmlns {
 		case "encrypt":
 			s.push(t, serverResult(id, node.New("count", node.IntAttr("value", 100))))
-			answered++
 		case "passive":
 			s.push(t, serverResult(id))
-			answered++
+			return s
 		}
 	}
-	return s
+}
+
+// recvReq returns the next dial request, failing the test when none comes.
+func recvReq(t *testing.T, fd *fakeDialer) DialRequest {
+	t.Helper()
+	select {
+	case req := <-fd.reqs:
+		return req
+	case <-time.After(waitTimeout):
+		t.Fatalf("no dial within %v", waitTimeout)
+		return DialRequest{}
+	}
 }
 
 // serverResult is the server's <iq type=result> to id.
@@ -249,8 +262,8 @@ func TestStableConnectionResetsBackoff(t *testing.T) {
 	h.spawn(d)
 	_, i := h.rec.wait(t, "first backoff", stateIs(events.StateBackoff))
 	_, i = h.rec.waitFrom(t, i+1, "second backoff", stateIs(events.StateBackoff))
-	<-fd.reqs
-	<-fd.reqs
+	recvReq(t, fd)
+	recvReq(t, fd)
 
 	tests := []struct {
 		name  string
@@ -345,7 +358,7 @@ func TestPairReplyNotSentUndoesPairing(t *testing.T) {
 	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
 	pid := h.spawn(d)
 
-	<-fd.reqs
+	recvReq(t, fd)
 	s := newFakeSession()
 	s.failSend = func(n node.Node) error {
 		if _, ok := n.Child("pair-device-sign"); ok {

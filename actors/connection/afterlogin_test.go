@@ -79,8 +79,9 @@ func pairedFake(t *testing.T, h *harness, id string) (Deps, *fakeDialer, *counti
 }
 
 // dialFake answers the next dial with a fresh fake session.
-func dialFake(fd *fakeDialer) (*fakeSession, DialRequest) {
-	req := <-fd.reqs
+func dialFake(t *testing.T, fd *fakeDialer) (*fakeSession, DialRequest) {
+	t.Helper()
+	req := recvReq(t, fd)
 	s := newFakeSession()
 	fd.results <- dialResult{sess: s}
 	return s, req
@@ -116,7 +117,7 @@ func TestPreKeysUploadedAfterLogin(t *testing.T) {
 	h := newHarness(t)
 	d, fd, obs, dev := pairedFake(t, h, "pk")
 	h.spawn(d)
-	s, _ := dialFake(fd)
+	s, _ := dialFake(t, fd)
 	lid := jid.JID{User: "100000000000042", Device: 4, Server: jid.HiddenUserServer}
 	s.push(t, node.New("success", node.StrAttr("t", "1767225660"), node.JIDAttr("lid", lid)))
 
@@ -127,20 +128,9 @@ func TestPreKeysUploadedAfterLogin(t *testing.T) {
 	if _, ok := count.Child("count"); !ok {
 		t.Fatalf("count IQ without <count/>: %v", count)
 	}
-	active := nextIQ(t, s, "passive")
-	if _, ok := active.Child("active"); !ok {
-		t.Fatalf("passive IQ without <active/>: %v", active)
-	}
-	// Not connected before <active/> is answered.
-	for _, e := range h.rec.all() {
-		if e.Kind == events.KindConnected {
-			t.Fatal("connected reported before <active/> was answered")
-		}
-	}
-	s.push(t, serverResult(idOf(active)))
-	h.rec.wait(t, "connected", kindIs(events.KindConnected))
 	s.push(t, serverResult(idOf(count), node.New("count", node.IntAttr("value", 0))))
 
+	// The reference order: count, upload, then <active/>, then connected.
 	upload := nextIQ(t, s, "encrypt")
 	ids := checkUpload(t, h, dev, upload)
 	if len(ids) != initialPreKeys || ids[0] != 1 || ids[len(ids)-1] != initialPreKeys {
@@ -150,7 +140,23 @@ func TestPreKeysUploadedAfterLogin(t *testing.T) {
 	if err != nil || counts.Stored != initialPreKeys || counts.Uploaded != 0 {
 		t.Fatalf("stored before the answer: %+v, %v", counts, err)
 	}
+	for _, e := range h.rec.all() {
+		if e.Kind == events.KindConnected {
+			t.Fatal("connected reported before the prekeys were uploaded")
+		}
+	}
 	s.push(t, serverResult(idOf(upload)))
+	active := nextIQ(t, s, "passive")
+	if _, ok := active.Child("active"); !ok {
+		t.Fatalf("passive IQ without <active/>: %v", active)
+	}
+	for _, e := range h.rec.all() {
+		if e.Kind == events.KindConnected {
+			t.Fatal("connected reported before <active/> was answered")
+		}
+	}
+	s.push(t, serverResult(idOf(active)))
+	h.rec.wait(t, "connected", kindIs(events.KindConnected))
 	waitFor(t, "keys marked uploaded", func() bool {
 		c, err := h.store.PreKeyCounts(context.Background(), "pk")
 		return err == nil && c.Uploaded == initialPreKeys
@@ -239,7 +245,7 @@ func TestAcksInOrderUnderBurst(t *testing.T) {
 	d, fd, obs, _ := pairedFake(t, h, "burst")
 	d.WriteQueue = 0 // the default must hold a burst
 	h.spawn(d)
-	s, _ := dialFake(fd)
+	s, _ := dialFake(t, fd)
 	s.push(t, node.New("success", node.StrAttr("t", "1")))
 
 	const burst = 1000
@@ -299,7 +305,7 @@ func TestUndecodableStanzaSkipped(t *testing.T) {
 	h := newHarness(t)
 	d, fd, obs, _ := pairedFake(t, h, "junk")
 	h.spawn(d)
-	s, _ := dialFake(fd)
+	s, _ := dialFake(t, fd)
 	s.push(t, node.New("success", node.StrAttr("t", "1")))
 	s.in <- []byte{0, 0xF8, 0xFF, 0x13, 0x37} // a list of 255 items, cut short
 	s.push(t, node.New("receipt", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "after")))
@@ -353,7 +359,7 @@ func TestFailurePolicy(t *testing.T) {
 			d, fd, obs, _ := pairedFake(t, h, "fp")
 			d.AutoRepair = tt.autoRepair
 			h.spawn(d)
-			s, _ := dialFake(fd)
+			s, _ := dialFake(t, fd)
 			if tt.stanza.Tag == "stream:error" {
 				s.push(t, node.New("success", node.StrAttr("t", "1")))
 			}
@@ -371,7 +377,7 @@ func TestFailurePolicy(t *testing.T) {
 				t.Errorf("device after %s: %v, %v; want it kept", tt.name, got, err)
 			}
 			if tt.redial {
-				req := <-fd.reqs
+				req := recvReq(t, fd)
 				var cp waproto.ClientPayload
 				if err := proto.Unmarshal(req.Payload, &cp); err != nil || cp.GetDevicePairingData() == nil {
 					t.Errorf("the dial after a wipe is not a registration (%v)", err)
@@ -391,7 +397,7 @@ func TestBannedWaitsForPairRequest(t *testing.T) {
 	h := newHarness(t)
 	d, fd, _, _ := pairedFake(t, h, "ban")
 	pid := h.spawn(d)
-	s, _ := dialFake(fd)
+	s, _ := dialFake(t, fd)
 	s.push(t, node.New("failure", node.StrAttr("reason", "406")))
 	h.rec.wait(t, "banned", func(e events.Event) bool { return e.Alarm == events.AlarmBanned })
 	if snap := h.inspect(pid); snap.Want || snap.Timer {
@@ -400,7 +406,7 @@ func TestBannedWaitsForPairRequest(t *testing.T) {
 	if res := h.request(pid, &Pair{}); !res.OK {
 		t.Fatalf("pair refused: %+v", res)
 	}
-	req := <-fd.reqs
+	req := recvReq(t, fd)
 	var cp waproto.ClientPayload
 	if err := proto.Unmarshal(req.Payload, &cp); err != nil || cp.GetDevicePairingData() == nil {
 		t.Fatalf("the dial after re-arming is not a registration (%v)", err)
@@ -414,15 +420,17 @@ func TestTemporaryBanWaitsForExpiry(t *testing.T) {
 	h := newHarness(t)
 	d, fd, _, _ := pairedFake(t, h, "tb")
 	h.spawn(d)
-	s, _ := dialFake(fd)
+	s, _ := dialFake(t, fd)
 	s.push(t, node.New("failure", node.StrAttr("reason", "402"), node.StrAttr("code", "101"), node.StrAttr("expire", "1")))
 	ev, _ := h.rec.wait(t, "temporary ban", stateIs(events.StateBackoff))
 	if ev.Delay != time.Second || !strings.Contains(ev.Error, "sent to too many people") || !strings.Contains(ev.Error, "reconnecting by itself at") {
 		t.Errorf("ban event delay %v error %q", ev.Delay, ev.Error)
 	}
 	// The backoff is an hour; the ban a second: the next dial is the ban's.
-	s2, _ := dialFake(fd)
+	s2, _ := dialFake(t, fd)
 	s2.push(t, node.New("success", node.StrAttr("t", "1")))
+	s2.push(t, serverResult(idOf(nextIQ(t, s2, "encrypt")), node.New("count", node.IntAttr("value", 100))))
+	s2.push(t, serverResult(idOf(nextIQ(t, s2, "encrypt")))) // the store has no uploaded keys: 50 go up
 	s2.push(t, serverResult(idOf(nextIQ(t, s2, "passive"))))
 	h.rec.wait(t, "connected after the ban", kindIs(events.KindConnected))
 }
@@ -437,7 +445,7 @@ func TestOutdatedWaitsForNewerVersion(t *testing.T) {
 	vs := &fakeVersions{current: old, refused: make(chan payload.Version, 4)}
 	d.Versions = vs
 	pid := h.spawn(d)
-	s, req := dialFake(fd)
+	s, req := dialFake(t, fd)
 	if got := payloadVersion(t, req); got != old {
 		t.Fatalf("dialed with %v, want %v", got, old)
 	}
@@ -456,7 +464,7 @@ func TestOutdatedWaitsForNewerVersion(t *testing.T) {
 	}
 	vs.set(newer)
 	h.system.Root.Send(pid, &VersionUpdated{})
-	_, req = dialFake(fd)
+	_, req = dialFake(t, fd)
 	if got := payloadVersion(t, req); got != newer {
 		t.Fatalf("redialed with %v, want %v", got, newer)
 	}
@@ -481,17 +489,17 @@ func TestLogoutWhileOffline(t *testing.T) {
 			h := newHarness(t)
 			d, fd, _, dev := pairedFake(t, h, "lo")
 			pid := h.spawn(d)
-			<-fd.reqs
+			recvReq(t, fd)
 			fd.results <- dialResult{err: errors.New("network down")}
 			h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
 			if res := h.request(pid, &Logout{}); !res.OK {
 				t.Fatalf("logout refused: %+v", res)
 			}
 			if !reachable {
-				<-fd.reqs
+				recvReq(t, fd)
 				fd.results <- dialResult{err: errors.New("still down")}
 			} else {
-				s, _ := dialFake(fd)
+				s, _ := dialFake(t, fd)
 				s.push(t, node.New("success", node.StrAttr("t", "1")))
 				iq := nextIQ(t, s, "md")
 				rm, ok := iq.Child("remove-companion-device")

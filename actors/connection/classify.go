@@ -161,8 +161,8 @@ func classifyFailure(n node.Node, e *ServerError) (outcome, *ServerError) {
 		if v, ok := n.AttrInt("code"); ok && v > 0 && v < 1e6 {
 			e.BanCode = int(v)
 		}
-		if v, ok := n.AttrInt("expire"); ok && v > 0 && v < maxBanSeconds {
-			e.Expire = time.Duration(v) * time.Second
+		if v, ok := n.AttrInt("expire"); ok && v > 0 {
+			e.Expire = time.Duration(min(v, maxBanSeconds)) * time.Second
 		}
 		e.Class = ErrTemporarilyBanned
 		return outTempBanned, e
@@ -174,16 +174,16 @@ func classifyFailure(n node.Node, e *ServerError) (outcome, *ServerError) {
 	case c == 405:
 		e.Class = ErrOutdated
 		return outOutdated, e
-	case c >= 500 && c < 600:
+	case c == 500 || (c > 501 && c < 600):
 		e.Class = ErrServer
 		return outBackoff, e
-	default: // 400, 409, 415, 418, 501, other 4xx, and anything unexpected
+	default: // 400, 409, 415, 418, 501 (experimental), other 4xx, and anything unexpected
 		e.Class = ErrRefused
 		return outStop, e
 	}
 }
 
-// maxBanSeconds bounds a temporary ban's expire attribute (a year).
+// maxBanSeconds caps a temporary ban's expire attribute (a year).
 const maxBanSeconds = 365 * 24 * 3600
 
 // maxServerText bounds a text the server asks us to show, in runes.
