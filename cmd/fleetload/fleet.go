@@ -169,7 +169,8 @@ func owners(instances []*managerProc) map[string]int {
 // through the emulator's control API until every account is connected.
 func pairFleet(ctx context.Context, instances []*managerProc, emu *emulatorProc, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	scanned := map[string]bool{}
+	var mu sync.Mutex
+	scanning := map[string]bool{} // a scan of the account's QR code is under way or done
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -184,21 +185,38 @@ func pairFleet(ctx context.Context, instances []*managerProc, emu *emulatorProc,
 				return err
 			}
 			for _, v := range views {
+				mu.Lock()
+				busy := scanning[v.ID]
+				mu.Unlock()
 				switch {
 				case v.State == "connected":
 					connected++
-				case v.QR != nil && !scanned[v.ID]:
-					scanned[v.ID] = true
+				case v.State == "unpaired":
+					// Its codes ran out before a scan got through (a
+					// loaded machine pairs slowly): show codes again.
+					if resp, err := http.Post("http://"+m.listen+"/api/accounts/"+v.ID+"/pair", "application/json", nil); err == nil {
+						resp.Body.Close()
+					}
+				case v.QR != nil && !busy:
+					mu.Lock()
+					scanning[v.ID] = true
+					mu.Unlock()
 					wg.Add(1)
 					sem <- struct{}{}
-					go func(code string) {
+					go func(id, code string) {
 						defer wg.Done()
 						defer func() { <-sem }()
 						resp, err := http.Post(emu.controlURL+"/scan", "text/plain", bytes.NewReader([]byte(code)))
+						ok := err == nil && resp.StatusCode == http.StatusOK
 						if err == nil {
 							resp.Body.Close()
 						}
-					}(*v.QR)
+						if !ok { // scan the next code
+							mu.Lock()
+							delete(scanning, id)
+							mu.Unlock()
+						}
+					}(v.ID, *v.QR)
 				}
 			}
 		}
