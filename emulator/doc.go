@@ -163,11 +163,11 @@
 //	conflict-after-success    <success/>, then <stream:error><conflict type="replaced"/>  replaced
 //	random-disconnects[=RATE] logged-in sockets dropped at RATE per second (def. 0.05)  read error, reconnect
 //	refuse-connections        WebSocket upgrade answered with HTTP 503                 dial error
-//	login-failure-402[=DUR]   logins get <failure reason="402" code="101" expire=N>,   temporary ban: stop, report code
-//	                          for DUR (def. 30s) from when set; N = seconds left       and expiry; works again after it
-//	login-failure-403         logins get <failure reason="403" logout_message_header   locked: wipe, pair again
-//	                          logout_message_subtext/>; the device is removed
-//	login-failure-406         logins get <failure reason="406"/>; device removed       banned: wipe, pair again
+//	login-failure-402[=DUR]   logins get <failure reason="402" code="101" expire=N>,   temporary ban: wait N seconds, then
+//	                          for DUR (def. 30s) from when set; N = seconds left       reconnect; works again after it
+//	login-failure-403         logins get <failure reason="403" logout_message_header   locked: wipe, banned alarm; pair
+//	                          logout_message_subtext/>; the device is removed          again when re-armed (or auto-repair)
+//	login-failure-406         logins get <failure reason="406"/>; device removed       banned: as 403
 //	drop-pongs                keepalive pings (w:p) unanswered, live connections too   missed pongs: tolerate them
 //
 // Faults apply to logins and connections that start after they are set;

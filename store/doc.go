@@ -11,8 +11,9 @@
 // One-time prekeys are stored beside the device, never in the Device value
 // (812 keys would weigh about 50 KB per account in memory): the connection
 // actor counts them after login (PreKeyCounts), tops them up (AddPreKeys,
-// PreKeysToUpload, MarkPreKeysUploaded) and the Signal layer looks them up
-// and removes them once used (PreKey, RemovePreKey). In the bbolt file they
+// PreKeysToUpload, MarkPreKeysUploaded); PreKey and RemovePreKey are for
+// the Signal layer to come, which looks a key up when a peer starts a
+// session with it and removes it once used. In the bbolt file they
 // live in the "prekeys" bucket, one sub-bucket per account
 // (bolt_prekeys.go); settings live in the "settings" bucket. Delete wipes
 // an account's prekeys with its device.

@@ -32,9 +32,10 @@
 //
 // # After <success> (PROTOCOL.md 9.8)
 //
-// The actor keeps the server's clock offset and saves the LID the server
-// names, asks for the prekey count, sends <active/> and reports connected
-// once it is answered. From the first stanza on, every <message>,
+// The actor saves the LID the server names (and warns when our clock is off
+// the server's), asks for the prekey count, uploads prekeys if needed,
+// then sends <active/> and reports connected once it is answered (each
+// step bounded by Keepalive.Timeout). From the first stanza on, every <message>,
 // <receipt>, <notification> and <call> is acknowledged at once, in order,
 // shaped as the reference client shapes acks (ackFor); a real server ends
 // the stream when one is missing and redelivers it on every reconnect.
