@@ -110,10 +110,12 @@
 // xmlns="encrypt" type="set" to="s.whatsapp.net" id> with <registration>
 // (4 bytes, the registration ID of pairing), <type> (05), <identity> (32
 // bytes, the device's identity key), <list> of 1..812 <key><id>3
-// bytes</id><value>32 bytes</value></key> with IDs distinct and never
-// uploaded before for the device, and <skey><id>3</id><value>32</value>
-// <signature>64</signature></skey> verifying with the identity key over
-// 05 || value, each child once and nothing else, all binary content.
+// bytes</id><value>32 bytes</value></key> with IDs distinct (an ID
+// uploaded before is accepted again and counted once: a client whose result
+// was lost resends it), and <skey><id>3</id><value>32</value>
+// <signature>64</signature></skey>, the signed prekey the device registered
+// with, verifying with the identity key over 05 || value, each child once
+// and nothing else, all binary content.
 // Anything else gets <error code="400" text="bad-request"/> and a
 // violation. Each pushed 1:1 pkmsg consumes one prekey (a peer started a
 // session with it); when the count falls below 5 the server pushes

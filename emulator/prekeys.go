@@ -25,8 +25,8 @@ var prekeyUploadChildren = []string{"registration", "type", "identity", "list", 
 // 1..812 <key><id>3 bytes</id><value>32 bytes</value></key> with distinct
 // IDs, and <skey><id>3</id><value>32</value><signature>64</signature>
 // </skey> whose signature verifies with the identity key over 05 || value.
-// It returns the prekey IDs; that none was uploaded before is the caller's
-// check.
+// The signed prekey must be the one of the registration. It returns the
+// prekey IDs.
 func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 	if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
 		return nil, errors.New("to is not s.whatsapp.net (as a JID)")
@@ -111,12 +111,16 @@ func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("<skey>: %w", err)
 	}
-	if _, err := leafBytes(parts[0], 3); err != nil {
+	skid, err := leafBytes(parts[0], 3)
+	if err != nil {
 		return nil, fmt.Errorf("<skey>: %w", err)
 	}
 	val, err := leafBytes(parts[1], 32)
 	if err != nil {
 		return nil, fmt.Errorf("<skey>: %w", err)
+	}
+	if uint32(skid[0])<<16|uint32(skid[1])<<8|uint32(skid[2]) != d.skey.id || !bytes.Equal(val, d.skey.pub[:]) {
+		return nil, errors.New("<skey> is not the signed prekey the device registered with")
 	}
 	sig, err := leafBytes(parts[2], 64)
 	if err != nil {
@@ -166,23 +170,24 @@ func leafBytes(n *node.Node, size int) ([]byte, error) {
 	return b, nil
 }
 
-// acceptPrekeys records an upload of the given prekey IDs (strict: none
-// may have been uploaded before) or, with ids nil, of n anonymous keys
-// (the lenient upload outside day-one mode). It updates the count and the
+// acceptPrekeys records an upload of the given prekey IDs or, with ids nil,
+// of n anonymous keys (the lenient upload outside day-one mode). An ID the
+// device uploaded before is accepted again and not counted twice: a client
+// whose upload result was lost offers the same keys again, as the
+// reference client does (whether the real server accepts an ID a peer has
+// already used is not known; this one does). It updates the count and the
 // devices_with_prekeys gauge.
 func (s *Server) acceptPrekeys(d *device, ids []uint32, n int) error {
 	d.st.mu.Lock()
 	defer d.st.mu.Unlock()
-	for _, id := range ids {
-		if d.st.prekeyIDs.contains(id) {
-			return fmt.Errorf("prekey ID %d was uploaded before", id)
-		}
-	}
-	for _, id := range ids {
-		d.st.prekeyIDs.add(id)
-	}
 	if ids != nil {
-		n = len(ids)
+		n = 0
+		for _, id := range ids {
+			if !d.st.prekeyIDs.contains(id) {
+				d.st.prekeyIDs.add(id)
+				n++
+			}
+		}
 	}
 	before := d.st.prekeys
 	d.st.prekeys += int64(n)

@@ -35,7 +35,8 @@ type registration struct {
 	noisePub    [32]byte // the handshake's static key
 	identityPub [32]byte // devicePairingData.eIdent
 	regID       uint32
-	os          string // DeviceProps.os, shown in Devices
+	skey        signedPreKey // devicePairingData's signed prekey
+	os          string       // DeviceProps.os, shown in Devices
 	refs        []string
 	expires     []time.Time // expiry of each ref
 
@@ -63,6 +64,13 @@ type account struct {
 	identities [][32]byte
 }
 
+// signedPreKey is the signed prekey a companion registered with: a prekey
+// upload must carry the same one.
+type signedPreKey struct {
+	id  uint32
+	pub [32]byte
+}
+
 // device is one paired companion.
 type device struct {
 	jid, lid    jid.JID
@@ -73,6 +81,7 @@ type device struct {
 	os          string
 	pairedAt    time.Time
 	regID       uint32                // the registration ID of devicePairingData
+	skey        signedPreKey          // the signed prekey of devicePairingData
 	sessions    map[*session]struct{} // logged-in connections; guarded by registry.mu
 	st          deviceState           // day-one and prekey state; its own lock
 }
@@ -304,7 +313,7 @@ func (r *registry) completePairing(reg *registration, a *pairAttempt, now time.T
 		jid: a.jid, lid: a.lid,
 		noisePub: reg.noisePub, identityPub: reg.identityPub,
 		account: a.account, keyIndex: a.keyIndex,
-		os: reg.os, pairedAt: now, regID: reg.regID,
+		os: reg.os, pairedAt: now, regID: reg.regID, skey: reg.skey,
 	}
 	r.addDevice(d)
 	return d

@@ -331,6 +331,9 @@ func parseRegistration(clientStatic [32]byte, pd *waproto.ClientPayload_DevicePa
 	copy(reg.identityPub[:], pd.GetEIdent())
 	r := pd.GetERegid()
 	reg.regID = uint32(r[0])<<24 | uint32(r[1])<<16 | uint32(r[2])<<8 | uint32(r[3])
+	k := pd.GetESkeyID()
+	reg.skey.id = uint32(k[0])<<16 | uint32(k[1])<<8 | uint32(k[2])
+	copy(reg.skey.pub[:], pd.GetESkeyVal())
 	var props waproto.DeviceProps
 	if proto.Unmarshal(pd.GetDeviceProps(), &props) == nil && len(props.GetOs()) <= 64 {
 		reg.os = props.GetOs()
