@@ -507,10 +507,12 @@ func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 		return nil, err
 	}
 	if v.s.sealer != nil && !info.Sealed {
-		if l, ok := v.lease(id); ok {
-			_ = v.s.resealPreKeys(ctx, id, l) // before the device: its record is the retry marker
+		// The prekeys go first and the device only once they are sealed:
+		// the device record in the clear is what makes the next load try
+		// again. A failure here leaves the migration to that next load.
+		if l, ok := v.lease(id); ok && v.s.resealPreKeys(ctx, id, l) == nil {
+			_ = v.Save(ctx, d)
 		}
-		_ = v.Save(ctx, d)
 	}
 	return d, nil
 }
