@@ -204,6 +204,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"duplicate account", "accounts:\n  - id: a\n  - id: a\n", "accounts[1].id"},
 		{"bad proxy scheme", "accounts:\n  - id: a\n    proxy: ftp://h:1\n", "accounts[0].proxy"},
 		{"keepalive window not above timeout", "connect:\n  keepalive_timeout: 10s\n  keepalive_window: 10s\n", "connect.keepalive_window"},
+		{"keepalive window shorter than one missed pong", "connect:\n  keepalive_interval: 25s\n  keepalive_timeout: 10s\n  keepalive_window: 40s\n", "one missed pong"},
 		{"bad keepalive window", "connect:\n  keepalive_window: often\n", "keepalive_window"},
 		{"bad client version", "client:\n  version: 2.3000\n", "client.version"},
 		{"client version not 2.3000.N", "client:\n  version: 3.1.4\n", "client.version"},

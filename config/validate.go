@@ -81,8 +81,11 @@ func (c Connect) validate() error {
 		return keyError("connect.keepalive_interval", "must be positive")
 	case c.KeepaliveTimeout <= 0:
 		return keyError("connect.keepalive_timeout", "must be positive")
-	case c.KeepaliveWindow <= c.KeepaliveTimeout:
-		return keyError("connect.keepalive_window", "must be longer than connect.keepalive_timeout")
+	case c.KeepaliveWindow <= c.KeepaliveInterval*6/5+c.KeepaliveTimeout:
+		// The first ping after an answered one goes out within 1.2 ×
+		// interval and is missed after the timeout: a shorter window would
+		// end the connection at its first missed pong.
+		return keyError("connect.keepalive_window", "must be longer than 1.2 × connect.keepalive_interval + connect.keepalive_timeout, so that one missed pong never ends a connection")
 	}
 	return nil
 }
