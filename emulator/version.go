@@ -81,24 +81,13 @@ func (s *Server) SetVersions(v Versions) error {
 	return nil
 }
 
-// versionLess compares versions part by part.
-func versionLess(a, b payload.Version) bool {
-	if a.Primary != b.Primary {
-		return a.Primary < b.Primary
-	}
-	if a.Secondary != b.Secondary {
-		return a.Secondary < b.Secondary
-	}
-	return a.Tertiary < b.Tertiary
-}
-
 // outdated reports whether a ClientPayload's userAgent.appVersion is below
 // the minimum, and the version it carried (0.0.0 when absent).
 func (s *Server) outdated(cp *waproto.ClientPayload) (bool, payload.Version) {
 	av := cp.GetUserAgent().GetAppVersion()
 	got := payload.Version{Primary: av.GetPrimary(), Secondary: av.GetSecondary(), Tertiary: av.GetTertiary()}
 	st := s.versions.Load()
-	return !st.min.IsZero() && versionLess(got, st.min), got
+	return !st.min.IsZero() && got.Compare(st.min) < 0, got
 }
 
 // swJS returns a service-worker script shaped like WhatsApp Web's

@@ -186,7 +186,7 @@ func (t *Tracker) Current() payload.Version { return *t.cur.Load() }
 // account refused until then.
 func (t *Tracker) Refused(v payload.Version) {
 	t.mu.Lock()
-	if t.refused.IsZero() || compare(v, t.refused) > 0 {
+	if t.refused.IsZero() || v.Compare(t.refused) > 0 {
 		t.refused = v
 	}
 	t.mu.Unlock()
@@ -208,7 +208,7 @@ func (t *Tracker) Start(ctx context.Context) {
 		return
 	}
 	t.started = true
-	if v, ok := t.loadStored(ctx); ok && compare(v, t.Current()) > 0 {
+	if v, ok := t.loadStored(ctx); ok && v.Compare(t.Current()) > 0 {
 		t.adopt(v, "stored")
 	}
 	wctx, cancel := context.WithCancel(context.Background())
@@ -289,7 +289,7 @@ func (t *Tracker) run(ctx context.Context) {
 			case searching:
 				t.unavailable(lastErr)
 				quiet = t.opts.After(renotifyGap)
-			case compare(t.Current(), r) > 0:
+			case t.Current().Compare(r) > 0:
 				// Refused an older version: the current one is not
 				// known to be refused; try it.
 				t.updated()
@@ -341,7 +341,7 @@ func (t *Tracker) unavailable(err error) {
 // says why there is none.
 func (t *Tracker) search(ctx context.Context) (bool, error) {
 	cur := t.Current()
-	if v, ok := t.loadStored(ctx); ok && compare(v, cur) > 0 {
+	if v, ok := t.loadStored(ctx); ok && v.Compare(cur) > 0 {
 		t.adopt(v, "stored")
 		return true, nil
 	}
@@ -352,7 +352,7 @@ func (t *Tracker) search(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%w: %s is refused and fetching the published one failed: %w", ErrNoNewerVersion, cur, err)
 	}
-	switch c := compare(v, cur); {
+	switch c := v.Compare(cur); {
 	case c == 0:
 		return false, fmt.Errorf("%w: the newest version published at %s, %s, is still refused", ErrNoNewerVersion, t.host, v)
 	case c < 0:
@@ -372,7 +372,7 @@ func (t *Tracker) fetchAtStart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if compare(v, t.Current()) > 0 {
+	if v.Compare(t.Current()) > 0 {
 		t.adopt(v, "fetched")
 		t.save(ctx, v)
 	}
@@ -413,7 +413,7 @@ func (t *Tracker) loadStored(ctx context.Context) (payload.Version, bool) {
 		t.opts.Logger.Warn("ignoring the stored WhatsApp Web version", "setting", t.opts.SettingName, "error", err)
 		return payload.Version{}, false
 	}
-	if compare(v, t.stored) > 0 {
+	if v.Compare(t.stored) > 0 {
 		t.stored = v
 	}
 	return v, true
@@ -421,7 +421,7 @@ func (t *Tracker) loadStored(ctx context.Context) (payload.Version, bool) {
 
 // save persists v when it is newer than the version known stored.
 func (t *Tracker) save(ctx context.Context, v payload.Version) {
-	if t.opts.Settings == nil || compare(v, t.stored) <= 0 {
+	if t.opts.Settings == nil || v.Compare(t.stored) <= 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.opts.SettingsTimeout)
@@ -431,18 +431,4 @@ func (t *Tracker) save(ctx context.Context, v payload.Version) {
 		return
 	}
 	t.stored = v
-}
-
-// compare orders versions: -1 when a is older than b, 0 when equal, +1
-// when newer.
-func compare(a, b payload.Version) int {
-	for _, p := range [][2]uint32{{a.Primary, b.Primary}, {a.Secondary, b.Secondary}, {a.Tertiary, b.Tertiary}} {
-		switch {
-		case p[0] < p[1]:
-			return -1
-		case p[0] > p[1]:
-			return 1
-		}
-	}
-	return 0
 }

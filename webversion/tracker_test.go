@@ -527,21 +527,3 @@ func TestCloseCutsAFetchShort(t *testing.T) {
 		t.Fatalf("Current = %v", got)
 	}
 }
-
-func TestCompare(t *testing.T) {
-	tests := []struct {
-		a, b payload.Version
-		want int
-	}{
-		{rev(1), rev(2), -1},
-		{rev(2), rev(1), 1},
-		{rev(2), rev(2), 0},
-		{payload.Version{Primary: 2, Secondary: 3001, Tertiary: 1}, rev(999), 1},
-		{payload.Version{Primary: 3, Secondary: 0, Tertiary: 0}, rev(999), 1},
-	}
-	for _, tt := range tests {
-		if got := compare(tt.a, tt.b); got != tt.want {
-			t.Errorf("compare(%v, %v) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-	}
-}

@@ -563,3 +563,23 @@ func BenchmarkLoginMarshal(b *testing.B) {
 		}
 	}
 }
+
+func TestVersionCompare(t *testing.T) {
+	v := func(a, b, c uint32) Version { return Version{Primary: a, Secondary: b, Tertiary: c} }
+	tests := []struct {
+		a, b Version
+		want int
+	}{
+		{v(2, 3000, 1), v(2, 3000, 2), -1},
+		{v(2, 3000, 2), v(2, 3000, 1), 1},
+		{v(2, 3000, 2), v(2, 3000, 2), 0},
+		{v(2, 3001, 1), v(2, 3000, 999), 1},
+		{v(3, 0, 0), v(2, 3000, 999), 1},
+		{v(1, 9999, 9999), v(2, 0, 0), -1},
+	}
+	for _, tt := range tests {
+		if got := tt.a.Compare(tt.b); got != tt.want {
+			t.Errorf("%v.Compare(%v) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

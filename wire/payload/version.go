@@ -21,6 +21,20 @@ func DefaultVersion() Version { return Version{2, 3000, 1045649367} }
 // release that produced the protocol test vectors.
 func PinnedVersion() Version { return Version{2, 3000, 1031080782} }
 
+// Compare returns -1, 0 or +1 as v is older than, the same as or newer
+// than w.
+func (v Version) Compare(w Version) int {
+	for _, p := range [...][2]uint32{{v.Primary, w.Primary}, {v.Secondary, w.Secondary}, {v.Tertiary, w.Tertiary}} {
+		switch {
+		case p[0] < p[1]:
+			return -1
+		case p[0] > p[1]:
+			return 1
+		}
+	}
+	return 0
+}
+
 // IsZero reports whether v is the zero Version (meaning "use the default").
 func (v Version) IsZero() bool { return v == Version{} }
 
