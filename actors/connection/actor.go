@@ -1079,7 +1079,7 @@ func (c *conn) onVersionUnavailable(m *VersionUnavailable) {
 	c.outdatedSaid = true
 	err := fmt.Errorf("%w: %s is refused and no newer version can be had", ErrOutdated, c.outdated)
 	if m.Err != nil {
-		err = fmt.Errorf("%w: %s: %w", ErrOutdated, c.outdated, m.Err)
+		err = fmt.Errorf("%w: %w", ErrOutdated, m.Err) // the source's error names the version
 	}
 	c.publish(events.KindAlarm, events.StateStopped, err, nil)
 }

@@ -457,7 +457,7 @@ func TestOutdatedWaitsForNewerVersion(t *testing.T) {
 	if !strings.Contains(ev.Error, "405") {
 		t.Errorf("error %q", ev.Error)
 	}
-	h.system.Root.Send(pid, &VersionUnavailable{Err: errors.New("the published version is the same")})
+	h.system.Root.Send(pid, &VersionUnavailable{Err: errors.New("the newest version published, 2.3000.100, is still refused")})
 	alarm, _ := h.rec.wait(t, "client_outdated alarm", func(e events.Event) bool { return e.Alarm == events.AlarmClientOutdated })
 	if alarm.State != events.StateStopped || !strings.Contains(alarm.Error, "2.3000.100") {
 		t.Errorf("alarm %+v", alarm)
