@@ -267,6 +267,7 @@ func (s *BoltStore) MarkPreKeysUploaded(ctx context.Context, id string, upTo uin
 		if len(moving) == 0 {
 			return nil
 		}
+		p.uploaded.FillPercent = 0.9 // moved in ascending order: full pages halve the file
 		for _, kv := range moving {
 			if err := p.uploaded.Put(kv[0], kv[1]); err != nil {
 				return err
