@@ -158,6 +158,9 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("cold start to all online %s\n", elapsed.Round(time.Millisecond))
 	fmt.Printf("manager RSS              %.1f MiB (idle manager: %.1f MiB)\n", float64(total)/(1<<20), float64(baseline)/(1<<20))
 	fmt.Printf("RSS per account          %.1f KiB (above idle: %.1f KiB)\n", float64(total)/n/1024, float64(total-baseline)/n/1024)
+	anon, _ := procStatus(mgr.cmd.Process.Pid, "RssAnon")
+	file, _ := procStatus(mgr.cmd.Process.Pid, "RssFile")
+	fmt.Printf("  of which anonymous     %.1f KiB per account; file-backed (the store's mmap, the binary) %.1f MiB in all\n", float64(anon)/n/1024, float64(file)/(1<<20))
 	fmt.Printf("heap in use per account  %.1f KiB\n", heap/n/1024)
 	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
 	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
@@ -379,18 +382,22 @@ func metric(listen, name string) (float64, error) {
 }
 
 // rss returns the resident set size of a process in bytes.
-func rss(pid int) (int64, error) {
+func rss(pid int) (int64, error) { return procStatus(pid, "VmRSS") }
+
+// procStatus reads one size field of /proc/PID/status (VmRSS, RssAnon,
+// RssFile) in bytes.
+func procStatus(pid int, field string) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 func freeAddr() (string, error) {
