@@ -25,8 +25,11 @@
 //     connected device sends <conflict type="replaced"/> to the older
 //     connection, and the overlap is counted in max_connections_per_device.
 //   - After success it answers keepalive pings (xmlns w:p, with or without
-//     <ping/>), the passive/active IQ, prekey count and upload; any other
-//     get/set IQ gets <error code="501" text="feature-not-implemented"/>.
+//     <ping/>), the passive/active IQ, prekey count and upload, and a
+//     companion's <remove-companion-device jid=OWN/> (result, then the
+//     device is removed as by Phone.Unlink; naming another device is a
+//     violation answered 403); any other get/set IQ gets <error code="501"
+//     text="feature-not-implemented"/>.
 //     Without day-one mode it sends nothing else and ignores acks.
 //   - With Options.MinVersion set, a registration or login whose
 //     userAgent.appVersion is older gets <failure reason="405"

@@ -496,11 +496,38 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 		}
 		s.acceptPrekeys(sess.dev, nil, keys)
 		reply = serverIQ(id, "result")
+	case xmlns == "md" && typ == "set" && sess.dev != nil:
+		return sess.removeCompanion(n, id)
 	default:
 		sess.log.Debug("unknown iq", "xmlns", xmlns, "type", typ)
 		reply = iqError(id, 501, "feature-not-implemented")
 	}
 	return sess.send(reply)
+}
+
+// removeCompanion handles a logged-in companion unlinking itself:
+// <iq xmlns=md type=set><remove-companion-device jid=OWN reason=…/></iq>.
+// The answer is a result; then the device is removed as by the phone (its
+// connections end with 401 device_removed, later logins fail). Any other
+// md IQ, or one naming another device, is refused.
+func (sess *session) removeCompanion(n node.Node, id string) error {
+	rm, ok := n.Child("remove-companion-device")
+	if !ok {
+		return sess.send(iqError(id, 501, "feature-not-implemented"))
+	}
+	own, _ := rm.AttrJID("jid")
+	if own != sess.dev.jid && own != sess.dev.lid {
+		sess.softViolation("remove-companion-device names %s, not the device itself", own)
+		return sess.send(iqError(id, 403, "forbidden"))
+	}
+	if err := sess.send(serverIQ(id, "result")); err != nil {
+		return err
+	}
+	sess.log.Info("the companion unlinked itself")
+	if _, err := sess.s.removeDevice(sess.dev.jid); err != nil {
+		sess.log.Debug("remove device", "err", err)
+	}
+	return errStop
 }
 
 // pairReply handles the companion's answer to pair-success: pair-device-sign

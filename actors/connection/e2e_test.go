@@ -192,6 +192,9 @@ func TestLogoutRequest(t *testing.T) {
 	if d, err := h.store.Load(context.Background(), "logout"); err != nil || d.Paired() {
 		t.Errorf("store after logout: %v, %v", d, err)
 	}
+	if devs := srv.Devices(); len(devs) != 0 {
+		t.Errorf("the server still lists the device after the unlink request: %+v", devs)
+	}
 	// Nothing to unlink any more.
 	if res := h.request(pid, &Logout{}); res.OK {
 		t.Errorf("logout of an unpaired account accepted: %+v", res)
