@@ -150,6 +150,7 @@ func run(ctx context.Context, o options) error {
 	}
 	goroutines, _ := metric(mgr.listen, "go_goroutines")
 	heap, _ := metric(mgr.listen, "go_memstats_heap_inuse_bytes")
+	stacks, _ := metric(mgr.listen, "go_memstats_stack_inuse_bytes")
 	stats, _ := emuStats(emu)
 
 	n := float64(o.accounts)
@@ -161,7 +162,7 @@ func run(ctx context.Context, o options) error {
 	anon, _ := procStatus(mgr.cmd.Process.Pid, "RssAnon")
 	file, _ := procStatus(mgr.cmd.Process.Pid, "RssFile")
 	fmt.Printf("  of which anonymous     %.1f KiB per account; file-backed (the store's mmap, the binary) %.1f MiB in all\n", float64(anon)/n/1024, float64(file)/(1<<20))
-	fmt.Printf("heap in use per account  %.1f KiB\n", heap/n/1024)
+	fmt.Printf("heap in use per account  %.1f KiB (goroutine stacks: %.1f KiB)\n", heap/n/1024, stacks/n/1024)
 	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
 	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
 	if steady != nil {
