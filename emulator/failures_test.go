@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/payload"
 )
@@ -331,4 +332,32 @@ func TestDropPongs(t *testing.T) {
 	if st := srv.Stats(); st.Pings != 2 || len(st.Violations) != 0 || st.ActiveConnections != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+func TestRemoveCompanionDevice(t *testing.T) {
+	srv := startServer(t, emulator.Options{})
+	d := newTestDevice(t)
+	other := newTestDevice(t)
+	pair(t, srv, d)
+	pair(t, srv, other)
+	c := login(t, srv, d)
+	c.expectTag("success")
+	remove := func(id string, j jid.JID) node.Node {
+		return iq(id, "set", "md", node.New("remove-companion-device", node.JIDAttr("jid", j), node.StrAttr("reason", "user_initiated")))
+	}
+	// Another device: refused and listed.
+	c.send(remove("r1", other.jid))
+	if e, ok := c.expectResult("r1", "error").Child("error"); !ok || attr(*e, "code") != "403" {
+		t.Fatalf("removing another device: %v", e)
+	}
+	if st := srv.Stats(); len(st.Violations) != 1 || !strings.Contains(st.Violations[0], "not the device itself") {
+		t.Fatalf("violations %v", st.Violations)
+	}
+	// Itself: a result, then the device is gone and its logins fail.
+	c.send(remove("r2", d.jid))
+	c.expectResult("r2", "result")
+	if devs := srv.Devices(); len(devs) != 1 || devs[0].JID != other.jid.String() {
+		t.Fatalf("devices after the unlink: %+v", devs)
+	}
+	expectFailure(t, login(t, srv, d), "401")
 }
