@@ -168,8 +168,7 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.connected()
 		}
 	case *undecodable:
-		c.deps.Observer.StanzaUndecodable()
-		c.log.Warn("stanza not decodable; skipped", slog.String("error", m.err.Error()))
+		c.onUndecodable(ctx, m)
 	case *preKeysReady:
 		c.onPreKeysReady(ctx, m)
 	case *wiped:
@@ -433,6 +432,21 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	default: // presence, chatstate and the like need no answer
 		c.log.Debug("stanza ignored", slog.String("tag", n.Tag))
 	}
+}
+
+// onUndecodable counts and logs a frame that did not decode. If its tag and
+// id did and it is ackable, it is acknowledged all the same: the server
+// would otherwise end the stream for it and redeliver it on every login.
+func (c *conn) onUndecodable(ctx actor.Context, m *undecodable) {
+	c.deps.Observer.StanzaUndecodable()
+	if ack, ok := ackFor(m.header); ok {
+		c.log.Warn("stanza not decodable; acknowledged by its tag and id", slog.String("tag", m.header.Tag), slog.String("error", m.err.Error()))
+		if c.write(ctx, ack, 0) == nil {
+			c.deps.Observer.AckSent(m.header.Tag)
+		}
+		return
+	}
+	c.log.Warn("stanza not decodable; skipped", slog.String("error", m.err.Error()))
 }
 
 // onAckable acknowledges a message, receipt, notification or call at once,

@@ -131,9 +131,10 @@ func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
 
 // readLoop is the one reader of the link: it decodes every frame into a node
 // and sends it to the actor, until the session fails or is closed. A frame
-// that does not decode is reported and skipped: it was authenticated by the
-// transport, so the stream itself is sound, and a real server may send
-// stanzas this codec does not know yet.
+// that does not decode is reported with its tag and attributes when those
+// decode, and skipped: it was authenticated by the transport, so the stream
+// itself is sound, and a real server may send stanzas this codec does not
+// know yet.
 func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 	for {
 		b, err := s.Receive()
@@ -143,7 +144,8 @@ func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 		}
 		n, err := node.UnmarshalPayload(b)
 		if err != nil {
-			root.Send(self, &undecodable{gen: l.gen, err: err})
+			h, _ := node.UnmarshalPayloadHeader(b) // a zero node when even that fails
+			root.Send(self, &undecodable{gen: l.gen, err: err, header: h})
 			continue
 		}
 		root.Send(self, &nodeIn{gen: l.gen, node: n})

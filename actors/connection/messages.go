@@ -108,10 +108,12 @@ type (
 	logoutTimeout struct{ gen uint64 }
 	// activeTimeout: the <active/> IQ got no answer in time.
 	activeTimeout struct{ gen uint64 }
-	// undecodable: the reader got a frame that is not a stanza; it goes on.
+	// undecodable: the reader got a frame that is not a stanza; it goes
+	// on. header has the stanza's tag and attributes when they decoded.
 	undecodable struct {
-		gen uint64
-		err error
+		gen    uint64
+		err    error
+		header node.Node
 	}
 	// preKeysReady: the prekeys to upload are stored (none: no upload
 	// needed).

@@ -40,6 +40,12 @@ func UnmarshalPayload(payload []byte) (Node, error) {
 	return Decoder{}.DecodePayload(payload)
 }
 
+// UnmarshalPayloadHeader decodes only the tag and attributes of a payload's
+// node, with the default limits (see Decoder.DecodePayloadHeader).
+func UnmarshalPayloadHeader(payload []byte) (Node, error) {
+	return Decoder{}.DecodePayloadHeader(payload)
+}
+
 // Decode decodes one node from data (no flags byte). All of data must be
 // used. The result does not alias data.
 func (dc Decoder) Decode(data []byte) (Node, error) {
@@ -113,17 +119,50 @@ func (dc Decoder) inflate(body []byte) ([]byte, error) {
 	}
 }
 
-// decodeOwned decodes from data, which the decoder owns from now on:
-// strings and byte content of the result point into it. arena is spare
-// room for unpacked strings (may be nil).
-func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
-	d := decoder{data: data, arena: arena, maxDepth: dc.MaxDepth}
+// DecodePayloadHeader decodes a payload like DecodePayload but stops after
+// the node's tag and attributes: its content is neither decoded nor
+// checked, and the result has none. A stanza whose content this codec
+// cannot read can so still be answered by its tag and id. The result does
+// not alias payload.
+func (dc Decoder) DecodePayloadHeader(payload []byte) (Node, error) {
+	if len(payload) == 0 {
+		return Node{}, ErrEmptyPayload
+	}
+	flags, body := payload[0], payload[1:]
+	if flags&0x02 == 0 {
+		body = bytes.Clone(body)
+	} else {
+		var err error
+		if body, err = dc.inflate(body); err != nil {
+			return Node{}, err
+		}
+	}
+	d := dc.newDecoder(body, nil)
+	d.headerOnly = true
+	var n Node
+	if err := d.readNode(&n, 0); err != nil {
+		return Node{}, err
+	}
+	return n, nil
+}
+
+// newDecoder returns a decoder of data, which it owns from now on.
+func (dc Decoder) newDecoder(data, arena []byte) *decoder {
+	d := &decoder{data: data, arena: arena, maxDepth: dc.MaxDepth}
 	if d.maxDepth <= 0 {
 		d.maxDepth = DefaultMaxDepth
 	}
 	d.attrChunk = chunkLen(len(data)/10, attrSize)
 	d.jidChunk = chunkLen(len(data)/64, jidSize)
 	d.nodeChunk = chunkLen(len(data)/16, nodeSize)
+	return d
+}
+
+// decodeOwned decodes from data, which the decoder owns from now on:
+// strings and byte content of the result point into it. arena is spare
+// room for unpacked strings (may be nil).
+func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
+	d := dc.newDecoder(data, arena)
 	var n Node
 	if err := d.readNode(&n, 0); err != nil {
 		return Node{}, err
@@ -161,6 +200,8 @@ type decoder struct {
 	nodes     []Node
 	nodeChunk int // size of the next node chunk
 	maxDepth  int
+	// headerOnly stops after the root's tag and attributes.
+	headerOnly bool
 }
 
 func (d *decoder) errf(err error, format string, args ...any) error {
@@ -478,7 +519,7 @@ func (d *decoder) readNode(n *Node, depth int) error {
 			n.Attrs = attrs[:kept:kept]
 		}
 	}
-	if size%2 == 1 {
+	if size%2 == 1 || d.headerOnly {
 		return nil
 	}
 	return d.readContent(n, depth)

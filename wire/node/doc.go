@@ -13,7 +13,9 @@
 // caller reuses its buffer, and costs few allocations. Byte content of a
 // decoded Node must be treated as read-only, and any string or byte slice
 // taken from it keeps the whole decoded buffer alive: clone small pieces
-// (strings.Clone, bytes.Clone) that are kept for long. Encoding appends to a
+// (strings.Clone, bytes.Clone) that are kept for long. A stanza whose
+// content does not decode can still give its tag and attributes
+// (DecodePayloadHeader), so that it can be acknowledged. Encoding appends to a
 // caller-provided buffer (AppendNode) so senders can reuse buffers.
 //
 // The token tables are generated from testdata/protocol/tokens.json into

@@ -19,9 +19,14 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	dec := Decoder{MaxInflatedSize: 1 << 20}
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		h, herr := dec.DecodePayloadHeader(payload)
 		n, err := dec.DecodePayload(payload)
 		if err != nil {
 			return
+		}
+		// What decodes whole has a header: its tag and attributes.
+		if herr != nil || !h.Equal(New(n.Tag, n.Attrs...)) {
+			t.Fatalf("header %v, %v of a node that decodes as %v", h, herr, n)
 		}
 		_ = n.String()
 		enc, err := Marshal(n)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/hex"
 	"log/slog"
 	"strings"
@@ -265,4 +266,49 @@ func TestRender(t *testing.T) {
 			t.Errorf("%s: rendered %d bytes", name, len(out))
 		}
 	}
+}
+
+// TestDecodePayloadHeader: a stanza whose content does not decode still
+// gives its tag and attributes, plain or compressed.
+func TestDecodePayloadHeader(t *testing.T) {
+	peer := jid.JID{User: "15551230001", Server: jid.DefaultUserServer}
+	msg := New("message", JIDAttr("from", peer), StrAttr("id", "3EB0A1"), StrAttr("type", "text")).
+		WithChildren(New("enc", StrAttr("v", "2"), StrAttr("type", "pkmsg")).WithBytes([]byte("ciphertext")))
+	full, err := MarshalPayload(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := full[:len(full)-5] // the content is cut short
+	if _, err := UnmarshalPayload(broken); err == nil {
+		t.Fatal("a truncated stanza decoded whole")
+	}
+	want := New("message", JIDAttr("from", peer), StrAttr("id", "3EB0A1"), StrAttr("type", "text"))
+	for name, payload := range map[string][]byte{"plain": broken, "compressed": compress(t, broken[1:])} {
+		h, err := UnmarshalPayloadHeader(payload)
+		if err != nil || !h.Equal(want) {
+			t.Errorf("%s: header %v, %v; want %v", name, h, err, want)
+		}
+	}
+	// A header that is itself broken is an error.
+	if _, err := UnmarshalPayloadHeader(full[:4]); err == nil {
+		t.Error("a header cut short decoded")
+	}
+	if _, err := UnmarshalPayloadHeader(nil); err == nil {
+		t.Error("an empty payload decoded")
+	}
+}
+
+// compress makes a payload with the zlib flag from node bytes.
+func compress(t *testing.T, body []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteByte(0x02)
+	w := zlib.NewWriter(&b)
+	if _, err := w.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
