@@ -24,7 +24,12 @@ import (
 // The fleet tests run real processes: `manager emulator`, a private
 // redis-server and several `manager run` instances sharing it.
 
-const fleetLeaseTTL = 3 * time.Second
+// fleetLeaseTTL is short so the test is quick, and long enough that an
+// instance starved of CPU by the other processes of the test (three
+// instances, the emulator and Redis on two cores, pairing 300 accounts with
+// 812 prekeys each) still renews or stops in time: with 3 s, renewals ran
+// late under that load (see issue 9, leases under pauses).
+const fleetLeaseTTL = 5 * time.Second
 
 type emulatorProcess struct {
 	cmd        *exec.Cmd
