@@ -40,7 +40,8 @@
 // shaped as the reference client shapes acks (ackFor); a real server ends
 // the stream when one is missing and redelivers it on every reconnect.
 // Server pings (urn:xmpp:ping, with or without type or id) are answered. A
-// frame that does not decode is counted and skipped. One-time prekeys are
+// frame that does not decode is counted and skipped, but acked first when
+// its tag and id decode (node.DecodePayloadHeader). One-time prekeys are
 // uploaded when the server or the store holds fewer than 5 (812 the first
 // time, 50 after), and again when an encrypt notification says the server
 // runs low; they are stored before they are offered and marked uploaded
