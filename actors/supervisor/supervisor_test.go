@@ -207,6 +207,7 @@ func TestStartsOneActorPerAccount(t *testing.T) {
 	if again := f.setAccounts(t, Account{ID: "a"}, Account{ID: "b", Proxy: "socks5://127.0.0.1:1"}); len(again.Started)+len(again.Stopped) != 0 {
 		t.Fatalf("second apply changed %+v", again)
 	}
+	f.probe(t, "a") // its mailbox is FIFO: Started has been handled
 	if f.starts.get("a") != 1 {
 		t.Fatalf("a started %d times", f.starts.get("a"))
 	}
