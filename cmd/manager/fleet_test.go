@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -227,7 +228,15 @@ func waitFleet(t *testing.T, instances []*instance, emu *emulatorProcess, n int,
 	for {
 		v := viewFleet(instances)
 		if len(v.doubles) > 0 {
-			t.Fatalf("accounts connected twice: %v", v.doubles)
+			// The instances are asked one after the other: an account
+			// handed over between two answers shows on both. A double that
+			// is real stays (and the emulator's count, watchDoubles, sees
+			// it anyway).
+			time.Sleep(500 * time.Millisecond)
+			if again := viewFleet(instances); len(again.doubles) > 0 && sameDoubles(v.doubles, again.doubles) {
+				t.Fatalf("accounts connected twice: %v", again.doubles)
+			}
+			continue
 		}
 		for id, code := range v.qr {
 			if !scan {
@@ -246,6 +255,16 @@ func waitFleet(t *testing.T, instances []*instance, emu *emulatorProcess, n int,
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// sameDoubles reports whether an account connected twice in a is so in b.
+func sameDoubles(a, b []string) bool {
+	for _, d := range a {
+		if slices.Contains(b, d) {
+			return true
+		}
+	}
+	return false
 }
 
 func countDevices(t *testing.T, addr string) int {
