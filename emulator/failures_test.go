@@ -356,6 +356,7 @@ func TestRemoveCompanionDevice(t *testing.T) {
 	// Itself: a result, then the device is gone and its logins fail.
 	c.send(remove("r2", d.jid))
 	c.expectResult("r2", "result")
+	expectConflict(t, c.expectTag("stream:error"), "401", "device_removed")
 	if devs := srv.Devices(); len(devs) != 1 || devs[0].JID != other.jid.String() {
 		t.Fatalf("devices after the unlink: %+v", devs)
 	}

@@ -207,6 +207,17 @@ func (p *Phone) Unlink(j jid.JID) error {
 // ends its connections with <stream:error code="401"><conflict
 // type="device_removed"/>. It returns the connections it ended.
 func (s *Server) removeDevice(j jid.JID) ([]*session, error) {
+	sessions, err := s.forgetDevice(j)
+	if err != nil {
+		return nil, err
+	}
+	endRemoved(sessions)
+	return sessions, nil
+}
+
+// forgetDevice removes a device from the registry and returns its
+// connections, still open.
+func (s *Server) forgetDevice(j jid.JID) ([]*session, error) {
 	_, sessions, hadPrekeys, err := s.reg.remove(j)
 	if err != nil {
 		return nil, err
@@ -214,10 +225,15 @@ func (s *Server) removeDevice(j jid.JID) ([]*session, error) {
 	if hadPrekeys {
 		s.stats.add(func(st *Stats) *int64 { return &st.DevicesWithPrekeys }, -1)
 	}
+	return sessions, nil
+}
+
+// endRemoved ends the connections of a removed device with <stream:error
+// code="401"><conflict type="device_removed"/>.
+func endRemoved(sessions []*session) {
 	for _, sess := range sessions {
 		sess.endStream(streamError("401", "device_removed"))
 	}
-	return sessions, nil
 }
 
 // waitEnded waits until the sessions' goroutines have finished (they have

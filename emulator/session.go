@@ -520,13 +520,17 @@ func (sess *session) removeCompanion(n node.Node, id string) error {
 		sess.softViolation("remove-companion-device names %s, not the device itself", own)
 		return sess.send(iqError(id, 403, "forbidden"))
 	}
+	// Forgotten before the answer goes out: whoever sees the answer sees
+	// the device gone.
+	sessions, err := sess.s.forgetDevice(sess.dev.jid)
+	if err != nil {
+		sess.log.Debug("remove device", "err", err)
+	}
 	if err := sess.send(serverIQ(id, "result")); err != nil {
 		return err
 	}
 	sess.log.Info("the companion unlinked itself")
-	if _, err := sess.s.removeDevice(sess.dev.jid); err != nil {
-		sess.log.Debug("remove device", "err", err)
-	}
+	endRemoved(sessions)
 	return errStop
 }
 
