@@ -166,6 +166,7 @@
 //	bad-account-signature     pair-success account signature corrupted                 crypto.ErrADVSignatureMismatch; reply 401 signature-mismatch
 //	login-failure-401         every login answered <failure reason="401"/>             logged out
 //	conflict-after-success    <success/>, then <stream:error><conflict type="replaced"/>  replaced
+//	restart-after-active      <stream:error code="515"/> right after <active/> is answered   reconnect; repeated 515s back off
 //	random-disconnects[=RATE] logged-in sockets dropped at RATE per second (def. 0.05)  read error, reconnect
 //	refuse-connections        WebSocket upgrade answered with HTTP 503                 dial error
 //	login-failure-402[=DUR]   logins get <failure reason="402" code="101" expire=N>,   temporary ban: wait N seconds, then

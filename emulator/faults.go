@@ -44,10 +44,14 @@ type Faults struct {
 	BadAccountSignature bool // bad-account-signature: account signature corrupted
 
 	// Session faults.
-	LoginFailure401      bool    // login-failure-401: every login gets <failure reason="401"/>
-	ConflictAfterSuccess bool    // conflict-after-success: <success/>, then conflict/replaced
-	RandomDisconnects    float64 // random-disconnects=RATE: drop logged-in sockets at RATE per second
-	RefuseConnections    bool    // refuse-connections: answer the WebSocket upgrade with HTTP 503
+	LoginFailure401      bool // login-failure-401: every login gets <failure reason="401"/>
+	ConflictAfterSuccess bool // conflict-after-success: <success/>, then conflict/replaced
+	// RestartAfterActive (restart-after-active): every logged-in connection
+	// gets <stream:error code="515"/> right after its <active/> is answered,
+	// so a client reconnecting at once on 515 storms the server.
+	RestartAfterActive bool
+	RandomDisconnects  float64 // random-disconnects=RATE: drop logged-in sockets at RATE per second
+	RefuseConnections  bool    // refuse-connections: answer the WebSocket upgrade with HTTP 503
 
 	// LoginFailure402 (login-failure-402=DURATION) is a temporary ban: from
 	// the moment the fault is set (New or SetFaults) until DURATION has
@@ -117,6 +121,7 @@ var faultDefs = []faultDef{
 	boolFault("bad-account-signature", func(f *Faults) *bool { return &f.BadAccountSignature }),
 	boolFault("login-failure-401", func(f *Faults) *bool { return &f.LoginFailure401 }),
 	boolFault("conflict-after-success", func(f *Faults) *bool { return &f.ConflictAfterSuccess }),
+	boolFault("restart-after-active", func(f *Faults) *bool { return &f.RestartAfterActive }),
 	{
 		name: "random-disconnects", value: "rate",
 		set: func(f *Faults, v string) error {

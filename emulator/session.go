@@ -469,7 +469,15 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 		s.stats.add(func(st *Stats) *int64 { return &st.Pings }, 1)
 		reply = serverIQ(id, "result")
 	case xmlns == "passive" && typ == "set" && (hasActive || hasPassive):
-		reply = serverIQ(id, "result")
+		if err := sess.send(serverIQ(id, "result")); err != nil {
+			return err
+		}
+		if hasActive && sess.dev != nil && s.Faults().RestartAfterActive {
+			sess.log.Info("restart required after active (fault restart-after-active)")
+			sess.endStream(streamError("515", ""))
+			return errStop
+		}
+		return nil
 	case xmlns == "encrypt" && typ == "get" && hasCount && sess.dev != nil:
 		sess.dev.st.mu.Lock()
 		count := sess.dev.st.prekeys

@@ -417,10 +417,17 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 			c.end(ctx, outReconnectNow, nil)
 			return
 		}
-		if out == outReconnectNow && c.state != events.StateConnected {
-			// A 515 before login is not the pairing's: reconnecting at
-			// once could loop as fast as the server answers.
-			out = outBackoff
+		if out == outReconnectNow {
+			// A 515 reconnects at once only once per stable connection:
+			// a server that asks for it on every login (or before login)
+			// would otherwise be stormed at the connect rate. Consecutive
+			// ones back off like any other failure (end counts them).
+			if c.state == events.StateConnected && c.deps.Backoff.Stable(c.deps.Now().Sub(c.connectedAt)) {
+				c.attempt = 0
+			}
+			if c.state != events.StateConnected || c.attempt > 0 {
+				out = outBackoff
+			}
 		}
 		c.end(ctx, out, serr)
 	case "xmlstreamend":
@@ -925,6 +932,7 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 			c.lost = false
 		} else {
 			c.lost = true
+			c.attempt++ // the next 515 before a stable connection backs off
 			c.publish(events.KindDisconnected, events.StateConnecting, err, nil)
 		}
 		c.begin(ctx)

@@ -290,3 +290,36 @@ func (r refusedRecorder) Refused(payload.Version) {
 	default:
 	}
 }
+
+// TestRestartEveryLoginBacksOff: a server that ends every connection with
+// 515 right after login gets one immediate reconnect, then backoff with a
+// growing attempt count, not a storm at the connect rate.
+func TestRestartEveryLoginBacksOff(t *testing.T) {
+	h := newHarness(t)
+	srv := startEmulator(t, emulator.Options{})
+	_, linked := pairAccount(t, h, srv, h.deps("storm"))
+	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	if err := srv.SetFaults(emulator.Faults{RestartAfterActive: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Phone().Kick(linked.JID, "515"); err != nil { // the first 515 of a stable-ish connection
+		t.Fatal(err)
+	}
+	first, i := h.rec.waitFrom(t, from+1, "the first 515", kindIs(events.KindDisconnected))
+	if first.State != events.StateConnecting {
+		t.Errorf("the first 515 went to %s, want an immediate reconnect", first.State)
+	}
+	var attempts []int
+	for len(attempts) < 3 {
+		var ev events.Event
+		ev, i = h.rec.waitFrom(t, i+1, "a 515 after login", kindIs(events.KindDisconnected))
+		if ev.State != events.StateBackoff || !strings.Contains(ev.Error, "515") {
+			t.Fatalf("a repeated 515 went to %s (%q), want backoff:\n%s", ev.State, ev.Error, describe(h.rec.all()))
+		}
+		r, j := h.rec.waitFrom(t, i+1, "the reconnect", kindIs(events.KindReconnect))
+		attempts, i = append(attempts, r.Attempt), j
+	}
+	if attempts[0] >= attempts[1] || attempts[1] >= attempts[2] {
+		t.Errorf("reconnect attempts %v do not grow", attempts)
+	}
+}

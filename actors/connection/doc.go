@@ -51,7 +51,8 @@
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //
 //	515 after pair-device-sign          expected: reconnect at once with the login payload
-//	515 while connected                 reconnect at once (counted as a reconnect)
+//	515 while connected                 reconnect at once (counted as a reconnect); another
+//	                                    515 before a stable connection backs off
 //	failure 401, conflict device_removed logged out: wipe the device, publish logged_out,
 //	                                    pair again with fresh keys
 //	failure 403 (locked), 406 (banned)  wipe, banned alarm with the server's message; pair
