@@ -16,13 +16,14 @@ import (
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// FuzzValidID checks validID against the contract's regular expression.
+// FuzzValidID checks validID against the contract's regular expression,
+// less the two path segments "." and "..".
 func FuzzValidID(f *testing.F) {
-	for _, s := range []string{"", "a", "acct-1", "a.b_c-D9", strings.Repeat("x", 64), strings.Repeat("x", 65), "a/b", "ä", "a\x00", " a", "a\n"} {
+	for _, s := range []string{"", "a", "acct-1", "a.b_c-D9", strings.Repeat("x", 64), strings.Repeat("x", 65), "a/b", "ä", "a\x00", " a", "a\n", ".", "..", "..."} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		if got, want := validID(id), idPattern.MatchString(id); got != want {
+		if got, want := validID(id), idPattern.MatchString(id) && id != "." && id != ".."; got != want {
 			t.Fatalf("validID(%q) = %v, regexp says %v", id, got, want)
 		}
 	})

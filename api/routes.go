@@ -96,9 +96,10 @@ func (s *Server) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
 }
 
-// validID reports whether id matches ^[A-Za-z0-9._-]{1,64}$.
+// validID reports whether id matches ^[A-Za-z0-9._-]{1,64}$ and is not
+// "." or ".." (path segments with a meaning of their own).
 func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
+	if len(id) == 0 || len(id) > 64 || id == "." || id == ".." {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -116,7 +117,7 @@ func validID(id string) bool {
 func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if !validID(id) {
-		writeError(w, http.StatusBadRequest, "bad account id: want 1 to 64 of A-Z a-z 0-9 . _ -")
+		writeError(w, http.StatusBadRequest, "bad account id: want 1 to 64 of A-Z a-z 0-9 . _ -, not . or ..")
 		return "", false
 	}
 	return id, true

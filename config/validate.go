@@ -115,12 +115,21 @@ func validateListen(h HTTP) error {
 	return keyError("http.listen", fmt.Sprintf("%q is not a loopback address; set http.token to listen there", h.Listen))
 }
 
+// shorten cuts a bad value to a length an error message can carry.
+func shorten(s string) string {
+	const limit = 80
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + fmt.Sprintf("… (%d bytes)", len(s))
+}
+
 func validateAccounts(accounts []Account) error {
 	seen := make(map[string]bool, len(accounts))
 	for i, a := range accounts {
 		key := fmt.Sprintf("accounts[%d]", i)
-		if !accountIDPattern.MatchString(a.ID) {
-			return keyError(key+".id", fmt.Sprintf("%q must be 1-64 letters, digits, '.', '-' or '_'", a.ID))
+		if !accountIDPattern.MatchString(a.ID) || a.ID == "." || a.ID == ".." {
+			return keyError(key+".id", fmt.Sprintf("%q must be 1-64 letters, digits, '.', '-' or '_', and not . or ..", shorten(a.ID)))
 		}
 		if seen[a.ID] {
 			return keyError(key+".id", fmt.Sprintf("%q appears twice", a.ID))
