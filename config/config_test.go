@@ -242,8 +242,31 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 }
 
 func TestPublicListenWithToken(t *testing.T) {
-	if _, err := Load(writeConfig(t, "http:\n  listen: 0.0.0.0:8080\n  token: s3cret\n")); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		token string
+		ok    bool
+	}{
+		{"' '", false},
+		{"a", false},
+		{"s3cret", false},
+		{strings.Repeat("a", 64), false},                       // one character repeated
+		{"0123456789012345678901234567", false},                // 28 digits: 93 bits
+		{"0123456789abcdef0123456789abcdef", true},             // 32 hex digits: 128 bits
+		{"q0Qz2XvB9mLk8RtY4wPa1sD7", true},                     // 24 of [A-Za-z0-9]: 143 bits
+		{"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", true}, // openssl rand -base64 32
+	}
+	for _, tt := range tests {
+		_, err := Load(writeConfig(t, "http:\n  listen: 0.0.0.0:8080\n  token: "+tt.token+"\n"))
+		if (err == nil) != tt.ok {
+			t.Errorf("token %s: %v, want ok=%v", tt.token, err, tt.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "http.token") || (len(tt.token) > 3 && strings.Contains(err.Error(), tt.token))) {
+			t.Errorf("token %s: error %q should name the key and not echo the token", tt.token, err)
+		}
+	}
+	// On loopback any token goes.
+	if _, err := Load(writeConfig(t, "http:\n  listen: 127.0.0.1:8080\n  token: a\n")); err != nil {
+		t.Error(err)
 	}
 }
 

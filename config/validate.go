@@ -3,12 +3,14 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 var accountIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -103,16 +105,64 @@ func validateListen(h HTTP) error {
 	if err != nil {
 		return keyError("http.listen", fmt.Sprintf("%q is not host:port", h.Listen))
 	}
-	if h.Token != "" {
-		return nil
-	}
-	if host == "localhost" {
-		return nil
-	}
+	loopback := host == "localhost"
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
+		loopback = true
 	}
-	return keyError("http.listen", fmt.Sprintf("%q is not a loopback address; set http.token to listen there", h.Listen))
+	switch {
+	case loopback:
+		return nil
+	case h.Token == "":
+		return keyError("http.listen", fmt.Sprintf("%q is not a loopback address; set http.token to listen there", h.Listen))
+	case tokenBits(h.Token) < minTokenBits:
+		return keyError("http.token", fmt.Sprintf("is too easy to guess for an API reachable off loopback: want %d bits or more, such as `openssl rand -base64 32`", minTokenBits))
+	}
+	return nil
+}
+
+// minTokenBits is the strength an API token needs off loopback: 16 random
+// bytes.
+const minTokenBits = 128
+
+// tokenBits estimates the strength of a token as if its characters were
+// drawn at random from the classes it uses (digits, hex, letters, others):
+// an upper bound, so a weak token is always caught, never a strong one.
+// A token of one repeated character has none.
+func tokenBits(token string) float64 {
+	token = strings.TrimSpace(token)
+	if token == "" || strings.Count(token, token[:1]) == len(token) {
+		return 0
+	}
+	var digit, lower, upper, other, beyondHex bool
+	for _, c := range token {
+		switch {
+		case c >= '0' && c <= '9':
+			digit = true
+		case c >= 'a' && c <= 'z':
+			lower, beyondHex = true, beyondHex || c > 'f'
+		case c >= 'A' && c <= 'Z':
+			upper, beyondHex = true, beyondHex || c > 'F'
+		default:
+			other = true
+		}
+	}
+	alphabet := 0
+	switch {
+	case !lower && !upper && !other:
+		alphabet = 10 // digits
+	case !other && !beyondHex && lower != upper:
+		alphabet = 16 // hex in one case
+	default:
+		for _, class := range []struct {
+			used bool
+			size int
+		}{{digit, 10}, {lower, 26}, {upper, 26}, {other, 33}} {
+			if class.used {
+				alphabet += class.size
+			}
+		}
+	}
+	return float64(utf8.RuneCountInString(token)) * math.Log2(float64(alphabet))
 }
 
 // shorten cuts a bad value to a length an error message can carry.
