@@ -95,8 +95,11 @@ func TestKillDuringTrafficRedelivers(t *testing.T) {
 	}
 
 	startRun(t, bin, cfgPath)
+	// Every stanza ever pushed has been acked once the acks catch up with
+	// the pushes (an ack the killed process had already written may still
+	// reach the server after the redelivery, so they may overtake them).
 	st := waitEmu(t, emu, "pending stanzas redelivered and acked", func(s emulator.Stats) bool {
-		return s.AcksOK == s.StanzasPushed && s.Redeliveries >= pending.StanzasPushed-pending.AcksOK
+		return s.AcksOK >= s.StanzasPushed && s.Redeliveries >= pending.StanzasPushed-pending.AcksOK
 	})
 	if st.Pairings != 3 || st.AcksMalformed != 0 || st.AckDeadlineKills != 0 || len(st.Violations) != 0 {
 		t.Errorf("after the restart: pairings %d, malformed %d, ack kills %d, violations %v", st.Pairings, st.AcksMalformed, st.AckDeadlineKills, st.Violations)
