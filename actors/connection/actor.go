@@ -397,8 +397,6 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	switch n.Tag {
 	case "iq":
 		c.onIQ(ctx, n)
-	case "message", "receipt", "notification", "call": // ackable
-		c.onAckable(ctx, n)
 	case "success":
 		c.onSuccess(ctx, n)
 	case "failure", "stream:error":
@@ -436,7 +434,12 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 		if _, ok := n.Child("downgrade_webclient"); ok {
 			c.log.Warn("the phone scanned the code but does not support multi-device")
 		}
-	default: // presence, chatstate and the like need no answer
+	default:
+		if ackable[n.Tag] {
+			c.onAckable(ctx, n)
+			return
+		}
+		// presence, chatstate and the like need no answer
 		c.log.Debug("stanza ignored", slog.String("tag", n.Tag))
 	}
 }
