@@ -19,31 +19,47 @@ func TestLimiterSharedAcrossClients(t *testing.T) {
 	c1, prefix := sharedClient(t)
 	c2 := goredis.NewClient(c1.Options()) // the same server through a second client
 	defer c2.Close()
-	o := LimiterOptions{Prefix: prefix, Rate: 50, Burst: 1} // 20 ms apart
+	// One slot a second: reservations do not wait, so the test is quick,
+	// and a loaded machine's delays between calls stay small beside it.
+	const interval = time.Second
+	o := LimiterOptions{Prefix: prefix, Rate: 1, Burst: 1}
 	l1, err := NewLimiter(c1, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l2, _ := NewLimiter(c2, o)
 	const n = 10
-	start := time.Now()
-	var last time.Duration
+	var (
+		last       time.Duration
+		lastBefore time.Time
+		start      = time.Now()
+	)
 	for i := range n {
 		l := l1
 		if i%2 == 1 {
 			l = l2
 		}
+		before := time.Now()
 		d, err := l.Reserve(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i > 0 && d <= last-5*time.Millisecond {
-			t.Fatalf("reservation %d waits %v, not after the previous %v", i, d, last)
+		after := time.Now()
+		// Slot i is at least one interval after slot i-1 (a later slot
+		// when the limit was idle in between): with the server's clock
+		// at now(i) when it answered, d(i) - d(i-1) >= interval -
+		// (now(i) - now(i-1)), and the server's clock moved no more than
+		// ours did from before call i-1 to after call i. A limit per
+		// client would give the second client's first call no wait.
+		if i > 0 {
+			if min := interval - after.Sub(lastBefore) - time.Millisecond; d-last < min {
+				t.Fatalf("reservation %d waits %v after the previous %v: slots closer than %v", i, d, last, interval)
+			}
 		}
-		last = d
+		last, lastBefore = d, before
 	}
 	elapsed := time.Since(start)
-	want := time.Duration(n-1) * 20 * time.Millisecond
+	want := time.Duration(n-1) * interval
 	if last > want || last < want-elapsed-time.Millisecond {
 		t.Fatalf("last of %d reservations waits %v, want about %v (elapsed %v)", n, last, want, elapsed)
 	}
