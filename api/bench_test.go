@@ -30,6 +30,7 @@ func BenchmarkList5000(b *testing.B) {
 	}
 	h := srv.Handler()
 	req := httptest.NewRequest(http.MethodGet, "/api/accounts", nil)
+	req.Host = "127.0.0.1:8080"
 	b.ReportAllocs()
 	for b.Loop() {
 		rec := httptest.NewRecorder()

@@ -10,8 +10,13 @@
 //
 // The package reads account views from a status.Board, streams events from
 // an events.Bus, and acts on accounts through a Controller that the
-// supervisor implements; cmd/manager builds the Server and runs Serve. When
-// a token is configured every route except /healthz and /readyz requires
-// "Authorization: Bearer TOKEN". QR contents are sent only to the operator,
-// never logged.
+// supervisor implements; cmd/manager builds the Server and runs Serve.
+//
+// Every route except /healthz and /readyz refuses (guard.go) a Host that is
+// not a loopback name or address, the listen host, a configured name or
+// the address the connection arrived on (DNS rebinding), and a request a
+// page of another site made in the operator's browser (Sec-Fetch-Site,
+// Origin), whether or not a token is set; when a token is configured they
+// also require "Authorization: Bearer TOKEN". QR contents are sent only to
+// the operator, never logged.
 package api

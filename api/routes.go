@@ -61,8 +61,9 @@ func (s *Server) routes() *http.ServeMux {
 	return mux
 }
 
-// secure adds the headers every response carries and checks the bearer
-// token on every route but the probes.
+// secure adds the headers every response carries and, on every route but
+// the probes, refuses foreign Host headers, requests from other sites'
+// pages, and requests without the bearer token when one is set.
 func (s *Server) secure(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -71,13 +72,24 @@ func (s *Server) secure(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		// Account views carry QR codes: nothing here may be cached.
 		h.Set("Cache-Control", "no-store")
-		if s.cfg.Token != "" && r.URL.Path != routeHealthz && r.URL.Path != routeReadyz && !s.authorized(r) {
-			h.Set("WWW-Authenticate", `Bearer realm="wafleet"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
 		if !strings.HasPrefix(r.URL.Path, "/") { // "*" or an absolute-form oddity
 			writeError(w, http.StatusBadRequest, "bad request path")
+			return
+		}
+		if r.URL.Path == routeHealthz || r.URL.Path == routeReadyz {
+			next.ServeHTTP(w, r) // probes tell nothing about the accounts
+			return
+		}
+		switch {
+		case !s.hosts.allows(r):
+			writeError(w, http.StatusForbidden, "Host is neither a loopback name or address nor one of http.allowed_hosts")
+			return
+		case crossSite(r):
+			writeError(w, http.StatusForbidden, "cross-site request refused: use the dashboard on this server or a client outside the browser")
+			return
+		case s.cfg.Token != "" && !s.authorized(r):
+			h.Set("WWW-Authenticate", `Bearer realm="wafleet"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -58,6 +58,10 @@ type Config struct {
 	// Token, when not empty, is required as "Authorization: Bearer TOKEN"
 	// on every route except /healthz and /readyz. Default: none.
 	Token string
+	// AllowedHosts are the names (or addresses) besides loopback ones, the
+	// host of Listen and the address a connection arrived on, that a
+	// request's Host may name (http.allowed_hosts). Default: none.
+	AllowedHosts []string
 	// Accounts gives the account views (the status board). Required.
 	Accounts Accounts
 	// Events streams events for GET /api/events (the bus). Default: nil,
@@ -116,6 +120,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	tokenHash [sha256.Size]byte
+	hosts     hostPolicy
 	streams   chan struct{} // one slot per open event stream
 	renders   chan struct{} // one slot per QR code being rendered
 	handler   http.Handler
@@ -157,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 		streams: make(chan struct{}, cfg.MaxStreams),
 		renders: make(chan struct{}, maxRenders),
 		closing: make(chan struct{}),
+		hosts:   newHostPolicy(cfg.Listen, cfg.AllowedHosts),
 	}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))

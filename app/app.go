@@ -132,14 +132,15 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	var err error
 	a.httpAPI, err = api.New(api.Config{
-		Listen:     cfg.HTTP.Listen,
-		Token:      cfg.HTTP.Token,
-		Accounts:   a.board,
-		Events:     a.bus,
-		Controller: controller{a},
-		Ready:      a.isReady,
-		Metrics:    a.metrics.Handler(),
-		Logger:     opts.Logger,
+		Listen:       cfg.HTTP.Listen,
+		Token:        cfg.HTTP.Token,
+		AllowedHosts: cfg.HTTP.AllowedHosts,
+		Accounts:     a.board,
+		Events:       a.bus,
+		Controller:   controller{a},
+		Ready:        a.isReady,
+		Metrics:      a.metrics.Handler(),
+		Logger:       opts.Logger,
 	})
 	if err != nil {
 		a.closeStorage()

@@ -85,6 +85,10 @@ type HTTP struct {
 	// Token, when set, is required as "Authorization: Bearer TOKEN" on every
 	// API request. Default: "".
 	Token string `mapstructure:"token"`
+	// AllowedHosts lists the names (or addresses) besides loopback ones
+	// under which browsers and clients may reach the API: a request whose
+	// Host header is none of them is refused (DNS rebinding). Default: none.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
 }
 
 // Log configures logging.
@@ -193,6 +197,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("fleet.lease_ttl", 15*time.Second)
 	v.SetDefault("http.listen", "127.0.0.1:8080")
 	v.SetDefault("http.token", "")
+	v.SetDefault("http.allowed_hosts", []string{})
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.qr_terminal", false)
 	v.SetDefault("log.health_interval", 30*time.Second)

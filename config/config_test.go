@@ -195,6 +195,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad encryption key", "store:\n  encryption_key: " + secretKey + "\n", "store.encryption_key"},
 		{"public listen without token", "http:\n  listen: 0.0.0.0:8080\n", "http.listen"},
 		{"bad listen", "http:\n  listen: nonsense\n", "http.listen"},
+		{"allowed host with a port", "http:\n  allowed_hosts: [wafleet.lan:8080]\n", "http.allowed_hosts"},
+		{"allowed host wildcard", "http:\n  allowed_hosts: ['*.lan']\n", "http.allowed_hosts"},
+		{"allowed host URL", "http:\n  allowed_hosts: ['http://wafleet.lan']\n", "http.allowed_hosts"},
 		{"bad level", "log:\n  level: loud\n", "log.level"},
 		{"short lease", "fleet:\n  lease_ttl: 1s\n", "fleet.lease_ttl"},
 		{"bad duration", "fleet:\n  lease_ttl: soon\n", "lease_ttl"},
@@ -267,6 +270,16 @@ func TestPublicListenWithToken(t *testing.T) {
 	// On loopback any token goes.
 	if _, err := Load(writeConfig(t, "http:\n  listen: 127.0.0.1:8080\n  token: a\n")); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestAllowedHosts(t *testing.T) {
+	cfg, err := Load(writeConfig(t, "http:\n  allowed_hosts: [wafleet.lan, ops.example.com., 192.0.2.7, '[2001:db8::7]']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.HTTP.AllowedHosts, " "); got != "wafleet.lan ops.example.com. 192.0.2.7 [2001:db8::7]" {
+		t.Fatalf("http.allowed_hosts = %q", got)
 	}
 }
 

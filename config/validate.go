@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -48,6 +49,9 @@ func (c *Config) Validate() error {
 		return keyError("fleet.lease_ttl", "must be at least 3s")
 	}
 	if err := validateListen(c.HTTP); err != nil {
+		return err
+	}
+	if err := validateAllowedHosts(c.HTTP.AllowedHosts); err != nil {
 		return err
 	}
 	switch c.Log.Level {
@@ -118,6 +122,41 @@ func validateListen(h HTTP) error {
 		return keyError("http.token", fmt.Sprintf("is too easy to guess for an API reachable off loopback: want %d bits or more, such as `openssl rand -base64 32`", minTokenBits))
 	}
 	return nil
+}
+
+// validateAllowedHosts accepts host names (letters, digits, hyphens, dots,
+// an optional final dot) and IP addresses, without a port or scheme.
+func validateAllowedHosts(hosts []string) error {
+	for _, h := range hosts {
+		if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+			continue
+		}
+		if !validHostName(h) {
+			return keyError("http.allowed_hosts", fmt.Sprintf("%q is not a host name or IP address (no port, scheme or wildcard)", h))
+		}
+	}
+	return nil
+}
+
+// validHostName reports whether h is a DNS name: dot-separated labels of 1
+// to 63 letters, digits and hyphens, not starting or ending with a hyphen.
+func validHostName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // minTokenBits is the strength an API token needs off loopback: 16 random
