@@ -3,15 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Buckets of the bbolt file. Keys and values are raw bytes.
@@ -49,6 +46,7 @@ type BoltOptions struct {
 // fsync'd transaction.
 type BoltStore struct {
 	sealer Sealer
+	path   string
 
 	mu     sync.RWMutex // held shared by operations, exclusively by Close
 	closed bool
@@ -57,52 +55,8 @@ type BoltStore struct {
 
 var _ Store = (*BoltStore)(nil)
 
-// OpenBolt opens (creating if needed) the bbolt file at path and its buckets.
-// If another process holds the file, it fails with ErrLocked after
-// opts.Timeout instead of waiting forever.
-func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = time.Second
-	}
-	if opts.FileMode == 0 {
-		opts.FileMode = 0o600
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
-		}
-	}
-	db, err := bolt.Open(path, opts.FileMode, &bolt.Options{Timeout: opts.Timeout, NoSync: false})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: open %s: no lock after %v: %w", path, opts.Timeout, ErrLocked)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(keySchema); {
-		case v == nil:
-			return meta.Put(keySchema, []byte{boltSchema})
-		case len(v) != 1 || v[0] != boltSchema:
-			return fmt.Errorf("%w: unsupported schema %x", ErrCorrupt, v)
-		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	return &BoltStore{db: db, sealer: opts.Sealer}, nil
-}
-
 // Path returns the file path of the database.
-func (s *BoltStore) Path() string { return s.db.Path() }
+func (s *BoltStore) Path() string { return s.path }
 
 // acquire takes the shared lock for one operation; the caller must call
 // s.mu.RUnlock when err is nil.

@@ -37,6 +37,10 @@ var (
 	ErrNoSealer = errors.New("store: record is sealed and no key is configured")
 	// ErrLocked: the database file is held by another process.
 	ErrLocked = errors.New("store: database is locked by another process")
+	// ErrNotAStore: an existing file is not a wafleet store (empty, not a
+	// bbolt file, damaged pages, or missing the store's buckets). It is
+	// left as it was.
+	ErrNotAStore = errors.New("store: not a wafleet store")
 )
 
 // Store persists Devices by account id, the LID <-> phone-number user
