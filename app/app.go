@@ -206,7 +206,7 @@ func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	case "embedded":
 		st, err := store.OpenBolt(cfg.Store.Path, opts)
 		if err != nil {
-			return nil, fmt.Errorf("app: open store.path %s: %w", cfg.Store.Path, err)
+			return nil, fmt.Errorf("app: store.path: %w", err) // the error names the file
 		}
 		if opts.Sealer != nil {
 			n, err := st.Reseal(context.Background())

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/wafleet/wafleet/config"
@@ -57,5 +59,28 @@ func TestEncryptionKeyMigratesAndRejectsAWrongKey(t *testing.T) {
 	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(key)
 	if _, err := openStore(cfg, logger); !errors.Is(err, store.ErrWrongKey) {
 		t.Fatalf("wrong key at start: err = %v, want ErrWrongKey", err)
+	}
+}
+
+func TestEmptyStoreFileStopsTheStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wafleet.db")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store.Path = path
+	st, err := openStore(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err == nil {
+		_ = st.Close()
+		t.Fatal("an empty store file was accepted")
+	}
+	if !errors.Is(err, store.ErrNotAStore) || strings.Count(err.Error(), path) != 1 {
+		t.Fatalf("openStore = %v; want ErrNotAStore naming the file once", err)
+	}
+	if info, err := os.Stat(path); err != nil || info.Size() != 0 {
+		t.Fatalf("the empty file was written or removed: %v", err)
 	}
 }
