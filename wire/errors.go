@@ -6,7 +6,9 @@ import "errors"
 // these (or an error of package crypto) with context; test them with errors.Is.
 var (
 	// ErrFrameTooLarge: a frame body does not fit the 3-byte length prefix on
-	// send, or announces a length above the read limit on receive.
+	// send, or announces a length above the read limit on receive. During a
+	// handshake the limit is MaxHandshakeMessageSize per frame and
+	// HandshakeReadBudget in all.
 	ErrFrameTooLarge = errors.New("wire: frame too large")
 	// ErrBadHeader: the first bytes from a client are not the connection header.
 	ErrBadHeader = errors.New("wire: bad connection header")

@@ -29,6 +29,24 @@ const (
 	DefaultReadLimit = 16 << 20
 )
 
+// Limits of the handshake phase. Before the handshake has authenticated the
+// peer, a connection reads under these instead of its read limit, so a
+// hostile or broken peer cannot make it hold megabytes per connection.
+const (
+	// MaxHandshakeMessageSize bounds one handshake frame body. A real
+	// ServerHello is about 350 bytes (ephemeral 32, encrypted static 48,
+	// encrypted certificate chain about 250, protobuf tags) and a registration
+	// ClientFinish about 370; 8 KiB leaves room for the optional fields newer
+	// schemas define (padding, post-quantum keys and ciphertexts of about
+	// 1.1 KiB each) at twenty times the size seen today.
+	MaxHandshakeMessageSize = 8 << 10
+	// HandshakeReadBudget bounds every byte one side reads during a
+	// handshake: length prefixes, frame bodies and, on the server, the
+	// connection header with its optional edge-routing prefix. A client reads
+	// one message (ServerHello), a server two (ClientHello, ClientFinish).
+	HandshakeReadBudget = 16 << 10
+)
+
 // Growth policy of FrameReader's buffer: a body is read in steps of at least
 // growStep bytes, and the buffer at most doubles per step, so memory follows
 // the bytes that actually arrived, never a length the peer merely announced.
@@ -65,15 +83,20 @@ func putPrefix(b []byte, n int) {
 // buffer grows only as body bytes arrive and is reused between frames, so the
 // steady state allocates nothing.
 //
+// During a handshake (between beginHandshake and endHandshake) frames are
+// held to MaxHandshakeMessageSize and all reads to HandshakeReadBudget.
+//
 // A FrameReader is not safe for concurrent use. After an error, every later
-// call returns the same error.
+// call returns the same error, and the buffer is released.
 type FrameReader struct {
-	next  func() (io.Reader, error)
-	cur   io.Reader
-	limit int
-	pre   [FramePrefixLen]byte
-	buf   []byte
-	err   error
+	next       func() (io.Reader, error)
+	cur        io.Reader
+	frameLimit int // the limit outside the handshake
+	limit      int // the limit now: frameLimit, or less during the handshake
+	budget     int // bytes that may still be read; negative: unbounded
+	pre        [FramePrefixLen]byte
+	buf        []byte
+	err        error
 }
 
 // NewFrameReader returns a FrameReader that takes messages from next and
@@ -83,7 +106,41 @@ func NewFrameReader(next func() (io.Reader, error), limit int) *FrameReader {
 	if limit <= 0 || limit > MaxFrameSize {
 		limit = MaxFrameSize
 	}
-	return &FrameReader{next: next, limit: limit}
+	return &FrameReader{next: next, frameLimit: limit, limit: limit, budget: -1}
+}
+
+// beginHandshake holds the reader to the handshake's limits: frames of at
+// most MaxHandshakeMessageSize bytes, HandshakeReadBudget bytes in all.
+func (r *FrameReader) beginHandshake() {
+	r.limit = min(r.frameLimit, MaxHandshakeMessageSize)
+	r.budget = HandshakeReadBudget
+}
+
+// endHandshake restores the read limit and releases the handshake's buffer.
+func (r *FrameReader) endHandshake() {
+	r.limit = r.frameLimit
+	r.budget = -1
+	r.buf = nil
+}
+
+// spend takes n bytes from the handshake's read budget before they are read.
+func (r *FrameReader) spend(n int) error {
+	if r.budget < 0 {
+		return nil
+	}
+	if n > r.budget {
+		return fmt.Errorf("%w: %d more bytes would pass the handshake read budget of %d", ErrFrameTooLarge, n, HandshakeReadBudget)
+	}
+	r.budget -= n
+	return nil
+}
+
+// limitError describes a frame whose announced length n is above the limit.
+func (r *FrameReader) limitError(n int) error {
+	if r.budget >= 0 {
+		return fmt.Errorf("%w: handshake message announced %d bytes, limit %d", ErrFrameTooLarge, n, r.limit)
+	}
+	return fmt.Errorf("%w: announced %d bytes, limit %d", ErrFrameTooLarge, n, r.limit)
 }
 
 // ReadFrame returns the next frame body. The returned slice is valid only
@@ -98,6 +155,9 @@ func (r *FrameReader) ReadFrame() ([]byte, error) {
 	if cap(r.buf) > shrinkAbove {
 		r.buf = nil
 	}
+	if err := r.spend(FramePrefixLen); err != nil {
+		return nil, r.fail(err)
+	}
 	if n, err := r.fill(r.pre[:]); err != nil {
 		if errors.Is(err, io.EOF) && n > 0 {
 			err = io.ErrUnexpectedEOF
@@ -106,7 +166,10 @@ func (r *FrameReader) ReadFrame() ([]byte, error) {
 	}
 	n := int(r.pre[0])<<16 | int(r.pre[1])<<8 | int(r.pre[2])
 	if n > r.limit {
-		return nil, r.fail(fmt.Errorf("%w: announced %d bytes, limit %d", ErrFrameTooLarge, n, r.limit))
+		return nil, r.fail(r.limitError(n))
+	}
+	if err := r.spend(n); err != nil {
+		return nil, r.fail(err)
 	}
 	body, err := r.readBody(n)
 	if err != nil {
@@ -187,6 +250,9 @@ func (r *FrameReader) readConnHeader() error {
 		return r.err
 	}
 	var hdr [len(ConnHeader)]byte
+	if err := r.spend(len(hdr)); err != nil {
+		return r.fail(err)
+	}
 	if n, err := r.fill(hdr[:]); err != nil {
 		if n == 0 {
 			return r.fail(err) // nothing arrived: a hang-up, not a bad header
@@ -194,12 +260,18 @@ func (r *FrameReader) readConnHeader() error {
 		return r.fail(fmt.Errorf("%w: %w", ErrBadHeader, err))
 	}
 	if string(hdr[:]) == edgeRoutingMagic {
+		if err := r.spend(FramePrefixLen); err != nil {
+			return r.fail(err)
+		}
 		if _, err := r.fill(r.pre[:]); err != nil {
 			return r.fail(fmt.Errorf("%w: edge routing: %w", ErrBadHeader, err))
 		}
 		n := int(r.pre[0])<<16 | int(r.pre[1])<<8 | int(r.pre[2])
 		if n > maxEdgeRouting {
 			return r.fail(fmt.Errorf("%w: edge routing info of %d bytes", ErrBadHeader, n))
+		}
+		if err := r.spend(n + len(hdr)); err != nil {
+			return r.fail(err)
 		}
 		skip := make([]byte, n)
 		if _, err := r.fill(skip); err != nil {
@@ -215,7 +287,9 @@ func (r *FrameReader) readConnHeader() error {
 	return nil
 }
 
+// fail makes err sticky and releases the buffer: no frame follows an error.
 func (r *FrameReader) fail(err error) error {
 	r.err = err
+	r.buf = nil
 	return err
 }

@@ -18,6 +18,41 @@ const DefaultHandshakeTimeout = 20 * time.Second
 // keyLen is the length of an X25519 public key.
 const keyLen = 32
 
+// handshakeLimiter is implemented by frame connections that can hold their
+// reads to the handshake's limits (MaxHandshakeMessageSize,
+// HandshakeReadBudget), refusing a frame whose announced length is too
+// large before reading or allocating its body. *Conn implements it.
+type handshakeLimiter interface {
+	beginHandshake()
+	endHandshake()
+}
+
+// limitHandshakeReads holds conn's reads to the handshake's limits, if conn
+// can, and returns the function that lifts them.
+func limitHandshakeReads(conn FrameConn) (lift func()) {
+	l, ok := conn.(handshakeLimiter)
+	if !ok {
+		return func() {}
+	}
+	l.beginHandshake()
+	return l.endHandshake
+}
+
+// readHandshakeFrame reads one handshake frame. A connection that is not a
+// handshakeLimiter has already read the whole frame; one above
+// MaxHandshakeMessageSize is still refused, so every FrameConn gives the
+// same answer.
+func readHandshakeFrame(conn FrameConn) ([]byte, error) {
+	frame, err := conn.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if len(frame) > MaxHandshakeMessageSize {
+		return nil, fmt.Errorf("%w: handshake message of %d bytes, limit %d", ErrFrameTooLarge, len(frame), MaxHandshakeMessageSize)
+	}
+	return frame, nil
+}
+
 // ClientHandshakeConfig configures ClientHandshake.
 type ClientHandshakeConfig struct {
 	// NoiseKey is the device's persistent noise key pair (required).
@@ -49,10 +84,13 @@ type ClientHandshakeConfig struct {
 // …") and wraps the cause: ErrHandshakeTimeout when cfg.Timeout elapses,
 // ctx.Err() when ctx ends, ErrHandshakeMessage for a malformed ServerHello,
 // crypto.ErrNoiseDecrypt and the crypto.ErrCert… sentinels, ErrClosed when the
-// server hangs up. On any error conn has been closed.
+// server hangs up, ErrFrameTooLarge when the ServerHello announces more than
+// MaxHandshakeMessageSize bytes (refused before its body is read). On any
+// error conn has been closed.
 func ClientHandshake(ctx context.Context, conn FrameConn, cfg ClientHandshakeConfig) (*Transport, error) {
 	g := newGuard(ctx, cfg.Timeout, conn, "client handshake")
 	defer g.cancel()
+	defer limitHandshakeReads(conn)()
 	if cfg.NoiseKey == nil {
 		return nil, g.fail("config", errors.New("no noise key"))
 	}
@@ -84,7 +122,7 @@ func ClientHandshake(ctx context.Context, conn FrameConn, cfg ClientHandshakeCon
 		return nil, g.fail("write client hello", err)
 	}
 
-	frame, err := conn.ReadFrame()
+	frame, err := readHandshakeFrame(conn)
 	if err != nil {
 		return nil, g.fail("read server hello", err)
 	}
@@ -164,10 +202,11 @@ type ServerHandshakeConfig struct {
 // Any failing step closes the connection. A ServerHandshake is not safe for
 // concurrent use.
 type ServerHandshake struct {
-	conn      FrameConn
-	cfg       ServerHandshakeConfig
-	clientEph [32]byte
-	resp      *crypto.Responder
+	conn       FrameConn
+	cfg        ServerHandshakeConfig
+	liftLimits func() // ends the handshake's read limits, in Finish
+	clientEph  [32]byte
+	resp       *crypto.Responder
 }
 
 // ServerResult is what a finished server handshake learned.
@@ -181,11 +220,14 @@ type ServerResult struct {
 }
 
 // AcceptHandshake reads and checks the client's ClientHello from conn (a
-// server Conn from Accept, which has already checked ConnHeader).
+// server Conn from Accept, which checks ConnHeader on this first read).
+// From here until Finish returns, conn's reads are held to the handshake's
+// limits (MaxHandshakeMessageSize, HandshakeReadBudget).
 func AcceptHandshake(ctx context.Context, conn FrameConn, cfg ServerHandshakeConfig) (*ServerHandshake, error) {
 	g := newGuard(ctx, cfg.Timeout, conn, "server handshake")
 	defer g.cancel()
-	frame, err := conn.ReadFrame()
+	lift := limitHandshakeReads(conn)
+	frame, err := readHandshakeFrame(conn)
 	if err != nil {
 		return nil, g.fail("read client hello", err)
 	}
@@ -200,7 +242,7 @@ func AcceptHandshake(ctx context.Context, conn FrameConn, cfg ServerHandshakeCon
 	if err := g.done(); err != nil {
 		return nil, g.fail("read client hello", err)
 	}
-	s := &ServerHandshake{conn: conn, cfg: cfg}
+	s := &ServerHandshake{conn: conn, cfg: cfg, liftLimits: lift}
 	copy(s.clientEph[:], eph)
 	return s, nil
 }
@@ -254,7 +296,8 @@ func (s *ServerHandshake) Finish(ctx context.Context) (*ServerResult, error) {
 	}
 	g := newGuard(ctx, s.cfg.Timeout, s.conn, "server handshake")
 	defer g.cancel()
-	frame, err := s.conn.ReadFrame()
+	defer s.liftLimits()
+	frame, err := readHandshakeFrame(s.conn)
 	if err != nil {
 		return nil, g.fail("read client finish", err)
 	}

@@ -272,6 +272,17 @@ func (c *Conn) WriteFrame(body []byte) error {
 	return c.writeMessage(b)
 }
 
+// WriteRaw sends b as one binary message exactly as given: no length prefix
+// and no connection header are added. It is for a peer that misbehaves on
+// purpose, such as the emulator's faults: a frame announced by one message
+// and continued, or never finished, by later ones.
+func (c *Conn) WriteRaw(b []byte) error { return c.writeMessage(b) }
+
+// beginHandshake and endHandshake hold reads to the handshake's limits
+// (handshakeLimiter). Handshakes call them from the reading goroutine.
+func (c *Conn) beginHandshake() { c.r.beginHandshake() }
+func (c *Conn) endHandshake()   { c.r.endHandshake() }
+
 // writePrefixed sends msg, which already starts with its length prefix.
 func (c *Conn) writePrefixed(msg []byte) error {
 	if !c.server && !c.headerSent {
