@@ -162,6 +162,8 @@
 //	drop-after-hello          socket closed right after ClientHello                    handshake error (wire.ErrClosed)
 //	stall-after-hello         no ServerHello; socket left open                         wire.ErrHandshakeTimeout
 //	slow-server-hello[=DUR]   ServerHello after DUR (default 3s)                       timeout if DUR > client timeout
+//	huge-server-hello         ServerHello announced at 16 MiB, body sent 4 KiB a       wire.ErrFrameTooLarge from the
+//	                          message until the client hangs up                        length prefix alone
 //	bad-pair-hmac             pair-success HMAC made with a wrong ADV secret           crypto.ErrADVHMACMismatch; reply 401 hmac-mismatch
 //	bad-account-signature     pair-success account signature corrupted                 crypto.ErrADVSignatureMismatch; reply 401 signature-mismatch
 //	login-failure-401         every login answered <failure reason="401"/>             logged out

@@ -164,6 +164,7 @@ func TestHandshakeFaults(t *testing.T) {
 		{fault: "stall-after-hello", timeout: 300 * time.Millisecond, want: wire.ErrHandshakeTimeout},
 		{fault: "slow-server-hello=5s", timeout: 300 * time.Millisecond, want: wire.ErrHandshakeTimeout},
 		{fault: "slow-server-hello=20ms"},
+		{fault: "huge-server-hello", timeout: time.Minute, want: wire.ErrFrameTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

@@ -38,6 +38,7 @@ type Faults struct {
 	DropAfterHello  bool          // drop-after-hello: close the socket
 	StallAfterHello bool          // stall-after-hello: never answer; keep the socket open
 	SlowServerHello time.Duration // slow-server-hello=DUR: wait DUR, then answer
+	HugeServerHello bool          // huge-server-hello: announce a 16 MiB ServerHello and trickle its body
 
 	// Pairing faults (the phone's pair-success).
 	BadPairHMAC         bool // bad-pair-hmac: HMAC made with a wrong ADV secret
@@ -117,6 +118,7 @@ var faultDefs = []faultDef{
 		},
 		get: func(f Faults) (bool, string) { return f.SlowServerHello > 0, f.SlowServerHello.String() },
 	},
+	boolFault("huge-server-hello", func(f *Faults) *bool { return &f.HugeServerHello }),
 	boolFault("bad-pair-hmac", func(f *Faults) *bool { return &f.BadPairHMAC }),
 	boolFault("bad-account-signature", func(f *Faults) *bool { return &f.BadAccountSignature }),
 	boolFault("login-failure-401", func(f *Faults) *bool { return &f.LoginFailure401 }),

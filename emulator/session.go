@@ -173,6 +173,10 @@ func (sess *session) handshake() (*wire.ServerResult, error) {
 	case fs.f.DropAfterHello:
 		sess.log.Info("dropping connection after ClientHello (fault drop-after-hello)")
 		return nil, errStop
+	case fs.f.HugeServerHello:
+		sess.log.Info("announcing a 16 MiB ServerHello and trickling it (fault huge-server-hello)")
+		sess.trickleHugeServerHello()
+		return nil, errStop
 	case fs.f.StallAfterHello:
 		sess.log.Info("stalling after ClientHello (fault stall-after-hello)")
 		for {
@@ -197,6 +201,31 @@ func (sess *session) handshake() (*wire.ServerResult, error) {
 		return nil, sess.handshakeError(err)
 	}
 	return res, nil
+}
+
+// rawWriter is a connection that can send bytes outside frames (*wire.Conn).
+type rawWriter interface{ WriteRaw(b []byte) error }
+
+// trickleHugeServerHello announces a ServerHello of wire.MaxFrameSize bytes
+// and sends its body 4 KiB per message, until the client hangs up or the
+// whole body is out (fault huge-server-hello).
+func (sess *session) trickleHugeServerHello() {
+	raw, ok := sess.conn.(rawWriter)
+	if !ok {
+		sess.log.Error("fault huge-server-hello needs a WebSocket connection")
+		return
+	}
+	n := wire.MaxFrameSize
+	chunk := make([]byte, 4<<10)
+	msg := append([]byte{byte(n >> 16), byte(n >> 8), byte(n)}, chunk...)
+	for sent := 0; sent < n; {
+		if err := raw.WriteRaw(msg); err != nil {
+			sess.log.Debug("huge ServerHello cut short", "sent", sent, "err", err)
+			return
+		}
+		sent += len(chunk)
+		msg = chunk[:min(len(chunk), n-sent)]
+	}
 }
 
 // handshakeError turns a malformed handshake into a violation; hang-ups and

@@ -289,6 +289,7 @@ func TestFaultsBackoff(t *testing.T) {
 		{"drop-after-hello", []string{"handshake", "read server hello"}, false},
 		{"stall-after-hello", []string{"handshake", "timed out"}, false},
 		{"slow-server-hello=1s", []string{"handshake", "timed out"}, false},
+		{"huge-server-hello", []string{"handshake", "read server hello", "frame too large"}, false},
 		{"refuse-connections", []string{"dial", "503"}, false},
 		{"bad-pair-hmac", []string{"pairing", "hmac-mismatch (401)"}, true},
 		{"bad-account-signature", []string{"pairing", "signature-mismatch (401)"}, true},
