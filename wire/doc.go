@@ -5,7 +5,9 @@
 //
 //   - frame.go: the 4-byte connection header ([ConnHeader], also the Noise
 //     prologue) and 3-byte big-endian length-prefixed frames. [FrameReader]
-//     reassembles frames independently of WebSocket message boundaries.
+//     reassembles frames independently of WebSocket message boundaries,
+//     under the read limit, or during a handshake under
+//     [MaxHandshakeMessageSize] and [HandshakeReadBudget].
 //   - ws.go: [Dial] (client, with proxy support) and [Accept] (server, for the
 //     emulator) return a [*Conn], a [FrameConn] over gorilla/websocket.
 //   - handshake.go: [ClientHandshake] runs the initiator side of the handshake
