@@ -194,8 +194,9 @@ func (a *App) broadcast(msg any) {
 func (a *App) ClientVersion() payload.Version { return a.versions.Current() }
 
 // openStore opens the configured store. With an encryption key, records
-// written before the key was set are sealed now, and a wrong key fails here,
-// at start.
+// written before the key was set are sealed now (and the file rewritten
+// without their plaintext, see store.BoltStore.Reseal), and a wrong key
+// fails here, at start.
 func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	sealer, err := sealerFor(cfg)
 	if err != nil {
@@ -215,7 +216,7 @@ func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 				return nil, fmt.Errorf("app: seal stored devices with store.encryption_key: %w", err)
 			}
 			if n > 0 {
-				logger.Info("sealed devices written before store.encryption_key was set", "devices", n)
+				logger.Info("sealed the records written before store.encryption_key was set and rewrote the store file without them", "records", n)
 			}
 		}
 		return st, nil

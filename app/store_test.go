@@ -54,6 +54,13 @@ func TestEncryptionKeyMigratesAndRejectsAWrongKey(t *testing.T) {
 		t.Fatalf("device changed by the migration: %v", diff)
 	}
 	st.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, found := storetest.DeviceSecretIn(raw, dev); found {
+		t.Fatalf("%s, written before the key was set, is still in the file after the start", name)
+	}
 
 	key[0] = 2
 	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(key)

@@ -22,6 +22,11 @@ var (
 	bucketSettings = []byte("settings") // setting name -> value
 
 	keySchema = []byte("schema")
+	// keyNoPlaintext in bucketMeta says that no secret is in the clear
+	// anywhere in the file, free pages included: the file was created with
+	// a Sealer or compacted by Reseal, and has not been opened without a
+	// Sealer since (see Reseal).
+	keyNoPlaintext = []byte("noplaintext")
 )
 
 // boltSchema is the layout version. The prekeys and settings buckets were
@@ -48,9 +53,9 @@ type BoltStore struct {
 	sealer Sealer
 	path   string
 
-	mu     sync.RWMutex // held shared by operations, exclusively by Close
+	mu     sync.RWMutex // held shared by operations, exclusively by Reseal and Close
 	closed bool
-	db     *bolt.DB
+	db     *bolt.DB // replaced by Reseal's compaction
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -277,21 +282,53 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 	return out, nil
 }
 
-// Reseal re-encodes, in one transaction, every record whose secrets are in
-// the clear so that they are sealed with the configured Sealer, and returns
-// how many it changed: device records and one-time prekey records alike
-// (prekeys are written sealed from the start once a Sealer is set; the
-// ones written before stay in the clear until Reseal). Without a Sealer it does nothing. Records that do not
-// decode abort the whole migration. Old plaintext may remain in bbolt's free
-// pages until they are reused; compact the file to be sure it is gone.
+// Reseal makes sure no secret is left in the clear in the file: it
+// re-encodes, in one transaction, every record whose secrets are in the
+// clear so that they are sealed with the configured Sealer (device and
+// one-time prekey records alike: prekeys are written sealed once a Sealer
+// is set, the ones written before stay in the clear until Reseal), then,
+// unless the file is known to hold no plaintext (keyNoPlaintext), compacts
+// it into a fresh file that replaces the old one (compact), because bbolt
+// writes copy-on-write and the old pages, still holding the plaintext,
+// would stay in the file as free pages. It returns how many records it
+// sealed. Without a Sealer it does nothing. Records that do not decode
+// abort the whole migration. Reseal excludes every other operation while
+// it runs: it is meant for start-up.
 func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
-	if err := s.acquire(ctx, "reseal"); err != nil {
-		return 0, err
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store: reseal: %w", err)
 	}
-	defer s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("store: reseal: %w", ErrClosed)
+	}
 	if s.sealer == nil {
 		return 0, nil
 	}
+	n, err := s.sealRecords()
+	if err != nil {
+		return 0, fmt.Errorf("store: reseal: %w", err)
+	}
+	var clean bool
+	err = s.db.View(func(tx *bolt.Tx) error {
+		clean = tx.Bucket(bucketMeta).Get(keyNoPlaintext) != nil
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("store: reseal: %w", err)
+	}
+	if n > 0 || !clean {
+		if err := s.compact(); err != nil {
+			return n, fmt.Errorf("store: reseal: compact %s: %w", s.path, err)
+		}
+	}
+	return n, nil
+}
+
+// sealRecords seals, in one transaction, every record in the clear and
+// returns how many.
+func (s *BoltStore) sealRecords() (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
@@ -327,10 +364,7 @@ func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
 		n = len(updates) + pk
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("store: reseal: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // Close implements Store. It waits for running operations to finish.

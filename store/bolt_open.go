@@ -19,7 +19,8 @@ import (
 // store's buckets) is an error wrapping ErrNotAStore that names the file,
 // which is left as it was; bbolt's panics on damaged pages become such
 // errors too. If another process holds the file, it fails with ErrLocked
-// after opts.Timeout instead of waiting forever.
+// after opts.Timeout instead of waiting forever. A compaction file that a
+// crash during Reseal left beside the store is removed.
 //
 // The check reads the meta pages, the freelist and every page of the
 // store's buckets except the accounts' prekeys; damage that bbolt does not
@@ -45,9 +46,14 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if err := prepare(db, existed); err != nil {
+	if err := prepare(db, existed, opts.Sealer != nil); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// Holding the lock, nobody else can be compacting into this file.
+	if err := removeIfExists(compactPath(path)); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: remove the file of an unfinished compaction: %w", path, err)
 	}
 	return &BoltStore{db: db, sealer: opts.Sealer, path: path}, nil
 }
@@ -107,10 +113,11 @@ func openBoltFile(path string, opts BoltOptions) (db *bolt.DB, err error) {
 	}
 }
 
-// prepare checks that an existing file holds a wafleet store and creates
-// the buckets a new (or older) one lacks. bbolt panics on some damaged
-// pages; that is an error here.
-func prepare(db *bolt.DB, existed bool) (err error) {
+// prepare checks that an existing file holds a wafleet store, creates the
+// buckets a new (or older) one lacks, and keeps keyNoPlaintext true: set in
+// a file created with a Sealer, dropped when the file is opened without
+// one. bbolt panics on some damaged pages; that is an error here.
+func prepare(db *bolt.DB, existed, sealed bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: bbolt: %v", ErrNotAStore, r)
@@ -129,7 +136,15 @@ func prepare(db *bolt.DB, existed bool) (err error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		if meta.Get(keySchema) == nil {
-			return meta.Put(keySchema, []byte{boltSchema})
+			if err := meta.Put(keySchema, []byte{boltSchema}); err != nil {
+				return err
+			}
+		}
+		switch {
+		case !sealed:
+			return meta.Delete(keyNoPlaintext)
+		case !existed:
+			return meta.Put(keyNoPlaintext, []byte{1})
 		}
 		return nil
 	})
@@ -155,6 +170,14 @@ func checkLayout(tx *bolt.Tx) error {
 		if err := b.ForEach(func(_, _ []byte) error { return nil }); err != nil {
 			return fmt.Errorf("read bucket %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// removeIfExists removes the file at path, if there is one.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return nil
 }

@@ -6,7 +6,15 @@
 // versioned record encodings shared by every Store (codec.go for devices,
 // prekey_codec.go for prekeys, both with optional AES-256-GCM sealing of the
 // private keys at rest), and the embedded Store on a single bbolt file
-// (OpenBolt).
+// (OpenBolt, bolt_open.go: an existing file that is not a store is an
+// error, never replaced by a new store).
+//
+// Sealing a store written without a key (BoltStore.Reseal) seals its
+// records and then compacts the file into a fresh one renamed over it
+// (bolt_compact.go): bbolt writes copy-on-write, so the old pages, with
+// the secrets in the clear, would otherwise stay in the file. A meta key
+// records that a file holds no plaintext, so that a clean file is not
+// rewritten at every start.
 //
 // One-time prekeys are stored beside the device, never in the Device value
 // (812 keys would weigh about 50 KB per account in memory): the connection

@@ -98,6 +98,27 @@ func Diff(want, got *store.Device) []string {
 	return diffs
 }
 
+// DeviceSecretIn reports the name of the first secret of d (a private key
+// or the ADV secret) of which any 16-byte half appears in raw, for tests
+// that read what a store wrote at rest.
+func DeviceSecretIn(raw []byte, d *store.Device) (string, bool) {
+	secrets := []struct {
+		name  string
+		bytes [32]byte
+	}{
+		{"NoiseKey.Priv", d.NoiseKey.Priv},
+		{"IdentityKey.Priv", d.IdentityKey.Priv},
+		{"SignedPreKey.Priv", d.SignedPreKey.Priv},
+		{"AdvSecret", d.AdvSecret},
+	}
+	for _, s := range secrets {
+		if bytes.Contains(raw, s.bytes[:16]) || bytes.Contains(raw, s.bytes[16:]) {
+			return s.name, true
+		}
+	}
+	return "", false
+}
+
 func newKeyPair(t testing.TB) store.KeyPair {
 	t.Helper()
 	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
