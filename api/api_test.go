@@ -47,6 +47,10 @@ func (f *fakeController) Pair(ctx context.Context, id string) error {
 	return f.do(ctx, "pair", id)
 }
 
+func (f *fakeController) Restart(ctx context.Context, id string) error {
+	return f.do(ctx, "restart", id)
+}
+
 func (f *fakeController) Logout(ctx context.Context, id string) error {
 	return f.do(ctx, "logout", id)
 }
@@ -355,14 +359,18 @@ func TestActions(t *testing.T) {
 		block   bool
 		noCtrl  bool
 		code    int
-		errText string
+		errText string // must not appear in the body
+		reason  string // the whole error message
 	}{
 		{name: "pair accepted", action: "pair", code: http.StatusAccepted},
 		{name: "logout accepted", action: "logout", code: http.StatusAccepted},
 		{name: "pair unknown", action: "pair", err: fmt.Errorf("supervisor: %w", ErrUnknownAccount), code: http.StatusNotFound},
 		{name: "logout unknown", action: "logout", err: ErrUnknownAccount, code: http.StatusNotFound},
-		{name: "logout unpaired", action: "logout", err: fmt.Errorf("supervisor: %w", ErrNotPaired), code: http.StatusConflict},
-		{name: "pair paired", action: "pair", err: ErrAlreadyPaired, code: http.StatusConflict},
+		{name: "restart accepted", action: "restart", code: http.StatusAccepted},
+		{name: "restart unknown", action: "restart", err: ErrUnknownAccount, code: http.StatusNotFound},
+		{name: "restart running", action: "restart", err: fmt.Errorf("app: %w", &Refused{Reason: "account is connected, not stopped"}), code: http.StatusConflict, reason: "restart: account is connected, not stopped"},
+		{name: "logout unpaired", action: "logout", err: fmt.Errorf("supervisor: %w", &Refused{Reason: "account is not paired"}), code: http.StatusConflict, reason: "logout: account is not paired"},
+		{name: "pair stopped", action: "pair", err: &Refused{Reason: "account is stopped: restart it"}, code: http.StatusConflict, reason: "pair: account is stopped: restart it"},
 		{name: "internal error hidden", action: "pair", err: errors.New("store: disk on fire at /secret/path"), code: http.StatusInternalServerError, errText: "/secret/path"},
 		{name: "timeout", action: "logout", block: true, code: http.StatusGatewayTimeout},
 		{name: "no controller", action: "pair", noCtrl: true, code: http.StatusServiceUnavailable},
@@ -381,6 +389,10 @@ func TestActions(t *testing.T) {
 				wantError(t, resp, body, tt.code)
 				if tt.errText != "" && strings.Contains(string(body), tt.errText) {
 					t.Fatalf("error body leaks the internal error: %s", body)
+				}
+				var got errorBody
+				if err := json.Unmarshal(body, &got); err != nil || (tt.reason != "" && got.Error != tt.reason) {
+					t.Fatalf("error %q, want %q", got.Error, tt.reason)
 				}
 			} else {
 				if resp.StatusCode != tt.code {

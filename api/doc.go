@@ -4,7 +4,8 @@
 //
 // Its routes and JSON field names are a contract with tools outside this
 // repository (see issue 4): GET /api/accounts, GET /api/accounts/{id},
-// POST /api/accounts/{id}/pair, POST /api/accounts/{id}/logout,
+// POST /api/accounts/{id}/pair, POST /api/accounts/{id}/restart,
+// POST /api/accounts/{id}/logout,
 // GET /api/accounts/{id}/qr.png, GET /api/events, GET /, GET /healthz,
 // GET /readyz and GET /metrics.
 //

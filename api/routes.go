@@ -22,6 +22,7 @@ const (
 	routeAccounts  = "/api/accounts"
 	routeAccount   = "/api/accounts/{id}"
 	routePair      = "/api/accounts/{id}/pair"
+	routeRestart   = "/api/accounts/{id}/restart"
 	routeLogout    = "/api/accounts/{id}/logout"
 	routeQR        = "/api/accounts/{id}/qr.png"
 	routeEvents    = "/api/events"
@@ -52,6 +53,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeAccounts, s.handleList)
 	handle(http.MethodGet, routeAccount, s.handleGet)
 	handle(http.MethodPost, routePair, s.handleAction("pair", Controller.Pair))
+	handle(http.MethodPost, routeRestart, s.handleAction("restart", Controller.Restart))
 	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
@@ -178,7 +180,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a)
 }
 
-// actionResult is the body of a successful pair or logout.
+// actionResult is the body of an accepted pair, restart or logout.
 type actionResult struct {
 	ID     string `json:"id"`
 	Action string `json:"action"`
@@ -214,15 +216,14 @@ func (s *Server) handleAction(action string, call func(Controller, context.Conte
 
 // actionStatus maps a Controller result to an HTTP status and message.
 func actionStatus(err error) (int, string) {
+	var refused *Refused
 	switch {
 	case err == nil:
 		return http.StatusAccepted, ""
 	case errors.Is(err, ErrUnknownAccount):
 		return http.StatusNotFound, "unknown account"
-	case errors.Is(err, ErrNotPaired):
-		return http.StatusConflict, "account is not paired"
-	case errors.Is(err, ErrAlreadyPaired):
-		return http.StatusConflict, "account is already paired"
+	case errors.As(err, &refused):
+		return http.StatusConflict, refused.Reason
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timed out"
 	case errors.Is(err, context.Canceled):

@@ -16,24 +16,35 @@ import (
 	"github.com/wafleet/wafleet/status"
 )
 
-// Sentinel errors. A Controller returns ErrUnknownAccount, ErrNotPaired or
-// ErrAlreadyPaired (wrapped or not) and the API answers 404, 409 and 409.
+// Sentinel errors. A Controller returns ErrUnknownAccount (wrapped or not)
+// for an account that does not run here, and the API answers 404.
 var (
 	ErrUnknownAccount = errors.New("api: unknown account")
-	ErrNotPaired      = errors.New("api: account not paired")
-	ErrAlreadyPaired  = errors.New("api: account already paired")
 	ErrNoAccounts     = errors.New("api: Config.Accounts is required")
 	ErrServing        = errors.New("api: server already serving")
 	ErrClosed         = errors.New("api: server closed")
 )
 
-// Controller acts on one account. The supervisor implements it. Both
-// methods return once the request is accepted (the state changes arrive as
-// events) and honour ctx.
+// Refused is what a Controller returns (wrapped or not) when the account is
+// not in a state the action applies to; the API answers 409 with Reason.
+// Reason is shown to the caller: it says what to do in an operator's
+// words, such as "account is stopped: restart it", and holds no secret.
+type Refused struct {
+	Reason string
+}
+
+func (e *Refused) Error() string { return "api: refused: " + e.Reason }
+
+// Controller acts on one account. The supervisor implements it. Every
+// method returns once the request is accepted (the state changes arrive as
+// events) and honours ctx.
 type Controller interface {
 	// Pair re-arms pairing of an account that is unpaired or logged out:
 	// it connects again and shows fresh QR codes.
 	Pair(ctx context.Context, id string) error
+	// Restart resumes a stopped account from its stored device, wiping
+	// nothing: a paired account logs in again.
+	Restart(ctx context.Context, id string) error
 	// Logout unlinks a paired account: it tells the server, wipes the
 	// device and goes back to pairing.
 	Logout(ctx context.Context, id string) error
@@ -67,8 +78,8 @@ type Config struct {
 	// Events streams events for GET /api/events (the bus). Default: nil,
 	// and the route answers 503.
 	Events Subscriber
-	// Controller acts on accounts for the pair and logout routes. Default:
-	// nil, and those routes answer 503.
+	// Controller acts on accounts for the pair, restart and logout routes.
+	// Default: nil, and those routes answer 503.
 	Controller Controller
 	// Ready reports whether the fleet has started, for GET /readyz.
 	// Default: nil, always ready.

@@ -365,7 +365,8 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	a.logger.Info("manager stopped")
 }
 
-// Reload replaces the account list (SIGHUP or a changed config file).
+// Reload replaces the account list (SIGHUP or a changed config file) and
+// restarts the listed accounts that are stopped, from their stored device.
 func (a *App) Reload(accounts []config.Account) error {
 	a.mu.Lock()
 	a.accounts = accounts
@@ -375,12 +376,28 @@ func (a *App) Reload(accounts []config.Account) error {
 	default:
 		return nil // Run applies the latest list when it starts
 	}
+	defer a.resumeStopped(accounts)
 	if a.fleet != nil {
 		a.fleet.coord.SetAccounts(accountIDs(accounts))
 		a.applyOwned() // drops accounts no longer configured
 		return nil
 	}
 	return a.apply(accounts)
+}
+
+// resumeStopped asks every listed account the board shows stopped to
+// restart (connection.Resume); one that moved on meanwhile refuses.
+func (a *App) resumeStopped(accounts []config.Account) {
+	listed := make(map[string]bool, len(accounts))
+	for _, acct := range accounts {
+		listed[acct.ID] = true
+	}
+	for _, acct := range a.board.List() {
+		if acct.State == events.StateStopped && listed[acct.ID] {
+			a.logger.Info("restarting a stopped account on reload", "account", acct.ID)
+			a.system.Root.Send(a.sup, &supervisor.Forward{ID: acct.ID, Message: &connection.Resume{}})
+		}
+	}
 }
 
 func (a *App) apply(accounts []config.Account) error {
@@ -478,16 +495,20 @@ func (a *App) logEvent(e events.Event) {
 type controller struct{ a *App }
 
 func (c controller) Pair(ctx context.Context, id string) error {
-	return c.request(ctx, id, &connection.Pair{}, api.ErrAlreadyPaired)
+	return c.request(ctx, id, &connection.Pair{})
+}
+
+func (c controller) Restart(ctx context.Context, id string) error {
+	return c.request(ctx, id, &connection.Resume{})
 }
 
 func (c controller) Logout(ctx context.Context, id string) error {
-	return c.request(ctx, id, &connection.Logout{}, api.ErrNotPaired)
+	return c.request(ctx, id, &connection.Logout{})
 }
 
 // request asks the account's actor (through the supervisor) and maps a
-// refusal to refused, with the actor's reason.
-func (c controller) request(ctx context.Context, id string, msg any, refused error) error {
+// refusal to *api.Refused, with the actor's reason.
+func (c controller) request(ctx context.Context, id string, msg any) error {
 	if !c.a.isReady() {
 		return errors.New("app: manager is starting")
 	}
@@ -507,7 +528,7 @@ func (c controller) request(ctx context.Context, id string, msg any, refused err
 		return r.Err
 	case *connection.Result:
 		if !r.OK {
-			return fmt.Errorf("%w: %s", refused, r.Reason)
+			return &api.Refused{Reason: r.Reason}
 		}
 		return nil
 	default:

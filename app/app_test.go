@@ -64,6 +64,7 @@ func testConfig(t *testing.T, emu *emulator.Server, storePath string, n int) *co
 type running struct {
 	app    *App
 	sub    *events.Subscription
+	url    string // of the HTTP API
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -86,7 +87,7 @@ func startWith(t *testing.T, cfg *config.Config, opts Options) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{app: a, sub: a.Events().Subscribe(4096), done: make(chan error, 1)}
+	r := &running{app: a, sub: a.Events().Subscribe(4096), url: "http://" + ln.Addr().String(), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- a.Run(ctx) }()
@@ -190,8 +191,9 @@ func TestAPIActionsReachTheAccount(t *testing.T) {
 	ctl := controller{r.app}
 	ctx := context.Background()
 
-	if err := ctl.Pair(ctx, id); !errors.Is(err, api.ErrAlreadyPaired) {
-		t.Fatalf("Pair of a connected account: %v, want ErrAlreadyPaired", err)
+	var refused *api.Refused
+	if err := ctl.Pair(ctx, id); !errors.As(err, &refused) || !strings.Contains(refused.Reason, "account is connected") {
+		t.Fatalf("Pair of a connected account: %v, want refused because it is connected", err)
 	}
 	if err := ctl.Pair(ctx, "nobody"); !errors.Is(err, api.ErrUnknownAccount) {
 		t.Fatalf("Pair of an unknown account: %v", err)

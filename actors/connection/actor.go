@@ -122,6 +122,8 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Stopped, *actor.Restart, *actor.Terminated:
 	case *Pair:
 		c.onPair(ctx)
+	case *Resume:
+		c.onResume(ctx)
 	case *Resave:
 		c.resave()
 	case *Logout:
@@ -852,8 +854,12 @@ func (c *conn) resave() {
 }
 
 func (c *conn) onPair(ctx actor.Context) {
+	if c.state == events.StateStopped {
+		c.respond(ctx, false, "account is stopped: restart it")
+		return
+	}
 	if c.state != events.StateUnpaired && c.state != events.StateLoggedOut {
-		c.respond(ctx, false, fmt.Sprintf("pairing is re-armed only when unpaired or logged out; the account is %s", c.state))
+		c.respond(ctx, false, fmt.Sprintf("account is %s: pairing is re-armed only when unpaired or logged out", c.state))
 		return
 	}
 	c.log.Info("pairing re-armed")
@@ -863,10 +869,23 @@ func (c *conn) onPair(ctx actor.Context) {
 	c.respond(ctx, true, "")
 }
 
+func (c *conn) onResume(ctx actor.Context) {
+	if c.state != events.StateStopped {
+		c.respond(ctx, false, fmt.Sprintf("account is %s, not stopped", c.state))
+		return
+	}
+	c.log.Info("restarting the stopped account")
+	c.want, c.attempt, c.lost = true, 0, false
+	c.outdated, c.outdatedSaid = payload.Version{}, false
+	c.stopTimer(&c.retryTimer)
+	c.begin(ctx)
+	c.respond(ctx, true, "")
+}
+
 func (c *conn) onLogout(ctx actor.Context) {
 	switch {
 	case c.dev == nil || !c.dev.Paired():
-		c.respond(ctx, false, "the account is not paired")
+		c.respond(ctx, false, "account is not paired")
 		return
 	case c.logoutID != "" || c.logoutWanted:
 	case c.loggedIn && c.link != nil:

@@ -4,8 +4,9 @@
 // exponential backoff and full jitter when the connection drops.
 //
 // The supervisor spawns one connection actor per account
-// (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair and
-// *Logout. Nothing else should import this package.
+// (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair,
+// *Resume and *Logout, and a config reload *Resume. Nothing else should
+// import this package.
 //
 // # States
 //
@@ -24,11 +25,12 @@
 //	            (after a lock or ban only with Deps.AutoRepair or *Pair)
 //	stopped     the actor stopped, or the account must not reconnect
 //	            (conflict/replaced, failure 400/409/other 4xx, or no newer
-//	            client version to be had: an alarm)
+//	            client version to be had: an alarm); *Resume starts it
+//	            again from the device it holds, wiping nothing
 //
 // The goal (wantConnected) is kept apart from the state: replaced, refused,
-// banned and unpaired accounts do not want to connect; *Pair and *Logout
-// make them want it again.
+// banned and unpaired accounts do not want to connect; *Pair, *Resume and
+// *Logout make them want it again.
 //
 // # After <success> (PROTOCOL.md 9.8)
 //

@@ -31,6 +31,14 @@ type Pair struct{}
 // and nothing changes.
 type Logout struct{}
 
+// Resume restarts a stopped account (POST /api/accounts/{id}/restart, and a
+// config reload) from the device it holds: nothing is wiped, a paired
+// device logs in again with the current client version, through the
+// connect limiter. It is accepted only in state stopped (a refusal by the
+// server, a replaced session, a client version with no newer one); the
+// Result of another state names it.
+type Resume struct{}
+
 // Resave asks the actor to write the device it holds to the store again,
 // as after the store (Redis) lost its data. It has no reply.
 type Resave struct{}
@@ -47,7 +55,7 @@ type VersionUnavailable struct {
 	Err error
 }
 
-// Result answers Pair and Logout sent with Request.
+// Result answers Pair, Resume and Logout sent with Request.
 type Result struct {
 	// OK is true when the request was accepted.
 	OK bool
