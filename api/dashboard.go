@@ -14,6 +14,10 @@ import (
 //go:embed dashboard.html
 var dashboardHTML []byte
 
+// streamKeyMark is where the dashboard's page holds its stream key (a meta
+// element outside the inline script, whose hash the CSP pins).
+const streamKeyMark = "{{stream-key}}"
+
 // dashboardCSP allows exactly the inline style and script of the dashboard
 // (by hash), images and fetches from this server, and nothing else.
 var dashboardCSP = "default-src 'none'; " +
@@ -41,5 +45,5 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", dashboardCSP)
 	w.WriteHeader(http.StatusOK)
-	w.Write(dashboardHTML)
+	w.Write(s.dashboard)
 }

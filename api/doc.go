@@ -19,5 +19,7 @@
 // page of another site made in the operator's browser (Sec-Fetch-Site,
 // Origin), whether or not a token is set; when a token is configured they
 // also require "Authorization: Bearer TOKEN". QR contents are sent only to
-// the operator, never logged.
+// the operator, never logged. Event streams are bounded (slots.go): in
+// total, per client address, with slots kept for the dashboard's own
+// streams, and in lifetime.
 package api

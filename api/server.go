@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -19,10 +21,11 @@ import (
 // Sentinel errors. A Controller returns ErrUnknownAccount (wrapped or not)
 // for an account that does not run here, and the API answers 404.
 var (
-	ErrUnknownAccount = errors.New("api: unknown account")
-	ErrNoAccounts     = errors.New("api: Config.Accounts is required")
-	ErrServing        = errors.New("api: server already serving")
-	ErrClosed         = errors.New("api: server closed")
+	ErrUnknownAccount  = errors.New("api: unknown account")
+	ErrNoAccounts      = errors.New("api: Config.Accounts is required")
+	ErrReservedStreams = errors.New("api: Config.ReservedStreams must be below MaxStreams")
+	ErrServing         = errors.New("api: server already serving")
+	ErrClosed          = errors.New("api: server closed")
 )
 
 // Refused is what a Controller returns (wrapped or not) when the account is
@@ -94,6 +97,17 @@ type Config struct {
 	ActionTimeout time.Duration
 	// MaxStreams bounds concurrent GET /api/events streams. Default: 64.
 	MaxStreams int
+	// ReservedStreams of MaxStreams are kept for the dashboard's own
+	// streams (those that present the stream key of its page). Default:
+	// MaxStreams/8; it must be below MaxStreams.
+	ReservedStreams int
+	// MaxStreamsPerClient bounds the concurrent streams of one client IP
+	// address, the dashboard's streams excepted. Default: 8.
+	MaxStreamsPerClient int
+	// StreamLifetime ends every stream after this long, so an abandoned
+	// one frees its slot; clients reconnect by themselves (the stream
+	// tells them to retry after 3 s). Default: 10 min.
+	StreamLifetime time.Duration
 	// StreamBuffer is how many events a slow stream may fall behind before
 	// it loses some. Default: 256.
 	StreamBuffer int
@@ -107,6 +121,8 @@ const (
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultActionTimeout = 10 * time.Second
 	DefaultMaxStreams    = 64
+	DefaultClientStreams = 8
+	DefaultLifetime      = 10 * time.Minute
 	DefaultStreamBuffer  = 256
 	DefaultHeartbeat     = 15 * time.Second
 )
@@ -132,7 +148,9 @@ type Server struct {
 	log       *slog.Logger
 	tokenHash [sha256.Size]byte
 	hosts     hostPolicy
-	streams   chan struct{} // one slot per open event stream
+	streams   *streamSlots
+	streamKey string        // in the dashboard's page: marks its event streams
+	dashboard []byte        // the page, with streamKey
 	renders   chan struct{} // one slot per QR code being rendered
 	handler   http.Handler
 
@@ -157,6 +175,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
+	if cfg.ReservedStreams <= 0 {
+		cfg.ReservedStreams = cfg.MaxStreams / 8
+	}
+	if cfg.ReservedStreams >= cfg.MaxStreams {
+		return nil, ErrReservedStreams
+	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = DefaultClientStreams
+	}
+	if cfg.StreamLifetime <= 0 {
+		cfg.StreamLifetime = DefaultLifetime
+	}
 	if cfg.StreamBuffer <= 0 {
 		cfg.StreamBuffer = DefaultStreamBuffer
 	}
@@ -170,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
-		streams: make(chan struct{}, cfg.MaxStreams),
+		streams: newStreamSlots(cfg.MaxStreams, cfg.ReservedStreams, cfg.MaxStreamsPerClient),
 		renders: make(chan struct{}, maxRenders),
 		closing: make(chan struct{}),
 		hosts:   newHostPolicy(cfg.Listen, cfg.AllowedHosts),
@@ -178,6 +208,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	}
+	s.streamKey = rand.Text()
+	s.dashboard = bytes.Replace(dashboardHTML, []byte(streamKeyMark), []byte(s.streamKey), 1)
 	s.handler = s.secure(s.routes())
 	return s, nil
 }

@@ -2,7 +2,9 @@ package api
 
 import (
 	"bufio"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -48,9 +50,11 @@ func toStreamEvent(e events.Event) streamEvent {
 }
 
 // handleEvents streams account events as server-sent events until the
-// client goes away or the server shuts down. ?id=ACCOUNT keeps one
-// account's events only. A stream that falls behind loses events (the bus
-// never waits for it); clients re-read /api/accounts after reconnecting.
+// client goes away, the stream's lifetime is over or the server shuts down.
+// ?id=ACCOUNT keeps one account's events only; ?key= is the dashboard's
+// stream key, which gives its streams the reserved slots. A stream that
+// falls behind loses events (the bus never waits for it); clients re-read
+// /api/accounts after reconnecting.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Events == nil {
 		writeError(w, http.StatusServiceUnavailable, "event stream is not available")
@@ -61,13 +65,19 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad account id: want 1 to 64 of A-Z a-z 0-9 . _ -")
 		return
 	}
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
-		writeError(w, http.StatusServiceUnavailable, "too many event streams")
+	key := r.URL.Query().Get("key")
+	dashboard := subtle.ConstantTimeCompare([]byte(key), []byte(s.streamKey)) == 1
+	release, err := s.streams.acquire(clientAddress(r), dashboard)
+	if err != nil {
+		code := http.StatusServiceUnavailable
+		if errors.Is(err, errClientStreams) {
+			code = http.StatusTooManyRequests
+		}
+		w.Header().Set("Retry-After", "10")
+		writeError(w, code, err.Error())
 		return
 	}
+	defer release()
 
 	rc := http.NewResponseController(w)
 	// The server's WriteTimeout would cut the stream: lift it, and bound
@@ -97,12 +107,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	lifetime := time.NewTimer(s.cfg.StreamLifetime)
+	defer lifetime.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
 		case <-s.closing:
 			return
+		case <-lifetime.C:
+			return // the client reconnects after the retry hint
 		case <-heartbeat.C:
 			if !send(func() { bw.WriteString(": ping\n\n") }) {
 				return
