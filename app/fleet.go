@@ -82,7 +82,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	case dur.Warning != "":
 		logger.Warn("redis persistence: "+dur.Warning, "severe", dur.Severe)
 	}
-	st, err := wredis.New(client, wredis.Options{Sealer: sealer})
+	st, err := wredis.New(client, wredis.Options{Sealer: sealer, Logger: logger.With("component", "redis")})
 	if err != nil {
 		return fail(fmt.Errorf("app: redis store: %w", err))
 	}

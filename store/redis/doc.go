@@ -5,7 +5,9 @@
 // Bound), the per-instance membership heartbeat and account leases with
 // fencing tokens (Leases), a fleet-wide connect-rate limiter (Limiter), the
 // events.Publisher that appends account events to a Redis stream
-// (StreamSink), and the persistence check run at start (CheckDurability).
+// (StreamSink), the persistence check run at start (CheckDurability) and
+// the AOF rewrite that follows the sealing of records written in the clear
+// (RewriteAOF, aof.go).
 //
 // An account's prekeys live in PREFIX:{ACCT}:prekeys (records by key ID)
 // and PREFIX:{ACCT}:prekeys:pending (IDs not yet uploaded), in the device's

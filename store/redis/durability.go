@@ -94,12 +94,7 @@ func checkOne(ctx context.Context, c goredis.Cmdable) (Durability, error) {
 // unavailable) and the INFO persistence text.
 func assessDurability(cfg map[string]string, info string) Durability {
 	var d Durability
-	fields := map[string]string{}
-	for _, line := range strings.Split(info, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-			fields[k] = v
-		}
-	}
+	fields := infoFields(info)
 	if cfg != nil {
 		d.AOF = cfg["appendonly"] == "yes"
 		d.AppendFsync = cfg["appendfsync"]

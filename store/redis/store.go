@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,9 @@ type Options struct {
 	// two steps (see Store). Default: true for a *ClusterClient, false
 	// otherwise (then both are written by one atomic script).
 	SplitWrites *bool
+	// Logger receives the outcome of the AOF rewrites that follow the
+	// sealing of records written in the clear. Default: discarded.
+	Logger *slog.Logger
 }
 
 // Store is store.Store on Redis. The account's device lives in one hash
@@ -85,6 +89,7 @@ type Store struct {
 	sealer  store.Sealer
 	timeout time.Duration
 	split   bool
+	aof     *aofRewriter
 	closed  atomic.Bool
 }
 
@@ -107,7 +112,10 @@ func New(c goredis.UniversalClient, o Options) (*Store, error) {
 	if o.SplitWrites != nil {
 		split = *o.SplitWrites
 	}
-	return &Store{c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split}, nil
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split, aof: &aofRewriter{c: c, logger: o.Logger}}, nil
 }
 
 // ready checks the context and the closed flag.
@@ -497,7 +505,8 @@ func (v *view) check(op string) error {
 // are the account's prekey records still in the clear: the owner of an
 // account migrates it the first time it loads it (best effort; a failed
 // migration is retried at the next load as long as the device record is
-// the one in the clear).
+// the one in the clear). A migration is followed by a rewrite of Redis's
+// AOF in the background (aofRewriter), which drops the old values from it.
 func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 	if err := v.check("load"); err != nil {
 		return nil, err
@@ -510,8 +519,8 @@ func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 		// The prekeys go first and the device only once they are sealed:
 		// the device record in the clear is what makes the next load try
 		// again. A failure here leaves the migration to that next load.
-		if l, ok := v.lease(id); ok && v.s.resealPreKeys(ctx, id, l) == nil {
-			_ = v.Save(ctx, d)
+		if l, ok := v.lease(id); ok && v.s.resealPreKeys(ctx, id, l) == nil && v.Save(ctx, d) == nil {
+			v.s.aof.request()
 		}
 	}
 	return d, nil

@@ -151,6 +151,10 @@ func (s *Server) start(bin string) {
 	}
 }
 
+// Dir is the server's working directory, where it writes its AOF (in
+// appendonlydir/ since Redis 7) and log.
+func (s *Server) Dir() string { return s.dir }
+
 // Addr is the server's TCP address, host:port; it stays the same across
 // Restart.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
