@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/wafleet/wafleet/crypto"
 )
 
 // WhatsAppServerURL is the real WhatsApp Web endpoint, the default server.url.
@@ -265,6 +267,9 @@ func (s Server) RootKey() ([]byte, error) {
 	key, err := hex.DecodeString(s.RootPublicKey)
 	if err != nil || len(key) != 32 {
 		return nil, keyError("server.root_public_key", "must be 64 hex characters (a 32-byte Curve25519 key)")
+	}
+	if crypto.CheckPublicKey(key) != nil {
+		return nil, keyError("server.root_public_key", "is a point of small order, under which anyone can forge signatures")
 	}
 	return key, nil
 }

@@ -87,10 +87,15 @@ func VerifyADVContainer(container, advSecret []byte) (sdi *waproto.ADVSignedDevi
 
 // VerifyADVAccountSignature checks the primary's account signature over
 // Q || sdi.Details || companionIdentityPub with sdi.AccountSignatureKey.
+// Every failure is ErrADVSignatureMismatch; a key of small order is also
+// ErrLowOrderKey.
 func VerifyADVAccountSignature(sdi *waproto.ADVSignedDeviceIdentity, di *waproto.ADVDeviceIdentity, companionIdentityPub []byte) error {
 	key, sig := sdi.GetAccountSignatureKey(), sdi.GetAccountSignature()
 	if len(key) != 32 || len(sig) != 64 {
 		return fmt.Errorf("account key %d bytes, signature %d bytes: %w", len(key), len(sig), ErrADVSignatureMismatch)
+	}
+	if err := CheckPublicKey(key); err != nil {
+		return fmt.Errorf("account signature key: %w: %w", err, ErrADVSignatureMismatch)
 	}
 	if !Verify(key, advAccountMessage(di.GetDeviceType(), sdi.GetDetails(), companionIdentityPub), sig) {
 		return ErrADVSignatureMismatch

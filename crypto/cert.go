@@ -21,7 +21,8 @@ var WhatsAppRootKey = [32]byte{
 // VerifyCertChain checks the serialized CertChain the server sends in
 // ServerHello.payload, in the order of PROTOCOL.md 3.3. Every failure wraps
 // its own sentinel (ErrCertMalformed, ErrCertRootSignature, …); both expiry
-// sentinels also match ErrCertExpired. Signatures are checked over the
+// sentinels also match ErrCertExpired. A root or intermediate key of small
+// order is ErrLowOrderKey. Signatures are checked over the
 // details bytes exactly as received.
 func VerifyCertChain(chain, rootKey, serverStatic []byte, now time.Time) error {
 	var cc waproto.CertChain
@@ -35,6 +36,9 @@ func VerifyCertChain(chain, rootKey, serverStatic []byte, now time.Time) error {
 	if len(inter.GetSignature()) != 64 || len(leaf.GetSignature()) != 64 {
 		return fmt.Errorf("cert signature missing or not 64 bytes: %w", ErrCertMalformed)
 	}
+	if err := CheckPublicKey(rootKey); err != nil {
+		return fmt.Errorf("root key: %w", err)
+	}
 	if !Verify(rootKey, inter.GetDetails(), inter.GetSignature()) {
 		return ErrCertRootSignature
 	}
@@ -47,6 +51,9 @@ func VerifyCertChain(chain, rootKey, serverStatic []byte, now time.Time) error {
 	}
 	if len(id.GetKey()) != 32 {
 		return fmt.Errorf("intermediate key of %d bytes: %w", len(id.GetKey()), ErrCertIntermediateKey)
+	}
+	if err := CheckPublicKey(id.GetKey()); err != nil {
+		return fmt.Errorf("intermediate key: %w", err)
 	}
 	if !Verify(id.GetKey(), leaf.GetDetails(), leaf.GetSignature()) {
 		return ErrCertLeafSignature

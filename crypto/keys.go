@@ -9,12 +9,14 @@ import (
 	"log/slog"
 
 	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
 )
 
 // Sentinel errors of the package. Wrapped errors add context with %w.
 var (
 	ErrKeyLength = errors.New("crypto: key must be 32 bytes")
-	ErrDHZero    = errors.New("crypto: X25519 result is all zero (low-order public key)")
+	// ErrLowOrderKey: a public key is a point of small order (CheckPublicKey).
+	ErrLowOrderKey = errors.New("crypto: low-order public key")
 
 	ErrNoiseState   = errors.New("crypto: noise handshake call out of order")
 	ErrNoiseDecrypt = errors.New("crypto: noise decryption failed")
@@ -42,6 +44,50 @@ type expiredError struct{ msg string }
 
 func (e *expiredError) Error() string        { return e.msg }
 func (e *expiredError) Is(target error) bool { return target == ErrCertExpired }
+
+// lowOrderU are the u-coordinates, reduced mod p = 2^255-19, of the points
+// of small order of Curve25519 and of its quadratic twist: 0 (order 2), 1
+// (order 4, on the twist), p-1 (order 4) and the two of order 8. Under such a
+// key a Diffie-Hellman result takes at most 8 values whatever the private
+// key, and a signature can be forged without any private key.
+var lowOrderU = [...][32]byte{
+	{},
+	{1},
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+	{0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+		0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00},
+	{0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b,
+		0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57},
+}
+
+// CheckPublicKey checks a Curve25519 public key that came from outside:
+// ErrKeyLength unless it is 32 bytes, ErrLowOrderKey if it is a point of
+// small order in any of its encodings (the top bit set, or u+p written
+// for u). DH and Verify run it on every key they are given; parsers call it
+// to reject such a key where it enters (configuration, pairing, prekeys).
+func CheckPublicKey(pub []byte) error {
+	var u field.Element
+	if _, err := u.SetBytes(pub); err != nil {
+		return ErrKeyLength
+	}
+	if isLowOrder(&u) {
+		return ErrLowOrderKey
+	}
+	return nil
+}
+
+// isLowOrder reports whether u is the u-coordinate of a point of small order.
+// field.Element.SetBytes has already dropped the top bit and reduced mod p.
+func isLowOrder(u *field.Element) bool {
+	b := [32]byte(u.Bytes())
+	for i := range lowOrderU {
+		if b == lowOrderU[i] {
+			return true
+		}
+	}
+	return false
+}
 
 // KeyPair is an X25519 key pair. Build it with GenerateKeyPair or
 // KeyPairFromPrivate, which cache the parsed private key so that DH runs one
@@ -111,11 +157,11 @@ func KeyPairFromPrivate(priv []byte) (*KeyPair, error) {
 }
 
 // DH returns X25519(kp.Priv, peerPub). It fails on a peer key that is not
-// 32 bytes and on an all-zero result (a low-order peer key).
+// 32 bytes (ErrKeyLength) or of small order (ErrLowOrderKey).
 func (kp *KeyPair) DH(peerPub []byte) ([32]byte, error) {
 	var out [32]byte
-	if len(peerPub) != 32 {
-		return out, fmt.Errorf("crypto: dh peer key: %w", ErrKeyLength)
+	if err := CheckPublicKey(peerPub); err != nil {
+		return out, fmt.Errorf("crypto: dh peer key: %w", err)
 	}
 	k := kp.ecdhKey
 	if k == nil {
@@ -130,8 +176,9 @@ func (kp *KeyPair) DH(peerPub []byte) ([32]byte, error) {
 	}
 	shared, err := k.ECDH(pub)
 	if err != nil {
-		// crypto/ecdh refuses exactly the all-zero output.
-		return out, ErrDHZero
+		// crypto/ecdh refuses exactly the all-zero output, which only a
+		// low-order key gives; CheckPublicKey has turned those away.
+		return out, fmt.Errorf("crypto: dh: %w", ErrLowOrderKey)
 	}
 	copy(out[:], shared)
 	return out, nil

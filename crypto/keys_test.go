@@ -85,8 +85,8 @@ func TestDH(t *testing.T) {
 		{"short", b.Pub[:31], ErrKeyLength},
 		{"long", append(b.Pub[:], 0), ErrKeyLength},
 		{"nil", nil, ErrKeyLength},
-		{"zero point", make([]byte, 32), ErrDHZero},
-		{"u = 1 (low order)", append([]byte{1}, make([]byte, 31)...), ErrDHZero},
+		{"zero point", make([]byte, 32), ErrLowOrderKey},
+		{"u = 1 (low order)", append([]byte{1}, make([]byte, 31)...), ErrLowOrderKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -490,7 +490,7 @@ func TestNoiseFailures(t *testing.T) {
 		{"server static tampered", func(h *hello) { h.s = flip(h.s) }, nil, ErrNoiseDecrypt, "decrypt server static"},
 		{"server payload tampered", func(h *hello) { h.p = flip(h.p) }, nil, ErrNoiseDecrypt, "decrypt server payload"},
 		{"server ephemeral short", func(h *hello) { h.e = h.e[:31] }, nil, ErrNoiseLength, "server ephemeral"},
-		{"server ephemeral low order", func(h *hello) { h.e = make([]byte, 32) }, nil, ErrDHZero, "dh ee"},
+		{"server ephemeral low order", func(h *hello) { h.e = make([]byte, 32) }, nil, ErrLowOrderKey, "dh ee"},
 		{"server static empty", func(h *hello) { h.s = nil }, nil, ErrNoiseDecrypt, "decrypt server static"},
 		{"client static tampered", nil, func(s, p []byte) ([]byte, []byte) { return flip(s), p }, ErrNoiseDecrypt, "decrypt client static"},
 		{"client payload tampered", nil, func(s, p []byte) ([]byte, []byte) { return s, flip(p) }, ErrNoiseDecrypt, "decrypt client payload"},

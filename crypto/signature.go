@@ -63,20 +63,21 @@ func SignWithRandom(kp *KeyPair, msg []byte, z *[64]byte) [64]byte {
 var one = new(field.Element).One()
 
 // Verify reports whether sig is a valid signature of msg by the X25519
-// public key pub. Wrong lengths give false.
+// public key pub. Wrong lengths and keys of small order (see
+// CheckPublicKey) give false: under such a key a signature with S = 0 and R
+// the identity or the key itself verifies for any message.
 func Verify(pub, msg, sig []byte) bool {
-	if len(pub) != 32 || len(sig) != 64 {
+	if len(sig) != 64 {
 		return false
 	}
-	var u [32]byte
-	copy(u[:], pub)
-	u[31] &= 0x7f
-
-	// Edwards y = (u - 1) / (u + 1); u = -1 gives y = 0 (Invert(0) = 0).
+	// SetBytes ignores the top bit of the key, as X25519 does.
 	var uf, num, den, y field.Element
-	if _, err := uf.SetBytes(u[:]); err != nil {
+	if _, err := uf.SetBytes(pub); err != nil || isLowOrder(&uf) {
 		return false
 	}
+
+	// Edwards y = (u - 1) / (u + 1); u = -1 would give y = 0 (Invert(0) =
+	// 0), but it is of small order and refused above.
 	num.Subtract(&uf, one)
 	den.Add(&uf, one)
 	den.Invert(&den)

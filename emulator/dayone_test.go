@@ -194,10 +194,15 @@ func goodUpload(t *testing.T, d *testDevice, first, n int) upload {
 	return u
 }
 
+// prekey is a <key> with a value of size bytes that is not of small order.
 func prekey(id, size int) node.Node {
+	value := make([]byte, size)
+	for i := range value {
+		value[i] = byte(id + i)
+	}
 	return node.New("key").WithChildren(
 		node.New("id").WithBytes([]byte{byte(id >> 16), byte(id >> 8), byte(id)}),
-		node.New("value").WithBytes(make([]byte, size)))
+		node.New("value").WithBytes(value))
 }
 
 func (u upload) node(id string) node.Node {
@@ -241,6 +246,9 @@ func TestPrekeyUploadValidation(t *testing.T) {
 			u.keys[0] = node.New("key").WithChildren(node.New("id").WithBytes([]byte{0, 0, 0, 1}), node.New("value").WithBytes(make([]byte, 32)))
 		}, "4 bytes, want 3"},
 		{"a key value of 31 bytes", func(u *upload) { u.keys[1] = prekey(2, 31) }, "31 bytes, want 32"},
+		{"a key value of small order", func(u *upload) {
+			u.keys[1] = node.New("key").WithChildren(node.New("id").WithBytes([]byte{0, 0, 2}), node.New("value").WithBytes(make([]byte, 32)))
+		}, "low-order public key"},
 		{"a key without value", func(u *upload) {
 			u.keys[0] = node.New("key").WithChildren(node.New("id").WithBytes([]byte{0, 0, 1}))
 		}, "1 children, want 2"},

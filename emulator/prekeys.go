@@ -23,7 +23,7 @@ var prekeyUploadChildren = []string{"registration", "type", "identity", "list", 
 // id> with <registration> (4 bytes, the registration ID of pairing),
 // <type> (05), <identity> (32 bytes, the device's identity key), <list> of
 // 1..812 <key><id>3 bytes</id><value>32 bytes</value></key> with distinct
-// IDs, and <skey><id>3</id><value>32</value><signature>64</signature>
+// IDs and values not of small order, and <skey><id>3</id><value>32</value><signature>64</signature>
 // </skey> whose signature verifies with the identity key over 05 || value.
 // The signed prekey must be the one of the registration. It returns the
 // prekey IDs.
@@ -96,8 +96,12 @@ func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("<key> %d: %w", i, err)
 		}
-		if _, err := leafBytes(parts[1], 32); err != nil {
+		pub, err := leafBytes(parts[1], 32)
+		if err != nil {
 			return nil, fmt.Errorf("<key> %d: %w", i, err)
+		}
+		if err := crypto.CheckPublicKey(pub); err != nil {
+			return nil, fmt.Errorf("<key> %d: <value>: %w", i, err)
 		}
 		id := uint32(idb[0])<<16 | uint32(idb[1])<<8 | uint32(idb[2])
 		if distinct[id] {

@@ -233,7 +233,7 @@ func (sess *session) trickleHugeServerHello() {
 func (sess *session) handshakeError(err error) error {
 	for _, target := range []error{
 		wire.ErrBadHeader, wire.ErrHandshakeMessage, wire.ErrFrameTooLarge,
-		crypto.ErrNoiseDecrypt, crypto.ErrNoiseLength, crypto.ErrDHZero, crypto.ErrKeyLength,
+		crypto.ErrNoiseDecrypt, crypto.ErrNoiseLength, crypto.ErrLowOrderKey, crypto.ErrKeyLength,
 	} {
 		if errors.Is(err, target) {
 			return sess.violate("handshake: %v", err)
@@ -336,7 +336,8 @@ func (sess *session) register(clientStatic [32]byte, cp *waproto.ClientPayload) 
 }
 
 // parseRegistration checks devicePairingData (PROTOCOL.md 5.2): key and ID
-// lengths, and the identity key's signature over 05 || signed prekey.
+// lengths, keys not of small order, and the identity key's signature over
+// 05 || signed prekey.
 func parseRegistration(clientStatic [32]byte, pd *waproto.ClientPayload_DevicePairingRegistrationData) (*registration, error) {
 	switch {
 	case len(pd.GetERegid()) != 4:
@@ -351,6 +352,12 @@ func parseRegistration(clientStatic [32]byte, pd *waproto.ClientPayload_DevicePa
 		return nil, errors.New("eSkeyVal is not 32 bytes")
 	case len(pd.GetESkeySig()) != 64:
 		return nil, errors.New("eSkeySig is not 64 bytes")
+	}
+	if err := crypto.CheckPublicKey(pd.GetEIdent()); err != nil {
+		return nil, fmt.Errorf("eIdent: %w", err)
+	}
+	if err := crypto.CheckPublicKey(pd.GetESkeyVal()); err != nil {
+		return nil, fmt.Errorf("eSkeyVal: %w", err)
 	}
 	msg := append([]byte{5}, pd.GetESkeyVal()...)
 	if !crypto.Verify(pd.GetEIdent(), msg, pd.GetESkeySig()) {

@@ -513,7 +513,7 @@ func TestClientRejectsBadServerHello(t *testing.T) {
 		{"missing static", hello(eph.Pub[:], nil, randBytes(40)), ErrHandshakeMessage},
 		{"missing payload", hello(eph.Pub[:], randBytes(48), nil), ErrHandshakeMessage},
 		{"garbage ciphertexts", hello(eph.Pub[:], randBytes(48), randBytes(40)), crypto.ErrNoiseDecrypt},
-		{"low-order ephemeral", hello(make([]byte, 32), randBytes(48), randBytes(40)), crypto.ErrDHZero},
+		{"low-order ephemeral", hello(make([]byte, 32), randBytes(48), randBytes(40)), crypto.ErrLowOrderKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
