@@ -191,6 +191,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"unknown key", "sever:\n  url: ws://x/\n", "sever"},
 		{"bad url", "server:\n  url: http://example.com\n", "server.url"},
 		{"bad root key", "server:\n  root_public_key: abcd\n", "server.root_public_key"},
+		{"root key of 32 zero bytes", "server:\n  root_public_key: '" + strings.Repeat("00", 32) + "'\n", "server.root_public_key: is a point of small order"},
+		{"root key of small order, top bit set", "server:\n  root_public_key: e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880\n", "server.root_public_key: is a point of small order"},
 		{"bad store kind", "store:\n  kind: sqlite\n", "store.kind"},
 		{"bad encryption key", "store:\n  encryption_key: " + secretKey + "\n", "store.encryption_key"},
 		{"public listen without token", "http:\n  listen: 0.0.0.0:8080\n", "http.listen"},

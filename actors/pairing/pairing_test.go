@@ -1,7 +1,10 @@
 package pairing
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha512"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/edwards25519"
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -247,6 +251,64 @@ func (p *phone) success(t *testing.T, identityPub []byte, adv []byte, children .
 		WithChildren(node.New("pair-success").WithChildren(children...))
 }
 
+// zeroKeyEdwards is the Edwards form of the account key of 32 zero bytes:
+// (0, -1), a point of order 2.
+var zeroKeyEdwards = append([]byte{0xec}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...)
+
+// forgeUnderZeroKey returns, if msg allows, a signature that Ed25519's check
+// accepts under zeroKeyEdwards without any private key: S = 0 and R the
+// identity when k = SHA-512(R || A || msg) mod L is even, or A itself when
+// it is odd.
+func forgeUnderZeroKey(msg []byte) ([]byte, bool) {
+	identity := append([]byte{1}, make([]byte, 31)...)
+	for _, r := range [][]byte{identity, zeroKeyEdwards} {
+		h := sha512.New()
+		h.Write(r)
+		h.Write(zeroKeyEdwards)
+		h.Write(msg)
+		k, _ := edwards25519.NewScalar().SetUniformBytes(h.Sum(nil))
+		odd := k.Bytes()[0]&1 == 1
+		if odd == bytes.Equal(r, zeroKeyEdwards) {
+			return append(append([]byte(nil), r...), make([]byte, 32)...), true
+		}
+	}
+	return nil, false
+}
+
+// forgedSuccess returns pair-success whose account key is 32 zero bytes,
+// with an account signature forged under it and a good HMAC (whoever saw
+// the QR code knows the ADV secret).
+func (p *phone) forgedSuccess(t *testing.T, identityPub, adv []byte) node.Node {
+	t.Helper()
+	for i := range 100 {
+		p.di.KeyIndex = proto.Uint32(uint32(i))
+		details, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.di)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := append(append([]byte{0x06, 0x00}, details...), identityPub...)
+		sig, ok := forgeUnderZeroKey(msg)
+		if !ok {
+			continue
+		}
+		if !ed25519.Verify(zeroKeyEdwards, msg, sig) {
+			t.Fatal("the forged account signature does not pass Ed25519's check")
+		}
+		b, err := proto.Marshal(&waproto.ADVSignedDeviceIdentity{Details: details, AccountSignatureKey: make([]byte, 32), AccountSignature: sig})
+		if err != nil {
+			t.Fatal(err)
+		}
+		container, err := crypto.MakeADVContainer(b, adv, waproto.ADVEncryptionType_E2EE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
+		return p.success(t, nil, nil, node.New("device-identity").WithBytes(container), node.New("device", node.JIDAttr("jid", pn)))
+	}
+	t.Fatal("no key index lets the signature be forged")
+	return node.Node{}
+}
+
 func TestPairSuccess(t *testing.T) {
 	f := newFixture(t, nil, nil)
 	ph := newPhone(t)
@@ -333,6 +395,9 @@ func TestPairSuccessErrors(t *testing.T) {
 		{"account signature for another companion", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
 			return ph.success(t, other.Pub[:], f.dev.AdvSecret[:])
 		}, 401, "signature-mismatch", crypto.ErrADVSignatureMismatch},
+		{"account key of small order", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+			return ph.forgedSuccess(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])
+		}, 401, "signature-mismatch", crypto.ErrLowOrderKey},
 		{"garbage identity", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
 			pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
 			return ph.success(t, nil, nil, node.New("device-identity").WithBytes([]byte{0xff, 0x01}), node.New("device", node.JIDAttr("jid", pn)))
