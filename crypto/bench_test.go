@@ -22,6 +22,18 @@ func BenchmarkDH(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckPublicKey is the small-order check DH and Verify add to
+// every call.
+func BenchmarkCheckPublicKey(b *testing.B) {
+	kp, _ := GenerateKeyPair()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := CheckPublicKey(kp.Pub[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkSign(b *testing.B) {
 	kp, _ := GenerateKeyPair()
 	msg := make([]byte, 100)

@@ -11,5 +11,10 @@
 // Noise responder, certificate-chain issuing and the phone's ADV signing.
 // It knows nothing of actors, Redis, configuration or WebSockets.
 //
+// Public keys that come from outside pass CheckPublicKey: a point of small
+// order, in any of its encodings, is ErrLowOrderKey. DH and Verify apply it
+// to every key they get, and VerifyCertChain and the ADV checks name it, so
+// no shared secret is computed and no signature accepted under such a key.
+//
 // Private keys never appear in error strings or in String/LogValue output.
 package crypto
