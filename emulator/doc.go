@@ -23,7 +23,10 @@
 //     whose handshake static key is the one recorded at pairing: <success t
 //     lid/>; otherwise <failure reason="401"/> and close. A second login of a
 //     connected device sends <conflict type="replaced"/> to the older
-//     connection, and the overlap is counted in max_connections_per_device.
+//     connection, and the overlap is counted in max_connections_per_device
+//     (an older connection whose client has already closed it, as the TCP
+//     socket's state says on Linux, is not an overlap, whether or not its
+//     reader has seen the close yet).
 //   - After success it answers keepalive pings (xmlns w:p, with or without
 //     <ping/>), the passive/active IQ, prekey count and upload, and a
 //     companion's <remove-companion-device jid=OWN/> (result, then the

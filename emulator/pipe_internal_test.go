@@ -121,6 +121,13 @@ type pipeClient struct {
 func login(t testing.TB, s *Server, d *pipeDevice, policy clientPolicy, version payload.Version) *pipeClient {
 	t.Helper()
 	a, b := newPipe()
+	return loginOver(t, s, d, policy, version, a, b)
+}
+
+// loginOver is login over a given connection: the client's end a, the
+// server's end b.
+func loginOver(t testing.TB, s *Server, d *pipeDevice, policy clientPolicy, version payload.Version, a, b wire.FrameConn) *pipeClient {
+	t.Helper()
 	if !s.enter() {
 		t.Fatal("server closed")
 	}

@@ -673,6 +673,11 @@ func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) err
 	}
 	sess.dev = d
 	defer s.reg.detach(d, sess)
+	for _, o := range old {
+		if clientClosed(o.conn) {
+			n-- // its client let go of it before this login; its reader has not seen that yet
+		}
+	}
 	s.stats.deviceConnections(n)
 	s.stats.add(func(st *Stats) *int64 { return &st.Logins }, 1)
 	sess.log = sess.log.With("jid", d.jid.String())

@@ -328,6 +328,11 @@ func (c *Conn) Close() error {
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
+// NetConn returns the network connection under the WebSocket, for what only
+// the transport can tell (the emulator asks whether a client has closed its
+// end). Reading or writing it directly corrupts the stream.
+func (c *Conn) NetConn() net.Conn { return c.ws.NetConn() }
+
 // proxyDialer returns a dial function that reaches addresses through the
 // proxy at raw. Errors never show the proxy password.
 func proxyDialer(raw string, tlsConfig *tls.Config) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
