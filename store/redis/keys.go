@@ -19,6 +19,8 @@ const DefaultPrefix = "wafleet"
 //	                       a cross-slot mapping update is pending: xpn, xlid, sync
 //	PREFIX:{ACCT}:lease    string "INSTANCE:FENCE.NONCE", PX ttl
 //	PREFIX:{ACCT}:fence    counter of fencing tokens
+//	PREFIX:{ACCT}:holder   instance that acquired the lease last; deleted
+//	                       when it releases the lease
 //	PREFIX:{ACCT}:prekeys  hash: KEYID (decimal) -> prekey record (store's
 //	                       prekey codec), max -> largest key ID ever stored
 //	PREFIX:{ACCT}:prekeys:pending
@@ -28,6 +30,8 @@ const DefaultPrefix = "wafleet"
 //	PREFIX:settings        hash: setting name -> value (fleet-wide)
 //	PREFIX:epoch           random value; missing or changed = Redis lost data
 //	PREFIX:members         zset: instance -> expiry (Redis server ms)
+//	PREFIX:beats           hash: instance -> count of its heartbeats and
+//	                       acquisitions (single node and Sentinel only)
 //	PREFIX:ratelimit:NAME  hash: token bucket state
 //	PREFIX:events          stream of account events
 type keys struct{ p string }
@@ -45,6 +49,7 @@ func newKeys(prefix string) (keys, error) {
 func (k keys) device(acct string) string  { return k.p + ":{" + acct + "}:device" }
 func (k keys) lease(acct string) string   { return k.p + ":{" + acct + "}:lease" }
 func (k keys) fence(acct string) string   { return k.p + ":{" + acct + "}:fence" }
+func (k keys) holder(acct string) string  { return k.p + ":{" + acct + "}:holder" }
 func (k keys) prekeys(acct string) string { return k.p + ":{" + acct + "}:prekeys" }
 func (k keys) pending(acct string) string { return k.p + ":{" + acct + "}:prekeys:pending" }
 func (k keys) settings() string           { return k.p + ":settings" }
@@ -52,6 +57,7 @@ func (k keys) pn(user string) string      { return k.p + ":map:pn:{" + user + "}
 func (k keys) lid(user string) string     { return k.p + ":map:lid:{" + user + "}" }
 func (k keys) epoch() string              { return k.p + ":epoch" }
 func (k keys) members() string            { return k.p + ":members" }
+func (k keys) beats() string              { return k.p + ":beats" }
 func (k keys) rate(name string) string    { return k.p + ":ratelimit:" + name }
 func (k keys) events() string             { return k.p + ":events" }
 

@@ -29,10 +29,10 @@ type LeaseOptions struct {
 	// renewal. Default 15s.
 	TTL time.Duration
 	// Margin: a lease counts as lost locally once Margin is left before it
-	// could expire in Redis, so the connection is stopped before another
+	// could expire in Redis, so the connection is closed before another
 	// instance can take the account. Its local deadline is the send time of
-	// the last successful renewal + TTL - Margin. Default TTL/3. Renew more
-	// often than every (TTL-Margin)/2.
+	// the last successful renewal + TTL - Margin, on the monotonic clock.
+	// Default TTL/3. Renew more often than every (TTL-Margin)/2.
 	Margin time.Duration
 	// Timeout bounds each round trip. Default TTL/5.
 	Timeout time.Duration
@@ -56,6 +56,10 @@ type Lease struct {
 	// ValidUntil (local clock) is when this instance must have stopped
 	// using the account unless a renewal succeeded meanwhile.
 	ValidUntil time.Time
+	// NotBefore (local clock) is when the account may connect: zero, unless
+	// the previous holder's lease expired (it did not release it) and that
+	// instance may still think it holds it. See guardUntil.
+	NotBefore time.Time
 }
 
 // Holder returns the instance part of a lease value.
@@ -80,6 +84,14 @@ func parseToken(value string) (uint64, error) {
 	return n, nil
 }
 
+// beatSeen is an instance's heartbeat count and the local time of the
+// first Tick that saw it: the instance has neither renewed nor acquired a
+// lease since before that time.
+type beatSeen struct {
+	count string
+	since time.Time
+}
+
 // Leases holds this instance's membership and account leases. It is a
 // passive state machine over Redis: the caller (package fleet's
 // Coordinator) calls Tick on a timer, Expire whenever NextDeadline passes,
@@ -93,6 +105,7 @@ type Leases struct {
 
 	mu         sync.Mutex
 	held       map[string]Lease
+	beats      map[string]beatSeen // by instance, from the last Tick
 	members    []string
 	epoch      string
 	graceUntil time.Time
@@ -130,7 +143,7 @@ func NewLeases(c goredis.UniversalClient, o LeaseOptions) (*Leases, error) {
 		o.Now = time.Now
 	}
 	_, cluster := c.(*goredis.ClusterClient)
-	return &Leases{c: c, k: k, o: o, cluster: cluster, nonce: nonce, held: map[string]Lease{}}, nil
+	return &Leases{c: c, k: k, o: o, cluster: cluster, nonce: nonce, held: map[string]Lease{}, beats: map[string]beatSeen{}}, nil
 }
 
 // Instance returns this instance's id.
@@ -139,7 +152,8 @@ func (m *Leases) Instance() string { return m.o.Instance }
 // TTL returns the lease TTL.
 func (m *Leases) TTL() time.Duration { return m.o.TTL }
 
-// Get returns the lease held for acct, if it is still valid locally.
+// Get returns the lease held for acct, if it is still valid locally (its
+// NotBefore may not have come yet).
 func (m *Leases) Get(acct string) (Lease, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,6 +162,16 @@ func (m *Leases) Get(acct string) (Lease, bool) {
 		return Lease{}, false
 	}
 	return l, true
+}
+
+// Usable reports whether acct may be connected now: its lease is held and
+// valid locally, and its NotBefore has come.
+func (m *Leases) Usable(acct string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.held[acct]
+	now := m.o.Now()
+	return ok && now.Before(l.ValidUntil) && !now.Before(l.NotBefore)
 }
 
 // Held returns the leases held, sorted by account.
@@ -331,10 +355,10 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 	heldBy = map[string]string{}
 	calls := make([]*call, len(accounts))
 	for i, a := range accounts {
-		keys := []string{m.k.lease(a), m.k.fence(a), m.k.device(a)}
+		keys := []string{m.k.lease(a), m.k.fence(a), m.k.device(a), m.k.holder(a)}
 		arg := ""
 		if !m.cluster {
-			keys = append(keys, m.k.epoch())
+			keys = append(keys, m.k.epoch(), m.k.beats())
 			arg = epoch
 		}
 		calls[i] = &call{script: acquire, keys: keys, args: []any{m.o.Instance, m.nonce(), m.o.TTL.Milliseconds(), arg}}
@@ -349,13 +373,14 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 	if err := runCalls(ctx, m.c, calls, extra); err != nil {
 		return nil, nil, false, fmt.Errorf("redis: acquire leases: %w", err)
 	}
+	answered := m.o.Now()
 	if epochCmd != nil && epochCmd.Val() != epoch {
 		epochChanged = true
 	}
 	var firstErr error
 	for i, cl := range calls {
 		r, err := replyStrings(cl.cmd)
-		if err == nil && len(r) != 2 {
+		if err == nil && len(r) != 2 && len(r) != 4 {
 			err = fmt.Errorf("%w: acquire answered %d values", ErrProtocol, len(r))
 		}
 		if err != nil {
@@ -365,18 +390,28 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 		switch r[0] {
 		case "1":
 			tok, err := parseToken(r[1])
+			if err == nil && len(r) != 4 {
+				err = fmt.Errorf("%w: acquire answered %d values", ErrProtocol, len(r))
+			}
 			if err != nil {
 				firstErr = cmpErr(firstErr, err)
 				continue
 			}
-			got = append(got, Lease{Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin)})
+			got = append(got, Lease{
+				Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
+				NotBefore: m.guardUntil(r[2], r[3], answered),
+			})
 		case "0":
 			if strings.HasSuffix(r[1], "."+cl.args[1].(string)) && Holder(r[1]) == m.o.Instance {
 				// Our own acquisition, answered twice (the client retried
-				// after a network error).
+				// after a network error). The first answer, with the
+				// previous holder, is lost: guard as if it was alive.
 				tok, err := parseToken(r[1])
 				if err == nil {
-					got = append(got, Lease{Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin)})
+					got = append(got, Lease{
+						Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
+						NotBefore: answered.Add(m.o.TTL - m.o.Margin/2),
+					})
 					continue
 				}
 			}
@@ -386,6 +421,36 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 		}
 	}
 	return got, heldBy, epochChanged, firstErr
+}
+
+// guardUntil returns when an account just acquired may connect. At once
+// (zero) when nobody held it before, or this instance, or its holder
+// released it. Otherwise the previous holder let its lease expire in Redis
+// — it crashed, or was paused, or Redis's clock jumped — and, if it is
+// still running, it may think it holds the lease until its local deadline:
+// at most TTL-Margin after it last sent a renewal. A renewal travels with
+// a heartbeat, and heartbeats and acquisitions bump the instance's count
+// (beat), so when this instance has watched that count unchanged since a
+// local time t, the previous holder's deadline is before t+TTL-Margin;
+// when not (the count moved, or it is unknown, as on a Cluster), before
+// the moment this acquisition was answered + TTL-Margin. Half the margin
+// more leaves the previous holder time to close its connections. Only
+// local monotonic time is compared: Redis's clock plays no part.
+func (m *Leases) guardUntil(prev, beat string, answered time.Time) time.Time {
+	if prev == "" || prev == m.o.Instance {
+		return time.Time{}
+	}
+	since := answered
+	m.mu.Lock()
+	if b, ok := m.beats[prev]; ok && beat != "" && b.count == beat {
+		since = b.since
+	}
+	m.mu.Unlock()
+	until := since.Add(m.o.TTL - m.o.Margin/2)
+	if !until.After(answered) {
+		return time.Time{}
+	}
+	return until
 }
 
 func cmpErr(first, err error) error {
@@ -400,7 +465,14 @@ func cmpErr(first, err error) error {
 // leases are dropped locally even when Redis cannot be reached (they then
 // expire after the TTL).
 func (m *Leases) Release(ctx context.Context, accounts ...string) error {
+	return m.GiveBack(ctx, m.Drop(accounts...)...)
+}
+
+// Drop forgets the leases of accounts locally and returns them: from now
+// on Get refuses them. Close their connections, then GiveBack them.
+func (m *Leases) Drop(accounts ...string) []Lease {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	var ls []Lease
 	for _, a := range accounts {
 		if l, ok := m.held[a]; ok {
@@ -408,7 +480,12 @@ func (m *Leases) Release(ctx context.Context, accounts ...string) error {
 			delete(m.held, a)
 		}
 	}
-	m.mu.Unlock()
+	return ls
+}
+
+// GiveBack deletes dropped leases in Redis (each only if still ours), in
+// one round trip.
+func (m *Leases) GiveBack(ctx context.Context, ls ...Lease) error {
 	ctx, cancel := m.ctx(ctx)
 	defer cancel()
 	return m.releaseValues(ctx, ls)
@@ -418,7 +495,7 @@ func (m *Leases) releaseValues(ctx context.Context, ls []Lease) error {
 	if len(ls) == 0 {
 		return nil
 	}
-	calls, _ := m.batch(ls, release, func(l Lease) any { return l.Value }, nil)
+	calls, _ := m.batch(ls, release, true, func(l Lease) any { return l.Value }, nil)
 	if err := runCalls(ctx, m.c, calls, nil); err != nil {
 		return fmt.Errorf("redis: release leases: %w", err)
 	}
@@ -432,8 +509,9 @@ func (m *Leases) releaseValues(ctx context.Context, ls []Lease) error {
 
 // batch groups leases into multi-key script calls: by hash slot on a
 // Cluster, in chunks of ChunkSize otherwise. Each call's keys are lease
-// keys; its args are head followed by arg(l) per lease.
-func (m *Leases) batch(ls []Lease, s *goredis.Script, arg func(Lease) any, head []any) ([]*call, [][]Lease) {
+// keys (each followed by the account's holder key with withHolder); its
+// args are head followed by arg(l) per lease.
+func (m *Leases) batch(ls []Lease, s *goredis.Script, withHolder bool, arg func(Lease) any, head []any) ([]*call, [][]Lease) {
 	var groups [][]Lease
 	if m.cluster {
 		bySlot := map[uint16]int{}
@@ -457,6 +535,9 @@ func (m *Leases) batch(ls []Lease, s *goredis.Script, arg func(Lease) any, head 
 		c := &call{script: s, args: slices.Clone(head)}
 		for _, l := range g {
 			c.keys = append(c.keys, m.k.lease(l.Account))
+			if withHolder {
+				c.keys = append(c.keys, m.k.holder(l.Account))
+			}
 			c.args = append(c.args, arg(l))
 		}
 		calls[i] = c
@@ -508,8 +589,8 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	}
 	m.mu.Unlock()
 
-	hb := &call{script: heartbeat, keys: []string{m.k.members()}, args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}}
-	renews, groups := m.batch(ls, renew, func(l Lease) any { return l.Value }, []any{m.o.TTL.Milliseconds()})
+	hb := &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}}
+	renews, groups := m.batch(ls, renew, false, func(l Lease) any { return l.Value }, []any{m.o.TTL.Milliseconds()})
 	calls := append([]*call{hb}, renews...)
 	var epochCmd *goredis.StringCmd
 	holderCmds := make([]*goredis.StringCmd, len(watch))
@@ -526,10 +607,13 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	if err != nil {
 		return res, fmt.Errorf("redis: tick: %w", err)
 	}
-	if members, err := hb.cmd.StringSlice(); err == nil {
-		slices.Sort(members)
-		res.Members = members
+	answered := m.o.Now()
+	members, beats, err := parseHeartbeat(hb.cmd)
+	if err != nil {
+		return res, fmt.Errorf("redis: tick: %w", err)
 	}
+	slices.Sort(members)
+	res.Members = members
 	if len(watch) > 0 {
 		res.Holders = make(map[string]string, len(watch))
 		for i, a := range watch {
@@ -547,6 +631,7 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	var refused []Lease
 	m.mu.Lock()
 	m.members = res.Members
+	m.noteBeats(beats, answered)
 	for j, cl := range renews {
 		flags, err := cl.cmd.Int64Slice()
 		if err != nil || len(flags) != len(groups[j]) {
@@ -620,6 +705,56 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	return res, nil
 }
 
+func (m *Leases) heartbeatKeys() []string {
+	if m.cluster {
+		return []string{m.k.members()}
+	}
+	return []string{m.k.members(), m.k.beats()}
+}
+
+// parseHeartbeat reads the heartbeat script's answer: the members and the
+// beat count of every instance.
+func parseHeartbeat(cmd *goredis.Cmd) (members []string, beats map[string]string, err error) {
+	v, err := cmd.Slice()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(v) != 2 {
+		return nil, nil, fmt.Errorf("%w: heartbeat answered %d values", ErrProtocol, len(v))
+	}
+	ms, ok1 := v[0].([]any)
+	bs, ok2 := v[1].([]any)
+	if !ok1 || !ok2 || len(bs)%2 != 0 {
+		return nil, nil, fmt.Errorf("%w: heartbeat answer of an unexpected shape", ErrProtocol)
+	}
+	for _, x := range ms {
+		s, _ := x.(string)
+		members = append(members, s)
+	}
+	beats = make(map[string]string, len(bs)/2)
+	for i := 0; i < len(bs); i += 2 {
+		k, _ := bs[i].(string)
+		c, _ := bs[i+1].(string)
+		beats[k] = c
+	}
+	return members, beats, nil
+}
+
+// noteBeats records the beat counts a Tick read at local time answered,
+// keeping for each unchanged count the time it was first seen. Call with
+// mu held.
+func (m *Leases) noteBeats(beats map[string]string, answered time.Time) {
+	next := make(map[string]beatSeen, len(beats))
+	for inst, count := range beats {
+		b, ok := m.beats[inst]
+		if !ok || b.count != count {
+			b = beatSeen{count: count, since: answered}
+		}
+		next[inst] = b
+	}
+	m.beats = next
+}
+
 // Close releases every held lease and leaves the membership, in one round
 // trip. Stop the connections first. Later calls fail with ErrClosed.
 func (m *Leases) Close(ctx context.Context) error {
@@ -637,8 +772,8 @@ func (m *Leases) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	ctx, cancel := m.ctx(ctx)
 	defer cancel()
-	calls, _ := m.batch(ls, release, func(l Lease) any { return l.Value }, nil)
-	calls = append(calls, &call{script: heartbeat, keys: []string{m.k.members()}, args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}})
+	calls, _ := m.batch(ls, release, true, func(l Lease) any { return l.Value }, nil)
+	calls = append(calls, &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}})
 	if err := runCalls(ctx, m.c, calls, nil); err != nil {
 		return fmt.Errorf("redis: close leases: %w", err)
 	}

@@ -339,3 +339,82 @@ func TestAcquireRetryIsOurs(t *testing.T) {
 		t.Fatalf("Acquire of a stale own lease = %+v, %v", r, err)
 	}
 }
+
+// TestAcquireGuard: an account whose previous holder let its lease expire
+// (it did not release it) may connect only once that holder's local
+// deadline has surely passed; released leases, and holders silent for
+// longer than that, need no guard.
+func TestAcquireGuard(t *testing.T) {
+	c, prefix := sharedClient(t)
+	ctx := t.Context()
+	clk := newClock()
+	ttl := 15 * time.Second
+	guard := ttl - ttl/3/2 // TTL - Margin/2
+	a := newLeases(t, c, prefix, "inst-a", clk, ttl)
+	b := newLeases(t, c, prefix, "inst-b", clk, ttl)
+	k := a.k
+	if _, err := a.Acquire(ctx, "jump", "released", "silent", "alive"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Tick(ctx); err != nil { // B sees A's beat count now
+		t.Fatal(err)
+	}
+	seen := clk.Now()
+
+	// Redis's clock jumps: the lease vanishes while A still counts on it.
+	clk.Advance(time.Second)
+	c.Del(ctx, k.lease("jump"))
+	r, err := b.Acquire(ctx, "jump")
+	if err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("Acquire = %+v, %v", r, err)
+	}
+	if got, want := r.Acquired[0].NotBefore, seen.Add(guard); !got.Equal(want) {
+		t.Fatalf("NotBefore after an expired lease = %v, want %v (A's count last seen + TTL - margin/2)", got, want)
+	}
+
+	// A released lease connects at once, and its holder record is gone.
+	if err := a.Release(ctx, "released"); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, k.holder("released")).Val(); n != 0 {
+		t.Fatal("holder record left after release")
+	}
+	if r, err := b.Acquire(ctx, "released"); err != nil || len(r.Acquired) != 1 || !r.Acquired[0].NotBefore.IsZero() {
+		t.Fatalf("Acquire of a released lease = %+v, %v", r, err)
+	}
+
+	// A renews again: B has not seen that count, so it guards from the
+	// moment its acquisition is answered.
+	if _, err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Del(ctx, k.lease("alive"))
+	r, err = b.Acquire(ctx, "alive")
+	if err != nil || len(r.Acquired) != 1 || !r.Acquired[0].NotBefore.Equal(clk.Now().Add(guard)) {
+		t.Fatalf("Acquire after a renewal B did not see = %+v, %v; want NotBefore %v", r, err, clk.Now().Add(guard))
+	}
+
+	// A goes silent (crash or pause); B keeps ticking and sees its count
+	// unchanged for longer than A's deadline could be: no guard.
+	if _, err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(ttl)
+	if _, err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Del(ctx, k.lease("silent"))
+	if r, err := b.Acquire(ctx, "silent"); err != nil || len(r.Acquired) != 1 || !r.Acquired[0].NotBefore.IsZero() {
+		t.Fatalf("Acquire from a holder silent for a TTL = %+v, %v", r, err)
+	}
+
+	// A new instance has seen nobody's count: it guards.
+	n := newLeases(t, c, prefix, "inst-n", clk, ttl)
+	c.Del(ctx, k.lease("silent"))
+	if r, err := n.Acquire(ctx, "silent"); err != nil || len(r.Acquired) != 1 || !r.Acquired[0].NotBefore.Equal(clk.Now().Add(guard)) {
+		t.Fatalf("Acquire by a new instance = %+v, %v; want NotBefore %v", r, err, clk.Now().Add(guard))
+	}
+}

@@ -3,8 +3,9 @@ package redis
 import goredis "github.com/redis/go-redis/v9"
 
 // Lua scripts. Every script touches only the keys it is given, and all the
-// keys of one call share a hash slot, except saveAtomic and acquire with
-// its epoch key, which are used only when the client is not a Cluster.
+// keys of one call share a hash slot, except saveAtomic, acquire with its
+// epoch and beats keys and heartbeat with its beats key, which are used only
+// when the client is not a Cluster.
 
 // luaFence checks that the caller may write the account: with a lease value
 // (ARGV of the caller) it must equal the current lease and its token must
@@ -140,15 +141,20 @@ return 1
 
 // acquire takes an account's lease if nobody holds it, with a fencing token
 // from the account's counter, re-seeded above the token of the last device
-// write (after Redis lost the counter).
+// write (after Redis lost the counter). It records the acquirer as the
+// account's holder and returns the previous one (still recorded when its
+// lease expired instead of being released) with that instance's heartbeat
+// count, so that the caller can tell how recently it renewed (see
+// Lease.NotBefore). With the beats key, the acquisition counts as a
+// heartbeat of its own.
 //
-//	KEYS: lease, fence, device[, epoch]
+//	KEYS: lease, fence, device, holder[, epoch, beats]
 //	ARGV: instance, nonce, ttl ms, expected epoch ('' = unchecked)
 //
-// Returns {1, value} when acquired, {0, holder} when held, {-1, ”} when
-// the epoch differs.
+// Returns {1, value, previous holder, its beats} when acquired, {0,
+// holder} when held, {-1, ”} when the epoch differs.
 var acquire = goredis.NewScript(`
-if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return {-1, ''} end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[4] then return {-1, ''} end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {0, cur} end
 local f = redis.call('INCR', KEYS[2])
@@ -159,7 +165,14 @@ if f <= df then
 end
 local v = ARGV[1] .. ':' .. f .. '.' .. ARGV[2]
 redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
-return {1, v}
+local prev = redis.call('GET', KEYS[4]) or ''
+redis.call('SET', KEYS[4], ARGV[1])
+local beat = ''
+if KEYS[6] then
+  redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
+  if prev ~= '' then beat = redis.call('HGET', KEYS[6], prev) or '' end
+end
+return {1, v, prev, beat}
 `)
 
 // renew extends every given lease still holding the given value.
@@ -177,13 +190,15 @@ end
 return out
 `)
 
-// release deletes every given lease still holding the given value.
-// KEYS: leases; ARGV: one value per key. Returns how many it deleted.
+// release deletes every given lease still holding the given value, and
+// the account's holder record with it (a released lease needs no guard).
+// KEYS: lease, holder pairs; ARGV: one value per pair. Returns how many it
+// deleted.
 var release = goredis.NewScript(`
 local n = 0
-for i, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[i] then
-    redis.call('DEL', k)
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[(i + 1) / 2] then
+    redis.call('DEL', KEYS[i], KEYS[i + 1])
     n = n + 1
   end
 end
@@ -191,18 +206,25 @@ return n
 `)
 
 // heartbeat records an instance as live until now+ttl (Redis server time),
-// drops expired members and returns the live ones.
-// KEYS: members; ARGV: instance, ttl ms, leaving ('1' removes it).
+// drops expired members and returns the live ones. With the beats key it
+// also counts the instance's heartbeats (a count that no clock can move)
+// and returns every instance's count.
+// KEYS: members[, beats]; ARGV: instance, ttl ms, leaving ('1' removes it).
+// Returns {members, {instance, count, ...}}.
 var heartbeat = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[1], ARGV[1])
+  if KEYS[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
 else
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  if KEYS[2] then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
 end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local beats = {}
+if KEYS[2] then beats = redis.call('HGETALL', KEYS[2]) end
+return {redis.call('ZRANGE', KEYS[1], 0, -1), beats}
 `)
 
 // reserve takes the next slot of a GCRA rate limit (Redis server time) and
