@@ -123,7 +123,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			a.closeStorage()
 			return nil, fmt.Errorf("app: metrics: %w", err)
 		}
-		coord, err := fleet.New(fleet.Config{Leases: a.fleet.leases, Owner: fleetOwner{a}, Events: a.bus, Logger: opts.Logger})
+		coord, err := fleet.New(fleet.Config{Leases: a.fleet.leases, Sockets: a.fleet.sockets, Owner: fleetOwner{a}, Events: a.bus, Logger: opts.Logger})
 		if err != nil {
 			a.closeStorage()
 			return nil, fmt.Errorf("app: fleet: %w", err)
@@ -438,7 +438,7 @@ func (a *App) connectionProps(acct supervisor.Account) *actor.Props {
 // connectionDeps are the settings of one account's connection actor.
 func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 	rootKey, _ := a.cfg.Server.RootKey() // validated at load
-	return connection.Deps{
+	deps := connection.Deps{
 		AccountID: acct.ID,
 		Proxy:     acct.Proxy,
 		Store:     a.store,
@@ -465,6 +465,10 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 		Observer:   a.metrics,
 		Dialer:     a.observedDialer,
 	}
+	if a.fleet != nil {
+		a.fleet.bindToLease(&deps)
+	}
+	return deps
 }
 
 // observedDialer is connection.WireDialer with its duration and outcome

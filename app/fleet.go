@@ -30,6 +30,7 @@ type fleetMode struct {
 	client  goredis.UniversalClient
 	store   store.Store // fenced by the leases
 	leases  *wredis.Leases
+	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter
 	stream  *wredis.StreamSink
 	coord   *fleet.Coordinator
@@ -105,6 +106,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		client:  client,
 		store:   st.Bound(leases),
 		leases:  leases,
+		sockets: fleet.NewSockets(leases),
 		limiter: limiter,
 		stream:  stream,
 		owned:   map[string]bool{},
@@ -145,9 +147,9 @@ func (o fleetOwner) Start(l wredis.Lease) {
 	}
 }
 
-// Stop implements fleet.Owner: the accounts' actors are stopped, all at
-// once, and Stop returns once their sockets are closed.
-func (o fleetOwner) Stop(ctx context.Context, accounts ...string) {
+// Stop implements fleet.Owner: the accounts' actors are asked to stop, all
+// at once (their sockets are already closed); Stop does not wait for them.
+func (o fleetOwner) Stop(accounts ...string) {
 	if len(accounts) == 0 {
 		return
 	}
@@ -157,13 +159,77 @@ func (o fleetOwner) Stop(ctx context.Context, accounts ...string) {
 	for _, acct := range accounts {
 		delete(f.owned, acct)
 	}
-	timeout := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	stopped := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccounts{IDs: accounts}, 10*time.Second)
+	go func() {
+		if _, err := stopped.Result(); err != nil {
+			o.a.logger.Error("stop accounts for their leases", "accounts", len(accounts), "error", err)
+		}
+	}()
+}
+
+// bindToLease ties an account's connections to its lease: every dial in
+// progress and every session is registered with the fleet's Sockets, which
+// admit it only while the lease is usable and close it the moment the
+// lease ends; every frame is written only after checking that the lease
+// is still valid (after a process pause the watchdog may not have run
+// yet); and the actor can tell that the lease is gone.
+func (f *fleetMode) bindToLease(d *connection.Deps) {
+	acct, dial := d.AccountID, d.Dialer
+	held := func() bool {
+		_, ok := f.leases.Get(acct)
+		return ok
 	}
-	if _, err := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccounts{IDs: accounts}, timeout).Result(); err != nil {
-		o.a.logger.Error("stop accounts for their leases", "accounts", len(accounts), "error", err)
+	d.LeaseHeld = held
+	d.Dialer = func(ctx context.Context, req connection.DialRequest) (connection.Session, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		untrackDial, err := f.sockets.Track(acct, cancelCloser(cancel))
+		if err != nil {
+			return nil, err
+		}
+		sess, err := dial(ctx, req)
+		untrackDial()
+		if err != nil {
+			return nil, err
+		}
+		untrack, err := f.sockets.Track(acct, sess) // closes sess when refused
+		if err != nil {
+			return nil, err
+		}
+		return &leasedSession{Session: sess, untrack: untrack, held: held}, nil
 	}
+}
+
+// cancelCloser closes a dial in progress by cancelling its context.
+type cancelCloser context.CancelFunc
+
+func (c cancelCloser) Close() error {
+	c()
+	return nil
+}
+
+// leasedSession is a session registered with the fleet's Sockets until it
+// is closed, that writes only while its lease is valid.
+type leasedSession struct {
+	connection.Session
+	untrack func()
+	held    func() bool
+	once    sync.Once
+}
+
+// Send writes the frame unless the lease is past its deadline: then the
+// session is closed instead.
+func (s *leasedSession) Send(frame []byte) error {
+	if !s.held() {
+		_ = s.Close()
+		return fleet.ErrNoLease
+	}
+	return s.Session.Send(frame)
+}
+
+func (s *leasedSession) Close() error {
+	s.once.Do(s.untrack)
+	return s.Session.Close()
 }
 
 // Resave implements fleet.Owner: the account's actor writes its device
@@ -186,11 +252,12 @@ func (a *App) runApplier(ctx context.Context) {
 }
 
 // applyOwned sends the supervisor the configured accounts this instance
-// owns.
+// owns. The request is queued under mu, so that no later Stop can be
+// overtaken by it; its answer is awaited without mu, so that Stop (called
+// by the lease loop and its watchdog) never waits on the supervisor.
 func (a *App) applyOwned() {
 	f := a.fleet
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	a.mu.Lock()
 	var run []config.Account
 	for _, acct := range a.accounts {
@@ -199,8 +266,15 @@ func (a *App) applyOwned() {
 		}
 	}
 	a.mu.Unlock()
-	if err := a.apply(run); err != nil {
+	applied := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: a.supervisorAccounts(run)}, 10*time.Second)
+	f.mu.Unlock()
+	res, err := applied.Result()
+	if err != nil {
 		a.logger.Error("apply owned accounts", "error", err)
+		return
+	}
+	if ap, ok := res.(*supervisor.Applied); ok && (len(ap.Started) > 0 || len(ap.Stopped) > 0) {
+		a.logger.Info("accounts applied", "started", ap.Started, "stopped", ap.Stopped)
 	}
 }
 

@@ -8,13 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/store"
+	wredis "github.com/wafleet/wafleet/store/redis"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
@@ -146,4 +150,101 @@ func counterValue(t *testing.T, a *App, name string) float64 {
 	}
 	t.Fatalf("metric %s not found", name)
 	return 0
+}
+
+// fakeSession records frames written and whether it was closed.
+type fakeSession struct {
+	mu     sync.Mutex
+	frames int
+	closed bool
+}
+
+func (s *fakeSession) Send([]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("closed")
+	}
+	s.frames++
+	return nil
+}
+func (s *fakeSession) Receive() ([]byte, error) { return nil, io.EOF }
+func (s *fakeSession) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return nil
+}
+
+// TestConnectionsBoundToLease: an account dials only under a usable lease;
+// its session writes while the lease is valid, is closed by the fleet's
+// Sockets when the lease ends, and writes nothing after the deadline even
+// before that close ran (a process resuming from a pause).
+func TestConnectionsBoundToLease(t *testing.T) {
+	c, prefix := redistest.Shared(t)
+	now := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	leases, err := wredis.NewLeases(c, wredis.LeaseOptions{Prefix: prefix, Instance: "inst-a", TTL: 15 * time.Second, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leases.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if grace, until := leases.InGrace(); grace {
+		advance(until.Sub(clock()))
+	}
+	f := &fleetMode{leases: leases, sockets: fleet.NewSockets(leases)}
+	var dialed []*fakeSession
+	d := connection.Deps{AccountID: "acct", Dialer: func(context.Context, connection.DialRequest) (connection.Session, error) {
+		s := &fakeSession{}
+		dialed = append(dialed, s)
+		return s, nil
+	}}
+	f.bindToLease(&d)
+
+	if _, err := d.Dialer(t.Context(), connection.DialRequest{}); !errors.Is(err, fleet.ErrNoLease) || len(dialed) != 0 || d.LeaseHeld() {
+		t.Fatalf("dial without a lease = %v (%d dialed)", err, len(dialed))
+	}
+	r, err := leases.Acquire(t.Context(), "acct")
+	if err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("Acquire = %+v, %v", r, err)
+	}
+	sess, err := d.Dialer(t.Context(), connection.DialRequest{})
+	if err != nil || !d.LeaseHeld() {
+		t.Fatalf("dial under the lease = %v", err)
+	}
+	if err := sess.Send([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Past the deadline, before the watchdog ran: nothing is written.
+	advance(r.Acquired[0].ValidUntil.Sub(clock()))
+	if err := sess.Send([]byte("y")); !errors.Is(err, fleet.ErrNoLease) {
+		t.Fatalf("Send past the deadline = %v", err)
+	}
+	if s := dialed[0]; s.frames != 1 || !s.closed || d.LeaseHeld() {
+		t.Fatalf("after the deadline: %d frames, closed %v", s.frames, s.closed)
+	}
+
+	// Another account: dropping its lease and closing its Sockets (what
+	// the watchdog and a hand-over do) closes its session.
+	d2 := connection.Deps{AccountID: "acct2", Dialer: func(context.Context, connection.DialRequest) (connection.Session, error) {
+		s := &fakeSession{}
+		dialed = append(dialed, s)
+		return s, nil
+	}}
+	f.bindToLease(&d2)
+	if r, err := leases.Acquire(t.Context(), "acct2"); err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("Acquire = %+v, %v", r, err)
+	}
+	if _, err := d2.Dialer(t.Context(), connection.DialRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	leases.Drop("acct2")
+	f.sockets.Close("acct2")
+	if s := dialed[1]; !s.closed {
+		t.Fatal("session open after its lease was dropped and its sockets closed")
+	}
 }

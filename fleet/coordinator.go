@@ -19,28 +19,31 @@ var (
 	ErrConfig = errors.New("fleet: invalid configuration")
 )
 
-// Owner runs the accounts this instance holds; cmd/manager implements it
-// on the supervisor.
+// Owner runs the accounts this instance holds; package app implements it
+// on the supervisor. Its connections must go through the Coordinator's
+// Sockets. No method may block: the lease loop never waits on an actor.
 type Owner interface {
 	// Start begins running the account under lease l (spawn its
-	// connection actor). It must not block.
+	// connection actor). It is called once the lease is usable (past its
+	// NotBefore).
 	Start(l redis.Lease)
-	// Stop stops the accounts' connections, all at once, and returns once
-	// they are closed, or when ctx ends. It is called for lost leases (ctx
-	// then ends before the leases can expire in Redis), before handing
+	// Stop ends the accounts' actors. Their sockets are already closed
+	// (Sockets.Close) when it is called: for lost leases, before handing
 	// accounts over, and on shutdown. Stopping an account that is not
 	// running is a no-op.
-	Stop(ctx context.Context, accounts ...string)
+	Stop(accounts ...string)
 	// Resave is called after Redis lost its data and the lease was taken
 	// back: save the account's device state again (through the Bound
 	// store, which already writes with the new lease). Must not block.
 	Resave(l redis.Lease)
 }
 
-// Config configures a Coordinator. Leases and Owner are required.
+// Config configures a Coordinator. Leases, Sockets and Owner are required.
 type Config struct {
 	Leases *redis.Leases
-	Owner  Owner
+	// Sockets registers the connections of the accounts under Leases.
+	Sockets *Sockets
+	Owner   Owner
 	// Events receives lease_acquired and lease_lost. Default none.
 	Events events.Publisher
 	// Logger. Default slog.Default().
@@ -56,19 +59,22 @@ type Config struct {
 	// OrphanAfter: an account nobody has held this long is taken by any
 	// instance, whatever its preference. Default two TTLs.
 	OrphanAfter time.Duration
-	// StopTimeout bounds Owner.Stop on shutdown and hand-over. Default 10s.
-	StopTimeout time.Duration
+	// ReleaseTimeout bounds giving leases back on shutdown. Default 10s.
+	ReleaseTimeout time.Duration
 	// Now is the clock. Default time.Now; use the same clock as Leases.
 	Now func() time.Time
 }
 
 // Coordinator runs one instance's part of the fleet: Run calls Step every
 // Interval until its context ends, then stops every account and releases
-// its leases.
+// its leases. Beside it a watchdog closes the sockets of every lease whose
+// local deadline passes, whatever Step is doing.
 type Coordinator struct {
-	cfg Config
-	l   *redis.Leases
-	log *slog.Logger
+	cfg     Config
+	l       *redis.Leases
+	sockets *Sockets
+	log     *slog.Logger
+	wake    chan struct{} // the watchdog: the earliest deadline may have changed
 
 	mu       sync.Mutex
 	accounts []string
@@ -79,13 +85,14 @@ type Coordinator struct {
 	unheldSince  map[string]time.Time
 	handedOver   map[string]time.Time
 	sticky       map[string]bool
+	pending      map[string]redis.Lease // acquired, waiting for NotBefore
 	ticks        int
 }
 
 // New returns a Coordinator.
 func New(cfg Config) (*Coordinator, error) {
-	if cfg.Leases == nil || cfg.Owner == nil {
-		return nil, fmt.Errorf("%w: Leases and Owner are required", ErrConfig)
+	if cfg.Leases == nil || cfg.Sockets == nil || cfg.Owner == nil {
+		return nil, fmt.Errorf("%w: Leases, Sockets and Owner are required", ErrConfig)
 	}
 	ttl := cfg.Leases.TTL()
 	if cfg.Interval <= 0 {
@@ -100,8 +107,8 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.OrphanAfter <= 0 {
 		cfg.OrphanAfter = 2 * ttl
 	}
-	if cfg.StopTimeout <= 0 {
-		cfg.StopTimeout = 10 * time.Second
+	if cfg.ReleaseTimeout <= 0 {
+		cfg.ReleaseTimeout = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -114,8 +121,10 @@ func New(cfg Config) (*Coordinator, error) {
 		log = slog.Default()
 	}
 	return &Coordinator{
-		cfg: cfg, l: cfg.Leases, log: log.With("instance", cfg.Leases.Instance()),
+		cfg: cfg, l: cfg.Leases, sockets: cfg.Sockets, log: log.With("instance", cfg.Leases.Instance()),
+		wake:        make(chan struct{}, 1),
 		unheldSince: map[string]time.Time{}, handedOver: map[string]time.Time{}, sticky: map[string]bool{},
+		pending: map[string]redis.Lease{},
 	}, nil
 }
 
@@ -128,8 +137,14 @@ func (c *Coordinator) SetAccounts(ids []string) {
 }
 
 // Run ticks until ctx ends, then shuts down gracefully: every account is
-// stopped, then every lease released and the membership left.
+// stopped, then every lease released and the membership left. The watchdog
+// runs until then.
 func (c *Coordinator) Run(ctx context.Context) error {
+	wctx, stopWatchdog := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.watchdog(wctx) })
+	defer wg.Wait()
+	defer stopWatchdog()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -140,33 +155,70 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 		c.Step(ctx)
 		next := c.cfg.Interval
-		if d := c.l.NextDeadline(); !d.IsZero() {
-			next = min(next, max(d.Sub(c.cfg.Now()), time.Millisecond))
+		for _, l := range c.pending {
+			next = min(next, max(l.NotBefore.Sub(c.cfg.Now()), time.Millisecond))
 		}
 		t.Reset(next)
 	}
 }
 
+// watchdog closes the sockets of every lease whose local deadline passes
+// without a confirmed renewal, on a timer of its own: a Step waiting on
+// Redis cannot delay it.
+func (c *Coordinator) watchdog(ctx context.Context) {
+	for {
+		var fire <-chan time.Time
+		var t *time.Timer
+		if d := c.l.NextDeadline(); !d.IsZero() {
+			t = time.NewTimer(max(d.Sub(c.cfg.Now()), 0))
+			fire = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-c.wake:
+		case <-fire:
+			c.expire()
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// poke tells the watchdog that leases were acquired or renewed.
+func (c *Coordinator) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// expire closes the sockets of the leases past their local deadline.
+func (c *Coordinator) expire() {
+	c.closeLost(c.l.Expire(), "lease not renewed in time")
+}
+
 func (c *Coordinator) shutdown() error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReleaseTimeout)
 	defer cancel()
 	held := c.l.Held()
 	accounts := make([]string, len(held))
 	for i, l := range held {
 		accounts[i] = l.Account
 	}
-	c.cfg.Owner.Stop(ctx, accounts...)
-	for _, a := range accounts {
-		c.lost(a, "instance shutting down")
-	}
+	c.stop(ctx, accounts, "instance shutting down")
 	if err := c.l.Close(ctx); err != nil {
 		return fmt.Errorf("fleet: release leases on shutdown: %w", err)
 	}
 	return nil
 }
 
-// Step runs one tick: heartbeat and renew (one round trip), stop lost or
-// expiring accounts, then hand over, drop and acquire as Decide says.
+// Step runs one tick: heartbeat and renew (one round trip), close lost or
+// expiring accounts, start those whose guard interval ended, then hand
+// over, drop and acquire as Decide says.
 func (c *Coordinator) Step(ctx context.Context) {
 	now := c.cfg.Now()
 	// A renewal must not outlive the earliest local deadline.
@@ -194,8 +246,9 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if err != nil {
 		c.log.Warn("fleet: lease renewal failed", "error", err, "held", len(c.l.Held()))
 	}
-	c.stopLost(ctx, tr.Lost, "lease taken over or expired in Redis")
-	c.stopLost(ctx, c.l.Expire(), "lease not renewed in time")
+	c.closeLost(tr.Lost, "lease taken over or expired in Redis")
+	c.expire()
+	c.poke()
 	if tr.EpochChanged {
 		c.log.Error("fleet: Redis lost its data; leases reasserted, devices re-saved", "reasserted", len(tr.Reasserted), "lost", len(tr.Lost))
 	}
@@ -218,20 +271,18 @@ func (c *Coordinator) Step(ctx context.Context) {
 			delete(c.handedOver, a)
 		}
 	}
+	c.startReady(now)
 	p := Decide(PlanInput{
 		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
 		Stable: now.Sub(c.membersSince) >= c.cfg.Settle, Sticky: c.sticky,
 		Orphans: c.orphans(accounts, held, tr.Holders, now), MaxMoves: c.cfg.MaxMoves,
 	})
 
-	for _, a := range p.Drop {
-		c.handOver(ctx, a, "account removed from the configuration")
-		delete(c.sticky, a)
-	}
+	c.stop(ctx, p.Drop, "account removed from the configuration")
 	for _, a := range p.HandOver {
-		c.handOver(ctx, a, "handed over to "+Preferred(a, c.members))
 		c.handedOver[a] = now
 	}
+	c.stop(ctx, p.HandOver, "handed over")
 	if len(p.Acquire) == 0 {
 		return
 	}
@@ -239,6 +290,7 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if err != nil {
 		c.log.Warn("fleet: acquire leases", "error", err, "wanted", len(p.Acquire))
 	}
+	c.poke()
 	for _, l := range res.Acquired {
 		if held[l.Account] {
 			continue
@@ -247,8 +299,24 @@ func (c *Coordinator) Step(ctx context.Context) {
 			c.sticky[l.Account] = true // came back: its preferred member does not take it
 		}
 		delete(c.unheldSince, l.Account)
-		c.cfg.Owner.Start(l)
 		c.cfg.Events.Publish(events.Event{Account: l.Account, Kind: events.KindLeaseAcquired, State: events.StateConnecting, Time: time.Now()})
+		c.pending[l.Account] = l
+	}
+	c.startReady(c.cfg.Now())
+}
+
+// startReady starts the acquired accounts whose guard interval is over,
+// and forgets those whose lease was lost meanwhile.
+func (c *Coordinator) startReady(now time.Time) {
+	for a, l := range c.pending {
+		cur, ok := c.l.Get(a)
+		switch {
+		case !ok || cur.Value != l.Value:
+			delete(c.pending, a)
+		case !now.Before(l.NotBefore):
+			delete(c.pending, a)
+			c.cfg.Owner.Start(l)
+		}
 	}
 }
 
@@ -285,9 +353,9 @@ func (c *Coordinator) orphans(accounts []string, held map[string]bool, holders m
 	return out
 }
 
-// stopLost stops the accounts whose leases are gone, all at once: the stop
-// must complete before the leases could be taken elsewhere.
-func (c *Coordinator) stopLost(ctx context.Context, leases []redis.Lease, reason string) {
+// closeLost closes the sockets of leases that are gone, then ends their
+// actors. It runs on the watchdog as well as in Step.
+func (c *Coordinator) closeLost(leases []redis.Lease, reason string) {
 	if len(leases) == 0 {
 		return
 	}
@@ -295,25 +363,31 @@ func (c *Coordinator) stopLost(ctx context.Context, leases []redis.Lease, reason
 	for i, l := range leases {
 		accounts[i] = l.Account
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
-	defer cancel()
-	c.cfg.Owner.Stop(sctx, accounts...)
+	c.sockets.Close(accounts...)
+	c.cfg.Owner.Stop(accounts...)
 	for _, a := range accounts {
-		c.log.Warn("fleet: lease lost, account stopped", "account", a, "reason", reason)
+		c.log.Warn("fleet: lease lost, connection closed", "account", a, "reason", reason)
 		c.lost(a, reason)
 	}
 }
 
-// handOver stops the account, then releases its lease so that the
-// preferred member can take it.
-func (c *Coordinator) handOver(ctx context.Context, acct, reason string) {
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
-	defer cancel()
-	c.cfg.Owner.Stop(sctx, acct)
-	if err := c.l.Release(ctx, acct); err != nil {
-		c.log.Warn("fleet: release lease", "account", acct, "error", err)
+// stop drops the accounts' leases locally, closes their sockets, ends
+// their actors, then gives the leases back (one round trip) so that
+// another member can take them at once.
+func (c *Coordinator) stop(ctx context.Context, accounts []string, reason string) {
+	if len(accounts) == 0 {
+		return
 	}
-	c.lost(acct, reason)
+	ls := c.l.Drop(accounts...)
+	c.sockets.Close(accounts...)
+	c.cfg.Owner.Stop(accounts...)
+	for _, a := range accounts {
+		delete(c.pending, a)
+		c.lost(a, reason)
+	}
+	if err := c.l.GiveBack(ctx, ls...); err != nil {
+		c.log.Warn("fleet: release leases", "accounts", len(ls), "error", err)
+	}
 }
 
 func (c *Coordinator) lost(acct, reason string) {

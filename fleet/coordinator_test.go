@@ -32,8 +32,8 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// world records which instance runs each account and fails the test on a
-// second concurrent owner.
+// world records which instance has a socket open for each account (as the
+// server would see it) and fails the test on a second concurrent one.
 type world struct {
 	t       *testing.T
 	mu      sync.Mutex
@@ -45,28 +45,50 @@ func newWorld(t *testing.T) *world {
 	return &world{t: t, running: map[string]string{}, resaved: map[string]int{}}
 }
 
+// owner "connects" an account the moment it starts: it opens a fake socket
+// through the instance's Sockets.
 type owner struct {
-	w    *world
-	name string
+	w       *world
+	name    string
+	sockets *Sockets
 }
 
 func (o owner) Start(l redis.Lease) {
+	if _, err := o.sockets.Track(l.Account, socket{o.w, l.Account, o.name}); err != nil {
+		o.w.t.Errorf("%s: start %s: %v", o.name, l.Account, err)
+		return
+	}
 	o.w.mu.Lock()
 	defer o.w.mu.Unlock()
 	if cur, ok := o.w.running[l.Account]; ok {
-		o.w.t.Errorf("%s starts %s while %s runs it", o.name, l.Account, cur)
+		o.w.t.Errorf("%s connects %s while %s has it connected", o.name, l.Account, cur)
 	}
 	o.w.running[l.Account] = o.name
 }
 
-func (o owner) Stop(_ context.Context, accts ...string) {
+func (o owner) Stop(accts ...string) {
 	o.w.mu.Lock()
 	defer o.w.mu.Unlock()
 	for _, acct := range accts {
 		if o.w.running[acct] == o.name {
-			delete(o.w.running, acct)
+			o.w.t.Errorf("%s: the actor of %s is stopped before its socket was closed", o.name, acct)
 		}
 	}
+}
+
+// socket is an account's connection as the server sees it.
+type socket struct {
+	w          *world
+	acct, name string
+}
+
+func (s socket) Close() error {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if s.w.running[s.acct] == s.name {
+		delete(s.w.running, s.acct)
+	}
+	return nil
 }
 
 func (o owner) Resave(l redis.Lease) {
@@ -102,7 +124,8 @@ func startNode(t *testing.T, w *world, c goredis.UniversalClient, prefix, name s
 	if err := l.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	co, err := New(Config{Leases: l, Owner: owner{w, name}, MaxMoves: maxMoves, Now: clk.Now, Events: ev})
+	socks := NewSockets(l)
+	co, err := New(Config{Leases: l, Sockets: socks, Owner: owner{w, name, socks}, MaxMoves: maxMoves, Now: clk.Now, Events: ev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +245,8 @@ func TestCrashFailover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		co, err := New(Config{Leases: l, Owner: owner{w, name}, MaxMoves: 100, Settle: time.Millisecond})
+		socks := NewSockets(l)
+		co, err := New(Config{Leases: l, Sockets: socks, Owner: owner{w, name, socks}, MaxMoves: 100, Settle: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -930,9 +930,16 @@ func (c *conn) finishLogout(ctx actor.Context) {
 	c.end(ctx, outLoggedOut, nil)
 }
 
+// errHandedOver is the last error of an account whose lease ended here.
+var errHandedOver = errors.New("lease lost: the account runs on another instance")
+
 // end closes the current connection (if any) and applies the outcome. It
-// is the only way a connection ends.
+// is the only way a connection ends. Once the lease is gone (fleet mode),
+// every end but a logout is a hand-over.
 func (c *conn) end(ctx actor.Context, out outcome, err error) {
+	if c.deps.LeaseHeld != nil && !c.deps.LeaseHeld() && out != outLoggedOut && out != outBanned {
+		out = outHandedOver
+	}
 	wasConnected := c.state == events.StateConnected
 	expected := c.expectRestart
 	c.closeLink(ctx)
@@ -1016,6 +1023,13 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 		c.want = false
 		c.lost = false
 		c.publish(events.KindState, events.StateUnpaired, err, nil)
+	case outHandedOver:
+		c.want, c.lost = false, false
+		why := errHandedOver
+		if err != nil {
+			why = fmt.Errorf("%w; the connection ended with: %w", errHandedOver, err)
+		}
+		c.publish(events.KindDisconnected, events.StateStopped, why, nil)
 	}
 }
 

@@ -82,6 +82,7 @@ const (
 	outBanned                      // wipe the device, raise the banned alarm; pair again only with auto-repair
 	outTempBanned                  // wait until the ban expires, then reconnect
 	outOutdated                    // wait for a newer client version
+	outHandedOver                  // the lease is gone: stop quietly, another instance runs the account
 )
 
 func (o outcome) String() string {
@@ -102,6 +103,8 @@ func (o outcome) String() string {
 		return "temporarily-banned"
 	case outOutdated:
 		return "outdated"
+	case outHandedOver:
+		return "handed-over"
 	}
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }

@@ -183,6 +183,13 @@ type Deps struct {
 	QR QRSchedule
 	// Dialer opens connections. Default WireDialer.
 	Dialer Dialer
+	// LeaseHeld reports whether this instance still holds the account's
+	// lease (fleet mode; the fleet closes the socket the moment it ends).
+	// A connection that ends while it does not is a hand-over: the account
+	// stops quietly, without reconnecting or raising an alarm — not even
+	// for a conflict "replaced", which then only means that the new holder
+	// logged in. Default nil: the lease is always held.
+	LeaseHeld func() bool
 	// HandshakeTimeout bounds the Noise handshake. Default 20 s
 	// (wire.DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration

@@ -63,6 +63,8 @@
 //	failure 405 (client outdated)       wait for VersionSource: VersionUpdated reconnects,
 //	                                    VersionUnavailable raises the client_outdated alarm
 //	conflict replaced                   stopped + alarm
+//	any end once Deps.LeaseHeld says    stopped, no alarm (a hand-over: the fleet closed
+//	the lease is gone (but a logout)    the socket, or the new holder replaced it)
 //	failure 400/409/other 4xx           stopped + alarm
 //	stream error 401 without            backoff: the next login decides (never a wipe)
 //	device_removed

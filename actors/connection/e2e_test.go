@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,6 +224,38 @@ func TestReplacedStopsWithAlarm(t *testing.T) {
 	}
 	if res := h.request(pid, &Pair{}); res.OK {
 		t.Error("Pair accepted on a stopped, paired account")
+	}
+}
+
+// TestReplacedAfterLeaseLost: in a fleet, a "replaced" that comes once the
+// account's lease is gone means that the new holder logged in: the account
+// stops without an alarm and does not reconnect.
+func TestReplacedAfterLeaseLost(t *testing.T) {
+	h := newHarness(t)
+	srv := startEmulator(t, emulator.Options{})
+	var held atomic.Bool
+	held.Store(true)
+	d := h.deps("handed-over")
+	d.LeaseHeld = held.Load
+	pid, linked := pairAccount(t, h, srv, d)
+	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+
+	held.Store(false)
+	if err := srv.Phone().Kick(linked.JID, "replaced"); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := h.rec.waitFrom(t, from, "stopped", stateIs(events.StateStopped))
+	if e.Kind != events.KindDisconnected || !strings.Contains(e.Error, "lease lost") || !strings.Contains(e.Error, "replaced") {
+		t.Errorf("event %s %s %q, want a disconnect naming the lost lease and the replacement", e.Kind, e.State, e.Error)
+	}
+	for _, e := range h.rec.all()[from:] {
+		if e.Kind == events.KindAlarm {
+			t.Errorf("alarm raised for a hand-over: %+v", e)
+		}
+	}
+	snap := h.inspect(pid)
+	if snap.Want || snap.Timer || snap.State != events.StateStopped {
+		t.Errorf("after the hand-over: %+v", snap)
 	}
 }
 
