@@ -51,7 +51,10 @@ type Config struct {
 	// Interval between ticks. Default TTL/5 (3 s for the 15 s default),
 	// which leaves several renewal attempts before a lease's local deadline.
 	Interval time.Duration
-	// MaxMoves bounds the hand-overs per tick. Default 5.
+	// MaxMoves bounds the hand-overs per tick. Default 20: enough to hand
+	// a third of 180 accounts over in three ticks (after an outage that
+	// let one instance take them all), few enough not to drop a crowd of
+	// connections at once; the new owner connects them at connect.rate.
 	MaxMoves int
 	// Settle: the member set must have been unchanged this long before
 	// accounts are handed over. Default one TTL.
@@ -59,6 +62,11 @@ type Config struct {
 	// OrphanAfter: an account nobody has held this long is taken by any
 	// instance, whatever its preference. Default two TTLs.
 	OrphanAfter time.Duration
+	// Warmup: after a tick that failed (Redis unreachable), the instance
+	// acquires nothing until its view of the members has been fresh this
+	// long, so that the first instance back does not take every account.
+	// Default 1.5 Intervals: every live instance heartbeats once meanwhile.
+	Warmup time.Duration
 	// ReleaseTimeout bounds giving leases back on shutdown. Default 10s.
 	ReleaseTimeout time.Duration
 	// Now is the clock. Default time.Now; use the same clock as Leases.
@@ -87,6 +95,8 @@ type Coordinator struct {
 	sticky       map[string]bool
 	pending      map[string]redis.Lease // acquired, waiting for NotBefore
 	ticks        int
+	warming      bool      // a tick failed: acquire nothing until warm
+	warmSince    time.Time // the first successful tick since
 }
 
 // New returns a Coordinator.
@@ -99,13 +109,16 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.Interval = ttl / 5
 	}
 	if cfg.MaxMoves <= 0 {
-		cfg.MaxMoves = 5
+		cfg.MaxMoves = 20
 	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = ttl
 	}
 	if cfg.OrphanAfter <= 0 {
 		cfg.OrphanAfter = 2 * ttl
+	}
+	if cfg.Warmup <= 0 {
+		cfg.Warmup = cfg.Interval * 3 / 2
 	}
 	if cfg.ReleaseTimeout <= 0 {
 		cfg.ReleaseTimeout = 10 * time.Second
@@ -256,15 +269,22 @@ func (c *Coordinator) Step(ctx context.Context) {
 		c.cfg.Owner.Resave(l)
 	}
 	if err != nil {
+		c.warming, c.warmSince = true, time.Time{}
 		return // no fresh view of the members: decide nothing
 	}
 
 	if !slices.Equal(tr.Members, c.members) {
 		c.members, c.membersSince = tr.Members, now
+		clear(c.sticky) // the preferred members changed
 	}
 	held := map[string]bool{}
 	for _, l := range c.l.Held() {
 		held[l.Account] = true
+	}
+	for a := range c.sticky {
+		if !held[a] {
+			delete(c.sticky, a)
+		}
 	}
 	for a, at := range c.handedOver {
 		if now.Sub(at) > 10*c.l.TTL() {
@@ -272,6 +292,15 @@ func (c *Coordinator) Step(ctx context.Context) {
 		}
 	}
 	c.startReady(now)
+	if c.warming {
+		if c.warmSince.IsZero() {
+			c.warmSince = now
+		}
+		if now.Sub(c.warmSince) < c.cfg.Warmup {
+			return
+		}
+		c.warming = false
+	}
 	p := Decide(PlanInput{
 		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
 		Stable: now.Sub(c.membersSince) >= c.cfg.Settle, Sticky: c.sticky,

@@ -52,6 +52,17 @@
 // a lost lease for the hand-over it is (actors/connection, Deps.LeaseHeld):
 // no alarm, no reconnect.
 //
+// # After an outage
+//
+// A tick that fails (Redis unreachable) leaves the instance's view of the
+// members stale; once Redis answers again, the instance acquires nothing
+// until its view has been fresh for Config.Warmup (1.5 ticks), so that
+// every live instance has heartbeated and each takes its own share. An
+// instance that comes back later gets its share handed over, MaxMoves a
+// tick, once the membership settled. An account that came back to its
+// previous owner after a hand-over stays there (sticky) only until the
+// membership changes.
+//
 // Package app wires it: the Coordinator's Owner starts and stops the
 // supervisor's connection actors, and every connection dials through
 // Sockets. It imports store/redis and events.
