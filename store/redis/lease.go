@@ -651,7 +651,9 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 				res.Renewed++
 				continue
 			}
-			delete(m.held, l.Account)
+			if !res.EpochChanged {
+				delete(m.held, l.Account)
+			}
 			refused = append(refused, cur)
 		}
 	}
@@ -664,6 +666,9 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	// Redis lost its data. Enter the grace period and take back the leases
 	// that are still ours locally: nobody else can acquire during grace
 	// (their acquisitions carry the old epoch or wait for the new grace).
+	// They stay held meanwhile (their connections go on); those that
+	// cannot be taken back are dropped.
+	defer func() { m.forget(res.Lost) }()
 	if err := m.adoptEpoch(ctx); err != nil {
 		res.Lost = refused
 		return res, err
@@ -703,6 +708,17 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 		return res, fmt.Errorf("redis: reassert leases: %w", err)
 	}
 	return res, nil
+}
+
+// forget drops the leases ls that are still held unchanged.
+func (m *Leases) forget(ls []Lease) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range ls {
+		if cur, ok := m.held[l.Account]; ok && cur.Value == l.Value {
+			delete(m.held, l.Account)
+		}
+	}
 }
 
 func (m *Leases) heartbeatKeys() []string {
