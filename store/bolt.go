@@ -285,9 +285,10 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 // Reseal makes sure no secret is left in the clear in the file: it
 // re-encodes, in one transaction, every record whose secrets are in the
 // clear so that they are sealed with the configured Sealer (device and
-// one-time prekey records alike: prekeys are written sealed once a Sealer
-// is set, the ones written before stay in the clear until Reseal), then,
-// unless the file is known to hold no plaintext (keyNoPlaintext), compacts
+// one-time prekey records alike, live or archived: prekeys are written
+// sealed once a Sealer is set, the ones written before stay in the clear
+// until Reseal), then, unless the file is known to hold no plaintext
+// (keyNoPlaintext), compacts
 // it into a fresh file that replaces the old one (compact), because bbolt
 // writes copy-on-write and the old pages, still holding the plaintext,
 // would stay in the file as free pages. It returns how many records it
@@ -357,11 +358,15 @@ func (s *BoltStore) sealRecords() (int, error) {
 				return err
 			}
 		}
-		pk, err := s.resealPreKeys(tx)
+		pk, err := s.resealPreKeys(tx.Bucket(bucketPreKeys))
 		if err != nil {
 			return err
 		}
-		n = len(updates) + pk
+		archived, err := s.resealArchive(tx)
+		if err != nil {
+			return err
+		}
+		n = len(updates) + pk + archived
 		return nil
 	})
 	return n, err

@@ -68,8 +68,13 @@ type preKeyBuckets struct {
 // openPreKeys finds the prekey buckets of id; with create they are created
 // when missing.
 func openPreKeys(tx *bolt.Tx, id string, create bool) (preKeyBuckets, error) {
+	return openPreKeysIn(tx.Bucket(bucketPreKeys), id, create)
+}
+
+// openPreKeysIn is openPreKeys under root, a bucket laid out like
+// bucketPreKeys (the live one, or an archive entry's).
+func openPreKeysIn(root *bolt.Bucket, id string, create bool) (preKeyBuckets, error) {
 	var p preKeyBuckets
-	root := tx.Bucket(bucketPreKeys)
 	if create {
 		var err error
 		if p.acct, err = root.CreateBucketIfNotExists([]byte(id)); err != nil {
@@ -391,10 +396,9 @@ func deletePreKeys(tx *bolt.Tx, id string) error {
 	return root.DeleteBucket([]byte(id))
 }
 
-// resealPreKeys re-encodes, sealed, every prekey record in the clear
-// (Reseal) and returns how many.
-func (s *BoltStore) resealPreKeys(tx *bolt.Tx) (int, error) {
-	root := tx.Bucket(bucketPreKeys)
+// resealPreKeys re-encodes, sealed, every prekey record in the clear under
+// root, a bucket laid out like bucketPreKeys (Reseal), and returns how many.
+func (s *BoltStore) resealPreKeys(root *bolt.Bucket) (int, error) {
 	var accts [][]byte
 	err := root.ForEach(func(k, v []byte) error {
 		if v != nil {
@@ -409,7 +413,7 @@ func (s *BoltStore) resealPreKeys(tx *bolt.Tx) (int, error) {
 	n := 0
 	for _, acct := range accts {
 		id := string(acct)
-		p, err := openPreKeys(tx, id, false)
+		p, err := openPreKeysIn(root, id, false)
 		if err != nil {
 			return n, fmt.Errorf("prekeys of %q: %w", id, err)
 		}

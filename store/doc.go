@@ -26,6 +26,14 @@
 // (bolt_prekeys.go); settings live in the "settings" bucket. Delete wipes
 // an account's prekeys with its device.
 //
+// A server-initiated wipe archives instead of deleting (archive.go):
+// Archive moves the device and its prekeys into an archive entry keyed by
+// account and time, sealed like live records; ListArchive describes the
+// entries without secrets, RestoreArchived puts one back over an unpaired
+// device (never over a paired one), PruneArchive drops entries past the
+// retention. In the bbolt file they live in the "archive" bucket
+// (bolt_archive.go).
+//
 // The connection and pairing actors and the supervisor import it; the Redis
 // store (store/redis) implements Store. It imports nothing else of this
 // module: keys are plain byte arrays and JIDs are strings in their canonical

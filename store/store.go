@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Errors returned by stores and the codec. Wrapped errors add context
@@ -46,7 +47,8 @@ var (
 // Store persists Devices by account id, the LID <-> phone-number user
 // mapping that pairing learns (PROTOCOL.md 8.8), each device's one-time
 // Signal prekeys (kept beside the device, never in it) and fleet-wide
-// settings. Implementations are safe for concurrent use. Contract tests live in package storetest.
+// settings, and an archive of the devices a server-initiated wipe set aside.
+// Implementations are safe for concurrent use. Contract tests live in package storetest.
 type Store interface {
 	// Load returns the device stored under id, or an error wrapping
 	// ErrNotFound when there is none. The result is the caller's to modify.
@@ -65,6 +67,29 @@ type Store interface {
 	// transaction where the store can. Deleting an absent id is not an
 	// error. A mapping still derived from another stored device survives.
 	Delete(ctx context.Context, id string) error
+
+	// Archive moves the device of id, with all its one-time prekeys and
+	// their counts, into a new archive entry (sealed like live records) and
+	// drops its mapping as Delete does, in one transaction (one fenced
+	// script in Redis). The account then has no device. No device is an
+	// error wrapping ErrNotFound. reason is kept, cut to
+	// MaxArchiveReasonLen bytes; it must not hold secrets.
+	Archive(ctx context.Context, id, reason string) (ArchiveEntry, error)
+
+	// ListArchive returns every archive entry, by account id and then
+	// archive time.
+	ListArchive(ctx context.Context) ([]ArchiveEntry, error)
+
+	// RestoreArchived puts the archived device id/key back, with its
+	// prekeys and mapping, and removes the entry, in one transaction. The
+	// account's current device is replaced only when it is unpaired (with
+	// its prekeys); a paired one is an error wrapping ErrPaired and nothing
+	// changes. An unknown entry is an error wrapping ErrNotFound.
+	RestoreArchived(ctx context.Context, id, key string) (ArchiveEntry, error)
+
+	// PruneArchive removes the archive entries archived before t and
+	// returns how many. Pruning is not fenced by any lease.
+	PruneArchive(ctx context.Context, before time.Time) (int, error)
 
 	// IDs returns the ids of the stored devices in ascending order.
 	IDs(ctx context.Context) ([]string, error)

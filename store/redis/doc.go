@@ -12,7 +12,9 @@
 // An account's prekeys live in PREFIX:{ACCT}:prekeys (records by key ID)
 // and PREFIX:{ACCT}:prekeys:pending (IDs not yet uploaded), in the device's
 // hash slot so that one script checks the lease and writes them; settings
-// live in the PREFIX:settings hash and are not fenced.
+// live in the PREFIX:settings hash and are not fenced. Archived devices
+// (archive.go) live in the account's slot too, so that archiving and
+// restoring are fenced device writes of one script each.
 //
 // Package fleet (rendezvous hashing, rebalancing, the lease loop) and
 // cmd/manager import it; it imports store and events. Keys are listed in

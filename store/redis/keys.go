@@ -25,6 +25,11 @@ const DefaultPrefix = "wafleet"
 //	                       prekey codec), max -> largest key ID ever stored
 //	PREFIX:{ACCT}:prekeys:pending
 //	                       zset: KEYID of the keys not yet uploaded, scored by KEYID
+//	PREFIX:{ACCT}:archive  zset: archive entry keys scored by archive time (µs)
+//	PREFIX:{ACCT}:archive:KEY
+//	                       hash: rec, reason, jid, prekeys (an archived device)
+//	PREFIX:{ACCT}:archive:KEY:prekeys, PREFIX:{ACCT}:archive:KEY:prekeys:pending
+//	                       the account's prekey keys, renamed into the entry
 //	PREFIX:map:pn:{USER}   hash: ACCT -> lid user, "=" -> current lid user
 //	PREFIX:map:lid:{USER}  hash: ACCT -> pn user, "=" -> current pn user
 //	PREFIX:settings        hash: setting name -> value (fleet-wide)

@@ -53,24 +53,72 @@ local function map_del(key, acct)
 end
 `
 
-// saveAtomic writes or deletes a device and its mapping in one script (single
-// node or Sentinel); a delete drops the account's prekeys too.
+// luaArchive moves a device between its live keys and an archive entry
+// (archive.go), all in the account's slot. archive_move checks that the
+// live record is still the one the caller read (expect), then copies rec
+// and the entry's description into the entry hash, renames the prekey keys
+// into the entry and indexes it; archive_restore checks the live record the
+// same way (” = none), drops the live prekeys and renames the entry's
+// back, then drops the entry. Both return nil, or 'changed' (the live
+// record is not the one read), 'exists' or 'noentry'.
+const luaArchive = `
+local function archive_move(dev, pk, pend, idx, entry, epk, epend, key, score, reason, jid, expect, rec)
+  if (redis.call('HGET', dev, 'rec') or '') ~= expect then return 'changed' end
+  if redis.call('EXISTS', entry) == 1 then return 'exists' end
+  local n = redis.call('HLEN', pk)
+  if redis.call('HEXISTS', pk, 'max') == 1 then n = n - 1 end
+  redis.call('HSET', entry, 'rec', rec, 'reason', reason, 'jid', jid, 'prekeys', n)
+  if redis.call('EXISTS', pk) == 1 then redis.call('RENAME', pk, epk) end
+  if redis.call('EXISTS', pend) == 1 then redis.call('RENAME', pend, epend) end
+  redis.call('ZADD', idx, score, key)
+  return nil
+end
+local function archive_restore(dev, pk, pend, idx, entry, epk, epend, key, expect)
+  if (redis.call('HGET', dev, 'rec') or '') ~= expect then return 'changed' end
+  if redis.call('EXISTS', entry) == 0 then return 'noentry' end
+  redis.call('DEL', pk, pend)
+  if redis.call('EXISTS', epk) == 1 then redis.call('RENAME', epk, pk) end
+  if redis.call('EXISTS', epend) == 1 then redis.call('RENAME', epend, pend) end
+  redis.call('DEL', entry)
+  redis.call('ZREM', idx, key)
+  return nil
+end
+local function archive_step(op, dev, pk, pend, idx, entry, epk, epend, rec, key, score, reason, jid, expect)
+  if op == 'archive' then
+    return archive_move(dev, pk, pend, idx, entry, epk, epend, key, score, reason, jid, expect, rec)
+  elseif op == 'restore' then
+    return archive_restore(dev, pk, pend, idx, entry, epk, epend, key, expect)
+  end
+  return nil
+end
+`
+
+// saveAtomic writes, deletes, archives or restores a device and its
+// mapping in one script (single node or Sentinel); a delete or archive
+// drops (moves) the account's prekeys too.
 //
 //	KEYS: device, lease, fence, new pn map, new lid map, old pn map, old lid map,
-//	      prekeys, pending prekeys
-//	ARGV: lease value ('' = unfenced), token, op ('save'|'delete'), rec,
-//	      account, new pn, new lid, expected old pn, expected old lid
+//	      prekeys, pending prekeys, archive index, entry, entry prekeys,
+//	      entry pending prekeys
+//	ARGV: lease value ('' = unfenced), token, op ('save'|'delete'|'archive'|
+//	      'restore'), rec, account, new pn, new lid, expected old pn,
+//	      expected old lid, entry key, entry score, reason, jid, expected
+//	      live record (the last five only for archive and restore)
 //
-// Returns {'ok'}, {'lost'}, {'held'} or {'retry'} when the stored mapping
-// users are no longer the ones the caller read.
-var saveAtomic = goredis.NewScript(luaFence + luaMap + `
+// Returns {'ok'}, {'lost'}, {'held'}, {'retry'} when the stored mapping
+// users are no longer the ones the caller read, or a word of luaArchive.
+var saveAtomic = goredis.NewScript(luaFence + luaMap + luaArchive + `
 local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if err then return {err} end
 local old = redis.call('HMGET', KEYS[1], 'pn', 'lid')
 local opn, olid = old[1] or '', old[2] or ''
 if opn ~= ARGV[8] or olid ~= ARGV[9] then return {'retry'} end
 local acct, npn, nlid = ARGV[5], ARGV[6], ARGV[7]
-if ARGV[3] == 'save' then
+local op = ARGV[3]
+local aerr = archive_step(op, KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13],
+  ARGV[4], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14])
+if aerr then return {aerr} end
+if op == 'save' or op == 'restore' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid)
 else
   redis.call('DEL', KEYS[1], KEYS[8], KEYS[9])
@@ -85,16 +133,23 @@ return {'ok'}
 `)
 
 // saveDevice is the first step of a split (Cluster) write: the device hash
-// alone (and, for a delete, the prekeys in the same slot), recording which
-// old mapping users still have to be cleaned up.
+// alone (and, for a delete or an archive, the prekeys and the archive entry
+// in the same slot), recording which old mapping users still have to be
+// cleaned up.
 //
-//	KEYS: device, lease, fence, prekeys, pending prekeys
-//	ARGV: lease value, token, op, rec, new pn, new lid, sync nonce
+//	KEYS: device, lease, fence, prekeys, pending prekeys, archive index,
+//	      entry, entry prekeys, entry pending prekeys
+//	ARGV: lease value, token, op, rec, new pn, new lid, sync nonce, entry
+//	      key, entry score, reason, jid, expected live record
 //
-// Returns {'ok', xpn, xlid} or {'lost'} / {'held'}.
-var saveDevice = goredis.NewScript(luaFence + `
+// Returns {'ok', xpn, xlid}, {'lost'} / {'held'} or a word of luaArchive.
+var saveDevice = goredis.NewScript(luaFence + luaArchive + `
 local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if err then return {err} end
+local op = ARGV[3]
+local aerr = archive_step(op, KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9],
+  ARGV[4], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+if aerr then return {aerr} end
 local h = redis.call('HMGET', KEYS[1], 'pn', 'lid', 'xpn', 'xlid')
 local function pending(list, old, new)
   local set, out = {}, {}
@@ -108,7 +163,7 @@ end
 local npn, nlid = ARGV[5], ARGV[6]
 local xpn, xlid = pending(h[3], h[1], npn), pending(h[4], h[2], nlid)
 redis.call('DEL', KEYS[1])
-if ARGV[3] == 'save' then
+if op == 'save' or op == 'restore' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid, 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
 else
   redis.call('DEL', KEYS[4], KEYS[5])
@@ -117,6 +172,15 @@ else
   end
 end
 return {'ok', xpn, xlid}
+`)
+
+// archiveDrop removes one archive entry (PruneArchive); not fenced.
+// KEYS: archive index, entry, entry prekeys, entry pending prekeys;
+// ARGV: entry key. Returns 1 when it removed the entry, else 0.
+var archiveDrop = goredis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return 1
 `)
 
 // mapSet and mapDel are the second step of a split write, one mapping hash

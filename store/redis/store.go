@@ -214,7 +214,7 @@ func (s *Store) save(ctx context.Context, d *store.Device, l Lease) error {
 	if pn == "" || lid == "" {
 		pn, lid = "", ""
 	}
-	return s.write(ctx, "save", d.ID, rec, pn, lid, l)
+	return s.write(ctx, "save", d.ID, rec, pn, lid, l, nil)
 }
 
 func (s *Store) delete(ctx context.Context, id string, l Lease) error {
@@ -230,19 +230,23 @@ func (s *Store) delete(ctx context.Context, id string, l Lease) error {
 	if l.Value != "" && l.Account != id {
 		return fmt.Errorf("redis: delete %q with the lease of %q: %w", id, l.Account, store.ErrLeaseLost)
 	}
-	return s.write(ctx, "delete", id, nil, "", "", l)
+	return s.write(ctx, "delete", id, nil, "", "", l, nil)
 }
 
-// write runs a fenced save or delete.
-func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid string, l Lease) error {
+// write runs a fenced save, delete, archive or restore (arch names the
+// archive entry of the last two; nil for the others).
+func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid string, l Lease, arch *entryArgs) error {
 	ctx, cancel, err := s.begin(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer cancel()
 	token := strconv.FormatUint(l.Token, 10)
+	if arch == nil {
+		arch = &entryArgs{}
+	}
 	if s.split {
-		return s.writeSplit(ctx, op, acct, rec, pn, lid, l.Value, token)
+		return s.writeSplit(ctx, op, acct, rec, pn, lid, l.Value, token, arch)
 	}
 	for range 16 { // a concurrent writer of the same account changed the mapping users
 		old, err := s.c.HMGet(ctx, s.k.device(acct), "pn", "lid").Result()
@@ -256,7 +260,9 @@ func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid 
 			s.k.pn(orDash(pn)), s.k.lid(orDash(lid)), s.k.pn(orDash(opn)), s.k.lid(orDash(olid)),
 			s.k.prekeys(acct), s.k.pending(acct),
 		}
-		res, err := replyStrings(saveAtomic.Run(ctx, s.c, keys, l.Value, token, op, rec, acct, pn, lid, opn, olid))
+		keys = append(keys, arch.keys(s.k, acct)...)
+		args := append([]any{l.Value, token, op, rec, acct, pn, lid, opn, olid}, arch.args()...)
+		res, err := replyStrings(saveAtomic.Run(ctx, s.c, keys, args...))
 		if err != nil {
 			return fmt.Errorf("redis: %s %q: %w", op, acct, err)
 		}
@@ -283,14 +289,22 @@ func (s *Store) outcome(op, acct string, res []string) error {
 		return fmt.Errorf("redis: %s %q: %w", op, acct, store.ErrLeaseLost)
 	case "held":
 		return fmt.Errorf("redis: %s %q: the account is leased by an instance, write through its lease: %w", op, acct, store.ErrLeaseLost)
+	case "changed":
+		return fmt.Errorf("redis: %s %q: %w", op, acct, errChanged)
+	case "exists":
+		return fmt.Errorf("redis: %s %q: %w", op, acct, errEntryExists)
+	case "noentry":
+		return fmt.Errorf("redis: %s %q: no such archive entry: %w", op, acct, store.ErrNotFound)
 	}
 	return fmt.Errorf("redis: %s %q: %w: script answered %q", op, acct, ErrProtocol, res[0])
 }
 
-func (s *Store) writeSplit(ctx context.Context, op, acct string, rec []byte, pn, lid, value, token string) error {
+func (s *Store) writeSplit(ctx context.Context, op, acct string, rec []byte, pn, lid, value, token string, arch *entryArgs) error {
 	syncID := nonce()
 	keys := []string{s.k.device(acct), s.k.lease(acct), s.k.fence(acct), s.k.prekeys(acct), s.k.pending(acct)}
-	res, err := replyStrings(saveDevice.Run(ctx, s.c, keys, value, token, op, rec, pn, lid, syncID))
+	keys = append(keys, arch.keys(s.k, acct)...)
+	args := append([]any{value, token, op, rec, pn, lid, syncID}, arch.args()...)
+	res, err := replyStrings(saveDevice.Run(ctx, s.c, keys, args...))
 	if err != nil {
 		return fmt.Errorf("redis: %s %q: %w", op, acct, err)
 	}

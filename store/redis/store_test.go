@@ -73,6 +73,16 @@ func (a *autoLease) Delete(ctx context.Context, id string) error {
 	return a.Store.Delete(ctx, id)
 }
 
+func (a *autoLease) Archive(ctx context.Context, id, reason string) (store.ArchiveEntry, error) {
+	a.take(ctx, id)
+	return a.Store.Archive(ctx, id, reason)
+}
+
+func (a *autoLease) RestoreArchived(ctx context.Context, id, key string) (store.ArchiveEntry, error) {
+	a.take(ctx, id)
+	return a.Store.RestoreArchived(ctx, id, key)
+}
+
 func (a *autoLease) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) error {
 	a.take(ctx, id)
 	return a.Store.AddPreKeys(ctx, id, keys)

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Closed", testClosed},
 	}
 	tests = append(tests, preKeyTests...)
+	tests = append(tests, archiveTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
@@ -427,6 +428,10 @@ func testClosed(t *testing.T, s store.Store) {
 	_, calls["PreKeyCounts"] = s.PreKeyCounts(ctx, "acct")
 	_, calls["LoadSetting"] = s.LoadSetting(ctx, "name")
 	calls["SaveSetting"] = s.SaveSetting(ctx, "name", "v")
+	_, calls["Archive"] = s.Archive(ctx, "acct", "test")
+	_, calls["ListArchive"] = s.ListArchive(ctx)
+	_, calls["RestoreArchived"] = s.RestoreArchived(ctx, "acct", store.ArchiveKey(time.Now()))
+	_, calls["PruneArchive"] = s.PruneArchive(ctx, time.Now())
 	for name, err := range calls {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
