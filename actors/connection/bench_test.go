@@ -67,6 +67,7 @@ func (m *memStore) RemovePreKey(context.Context, string, uint32) error { return 
 func (m *memStore) PreKeyCounts(context.Context, string) (store.PreKeyCounts, error) {
 	return store.PreKeyCounts{Stored: 100, Uploaded: 100, MaxID: 100}, nil
 }
+
 // The benchmarks' accounts are never logged out: there is no archive.
 func (m *memStore) Archive(context.Context, string, string) (store.ArchiveEntry, error) {
 	return store.ArchiveEntry{}, store.ErrNotFound
@@ -76,8 +77,8 @@ func (m *memStore) RestoreArchived(context.Context, string, string) (store.Archi
 	return store.ArchiveEntry{}, store.ErrNotFound
 }
 func (m *memStore) PruneArchive(context.Context, time.Time) (int, error) { return 0, nil }
-func (m *memStore) LoadSetting(context.Context, string) (string, error) { return "", store.ErrNotFound }
-func (m *memStore) SaveSetting(context.Context, string, string) error   { return nil }
+func (m *memStore) LoadSetting(context.Context, string) (string, error)  { return "", store.ErrNotFound }
+func (m *memStore) SaveSetting(context.Context, string, string) error    { return nil }
 
 // idleSession is a logged-in session that stays quiet: it delivers
 // <success> once, answers the IQs that follow a login (the prekey count
