@@ -48,6 +48,7 @@ const (
 	AlarmBanned         Alarm = "banned"          // the account is locked or banned (failure 403, 406); the device was wiped
 	AlarmClientOutdated Alarm = "client_outdated" // the server refuses our client version and no newer one can be had
 	AlarmDevice         Alarm = "device"          // the stored device cannot be used to log in (a corrupt JID or key)
+	AlarmMassLogout     Alarm = "mass_logout"     // too many accounts were logged out at once; their wipes wait for an operator
 )
 
 // Event is one thing that happened to one account. Events are values: a

@@ -58,7 +58,8 @@ type conn struct {
 	state events.State // what is (as published)
 	want  bool         // what should be: connected (goal, kept apart from state)
 	dev   *store.Device
-	wipe  bool // wipe the stored device before the next attempt
+	wipe  *wipeOrder // wipe the stored device before the next attempt (nil: keep it)
+	held  *heldWipe  // a server-initiated wipe the WipeGuard holds (state stopped)
 
 	gen         uint64 // current attempt; messages of other generations are stale
 	link        *link
@@ -87,6 +88,7 @@ type conn struct {
 	outdated     payload.Version // refused by the server (405): waiting for a newer one
 	outdatedSaid bool            // the client_outdated alarm is raised
 	logoutWanted bool            // a logout asked while offline: connect, unlink, then wipe
+	unlinked     bool            // the operator's logout ends this connection: delete, do not archive
 
 	child         *actor.PID
 	lastCode      bool          // the pairing child shows its last code
@@ -128,6 +130,12 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.resave()
 	case *Logout:
 		c.onLogout(ctx)
+	case *ConfirmWipe:
+		c.onConfirmWipe(ctx)
+	case *RestoreArchived:
+		c.onRestoreArchived(ctx, m)
+	case *archiveRestored:
+		c.onArchiveRestored(ctx, m)
 	case *inspect:
 		ctx.Respond(c.snapshot())
 	case *loaded:
@@ -177,7 +185,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		if m.err != nil {
 			c.log.Error("wipe the device", slog.String("error", m.err.Error()))
 		} else {
-			c.log.Info("device wiped")
+			c.log.Info("device wiped", slog.Bool("archived", m.archived))
 		}
 	case *VersionUpdated:
 		c.onVersionUpdated(ctx)
@@ -282,7 +290,8 @@ func (c *conn) begin(ctx actor.Context) {
 	} else {
 		c.publish(events.KindState, events.StateConnecting, nil, nil)
 	}
-	if c.dev == nil || c.wipe {
+	c.held = nil // restarted: a held wipe is given up, the device kept
+	if c.dev == nil || c.wipe != nil {
 		c.prepare(ctx)
 		return
 	}
@@ -308,7 +317,7 @@ func (c *conn) prepare(ctx actor.Context) {
 	}()
 }
 
-func prepareDevice(ctx context.Context, st store.Store, mu sync.Locker, id string, wipe bool, timeout time.Duration) (*store.Device, error) {
+func prepareDevice(ctx context.Context, st store.Store, mu sync.Locker, id string, wipe *wipeOrder, timeout time.Duration) (*store.Device, error) {
 	if st == nil {
 		return nil, ErrNoStore
 	}
@@ -319,8 +328,8 @@ func prepareDevice(ctx context.Context, st store.Store, mu sync.Locker, id strin
 	if err := ctx.Err(); err != nil {
 		return nil, err // a later attempt replaced this one: leave the store to it
 	}
-	if wipe {
-		if err := st.Delete(ctx, id); err != nil {
+	if wipe != nil {
+		if err := wipe.apply(ctx, st, id); err != nil {
 			return nil, fmt.Errorf("wipe device: %w", err)
 		}
 	}
@@ -345,7 +354,7 @@ func (c *conn) onLoaded(ctx actor.Context, m *loaded) {
 		c.end(ctx, outBackoff, m.err)
 		return
 	}
-	c.dev, c.wipe = m.dev, false
+	c.dev, c.wipe = m.dev, nil
 	c.log.Info("device ready", slog.Bool("paired", c.dev.Paired()))
 	c.dial(ctx)
 }
@@ -916,7 +925,7 @@ func (c *conn) sendLogout(ctx actor.Context) {
 			node.New("remove-companion-device", node.JIDAttr("jid", own), node.StrAttr("reason", "user_initiated"))), 0)
 	}
 	if err != nil {
-		c.want = true
+		c.want, c.unlinked = true, true
 		c.end(ctx, outLoggedOut, nil)
 		return
 	}
@@ -926,7 +935,7 @@ func (c *conn) sendLogout(ctx actor.Context) {
 }
 func (c *conn) finishLogout(ctx actor.Context) {
 	c.logoutID = ""
-	c.want = true
+	c.want, c.unlinked = true, true
 	c.end(ctx, outLoggedOut, nil)
 }
 
@@ -942,6 +951,8 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 	}
 	wasConnected := c.state == events.StateConnected
 	expected := c.expectRestart
+	byOperator := c.unlinked || c.logoutWanted
+	c.unlinked = false
 	c.closeLink(ctx)
 	c.stopTimer(&c.retryTimer)
 	if c.logoutWanted {
@@ -951,6 +962,9 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 			c.log.Warn("could not tell the server; unlinking locally (the phone keeps listing the device until it is removed there)", slog.Any("error", err))
 			out, err, c.want = outLoggedOut, nil, true
 		}
+	}
+	if (out == outLoggedOut || out == outBanned) && !byOperator && !c.mayWipe(out, err) {
+		return
 	}
 	var serr *ServerError
 	errors.As(err, &serr)
@@ -975,28 +989,11 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 		c.lost = true
 		c.publish(events.KindDisconnected, events.StateBackoff, err, func(e *events.Event) { e.Delay = delay })
 		c.retryTimer = c.after(ctx, delay, &retry{gen: c.gen})
-	case outLoggedOut:
-		c.dev, c.wipe = nil, true
-		c.attempt, c.lost, c.expectRestart = 0, false, false
-		c.publish(events.KindLoggedOut, events.StateLoggedOut, err, nil)
-		if c.want {
-			c.begin(ctx)
-		}
+	case outLoggedOut, outBanned:
+		c.loggedOut(ctx, out, err, newWipeOrder(byOperator, err))
 	case outStop:
 		c.want = false
 		c.publish(events.KindAlarm, events.StateStopped, err, nil)
-	case outBanned:
-		c.dev, c.wipe = nil, true
-		c.attempt, c.lost, c.expectRestart = 0, false, false
-		c.publish(events.KindAlarm, events.StateLoggedOut, err, nil)
-		if c.deps.AutoRepair {
-			c.log.Info("registering again (auto-repair is on)")
-			c.want = true
-			c.begin(ctx)
-			return
-		}
-		c.want = false
-		c.wipeNow(ctx)
 	case outTempBanned:
 		delay := c.deps.Backoff.Max
 		if serr != nil && serr.Expire > 0 {
@@ -1031,6 +1028,30 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 		}
 		c.publish(events.KindDisconnected, events.StateStopped, why, nil)
 	}
+}
+
+// loggedOut applies a logout (out is outLoggedOut or outBanned): the
+// device goes as order says, and the account pairs again (after a ban only
+// with AutoRepair; else it waits for Pair, the device wiped now).
+func (c *conn) loggedOut(ctx actor.Context, out outcome, err error, order *wipeOrder) {
+	c.dev, c.wipe = nil, order
+	c.attempt, c.lost, c.expectRestart = 0, false, false
+	if out == outLoggedOut {
+		c.publish(events.KindLoggedOut, events.StateLoggedOut, err, nil)
+		if c.want {
+			c.begin(ctx)
+		}
+		return
+	}
+	c.publish(events.KindAlarm, events.StateLoggedOut, err, nil)
+	if c.deps.AutoRepair {
+		c.log.Info("registering again (auto-repair is on)")
+		c.want = true
+		c.begin(ctx)
+		return
+	}
+	c.want = false
+	c.wipeNow(ctx)
 }
 
 // closeLink ends the current attempt: its goroutines, timers, pairing child
@@ -1082,12 +1103,12 @@ func (c *conn) snapshot() *snapshot {
 	}
 }
 
-// wipeNow deletes the device from the store without starting a new one (a
+// wipeNow archives (or deletes) the device without starting a new one (a
 // locked or banned account waits for an operator). It runs as an attempt
 // of its own, so that a later attempt (pairing re-armed) replaces it.
 func (c *conn) wipeNow(ctx actor.Context) {
 	l := c.newAttempt(ctx) // never dialed: it only owns the goroutine
-	st, mu, id, timeout := c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout
+	st, mu, id, timeout, order := c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout, c.wipe
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		wctx, cancel := context.WithTimeout(l.ctx, timeout)
@@ -1095,10 +1116,10 @@ func (c *conn) wipeNow(ctx actor.Context) {
 		mu.Lock()
 		err := wctx.Err()
 		if err == nil {
-			err = st.Delete(wctx, id)
+			err = order.apply(wctx, st, id)
 		}
 		mu.Unlock()
-		root.Send(self, &wiped{gen: l.gen, err: err})
+		root.Send(self, &wiped{gen: l.gen, err: err, archived: order.archive})
 	}()
 }
 

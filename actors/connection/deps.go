@@ -176,6 +176,10 @@ type Deps struct {
 	// ban (failure 403 or 406) register again by itself. Default false:
 	// it stops with the banned alarm until an operator re-arms pairing.
 	AutoRepair bool
+	// WipeGuard, shared by the accounts of the instance, holds the wipes
+	// of server-initiated logouts when too many accounts are logged out at
+	// once. Default nil: every such wipe goes ahead (and archives).
+	WipeGuard *WipeGuard
 	// Observer counts acks, undecodable stanzas and prekey uploads.
 	// Default: counts nothing.
 	Observer Observer

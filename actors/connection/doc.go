@@ -5,8 +5,8 @@
 //
 // The supervisor spawns one connection actor per account
 // (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair,
-// *Resume and *Logout, and a config reload *Resume. Nothing else should
-// import this package.
+// *Resume, *Logout, *ConfirmWipe and *RestoreArchived, and a config reload
+// *Resume. Nothing else should import this package.
 //
 // # States
 //
@@ -21,11 +21,13 @@
 //	            over); keepalive pings every 20–30 s
 //	backoff     waiting Backoff.Next(attempt) before the next attempt (or a
 //	            temporary ban's expiry, or a newer client version)
-//	logged_out  the device was unlinked and wiped; a fresh pairing follows
+//	logged_out  the device was unlinked and wiped (archived when the server
+//	            logged it out, deleted after the operator's *Logout); a fresh pairing follows
 //	            (after a lock or ban only with Deps.AutoRepair or *Pair)
 //	stopped     the actor stopped, or the account must not reconnect
 //	            (conflict/replaced, failure 400/409/other 4xx, or no newer
-//	            client version to be had: an alarm); *Resume starts it
+//	            client version to be had: an alarm; or a wipe held by the
+//	            WipeGuard: the mass_logout alarm); *Resume starts it
 //	            again from the device it holds, wiping nothing
 //
 // The goal (wantConnected) is kept apart from the state: replaced, refused,
@@ -55,9 +57,9 @@
 //	515 after pair-device-sign          expected: reconnect at once with the login payload
 //	515 while connected                 reconnect at once (counted as a reconnect); another
 //	                                    515 before a stable connection backs off
-//	failure 401, conflict device_removed logged out: wipe the device, publish logged_out,
+//	failure 401, conflict device_removed logged out: archive the device, publish logged_out,
 //	                                    pair again with fresh keys
-//	failure 403 (locked), 406 (banned)  wipe, banned alarm with the server's message; pair
+//	failure 403 (locked), 406 (banned)  archive, banned alarm with the server's message; pair
 //	                                    again only with AutoRepair or *Pair
 //	failure 402 (temporary ban)         backoff until its expire, then reconnect
 //	failure 405 (client outdated)       wait for VersionSource: VersionUpdated reconnects,
@@ -78,6 +80,18 @@
 // The backoff attempt counter resets once a connection has lived
 // Backoff.StableAfter. Every dial first waits for Deps.Limiter.
 //
+// # Wipes: archive and guard
+//
+// A wipe the server causes (the four logged-out and banned lines above)
+// archives the device with its prekeys (store.Store.Archive) instead of
+// deleting it; *RestoreArchived puts an archived device back over an
+// unpaired one and logs it in. Before such a wipe the actor asks
+// Deps.WipeGuard, shared by the instance's accounts (wipeguard.go): when
+// more than its share of the accounts were logged out within its window,
+// the wipe is held: the account stops with the mass_logout alarm and keeps
+// its device until *ConfirmWipe (the wipe then goes ahead) or a restart
+// (the device is kept and logs in again).
+//
 // # Logout
 //
 // *Logout unlinks a paired account. When logged in, the actor sends
@@ -86,7 +100,8 @@
 // close, at most Keepalive.Timeout). When not connected it connects first
 // to send it; only if that connection fails does it unlink locally (the
 // phone then keeps listing the device until it is removed there). Either
-// way it then closes the socket, wipes the Device from the store, publishes
+// way it then closes the socket, deletes the Device from the store (the
+// operator unlinked it: nothing is archived and the guard is not asked), publishes
 // logged_out and starts a fresh pairing with new keys. An unpaired account
 // has nothing to unlink: the request is refused.
 //

@@ -130,10 +130,11 @@ type (
 		keys []store.PreKey
 		err  error
 	}
-	// wiped: the device was deleted from the store (a ban).
+	// wiped: the device was archived or deleted from the store (a ban).
 	wiped struct {
-		gen uint64
-		err error
+		gen      uint64
+		err      error
+		archived bool
 	}
 	// restored: a pairing that could not be confirmed was undone.
 	restored struct{ err error }
