@@ -57,6 +57,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
+	s.archiveRoutes(handle)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})

@@ -84,6 +84,9 @@ type Config struct {
 	// Controller acts on accounts for the pair, restart and logout routes.
 	// Default: nil, and those routes answer 503.
 	Controller Controller
+	// Archive lists and restores archived devices and confirms held wipes
+	// (archive.go). Default: nil, and those routes answer 503.
+	Archive Archive
 	// Ready reports whether the fleet has started, for GET /readyz.
 	// Default: nil, always ready.
 	Ready func() bool

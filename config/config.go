@@ -31,6 +31,7 @@ type Config struct {
 	Connect  Connect   `mapstructure:"connect"`
 	Client   Client    `mapstructure:"client"`
 	Pairing  Pairing   `mapstructure:"pairing"`
+	Safety   Safety    `mapstructure:"safety"`
 	Accounts []Account `mapstructure:"accounts"`
 }
 
@@ -55,6 +56,10 @@ type Store struct {
 	EncryptionKey string `mapstructure:"encryption_key"`
 	// EncryptionKeyFile is a file holding the base64 key. Default: "".
 	EncryptionKeyFile string `mapstructure:"encryption_key_file"`
+	// ArchiveRetention is how long a device archived by a server-initiated
+	// wipe is kept (restorable) before it is pruned. 0 keeps archived
+	// devices forever. Default: 720h (30 days).
+	ArchiveRetention time.Duration `mapstructure:"archive_retention"`
 }
 
 // Redis is the connection to the Redis server(s) used in fleet mode.
@@ -165,6 +170,21 @@ type Pairing struct {
 	AutoRepair bool `mapstructure:"auto_repair"`
 }
 
+// Safety bounds what a misbehaving server can do to the fleet at once.
+type Safety struct {
+	// MassLogoutShare: when more than this part of the instance's accounts
+	// (0 < share <= 1) is logged out by the server within
+	// MassLogoutWindow, the mass_logout alarm fires and further wipes wait
+	// for POST /api/wipes/confirm. Default: 0.2.
+	MassLogoutShare float64 `mapstructure:"mass_logout_share"`
+	// MassLogoutMin is the least number of logouts within the window that
+	// may pause wipes, so a small install is never paused by one logout.
+	// Default: 3.
+	MassLogoutMin int `mapstructure:"mass_logout_min"`
+	// MassLogoutWindow is how far back logouts count. Default: 10m.
+	MassLogoutWindow time.Duration `mapstructure:"mass_logout_window"`
+}
+
 // Account is one WhatsApp account the fleet keeps connected.
 type Account struct {
 	// ID names the account; letters, digits, '-', '_' and '.', at most 64.
@@ -216,6 +236,10 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("client.os_name", DefaultOSName)
 	v.SetDefault("client.platform", DefaultPlatform)
 	v.SetDefault("pairing.auto_repair", false)
+	v.SetDefault("store.archive_retention", 30*24*time.Hour)
+	v.SetDefault("safety.mass_logout_share", 0.2)
+	v.SetDefault("safety.mass_logout_min", 3)
+	v.SetDefault("safety.mass_logout_window", 10*time.Minute)
 	v.SetDefault("accounts", []map[string]any{})
 }
 

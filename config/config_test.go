@@ -41,6 +41,9 @@ func TestDefaults(t *testing.T) {
 	if cfg.Connect.KeepaliveWindow != 3*time.Minute || cfg.Pairing.AutoRepair {
 		t.Fatalf("unexpected defaults: %+v %+v", cfg.Connect, cfg.Pairing)
 	}
+	if cfg.Store.ArchiveRetention != 30*24*time.Hour || cfg.Safety != (Safety{MassLogoutShare: 0.2, MassLogoutMin: 3, MassLogoutWindow: 10 * time.Minute}) {
+		t.Fatalf("unexpected defaults: store %+v, safety %+v", cfg.Store, cfg.Safety)
+	}
 	want := Client{Version: "", VersionURL: "https://web.whatsapp.com/sw.js", OSName: "Linux", Platform: "chrome"}
 	if cfg.Client != want {
 		t.Fatalf("client = %+v, want %+v", cfg.Client, want)
@@ -224,6 +227,11 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"os name with a newline", "client:\n  os_name: \"a\\nb\"\n", "client.os_name"},
 		{"unknown platform", "client:\n  platform: netscape\n", "client.platform"},
 		{"bad auto repair", "pairing:\n  auto_repair: maybe\n", "auto_repair"},
+		{"negative archive retention", "store:\n  archive_retention: -1h\n", "store.archive_retention"},
+		{"zero mass logout share", "safety:\n  mass_logout_share: 0\n", "safety.mass_logout_share"},
+		{"mass logout share above 1", "safety:\n  mass_logout_share: 1.5\n", "safety.mass_logout_share"},
+		{"zero mass logout min", "safety:\n  mass_logout_min: 0\n", "safety.mass_logout_min"},
+		{"zero mass logout window", "safety:\n  mass_logout_window: 0s\n", "safety.mass_logout_window"},
 		{"long device name", "accounts:\n  - id: a\n    device_name: " + strings.Repeat("é", 33) + "\n", "accounts[0].device_name"},
 		{"device name with a tab", "accounts:\n  - id: a\n  - id: b\n    device_name: \"a\\tb\"\n", "accounts[1].device_name"},
 	}

@@ -42,6 +42,12 @@ func (c *Config) Validate() error {
 	if _, err := c.Store.Key(); err != nil {
 		return err
 	}
+	if c.Store.ArchiveRetention < 0 {
+		return keyError("store.archive_retention", "must not be negative (0 keeps archived devices forever)")
+	}
+	if err := c.Safety.validate(); err != nil {
+		return err
+	}
 	if c.Redis.DB < 0 {
 		return keyError("redis.db", "must not be negative")
 	}
@@ -69,6 +75,18 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return validateAccounts(c.Accounts)
+}
+
+func (s Safety) validate() error {
+	switch {
+	case !(s.MassLogoutShare > 0 && s.MassLogoutShare <= 1):
+		return keyError("safety.mass_logout_share", "must be above 0 and at most 1")
+	case s.MassLogoutMin < 1:
+		return keyError("safety.mass_logout_min", "must be at least 1")
+	case s.MassLogoutWindow <= 0:
+		return keyError("safety.mass_logout_window", "must be positive")
+	}
+	return nil
 }
 
 func (c Connect) validate() error {
