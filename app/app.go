@@ -68,6 +68,9 @@ type App struct {
 	// versions owns the WhatsApp Web version of the process; its news
 	// goes to every account through the supervisor.
 	versions *webversion.Tracker
+	// wipes holds server-initiated wipes when too many accounts are
+	// logged out at once (archive.go).
+	wipes    *connection.WipeGuard
 	platform waproto.DeviceProps_PlatformType
 
 	mu       sync.Mutex
@@ -130,6 +133,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.fleet.coord = coord
 	}
+	if err := a.newWipeGuard(); err != nil {
+		a.closeStorage()
+		return nil, err
+	}
 	var err error
 	a.httpAPI, err = api.New(api.Config{
 		Listen:       cfg.HTTP.Listen,
@@ -138,6 +145,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Accounts:     a.board,
 		Events:       a.bus,
 		Controller:   controller{a},
+		Archive:      archiveControl{a},
 		Ready:        a.isReady,
 		Metrics:      a.metrics.Handler(),
 		Logger:       opts.Logger,
@@ -316,6 +324,11 @@ func (a *App) Run(ctx context.Context) error {
 			a.logger.Error("start accounts", "error", err)
 		}
 	}
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		a.runPruning(coordCtx)
+	}()
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 
@@ -332,6 +345,7 @@ func (a *App) Run(ctx context.Context) error {
 	// its leases, so another instance can take them over at once.
 	stopCoord()
 	<-coordDone
+	<-pruneDone
 	a.shutdown(stopHTTP, httpErr)
 	return runErr
 }
@@ -462,6 +476,7 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 			PlatformType: a.platform,
 		},
 		AutoRepair: a.cfg.Pairing.AutoRepair,
+		WipeGuard:  a.wipes,
 		Observer:   a.metrics,
 		Dialer:     a.observedDialer,
 	}
