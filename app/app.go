@@ -528,29 +528,16 @@ func (c controller) Logout(ctx context.Context, id string) error {
 // request asks the account's actor (through the supervisor) and maps a
 // refusal to *api.Refused, with the actor's reason.
 func (c controller) request(ctx context.Context, id string, msg any) error {
-	if !c.a.isReady() {
-		return errors.New("app: manager is starting")
-	}
-	timeout := 5 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	res, err := c.a.system.Root.RequestFuture(c.a.sup, &supervisor.Forward{ID: id, Message: msg}, timeout).Result()
+	res, err := c.a.askAccount(ctx, id, msg)
 	if err != nil {
-		return fmt.Errorf("app: ask account %s: %w", id, err)
+		return err
 	}
-	switch r := res.(type) {
-	case *supervisor.Forwarded:
-		if errors.Is(r.Err, supervisor.ErrUnknownAccount) {
-			return api.ErrUnknownAccount
-		}
-		return r.Err
-	case *connection.Result:
-		if !r.OK {
-			return &api.Refused{Reason: r.Reason}
-		}
-		return nil
-	default:
+	r, ok := res.(*connection.Result)
+	if !ok {
 		return fmt.Errorf("app: account %s answered %T", id, res)
 	}
+	if !r.OK {
+		return &api.Refused{Reason: r.Reason}
+	}
+	return nil
 }

@@ -176,3 +176,45 @@ func TestMassLogoutPausesWipes(t *testing.T) {
 		t.Fatal("guard still paused after Confirm")
 	}
 }
+
+// TestResumeGivesUpAHeldWipe: restarting a held account (Resume, POST
+// /api/accounts/{id}/restart) keeps its device: it logs in again as the
+// same linked device, and a later confirmation does not wipe it.
+func TestResumeGivesUpAHeldWipe(t *testing.T) {
+	h := newHarness(t)
+	srv := startEmulator(t, emulator.Options{})
+	guard, err := NewWipeGuard(WipeGuardConfig{Share: 0.5, Min: 1, Window: time.Hour, Accounts: func() int { return 1 }, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := h.deps("acct")
+	d.WipeGuard = guard
+	pid, linked := pairOne(t, h, srv, d)
+	from := len(h.rec.all())
+	logoutAll(t, srv, linked.JID)
+	h.rec.waitFrom(t, from, "held", accountKind("acct", events.KindAlarm))
+
+	if err := srv.SetFaults(emulator.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	n := len(h.rec.all())
+	if res := h.request(pid, &Resume{}); !res.OK {
+		t.Fatalf("Resume refused: %+v", res)
+	}
+	back, _ := h.rec.waitFrom(t, n, "connected again", kindIs(events.KindConnected))
+	if back.JID != linked.JID.String() {
+		t.Fatalf("connected as %q; want the kept device %s", back.JID, linked.JID)
+	}
+	if got := guard.Confirm(); len(got) != 1 || got[0] != "acct" {
+		t.Fatalf("Confirm = %v; want [acct]", got)
+	}
+	if res := h.request(pid, &ConfirmWipe{}); res.OK {
+		t.Fatalf("ConfirmWipe after Resume accepted: %+v", res)
+	}
+	if got, err := h.store.Load(context.Background(), "acct"); err != nil || got.JID != linked.JID.String() {
+		t.Fatalf("device after Resume and a late confirm = %v, %v; want it kept", got, err)
+	}
+	if list, _ := h.store.ListArchive(context.Background()); len(list) != 0 {
+		t.Fatalf("archive = %+v; want nothing archived", list)
+	}
+}
