@@ -13,20 +13,6 @@ import (
 	"github.com/wafleet/wafleet/store/storetest"
 )
 
-// deviceSecretIn names the first secret of d (any 16-byte half) found in raw.
-func deviceSecretIn(raw []byte, d *store.Device) (string, bool) {
-	secrets := map[string][32]byte{
-		"NoiseKey.Priv": d.NoiseKey.Priv, "IdentityKey.Priv": d.IdentityKey.Priv,
-		"SignedPreKey.Priv": d.SignedPreKey.Priv, "AdvSecret": d.AdvSecret,
-	}
-	for name, secret := range secrets {
-		if bytes.Contains(raw, secret[:16]) || bytes.Contains(raw, secret[16:]) {
-			return name, true
-		}
-	}
-	return "", false
-}
-
 func TestBoltSealedArchiveHasNoSecrets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "devices.db")
 	s := openBolt(t, path, store.BoltOptions{Sealer: mustSealer(t, testKey(1))})
@@ -51,7 +37,7 @@ func TestBoltSealedArchiveHasNoSecrets(t *testing.T) {
 	if !bytes.Contains(file, d.NoiseKey.Pub[:]) || !bytes.Contains(file, keys[29].Pub[:]) {
 		t.Fatal("public keys not found in the file: the search itself is broken")
 	}
-	if name, ok := deviceSecretIn(file, d); ok {
+	if name, ok := storetest.DeviceSecretIn(file, d); ok {
 		t.Errorf("%s of the archived device appears in the sealed database file", name)
 	}
 	if id, ok := storetest.PreKeySecretIn(file, keys); ok {
@@ -79,7 +65,7 @@ func TestBoltResealSealsArchive(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := deviceSecretIn(peekArchived(t, path, e), d); !ok {
+	if _, ok := storetest.DeviceSecretIn(peekArchived(t, path, e), d); !ok {
 		t.Fatal("the archive written without a key holds no secret in the clear: the search itself is broken")
 	}
 
@@ -91,7 +77,7 @@ func TestBoltResealSealsArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := peekArchived(t, path, e)
-	if name, ok := deviceSecretIn(raw, d); ok {
+	if name, ok := storetest.DeviceSecretIn(raw, d); ok {
 		t.Errorf("%s still in the clear in the archive after Reseal", name)
 	}
 	if id, ok := storetest.PreKeySecretIn(raw, keys); ok {

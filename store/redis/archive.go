@@ -108,7 +108,7 @@ func (s *Store) archiveDevice(ctx context.Context, id, reason string, l Lease) (
 	}
 	e := store.ArchiveEntry{ID: id, Reason: store.ArchiveReason(reason), ArchivedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	for range maxArchiveAttempts {
-		cur, d, err := s.liveRecord(ctx, id)
+		cur, d, inClear, err := s.liveRecord(ctx, id)
 		if err != nil {
 			return store.ArchiveEntry{}, fmt.Errorf("redis: archive %q: %w", id, err)
 		}
@@ -129,6 +129,7 @@ func (s *Store) archiveDevice(ctx context.Context, id, reason string, l Lease) (
 		case err != nil:
 			return store.ArchiveEntry{}, err
 		default:
+			s.afterSealing(inClear)
 			if e.PreKeys, err = s.archivedPreKeys(ctx, id, e.Key); err != nil {
 				return store.ArchiveEntry{}, fmt.Errorf("redis: archive %q: %w", id, err)
 			}
@@ -138,33 +139,44 @@ func (s *Store) archiveDevice(ctx context.Context, id, reason string, l Lease) (
 	return store.ArchiveEntry{}, fmt.Errorf("redis: archive %q: %w: the device kept changing", id, ErrProtocol)
 }
 
-// liveRecord reads the account's record and decodes it (nil, nil: none).
-func (s *Store) liveRecord(ctx context.Context, id string) ([]byte, *store.Device, error) {
+// liveRecord reads the account's record and decodes it (nil, nil: none);
+// the bool says it was stored in the clear.
+func (s *Store) liveRecord(ctx context.Context, id string) ([]byte, *store.Device, bool, error) {
 	ctx, cancel := withTimeout(ctx, s.timeout)
 	defer cancel()
 	rec, err := s.c.HGet(ctx, s.k.device(id), "rec").Bytes()
 	if errors.Is(err, goredis.Nil) {
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	d, err := s.decode(id, rec)
-	return rec, d, err
+	d, inClear, err := s.decode(id, rec)
+	return rec, d, inClear, err
 }
 
-func (s *Store) decode(id string, rec []byte) (*store.Device, error) {
+// decode decodes the record of id; inClear says its secrets were stored
+// in the clear.
+func (s *Store) decode(id string, rec []byte) (d *store.Device, inClear bool, err error) {
 	if len(rec) > store.MaxRecordLen {
-		return nil, fmt.Errorf("%w: record is %d bytes", store.ErrCorrupt, len(rec))
+		return nil, false, fmt.Errorf("%w: record is %d bytes", store.ErrCorrupt, len(rec))
 	}
-	d, _, err := store.Decode(rec, s.sealer)
+	d, info, err := store.Decode(rec, s.sealer)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if d.ID != id {
-		return nil, fmt.Errorf("%w: record is stored under another id", store.ErrCorrupt)
+		return nil, false, fmt.Errorf("%w: record is stored under another id", store.ErrCorrupt)
 	}
-	return d, nil
+	return d, !info.Sealed, nil
+}
+
+// afterSealing asks for an AOF rewrite when a record stored in the clear
+// was just written again sealed (see aofRewriter).
+func (s *Store) afterSealing(wasInClear bool) {
+	if wasInClear && s.sealer != nil {
+		s.aof.request()
+	}
 }
 
 // sealed returns the record of d as it must be stored: sealed with the
@@ -202,11 +214,11 @@ func (s *Store) restore(ctx context.Context, id, key string, l Lease) (store.Arc
 		if err != nil {
 			return store.ArchiveEntry{}, fmt.Errorf("redis: restore %q: %w", id, err)
 		}
-		d, err := s.decode(id, rec)
+		d, inClear, err := s.decode(id, rec)
 		if err != nil {
 			return store.ArchiveEntry{}, fmt.Errorf("redis: restore %q: archive entry %s: %w", id, key, err)
 		}
-		cur, now, err := s.liveRecord(ctx, id)
+		cur, now, _, err := s.liveRecord(ctx, id)
 		if err != nil {
 			return store.ArchiveEntry{}, fmt.Errorf("redis: restore %q: current device: %w", id, err)
 		}
@@ -222,6 +234,9 @@ func (s *Store) restore(ctx context.Context, id, key string, l Lease) (store.Arc
 		}
 		err = s.write(ctx, "restore", id, rec, pn, lid, l, &entryArgs{key: key, at: at, expect: cur})
 		clear(rec)
+		if err == nil {
+			s.afterSealing(inClear)
+		}
 		if !errors.Is(err, errChanged) {
 			return e, err
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
 )
 
@@ -129,4 +130,20 @@ func TestArchiveSealedInRedis(t *testing.T) {
 	if k, err := s.PreKey(ctx, "acct", 30); err != nil || k != keys[29] {
 		t.Fatalf("restored prekey = %v, %v", k, err)
 	}
+}
+
+// TestArchivingRewritesTheAOF: a device and prekeys written in the clear
+// and archived by a sealing store leave no secret in the AOF files.
+func TestArchivingRewritesTheAOF(t *testing.T) {
+	srv := redistest.Start(t, redistest.Config{AOF: true})
+	p := writePlainAccounts(t, srv, 1)
+	eventually(t, "the secrets written in the clear never reached the AOF: the search is broken", func() bool {
+		return p.leak(t, srv.Dir()) != ""
+	})
+	if _, err := p.sealed.Bound(p.leases).Archive(t.Context(), p.devices[0].ID, "failure 401"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "secrets archived from the clear are still in the AOF files", func() bool {
+		return p.leak(t, srv.Dir()) == ""
+	})
 }
