@@ -22,9 +22,9 @@ import (
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/webversion"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // The tracker is every account's source of the client version.

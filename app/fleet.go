@@ -15,6 +15,7 @@ import (
 	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/actors/supervisor"
 	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/events/redisstream"
 	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/store"
 	wredis "github.com/wafleet/wafleet/store/redis"
@@ -32,7 +33,7 @@ type fleetMode struct {
 	leases  *wredis.Leases
 	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter
-	stream  *wredis.StreamSink
+	stream  *redisstream.Sink
 	coord   *fleet.Coordinator
 
 	// mu guards owned and orders every change of the supervisor's account
@@ -98,7 +99,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	if err != nil {
 		return fail(fmt.Errorf("app: connect limiter: %w", err))
 	}
-	stream, err := wredis.NewStreamSink(client, wredis.StreamOptions{Instance: cfg.Fleet.InstanceID})
+	stream, err := redisstream.New(client, redisstream.Options{Instance: cfg.Fleet.InstanceID})
 	if err != nil {
 		return fail(fmt.Errorf("app: event stream: %w", err))
 	}

@@ -14,9 +14,9 @@ import (
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store/redis/redistest"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/webversion"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }

@@ -8,8 +8,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // ParsedVersion returns client.version, or payload.DefaultVersion() when it

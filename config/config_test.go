@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 func writeConfig(t *testing.T, body string) string {

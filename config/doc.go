@@ -4,6 +4,6 @@
 //
 // Every key is documented in the example config.yaml at the repository root.
 // A bad value is an error that names its key; an unknown key is an error too,
-// so a typo never silently falls back to a default. Only cmd/manager imports
-// this package; the actors receive plain values.
+// so a typo never silently falls back to a default. Package app and
+// cmd/manager import this package; the actors receive plain values.
 package config

@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 // WhatsAppRootKey is the public Curve25519 key that signs the real servers'

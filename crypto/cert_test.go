@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 var allCertErrors = []error{

@@ -5,7 +5,8 @@
 // payload) and its transport ciphers, the server certificate chain, and the
 // ADV identity checks of QR pairing.
 //
-// It is imported by wire (the Noise transport over frames), by the actors
+// It imports only waproto. It is imported by wire (the Noise transport over
+// frames), by config (the pinned root key), by the actors
 // that handshake and pair (connection, pairing), by store (key generation)
 // and by the emulator, which uses the issuing side of the same code: the
 // Noise responder, certificate-chain issuing and the phone's ADV signing.

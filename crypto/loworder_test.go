@@ -13,7 +13,7 @@ import (
 	"filippo.io/edwards25519/field"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 // smallOrderKeys are the Curve25519 public keys of small order, as published

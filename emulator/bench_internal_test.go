@@ -8,9 +8,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // queueConn is one end of an in-memory, non-blocking frame pipe for

@@ -10,10 +10,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // fuzzSession returns a server session past the handshake whose writes are

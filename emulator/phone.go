@@ -11,10 +11,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/qr"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // Phone is the emulated primary device: it scans QR codes to link

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/wafleet/wafleet/crypto"
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 func TestParseRegistrationRefusesSmallOrderKeys(t *testing.T) {

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // session is one client connection, from the WebSocket upgrade to the close.

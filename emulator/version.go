@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // Versions is the server's client-version policy (Options.MinVersion and

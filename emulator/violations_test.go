@@ -12,10 +12,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 func TestViolationsAfterLogin(t *testing.T) {

@@ -34,7 +34,7 @@
 // retention. In the bbolt file they live in the "archive" bucket
 // (bolt_archive.go).
 //
-// The connection and pairing actors and the supervisor import it; the Redis
+// The actors, the API, package app and webversion import it; the Redis
 // store (store/redis) implements Store. It imports nothing else of this
 // module: keys are plain byte arrays and JIDs are strings in their canonical
 // form ("15551234567:5@s.whatsapp.net", "123456789012345:5@lid").

@@ -17,5 +17,6 @@
 //
 // The connection actor (client) and the emulator (server) import this package.
 // Binary nodes, JIDs and protobufs live in the sub-packages wire/node, wire/jid
-// and wire/waproto; the cryptography lives in package crypto.
+// and in the top-level package waproto; the cryptography lives in package
+// crypto.
 package wire

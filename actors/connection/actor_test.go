@@ -12,10 +12,10 @@ import (
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store/storetest"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/qr"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 func TestClassify(t *testing.T) {

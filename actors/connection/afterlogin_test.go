@@ -18,10 +18,10 @@ import (
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/storetest"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/payload"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // countingObserver records what the actor reports for metrics.

@@ -9,10 +9,10 @@ import (
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/payload"
 	"github.com/wafleet/wafleet/wire/qr"
-	"github.com/wafleet/wafleet/wire/waproto"
 )
 
 // Server says where to connect.

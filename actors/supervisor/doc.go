@@ -6,6 +6,6 @@
 // operator commands to the right account, broadcasts process-wide news (a
 // new client version) to every account, and logs a health summary.
 //
-// cmd/manager builds it; the connection actor's package is not imported
+// Package app builds it; the connection actor's package is not imported
 // here: the caller supplies how an account's actor is made.
 package supervisor

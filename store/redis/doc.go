@@ -4,8 +4,7 @@
 // device and prekey write fenced by the account's lease (Store, Fenced,
 // Bound), the per-instance membership heartbeat and account leases with
 // fencing tokens (Leases), a fleet-wide connect-rate limiter (Limiter), the
-// events.Publisher that appends account events to a Redis stream
-// (StreamSink), the persistence check run at start (CheckDurability) and
+// persistence check run at start (CheckDurability) and
 // the AOF rewrite that follows the sealing of records written in the clear
 // (RewriteAOF, aof.go).
 //
@@ -16,7 +15,8 @@
 // (archive.go) live in the account's slot too, so that archiving and
 // restoring are fenced device writes of one script each.
 //
-// Package fleet (rendezvous hashing, rebalancing, the lease loop) and
-// cmd/manager import it; it imports store and events. Keys are listed in
+// Package fleet (rendezvous hashing, rebalancing, the lease loop), package
+// app and events/redisstream (which appends to the PREFIX:events stream
+// named here) import it; it imports store. Keys are listed in
 // keys.go; every per-account key carries the account as its hash tag.
 package redis

@@ -66,6 +66,17 @@ func (k keys) beats() string              { return k.p + ":beats" }
 func (k keys) rate(name string) string    { return k.p + ":ratelimit:" + name }
 func (k keys) events() string             { return k.p + ":events" }
 
+// EventsKey is the key of the stream of account events under prefix
+// (DefaultPrefix when empty), PREFIX:events; package events/redisstream
+// appends to it.
+func EventsKey(prefix string) (string, error) {
+	k, err := newKeys(prefix)
+	if err != nil {
+		return "", err
+	}
+	return k.events(), nil
+}
+
 // devicePattern matches every device hash (for SCAN).
 func (k keys) devicePattern() string { return k.p + ":{*}:device" }
 

@@ -16,6 +16,6 @@
 // separate, configurable [Version] (default [DefaultVersion]); a version the
 // server no longer accepts is refused with failure 405.
 //
-// The handshake code (the connection actor's dialer) and the emulator's tests
-// import this package; nothing here touches the network.
+// The handshake code (the connection actor's dialer), config (the platform
+// names), webversion, app and the emulator import this package; nothing here touches the network.
 package payload

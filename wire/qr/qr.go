@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 // Prefix starts a QR code in the current form.

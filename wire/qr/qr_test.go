@@ -15,7 +15,7 @@ import (
 	"testing"
 	"testing/quick"
 
-	"github.com/wafleet/wafleet/wire/waproto"
+	"github.com/wafleet/wafleet/waproto"
 )
 
 const vectorDir = "../../testdata/protocol/vectors/"

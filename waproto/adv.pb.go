@@ -309,7 +309,7 @@ const file_adv_proto_rawDesc = "" +
 	"\x11ADVEncryptionType\x12\b\n" +
 	"\x04E2EE\x10\x00\x12\n" +
 	"\n" +
-	"\x06HOSTED\x10\x01B)Z'github.com/wafleet/wafleet/wire/waproto"
+	"\x06HOSTED\x10\x01B$Z\"github.com/wafleet/wafleet/waproto"
 
 var (
 	file_adv_proto_rawDescOnce sync.Once

@@ -2031,7 +2031,7 @@ const file_wa6_proto_rawDesc = "" +
 	"\fWHATSAPP_LID\x10\x04\"%\n" +
 	"\vAccountType\x12\v\n" +
 	"\aDEFAULT\x10\x00\x12\t\n" +
-	"\x05GUEST\x10\x01B)Z'github.com/wafleet/wafleet/wire/waproto"
+	"\x05GUEST\x10\x01B$Z\"github.com/wafleet/wafleet/waproto"
 
 var (
 	file_wa6_proto_rawDescOnce sync.Once

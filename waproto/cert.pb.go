@@ -362,7 +362,7 @@ const file_cert_proto_rawDesc = "" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x18\n" +
 	"\aexpires\x18\x03 \x01(\x04R\aexpires\x12\x18\n" +
 	"\asubject\x18\x04 \x01(\tR\asubject\x12\x10\n" +
-	"\x03key\x18\x05 \x01(\fR\x03keyB)Z'github.com/wafleet/wafleet/wire/waproto"
+	"\x03key\x18\x05 \x01(\fR\x03keyB$Z\"github.com/wafleet/wafleet/waproto"
 
 var (
 	file_cert_proto_rawDescOnce sync.Once

@@ -1,4 +1,4 @@
-package redis
+package redisstream
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wafleet/wafleet/events"
+	wredis "github.com/wafleet/wafleet/store/redis"
 )
 
-// StreamOptions configures NewStreamSink.
-type StreamOptions struct {
+// Options configures New.
+type Options struct {
 	// Prefix starts the key. Default "wafleet".
 	Prefix string
 	// Key of the stream. Default PREFIX:events ("wafleet:events").
@@ -31,23 +32,23 @@ type StreamOptions struct {
 	Timeout time.Duration
 }
 
-// StreamStats counts what a StreamSink did.
-type StreamStats struct {
+// Stats counts what a Sink did.
+type Stats struct {
 	Written uint64 // appended to the stream
 	Dropped uint64 // refused because the buffer was full (Redis slow or down) or the sink closed
 	Failed  uint64 // lost because the write to Redis failed
 }
 
-// StreamSink is an events.Publisher that appends every event to a Redis
+// Sink is an events.Publisher that appends every event to a Redis
 // stream, with fields instance, account, kind, state and, when set, jid,
 // error, attempt, delay_ms; time is RFC 3339. The QR content is never
 // written (it holds the ADV secret). Publish never blocks: events wait in a
 // buffer for one writer goroutine, and are dropped (counted) when it is
 // full.
-type StreamSink struct {
+type Sink struct {
 	c    goredis.UniversalClient
 	key  string
-	o    StreamOptions
+	o    Options
 	ch   chan events.Event
 	stop chan struct{}
 	done chan struct{}
@@ -56,22 +57,23 @@ type StreamSink struct {
 	written, dropped, failed atomic.Uint64
 }
 
-var _ events.Publisher = (*StreamSink)(nil)
+var _ events.Publisher = (*Sink)(nil)
 
-// NewStreamSink starts the sink's writer. Close it to flush and stop.
-func NewStreamSink(c goredis.UniversalClient, o StreamOptions) (*StreamSink, error) {
+// New starts the sink's writer. Close it to flush and stop. Configuration
+// errors wrap wredis.ErrConfig, as the other Redis constructors' do.
+func New(c goredis.UniversalClient, o Options) (*Sink, error) {
 	if c == nil {
-		return nil, fmt.Errorf("%w: nil client", ErrConfig)
+		return nil, fmt.Errorf("%w: nil client", wredis.ErrConfig)
 	}
-	k, err := newKeys(o.Prefix)
+	key, err := wredis.EventsKey(o.Prefix)
 	if err != nil {
 		return nil, err
 	}
 	if o.Instance == "" {
-		return nil, fmt.Errorf("%w: stream sink needs the instance id", ErrConfig)
+		return nil, fmt.Errorf("%w: stream sink needs the instance id", wredis.ErrConfig)
 	}
 	if o.Key == "" {
-		o.Key = k.events()
+		o.Key = key
 	}
 	if o.MaxLen <= 0 {
 		o.MaxLen = 100000
@@ -85,7 +87,7 @@ func NewStreamSink(c goredis.UniversalClient, o StreamOptions) (*StreamSink, err
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
 	}
-	s := &StreamSink{
+	s := &Sink{
 		c: c, key: o.Key, o: o,
 		ch: make(chan events.Event, o.Buffer), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -94,7 +96,7 @@ func NewStreamSink(c goredis.UniversalClient, o StreamOptions) (*StreamSink, err
 }
 
 // Publish queues e without blocking.
-func (s *StreamSink) Publish(e events.Event) {
+func (s *Sink) Publish(e events.Event) {
 	select {
 	case <-s.stop:
 		s.dropped.Add(1)
@@ -109,23 +111,23 @@ func (s *StreamSink) Publish(e events.Event) {
 }
 
 // Stats returns the counters.
-func (s *StreamSink) Stats() StreamStats {
-	return StreamStats{Written: s.written.Load(), Dropped: s.dropped.Load(), Failed: s.failed.Load()}
+func (s *Sink) Stats() Stats {
+	return Stats{Written: s.written.Load(), Dropped: s.dropped.Load(), Failed: s.failed.Load()}
 }
 
 // Close stops accepting events, writes those still buffered until ctx ends
 // (the rest count as dropped), and waits for the writer. Idempotent.
-func (s *StreamSink) Close(ctx context.Context) error {
+func (s *Sink) Close(ctx context.Context) error {
 	s.once.Do(func() { close(s.stop) })
 	select {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("redis: close event stream: %w", ctx.Err())
+		return fmt.Errorf("redisstream: close: %w", ctx.Err())
 	}
 }
 
-func (s *StreamSink) run() {
+func (s *Sink) run() {
 	defer close(s.done)
 	batch := make([]events.Event, 0, s.o.Batch)
 	for {
@@ -164,7 +166,7 @@ func (s *StreamSink) run() {
 	}
 }
 
-func (s *StreamSink) write(batch []events.Event) {
+func (s *Sink) write(batch []events.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.Timeout)
 	defer cancel()
 	pipe := s.c.Pipeline()
@@ -184,7 +186,7 @@ func (s *StreamSink) write(batch []events.Event) {
 	}
 }
 
-func (s *StreamSink) fields(e events.Event) []any {
+func (s *Sink) fields(e events.Event) []any {
 	t := e.Time
 	if t.IsZero() {
 		t = time.Now()
