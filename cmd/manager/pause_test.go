@@ -136,9 +136,6 @@ func maxDeviceConnections(emu *emulatorProcess) (stop func() int) {
 // instance closes them, raises no "replaced" alarm, never connects an
 // account the other holds, and gets its share back.
 func TestFleetClockJumpAndPause(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process fleet test; it runs without -short")
-	}
 	bin := managerBinary(t)
 	dir := t.TempDir()
 	emu := startEmulatorProcess(t, bin)

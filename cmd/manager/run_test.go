@@ -34,9 +34,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// managerBinary builds the manager once for the package's tests.
+// managerBinary builds the manager once for the package's tests. A test
+// that needs it runs the manager (and often the emulator and Redis) as
+// separate processes: it is skipped under -short, so that `go test -short
+// ./...` stays quick, and runs in CI (.ci/run), which does not pass -short.
 func managerBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process test: it builds and runs the manager binary; it runs without -short")
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "wafleet-manager-test-")
 		if err != nil {
