@@ -133,37 +133,32 @@ func (s *Sink) run() {
 	for {
 		select {
 		case e := <-s.ch:
-			batch = append(batch[:0], e)
+			s.write(s.fill(append(batch[:0], e)))
 		case <-s.stop:
 			// Flush what is buffered, then leave.
 			for {
-				batch = batch[:0]
-				for len(batch) < s.o.Batch {
-					select {
-					case e := <-s.ch:
-						batch = append(batch, e)
-						continue
-					default:
-					}
-					break
-				}
+				batch = s.fill(batch[:0])
 				if len(batch) == 0 {
 					return
 				}
 				s.write(batch)
 			}
 		}
-		for len(batch) < s.o.Batch {
-			select {
-			case e := <-s.ch:
-				batch = append(batch, e)
-				continue
-			default:
-			}
-			break
-		}
-		s.write(batch)
 	}
+}
+
+// fill appends to batch the events already buffered, up to the batch size,
+// without waiting for more.
+func (s *Sink) fill(batch []events.Event) []events.Event {
+	for len(batch) < s.o.Batch {
+		select {
+		case e := <-s.ch:
+			batch = append(batch, e)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (s *Sink) write(batch []events.Event) {
