@@ -58,7 +58,10 @@ type BoltStore struct {
 	db     *bolt.DB // replaced by Reseal's compaction
 }
 
-var _ Store = (*BoltStore)(nil)
+var (
+	_ Store  = (*BoltStore)(nil)
+	_ LIDMap = (*BoltStore)(nil)
+)
 
 // Path returns the file path of the database.
 func (s *BoltStore) Path() string { return s.path }
@@ -247,12 +250,12 @@ func (s *BoltStore) IDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// PNForLID implements Store.
+// PNForLID implements LIDMap.
 func (s *BoltStore) PNForLID(ctx context.Context, lidUser string) (string, error) {
 	return s.lookup(ctx, bucketLID2PN, lidUser, "pn for lid")
 }
 
-// LIDForPN implements Store.
+// LIDForPN implements LIDMap.
 func (s *BoltStore) LIDForPN(ctx context.Context, pnUser string) (string, error) {
 	return s.lookup(ctx, bucketPN2LID, pnUser, "lid for pn")
 }

@@ -2,7 +2,9 @@
 // device must persist: its key material and, once paired, its JIDs, account
 // record and the primary's identity key), the Store interface that keeps
 // Devices by account id together with the LID <-> phone-number user mapping,
-// each account's one-time Signal prekeys and fleet-wide settings, the
+// each account's one-time Signal prekeys and fleet-wide settings, the small
+// LIDMap interface that reads the mapping back (as the reference client
+// keeps its LID store apart), the
 // versioned record encodings shared by every Store (codec.go for devices,
 // prekey_codec.go for prekeys, both with optional AES-256-GCM sealing of the
 // private keys at rest), and the embedded Store on a single bbolt file

@@ -44,11 +44,13 @@ var (
 	ErrNotAStore = errors.New("store: not a wafleet store")
 )
 
-// Store persists Devices by account id, the LID <-> phone-number user
-// mapping that pairing learns (PROTOCOL.md 8.8), each device's one-time
-// Signal prekeys (kept beside the device, never in it) and fleet-wide
-// settings, and an archive of the devices a server-initiated wipe set aside.
-// Implementations are safe for concurrent use. Contract tests live in package storetest.
+// Store persists Devices by account id, each device's one-time Signal
+// prekeys (kept beside the device, never in it), fleet-wide settings, and an
+// archive of the devices a server-initiated wipe set aside: what the account
+// actors and the process that runs them need. Save also keeps the LID <->
+// phone-number user mapping that pairing learns (PROTOCOL.md 8.8); reading
+// it back is LIDMap's job. Implementations are safe for concurrent use.
+// Contract tests live in package storetest.
 type Store interface {
 	// Load returns the device stored under id, or an error wrapping
 	// ErrNotFound when there is none. The result is the caller's to modify.
@@ -94,14 +96,6 @@ type Store interface {
 	// IDs returns the ids of the stored devices in ascending order.
 	IDs(ctx context.Context) ([]string, error)
 
-	// PNForLID returns the phone-number user ("15551234567") for a LID user
-	// ("123456789012345"), or an error wrapping ErrNotFound.
-	PNForLID(ctx context.Context, lidUser string) (string, error)
-
-	// LIDForPN returns the LID user for a phone-number user, or an error
-	// wrapping ErrNotFound.
-	LIDForPN(ctx context.Context, pnUser string) (string, error)
-
 	// AddPreKeys stores new one-time prekeys of account id, not yet
 	// uploaded, all or none, in one transaction (one round trip). The
 	// device must be stored (an error wrapping ErrNotFound otherwise). A key
@@ -146,4 +140,18 @@ type Store interface {
 	// Close releases the store. It is idempotent; any other method called
 	// after Close returns an error wrapping ErrClosed.
 	Close() error
+}
+
+// LIDMap reads the LID <-> phone-number user mapping that Store.Save keeps
+// from each paired device's JID and LID (and Delete and Archive drop). Both
+// stores implement it beside Store; after Close its methods return an error
+// wrapping ErrClosed.
+type LIDMap interface {
+	// PNForLID returns the phone-number user ("15551234567") for a LID user
+	// ("123456789012345"), or an error wrapping ErrNotFound.
+	PNForLID(ctx context.Context, lidUser string) (string, error)
+
+	// LIDForPN returns the LID user for a phone-number user, or an error
+	// wrapping ErrNotFound.
+	LIDForPN(ctx context.Context, pnUser string) (string, error)
 }

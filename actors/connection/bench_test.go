@@ -48,10 +48,8 @@ func (m *memStore) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-func (m *memStore) IDs(context.Context) ([]string, error)            { return nil, nil }
-func (m *memStore) PNForLID(context.Context, string) (string, error) { return "", store.ErrNotFound }
-func (m *memStore) LIDForPN(context.Context, string) (string, error) { return "", store.ErrNotFound }
-func (m *memStore) Close() error                                     { return nil }
+func (m *memStore) IDs(context.Context) ([]string, error) { return nil, nil }
+func (m *memStore) Close() error                          { return nil }
 
 // The benchmarks' server always holds enough prekeys, so the actor only
 // counts them: an account has none stored and uploads none.

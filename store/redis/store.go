@@ -93,7 +93,10 @@ type Store struct {
 	closed  atomic.Bool
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.LIDMap = (*Store)(nil)
+)
 
 // New returns a Store on c.
 func New(c goredis.UniversalClient, o Options) (*Store, error) {
@@ -449,12 +452,12 @@ func (s *Store) IDs(ctx context.Context) ([]string, error) {
 	return slices.Compact(ids), nil
 }
 
-// PNForLID implements store.Store.
+// PNForLID implements store.LIDMap.
 func (s *Store) PNForLID(ctx context.Context, lidUser string) (string, error) {
 	return s.lookup(ctx, s.k.lid, lidUser, "pn for lid")
 }
 
-// LIDForPN implements store.Store.
+// LIDForPN implements store.LIDMap.
 func (s *Store) LIDForPN(ctx context.Context, pnUser string) (string, error) {
 	return s.lookup(ctx, s.k.pn, pnUser, "lid for pn")
 }
@@ -488,7 +491,8 @@ func (s *Store) Close() error {
 // of l.Account succeed only while l is the account's current lease (and no
 // newer token has written the device); otherwise they fail with
 // store.ErrLeaseLost and change nothing. Writes of other accounts fail the
-// same way. Reads are not fenced. Closing the view does not close s.
+// same way. Reads are not fenced; the mapping (store.LIDMap) is read from s
+// itself. Closing the view does not close s.
 func (s *Store) Fenced(l Lease) store.Store {
 	return &view{s: s, lease: func(string) (Lease, bool) { return l, l.Value != "" }}
 }
@@ -570,20 +574,6 @@ func (v *view) IDs(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	return v.s.IDs(ctx)
-}
-
-func (v *view) PNForLID(ctx context.Context, lidUser string) (string, error) {
-	if err := v.check("pn for lid"); err != nil {
-		return "", err
-	}
-	return v.s.PNForLID(ctx, lidUser)
-}
-
-func (v *view) LIDForPN(ctx context.Context, pnUser string) (string, error) {
-	if err := v.check("lid for pn"); err != nil {
-		return "", err
-	}
-	return v.s.LIDForPN(ctx, pnUser)
 }
 
 func (v *view) Close() error {

@@ -31,17 +31,17 @@ func TestContract(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Run("admin", func(t *testing.T) {
-				storetest.Run(t, func(t *testing.T) store.Store {
+				storetest.Run(t, func(t *testing.T) storetest.Store {
 					c, prefix := sharedClient(t)
 					return newStore(t, c, prefix, mode.split, nil)
 				})
 			})
 			t.Run("bound", func(t *testing.T) {
-				storetest.Run(t, func(t *testing.T) store.Store {
+				storetest.Run(t, func(t *testing.T) storetest.Store {
 					c, prefix := sharedClient(t)
 					s := newStore(t, c, prefix, mode.split, nil)
 					m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
-					return &autoLease{Store: s.Bound(m), m: m}
+					return &autoLease{Store: s.Bound(m), under: s, m: m}
 				})
 			})
 		})
@@ -49,11 +49,23 @@ func TestContract(t *testing.T) {
 }
 
 // autoLease acquires the account's lease before each write, so that the
-// contract tests can drive a Bound store with arbitrary account ids.
+// contract tests can drive a Bound store with arbitrary account ids. The
+// mapping is read from the store under the view, which Close closes too.
 type autoLease struct {
 	store.Store
-	m *Leases
+	under *Store
+	m     *Leases
 }
+
+func (a *autoLease) PNForLID(ctx context.Context, lidUser string) (string, error) {
+	return a.under.PNForLID(ctx, lidUser)
+}
+
+func (a *autoLease) LIDForPN(ctx context.Context, pnUser string) (string, error) {
+	return a.under.LIDForPN(ctx, pnUser)
+}
+
+func (a *autoLease) Close() error { return errors.Join(a.Store.Close(), a.under.Close()) }
 
 func (a *autoLease) take(ctx context.Context, id string) {
 	if ctx.Err() == nil && store.ValidateID(id) == nil {

@@ -12,7 +12,7 @@ import (
 // archiveTests are the archive part of the contract (Run).
 var archiveTests = []struct {
 	name string
-	fn   func(t *testing.T, s store.Store)
+	fn   func(t *testing.T, s Store)
 }{
 	{"ArchiveMovesDevice", testArchiveMovesDevice},
 	{"ArchiveAbsent", testArchiveAbsent},
@@ -24,7 +24,7 @@ var archiveTests = []struct {
 
 // archivedAccount stores a paired device under id with 20 prekeys, 10 of
 // them uploaded, archives it and returns the device, its keys and the entry.
-func archivedAccount(t *testing.T, s store.Store, id string) (*store.Device, []store.PreKey, store.ArchiveEntry) {
+func archivedAccount(t *testing.T, s Store, id string) (*store.Device, []store.PreKey, store.ArchiveEntry) {
 	t.Helper()
 	ctx := t.Context()
 	d := PairedDevice(t, id, "15551234567", "123456789012345", 5)
@@ -51,7 +51,7 @@ func archivedAccount(t *testing.T, s store.Store, id string) (*store.Device, []s
 	return d, keys, e
 }
 
-func expectArchive(t *testing.T, s store.Store, want ...store.ArchiveEntry) {
+func expectArchive(t *testing.T, s Store, want ...store.ArchiveEntry) {
 	t.Helper()
 	got, err := s.ListArchive(t.Context())
 	if err != nil {
@@ -68,7 +68,7 @@ func expectArchive(t *testing.T, s store.Store, want ...store.ArchiveEntry) {
 	}
 }
 
-func testArchiveMovesDevice(t *testing.T, s store.Store) {
+func testArchiveMovesDevice(t *testing.T, s Store) {
 	ctx := t.Context()
 	keep := PairedDevice(t, "kept", "15557654321", "543210987654321", 2)
 	mustSave(t, s, keep)
@@ -94,14 +94,14 @@ func testArchiveMovesDevice(t *testing.T, s store.Store) {
 	expectArchive(t, s, e)
 }
 
-func testArchiveAbsent(t *testing.T, s store.Store) {
+func testArchiveAbsent(t *testing.T, s Store) {
 	if e, err := s.Archive(t.Context(), "nobody", "failure 401"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Archive of an absent device = %+v, %v; want ErrNotFound", e, err)
 	}
 	expectArchive(t, s)
 }
 
-func testRestoreArchived(t *testing.T, s store.Store) {
+func testRestoreArchived(t *testing.T, s Store) {
 	ctx := t.Context()
 	d, keys, e := archivedAccount(t, s, "acct")
 	fresh := NewDevice(t, "acct") // pairing again meanwhile
@@ -128,7 +128,7 @@ func testRestoreArchived(t *testing.T, s store.Store) {
 	}
 }
 
-func testRestoreRefusedOverPaired(t *testing.T, s store.Store) {
+func testRestoreRefusedOverPaired(t *testing.T, s Store) {
 	ctx := t.Context()
 	_, _, e := archivedAccount(t, s, "acct")
 	now := PairedDevice(t, "acct", "15550001111", "100000000000001", 3)
@@ -147,7 +147,7 @@ func testRestoreRefusedOverPaired(t *testing.T, s store.Store) {
 	expectArchive(t, s, e)
 }
 
-func testRestoreUnknown(t *testing.T, s store.Store) {
+func testRestoreUnknown(t *testing.T, s Store) {
 	ctx := t.Context()
 	_, _, e := archivedAccount(t, s, "acct")
 	for _, tt := range []struct{ id, key string }{
@@ -164,7 +164,7 @@ func testRestoreUnknown(t *testing.T, s store.Store) {
 	expectIDs(t, s)
 }
 
-func testPruneArchive(t *testing.T, s store.Store) {
+func testPruneArchive(t *testing.T, s Store) {
 	ctx := t.Context()
 	_, _, first := archivedAccount(t, s, "acct")
 	_, _, second := archivedAccount(t, s, "acct")

@@ -40,7 +40,7 @@ func PreKeySecretIn(raw []byte, keys []store.PreKey) (uint32, bool) {
 // preKeyTests are the prekey and settings part of the contract (Run).
 var preKeyTests = []struct {
 	name string
-	fn   func(t *testing.T, s store.Store)
+	fn   func(t *testing.T, s Store)
 }{
 	{"PreKeysRoundTrip", testPreKeysRoundTrip},
 	{"PreKeysOrder", testPreKeysOrder},
@@ -56,14 +56,14 @@ var preKeyTests = []struct {
 	{"SettingsInvalid", testSettingsInvalid},
 }
 
-func mustAdd(t *testing.T, s store.Store, id string, keys []store.PreKey) {
+func mustAdd(t *testing.T, s Store, id string, keys []store.PreKey) {
 	t.Helper()
 	if err := s.AddPreKeys(t.Context(), id, keys); err != nil {
 		t.Fatalf("AddPreKeys(%s, %d keys): %v", id, len(keys), err)
 	}
 }
 
-func expectCounts(t *testing.T, s store.Store, id string, want store.PreKeyCounts) {
+func expectCounts(t *testing.T, s Store, id string, want store.PreKeyCounts) {
 	t.Helper()
 	got, err := s.PreKeyCounts(t.Context(), id)
 	if err != nil {
@@ -75,7 +75,7 @@ func expectCounts(t *testing.T, s store.Store, id string, want store.PreKeyCount
 }
 
 // expectToUpload fails unless PreKeysToUpload(id, n) returns exactly want.
-func expectToUpload(t *testing.T, s store.Store, id string, n int, want []store.PreKey) {
+func expectToUpload(t *testing.T, s Store, id string, n int, want []store.PreKey) {
 	t.Helper()
 	got, err := s.PreKeysToUpload(t.Context(), id, n)
 	if err != nil {
@@ -86,7 +86,7 @@ func expectToUpload(t *testing.T, s store.Store, id string, n int, want []store.
 	}
 }
 
-func expectPreKey(t *testing.T, s store.Store, id string, want store.PreKey) {
+func expectPreKey(t *testing.T, s Store, id string, want store.PreKey) {
 	t.Helper()
 	got, err := s.PreKey(t.Context(), id, want.ID)
 	if err != nil {
@@ -97,7 +97,7 @@ func expectPreKey(t *testing.T, s store.Store, id string, want store.PreKey) {
 	}
 }
 
-func expectNoPreKey(t *testing.T, s store.Store, id string, keyID uint32) {
+func expectNoPreKey(t *testing.T, s Store, id string, keyID uint32) {
 	t.Helper()
 	if got, err := s.PreKey(t.Context(), id, keyID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("PreKey(%s, %d) = %v, %v; want ErrNotFound", id, keyID, got, err)
@@ -118,7 +118,7 @@ func shuffled(keys []store.PreKey) []store.PreKey {
 	return out
 }
 
-func testPreKeysRoundTrip(t *testing.T, s store.Store) {
+func testPreKeysRoundTrip(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, PairedDevice(t, id, "15551234567", "123456789012345", 5))
 	expectCounts(t, s, id, store.PreKeyCounts{})
@@ -195,7 +195,7 @@ func testPreKeysRoundTrip(t *testing.T, s store.Store) {
 	}
 }
 
-func testPreKeysOrder(t *testing.T, s store.Store) {
+func testPreKeysOrder(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, NewDevice(t, id))
 	// Batches arrive out of order, and IDs cross byte boundaries (255/256,
@@ -218,7 +218,7 @@ func testPreKeysOrder(t *testing.T, s store.Store) {
 	expectCounts(t, s, id, store.PreKeyCounts{Stored: len(all), Uploaded: 9, MaxID: 65539})
 }
 
-func testPreKeysInvalid(t *testing.T, s store.Store) {
+func testPreKeysInvalid(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, NewDevice(t, id))
 	stored := NewPreKeys(t, 100, 3)
@@ -273,7 +273,7 @@ func testPreKeysInvalid(t *testing.T, s store.Store) {
 	expectCounts(t, s, id, before)
 }
 
-func testPreKeysNeedDevice(t *testing.T, s store.Store) {
+func testPreKeysNeedDevice(t *testing.T, s Store) {
 	if err := s.AddPreKeys(t.Context(), "absent", NewPreKeys(t, 1, 5)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("AddPreKeys without a device = %v, want ErrNotFound", err)
 	}
@@ -292,7 +292,7 @@ func testPreKeysNeedDevice(t *testing.T, s store.Store) {
 	expectCounts(t, s, "absent", store.PreKeyCounts{Stored: 5, MaxID: 5})
 }
 
-func testPreKeysMaxIDNeverGoesBack(t *testing.T, s store.Store) {
+func testPreKeysMaxIDNeverGoesBack(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, NewDevice(t, id))
 	keys := NewPreKeys(t, 1, 10)
@@ -329,7 +329,7 @@ func testPreKeysMaxIDNeverGoesBack(t *testing.T, s store.Store) {
 	expectCounts(t, s, id, store.PreKeyCounts{Stored: 7, MaxID: 15})
 }
 
-func testPreKeysRemove(t *testing.T, s store.Store) {
+func testPreKeysRemove(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, NewDevice(t, id))
 	keys := NewPreKeys(t, 1, 6)
@@ -355,7 +355,7 @@ func testPreKeysRemove(t *testing.T, s store.Store) {
 	expectPreKey(t, s, id, keys[5])
 }
 
-func testPreKeysMarkIsPerKey(t *testing.T, s store.Store) {
+func testPreKeysMarkIsPerKey(t *testing.T, s Store) {
 	// Marking is per key, not a watermark: keys added after a mark are
 	// not uploaded, even with lower IDs.
 	const id = "acct"
@@ -376,7 +376,7 @@ func testPreKeysMarkIsPerKey(t *testing.T, s store.Store) {
 	expectCounts(t, s, id, store.PreKeyCounts{Stored: 15, Uploaded: 13, MaxID: 20})
 }
 
-func testPreKeysDelete(t *testing.T, s store.Store) {
+func testPreKeysDelete(t *testing.T, s Store) {
 	ctx := t.Context()
 	mustSave(t, s, NewDevice(t, "gone"))
 	mustSave(t, s, NewDevice(t, "kept"))
@@ -406,7 +406,7 @@ func testPreKeysDelete(t *testing.T, s store.Store) {
 	expectIDs(t, s, "gone", "kept")
 }
 
-func testPreKeysConcurrentAdds(t *testing.T, s store.Store) {
+func testPreKeysConcurrentAdds(t *testing.T, s Store) {
 	const id, workers, perWorker = "acct", 8, 25
 	mustSave(t, s, NewDevice(t, id))
 	batches := make([][]store.PreKey, workers)
@@ -455,7 +455,7 @@ func testPreKeysConcurrentAdds(t *testing.T, s store.Store) {
 	expectCounts(t, s, id, store.PreKeyCounts{Stored: workers*perWorker + 10, MaxID: workers*perWorker + 10})
 }
 
-func testPreKeysCancelled(t *testing.T, s store.Store) {
+func testPreKeysCancelled(t *testing.T, s Store) {
 	const id = "acct"
 	mustSave(t, s, NewDevice(t, id))
 	ctx, cancel := context.WithCancel(t.Context())
@@ -472,7 +472,7 @@ func testPreKeysCancelled(t *testing.T, s store.Store) {
 	}
 }
 
-func testSettings(t *testing.T, s store.Store) {
+func testSettings(t *testing.T, s Store) {
 	ctx := t.Context()
 	const name = "whatsapp.web_version"
 	if v, err := s.LoadSetting(ctx, name); !errors.Is(err, store.ErrNotFound) {
@@ -510,7 +510,7 @@ func testSettings(t *testing.T, s store.Store) {
 	}
 }
 
-func testSettingsInvalid(t *testing.T, s store.Store) {
+func testSettingsInvalid(t *testing.T, s Store) {
 	ctx := t.Context()
 	for _, name := range []string{"", "Upper", "a b", "a/b", "a:b", "{a}", "é", "a\x00", strings.Repeat("n", store.MaxSettingNameLen+1)} {
 		if err := s.SaveSetting(ctx, name, "v"); !errors.Is(err, store.ErrInvalidSetting) {

@@ -14,13 +14,21 @@ import (
 	"github.com/wafleet/wafleet/store"
 )
 
-// Run runs the contract every store.Store must satisfy. open must return a
+// Store is what the contract tests exercise: a store.Store and the
+// store.LIDMap that reads back the mapping its Save keeps.
+type Store interface {
+	store.Store
+	store.LIDMap
+}
+
+// Run runs the contract every store.Store (with its store.LIDMap) must
+// satisfy. open must return a
 // fresh, empty store for each call; Run closes it at the end of the sub-test
 // (Close is idempotent, so open may also register its own cleanup).
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+func Run(t *testing.T, open func(t *testing.T) Store) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s store.Store)
+		fn   func(t *testing.T, s Store)
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"Overwrite", testOverwrite},
@@ -47,7 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 }
 
-func mustSave(t *testing.T, s store.Store, d *store.Device) {
+func mustSave(t *testing.T, s Store, d *store.Device) {
 	t.Helper()
 	if err := s.Save(t.Context(), d); err != nil {
 		t.Fatalf("Save(%s): %v", d.ID, err)
@@ -55,7 +63,7 @@ func mustSave(t *testing.T, s store.Store, d *store.Device) {
 }
 
 // expectStored fails unless s holds exactly want under want.ID.
-func expectStored(t *testing.T, s store.Store, want *store.Device) {
+func expectStored(t *testing.T, s Store, want *store.Device) {
 	t.Helper()
 	got, err := s.Load(t.Context(), want.ID)
 	if err != nil {
@@ -66,7 +74,7 @@ func expectStored(t *testing.T, s store.Store, want *store.Device) {
 	}
 }
 
-func expectMapping(t *testing.T, s store.Store, pn, lid string) {
+func expectMapping(t *testing.T, s Store, pn, lid string) {
 	t.Helper()
 	ctx := t.Context()
 	if got, err := s.LIDForPN(ctx, pn); err != nil || got != lid {
@@ -77,21 +85,21 @@ func expectMapping(t *testing.T, s store.Store, pn, lid string) {
 	}
 }
 
-func expectNoPN(t *testing.T, s store.Store, pn string) {
+func expectNoPN(t *testing.T, s Store, pn string) {
 	t.Helper()
 	if got, err := s.LIDForPN(t.Context(), pn); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("LIDForPN(%s) = %q, %v; want ErrNotFound", pn, got, err)
 	}
 }
 
-func expectNoLID(t *testing.T, s store.Store, lid string) {
+func expectNoLID(t *testing.T, s Store, lid string) {
 	t.Helper()
 	if got, err := s.PNForLID(t.Context(), lid); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("PNForLID(%s) = %q, %v; want ErrNotFound", lid, got, err)
 	}
 }
 
-func expectIDs(t *testing.T, s store.Store, want ...string) {
+func expectIDs(t *testing.T, s Store, want ...string) {
 	t.Helper()
 	got, err := s.IDs(t.Context())
 	if err != nil {
@@ -105,7 +113,7 @@ func expectIDs(t *testing.T, s store.Store, want ...string) {
 	}
 }
 
-func testRoundTrip(t *testing.T, s store.Store) {
+func testRoundTrip(t *testing.T, s Store) {
 	maxed := PairedDevice(t, strings.Repeat("m", store.MaxIDLen), "9"+strings.Repeat("8", 19), "7"+strings.Repeat("6", 20), 65535)
 	maxed.BusinessName = strings.Repeat("ß", store.MaxBusinessNameLen/2)
 	maxed.Platform = strings.Repeat("p", store.MaxPlatformLen)
@@ -134,7 +142,7 @@ func testRoundTrip(t *testing.T, s store.Store) {
 	}
 }
 
-func testOverwrite(t *testing.T, s store.Store) {
+func testOverwrite(t *testing.T, s Store) {
 	d := NewDevice(t, "acct")
 	mustSave(t, s, d)
 	paired := d.Clone()
@@ -149,7 +157,7 @@ func testOverwrite(t *testing.T, s store.Store) {
 	expectStored(t, s, paired)
 }
 
-func testSaveCopies(t *testing.T, s store.Store) {
+func testSaveCopies(t *testing.T, s Store) {
 	d := PairedDevice(t, "acct", "15551234567", "123456789012345", 2)
 	want := d.Clone()
 	mustSave(t, s, d)
@@ -165,7 +173,7 @@ func testSaveCopies(t *testing.T, s store.Store) {
 	expectStored(t, s, want)
 }
 
-func testLoadAbsent(t *testing.T, s store.Store) {
+func testLoadAbsent(t *testing.T, s Store) {
 	for _, id := range []string{"absent", "", "not a valid id/"} {
 		d, err := s.Load(t.Context(), id)
 		if !errors.Is(err, store.ErrNotFound) || d != nil {
@@ -174,7 +182,7 @@ func testLoadAbsent(t *testing.T, s store.Store) {
 	}
 }
 
-func testDelete(t *testing.T, s store.Store) {
+func testDelete(t *testing.T, s Store) {
 	ctx := t.Context()
 	d := PairedDevice(t, "gone", "15551234567", "123456789012345", 5)
 	keep := PairedDevice(t, "kept", "15557654321", "543210987654321", 2)
@@ -204,7 +212,7 @@ func testDelete(t *testing.T, s store.Store) {
 	expectMapping(t, s, "15551234567", "123456789012345")
 }
 
-func testIDsSorted(t *testing.T, s store.Store) {
+func testIDsSorted(t *testing.T, s Store) {
 	expectIDs(t, s) // empty store: empty list, no error
 	want := []string{"-x", ".dot", "0", "A", "Z_", "a", "a.b", "acct-10", "acct-2", "b", "z"}
 	shuffled := slices.Clone(want)
@@ -215,7 +223,7 @@ func testIDsSorted(t *testing.T, s store.Store) {
 	expectIDs(t, s, want...)
 }
 
-func testMapping(t *testing.T, s store.Store) {
+func testMapping(t *testing.T, s Store) {
 	mustSave(t, s, PairedDevice(t, "a", "15551111111", "111111111111111", 3))
 	mustSave(t, s, PairedDevice(t, "b", "15552222222", "222222222222222", 4))
 	mustSave(t, s, NewDevice(t, "unpaired"))
@@ -229,7 +237,7 @@ func testMapping(t *testing.T, s store.Store) {
 	}
 }
 
-func testRepairRemovesOldMapping(t *testing.T, s store.Store) {
+func testRepairRemovesOldMapping(t *testing.T, s Store) {
 	// The same account re-linked to another phone: the old mapping goes.
 	d := PairedDevice(t, "acct", "15551111111", "111111111111111", 3)
 	mustSave(t, s, d)
@@ -246,7 +254,7 @@ func testRepairRemovesOldMapping(t *testing.T, s store.Store) {
 	expectNoLID(t, s, "222222222222222")
 }
 
-func testSharedMapping(t *testing.T, s store.Store) {
+func testSharedMapping(t *testing.T, s Store) {
 	// Two accounts linked to the same phone derive the same mapping;
 	// deleting one must not take it from the other.
 	mustSave(t, s, PairedDevice(t, "one", "15551234567", "123456789012345", 5))
@@ -307,7 +315,7 @@ var invalidCases = []struct {
 	}},
 }
 
-func testInvalidDevice(t *testing.T, s store.Store) {
+func testInvalidDevice(t *testing.T, s Store) {
 	for _, tt := range invalidCases {
 		t.Run(tt.name, func(t *testing.T) {
 			d := PairedDevice(t, "acct", "15551234567", "123456789012345", 5)
@@ -330,7 +338,7 @@ func testInvalidDevice(t *testing.T, s store.Store) {
 	}
 }
 
-func testFailedSaveKeepsPrevious(t *testing.T, s store.Store) {
+func testFailedSaveKeepsPrevious(t *testing.T, s Store) {
 	prev := PairedDevice(t, "acct", "15551234567", "123456789012345", 5)
 	mustSave(t, s, prev)
 
@@ -354,7 +362,7 @@ func testFailedSaveKeepsPrevious(t *testing.T, s store.Store) {
 	expectNoPN(t, s, "15558888888")
 }
 
-func testConcurrentSaves(t *testing.T, s store.Store) {
+func testConcurrentSaves(t *testing.T, s Store) {
 	const workers, perWorker = 8, 4
 	devices := make([][]*store.Device, workers)
 	for w := range devices {
@@ -403,7 +411,7 @@ func testConcurrentSaves(t *testing.T, s store.Store) {
 	expectIDs(t, s, want...)
 }
 
-func testClosed(t *testing.T, s store.Store) {
+func testClosed(t *testing.T, s Store) {
 	d := PairedDevice(t, "acct", "15551234567", "123456789012345", 5)
 	mustSave(t, s, d)
 	if err := s.Close(); err != nil {
