@@ -21,7 +21,9 @@ import (
 )
 
 // waitTimeout bounds every wait of the tests; nothing waits by sleeping.
-const waitTimeout = 10 * time.Second
+// It only stops a hung test: under -race on a loaded 2-core machine, a
+// first prekey upload (812 keys generated and stored) has taken over 10 s.
+const waitTimeout = 30 * time.Second
 
 // recorder keeps every event and lets tests wait for one with a deadline.
 type recorder struct {
