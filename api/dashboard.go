@@ -1,18 +1,38 @@
 package api
 
 import (
+	"bytes"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
 	"net/http"
+	"strconv"
 	"strings"
+
+	"github.com/wafleet/wafleet/events"
 )
 
-// dashboardHTML is the whole dashboard: inline CSS and JavaScript, no
+// dashboardPage is the whole dashboard: inline CSS and JavaScript, no
 // external asset, so it works offline and behind strict proxies.
 //
 //go:embed dashboard.html
-var dashboardHTML []byte
+var dashboardPage []byte
+
+// statesMark is where the dashboard's script takes the list of account
+// states (events.States, as a JSON array).
+const statesMark = "{{states}}"
+
+// dashboardHTML is the dashboard with its list of states filled in; the
+// stream key is filled in per server.
+var dashboardHTML = bytes.Replace(dashboardPage, []byte(statesMark), statesJSON(), 1)
+
+func statesJSON() []byte {
+	quoted := make([]string, len(events.States))
+	for i, s := range events.States {
+		quoted[i] = strconv.Quote(string(s))
+	}
+	return []byte("[" + strings.Join(quoted, ", ") + "]")
+}
 
 // streamKeyMark is where the dashboard's page holds its stream key (a meta
 // element outside the inline script, whose hash the CSP pins).

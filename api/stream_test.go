@@ -309,7 +309,8 @@ func TestDashboard(t *testing.T) {
 	if m := externalRef.FindString(page); m != "" {
 		t.Fatalf("dashboard refers to something external: %q", m)
 	}
-	for _, want := range []string{"<title>wafleet</title>", "api/accounts", "api/events", "/qr.png", "EventSource", "last_error", "connected_since", "reconnects", "restarts", "jid"} {
+	for _, want := range []string{"<title>wafleet</title>", "api/accounts", "api/events", "/qr.png", "EventSource", "last_error", "connected_since", "reconnects", "restarts", "jid",
+		`const STATES = ["connecting", "pairing", "unpaired", "connected", "backoff", "logged_out", "stopped"];`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("dashboard lacks %q", want)
 		}

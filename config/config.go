@@ -11,11 +11,10 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/wire"
 )
-
-// WhatsAppServerURL is the real WhatsApp Web endpoint, the default server.url.
-const WhatsAppServerURL = "wss://web.whatsapp.com/ws/chat"
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("config: invalid")
@@ -37,7 +36,7 @@ type Config struct {
 
 // Server says where the WhatsApp server is and how to trust it.
 type Server struct {
-	// URL of the WebSocket endpoint. Default: WhatsAppServerURL.
+	// URL of the WebSocket endpoint. Default: wire.DefaultURL, WhatsApp's.
 	URL string `mapstructure:"url"`
 	// RootPublicKey is the hex Curve25519 key that must sign the server's
 	// certificate chain. Default: "" (WhatsApp's own root key).
@@ -203,7 +202,7 @@ func viperWithDefaults() *viper.Viper {
 }
 
 func setDefaults(v *viper.Viper) {
-	v.SetDefault("server.url", WhatsAppServerURL)
+	v.SetDefault("server.url", wire.DefaultURL)
 	v.SetDefault("server.root_public_key", "")
 	v.SetDefault("store.kind", "embedded")
 	v.SetDefault("store.path", "./data/wafleet.db")
@@ -225,12 +224,12 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.health_interval", 30*time.Second)
 	v.SetDefault("connect.rate", 20.0)
 	v.SetDefault("connect.burst", 20)
-	v.SetDefault("connect.backoff_initial", time.Second)
-	v.SetDefault("connect.backoff_max", 2*time.Minute)
-	v.SetDefault("connect.stable_after", time.Minute)
-	v.SetDefault("connect.keepalive_interval", 25*time.Second)
-	v.SetDefault("connect.keepalive_timeout", 10*time.Second)
-	v.SetDefault("connect.keepalive_window", 3*time.Minute)
+	v.SetDefault("connect.backoff_initial", connection.DefaultBackoff.Initial)
+	v.SetDefault("connect.backoff_max", connection.DefaultBackoff.Max)
+	v.SetDefault("connect.stable_after", connection.DefaultBackoff.StableAfter)
+	v.SetDefault("connect.keepalive_interval", connection.DefaultKeepalive.Interval)
+	v.SetDefault("connect.keepalive_timeout", connection.DefaultKeepalive.Timeout)
+	v.SetDefault("connect.keepalive_window", connection.DefaultKeepalive.Window)
 	v.SetDefault("client.version", "")
 	v.SetDefault("client.version_url", WebVersionURL)
 	v.SetDefault("client.os_name", DefaultOSName)

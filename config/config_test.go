@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/waproto"
+	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/payload"
 )
 
@@ -26,7 +27,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Server.URL != WhatsAppServerURL || cfg.Store.Kind != "embedded" || cfg.HTTP.Listen != "127.0.0.1:8080" {
+	if cfg.Server.URL != wire.DefaultURL || cfg.Store.Kind != "embedded" || cfg.HTTP.Listen != "127.0.0.1:8080" {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 	if cfg.Fleet.LeaseTTL != 15*time.Second || cfg.Connect.Rate != 20 || cfg.Connect.BackoffMax != 2*time.Minute {

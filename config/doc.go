@@ -6,4 +6,10 @@
 // A bad value is an error that names its key; an unknown key is an error too,
 // so a typo never silently falls back to a default. Package app and
 // cmd/manager import this package; the actors receive plain values.
+//
+// A default that the code also needs without a configuration is defined
+// once, where the code uses it, and only named here: server.url is
+// wire.DefaultURL, the connect.backoff_* and connect.stable_after keys are
+// connection.DefaultBackoff, the connect.keepalive_* keys are
+// connection.DefaultKeepalive.
 package config

@@ -17,14 +17,13 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/wire/qr"
 )
 
 // Defaults of Options.
 const (
 	DefaultAddr             = "127.0.0.1:0"
 	DefaultRefCount         = 6
-	DefaultFirstRefTTL      = 60 * time.Second
-	DefaultNextRefTTL       = 20 * time.Second
 	DefaultHandshakeTimeout = 20 * time.Second
 	DefaultScanTimeout      = 30 * time.Second
 	DefaultPlatform         = "android"
@@ -140,10 +139,10 @@ func New(opts Options) (*Server, error) {
 		opts.RefCount = DefaultRefCount
 	}
 	if opts.FirstRefTTL == 0 {
-		opts.FirstRefTTL = DefaultFirstRefTTL
+		opts.FirstRefTTL = qr.FirstTTL
 	}
 	if opts.NextRefTTL == 0 {
-		opts.NextRefTTL = DefaultNextRefTTL
+		opts.NextRefTTL = qr.NextTTL
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout

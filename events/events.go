@@ -19,6 +19,12 @@ const (
 	StateStopped    State = "stopped"    // not running here (removed, conflict, or another instance owns it)
 )
 
+// States lists every account state, in the order of the HTTP API. The
+// accounts gauge reports each of them (zero included, so a dashboard never
+// sees a series disappear), the health line counts each, and the dashboard
+// sums the accounts in this order.
+var States = []State{StateConnecting, StatePairing, StateUnpaired, StateConnected, StateBackoff, StateLoggedOut, StateStopped}
+
 // Kind says what happened.
 type Kind string
 

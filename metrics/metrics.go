@@ -33,19 +33,6 @@ type Source interface {
 	Summarize(now time.Time) status.Summary
 }
 
-// States lists every account state, in the order of the HTTP API. The
-// accounts gauge reports each of them, zero included, so a dashboard never
-// sees a series disappear.
-var States = []events.State{
-	events.StateConnecting,
-	events.StatePairing,
-	events.StateUnpaired,
-	events.StateConnected,
-	events.StateBackoff,
-	events.StateLoggedOut,
-	events.StateStopped,
-}
-
 // Kinds lists every event kind counted by wafleet_events_total.
 var Kinds = []events.Kind{
 	events.KindState,
@@ -277,7 +264,7 @@ func (c *accountsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *accountsCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Summarize(c.now())
-	for _, st := range States {
+	for _, st := range events.States {
 		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(s.ByState[st]), string(st))
 	}
 	var unknown int // accounts seen only through events without a state yet
@@ -294,7 +281,7 @@ func (c *accountsCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func known(st events.State) bool {
-	for _, k := range States {
+	for _, k := range events.States {
 		if k == st {
 			return true
 		}

@@ -151,7 +151,7 @@ func TestAccountsByStateFromBoard(t *testing.T) {
 	now := time.Now()
 
 	fams := gather(t, m)
-	for _, st := range States {
+	for _, st := range events.States {
 		if got := value(t, fams, "wafleet_accounts", "state", string(st)); got != 0 {
 			t.Errorf("empty board: accounts{state=%s} = %v", st, got)
 		}

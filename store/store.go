@@ -6,6 +6,10 @@ import (
 	"time"
 )
 
+// DefaultTimeout bounds one call of an actor to its Store (a load, a save,
+// an archive) when its deps set no StoreTimeout.
+const DefaultTimeout = 10 * time.Second
+
 // Errors returned by stores and the codec. Wrapped errors add context
 // (which id, which step); test for them with errors.Is.
 var (

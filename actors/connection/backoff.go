@@ -17,7 +17,8 @@ type Backoff struct {
 	StableAfter time.Duration
 }
 
-// DefaultBackoff is the policy used when the configuration sets none.
+// DefaultBackoff is the policy used where the configuration sets none (the
+// connect.backoff_initial, backoff_max and stable_after keys default to it).
 var DefaultBackoff = Backoff{Initial: time.Second, Max: 2 * time.Minute, StableAfter: time.Minute}
 
 // Next returns the delay before retry number attempt (0 for the first retry):

@@ -24,6 +24,10 @@ type Server struct {
 	RootKey []byte
 }
 
+// DefaultKeepalive is the keepalive used where the configuration sets none
+// (the connect.keepalive_* keys default to it).
+var DefaultKeepalive = Keepalive{Interval: 25 * time.Second, Timeout: 10 * time.Second, Window: 3 * time.Minute}
+
 // Keepalive configures the pings that prove a connection alive.
 type Keepalive struct {
 	// Interval is the mean delay between pings; each delay is drawn
@@ -200,7 +204,7 @@ type Deps struct {
 	// WriteTimeout is the write deadline of every frame. Default 10 s
 	// (wire.DefaultWriteTimeout).
 	WriteTimeout time.Duration
-	// StoreTimeout bounds every store call. Default 10 s.
+	// StoreTimeout bounds every store call. Default store.DefaultTimeout.
 	StoreTimeout time.Duration
 	// WriteQueue bounds the frames waiting to be written; more closes the
 	// connection. Every stanza the server pushes is answered with an ack,
@@ -237,13 +241,13 @@ func (d *Deps) defaults() {
 		d.Backoff.StableAfter = DefaultBackoff.StableAfter
 	}
 	if d.Keepalive.Interval <= 0 {
-		d.Keepalive.Interval = 25 * time.Second
+		d.Keepalive.Interval = DefaultKeepalive.Interval
 	}
 	if d.Keepalive.Timeout <= 0 {
-		d.Keepalive.Timeout = 10 * time.Second
+		d.Keepalive.Timeout = DefaultKeepalive.Timeout
 	}
 	if d.Keepalive.Window <= 0 {
-		d.Keepalive.Window = 3 * time.Minute
+		d.Keepalive.Window = DefaultKeepalive.Window
 	}
 	if d.Versions == nil {
 		d.Versions = FixedVersion(payload.DefaultVersion())
@@ -252,10 +256,10 @@ func (d *Deps) defaults() {
 		d.Observer = nopObserver{}
 	}
 	if d.QR.First <= 0 {
-		d.QR.First = 60 * time.Second
+		d.QR.First = qr.FirstTTL
 	}
 	if d.QR.Next <= 0 {
-		d.QR.Next = 20 * time.Second
+		d.QR.Next = qr.NextTTL
 	}
 	if d.Dialer == nil {
 		d.Dialer = WireDialer
@@ -267,7 +271,7 @@ func (d *Deps) defaults() {
 		d.WriteTimeout = wire.DefaultWriteTimeout
 	}
 	if d.StoreTimeout <= 0 {
-		d.StoreTimeout = 10 * time.Second
+		d.StoreTimeout = store.DefaultTimeout
 	}
 	if d.WriteQueue <= 0 {
 		d.WriteQueue = 4096

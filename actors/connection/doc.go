@@ -6,7 +6,8 @@
 // The supervisor spawns one connection actor per account
 // (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair,
 // *Resume, *Logout, *ConfirmWipe and *RestoreArchived, and a config reload
-// *Resume. Nothing else should import this package.
+// *Resume; package config takes its defaults (DefaultBackoff,
+// DefaultKeepalive) from here.
 //
 // # States
 //

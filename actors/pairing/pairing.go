@@ -52,7 +52,7 @@ type Deps struct {
 	// ClientType is the last field of the QR code. Default
 	// qr.ClientUnknown ('0').
 	ClientType qr.ClientType
-	// StoreTimeout bounds the save. Default 10 s.
+	// StoreTimeout bounds the save. Default store.DefaultTimeout.
 	StoreTimeout time.Duration
 	// Now is the clock (PairedAt, event times). Default time.Now.
 	Now func() time.Time
@@ -64,16 +64,16 @@ func New(deps Deps) actor.Producer {
 		deps.Logger = slog.Default()
 	}
 	if deps.Schedule.First <= 0 {
-		deps.Schedule.First = 60 * time.Second
+		deps.Schedule.First = qr.FirstTTL
 	}
 	if deps.Schedule.Next <= 0 {
-		deps.Schedule.Next = 20 * time.Second
+		deps.Schedule.Next = qr.NextTTL
 	}
 	if deps.ClientType == 0 {
 		deps.ClientType = qr.ClientUnknown
 	}
 	if deps.StoreTimeout <= 0 {
-		deps.StoreTimeout = 10 * time.Second
+		deps.StoreTimeout = store.DefaultTimeout
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now

@@ -292,7 +292,7 @@ func (s *Supervisor) logHealth() {
 		"reconnects", sum.Reconnects,
 		"oldest_pairing", sum.OldestPairing.Round(time.Second).String(),
 	}
-	for _, st := range []events.State{events.StateConnected, events.StateConnecting, events.StatePairing, events.StateUnpaired, events.StateBackoff, events.StateLoggedOut, events.StateStopped} {
+	for _, st := range events.States {
 		attrs = append(attrs, string(st), sum.ByState[st])
 	}
 	s.deps.Logger.Info("health", attrs...)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/wire/qr"
 )
 
 func init() {
@@ -37,8 +38,8 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 	listen := fs.String("listen", emulator.DefaultAddr, "TCP address to listen on (port 0: a free port)")
 	fs.Var(&faults, "fault", "inject a fault (repeatable); one of:\n"+faultList())
 	rootKeyFile := fs.String("root-key-file", "", "file holding the test root's private key as 64 hex characters (default: a fresh key per start)")
-	fs.DurationVar(&opts.FirstRefTTL, "ref-ttl-first", emulator.DefaultFirstRefTTL, "lifetime of the first QR ref")
-	fs.DurationVar(&opts.NextRefTTL, "ref-ttl-next", emulator.DefaultNextRefTTL, "lifetime of each later QR ref")
+	fs.DurationVar(&opts.FirstRefTTL, "ref-ttl-first", qr.FirstTTL, "lifetime of the first QR ref")
+	fs.DurationVar(&opts.NextRefTTL, "ref-ttl-next", qr.NextTTL, "lifetime of each later QR ref")
 	fs.DurationVar(&opts.ScanTimeout, "scan-timeout", emulator.DefaultScanTimeout, "how long a scan waits for the companion's pair-device-sign")
 	fs.StringVar(&opts.Platform, "platform", emulator.DefaultPlatform, "the phone's platform name sent in pair-success")
 	fs.StringVar(&opts.BusinessName, "business-name", "", "send <biz name> in pair-success (a business account)")

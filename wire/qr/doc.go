@@ -17,6 +17,8 @@
 // secret into an error or a log line: errors name the field that is wrong,
 // not its value, and [Code] formats itself with the secret redacted.
 //
-// The pairing actor imports this package to render codes; the emulator's
-// phone imports it to read them.
+// schedule.go holds the QR schedule: how long each code lasts.
+//
+// The pairing and connection actors import this package to render codes;
+// the emulator imports it to issue refs and, as the phone, to read codes.
 package qr
