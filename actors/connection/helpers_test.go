@@ -154,9 +154,11 @@ func (h *harness) deps(id string) Deps {
 		Events:           h.rec,
 		Logger:           quietLogger(),
 		Backoff:          Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, StableAfter: time.Minute},
-		Keepalive:        Keepalive{Interval: time.Minute, Timeout: 5 * time.Second},
-		HandshakeTimeout: 2 * time.Second,
-		StoreTimeout:     5 * time.Second,
+		// Limits far above what an idle machine needs: a test that is
+		// about a timeout sets its own.
+		Keepalive:        Keepalive{Interval: time.Minute, Timeout: 20 * time.Second},
+		HandshakeTimeout: 20 * time.Second,
+		StoreTimeout:     20 * time.Second,
 	}
 }
 
