@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
@@ -26,7 +27,7 @@ func shares(m map[string][]string) map[string]int {
 func TestClockJump(t *testing.T) {
 	c, prefix := redistest.Shared(t)
 	w := newWorld(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	ttl := 15 * time.Second
 	interval := ttl / 5
 	accts := accounts(60)

@@ -11,26 +11,10 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // world records which instance has a socket open for each account (as the
 // server would see it) and fails the test on a second concurrent one.
@@ -115,7 +99,7 @@ type node struct {
 	l *redis.Leases
 }
 
-func startNode(t *testing.T, w *world, c goredis.UniversalClient, prefix, name string, clk *clock, ttl time.Duration, maxMoves int, accts []string, ev events.Publisher) node {
+func startNode(t *testing.T, w *world, c goredis.UniversalClient, prefix, name string, clk *testkit.Clock, ttl time.Duration, maxMoves int, accts []string, ev events.Publisher) node {
 	t.Helper()
 	l, err := redis.NewLeases(c, redis.LeaseOptions{Prefix: prefix, Instance: name, TTL: ttl, Now: clk.Now})
 	if err != nil {
@@ -153,12 +137,10 @@ func want(accts, members []string) map[string][]string {
 func TestJoinRebalanceLeave(t *testing.T) {
 	c, prefix := redistest.Shared(t)
 	w := newWorld(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	ttl := 15 * time.Second
 	accts := accounts(60)
-	var mu sync.Mutex
-	var evs []events.Event
-	rec := events.PublisherFunc(func(e events.Event) { mu.Lock(); evs = append(evs, e); mu.Unlock() })
+	rec := testkit.NewRecorder()
 
 	a := startNode(t, w, c, prefix, "inst-a", clk, ttl, 3, accts, rec)
 	clk.Advance(ttl) // past the grace of a new epoch
@@ -221,10 +203,8 @@ func TestJoinRebalanceLeave(t *testing.T) {
 	if got := len(w.byOwner()["inst-a"]); got != 60 {
 		t.Fatalf("after inst-b left, inst-a runs %d, want 60", got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	kinds := map[events.Kind]int{}
-	for _, e := range evs {
+	for _, e := range rec.Events() {
 		kinds[e.Kind]++
 	}
 	if kinds[events.KindLeaseAcquired] < 60+len(target["inst-b"]) || kinds[events.KindLeaseLost] < 2*len(target["inst-b"]) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
@@ -18,7 +19,7 @@ func TestRebalanceAfterOutage(t *testing.T) {
 	c := srv.Client(t)
 	prefix := redistest.Prefix()
 	w := newWorld(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	ttl := 15 * time.Second
 	interval := ttl / 5
 	accts := accounts(120)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
@@ -83,13 +84,8 @@ func TestWatchdogClosesAtDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 		owner := &stopRecorder{t: t, sockets: map[string]*closeRecorder{"acct": sock}}
-		var lost []events.Event
-		var mu sync.Mutex
-		co, err := New(Config{Leases: l, Sockets: socks, Owner: owner, Events: events.PublisherFunc(func(e events.Event) {
-			mu.Lock()
-			lost = append(lost, e)
-			mu.Unlock()
-		})})
+		rec := testkit.NewRecorder()
+		co, err := New(Config{Leases: l, Sockets: socks, Owner: owner, Events: rec})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,11 +108,9 @@ func TestWatchdogClosesAtDeadline(t *testing.T) {
 			t.Errorf("actors stopped: %v", owner.stopped)
 		}
 		owner.mu.Unlock()
-		mu.Lock()
-		if len(lost) != 1 || lost[0].Kind != events.KindLeaseLost {
+		if lost := rec.Events(); len(lost) != 1 || lost[0].Kind != events.KindLeaseLost {
 			t.Errorf("events %+v", lost)
 		}
-		mu.Unlock()
 		// A connection opened now is refused and closed at once.
 		late := &closeRecorder{}
 		if _, err := socks.Track("acct", late); err == nil || late.when().IsZero() {

@@ -13,6 +13,7 @@ import (
 	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
 )
@@ -52,7 +53,7 @@ func TestPanicInRealConnectionActorRestartsItAlone(t *testing.T) {
 
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
-	rec := newRecorder()
+	rec := testkit.NewRecorder()
 	board := status.NewBoard()
 	bus := events.NewBus(board, rec)
 	root := emu.RootPublicKey()
@@ -86,7 +87,7 @@ func TestPanicInRealConnectionActorRestartsItAlone(t *testing.T) {
 	}
 
 	for _, id := range []string{"a", "b"} {
-		rec.waitFor(t, id+" qr", func(e events.Event) bool { return e.Account == id && e.Kind == events.KindQR })
+		rec.WaitFor(t, id+" qr", func(e events.Event) bool { return e.Account == id && e.Kind == events.KindQR })
 		acct, _ := board.Get(id)
 		if acct.QR == nil {
 			t.Fatalf("%s shows no QR", id)
@@ -94,25 +95,22 @@ func TestPanicInRealConnectionActorRestartsItAlone(t *testing.T) {
 		if _, err := emu.Phone().Scan(context.Background(), *acct.QR); err != nil {
 			t.Fatalf("scan %s: %v", id, err)
 		}
-		rec.waitFor(t, id+" connected", func(e events.Event) bool { return e.Account == id && e.Kind == events.KindConnected })
+		rec.WaitFor(t, id+" connected", func(e events.Event) bool { return e.Account == id && e.Kind == events.KindConnected })
 	}
 
-	rec.mu.Lock()
-	before := len(rec.events)
-	rec.mu.Unlock()
+	before := len(rec.Events())
 	system.Root.Send(sup, &Forward{ID: "a", Message: &crash{}})
-	rec.waitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
-	rec.waitForN(t, 2, "a connected again", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	rec.WaitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
+	rec.WaitForN(t, 2, "a connected again", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, e := range rec.events[before:] {
+	evs := rec.Events()
+	for _, e := range evs[before:] {
 		if e.Account == "b" {
 			t.Errorf("b was disturbed by a's panic: %+v", e)
 		}
 	}
 	qrs := 0
-	for _, e := range rec.events {
+	for _, e := range evs {
 		if e.Account == "a" && e.Kind == events.KindQR {
 			qrs++
 		}

@@ -12,62 +12,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/status"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// recorder collects events and lets a test wait for one.
-type recorder struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	events []events.Event
-}
-
-func newRecorder() *recorder {
-	r := &recorder{}
-	r.cond = sync.NewCond(&r.mu)
-	return r
-}
-
-func (r *recorder) Publish(e events.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	r.cond.Broadcast()
-}
-
-// waitFor blocks until an event matches, or fails the test after 5 s.
-func (r *recorder) waitFor(t *testing.T, what string, match func(events.Event) bool) {
-	t.Helper()
-	r.waitForN(t, 1, what, match)
-}
-
-// waitForN blocks until n events match, or fails the test after 5 s.
-func (r *recorder) waitForN(t *testing.T, n int, what string, match func(events.Event) bool) {
-	t.Helper()
-	timer := time.AfterFunc(5*time.Second, r.cond.Broadcast)
-	defer timer.Stop()
-	deadline := time.Now().Add(5 * time.Second)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for {
-		seen := 0
-		for _, e := range r.events {
-			if match(e) {
-				seen++
-			}
-		}
-		if seen >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s event within 5s; got %+v", what, r.events)
-		}
-		r.cond.Wait()
-	}
 }
 
 // fakeAccount is a stand-in for a connection actor: it publishes a
@@ -119,7 +69,7 @@ func (f *fakeAccount) Receive(ctx actor.Context) {
 type fixture struct {
 	system *actor.ActorSystem
 	pid    *actor.PID
-	rec    *recorder
+	rec    *testkit.Recorder
 	board  *status.Board
 	starts *startCounter
 	heard  *startCounter
@@ -129,7 +79,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
-	f := &fixture{system: system, rec: newRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}, heard: &startCounter{counts: map[string]int{}}}
+	f := &fixture{system: system, rec: testkit.NewRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}, heard: &startCounter{counts: map[string]int{}}}
 	bus := events.NewBus(f.board, f.rec)
 	props := Props(Deps{
 		Props: func(a Account) *actor.Props {
@@ -216,12 +166,12 @@ func TestStartsOneActorPerAccount(t *testing.T) {
 func TestRemovedAccountStops(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
-	f.rec.waitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
+	f.rec.WaitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
 	applied := f.setAccounts(t, Account{ID: "a"})
 	if len(applied.Stopped) != 1 || applied.Stopped[0] != "b" {
 		t.Fatalf("stopped %v", applied.Stopped)
 	}
-	f.rec.waitFor(t, "b stopped", func(e events.Event) bool { return e.Account == "b" && e.State == events.StateStopped })
+	f.rec.WaitFor(t, "b stopped", func(e events.Event) bool { return e.Account == "b" && e.State == events.StateStopped })
 	if _, err := f.forward(t, "b", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("forward to removed account: %v", err)
 	}
@@ -231,7 +181,7 @@ func TestChangedAccountRestarts(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"})
 	f.setAccounts(t, Account{ID: "a", Proxy: "http://127.0.0.1:3128"})
-	f.rec.waitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.WaitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	if got := f.probe(t, "a"); got.Proxy != "http://127.0.0.1:3128" {
 		t.Fatalf("restarted with %+v", got)
 	}
@@ -244,7 +194,7 @@ func TestChangedDeviceNameRestarts(t *testing.T) {
 	if len(applied.Stopped) != 1 {
 		t.Fatalf("a changed device name did not restart the account: %+v", applied)
 	}
-	f.rec.waitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.WaitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	if got := f.probe(t, "a"); got.DeviceName != "Back office" {
 		t.Fatalf("restarted with %+v", got)
 	}
@@ -295,12 +245,12 @@ func TestForwardUnknownAccount(t *testing.T) {
 func TestPanicRestartsThatActorAlone(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"})
-	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
-	f.rec.waitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
+	f.rec.WaitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.WaitFor(t, "b connected", func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindConnected })
 
 	f.send("a", "boom")
-	f.rec.waitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
-	f.rec.waitForN(t, 2, "a connected after restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.WaitFor(t, "a restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindRestart })
+	f.rec.WaitForN(t, 2, "a connected after restart", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	f.probe(t, "a") // answers again after the restart
 	if f.starts.get("b") != 1 {
 		t.Fatalf("b started %d times; a panic in a restarted b too", f.starts.get("b"))
@@ -313,7 +263,7 @@ func TestPanicRestartsThatActorAlone(t *testing.T) {
 func TestStopAccountsRepliesAfterTermination(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"})
-	f.rec.waitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	f.rec.WaitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	res, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"a", "c", "nobody"}}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)

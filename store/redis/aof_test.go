@@ -9,32 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
 )
-
-// syncBuffer is a log destination safe for the rewriter's goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // plainAccounts saves n devices with prekeys in the clear on a private
 // server and returns them, with the account migration ready to run: a
@@ -45,14 +27,14 @@ type plainAccounts struct {
 	prekeys map[string][]store.PreKey
 	sealed  *Store
 	leases  *Leases
-	log     *syncBuffer
+	log     *testkit.LogBuffer
 }
 
 func writePlainAccounts(t *testing.T, srv *redistest.Server, n int) plainAccounts {
 	t.Helper()
 	c, prefix := srv.Client(t), redistest.Prefix()
 	plain := newStore(t, c, prefix, false, nil)
-	p := plainAccounts{prekeys: map[string][]store.PreKey{}, log: &syncBuffer{}}
+	p := plainAccounts{prekeys: map[string][]store.PreKey{}, log: &testkit.LogBuffer{}}
 	for i := range n {
 		id := fmt.Sprintf("acct%d", i)
 		d := storetest.PairedDevice(t, id, fmt.Sprintf("155544400%02d", i), fmt.Sprintf("4440000000000%02d", i), 1)

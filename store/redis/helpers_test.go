@@ -3,38 +3,21 @@ package redis
 import (
 	"context"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
 )
 
-// clock is a manual clock for the local side of leases (Redis keeps its
-// own time for PX).
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Unix(1_700_000_000, 0)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+// newClock returns a manual clock for the local side of leases (Redis
+// keeps its own time for PX).
+func newClock() *testkit.Clock { return testkit.NewClock(time.Unix(1_700_000_000, 0)) }
 
 // counter is a go-redis hook counting round trips: one per command sent
 // alone, one per pipeline.
@@ -65,7 +48,7 @@ func (h *counter) RoundTrips() int64 { return h.cmds.Load() + h.pipes.Load() }
 func (h *counter) Reset() { h.cmds.Store(0); h.pipes.Store(0) }
 
 // newLeases returns a lease manager past its initial grace period.
-func newLeases(t testing.TB, c goredis.UniversalClient, prefix, instance string, clk *clock, ttl time.Duration) *Leases {
+func newLeases(t testing.TB, c goredis.UniversalClient, prefix, instance string, clk *testkit.Clock, ttl time.Duration) *Leases {
 	t.Helper()
 	m, err := NewLeases(c, LeaseOptions{Prefix: prefix, Instance: instance, TTL: ttl, Now: clk.Now})
 	if err != nil {
