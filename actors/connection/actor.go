@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -26,10 +25,10 @@ func New(deps Deps) actor.Producer {
 	deps.defaults()
 	return func() actor.Actor {
 		return &conn{
-			deps:    deps,
-			log:     deps.Logger.With(slog.String("account", deps.AccountID)),
-			storeMu: new(sync.Mutex),
-			state:   events.StateConnecting,
+			deps:  deps,
+			log:   deps.Logger.With(slog.String("account", deps.AccountID)),
+			store: new(storeQueue),
+			state: events.StateConnecting,
 		}
 	}
 }
@@ -39,21 +38,13 @@ func Props(deps Deps) *actor.Props {
 	return actor.PropsFromProducer(New(deps))
 }
 
-// pendingReply is a pair-device-sign reply handed to the writer: the
-// account counts as paired from then on, but if the reply is never written
-// the pairing is undone.
-type pendingReply struct {
-	token  uint64
-	paired *store.Device
-}
-
 // conn is the connection actor. Every field is touched only inside Receive.
 type conn struct {
-	deps    Deps
-	log     *slog.Logger
-	storeMu *sync.Mutex // shared with the pairing child: one store writer at a time
-	ctx     context.Context
-	cancel  context.CancelFunc
+	deps   Deps
+	log    *slog.Logger
+	store  *storeQueue // every store call of the account, in order
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	state events.State // what is (as published)
 	want  bool         // what should be: connected (goal, kept apart from state)
@@ -92,6 +83,7 @@ type conn struct {
 
 	child         *actor.PID
 	lastCode      bool          // the pairing child shows its last code
+	saving        *store.Device // the pairing being saved, until pairSaved
 	reply         *pendingReply // the pairing reply, until written
 	expectRestart bool          // a pairing reply went out: the 515 that follows is expected
 	closeToken    uint64        // close the connection once this frame is written
@@ -192,15 +184,13 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *VersionUnavailable:
 		c.onVersionUnavailable(m)
 	case *restored:
-		err := errPairingUndone
-		if m.err != nil {
-			err = fmt.Errorf("%w, but restoring the store failed: %w", errPairingUndone, m.err)
-		}
-		c.publish(events.KindState, c.state, err, nil)
+		c.onRestored(m)
 	case *pairing.Send:
 		c.onPairingSend(ctx, m)
 	case *pairing.Finish:
 		c.onPairingFinish(ctx, m)
+	case *pairSaved:
+		c.onPairSaved(ctx, m)
 	case *pairing.LastCode:
 		if m.Gen == c.gen {
 			c.lastCode = true
@@ -309,22 +299,20 @@ func (c *conn) newAttempt(ctx actor.Context) *link {
 // creating fresh keys when there is none.
 func (c *conn) prepare(ctx actor.Context) {
 	l := c.newAttempt(ctx)
-	st, mu, id, wipe, timeout := c.deps.Store, c.storeMu, c.deps.AccountID, c.wipe, c.deps.StoreTimeout
+	st, id, wipe, timeout := c.deps.Store, c.deps.AccountID, c.wipe, c.deps.StoreTimeout
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		dev, err := prepareDevice(l.ctx, st, mu, id, wipe, timeout)
+	c.store.run(func() {
+		dev, err := prepareDevice(l.ctx, st, id, wipe, timeout)
 		root.Send(self, &loaded{gen: l.gen, dev: dev, err: err})
-	}()
+	})
 }
 
-func prepareDevice(ctx context.Context, st store.Store, mu sync.Locker, id string, wipe *wipeOrder, timeout time.Duration) (*store.Device, error) {
+func prepareDevice(ctx context.Context, st store.Store, id string, wipe *wipeOrder, timeout time.Duration) (*store.Device, error) {
 	if st == nil {
 		return nil, ErrNoStore
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	mu.Lock()
-	defer mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return nil, err // a later attempt replaced this one: leave the store to it
 	}
@@ -560,101 +548,6 @@ func iqErrorText(n node.Node) string {
 	text, _ := e.Attr("text")
 	return code + " " + text
 }
-func (c *conn) onPairDevice(ctx actor.Context, n node.Node) {
-	if c.dev.Paired() {
-		c.log.Warn("pair-device for a paired device ignored")
-		return
-	}
-	if c.child == nil {
-		c.lastCode = false
-		c.child = ctx.Spawn(actor.PropsFromProducer(pairing.New(pairing.Deps{
-			AccountID:    c.deps.AccountID,
-			Gen:          c.gen,
-			Device:       c.dev,
-			Store:        c.deps.Store,
-			StoreLock:    c.storeMu,
-			Events:       c.deps.Events,
-			Logger:       c.deps.Logger,
-			Schedule:     pairing.Schedule{First: c.deps.QR.First, Next: c.deps.QR.Next},
-			ClientType:   c.deps.clientType(),
-			StoreTimeout: c.deps.StoreTimeout,
-			Now:          c.deps.Now,
-		})))
-		c.publish(events.KindState, events.StatePairing, nil, nil)
-	}
-	ctx.Send(c.child, &pairing.PairDevice{Node: n})
-}
-
-func (c *conn) onPairingSend(ctx actor.Context, m *pairing.Send) {
-	if m.Gen != c.gen {
-		return
-	}
-	c.write(ctx, m.Node, 0)
-}
-
-func (c *conn) onPairingFinish(ctx actor.Context, m *pairing.Finish) {
-	if m.Gen != c.gen {
-		if m.Paired != nil {
-			// Ownership of the saved pairing came with the message; its
-			// connection is gone, so the reply will never be written.
-			c.restore(ctx, m.Paired)
-		}
-		return
-	}
-	if c.child != nil {
-		ctx.Stop(c.child)
-		c.child = nil
-	}
-	token := nextGen()
-	if m.Err != nil {
-		c.closeToken, c.endErr = token, m.Err
-		if err := c.write(ctx, m.Reply, token); errors.Is(err, errNotConnected) {
-			c.end(ctx, outBackoff, m.Err)
-		}
-		return
-	}
-	// Paired as soon as the reply is on its way: the server's 515 may
-	// arrive before the writer reports, and the next dial must log in.
-	c.dev = m.Paired
-	c.reply = &pendingReply{token: token, paired: m.Paired}
-	c.expectRestart = true
-	c.log.Info("paired; sending pair-device-sign", slog.String("jid", m.Paired.JID))
-	c.write(ctx, m.Reply, token)
-}
-
-func (c *conn) onReplyWritten(ctx actor.Context, w *written) {
-	r := c.reply
-	c.reply = nil
-	if w.err != nil {
-		c.replyFailed(ctx, r, w.err)
-		if w.gen == c.gen {
-			c.end(ctx, outBackoff, fmt.Errorf("send pair-device-sign: %w", w.err))
-		}
-		return
-	}
-	c.publish(events.KindPaired, c.state, nil, func(e *events.Event) { e.JID = r.paired.JID })
-}
-
-// replyFailed undoes a pairing whose reply was never written.
-func (c *conn) replyFailed(ctx actor.Context, r *pendingReply, err error) {
-	c.log.Warn("pair-device-sign not sent; undoing the pairing", slog.String("error", err.Error()))
-	if c.dev == r.paired {
-		c.dev = pairing.Unpaired(r.paired)
-		c.expectRestart = false
-	}
-	c.restore(ctx, r.paired)
-}
-
-func (c *conn) restore(ctx actor.Context, paired *store.Device) {
-	st, mu, timeout := c.deps.Store, c.storeMu, c.deps.StoreTimeout
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		rc, cancel := context.WithTimeout(context.Background(), timeout)
-		err := pairing.Restore(rc, st, mu, paired)
-		cancel()
-		root.Send(self, &restored{err: err})
-	}()
-}
 
 // onSuccess follows the reference client's order after <success>
 // (PROTOCOL.md 9.8): note the LID and the server's clock, ask for the
@@ -847,19 +740,16 @@ func (c *conn) resave() {
 	if c.dev == nil || c.ctx == nil {
 		return
 	}
-	dev, st, mu, timeout, log, parent := c.dev.Clone(), c.deps.Store, c.storeMu, c.deps.StoreTimeout, c.log, c.ctx
-	go func() {
+	dev, st, timeout, log, parent := c.dev.Clone(), c.deps.Store, c.deps.StoreTimeout, c.log, c.ctx
+	c.store.run(func() {
 		ctx, cancel := context.WithTimeout(parent, timeout)
 		defer cancel()
-		mu.Lock()
-		err := st.Save(ctx, dev)
-		mu.Unlock()
-		if err != nil {
+		if err := st.Save(ctx, dev); err != nil {
 			log.Error("save the device again", slog.String("error", err.Error()))
 			return
 		}
 		log.Info("device saved again")
-	}()
+	})
 }
 
 func (c *conn) onPair(ctx actor.Context) {
@@ -1077,6 +967,11 @@ func (c *conn) closeLink(ctx actor.Context) {
 		ctx.Stop(c.child)
 		c.child = nil
 	}
+	if c.saving != nil {
+		// Its reply will never be written: undo the save (queued after it).
+		c.undoPairing(ctx, c.saving)
+		c.saving = nil
+	}
 	c.lastCode, c.streamEnded = false, false
 	c.closeToken, c.endErr = 0, nil
 	c.gen = nextGen()
@@ -1108,19 +1003,17 @@ func (c *conn) snapshot() *snapshot {
 // of its own, so that a later attempt (pairing re-armed) replaces it.
 func (c *conn) wipeNow(ctx actor.Context) {
 	l := c.newAttempt(ctx) // never dialed: it only owns the goroutine
-	st, mu, id, timeout, order := c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout, c.wipe
+	st, id, timeout, order := c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout, c.wipe
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
+	c.store.run(func() {
 		wctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		mu.Lock()
 		err := wctx.Err()
 		if err == nil {
 			err = order.apply(wctx, st, id)
 		}
-		mu.Unlock()
 		root.Send(self, &wiped{gen: l.gen, err: err, archived: order.archive})
-	}()
+	})
 }
 
 // alarmFor names the alarm of an error that stops an account.
@@ -1174,20 +1067,18 @@ func (c *conn) onServerPreKeyCount(ctx actor.Context, count int) bool {
 		return false
 	}
 	c.preKeysBusy = true
-	l, st, mu, id, timeout := c.link, c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout
+	l, st, id, timeout := c.link, c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
+	c.store.run(func() {
 		pctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		mu.Lock()
 		var keys []store.PreKey
 		err := pctx.Err() // after a wipe that came first, the old device's keys must not come back
 		if err == nil {
 			keys, err = preparePreKeys(pctx, st, id, count)
 		}
-		mu.Unlock()
 		root.Send(self, &preKeysReady{gen: l.gen, keys: keys, err: err})
-	}()
+	})
 	return true
 }
 
@@ -1223,18 +1114,16 @@ func (c *conn) onPreKeysUploaded(ctx actor.Context, n node.Node, ok bool) {
 		return
 	}
 	c.deps.Observer.PreKeysUploaded(c.uploadN)
-	l, st, mu, id, top, timeout, log := c.link, c.deps.Store, c.storeMu, c.deps.AccountID, c.uploadTop, c.deps.StoreTimeout, c.log
-	go func() {
+	l, st, id, top, timeout, log := c.link, c.deps.Store, c.deps.AccountID, c.uploadTop, c.deps.StoreTimeout, c.log
+	c.store.run(func() {
 		ctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		mu.Lock()
 		err := ctx.Err()
 		if err == nil {
 			err = st.MarkPreKeysUploaded(ctx, id, top)
 		}
-		mu.Unlock()
 		if err != nil {
 			log.Warn("mark prekeys uploaded (they will be offered again)", slog.String("error", err.Error()))
 		}
-	}()
+	})
 }

@@ -1,7 +1,6 @@
 package connection
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -86,6 +85,7 @@ func TestCurrentDropsStaleGenerations(t *testing.T) {
 		{"pingDue", func(g uint64) any { return &pingDue{gen: g} }},
 		{"pingTimeout", func(g uint64) any { return &pingTimeout{gen: g} }},
 		{"logoutTimeout", func(g uint64) any { return &logoutTimeout{gen: g} }},
+		{"pairSaved", func(g uint64) any { return &pairSaved{gen: g} }},
 	}
 	for _, m := range msgs {
 		t.Run(m.name, func(t *testing.T) {
@@ -345,62 +345,6 @@ func TestKeepalive(t *testing.T) {
 	}
 	if !s.isClosed() {
 		t.Error("the session of a dead connection stayed open")
-	}
-}
-
-// TestPairReplyNotSentUndoesPairing: if pair-device-sign cannot be
-// written, the saved pairing is removed again.
-func TestPairReplyNotSentUndoesPairing(t *testing.T) {
-	h := newHarness(t)
-	fd := newFakeDialer()
-	d := h.deps("undo")
-	d.Dialer = fd.dial
-	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
-	pid := h.spawn(d)
-
-	recvReq(t, fd)
-	s := newFakeSession()
-	s.failSend = func(n node.Node) error {
-		if _, ok := n.Child("pair-device-sign"); ok {
-			return errors.New("broken pipe")
-		}
-		return nil
-	}
-	fd.results <- dialResult{sess: s}
-	s.push(t, node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "pd1"), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
-		WithChildren(node.New("pair-device").WithChildren(node.New("ref").WithBytes([]byte("2@ref-one")))))
-	qrEv, _ := h.rec.wait(t, "qr", kindIs(events.KindQR))
-	ack := s.next(t, "pair-device ack")
-	if typ, _ := ack.Attr("type"); typ != "result" {
-		t.Fatalf("ack %v", ack)
-	}
-	code, err := qr.Parse(qrEv.QR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.push(t, pairSuccess(t, code, "15550001111:3@s.whatsapp.net", "100000000000001:3@lid"))
-
-	ev, _ := h.rec.wait(t, "pairing undone", func(e events.Event) bool { return strings.Contains(e.Error, "pairing was undone") })
-	if ev.State != events.StateBackoff {
-		t.Errorf("state after a failed reply %s", ev.State)
-	}
-	dev, err := h.store.Load(context.Background(), "undo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dev.Paired() || dev.NoiseKey.Pub != code.NoisePub {
-		t.Errorf("store after undo: %v", dev)
-	}
-	if _, err := h.store.PNForLID(context.Background(), "100000000000001"); err == nil {
-		t.Error("the LID mapping of an undone pairing survived")
-	}
-	if snap := h.inspect(pid); snap.Paired {
-		t.Errorf("actor still paired: %+v", snap)
-	}
-	for _, e := range h.rec.all() {
-		if e.Kind == events.KindPaired {
-			t.Error("paired published for a reply that was never sent")
-		}
 	}
 }
 

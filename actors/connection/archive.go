@@ -109,16 +109,14 @@ func (c *conn) onRestoreArchived(ctx actor.Context, m *RestoreArchived) {
 	// The current attempt (pairing, most likely) ends first, so that no
 	// pairing saves a new device over the restored one.
 	l := c.newAttempt(ctx)
-	st, mu, id, timeout := c.deps.Store, c.storeMu, c.deps.AccountID, c.deps.StoreTimeout
+	st, id, timeout := c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout
 	self, root, sender := ctx.Self(), ctx.ActorSystem().Root, ctx.Sender()
-	go func() {
+	c.store.run(func() {
 		rctx, cancel := context.WithTimeout(l.ctx, timeout)
 		defer cancel()
-		mu.Lock()
 		e, err := st.RestoreArchived(rctx, id, m.Key)
-		mu.Unlock()
 		root.Send(self, &archiveRestored{gen: l.gen, sender: sender, entry: e, err: err})
-	}()
+	})
 }
 
 func (c *conn) onArchiveRestored(ctx actor.Context, m *archiveRestored) {

@@ -120,10 +120,18 @@
 //
 // # Pairing and the store
 //
-// The pairing child saves the paired Device in one atomic Save and hands
-// the pair-device-sign reply to this actor, which writes it. If the reply is
-// never written, the pairing is undone (pairing.Restore) and reported. If
-// the actor stops while the reply's write is in flight, the saved pairing is
-// kept: should the server not have received it, the next login fails with
-// 401 and the account pairs again.
+// The actor is the one writer of its account's store entries: every store
+// call runs off the actor's goroutine, one at a time in the order the actor
+// asked for it (storeQueue), so nothing else needs a lock. The pairing
+// child only verifies pair-success and hands over the paired Device with
+// its reply (pairing.Finish); the actor then owns the transaction in the
+// reference client's order: it saves the Device (one atomic Save), then
+// writes pair-device-sign. A failed save is answered with a 500 error IQ
+// and the connection backs off. If the reply is never written (or the
+// attempt ends while the save runs), the pairing is undone
+// (pairing.Restore, queued behind the save) and reported in last_error;
+// an undo that fails is logged and says so in last_error too. If the actor
+// stops while the reply's write is in flight, the saved pairing is kept:
+// should the server not have received it, the next login fails with 401
+// and the account pairs again.
 package connection

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wafleet/wafleet/actors/pairing"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/node"
@@ -136,6 +137,12 @@ type (
 		err      error
 		archived bool
 	}
+	// pairSaved: the paired device was saved (err nil) or not.
+	pairSaved struct {
+		gen uint64
+		fin *pairing.Finish
+		err error
+	}
 	// restored: a pairing that could not be confirmed was undone.
 	restored struct{ err error }
 
@@ -170,6 +177,7 @@ func (*activeTimeout) IgnoreDeadLetterLogging() {}
 func (*undecodable) IgnoreDeadLetterLogging()   {}
 func (*preKeysReady) IgnoreDeadLetterLogging()  {}
 func (*wiped) IgnoreDeadLetterLogging()         {}
+func (*pairSaved) IgnoreDeadLetterLogging()     {}
 func (*restored) IgnoreDeadLetterLogging()      {}
 
 // msgGen returns the generation of an internal message, and false for
@@ -201,6 +209,8 @@ func msgGen(m any) (uint64, bool) {
 	case *preKeysReady:
 		return m.gen, true
 	case *wiped:
+		return m.gen, true
+	case *pairSaved:
 		return m.gen, true
 	}
 	return 0, false

@@ -10,17 +10,16 @@
 //     publishing events.KindQR; when the refs run out it tells its parent
 //     (*Expired) and the account waits, unpaired, for an operator;
 //   - on pair-success verifies the ADV HMAC and the account signature, adds
-//     the device signature, saves the paired Device in one atomic store
-//     write (in a goroutine, with a deadline) and hands the parent the
-//     pair-device-sign reply together with the saved Device (*Finish);
+//     the device signature, and hands the parent the paired Device with the
+//     pair-device-sign reply (*Finish);
 //   - answers a bad pair-success with an error IQ (401 hmac-mismatch,
 //     401 signature-mismatch, 500 internal-error) and reports a *Error.
 //
-// Nothing half-written stays in the store: the save is one atomic Save; if
-// the actor is stopped before it has handed over a completed save, it
-// restores the unpaired Device (Restore); once the parent holds the Finish,
-// undoing it (when the reply cannot be written) is the parent's job, with
-// the same Restore.
+// The pairing actor never touches the store. The parent is the one owner of
+// the pairing transaction, in the reference client's order: it saves the
+// Device (one atomic Save), then writes the reply; a failed save is answered
+// with Finish.SaveFailed's error IQ, and a reply that cannot be written is
+// undone with Restore.
 //
 // Only the connection actor (actors/connection) imports this package.
 // QR contents, keys and the ADV secret are never logged.

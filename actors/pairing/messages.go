@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 )
 
@@ -57,19 +58,35 @@ type Send struct {
 	Node node.Node
 }
 
-// Finish ends the attempt: the parent writes Reply and then
+// Finish ends the attempt. The pairing actor has written nothing: the
+// parent, the one writer of the account's store, owns what follows.
 //
-//   - if Err is nil, Paired is the Device as saved in the store: once the
-//     reply is written the account is paired (and the server's 515 that
-//     follows is expected); if the reply cannot be written the parent must
-//     undo the save with Restore;
-//   - if Err is not nil (a *Error), Reply is the error IQ; the parent closes
+//   - If Err is nil, Paired is the verified, paired Device and Reply the
+//     pair-device-sign answer. The parent saves Paired, then writes Reply
+//     (the reference client's order: verify, save, reply); once it is
+//     written the account is paired and the server's 515 that follows is
+//     expected. If the save fails, the parent writes SaveFailed's error
+//     answer instead; if the reply cannot be written, it undoes the save
+//     with Restore.
+//   - If Err is not nil (a *Error), Reply is the error IQ; the parent closes
 //     the connection after writing it and reports Err.
 type Finish struct {
 	Gen    uint64
 	Reply  node.Node
 	Paired *store.Device
 	Err    error
+}
+
+// SaveFailed is the Finish that answers the same pair-success when saving
+// Paired failed with err: a 500 internal-error wrapping ErrSave.
+func (f *Finish) SaveFailed(err error) *Finish {
+	id, _ := f.Reply.Attr("id")
+	to, ok := f.Reply.AttrJID("to")
+	if !ok {
+		to = jid.ServerJID
+	}
+	pe := &Error{Code: 500, Text: "internal-error", Err: fmt.Errorf("%w: %w", ErrSave, err)}
+	return &Finish{Gen: f.Gen, Reply: errorIQ(id, to, pe), Err: pe}
 }
 
 // LastCode says that the last ref is showing: if the server closes the

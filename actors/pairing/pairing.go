@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,8 +26,8 @@ type Schedule struct {
 	Next time.Duration
 }
 
-// Deps are the dependencies of one pairing actor. Device, Store and Events
-// are required.
+// Deps are the dependencies of one pairing actor. Device and Events are
+// required.
 type Deps struct {
 	// AccountID names the account in events and logs. Default Device.ID.
 	AccountID string
@@ -38,11 +36,6 @@ type Deps struct {
 	Gen uint64
 	// Device is the unpaired device; the actor keeps its own copy.
 	Device *store.Device
-	// Store receives the paired device.
-	Store store.Store
-	// StoreLock, if set, is held around every store call so that this
-	// actor's writes and the parent's never interleave. Default none.
-	StoreLock sync.Locker
 	// Events receives the QR codes (events.KindQR).
 	Events events.Publisher
 	// Logger is the service's JSON logger. Default slog.Default().
@@ -52,8 +45,6 @@ type Deps struct {
 	// ClientType is the last field of the QR code. Default
 	// qr.ClientUnknown ('0').
 	ClientType qr.ClientType
-	// StoreTimeout bounds the save. Default store.DefaultTimeout.
-	StoreTimeout time.Duration
 	// Now is the clock (PairedAt, event times). Default time.Now.
 	Now func() time.Time
 }
@@ -72,9 +63,6 @@ func New(deps Deps) actor.Producer {
 	if deps.ClientType == 0 {
 		deps.ClientType = qr.ClientUnknown
 	}
-	if deps.StoreTimeout <= 0 {
-		deps.StoreTimeout = store.DefaultTimeout
-	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -90,30 +78,11 @@ func New(deps Deps) actor.Producer {
 	}
 }
 
-// Save progress, shared with the save goroutine through an atomic so that a
-// completed save is either handed to the parent or undone, never both and
-// never neither.
-const (
-	saveNone      int32 = iota
-	saveRunning         // the goroutine is saving
-	saveDone            // saved; the saved message is in the mailbox
-	saveHanded          // the parent holds the Finish
-	saveAbandoned       // the actor stopped; whoever sees this undoes the save
-)
-
 // rotate is the timer message that shows the next code.
 type rotate struct{ seq uint64 }
 
-// saved reports the save goroutine's result.
-type saved struct {
-	attempt uint64
-	err     error
-}
-
-// IgnoreDeadLetterLogging: a late timer or save report for a stopped
-// actor is expected.
+// IgnoreDeadLetterLogging: a late timer for a stopped actor is expected.
 func (*rotate) IgnoreDeadLetterLogging() {}
-func (*saved) IgnoreDeadLetterLogging()  {}
 
 type pairer struct {
 	deps Deps
@@ -124,12 +93,7 @@ type pairer struct {
 	seq   uint64 // bumped on every schedule change; stale rotates are dropped
 	timer *time.Timer
 
-	// The pair-success being processed.
-	attempt   uint64
-	state     *atomic.Int32
-	paired    *store.Device
-	reply     node.Node
-	finished  bool
+	finished  bool // a pair-success was answered (or the codes expired)
 	lastCoded bool
 }
 
@@ -146,12 +110,9 @@ func (p *pairer) Receive(ctx actor.Context) {
 		if m.seq == p.seq {
 			p.onRotate(ctx)
 		}
-	case *saved:
-		p.onSaved(ctx, m)
-	case *actor.Stopping:
-		p.teardown()
-	case *actor.Restarting:
-		p.teardown()
+	case *actor.Stopping, *actor.Restarting:
+		p.stopTimer()
+		p.seq++
 	case *actor.Stopped, *actor.Restart, *actor.Terminated:
 	default:
 		p.log.Warn("pairing: unexpected message", slog.String("type", fmt.Sprintf("%T", m)))
@@ -161,7 +122,7 @@ func (p *pairer) Receive(ctx actor.Context) {
 func (p *pairer) onPairDevice(ctx actor.Context, n node.Node) {
 	id, _ := n.Attr("id")
 	ctx.Send(ctx.Parent(), &Send{Gen: p.deps.Gen, Node: node.IQ(id, replyTo(n), "result", "")})
-	if p.finished || p.state != nil {
+	if p.finished {
 		p.log.Warn("pairing: pair-device after pair-success ignored")
 		return
 	}
@@ -226,7 +187,7 @@ func (p *pairer) stopTimer() {
 
 func (p *pairer) onRotate(ctx actor.Context) {
 	p.timer = nil
-	if p.state != nil || p.finished {
+	if p.finished {
 		return
 	}
 	p.index++
@@ -247,7 +208,7 @@ func (p *pairer) expire(ctx actor.Context) {
 }
 
 func (p *pairer) onPairSuccess(ctx actor.Context, n node.Node) {
-	if p.finished || p.state != nil {
+	if p.finished {
 		p.log.Warn("pairing: duplicate pair-success ignored")
 		return
 	}
@@ -264,38 +225,13 @@ func (p *pairer) onPairSuccess(ctx actor.Context, n node.Node) {
 		p.fail(ctx, id, to, pe)
 		return
 	}
-	p.paired = paired
-	p.reply = node.IQ(id, to, "result", "",
+	p.finished = true
+	p.log.Info("pairing: pair-success verified; the parent saves and replies", slog.String("jid", paired.JID))
+	reply := node.IQ(id, to, "result", "",
 		node.New("pair-device-sign").WithChildren(
 			node.New("device-identity", node.IntAttr("key-index", int64(pr.KeyIndex))).WithBytes(pr.Reply),
 		))
-	p.attempt++
-	p.state = new(atomic.Int32)
-	p.state.Store(saveRunning)
-	p.log.Info("pairing: pair-success verified, saving", slog.String("jid", paired.JID))
-
-	// The goroutine holds only the store, the device, its own state word
-	// and the way back to this actor.
-	st, lock, timeout := p.deps.Store, p.deps.StoreLock, p.deps.StoreTimeout
-	dev, state, attempt := paired.Clone(), p.state, p.attempt
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		c, cancel := context.WithTimeout(context.Background(), timeout)
-		err := locked(lock, func() error { return st.Save(c, dev) })
-		cancel()
-		if err != nil {
-			if state.CompareAndSwap(saveRunning, saveNone) {
-				root.Send(self, &saved{attempt: attempt, err: err})
-			}
-			return
-		}
-		if state.CompareAndSwap(saveRunning, saveDone) {
-			root.Send(self, &saved{attempt: attempt})
-			return
-		}
-		// The actor stopped while saving: undo.
-		restoreAsync(st, lock, timeout, dev)
-	}()
+	ctx.Send(ctx.Parent(), &Finish{Gen: p.deps.Gen, Reply: reply, Paired: paired})
 }
 
 // verify runs the ADV procedure and builds the paired device.
@@ -366,51 +302,17 @@ func (p *pairer) verify(n node.Node) (*store.Device, *crypto.ADVPairing, error) 
 	return paired, pr, nil
 }
 
-func (p *pairer) onSaved(ctx actor.Context, m *saved) {
-	if p.state == nil || m.attempt != p.attempt {
-		return
-	}
-	if m.err != nil {
-		p.state = nil
-		p.log.Error("pairing: save failed", slog.String("error", m.err.Error()))
-		id, _ := p.reply.Attr("id")
-		to, ok := p.reply.AttrJID("to")
-		if !ok {
-			to = jid.ServerJID
-		}
-		p.fail(ctx, id, to, &Error{Code: 500, Text: "internal-error", Err: fmt.Errorf("%w: %w", ErrSave, m.err)})
-		return
-	}
-	if !p.state.CompareAndSwap(saveDone, saveHanded) {
-		return
-	}
-	p.finished = true
-	p.log.Info("pairing: device saved, replying", slog.String("jid", p.paired.JID))
-	ctx.Send(ctx.Parent(), &Finish{Gen: p.deps.Gen, Reply: p.reply, Paired: p.paired.Clone()})
-}
-
 func (p *pairer) fail(ctx actor.Context, id string, to jid.JID, pe *Error) {
 	p.finished = true
 	p.log.Warn("pairing: pair-success refused", slog.Int("code", pe.Code), slog.String("text", pe.Text),
 		slog.String("error", pe.Error()))
-	reply := node.IQ(id, to, "error", "",
-		node.New("error", node.IntAttr("code", int64(pe.Code)), node.StrAttr("text", pe.Text)))
-	ctx.Send(ctx.Parent(), &Finish{Gen: p.deps.Gen, Reply: reply, Err: pe})
+	ctx.Send(ctx.Parent(), &Finish{Gen: p.deps.Gen, Reply: errorIQ(id, to, pe), Err: pe})
 }
 
-func (p *pairer) teardown() {
-	p.stopTimer()
-	p.seq++
-	if p.state == nil {
-		return
-	}
-	if p.state.CompareAndSwap(saveRunning, saveAbandoned) {
-		return // the save goroutine undoes its own save
-	}
-	if p.state.CompareAndSwap(saveDone, saveAbandoned) {
-		p.log.Info("pairing: stopped before replying; restoring the unpaired device")
-		restoreAsync(p.deps.Store, p.deps.StoreLock, p.deps.StoreTimeout, p.paired.Clone())
-	}
+// errorIQ answers the pair-success id with pe's <error code text/>.
+func errorIQ(id string, to jid.JID, pe *Error) node.Node {
+	return node.IQ(id, to, "error", "",
+		node.New("error", node.IntAttr("code", int64(pe.Code)), node.StrAttr("text", pe.Text)))
 }
 
 // replyTo is the "to" of a reply: the request's from when it is a JID,
@@ -434,22 +336,6 @@ func attrJID(n node.Node, key string) (jid.JID, error) {
 	return jid.Parse(s)
 }
 
-func locked(l sync.Locker, f func() error) error {
-	if l != nil {
-		l.Lock()
-		defer l.Unlock()
-	}
-	return f()
-}
-
-func restoreAsync(st store.Store, lock sync.Locker, timeout time.Duration, paired *store.Device) {
-	go func() {
-		c, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		_ = Restore(c, st, lock, paired)
-	}()
-}
-
 // Unpaired returns a copy of d with every pairing field cleared: the device
 // as it was before pairing.
 func Unpaired(d *store.Device) *store.Device {
@@ -464,23 +350,21 @@ func Unpaired(d *store.Device) *store.Device {
 // Restore undoes the save of paired: if the store still holds that pairing
 // (same noise key, same JID, same pairing time) it saves the device unpaired
 // again, in one atomic Save; if the store holds anything else (the device
-// was wiped, re-keyed or paired anew meanwhile) it changes nothing. lock, if
-// not nil, is held around the load and the save.
-func Restore(ctx context.Context, st store.Store, lock sync.Locker, paired *store.Device) error {
-	return locked(lock, func() error {
-		cur, err := st.Load(ctx, paired.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("pairing: restore: %w", err)
-		}
-		if cur.NoiseKey.Pub != paired.NoiseKey.Pub || cur.JID != paired.JID || !cur.PairedAt.Equal(paired.PairedAt) {
-			return nil
-		}
-		if err := st.Save(ctx, Unpaired(cur)); err != nil {
-			return fmt.Errorf("pairing: restore: %w", err)
-		}
+// was wiped, re-keyed or paired anew meanwhile) it changes nothing. The
+// caller is the store's one writer for the account (the connection actor).
+func Restore(ctx context.Context, st store.Store, paired *store.Device) error {
+	cur, err := st.Load(ctx, paired.ID)
+	if errors.Is(err, store.ErrNotFound) {
 		return nil
-	})
+	}
+	if err != nil {
+		return fmt.Errorf("pairing: restore: %w", err)
+	}
+	if cur.NoiseKey.Pub != paired.NoiseKey.Pub || cur.JID != paired.JID || !cur.PairedAt.Equal(paired.PairedAt) {
+		return nil
+	}
+	if err := st.Save(ctx, Unpaired(cur)); err != nil {
+		return fmt.Errorf("pairing: restore: %w", err)
+	}
+	return nil
 }

@@ -69,7 +69,6 @@ func (r *qrRecorder) Publish(e events.Event) {
 type fixture struct {
 	t      *testing.T
 	system *actor.ActorSystem
-	store  *store.BoltStore
 	dev    *store.Device
 	rec    *qrRecorder
 	out    chan any
@@ -79,24 +78,12 @@ type fixture struct {
 
 func quiet() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
-// newFixture saves an unpaired device and spawns a parent with its pairing
-// child. st, if not nil, wraps the bolt store.
-func newFixture(t *testing.T, wrap func(store.Store) store.Store, mod func(*Deps)) *fixture {
+// newFixture spawns a parent with the pairing child of a fresh unpaired
+// device.
+func newFixture(t *testing.T, mod func(*Deps)) *fixture {
 	t.Helper()
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "p.db"), store.BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = bolt.Close() })
 	dev := storetest.NewDevice(t, "acct")
-	if err := bolt.Save(context.Background(), dev); err != nil {
-		t.Fatal(err)
-	}
-	var st store.Store = bolt
-	if wrap != nil {
-		st = wrap(bolt)
-	}
 	sys := actor.NewActorSystem(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet() }),
 		actor.WithDeadLetterThrottleInterval(time.Millisecond),
@@ -104,7 +91,7 @@ func newFixture(t *testing.T, wrap func(store.Store) store.Store, mod func(*Deps
 	t.Cleanup(sys.Shutdown)
 	rec := &qrRecorder{ch: make(chan struct{}, 1)}
 	d := Deps{
-		Gen: 42, Device: dev, Store: st, StoreLock: new(sync.Mutex), Events: rec, Logger: quiet(),
+		Gen: 42, Device: dev, Events: rec, Logger: quiet(),
 		Schedule: Schedule{First: time.Hour, Next: time.Hour}, ClientType: qr.ClientChrome,
 	}
 	if mod != nil {
@@ -113,7 +100,7 @@ func newFixture(t *testing.T, wrap func(store.Store) store.Store, mod func(*Deps
 	p := &parent{deps: d, out: make(chan any, 16), child: make(chan *actor.PID, 1)}
 	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return p }))
 	t.Cleanup(func() { _ = sys.Root.StopFuture(pid).Wait() })
-	return &fixture{t: t, system: sys, store: bolt, dev: dev, rec: rec, out: p.out, parent: pid, child: <-p.child}
+	return &fixture{t: t, system: sys, dev: dev, rec: rec, out: p.out, parent: pid, child: <-p.child}
 }
 
 func (f *fixture) next(what string) any {
@@ -144,7 +131,7 @@ func pairDevice(id string, refs ...string) node.Node {
 
 func TestQRCodesOnSchedule(t *testing.T) {
 	const first, next = 30 * time.Millisecond, 10 * time.Millisecond
-	f := newFixture(t, nil, func(d *Deps) { d.Schedule = Schedule{First: first, Next: next} })
+	f := newFixture(t, func(d *Deps) { d.Schedule = Schedule{First: first, Next: next} })
 	refs := []string{"2@one", "2@two", "2@three"}
 	f.system.Root.Send(f.child, &PairDevice{Node: pairDevice("pd-7", refs...)})
 
@@ -195,7 +182,7 @@ func TestQRCodesOnSchedule(t *testing.T) {
 }
 
 func TestPairDeviceWithoutRefsExpires(t *testing.T) {
-	f := newFixture(t, nil, nil)
+	f := newFixture(t, nil)
 	n := pairDevice("pd")
 	f.system.Root.Send(f.child, &PairDevice{Node: n})
 	f.next("ack")
@@ -310,7 +297,7 @@ func (p *phone) forgedSuccess(t *testing.T, identityPub, adv []byte) node.Node {
 }
 
 func TestPairSuccess(t *testing.T) {
-	f := newFixture(t, nil, nil)
+	f := newFixture(t, nil)
 	ph := newPhone(t)
 	f.system.Root.Send(f.child, &PairSuccess{Node: ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])})
 
@@ -344,16 +331,13 @@ func TestPairSuccess(t *testing.T) {
 		t.Errorf("the phone refuses the reply: %v", err)
 	}
 
-	got, err := f.store.Load(context.Background(), "acct")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := storetest.Diff(fin.Paired, got); len(diff) != 0 {
-		t.Errorf("stored device differs from the handed one in %v", diff)
+	got := fin.Paired
+	if err := got.Validate(); err != nil {
+		t.Errorf("handed device: %v", err)
 	}
 	if got.JID != "15550001234:3@s.whatsapp.net" || got.LID != "100000000000042:3@lid" || got.Platform != "android" ||
 		got.BusinessName != "Corner Shop" || got.MainDeviceIdentity != ph.primary.Pub || got.PairedAt.IsZero() {
-		t.Errorf("stored pairing %v", got)
+		t.Errorf("handed pairing %v", got)
 	}
 	if got.NoiseKey != f.dev.NoiseKey || got.IdentityKey != f.dev.IdentityKey || got.AdvSecret != f.dev.AdvSecret {
 		t.Error("pairing changed the device keys")
@@ -363,19 +347,29 @@ func TestPairSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(account.GetDeviceSignature()) != 64 || len(account.GetAccountSignatureKey()) != 32 {
-		t.Error("stored account record lacks the device signature or the account key")
+		t.Error("handed account record lacks the device signature or the account key")
 	}
-	if pn, err := f.store.PNForLID(context.Background(), "100000000000042"); err != nil || pn != "15550001234" {
-		t.Errorf("LID mapping %q, %v", pn, err)
+	if f.dev.Paired() {
+		t.Error("pairing changed the device it was given")
+	}
+
+	// A failed save is answered to the same request with a 500.
+	refused := fin.SaveFailed(errors.New("disk full"))
+	var pe *Error
+	if !errors.As(refused.Err, &pe) || pe.Code != 500 || pe.Text != "internal-error" || !errors.Is(refused.Err, ErrSave) ||
+		refused.Paired != nil || refused.Gen != 42 {
+		t.Fatalf("SaveFailed = %+v", refused)
+	}
+	if typ, _ := refused.Reply.Attr("type"); typ != "error" {
+		t.Errorf("save failure reply type %q", typ)
+	}
+	if id, _ := refused.Reply.Attr("id"); id != "ps-1" {
+		t.Errorf("save failure reply id %q", id)
+	}
+	if to, ok := refused.Reply.AttrJID("to"); !ok || to != jid.ServerJID {
+		t.Errorf("save failure reply to %v", to)
 	}
 }
-
-type failingStore struct {
-	store.Store
-	err error
-}
-
-func (s failingStore) Save(context.Context, *store.Device) error { return s.err }
 
 func TestPairSuccessErrors(t *testing.T) {
 	other, _ := crypto.GenerateKeyPair()
@@ -383,40 +377,35 @@ func TestPairSuccessErrors(t *testing.T) {
 	wrongAdv[0] = 1
 	tests := []struct {
 		name  string
-		wrap  func(store.Store) store.Store
 		build func(t *testing.T, f *fixture, ph *phone) node.Node
 		code  int
 		text  string
 		is    error
 	}{
-		{"hmac mismatch", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"hmac mismatch", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			return ph.success(t, f.dev.IdentityKey.Pub[:], wrongAdv[:])
 		}, 401, "hmac-mismatch", crypto.ErrADVHMACMismatch},
-		{"account signature for another companion", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"account signature for another companion", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			return ph.success(t, other.Pub[:], f.dev.AdvSecret[:])
 		}, 401, "signature-mismatch", crypto.ErrADVSignatureMismatch},
-		{"account key of small order", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"account key of small order", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			return ph.forgedSuccess(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])
 		}, 401, "signature-mismatch", crypto.ErrLowOrderKey},
-		{"garbage identity", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"garbage identity", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
 			return ph.success(t, nil, nil, node.New("device-identity").WithBytes([]byte{0xff, 0x01}), node.New("device", node.JIDAttr("jid", pn)))
 		}, 500, "internal-error", crypto.ErrADVMalformed},
-		{"no device-identity", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"no device-identity", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			pn, _ := jid.Parse("15550001234:3@s.whatsapp.net")
 			return ph.success(t, nil, nil, node.New("device", node.JIDAttr("jid", pn)))
 		}, 500, "internal-error", ErrMalformed},
-		{"no device jid", nil, func(t *testing.T, f *fixture, ph *phone) node.Node {
+		{"no device jid", func(t *testing.T, f *fixture, ph *phone) node.Node {
 			return ph.success(t, nil, nil, node.New("device-identity").WithBytes([]byte{1}))
 		}, 500, "internal-error", ErrMalformed},
-		{"save fails", func(s store.Store) store.Store { return failingStore{s, errors.New("disk full")} },
-			func(t *testing.T, f *fixture, ph *phone) node.Node {
-				return ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])
-			}, 500, "internal-error", ErrSave},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, tt.wrap, nil)
+			f := newFixture(t, nil)
 			ph := newPhone(t)
 			f.system.Root.Send(f.child, &PairSuccess{Node: tt.build(t, f, ph)})
 			fin, ok := f.next("finish").(*Finish)
@@ -446,77 +435,12 @@ func TestPairSuccessErrors(t *testing.T) {
 			if x, _ := e.Attr("text"); x != tt.text {
 				t.Errorf("error text %q", x)
 			}
-			got, err := f.store.Load(context.Background(), "acct")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := storetest.Diff(f.dev, got); len(diff) != 0 {
-				t.Errorf("store changed in %v", diff)
-			}
 		})
 	}
 }
 
 func itoa(n int) string {
 	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
-}
-
-// blockingStore holds the first Save until released and reports saves.
-type blockingStore struct {
-	store.Store
-	entered chan struct{}
-	release chan struct{}
-	saves   chan *store.Device
-	once    sync.Once
-}
-
-func (s *blockingStore) Save(ctx context.Context, d *store.Device) error {
-	first := false
-	s.once.Do(func() { first = true })
-	if first {
-		s.entered <- struct{}{}
-		<-s.release
-	}
-	err := s.Store.Save(ctx, d)
-	s.saves <- d.Clone()
-	return err
-}
-
-// TestStoppedWhileSavingRestores: a pairing actor stopped before it could
-// hand over its save leaves the device unpaired.
-func TestStoppedWhileSavingRestores(t *testing.T) {
-	bs := &blockingStore{entered: make(chan struct{}, 1), release: make(chan struct{}), saves: make(chan *store.Device, 4)}
-	f := newFixture(t, func(s store.Store) store.Store { bs.Store = s; return bs }, nil)
-	ph := newPhone(t)
-	f.system.Root.Send(f.child, &PairSuccess{Node: ph.success(t, f.dev.IdentityKey.Pub[:], f.dev.AdvSecret[:])})
-	<-bs.entered
-	if err := f.system.Root.StopFuture(f.child).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	close(bs.release)
-	if d := <-bs.saves; !d.Paired() {
-		t.Fatal("the first save was not the pairing")
-	}
-	select {
-	case d := <-bs.saves:
-		if d.Paired() {
-			t.Fatal("the second save is not the restore")
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("no restore after the stop")
-	}
-	got, err := f.store.Load(context.Background(), "acct")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := storetest.Diff(f.dev, got); len(diff) != 0 {
-		t.Errorf("store after restore differs in %v", diff)
-	}
-	select {
-	case m := <-f.out:
-		t.Errorf("a stopped pairing actor reported %T", m)
-	default:
-	}
 }
 
 func TestRestore(t *testing.T) {
@@ -549,7 +473,7 @@ func TestRestore(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := Restore(ctx, st, new(sync.Mutex), paired); err != nil {
+			if err := Restore(ctx, st, paired); err != nil {
 				t.Fatal(err)
 			}
 			got, err := st.Load(ctx, "r")
