@@ -81,9 +81,9 @@ func (c *conn) mayWipe(out outcome, err error) bool {
 		return true
 	}
 	c.held = &heldWipe{out: out, err: err}
-	c.want = false
-	c.attempt, c.lost, c.expectRestart = 0, false, false
-	c.publish(events.KindAlarm, events.StateStopped, fmt.Errorf("%w: %w", err, ErrWipePaused),
+	c.goal.connect = false
+	c.failures, c.lost = 0, false
+	c.setPhase(phaseStopped, events.KindAlarm, fmt.Errorf("%w: %w", err, ErrWipePaused),
 		func(e *events.Event) { e.Alarm = events.AlarmMassLogout })
 	return false
 }
@@ -96,7 +96,7 @@ func (c *conn) onConfirmWipe(ctx actor.Context) {
 	}
 	c.held = nil
 	c.log.Info("wipe confirmed by the operator")
-	c.want = true
+	c.goal.connect = true
 	c.loggedOut(ctx, h.out, h.err, newWipeOrder(false, h.err))
 	c.respond(ctx, true, "")
 }
@@ -123,20 +123,19 @@ func (c *conn) onArchiveRestored(ctx actor.Context, m *archiveRestored) {
 	if m.sender != nil {
 		ctx.Send(m.sender, &RestoreResult{Entry: m.entry, Err: m.err})
 	}
-	if m.gen != c.gen {
+	if m.gen != c.cur.gen {
 		return // another attempt began meanwhile; it has the store's word
 	}
 	if m.err != nil {
 		c.log.Info("restore refused", slog.String("error", m.err.Error()))
-		if c.want {
+		if c.goal.connect {
 			c.begin(ctx) // nothing changed: go on as before
 		}
 		return
 	}
 	c.log.Info("archived device restored", slog.String("entry", m.entry.Key))
 	c.dev, c.wipe = nil, nil
-	c.want, c.attempt, c.lost = true, 0, false
-	c.stopTimer(&c.retryTimer)
+	c.goal.connect, c.failures, c.lost = true, 0, false
 	c.begin(ctx)
 }
 

@@ -9,31 +9,77 @@
 // *Resume; package config takes its defaults (DefaultBackoff,
 // DefaultKeepalive) from here.
 //
-// # States
+// # Phases and states
 //
-// Every change goes through one function that publishes an events.Event and
-// logs the account id and the new state:
+// The actor's one internal state is its phase (phase.go); setPhase is the
+// only place it changes, logs the change once and publishes it as an
+// events.Event whose public State derives from the phase:
 //
-//	connecting  loading the device (fresh keys the first time), waiting for
-//	            the connect-rate limiter, dialing, handshaking
-//	pairing     the server sent <pair-device>; the pairing child shows QR codes
-//	unpaired    the QR codes ran out; no reconnect until *Pair
-//	connected   <success> received and <active/> answered (or its wait
-//	            over); keepalive pings every 20–30 s
-//	backoff     waiting Backoff.Next(attempt) before the next attempt (or a
-//	            temporary ban's expiry, or a newer client version)
-//	logged_out  the device was unlinked and wiped (archived when the server
-//	            logged it out, deleted after the operator's *Logout); a fresh pairing follows
-//	            (after a lock or ban only with Deps.AutoRepair or *Pair)
-//	stopped     the actor stopped, or the account must not reconnect
-//	            (conflict/replaced, failure 400/409/other 4xx, or no newer
-//	            client version to be had: an alarm; or a wipe held by the
-//	            WipeGuard: the mass_logout alarm); *Resume starts it
-//	            again from the device it holds, wiping nothing
+//	phase        state       what happens
+//	loading      connecting  the device is loaded (wiped first if ordered), or
+//	                         created with fresh keys the first time
+//	dialing      connecting  the connect-rate limiter, the dial and the Noise
+//	                         handshake (one Dialer call)
+//	registering  connecting  handshake done with an unpaired device: waiting
+//	                         for <pair-device>
+//	pairing      pairing     the pairing child shows QR codes; this actor saves
+//	                         the pairing and answers pair-success
+//	logging_in   connecting  handshake done with a paired device: <success>,
+//	                         the prekey count and upload, <active/>
+//	active       connected   <active/> answered (or its wait over); keepalive
+//	                         pings every 20–30 s
+//	backoff      backoff     waiting Backoff.Next(attempt) before the next
+//	                         attempt (or a temporary ban's expiry, or a newer
+//	                         client version)
+//	unpaired     unpaired    the QR codes ran out; no reconnect until *Pair
+//	logged_out   logged_out  the device was unlinked and wiped (archived when
+//	                         the server logged it out, deleted after the
+//	                         operator's *Logout); a fresh pairing follows
+//	                         (after a lock or ban only with Deps.AutoRepair or
+//	                         *Pair)
+//	stopped      stopped     the actor stopped, or the account must not
+//	                         reconnect (conflict/replaced, failure 400/409/other
+//	                         4xx, or no newer client version to be had: an
+//	                         alarm; or a wipe held by the WipeGuard: the
+//	                         mass_logout alarm); *Resume starts it again from
+//	                         the device it holds, wiping nothing
 //
-// The goal (wantConnected) is kept apart from the state: replaced, refused,
-// banned and unpaired accounts do not want to connect; *Pair, *Resume and
-// *Logout make them want it again.
+// The diagram (begin is the start of every attempt: the actor's start, the
+// backoff's timer, *Pair, *Resume, *Logout while offline, a 515, a newer
+// client version, a restored archive):
+//
+//	                        begin
+//	              ┌───────────┴────────────┐
+//	              ▼                        ▼
+//	           loading ───────────────► dialing ──┬──► registering ──► pairing ──► unpaired
+//	                                              │         │
+//	                                              │         ▼
+//	                                              └──► logging_in ──► active
+//
+//	any phase ──► backoff | logged_out | stopped     (how an attempt ends; see below)
+//	backoff | unpaired | logged_out | stopped ──► begin  (a timer or the operator)
+//
+// Every edge, as the code's table (transitions) has it; a test checks the
+// two agree, and the connection tests fail on a change that is not here:
+//
+//	any          → loading      begin: no device in memory, or it must be wiped
+//	any          → dialing      begin with the device in memory, or once it is loaded
+//	dialing      → registering  handshake done; the device is unpaired
+//	dialing      → logging_in   handshake done; the device is paired
+//	registering  → pairing      <pair-device>: the pairing child shows QR codes
+//	registering  → logging_in   <success> all the same (a warning: the device is not paired)
+//	logging_in   → active       <active/> answered, or its wait over
+//	pairing      → unpaired     the QR codes ran out
+//	any          → backoff      the attempt failed: wait, then begin
+//	any          → logged_out   the device was unlinked (server or *Logout)
+//	any          → stopped      the actor stops, or the account must not reconnect
+//
+// The goal (what the operator asked: connect, log out) is kept apart from
+// the phase: replaced, refused, banned and unpaired accounts do not want to
+// connect; *Pair, *Resume and *Logout make them want it again. What lives
+// for one attempt (the link, timers, the ids of requests in flight, the
+// pairing child, close tokens) is one attempt value (attempt.go) that the
+// next attempt replaces wholesale.
 //
 // # After <success> (PROTOCOL.md 9.8)
 //

@@ -111,6 +111,23 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(io.Discard, nil))
 }
 
+// diagramGuard is a quiet log handler that fails the test when the actor
+// changes phase along an edge that transitions (and so the package doc's
+// diagram) lacks.
+type diagramGuard struct{ t *testing.T }
+
+func (g diagramGuard) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (g diagramGuard) WithAttrs([]slog.Attr) slog.Handler           { return g }
+func (g diagramGuard) WithGroup(string) slog.Handler                { return g }
+func (g diagramGuard) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == msgUndocumentedPhase {
+		var edge []string
+		r.Attrs(func(a slog.Attr) bool { edge = append(edge, a.String()); return true })
+		g.t.Errorf("%s: %v", r.Message, edge)
+	}
+	return nil
+}
+
 // newHarness builds the system and store and registers, first, the leak
 // check that runs after every other cleanup.
 func newHarness(t *testing.T) *harness {
@@ -149,11 +166,11 @@ func newHarness(t *testing.T) *harness {
 // deps returns test defaults: tiny backoff, the harness's store and events.
 func (h *harness) deps(id string) Deps {
 	return Deps{
-		AccountID:        id,
-		Store:            h.store,
-		Events:           h.rec,
-		Logger:           quietLogger(),
-		Backoff:          Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, StableAfter: time.Minute},
+		AccountID: id,
+		Store:     h.store,
+		Events:    h.rec,
+		Logger:    slog.New(diagramGuard{h.t}),
+		Backoff:   Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, StableAfter: time.Minute},
 		// Limits far above what an idle machine needs: a test that is
 		// about a timeout sets its own.
 		Keepalive:        Keepalive{Interval: time.Minute, Timeout: 20 * time.Second},

@@ -33,11 +33,11 @@ func (c *conn) onPairDevice(ctx actor.Context, n node.Node) {
 		c.log.Warn("pair-device for a paired device ignored")
 		return
 	}
-	if c.child == nil {
-		c.lastCode = false
-		c.child = ctx.Spawn(actor.PropsFromProducer(pairing.New(pairing.Deps{
+	if c.cur.child == nil {
+		c.cur.lastCode = false
+		c.cur.child = ctx.Spawn(actor.PropsFromProducer(pairing.New(pairing.Deps{
 			AccountID:  c.deps.AccountID,
-			Gen:        c.gen,
+			Gen:        c.cur.gen,
 			Device:     c.dev,
 			Events:     c.deps.Events,
 			Logger:     c.deps.Logger,
@@ -45,13 +45,13 @@ func (c *conn) onPairDevice(ctx actor.Context, n node.Node) {
 			ClientType: c.deps.clientType(),
 			Now:        c.deps.Now,
 		})))
-		c.publish(events.KindState, events.StatePairing, nil, nil)
+		c.setPhase(phasePairing, events.KindState, nil, nil)
 	}
-	ctx.Send(c.child, &pairing.PairDevice{Node: n})
+	ctx.Send(c.cur.child, &pairing.PairDevice{Node: n})
 }
 
 func (c *conn) onPairingSend(ctx actor.Context, m *pairing.Send) {
-	if m.Gen != c.gen {
+	if m.Gen != c.cur.gen {
 		return
 	}
 	c.write(ctx, m.Node, 0)
@@ -60,20 +60,20 @@ func (c *conn) onPairingSend(ctx actor.Context, m *pairing.Send) {
 // onPairingFinish takes the child's verdict on a pair-success: a verified
 // pairing is saved (pairSaved goes on), a refused one answered.
 func (c *conn) onPairingFinish(ctx actor.Context, m *pairing.Finish) {
-	if m.Gen != c.gen {
+	if m.Gen != c.cur.gen {
 		return // its connection is gone; nothing was saved
 	}
-	if c.child != nil {
-		ctx.Stop(c.child)
-		c.child = nil
+	if c.cur.child != nil {
+		ctx.Stop(c.cur.child)
+		c.cur.child = nil
 	}
 	if m.Err != nil {
 		c.refusePairing(ctx, m)
 		return
 	}
 	c.log.Info("pair-success verified; saving the paired device", slog.String("jid", m.Paired.JID))
-	c.saving = m.Paired
-	l, st, timeout := c.link, c.deps.Store, c.deps.StoreTimeout
+	c.cur.saving = m.Paired
+	l, st, timeout := c.cur.link, c.deps.Store, c.deps.StoreTimeout
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.store.run(func() {
 		if l.ctx.Err() != nil {
@@ -91,7 +91,7 @@ func (c *conn) onPairingFinish(ctx actor.Context, m *pairing.Finish) {
 // onPairSaved replies to the server once the pairing is saved, or answers
 // with an error when the save failed.
 func (c *conn) onPairSaved(ctx actor.Context, m *pairSaved) {
-	c.saving = nil
+	c.cur.saving = nil
 	if m.err != nil {
 		c.log.Error("save the paired device", slog.String("error", m.err.Error()))
 		c.refusePairing(ctx, m.fin.SaveFailed(m.err))
@@ -102,7 +102,7 @@ func (c *conn) onPairSaved(ctx actor.Context, m *pairSaved) {
 	paired, token := m.fin.Paired, nextGen()
 	c.dev = paired
 	c.reply = &pendingReply{token: token, paired: paired}
-	c.expectRestart = true
+	c.cur.expectRestart = true
 	c.log.Info("paired; sending pair-device-sign", slog.String("jid", paired.JID))
 	c.write(ctx, m.fin.Reply, token)
 }
@@ -111,7 +111,7 @@ func (c *conn) onPairSaved(ctx actor.Context, m *pairSaved) {
 // connection once it is written, reporting m.Err.
 func (c *conn) refusePairing(ctx actor.Context, m *pairing.Finish) {
 	token := nextGen()
-	c.closeToken, c.endErr = token, m.Err
+	c.cur.closeToken, c.cur.endErr = token, m.Err
 	if err := c.write(ctx, m.Reply, token); errors.Is(err, errNotConnected) {
 		c.end(ctx, outBackoff, m.Err)
 	}
@@ -122,12 +122,12 @@ func (c *conn) onReplyWritten(ctx actor.Context, w *written) {
 	c.reply = nil
 	if w.err != nil {
 		c.replyFailed(ctx, r, w.err)
-		if w.gen == c.gen {
+		if w.gen == c.cur.gen {
 			c.end(ctx, outBackoff, fmt.Errorf("send pair-device-sign: %w", w.err))
 		}
 		return
 	}
-	c.publish(events.KindPaired, c.state, nil, func(e *events.Event) { e.JID = r.paired.JID })
+	c.report(events.KindPaired, nil, func(e *events.Event) { e.JID = r.paired.JID })
 }
 
 // replyFailed undoes a pairing whose reply was never written.
@@ -135,7 +135,7 @@ func (c *conn) replyFailed(ctx actor.Context, r *pendingReply, err error) {
 	c.log.Warn("pair-device-sign not sent; undoing the pairing", slog.String("error", err.Error()))
 	if c.dev == r.paired {
 		c.dev = pairing.Unpaired(r.paired)
-		c.expectRestart = false
+		c.cur.expectRestart = false
 	}
 	c.undoPairing(ctx, r.paired)
 }
@@ -163,5 +163,5 @@ func (c *conn) onRestored(m *restored) {
 	if m.err != nil {
 		err = fmt.Errorf("%w, but restoring the store failed: %w", errPairingUndone, m.err)
 	}
-	c.publish(events.KindState, c.state, err, nil)
+	c.report(events.KindState, err, nil)
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"strconv"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/store"
@@ -125,4 +128,74 @@ func preKeyRange(keys []store.PreKey) string {
 		return "0"
 	}
 	return strconv.Itoa(len(keys)) + " (" + strconv.FormatUint(uint64(keys[0].ID), 10) + "-" + strconv.FormatUint(uint64(keys[len(keys)-1].ID), 10) + ")"
+}
+
+// onServerPreKeyCount starts an upload when the server's count (or the
+// store's) is low, unless one is already under way on this connection. It
+// reports whether it started one; its end (onPreKeysReady or
+// onPreKeysUploaded) goes active.
+func (c *conn) onServerPreKeyCount(ctx actor.Context, count int) bool {
+	if c.cur.preKeysBusy || c.dev == nil || !c.dev.Paired() || c.cur.link == nil {
+		return false
+	}
+	c.cur.preKeysBusy = true
+	l, st, id, timeout := c.cur.link, c.deps.Store, c.deps.AccountID, c.deps.StoreTimeout
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	c.store.run(func() {
+		pctx, cancel := context.WithTimeout(l.ctx, timeout)
+		defer cancel()
+		var keys []store.PreKey
+		err := pctx.Err() // after a wipe that came first, the old device's keys must not come back
+		if err == nil {
+			keys, err = preparePreKeys(pctx, st, id, count)
+		}
+		root.Send(self, &preKeysReady{gen: l.gen, keys: keys, err: err})
+	})
+	return true
+}
+
+func (c *conn) onPreKeysReady(ctx actor.Context, m *preKeysReady) {
+	if m.err != nil {
+		c.cur.preKeysBusy = false
+		c.log.Error("prepare prekeys", slog.String("error", m.err.Error()))
+		c.goActive(ctx)
+		return
+	}
+	if len(m.keys) == 0 {
+		c.cur.preKeysBusy = false
+		c.goActive(ctx)
+		return
+	}
+	id := c.newID()
+	if c.write(ctx, preKeyUploadIQ(id, c.dev, m.keys), 0) != nil {
+		return
+	}
+	c.cur.uploadID, c.cur.uploadTop, c.cur.uploadN = id, m.keys[len(m.keys)-1].ID, len(m.keys)
+	c.log.Info("uploading prekeys", slog.String("keys", preKeyRange(m.keys)))
+}
+
+// onPreKeysUploaded records an upload the server accepted, so the keys are
+// not offered again, and goes active. A refused upload (or one whose mark
+// is lost) offers the same keys again at the next trigger, as the
+// reference client does.
+func (c *conn) onPreKeysUploaded(ctx actor.Context, n node.Node, ok bool) {
+	c.cur.preKeysBusy = false
+	defer c.goActive(ctx)
+	if !ok {
+		c.log.Warn("the server refused the prekey upload", slog.String("error", iqErrorText(n)))
+		return
+	}
+	c.deps.Observer.PreKeysUploaded(c.cur.uploadN)
+	l, st, id, top, timeout, log := c.cur.link, c.deps.Store, c.deps.AccountID, c.cur.uploadTop, c.deps.StoreTimeout, c.log
+	c.store.run(func() {
+		ctx, cancel := context.WithTimeout(l.ctx, timeout)
+		defer cancel()
+		err := ctx.Err()
+		if err == nil {
+			err = st.MarkPreKeysUploaded(ctx, id, top)
+		}
+		if err != nil {
+			log.Warn("mark prekeys uploaded (they will be offered again)", slog.String("error", err.Error()))
+		}
+	})
 }

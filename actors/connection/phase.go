@@ -1,0 +1,149 @@
+package connection
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/wafleet/wafleet/events"
+)
+
+// phase is where the account is in its lifecycle: the one internal state
+// of the actor. The public events.State derives from it (phase.state).
+// setPhase is the only place it changes; the diagram and the table of
+// transitions are in the package doc (doc.go), checked against
+// transitions by a test.
+type phase int
+
+const (
+	phaseLoading     phase = iota // the device is loaded (wiped first if ordered) or created
+	phaseDialing                  // the connect limiter, the dial and the Noise handshake (one Dialer call)
+	phaseRegistering              // handshake done with an unpaired device: waiting for <pair-device>
+	phasePairing                  // the pairing child shows QR codes; the pairing is saved and answered
+	phaseLoggingIn                // handshake done with a paired device: <success>, prekeys, <active/>
+	phaseActive                   // logged in and active: keepalive pings
+	phaseBackoff                  // waiting to retry: backoff, a temporary ban's expiry, a newer version
+	phaseUnpaired                 // the QR codes ran out: waiting for *Pair
+	phaseLoggedOut                // the device was unlinked and goes; pairing follows or waits for *Pair
+	phaseStopped                  // not reconnecting: stopped, refused, replaced, handed over, wipe held
+
+	// phaseAny stands for every phase in transitions.
+	phaseAny phase = -1
+)
+
+var phaseNames = map[phase]string{
+	phaseLoading: "loading", phaseDialing: "dialing", phaseRegistering: "registering",
+	phasePairing: "pairing", phaseLoggingIn: "logging_in", phaseActive: "active",
+	phaseBackoff: "backoff", phaseUnpaired: "unpaired", phaseLoggedOut: "logged_out",
+	phaseStopped: "stopped", phaseAny: "any",
+}
+
+func (p phase) String() string { return phaseNames[p] }
+
+// state is the public state of the phase.
+func (p phase) state() events.State {
+	switch p {
+	case phasePairing:
+		return events.StatePairing
+	case phaseActive:
+		return events.StateConnected
+	case phaseBackoff:
+		return events.StateBackoff
+	case phaseUnpaired:
+		return events.StateUnpaired
+	case phaseLoggedOut:
+		return events.StateLoggedOut
+	case phaseStopped:
+		return events.StateStopped
+	}
+	return events.StateConnecting
+}
+
+// transition is one edge of the state diagram.
+type transition struct {
+	from, to phase
+	why      string
+}
+
+// transitions are the phase changes the actor makes. An event in the same
+// phase (paired, pairing undone, a reconnect) is no change.
+var transitions = []transition{
+	{phaseAny, phaseLoading, "begin: no device in memory, or it must be wiped"},
+	{phaseAny, phaseDialing, "begin with the device in memory, or once it is loaded"},
+	{phaseDialing, phaseRegistering, "handshake done; the device is unpaired"},
+	{phaseDialing, phaseLoggingIn, "handshake done; the device is paired"},
+	{phaseRegistering, phasePairing, "<pair-device>: the pairing child shows QR codes"},
+	{phaseRegistering, phaseLoggingIn, "<success> all the same (a warning: the device is not paired)"},
+	{phaseLoggingIn, phaseActive, "<active/> answered, or its wait over"},
+	{phasePairing, phaseUnpaired, "the QR codes ran out"},
+	{phaseAny, phaseBackoff, "the attempt failed: wait, then begin"},
+	{phaseAny, phaseLoggedOut, "the device was unlinked (server or *Logout)"},
+	{phaseAny, phaseStopped, "the actor stops, or the account must not reconnect"},
+}
+
+// msgUndocumentedPhase is logged (a bug) for a phase change transitions
+// lacks.
+const msgUndocumentedPhase = "phase change missing from the state diagram"
+
+// allowed reports whether transitions has the edge from → to.
+func allowed(from, to phase) bool {
+	for _, t := range transitions {
+		if (t.from == from || t.from == phaseAny) && t.to == to {
+			return true
+		}
+	}
+	return false
+}
+
+// setPhase is the one place the phase changes. It logs the change once and
+// publishes an event of kind; with kind "" it publishes a KindState event
+// only when the public state changes (loading → dialing does not). An
+// event in the same phase (to == c.phase) is published and logged as well.
+func (c *conn) setPhase(to phase, kind events.Kind, err error, mod func(*events.Event)) {
+	from := c.phase
+	c.phase = to
+	if from != to && !allowed(from, to) {
+		c.log.Error(msgUndocumentedPhase, slog.String("from", from.String()), slog.String("phase", to.String()))
+	}
+	if kind == "" {
+		if from.state() == to.state() {
+			c.log.Debug("account "+string(to.state()), slog.String("phase", to.String()), slog.String("from_phase", from.String()))
+			return
+		}
+		kind = events.KindState
+	}
+	e := events.Event{Account: c.deps.AccountID, Kind: kind, State: to.state(), Time: c.deps.Now()}
+	if c.dev != nil && c.dev.Paired() {
+		e.JID = c.dev.JID
+	}
+	if err != nil {
+		e.Error = err.Error()
+	}
+	if mod != nil {
+		mod(&e)
+	}
+	if kind == events.KindAlarm && e.Alarm == "" {
+		e.Alarm = alarmFor(err)
+	}
+	c.deps.Events.Publish(e)
+	attrs := []any{slog.String("state", string(e.State)), slog.String("from", string(from.state())), slog.String("event", string(kind)),
+		slog.String("phase", to.String())}
+	if e.Alarm != "" {
+		attrs = append(attrs, slog.String("alarm", string(e.Alarm)))
+	}
+	if e.Error != "" {
+		attrs = append(attrs, slog.String("error", e.Error))
+	}
+	if e.Delay > 0 {
+		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	level := slog.LevelInfo
+	if kind == events.KindAlarm {
+		level = slog.LevelError
+	}
+	c.log.Log(context.Background(), level, "account "+string(e.State), attrs...)
+}
+
+// report publishes an event in the current phase.
+func (c *conn) report(kind events.Kind, err error, mod func(*events.Event)) {
+	c.setPhase(c.phase, kind, err, mod)
+}
