@@ -54,7 +54,7 @@ type App struct {
 	cfg     *config.Config
 	opts    Options
 	logger  *slog.Logger
-	store   store.Store
+	store   store.Backend
 	bus     *events.Bus
 	board   *status.Board
 	metrics *metrics.Metrics
@@ -205,7 +205,7 @@ func (a *App) ClientVersion() payload.Version { return a.versions.Current() }
 // written before the key was set are sealed now (and the file rewritten
 // without their plaintext, see store.BoltStore.Reseal), and a wrong key
 // fails here, at start.
-func openStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
+func openStore(cfg *config.Config, logger *slog.Logger) (store.Backend, error) {
 	sealer, err := sealerFor(cfg)
 	if err != nil {
 		return nil, err

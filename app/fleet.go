@@ -29,7 +29,7 @@ const redisTimeout = 2 * time.Second
 // here, the fleet-wide connect limiter and the event stream.
 type fleetMode struct {
 	client  goredis.UniversalClient
-	store   store.Store // fenced by the leases
+	store   store.Backend // fenced by the leases
 	leases  *wredis.Leases
 	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter

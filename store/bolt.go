@@ -59,8 +59,8 @@ type BoltStore struct {
 }
 
 var (
-	_ Store  = (*BoltStore)(nil)
-	_ LIDMap = (*BoltStore)(nil)
+	_ Backend = (*BoltStore)(nil)
+	_ LIDMap  = (*BoltStore)(nil)
 )
 
 // Path returns the file path of the database.
@@ -231,7 +231,7 @@ func splitMapping(v []byte) (pn, lid string) {
 	return "", ""
 }
 
-// IDs implements Store.
+// IDs implements Backend.
 func (s *BoltStore) IDs(ctx context.Context) ([]string, error) {
 	if err := s.acquire(ctx, "list ids"); err != nil {
 		return nil, err
@@ -375,7 +375,7 @@ func (s *BoltStore) sealRecords() (int, error) {
 	return n, err
 }
 
-// Close implements Store. It waits for running operations to finish.
+// Close implements Backend. It waits for running operations to finish.
 func (s *BoltStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -142,7 +142,7 @@ func (s *BoltStore) movePreKeys(tx *bolt.Tx, id string, from, to *bolt.Bucket, t
 	return p.counts.Stored, nil
 }
 
-// ListArchive implements Store.
+// ListArchive implements Backend.
 func (s *BoltStore) ListArchive(ctx context.Context) ([]ArchiveEntry, error) {
 	if err := s.acquire(ctx, "list archive"); err != nil {
 		return nil, err
@@ -258,7 +258,7 @@ func deleteArchived(tx *bolt.Tx, acct *bolt.Bucket, id, key string) error {
 	return nil
 }
 
-// PruneArchive implements Store.
+// PruneArchive implements Backend.
 func (s *BoltStore) PruneArchive(ctx context.Context, before time.Time) (int, error) {
 	if err := s.acquire(ctx, "prune archive"); err != nil {
 		return 0, err

@@ -457,7 +457,7 @@ func (s *BoltStore) resealPreKeys(root *bolt.Bucket) (int, error) {
 	return n, nil
 }
 
-// LoadSetting implements Store.
+// LoadSetting implements Backend.
 func (s *BoltStore) LoadSetting(ctx context.Context, name string) (string, error) {
 	if err := ValidateSettingName(name); err != nil {
 		return "", fmt.Errorf("store: load setting: %w", err)
@@ -485,7 +485,7 @@ func (s *BoltStore) LoadSetting(ctx context.Context, name string) (string, error
 	return out, nil
 }
 
-// SaveSetting implements Store.
+// SaveSetting implements Backend.
 func (s *BoltStore) SaveSetting(ctx context.Context, name, value string) error {
 	if err := ValidateSetting(name, value); err != nil {
 		return fmt.Errorf("store: save setting: %w", err)

@@ -1,15 +1,17 @@
 // Package store defines the Device (everything a linked WhatsApp companion
 // device must persist: its key material and, once paired, its JIDs, account
-// record and the primary's identity key), the Store interface that keeps
-// Devices by account id together with the LID <-> phone-number user mapping,
-// each account's one-time Signal prekeys and fleet-wide settings, the small
-// LIDMap interface that reads the mapping back (as the reference client
-// keeps its LID store apart), the
-// versioned record encodings shared by every Store (codec.go for devices,
-// prekey_codec.go for prekeys, both with optional AES-256-GCM sealing of the
-// private keys at rest), and the embedded Store on a single bbolt file
-// (OpenBolt, bolt_open.go: an existing file that is not a store is an
-// error, never replaced by a new store).
+// record and the primary's identity key), the storage interfaces (store.go:
+// Store, what an account's actors need: Devices by account id together with
+// the LID <-> phone-number user mapping, each account's one-time Signal
+// prekeys and the archive; Backend, the whole store a process opens, which
+// adds listing, archive pruning, fleet-wide settings and Close; LIDMap, the
+// small interface that reads the mapping back, as the reference client keeps
+// its LID store apart), the versioned record encodings shared by every
+// store (codec.go for devices, prekey_codec.go for prekeys, both with
+// optional AES-256-GCM sealing of the private keys at rest), and the
+// embedded Backend on a single bbolt file (OpenBolt, bolt_open.go: an
+// existing file that is not a store is an error, never replaced by a new
+// store).
 //
 // Sealing a store written without a key (BoltStore.Reseal) seals its
 // records and then compacts the file into a fresh one renamed over it

@@ -48,10 +48,10 @@ var (
 	ErrNotAStore = errors.New("store: not a wafleet store")
 )
 
-// Store persists Devices by account id, each device's one-time Signal
-// prekeys (kept beside the device, never in it), fleet-wide settings, and an
-// archive of the devices a server-initiated wipe set aside: what the account
-// actors and the process that runs them need. Save also keeps the LID <->
+// Store is what an account's actors need of the storage: its Device by
+// account id, the device's one-time Signal prekeys (kept beside the device,
+// never in it), and the archive where a server-initiated wipe sets a device
+// aside and from which it is restored. Save also keeps the LID <->
 // phone-number user mapping that pairing learns (PROTOCOL.md 8.8); reading
 // it back is LIDMap's job. Implementations are safe for concurrent use.
 // Contract tests live in package storetest.
@@ -82,23 +82,12 @@ type Store interface {
 	// MaxArchiveReasonLen bytes; it must not hold secrets.
 	Archive(ctx context.Context, id, reason string) (ArchiveEntry, error)
 
-	// ListArchive returns every archive entry, by account id and then
-	// archive time.
-	ListArchive(ctx context.Context) ([]ArchiveEntry, error)
-
 	// RestoreArchived puts the archived device id/key back, with its
 	// prekeys and mapping, and removes the entry, in one transaction. The
 	// account's current device is replaced only when it is unpaired (with
 	// its prekeys); a paired one is an error wrapping ErrPaired and nothing
 	// changes. An unknown entry is an error wrapping ErrNotFound.
 	RestoreArchived(ctx context.Context, id, key string) (ArchiveEntry, error)
-
-	// PruneArchive removes the archive entries archived before t and
-	// returns how many. Pruning is not fenced by any lease.
-	PruneArchive(ctx context.Context, before time.Time) (int, error)
-
-	// IDs returns the ids of the stored devices in ascending order.
-	IDs(ctx context.Context) ([]string, error)
 
 	// AddPreKeys stores new one-time prekeys of account id, not yet
 	// uploaded, all or none, in one transaction (one round trip). The
@@ -129,6 +118,26 @@ type Store interface {
 
 	// PreKeyCounts summarises the stored keys of id (all zero when none).
 	PreKeyCounts(ctx context.Context, id string) (PreKeyCounts, error)
+}
+
+// Backend is a whole store as the process opens it (OpenBolt, or the Redis
+// store and its lease-fenced views): the actors' Store, plus what the
+// process itself does with it — list the stored accounts, read and prune
+// the archive, keep fleet-wide settings, close it. The mapping reads
+// (LIDMap) are apart: nothing in the process needs them yet.
+type Backend interface {
+	Store
+
+	// ListArchive returns every archive entry, by account id and then
+	// archive time.
+	ListArchive(ctx context.Context) ([]ArchiveEntry, error)
+
+	// PruneArchive removes the archive entries archived before t and
+	// returns how many. Pruning is not fenced by any lease.
+	PruneArchive(ctx context.Context, before time.Time) (int, error)
+
+	// IDs returns the ids of the stored devices in ascending order.
+	IDs(ctx context.Context) ([]string, error)
 
 	// LoadSetting returns a fleet-wide setting (one value for every account
 	// and, with Redis, for every instance), or an error wrapping

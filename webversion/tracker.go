@@ -32,7 +32,7 @@ const renotifyGap = time.Second
 // current version was refused and no newer one can be had for now.
 var ErrNoNewerVersion = errors.New("webversion: no newer client version")
 
-// Settings persist small named values. store.Store implements it; with the
+// Settings persist small named values. store.Backend implements it; with the
 // Redis store every instance of a fleet shares them.
 type Settings interface {
 	// LoadSetting returns the value stored under name: "" or an error

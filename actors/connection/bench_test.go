@@ -48,9 +48,6 @@ func (m *memStore) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-func (m *memStore) IDs(context.Context) ([]string, error) { return nil, nil }
-func (m *memStore) Close() error                          { return nil }
-
 // The benchmarks' server always holds enough prekeys, so the actor only
 // counts them: an account has none stored and uploads none.
 func (m *memStore) AddPreKeys(context.Context, string, []store.PreKey) error { return nil }
@@ -70,13 +67,9 @@ func (m *memStore) PreKeyCounts(context.Context, string) (store.PreKeyCounts, er
 func (m *memStore) Archive(context.Context, string, string) (store.ArchiveEntry, error) {
 	return store.ArchiveEntry{}, store.ErrNotFound
 }
-func (m *memStore) ListArchive(context.Context) ([]store.ArchiveEntry, error) { return nil, nil }
 func (m *memStore) RestoreArchived(context.Context, string, string) (store.ArchiveEntry, error) {
 	return store.ArchiveEntry{}, store.ErrNotFound
 }
-func (m *memStore) PruneArchive(context.Context, time.Time) (int, error) { return 0, nil }
-func (m *memStore) LoadSetting(context.Context, string) (string, error)  { return "", store.ErrNotFound }
-func (m *memStore) SaveSetting(context.Context, string, string) error    { return nil }
 
 // idleSession is a logged-in session that stays quiet: it delivers
 // <success> once, answers the IQs that follow a login (the prekey count

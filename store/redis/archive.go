@@ -269,7 +269,7 @@ func describe(id, key string, at time.Time, f []any) store.ArchiveEntry {
 	return e
 }
 
-// ListArchive implements store.Store: a SCAN of the archive indexes, then
+// ListArchive implements store.Backend: a SCAN of the archive indexes, then
 // one pipeline of reads per account.
 func (s *Store) ListArchive(ctx context.Context) ([]store.ArchiveEntry, error) {
 	ctx, cancel, err := s.begin(ctx, "list archive")
@@ -357,7 +357,7 @@ func (s *Store) forEachIndex(ctx context.Context, fn func(acct string, keys []st
 	return nil
 }
 
-// PruneArchive implements store.Store.
+// PruneArchive implements store.Backend.
 func (s *Store) PruneArchive(ctx context.Context, before time.Time) (int, error) {
 	ctx, cancel, err := s.begin(ctx, "prune archive")
 	if err != nil {

@@ -315,7 +315,7 @@ func (s *Store) PreKeyCounts(ctx context.Context, id string) (store.PreKeyCounts
 	return store.PreKeyCounts{Stored: stored, Uploaded: stored - int(pending), MaxID: uint32(maxID)}, nil
 }
 
-// LoadSetting implements store.Store: a field of PREFIX:settings.
+// LoadSetting implements store.Backend: a field of PREFIX:settings.
 func (s *Store) LoadSetting(ctx context.Context, name string) (string, error) {
 	if err := store.ValidateSettingName(name); err != nil {
 		return "", fmt.Errorf("redis: load setting: %w", err)
@@ -338,7 +338,7 @@ func (s *Store) LoadSetting(ctx context.Context, name string) (string, error) {
 	return v, nil
 }
 
-// SaveSetting implements store.Store. Settings are not fenced: any
+// SaveSetting implements store.Backend. Settings are not fenced: any
 // instance, with or without leases, may write them.
 func (s *Store) SaveSetting(ctx context.Context, name, value string) error {
 	if err := store.ValidateSetting(name, value); err != nil {

@@ -94,8 +94,8 @@ type Store struct {
 }
 
 var (
-	_ store.Store  = (*Store)(nil)
-	_ store.LIDMap = (*Store)(nil)
+	_ store.Backend = (*Store)(nil)
+	_ store.LIDMap  = (*Store)(nil)
 )
 
 // New returns a Store on c.
@@ -419,7 +419,7 @@ func (s *Store) scanDevices(ctx context.Context) ([]string, error) {
 	return out, scan(ctx, s.c)
 }
 
-// IDs implements store.Store: a SCAN of the device hashes (on every master
+// IDs implements store.Backend: a SCAN of the device hashes (on every master
 // of a Cluster), so it costs one round trip per 1000 keys of the database.
 func (s *Store) IDs(ctx context.Context) ([]string, error) {
 	ctx, cancel, err := s.begin(ctx, "list ids")
@@ -481,27 +481,27 @@ func (s *Store) lookup(ctx context.Context, key func(string) string, user, op st
 	return v, nil
 }
 
-// Close implements store.Store. It is idempotent and leaves the client open.
+// Close implements store.Backend. It is idempotent and leaves the client open.
 func (s *Store) Close() error {
 	s.closed.Store(true)
 	return nil
 }
 
-// Fenced returns a store.Store for the holder of lease l: Save and Delete
+// Fenced returns a store.Backend for the holder of lease l: Save and Delete
 // of l.Account succeed only while l is the account's current lease (and no
 // newer token has written the device); otherwise they fail with
 // store.ErrLeaseLost and change nothing. Writes of other accounts fail the
 // same way. Reads are not fenced; the mapping (store.LIDMap) is read from s
 // itself. Closing the view does not close s.
-func (s *Store) Fenced(l Lease) store.Store {
+func (s *Store) Fenced(l Lease) store.Backend {
 	return &view{s: s, lease: func(string) (Lease, bool) { return l, l.Value != "" }}
 }
 
-// Bound returns a store.Store that fences every write with the lease m
+// Bound returns a store.Backend that fences every write with the lease m
 // currently holds for the device's account, or fails with
 // store.ErrLeaseLost when m holds none. One Bound store can be shared by
 // all the connection actors of an instance.
-func (s *Store) Bound(m *Leases) store.Store {
+func (s *Store) Bound(m *Leases) store.Backend {
 	return &view{s: s, lease: m.Get}
 }
 

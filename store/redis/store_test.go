@@ -41,7 +41,7 @@ func TestContract(t *testing.T) {
 					c, prefix := sharedClient(t)
 					s := newStore(t, c, prefix, mode.split, nil)
 					m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
-					return &autoLease{Store: s.Bound(m), under: s, m: m}
+					return &autoLease{Backend: s.Bound(m), under: s, m: m}
 				})
 			})
 		})
@@ -52,7 +52,7 @@ func TestContract(t *testing.T) {
 // contract tests can drive a Bound store with arbitrary account ids. The
 // mapping is read from the store under the view, which Close closes too.
 type autoLease struct {
-	store.Store
+	store.Backend
 	under *Store
 	m     *Leases
 }
@@ -65,7 +65,7 @@ func (a *autoLease) LIDForPN(ctx context.Context, pnUser string) (string, error)
 	return a.under.LIDForPN(ctx, pnUser)
 }
 
-func (a *autoLease) Close() error { return errors.Join(a.Store.Close(), a.under.Close()) }
+func (a *autoLease) Close() error { return errors.Join(a.Backend.Close(), a.under.Close()) }
 
 func (a *autoLease) take(ctx context.Context, id string) {
 	if ctx.Err() == nil && store.ValidateID(id) == nil {
@@ -77,37 +77,37 @@ func (a *autoLease) Save(ctx context.Context, d *store.Device) error {
 	if d != nil {
 		a.take(ctx, d.ID)
 	}
-	return a.Store.Save(ctx, d)
+	return a.Backend.Save(ctx, d)
 }
 
 func (a *autoLease) Delete(ctx context.Context, id string) error {
 	a.take(ctx, id)
-	return a.Store.Delete(ctx, id)
+	return a.Backend.Delete(ctx, id)
 }
 
 func (a *autoLease) Archive(ctx context.Context, id, reason string) (store.ArchiveEntry, error) {
 	a.take(ctx, id)
-	return a.Store.Archive(ctx, id, reason)
+	return a.Backend.Archive(ctx, id, reason)
 }
 
 func (a *autoLease) RestoreArchived(ctx context.Context, id, key string) (store.ArchiveEntry, error) {
 	a.take(ctx, id)
-	return a.Store.RestoreArchived(ctx, id, key)
+	return a.Backend.RestoreArchived(ctx, id, key)
 }
 
 func (a *autoLease) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) error {
 	a.take(ctx, id)
-	return a.Store.AddPreKeys(ctx, id, keys)
+	return a.Backend.AddPreKeys(ctx, id, keys)
 }
 
 func (a *autoLease) MarkPreKeysUploaded(ctx context.Context, id string, upTo uint32) error {
 	a.take(ctx, id)
-	return a.Store.MarkPreKeysUploaded(ctx, id, upTo)
+	return a.Backend.MarkPreKeysUploaded(ctx, id, upTo)
 }
 
 func (a *autoLease) RemovePreKey(ctx context.Context, id string, keyID uint32) error {
 	a.take(ctx, id)
-	return a.Store.RemovePreKey(ctx, id, keyID)
+	return a.Backend.RemovePreKey(ctx, id, keyID)
 }
 
 func TestSealedRoundTrip(t *testing.T) {

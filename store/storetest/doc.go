@@ -1,11 +1,12 @@
-// Package storetest holds the contract tests that every store.Store
-// implementation must pass (Run): devices and their mapping, one-time
-// prekeys and fleet-wide settings. It also has helpers that make valid
+// Package storetest holds the contract tests that every store.Backend
+// implementation, with its store.LIDMap, must pass (Run): devices and their
+// mapping, one-time prekeys, the archive and fleet-wide settings. It also has helpers that make valid
 // devices and prekeys for tests (NewDevice, PairedDevice, Pair, NewPreKeys),
 // compare devices without printing secrets (Diff) and look for secret
 // device and prekey bytes in what a store wrote at rest (DeviceSecretIn,
 // PreKeySecretIn).
 //
-// Tests of store implementations import it: the bbolt store in package
-// store and the Redis store in store/redis. Production code never does.
+// Tests of store implementations import it (the bbolt store in package
+// store and the Redis store in store/redis), and so do the tests of the
+// actors and app for valid devices. Production code never does.
 package storetest

@@ -14,14 +14,14 @@ import (
 	"github.com/wafleet/wafleet/store"
 )
 
-// Store is what the contract tests exercise: a store.Store and the
+// Store is what the contract tests exercise: a store.Backend and the
 // store.LIDMap that reads back the mapping its Save keeps.
 type Store interface {
-	store.Store
+	store.Backend
 	store.LIDMap
 }
 
-// Run runs the contract every store.Store (with its store.LIDMap) must
+// Run runs the contract every store.Backend (with its store.LIDMap) must
 // satisfy. open must return a
 // fresh, empty store for each call; Run closes it at the end of the sub-test
 // (Close is idempotent, so open may also register its own cleanup).
