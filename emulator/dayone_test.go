@@ -16,23 +16,6 @@ import (
 
 var ackableTags = map[string]bool{"message": true, "receipt": true, "notification": true, "call": true}
 
-// ackFor is the ack whatsmeow's sendAck builds (PROTOCOL.md 9.8).
-func ackFor(n node.Node) node.Node {
-	id, _ := n.Attr("id")
-	from, _ := n.AttrJID("from")
-	ack := node.New("ack", node.StrAttr("class", n.Tag), node.StrAttr("id", id), node.JIDAttr("to", from))
-	if p, ok := n.AttrJID("participant"); ok {
-		ack = ack.WithAttr(node.JIDAttr("participant", p))
-	}
-	if r, ok := n.AttrJID("recipient"); ok {
-		ack = ack.WithAttr(node.JIDAttr("recipient", r))
-	}
-	if typ, ok := n.Attr("type"); ok && n.Tag != "message" {
-		ack = ack.WithAttr(node.StrAttr("type", typ))
-	}
-	return ack
-}
-
 // pump reads nodes, acking ackable stanzas and answering server pings,
 // until one satisfies until, which it returns (unacked).
 func (c *testConn) pump(until func(node.Node) bool) node.Node {
@@ -43,7 +26,7 @@ func (c *testConn) pump(until func(node.Node) bool) node.Node {
 			return n
 		}
 		if ackableTags[n.Tag] {
-			c.send(ackFor(n))
+			c.send(emulator.AckFor(n))
 		}
 		if x, _ := n.Attr("xmlns"); n.Tag == "iq" && x == "urn:xmpp:ping" {
 			a := node.New("iq", node.JIDAttr("to", jid.ServerJID), node.StrAttr("type", "result"))
@@ -105,24 +88,24 @@ func TestAckShapes(t *testing.T) {
 		ack  node.Node
 		want string // in the violation
 	}{
-		{"type on a message ack", ackFor(directMsg).WithAttr(node.StrAttr("type", "text")), "type on a message ack"},
-		{"error on a message ack", ackFor(directMsg).WithAttr(node.StrAttr("error", "500")), "error attribute"},
+		{"type on a message ack", emulator.AckFor(directMsg).WithAttr(node.StrAttr("type", "text")), "type on a message ack"},
+		{"error on a message ack", emulator.AckFor(directMsg).WithAttr(node.StrAttr("error", "500")), "error attribute"},
 		{"missing participant", node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", attr(groupMsg, "id")),
 			node.JIDAttr("to", jidAttr(groupMsg, "from"))), "no participant"},
-		{"participant where the stanza had none", ackFor(directMsg).WithAttr(node.JIDAttr("participant", other)), "participant present"},
+		{"participant where the stanza had none", emulator.AckFor(directMsg).WithAttr(node.JIDAttr("participant", other)), "participant present"},
 		{"missing recipient", node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", attr(fromMe, "id")),
 			node.JIDAttr("to", jidAttr(fromMe, "from"))), "no recipient"},
-		{"wrong to", ackFor(notif).WithAttr(node.JIDAttr("to", other)), "to 15551234567@s.whatsapp.net"},
-		{"to as a string", ackFor(notif).WithAttr(node.StrAttr("to", jidAttr(notif, "from").String())), "not a JID"},
+		{"wrong to", emulator.AckFor(notif).WithAttr(node.JIDAttr("to", other)), "to 15551234567@s.whatsapp.net"},
+		{"to as a string", emulator.AckFor(notif).WithAttr(node.StrAttr("to", jidAttr(notif, "from").String())), "not a JID"},
 		{"missing type on a notification ack", node.New("ack", node.StrAttr("class", "notification"), node.StrAttr("id", attr(notif, "id")),
 			node.JIDAttr("to", jidAttr(notif, "from"))), "no type"},
-		{"type on an ack for a stanza without type", ackFor(plainRcpt).WithAttr(node.StrAttr("type", "read")), "had no type"},
-		{"wrong class", ackFor(notif).WithAttr(node.StrAttr("class", "receipt")), "class receipt for a <notification>"},
-		{"unknown id", ackFor(call).WithAttr(node.StrAttr("id", "3EB0NOPE")), "no pending stanza"},
+		{"type on an ack for a stanza without type", emulator.AckFor(plainRcpt).WithAttr(node.StrAttr("type", "read")), "had no type"},
+		{"wrong class", emulator.AckFor(notif).WithAttr(node.StrAttr("class", "receipt")), "class receipt for a <notification>"},
+		{"unknown id", emulator.AckFor(call).WithAttr(node.StrAttr("id", "3EB0NOPE")), "no pending stanza"},
 		{"ack for presence", node.New("ack", node.StrAttr("class", "presence"), node.JIDAttr("to", other)), "class presence"},
 		{"ack for an ib", node.New("ack", node.StrAttr("class", "ib"), node.StrAttr("id", "1"), node.JIDAttr("to", jid.ServerJID)), "class ib"},
-		{"child in an ack", ackFor(call).WithChildren(node.New("x")), "no content"},
-		{"unexpected attribute", ackFor(call).WithAttr(node.StrAttr("from", "x")), "unexpected attribute from"},
+		{"child in an ack", emulator.AckFor(call).WithChildren(node.New("x")), "no content"},
+		{"unexpected attribute", emulator.AckFor(call).WithAttr(node.StrAttr("from", "x")), "unexpected attribute from"},
 		{"no id", node.New("ack", node.StrAttr("class", "call"), node.JIDAttr("to", jidAttr(call, "from"))), "no id"},
 	}
 	for i, tt := range tests {
@@ -139,10 +122,10 @@ func TestAckShapes(t *testing.T) {
 	// Malformed acks settle nothing: the right ones still do, and a second
 	// ack of a settled stanza is unknown.
 	for _, n := range burst {
-		c.send(ackFor(n))
+		c.send(emulator.AckFor(n))
 	}
 	waitStats(t, srv, "40 good acks", func(s emulator.Stats) bool { return s.AcksOK == 40 })
-	c.send(ackFor(call))
+	c.send(emulator.AckFor(call))
 	st := waitStats(t, srv, "the repeated ack", func(s emulator.Stats) bool { return s.AcksMalformed == int64(len(tests)+1) })
 	if !strings.Contains(st.Violations[len(tests)], "already acked") {
 		t.Fatalf("violation %q", st.Violations[len(tests)])
@@ -314,7 +297,7 @@ func TestPrekeyUploadValidation(t *testing.T) {
 	if cnt, ok := n.Child("count"); !ok || attr(*cnt, "value") != "4" {
 		t.Fatalf("got %v, want <count value=\"4\"/>", n)
 	}
-	c.send(ackFor(n)) // ackable like any notification
+	c.send(emulator.AckFor(n)) // ackable like any notification
 	if err := srv.SetDayOne(quiet()); err != nil {
 		t.Fatal(err)
 	}
@@ -371,10 +354,10 @@ func TestDayOneReplacedConnectionHandsOver(t *testing.T) {
 		}
 	}
 	for range 5 {
-		c2.send(ackFor(c2.next()))
+		c2.send(emulator.AckFor(c2.next()))
 	}
 	for _, n := range first {
-		c2.send(ackFor(n))
+		c2.send(emulator.AckFor(n))
 	}
 	waitStats(t, srv, "ten acks", func(s emulator.Stats) bool { return s.AcksOK == 10 })
 	if st := srv.Stats(); st.Redeliveries != 5 || st.AcksMalformed != 0 {
