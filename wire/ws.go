@@ -21,7 +21,8 @@ import (
 
 // Defaults of DialOptions and AcceptOptions.
 const (
-	// DefaultURL is the WhatsApp Web WebSocket endpoint.
+	// DefaultURL is the WhatsApp Web WebSocket endpoint, the default of the
+	// connection actor's Server.URL and of the server.url configuration key.
 	DefaultURL = "wss://web.whatsapp.com/ws/chat"
 	// DefaultOrigin is the Origin header the client sends.
 	DefaultOrigin = "https://web.whatsapp.com"
