@@ -276,6 +276,7 @@ func (a *App) Run(ctx context.Context) error {
 		Board:          a.board,
 		Logger:         a.logger,
 		HealthInterval: a.cfg.Log.HealthInterval,
+		Leased:         a.fleet != nil,
 	}), "accounts")
 	if err != nil {
 		a.system.Shutdown()
@@ -300,35 +301,22 @@ func (a *App) Run(ctx context.Context) error {
 	a.mu.Lock()
 	accounts := a.accounts
 	a.mu.Unlock()
-	coordDone := make(chan struct{})
-	coordCtx, stopCoord := context.WithCancel(context.Background())
+	// In fleet mode the supervisor runs a configured account once the
+	// coordinator owns it (wins its lease).
+	if err := a.apply(accounts); err != nil {
+		a.logger.Error("start accounts", "error", err)
+	}
+	var background sync.WaitGroup
+	bgCtx, stopBackground := context.WithCancel(context.Background())
 	if a.fleet != nil {
-		// The coordinator starts accounts as it wins their leases; the
-		// applier hands them to the supervisor in batches.
 		a.fleet.coord.SetAccounts(accountIDs(accounts))
-		applierDone := make(chan struct{})
-		go func() {
-			defer close(applierDone)
-			a.runApplier(coordCtx)
-		}()
-		go func() {
-			defer close(coordDone)
-			if err := a.fleet.coord.Run(coordCtx); err != nil {
+		background.Go(func() {
+			if err := a.fleet.coord.Run(bgCtx); err != nil {
 				a.logger.Error("fleet coordinator", "error", err)
 			}
-			<-applierDone
-		}()
-	} else {
-		close(coordDone)
-		if err := a.apply(accounts); err != nil {
-			a.logger.Error("start accounts", "error", err)
-		}
+		})
 	}
-	pruneDone := make(chan struct{})
-	go func() {
-		defer close(pruneDone)
-		a.runPruning(coordCtx)
-	}()
+	background.Go(func() { a.runPruning(bgCtx) })
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 
@@ -343,9 +331,8 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	// In fleet mode the coordinator stops every account and then releases
 	// its leases, so another instance can take them over at once.
-	stopCoord()
-	<-coordDone
-	<-pruneDone
+	stopBackground()
+	background.Wait()
 	a.shutdown(stopHTTP, httpErr)
 	return runErr
 }
@@ -393,8 +380,6 @@ func (a *App) Reload(accounts []config.Account) error {
 	defer a.resumeStopped(accounts)
 	if a.fleet != nil {
 		a.fleet.coord.SetAccounts(accountIDs(accounts))
-		a.applyOwned() // drops accounts no longer configured
-		return nil
 	}
 	return a.apply(accounts)
 }
@@ -414,14 +399,12 @@ func (a *App) resumeStopped(accounts []config.Account) {
 	}
 }
 
+// apply gives the supervisor the configured accounts; it logs what
+// started and stopped.
 func (a *App) apply(accounts []config.Account) error {
 	list := a.supervisorAccounts(accounts)
-	res, err := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: list}, 10*time.Second).Result()
-	if err != nil {
+	if _, err := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: list}, 10*time.Second).Result(); err != nil {
 		return fmt.Errorf("app: apply accounts: %w", err)
-	}
-	if applied, ok := res.(*supervisor.Applied); ok && (len(applied.Started) > 0 || len(applied.Stopped) > 0) {
-		a.logger.Info("accounts applied", "started", applied.Started, "stopped", applied.Stopped)
 	}
 	return nil
 }

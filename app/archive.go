@@ -46,9 +46,7 @@ func (a *App) newWipeGuard() error {
 // ones, or in fleet mode those it holds the lease of.
 func (a *App) runningAccounts() int {
 	if a.fleet != nil {
-		a.fleet.mu.Lock()
-		defer a.fleet.mu.Unlock()
-		return len(a.fleet.owned)
+		return len(a.fleet.leases.Held())
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

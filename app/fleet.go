@@ -35,16 +35,6 @@ type fleetMode struct {
 	limiter *wredis.Limiter
 	stream  *redisstream.Sink
 	coord   *fleet.Coordinator
-
-	// mu guards owned and orders every change of the supervisor's account
-	// list: the list sent is always computed under it, so a hand-over
-	// (stop) can never be overtaken by an older list that still holds the
-	// account.
-	mu    sync.Mutex
-	owned map[string]bool
-	// dirty wakes the applier: owned changed. Starting thousands of
-	// accounts at once costs a few list updates, not one each.
-	dirty chan struct{}
 }
 
 // openFleet connects to Redis, warns when Redis would lose the devices on a
@@ -110,8 +100,6 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		sockets: fleet.NewSockets(leases),
 		limiter: limiter,
 		stream:  stream,
-		owned:   map[string]bool{},
-		dirty:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -132,40 +120,21 @@ func checkKey(ctx context.Context, st *wredis.Store, sealer store.Sealer) error 
 	return nil
 }
 
-// fleetOwner runs the accounts whose leases this instance holds; the
-// coordinator calls it.
+// fleetOwner runs the accounts whose leases this instance holds: it hands
+// the coordinator's decisions to the supervisor, which merges them with the
+// configured accounts, as messages. It never waits on an actor; the
+// supervisor's mailbox keeps the decisions in order.
 type fleetOwner struct{ a *App }
 
-// Start implements fleet.Owner: the account joins the supervisor's list.
-func (o fleetOwner) Start(l wredis.Lease) {
-	f := o.a.fleet
-	f.mu.Lock()
-	f.owned[l.Account] = true
-	f.mu.Unlock()
-	select {
-	case f.dirty <- struct{}{}:
-	default: // an update is already due; it will include this account
-	}
+// Own implements fleet.Owner: the accounts run if they are configured.
+func (o fleetOwner) Own(accounts ...string) {
+	o.a.system.Root.Send(o.a.sup, &supervisor.Own{IDs: accounts})
 }
 
-// Stop implements fleet.Owner: the accounts' actors are asked to stop, all
-// at once (their sockets are already closed); Stop does not wait for them.
-func (o fleetOwner) Stop(accounts ...string) {
-	if len(accounts) == 0 {
-		return
-	}
-	f := o.a.fleet
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, acct := range accounts {
-		delete(f.owned, acct)
-	}
-	stopped := o.a.system.Root.RequestFuture(o.a.sup, &supervisor.StopAccounts{IDs: accounts}, 10*time.Second)
-	go func() {
-		if _, err := stopped.Result(); err != nil {
-			o.a.logger.Error("stop accounts for their leases", "accounts", len(accounts), "error", err)
-		}
-	}()
+// Disown implements fleet.Owner: the accounts' actors stop, all at once
+// (their sockets are already closed).
+func (o fleetOwner) Disown(accounts ...string) {
+	o.a.system.Root.Send(o.a.sup, &supervisor.Disown{IDs: accounts})
 }
 
 // bindToLease ties an account's connections to its lease: every dial in
@@ -233,49 +202,11 @@ func (s *leasedSession) Close() error {
 	return s.Session.Close()
 }
 
-// Resave implements fleet.Owner: the account's actor writes its device
-// again (Redis lost it).
-func (o fleetOwner) Resave(l wredis.Lease) {
-	o.a.system.Root.Send(o.a.sup, &supervisor.Forward{ID: l.Account, Message: &connection.Resave{}})
-}
-
-// runApplier applies the owned accounts whenever Start marked them dirty,
-// until ctx ends.
-func (a *App) runApplier(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.fleet.dirty:
-			a.applyOwned()
-		}
-	}
-}
-
-// applyOwned sends the supervisor the configured accounts this instance
-// owns. The request is queued under mu, so that no later Stop can be
-// overtaken by it; its answer is awaited without mu, so that Stop (called
-// by the lease loop and its watchdog) never waits on the supervisor.
-func (a *App) applyOwned() {
-	f := a.fleet
-	f.mu.Lock()
-	a.mu.Lock()
-	var run []config.Account
-	for _, acct := range a.accounts {
-		if f.owned[acct.ID] {
-			run = append(run, acct)
-		}
-	}
-	a.mu.Unlock()
-	applied := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: a.supervisorAccounts(run)}, 10*time.Second)
-	f.mu.Unlock()
-	res, err := applied.Result()
-	if err != nil {
-		a.logger.Error("apply owned accounts", "error", err)
-		return
-	}
-	if ap, ok := res.(*supervisor.Applied); ok && (len(ap.Started) > 0 || len(ap.Stopped) > 0) {
-		a.logger.Info("accounts applied", "started", ap.Started, "stopped", ap.Stopped)
+// Resave implements fleet.Owner: the accounts' actors write their devices
+// again (Redis lost them).
+func (o fleetOwner) Resave(accounts ...string) {
+	for _, acct := range accounts {
+		o.a.system.Root.Send(o.a.sup, &supervisor.Forward{ID: acct, Message: &connection.Resave{}})
 	}
 }
 

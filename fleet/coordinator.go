@@ -20,22 +20,22 @@ var (
 )
 
 // Owner runs the accounts this instance holds; package app implements it
-// on the supervisor. Its connections must go through the Coordinator's
-// Sockets. No method may block: the lease loop never waits on an actor.
+// with messages to the supervisor. Its connections must go through the
+// Coordinator's Sockets. No method may block: the lease loop never waits
+// on an actor. Each call carries a batch of accounts.
 type Owner interface {
-	// Start begins running the account under lease l (spawn its
-	// connection actor). It is called once the lease is usable (past its
-	// NotBefore).
-	Start(l redis.Lease)
-	// Stop ends the accounts' actors. Their sockets are already closed
+	// Own begins running the accounts (spawn their connection actors).
+	// It is called once their leases are usable (past NotBefore).
+	Own(accounts ...string)
+	// Disown ends the accounts' actors. Their sockets are already closed
 	// (Sockets.Close) when it is called: for lost leases, before handing
-	// accounts over, and on shutdown. Stopping an account that is not
+	// accounts over, and on shutdown. Disowning an account that is not
 	// running is a no-op.
-	Stop(accounts ...string)
-	// Resave is called after Redis lost its data and the lease was taken
-	// back: save the account's device state again (through the Bound
-	// store, which already writes with the new lease). Must not block.
-	Resave(l redis.Lease)
+	Disown(accounts ...string)
+	// Resave is called after Redis lost its data and the leases were
+	// taken back: save the accounts' device state again (through the
+	// Bound store, which already writes with the new leases).
+	Resave(accounts ...string)
 }
 
 // Config configures a Coordinator. Leases, Sockets and Owner are required.
@@ -217,12 +217,7 @@ func (c *Coordinator) expire() {
 func (c *Coordinator) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReleaseTimeout)
 	defer cancel()
-	held := c.l.Held()
-	accounts := make([]string, len(held))
-	for i, l := range held {
-		accounts[i] = l.Account
-	}
-	c.stop(ctx, accounts, "instance shutting down")
+	c.stop(ctx, accountsOf(c.l.Held()), "instance shutting down")
 	if err := c.l.Close(ctx); err != nil {
 		return fmt.Errorf("fleet: release leases on shutdown: %w", err)
 	}
@@ -265,8 +260,8 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if tr.EpochChanged {
 		c.log.Error("fleet: Redis lost its data; leases reasserted, devices re-saved", "reasserted", len(tr.Reasserted), "lost", len(tr.Lost))
 	}
-	for _, l := range tr.Reasserted {
-		c.cfg.Owner.Resave(l)
+	if len(tr.Reasserted) > 0 {
+		c.cfg.Owner.Resave(accountsOf(tr.Reasserted)...)
 	}
 	if err != nil {
 		c.warming, c.warmSince = true, time.Time{}
@@ -335,8 +330,9 @@ func (c *Coordinator) Step(ctx context.Context) {
 }
 
 // startReady starts the acquired accounts whose guard interval is over,
-// and forgets those whose lease was lost meanwhile.
+// in one batch, and forgets those whose lease was lost meanwhile.
 func (c *Coordinator) startReady(now time.Time) {
+	var ready []string
 	for a, l := range c.pending {
 		cur, ok := c.l.Get(a)
 		switch {
@@ -344,8 +340,12 @@ func (c *Coordinator) startReady(now time.Time) {
 			delete(c.pending, a)
 		case !now.Before(l.NotBefore):
 			delete(c.pending, a)
-			c.cfg.Owner.Start(l)
+			ready = append(ready, a)
 		}
+	}
+	if len(ready) > 0 {
+		slices.Sort(ready)
+		c.cfg.Owner.Own(ready...)
 	}
 }
 
@@ -388,12 +388,9 @@ func (c *Coordinator) closeLost(leases []redis.Lease, reason string) {
 	if len(leases) == 0 {
 		return
 	}
-	accounts := make([]string, len(leases))
-	for i, l := range leases {
-		accounts[i] = l.Account
-	}
+	accounts := accountsOf(leases)
 	c.sockets.Close(accounts...)
-	c.cfg.Owner.Stop(accounts...)
+	c.cfg.Owner.Disown(accounts...)
 	for _, a := range accounts {
 		c.log.Warn("fleet: lease lost, connection closed", "account", a, "reason", reason)
 		c.lost(a, reason)
@@ -409,7 +406,7 @@ func (c *Coordinator) stop(ctx context.Context, accounts []string, reason string
 	}
 	ls := c.l.Drop(accounts...)
 	c.sockets.Close(accounts...)
-	c.cfg.Owner.Stop(accounts...)
+	c.cfg.Owner.Disown(accounts...)
 	for _, a := range accounts {
 		delete(c.pending, a)
 		c.lost(a, reason)
@@ -421,4 +418,13 @@ func (c *Coordinator) stop(ctx context.Context, accounts []string, reason string
 
 func (c *Coordinator) lost(acct, reason string) {
 	c.cfg.Events.Publish(events.Event{Account: acct, Kind: events.KindLeaseLost, State: events.StateStopped, Error: reason, Time: time.Now()})
+}
+
+// accountsOf returns the accounts of leases, in their order.
+func accountsOf(leases []redis.Lease) []string {
+	accounts := make([]string, len(leases))
+	for i, l := range leases {
+		accounts[i] = l.Account
+	}
+	return accounts
 }

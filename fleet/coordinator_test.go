@@ -37,20 +37,26 @@ type owner struct {
 	sockets *Sockets
 }
 
-func (o owner) Start(l redis.Lease) {
-	if _, err := o.sockets.Track(l.Account, socket{o.w, l.Account, o.name}); err != nil {
-		o.w.t.Errorf("%s: start %s: %v", o.name, l.Account, err)
+func (o owner) Own(accts ...string) {
+	for _, acct := range accts {
+		o.connect(acct)
+	}
+}
+
+func (o owner) connect(acct string) {
+	if _, err := o.sockets.Track(acct, socket{o.w, acct, o.name}); err != nil {
+		o.w.t.Errorf("%s: start %s: %v", o.name, acct, err)
 		return
 	}
 	o.w.mu.Lock()
 	defer o.w.mu.Unlock()
-	if cur, ok := o.w.running[l.Account]; ok {
-		o.w.t.Errorf("%s connects %s while %s has it connected", o.name, l.Account, cur)
+	if cur, ok := o.w.running[acct]; ok {
+		o.w.t.Errorf("%s connects %s while %s has it connected", o.name, acct, cur)
 	}
-	o.w.running[l.Account] = o.name
+	o.w.running[acct] = o.name
 }
 
-func (o owner) Stop(accts ...string) {
+func (o owner) Disown(accts ...string) {
 	o.w.mu.Lock()
 	defer o.w.mu.Unlock()
 	for _, acct := range accts {
@@ -75,9 +81,11 @@ func (s socket) Close() error {
 	return nil
 }
 
-func (o owner) Resave(l redis.Lease) {
+func (o owner) Resave(accts ...string) {
 	o.w.mu.Lock()
-	o.w.resaved[l.Account]++
+	for _, acct := range accts {
+		o.w.resaved[acct]++
+	}
 	o.w.mu.Unlock()
 }
 

@@ -63,7 +63,7 @@
 // previous owner after a hand-over stays there (sticky) only until the
 // membership changes.
 //
-// Package app wires it: the Coordinator's Owner starts and stops the
-// supervisor's connection actors, and every connection dials through
-// Sockets. It imports store/redis and events.
+// Package app wires it: the Coordinator's Owner sends the supervisor Own
+// and Disown messages in batches (never waiting on an actor), and every
+// connection dials through Sockets. It imports store/redis and events.
 package fleet

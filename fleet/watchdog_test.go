@@ -43,9 +43,9 @@ type stopRecorder struct {
 	sockets map[string]*closeRecorder
 }
 
-func (o *stopRecorder) Start(redis.Lease)  {}
-func (o *stopRecorder) Resave(redis.Lease) {}
-func (o *stopRecorder) Stop(accts ...string) {
+func (o *stopRecorder) Own(...string)    {}
+func (o *stopRecorder) Resave(...string) {}
+func (o *stopRecorder) Disown(accts ...string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, a := range accts {

@@ -1,10 +1,14 @@
-// Package supervisor is the root actor of a manager: it owns the list of
-// accounts that run in this process, spawns one connection actor per
-// account (named by the account id, so a second actor for the same account
-// is refused), stops actors whose accounts leave the list, restarts a
-// panicking connection actor after a delay and counts the restart, forwards
-// operator commands to the right account, broadcasts process-wide news (a
-// new client version) to every account, and logs a health summary.
+// Package supervisor is the root actor of a manager and the one owner of
+// which accounts run in this process. It merges the configured accounts
+// (SetAccounts) with, in fleet mode (Deps.Leased), the accounts whose lease
+// this instance holds (Own and Disown, sent in batches by the fleet
+// coordinator without waiting). It spawns one connection actor per account
+// that should run (named by the account id, so a second actor for the same
+// account is refused), stops the actors of accounts that should not,
+// restarts a panicking connection actor after a delay and counts the
+// restart, forwards operator commands to the right account, broadcasts
+// process-wide news (a new client version) to every account, and logs a
+// health summary.
 //
 // Package app builds it; the connection actor's package is not imported
 // here: the caller supplies how an account's actor is made.

@@ -49,13 +49,26 @@ type Deps struct {
 	HealthInterval time.Duration
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Leased: a configured account runs only while it is owned (Own,
+	// Disown). Fleet mode sets it: an account runs on the instance that
+	// holds its lease. Otherwise every configured account runs.
+	Leased bool
 }
 
-// SetAccounts replaces the list of accounts to run. Accounts that are new
-// are started, accounts no longer listed are stopped, others are left
-// alone (a changed proxy restarts the account). The reply is *Applied.
+// SetAccounts replaces the configured accounts. The accounts to run are
+// the configured ones (with Deps.Leased, those of them that are owned):
+// those that are new are started, those no longer listed are stopped,
+// others are left alone (a changed proxy restarts the account). The reply
+// is *Applied.
 type SetAccounts struct {
 	Accounts []Account
+}
+
+// Own adds accounts to the owned set (Deps.Leased): those configured start.
+// There is no reply. Fleet mode sends it for the accounts whose lease this
+// instance acquired, in batches.
+type Own struct {
+	IDs []string
 }
 
 // Applied answers SetAccounts.
@@ -84,17 +97,17 @@ type Forwarded struct {
 	Err error
 }
 
-// StopAccounts stops the actors of some accounts, all at once, without
-// changing the account list's other entries, and replies *AccountsStopped
-// once every one has terminated (its socket closed). The accounts stay
-// stopped until a later SetAccounts lists them again. Fleet mode uses it
-// for lost leases, hand-overs and shutdown.
-type StopAccounts struct {
+// Disown removes accounts from the owned set and stops their actors, all
+// at once. Sent as a request, it is answered *Disowned once every one has
+// terminated (its socket closed). With Deps.Leased the accounts stay
+// stopped until owned again; otherwise until a later SetAccounts. Fleet
+// mode sends it for lost leases, hand-overs and shutdown.
+type Disown struct {
 	IDs []string
 }
 
-// AccountsStopped answers StopAccounts.
-type AccountsStopped struct {
+// Disowned answers Disown.
+type Disowned struct {
 	IDs []string
 }
 
@@ -108,12 +121,16 @@ type child struct {
 
 // Supervisor is the root actor. Create it with Props.
 type Supervisor struct {
-	deps     Deps
-	children map[string]*child
+	deps Deps
+	// configured is the latest SetAccounts; owned (with Deps.Leased) the
+	// accounts owned here. Together they say which accounts run.
+	configured []Account
+	owned      map[string]bool
+	children   map[string]*child
 	// stopping holds accounts whose actor was asked to stop and has not
 	// terminated yet, with the account to start once it has (if any).
 	stopping map[string]*Account
-	// waiters are the StopAccounts requests waiting for terminations.
+	// waiters are the Disown requests waiting for terminations.
 	waiters     []*stopWaiter
 	cancelTicks scheduler.CancelFunc
 }
@@ -132,7 +149,7 @@ func Props(deps Deps) *actor.Props {
 	}
 	strategy := &delayedRestart{delay: deps.RestartDelay, events: deps.Events, logger: deps.Logger, now: deps.Now}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Supervisor{deps: deps, children: map[string]*child{}, stopping: map[string]*Account{}}
+		return &Supervisor{deps: deps, owned: map[string]bool{}, children: map[string]*child{}, stopping: map[string]*Account{}}
 	}, actor.WithSupervisor(strategy))
 }
 
@@ -142,7 +159,13 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.cancelTicks = scheduler.NewTimerScheduler(ctx).SendRepeatedly(s.deps.HealthInterval, s.deps.HealthInterval, ctx.Self(), &healthTick{})
 	case *SetAccounts:
-		ctx.Respond(s.setAccounts(ctx, msg.Accounts))
+		s.configured = msg.Accounts
+		ctx.Respond(s.apply(ctx))
+	case *Own:
+		for _, id := range msg.IDs {
+			s.owned[id] = true
+		}
+		s.apply(ctx)
 	case *Forward:
 		c, ok := s.children[msg.ID]
 		if !ok {
@@ -154,8 +177,11 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		for _, c := range s.children {
 			ctx.Send(c.pid, msg.Message)
 		}
-	case *StopAccounts:
-		s.stopAccounts(ctx, msg.IDs)
+	case *Disown:
+		for _, id := range msg.IDs {
+			delete(s.owned, id)
+		}
+		s.disown(ctx, msg.IDs)
 	case *actor.Terminated:
 		s.terminated(ctx, msg.Who)
 	case *healthTick:
@@ -170,7 +196,32 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	}
 }
 
-func (s *Supervisor) setAccounts(ctx actor.Context, accounts []Account) *Applied {
+// wanted returns the accounts to run: the configured ones, or with
+// Deps.Leased those of them that are owned.
+func (s *Supervisor) wanted() []Account {
+	if !s.deps.Leased {
+		return s.configured
+	}
+	var run []Account
+	for _, a := range s.configured {
+		if s.owned[a.ID] {
+			run = append(run, a)
+		}
+	}
+	return run
+}
+
+// apply starts and stops actors so that the wanted accounts run, and logs
+// what changed.
+func (s *Supervisor) apply(ctx actor.Context) *Applied {
+	applied := s.run(ctx, s.wanted())
+	if len(applied.Started) > 0 || len(applied.Stopped) > 0 {
+		s.deps.Logger.Info("accounts applied", "started", applied.Started, "stopped", applied.Stopped)
+	}
+	return applied
+}
+
+func (s *Supervisor) run(ctx actor.Context, accounts []Account) *Applied {
 	applied := &Applied{}
 	want := make(map[string]Account, len(accounts))
 	for _, a := range accounts {
@@ -208,7 +259,7 @@ func (s *Supervisor) setAccounts(ctx actor.Context, accounts []Account) *Applied
 	return applied
 }
 
-// stopWaiter is a StopAccounts request: its sender and the accounts whose
+// stopWaiter is a Disown request: its sender and the accounts whose
 // termination it still waits for.
 type stopWaiter struct {
 	sender  *actor.PID
@@ -216,7 +267,7 @@ type stopWaiter struct {
 	pending map[string]bool
 }
 
-func (s *Supervisor) stopAccounts(ctx actor.Context, ids []string) {
+func (s *Supervisor) disown(ctx actor.Context, ids []string) {
 	w := &stopWaiter{sender: ctx.Sender(), ids: ids, pending: map[string]bool{}}
 	for _, id := range ids {
 		if c, ok := s.children[id]; ok {
@@ -229,7 +280,9 @@ func (s *Supervisor) stopAccounts(ctx actor.Context, ids []string) {
 		}
 	}
 	if len(w.pending) == 0 {
-		ctx.Respond(&AccountsStopped{IDs: ids})
+		if ctx.Sender() != nil {
+			ctx.Respond(&Disowned{IDs: ids})
+		}
 		return
 	}
 	if w.sender != nil {
@@ -243,7 +296,7 @@ func (s *Supervisor) stopped(ctx actor.Context, id string) {
 	for _, w := range s.waiters {
 		delete(w.pending, id)
 		if len(w.pending) == 0 {
-			ctx.Send(w.sender, &AccountsStopped{IDs: w.ids})
+			ctx.Send(w.sender, &Disowned{IDs: w.ids})
 			continue
 		}
 		kept = append(kept, w)
@@ -268,7 +321,8 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 	if !waiting {
 		if c, ok := s.children[id]; ok && c.pid.Equal(who) {
 			// A child stopped by itself (for example after its strategy
-			// gave up); forget it so a later SetAccounts starts it again.
+			// gave up); forget it so a later SetAccounts or Own starts it
+			// again.
 			delete(s.children, id)
 		}
 		return

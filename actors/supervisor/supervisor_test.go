@@ -75,13 +75,14 @@ type fixture struct {
 	heard  *startCounter
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts a supervisor of fake accounts; options change its Deps.
+func newFixture(t *testing.T, options ...func(*Deps)) *fixture {
 	t.Helper()
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
 	f := &fixture{system: system, rec: testkit.NewRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}, heard: &startCounter{counts: map[string]int{}}}
 	bus := events.NewBus(f.board, f.rec)
-	props := Props(Deps{
+	deps := Deps{
 		Props: func(a Account) *actor.Props {
 			return actor.PropsFromProducer(func() actor.Actor { return &fakeAccount{account: a, events: bus, starts: f.starts, heard: f.heard} })
 		},
@@ -90,8 +91,11 @@ func newFixture(t *testing.T) *fixture {
 		Logger:         logger,
 		RestartDelay:   50 * time.Millisecond,
 		HealthInterval: time.Hour,
-	})
-	pid, err := system.Root.SpawnNamed(props, "supervisor")
+	}
+	for _, o := range options {
+		o(&deps)
+	}
+	pid, err := system.Root.SpawnNamed(Props(deps), "supervisor")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +207,7 @@ func TestChangedDeviceNameRestarts(t *testing.T) {
 func TestBroadcastReachesEveryRunningAccount(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"})
-	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"c"}}, 5*time.Second).Result(); err != nil {
+	if _, err := f.system.Root.RequestFuture(f.pid, &Disown{IDs: []string{"c"}}, 5*time.Second).Result(); err != nil {
 		t.Fatal(err)
 	}
 	f.system.Root.Send(f.pid, &Broadcast{Message: &shout{}})
@@ -260,15 +264,15 @@ func TestPanicRestartsThatActorAlone(t *testing.T) {
 	}
 }
 
-func TestStopAccountsRepliesAfterTermination(t *testing.T) {
+func TestDisownRepliesAfterTermination(t *testing.T) {
 	f := newFixture(t)
 	f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"})
 	f.rec.WaitFor(t, "a connected", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
-	res, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"a", "c", "nobody"}}, 5*time.Second).Result()
+	res, err := f.system.Root.RequestFuture(f.pid, &Disown{IDs: []string{"a", "c", "nobody"}}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := res.(*AccountsStopped); !ok || len(got.IDs) != 3 {
+	if got, ok := res.(*Disowned); !ok || len(got.IDs) != 3 {
 		t.Fatalf("reply %#v", res)
 	}
 	// By the time of the reply the actors are gone: a forward finds nothing.
@@ -278,8 +282,46 @@ func TestStopAccountsRepliesAfterTermination(t *testing.T) {
 		}
 	}
 	// Stopping accounts that are not running replies at once.
-	if _, err := f.system.Root.RequestFuture(f.pid, &StopAccounts{IDs: []string{"nobody"}}, 5*time.Second).Result(); err != nil {
+	if _, err := f.system.Root.RequestFuture(f.pid, &Disown{IDs: []string{"nobody"}}, 5*time.Second).Result(); err != nil {
 		t.Fatal(err)
 	}
 	f.probe(t, "b")
+}
+
+// TestLeasedRunsConfiguredAndOwned: with Deps.Leased an account runs only
+// while it is both configured and owned, whichever of the two changes.
+func TestLeasedRunsConfiguredAndOwned(t *testing.T) {
+	f := newFixture(t, func(d *Deps) { d.Leased = true })
+	if applied := f.setAccounts(t, Account{ID: "a"}, Account{ID: "b"}, Account{ID: "c"}); len(applied.Started) != 0 {
+		t.Fatalf("accounts started before they were owned: %+v", applied)
+	}
+	f.system.Root.Send(f.pid, &Own{IDs: []string{"b", "c", "unconfigured"}})
+	for _, id := range []string{"b", "c"} {
+		if _, err := f.forward(t, id, &probe{}); err != nil {
+			t.Fatalf("owned %s: %v", id, err)
+		}
+	}
+	for _, id := range []string{"a", "unconfigured"} {
+		if _, err := f.forward(t, id, &probe{}); !errors.Is(err, ErrUnknownAccount) {
+			t.Fatalf("%s runs without being configured and owned: %v", id, err)
+		}
+	}
+	res, err := f.system.Root.RequestFuture(f.pid, &Disown{IDs: []string{"b"}}, 5*time.Second).Result()
+	if got, ok := res.(*Disowned); err != nil || !ok || len(got.IDs) != 1 {
+		t.Fatalf("Disown = %#v, %v", res, err)
+	}
+	// A new configuration neither restarts b nor stops c.
+	if applied := f.setAccounts(t, Account{ID: "b"}, Account{ID: "c"}, Account{ID: "unconfigured"}); len(applied.Started) != 1 || applied.Started[0] != "unconfigured" || len(applied.Stopped) != 0 {
+		t.Fatalf("applied %+v, want only the owned account now configured started", applied)
+	}
+	if _, err := f.forward(t, "b", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("disowned b runs again: %v", err)
+	}
+	f.system.Root.Send(f.pid, &Own{IDs: []string{"b"}})
+	if _, err := f.forward(t, "b", &probe{}); err != nil {
+		t.Fatalf("b owned again: %v", err)
+	}
+	if n := f.starts.get("c"); n != 1 {
+		t.Fatalf("c started %d times", n)
+	}
 }
