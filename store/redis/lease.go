@@ -46,13 +46,11 @@ type LeaseOptions struct {
 // Lease is one account's lease held by this instance.
 type Lease struct {
 	Account string
-	// Value is what the lease key holds: "INSTANCE:TOKEN.NONCE". Writes
-	// fenced by this lease succeed only while the key holds exactly this.
-	Value string
-	// Token is the fencing token: it grows with every acquisition of the
-	// account (re-seeded above the device's last writer after Redis lost
-	// the counter).
-	Token uint64
+	// Value is what the lease key holds. Writes fenced by this lease
+	// succeed only while the key holds exactly this.
+	Value LeaseValue
+	// Token is the fencing token of Value.
+	Token FenceToken
 	// ValidUntil (local clock) is when this instance must have stopped
 	// using the account unless a renewal succeeded meanwhile.
 	ValidUntil time.Time
@@ -62,27 +60,41 @@ type Lease struct {
 	NotBefore time.Time
 }
 
-// Holder returns the instance part of a lease value.
-func Holder(value string) string {
-	if i := strings.LastIndexByte(value, ':'); i >= 0 {
-		return value[:i]
+// LeaseValue is what an account's lease key holds, "INSTANCE:TOKEN.NONCE":
+// the holder, the fencing token of the acquisition and a nonce of its own.
+// "" is no lease (an unfenced write).
+type LeaseValue string
+
+// Holder returns the instance part of the value.
+func (v LeaseValue) Holder() string {
+	if i := strings.LastIndexByte(string(v), ':'); i >= 0 {
+		return string(v[:i])
 	}
 	return ""
 }
 
-// parseToken returns the fencing token of a lease value.
-func parseToken(value string) (uint64, error) {
-	i := strings.LastIndexByte(value, ':')
+// token returns the fencing token of the value.
+func (v LeaseValue) token() (FenceToken, error) {
+	i := strings.LastIndexByte(string(v), ':')
 	if i < 0 {
 		return 0, fmt.Errorf("%w: lease value without token", ErrProtocol)
 	}
-	tok, _, _ := strings.Cut(value[i+1:], ".")
+	tok, _, _ := strings.Cut(string(v[i+1:]), ".")
 	n, err := strconv.ParseUint(tok, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("%w: lease token: %v", ErrProtocol, err)
 	}
-	return n, nil
+	return FenceToken(n), nil
 }
+
+// FenceToken is an account's fencing token: it grows with every
+// acquisition of the account (re-seeded above the device's last writer
+// after Redis lost the counter), and a device write carrying a token lower
+// than the last writer's is refused.
+type FenceToken uint64
+
+// String returns the token in decimal, as the scripts take it.
+func (t FenceToken) String() string { return strconv.FormatUint(uint64(t), 10) }
 
 // beatSeen is an instance's heartbeat count and the local time of the
 // first Tick that saw it: the instance has neither renewed nor acquired a
@@ -389,7 +401,8 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 		}
 		switch r[0] {
 		case "1":
-			tok, err := parseToken(r[1])
+			value := LeaseValue(r[1])
+			tok, err := value.token()
 			if err == nil && len(r) != 4 {
 				err = fmt.Errorf("%w: acquire answered %d values", ErrProtocol, len(r))
 			}
@@ -398,24 +411,25 @@ func (m *Leases) acquire(ctx context.Context, accounts []string, epoch string) (
 				continue
 			}
 			got = append(got, Lease{
-				Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
+				Account: accounts[i], Value: value, Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
 				NotBefore: m.guardUntil(r[2], r[3], answered),
 			})
 		case "0":
-			if strings.HasSuffix(r[1], "."+cl.args[1].(string)) && Holder(r[1]) == m.o.Instance {
+			value := LeaseValue(r[1])
+			if strings.HasSuffix(r[1], "."+cl.args[1].(string)) && value.Holder() == m.o.Instance {
 				// Our own acquisition, answered twice (the client retried
 				// after a network error). The first answer, with the
 				// previous holder, is lost: guard as if it was alive.
-				tok, err := parseToken(r[1])
+				tok, err := value.token()
 				if err == nil {
 					got = append(got, Lease{
-						Account: accounts[i], Value: r[1], Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
+						Account: accounts[i], Value: value, Token: tok, ValidUntil: sent.Add(m.o.TTL - m.o.Margin),
 						NotBefore: answered.Add(m.o.TTL - m.o.Margin/2),
 					})
 					continue
 				}
 			}
-			heldBy[accounts[i]] = Holder(r[1])
+			heldBy[accounts[i]] = value.Holder()
 		case "-1":
 			epochChanged = true
 		}
@@ -495,7 +509,7 @@ func (m *Leases) releaseValues(ctx context.Context, ls []Lease) error {
 	if len(ls) == 0 {
 		return nil
 	}
-	calls, _ := m.batch(ls, release, true, func(l Lease) any { return l.Value }, nil)
+	calls, _ := m.batch(ls, release, true, func(l Lease) any { return string(l.Value) }, nil)
 	if err := runCalls(ctx, m.c, calls, nil); err != nil {
 		return fmt.Errorf("redis: release leases: %w", err)
 	}
@@ -578,100 +592,169 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	if err != nil {
 		return res, err
 	}
+	ls, err := m.heldForTick()
+	if err != nil {
+		return res, err
+	}
+	round, err := m.sendTick(ctx, ls, watch)
+	if err != nil {
+		return res, fmt.Errorf("redis: tick: %w", err)
+	}
+	if res.Members, err = m.noteHeartbeat(round); err != nil {
+		return res, fmt.Errorf("redis: tick: %w", err)
+	}
+	res.Holders = round.holders()
+	res.EpochChanged = round.epochChanged(epoch)
+	var refused []Lease
+	res.Renewed, refused = m.applyRenewals(round, !res.EpochChanged)
+	if !res.EpochChanged {
+		res.Lost = refused
+		return res, nil
+	}
+	res.Reasserted, res.Lost, err = m.reassert(ctx, refused)
+	return res, err
+}
+
+// heldForTick returns the leases to renew, or ErrClosed.
+func (m *Leases) heldForTick() ([]Lease, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return res, ErrClosed
+		return nil, ErrClosed
 	}
 	ls := make([]Lease, 0, len(m.held))
 	for _, l := range m.held {
 		ls = append(ls, l)
 	}
-	m.mu.Unlock()
+	return ls, nil
+}
 
-	hb := &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}}
-	renews, groups := m.batch(ls, renew, false, func(l Lease) any { return l.Value }, []any{m.o.TTL.Milliseconds()})
-	calls := append([]*call{hb}, renews...)
-	var epochCmd *goredis.StringCmd
-	holderCmds := make([]*goredis.StringCmd, len(watch))
-	sent := m.o.Now()
-	err = runCalls(ctx, m.c, calls, func(p goredis.Pipeliner) {
-		epochCmd = p.Get(ctx, m.k.epoch())
+// tickRound is the one pipeline of a Tick and its answers: the heartbeat,
+// the renewals of the held leases (by group), the epoch marker and the
+// lease keys of the watched accounts.
+type tickRound struct {
+	heartbeat *call
+	renews    []*call
+	groups    [][]Lease // the leases each renew call covers
+	epoch     *goredis.StringCmd
+	watch     []string
+	leaseKeys []*goredis.StringCmd // of watch
+	// sent and answered are the local times around the round trip.
+	sent, answered time.Time
+}
+
+// sendTick runs the tick's pipeline. It fails when the round trip or the
+// heartbeat failed; a failed renewal is left to applyRenewals.
+func (m *Leases) sendTick(ctx context.Context, ls []Lease, watch []string) (*tickRound, error) {
+	r := &tickRound{
+		heartbeat: &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}},
+		watch:     watch,
+		leaseKeys: make([]*goredis.StringCmd, len(watch)),
+	}
+	r.renews, r.groups = m.batch(ls, renew, false, func(l Lease) any { return string(l.Value) }, []any{m.o.TTL.Milliseconds()})
+	r.sent = m.o.Now()
+	err := runCalls(ctx, m.c, append([]*call{r.heartbeat}, r.renews...), func(p goredis.Pipeliner) {
+		r.epoch = p.Get(ctx, m.k.epoch())
 		for i, a := range watch {
-			holderCmds[i] = p.Get(ctx, m.k.lease(a))
+			r.leaseKeys[i] = p.Get(ctx, m.k.lease(a))
 		}
 	})
 	if err == nil {
-		err = hb.cmd.Err()
+		err = r.heartbeat.cmd.Err()
 	}
 	if err != nil {
-		return res, fmt.Errorf("redis: tick: %w", err)
+		return nil, err
 	}
-	answered := m.o.Now()
-	members, beats, err := parseHeartbeat(hb.cmd)
+	r.answered = m.o.Now()
+	return r, nil
+}
+
+// holders maps each watched account to the instance holding its lease (""
+// for none); nil when the tick watched none.
+func (r *tickRound) holders() map[string]string {
+	if len(r.watch) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(r.watch))
+	for i, a := range r.watch {
+		out[a] = LeaseValue(r.leaseKeys[i].Val()).Holder()
+	}
+	return out
+}
+
+// epochChanged reports whether the epoch marker is gone or no longer the
+// one known before the tick (Redis lost its data). A failed read says no.
+func (r *tickRound) epochChanged(known string) bool {
+	switch err := r.epoch.Err(); {
+	case errors.Is(err, goredis.Nil):
+		return true
+	case err == nil:
+		return r.epoch.Val() != known
+	}
+	return false
+}
+
+// noteHeartbeat records the members and their beat counts the heartbeat
+// answered, and returns the members, sorted.
+func (m *Leases) noteHeartbeat(r *tickRound) ([]string, error) {
+	members, beats, err := parseHeartbeat(r.heartbeat.cmd)
 	if err != nil {
-		return res, fmt.Errorf("redis: tick: %w", err)
+		return nil, err
 	}
 	slices.Sort(members)
-	res.Members = members
-	if len(watch) > 0 {
-		res.Holders = make(map[string]string, len(watch))
-		for i, a := range watch {
-			res.Holders[a] = Holder(holderCmds[i].Val())
-		}
-	}
-	switch err := epochCmd.Err(); {
-	case errors.Is(err, goredis.Nil):
-		res.EpochChanged = true
-	case err == nil:
-		res.EpochChanged = epochCmd.Val() != epoch
-	}
-
-	valid := sent.Add(m.o.TTL - m.o.Margin)
-	var refused []Lease
 	m.mu.Lock()
-	m.members = res.Members
-	m.noteBeats(beats, answered)
-	for j, cl := range renews {
+	defer m.mu.Unlock()
+	m.members = members
+	m.noteBeats(beats, r.answered)
+	return members, nil
+}
+
+// applyRenewals extends the leases Redis renewed to the tick's send time +
+// TTL - Margin, and returns how many, with the leases Redis refused; those
+// are dropped locally when drop is set. A lease released or replaced
+// during the tick is left alone, and so are the leases of a renew call
+// that failed: they run to their ValidUntil.
+func (m *Leases) applyRenewals(r *tickRound, drop bool) (renewed int, refused []Lease) {
+	valid := r.sent.Add(m.o.TTL - m.o.Margin)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for j, cl := range r.renews {
 		flags, err := cl.cmd.Int64Slice()
-		if err != nil || len(flags) != len(groups[j]) {
-			continue // neither renewed nor refused: the leases run to ValidUntil
+		if err != nil || len(flags) != len(r.groups[j]) {
+			continue
 		}
 		for k, f := range flags {
-			l := groups[j][k]
+			l := r.groups[j][k]
 			cur, ok := m.held[l.Account]
 			if !ok || cur.Value != l.Value {
-				continue // released or replaced meanwhile
+				continue
 			}
 			if f == 1 {
 				if valid.After(cur.ValidUntil) {
 					cur.ValidUntil = valid
 					m.held[l.Account] = cur
 				}
-				res.Renewed++
+				renewed++
 				continue
 			}
-			if !res.EpochChanged {
+			if drop {
 				delete(m.held, l.Account)
 			}
 			refused = append(refused, cur)
 		}
 	}
-	m.mu.Unlock()
-	if !res.EpochChanged {
-		res.Lost = refused
-		return res, nil
-	}
+	return renewed, refused
+}
 
-	// Redis lost its data. Enter the grace period and take back the leases
-	// that are still ours locally: nobody else can acquire during grace
-	// (their acquisitions carry the old epoch or wait for the new grace).
-	// They stay held meanwhile (their connections go on); those that
-	// cannot be taken back are dropped.
-	defer func() { m.forget(res.Lost) }()
+// reassert runs after Redis lost its data: it enters the grace period and
+// takes back the refused leases that are still ours locally (nobody else
+// can acquire during grace: their acquisitions carry the old epoch or wait
+// for the new grace). They stay held meanwhile (their connections go on);
+// those that cannot be taken back are lost, and dropped.
+func (m *Leases) reassert(ctx context.Context, refused []Lease) (reasserted, lost []Lease, err error) {
+	defer func() { m.forget(lost) }()
 	if err := m.adoptEpoch(ctx); err != nil {
-		res.Lost = refused
-		return res, err
+		return nil, refused, err
 	}
 	now := m.o.Now()
 	var again []string
@@ -681,33 +764,33 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 			again = append(again, l.Account)
 			byAcct[l.Account] = l
 		} else {
-			res.Lost = append(res.Lost, l)
+			lost = append(lost, l)
 		}
 	}
 	if len(again) == 0 {
-		return res, nil
+		return nil, lost, nil
 	}
 	newEpoch, err := m.currentEpoch(ctx)
 	if err != nil {
-		return res, err
+		return nil, lost, err
 	}
 	got, _, _, err := m.acquire(ctx, again, newEpoch)
 	m.mu.Lock()
 	for _, l := range got {
 		m.held[l.Account] = l
-		res.Reasserted = append(res.Reasserted, l)
+		reasserted = append(reasserted, l)
 		delete(byAcct, l.Account)
 	}
 	m.mu.Unlock()
 	for _, a := range again {
 		if l, ok := byAcct[a]; ok {
-			res.Lost = append(res.Lost, l)
+			lost = append(lost, l)
 		}
 	}
 	if err != nil {
-		return res, fmt.Errorf("redis: reassert leases: %w", err)
+		return reasserted, lost, fmt.Errorf("redis: reassert leases: %w", err)
 	}
-	return res, nil
+	return reasserted, lost, nil
 }
 
 // forget drops the leases ls that are still held unchanged.
@@ -788,7 +871,7 @@ func (m *Leases) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	ctx, cancel := m.ctx(ctx)
 	defer cancel()
-	calls, _ := m.batch(ls, release, true, func(l Lease) any { return l.Value }, nil)
+	calls, _ := m.batch(ls, release, true, func(l Lease) any { return string(l.Value) }, nil)
 	calls = append(calls, &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}})
 	if err := runCalls(ctx, m.c, calls, nil); err != nil {
 		return fmt.Errorf("redis: close leases: %w", err)

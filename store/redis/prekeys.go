@@ -53,7 +53,7 @@ func (s *Store) preKeyWrite(ctx context.Context, op, acct string, l Lease, scrip
 	}
 	keys := []string{s.k.device(acct), s.k.lease(acct), s.k.fence(acct), s.k.prekeys(acct), s.k.pending(acct)}
 	argv := make([]any, 0, 2+len(args))
-	argv = append(argv, l.Value, strconv.FormatUint(l.Token, 10))
+	argv = append(argv, string(l.Value), l.Token.String())
 	argv = append(argv, args...)
 	res, err := replyStrings(script.Run(ctx, s.c, keys, argv...))
 	if err != nil {

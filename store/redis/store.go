@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,12 +243,12 @@ func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid 
 		return err
 	}
 	defer cancel()
-	token := strconv.FormatUint(l.Token, 10)
+	token := l.Token.String()
 	if arch == nil {
 		arch = &entryArgs{}
 	}
 	if s.split {
-		return s.writeSplit(ctx, op, acct, rec, pn, lid, l.Value, token, arch)
+		return s.writeSplit(ctx, op, acct, rec, pn, lid, string(l.Value), token, arch)
 	}
 	for range 16 { // a concurrent writer of the same account changed the mapping users
 		old, err := s.c.HMGet(ctx, s.k.device(acct), "pn", "lid").Result()
@@ -264,7 +263,7 @@ func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid 
 			s.k.prekeys(acct), s.k.pending(acct),
 		}
 		keys = append(keys, arch.keys(s.k, acct)...)
-		args := append([]any{l.Value, token, op, rec, acct, pn, lid, opn, olid}, arch.args()...)
+		args := append([]any{string(l.Value), token, op, rec, acct, pn, lid, opn, olid}, arch.args()...)
 		res, err := replyStrings(saveAtomic.Run(ctx, s.c, keys, args...))
 		if err != nil {
 			return fmt.Errorf("redis: %s %q: %w", op, acct, err)

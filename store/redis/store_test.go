@@ -308,7 +308,7 @@ func TestFenceReseeded(t *testing.T) {
 	// A lease value from a lower token (forged into the key) cannot write
 	// over a device written with a higher one.
 	low := Lease{Account: "acct", Value: "inst-x:7.abc", Token: 7}
-	c.Set(ctx, s.k.lease("acct"), low.Value, time.Minute)
+	c.Set(ctx, s.k.lease("acct"), string(low.Value), time.Minute)
 	if err := s.Fenced(low).Save(ctx, storetest.NewDevice(t, "acct")); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("Save with a token below the device's = %v, want ErrLeaseLost", err)
 	}
