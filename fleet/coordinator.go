@@ -40,7 +40,7 @@ type Owner interface {
 
 // Config configures a Coordinator. Leases, Sockets and Owner are required.
 type Config struct {
-	Leases *redis.Leases
+	Leases Leases
 	// Sockets registers the connections of the accounts under Leases.
 	Sockets *Sockets
 	Owner   Owner
@@ -79,7 +79,7 @@ type Config struct {
 // local deadline passes, whatever Step is doing.
 type Coordinator struct {
 	cfg     Config
-	l       *redis.Leases
+	l       Leases
 	sockets *Sockets
 	log     *slog.Logger
 	wake    chan struct{} // the watchdog: the earliest deadline may have changed

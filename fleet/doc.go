@@ -6,7 +6,9 @@
 // lost or past its local deadline, acquiring its preferred accounts and
 // handing over, a bounded number per tick, those another instance now
 // prefers. Sockets registers every connection (and dial) by account and
-// admits one only while the account's lease is usable.
+// admits one only while the account's lease is usable. Both work on the
+// Leases interface: store/redis.Leases keeps the table in Redis, and the
+// unit tests run the Coordinator on one in memory.
 //
 // # Why two instances never connect one account at once
 //

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-
-	"github.com/wafleet/wafleet/store/redis"
 )
 
 // ErrNoLease: the account may not connect here now: this instance does not
@@ -21,7 +19,7 @@ var ErrNoLease = errors.New("fleet: no usable lease for the account")
 // hand-over, shutdown), without waiting for any actor: Close returns once
 // every socket is closed. Safe for concurrent use.
 type Sockets struct {
-	leases *redis.Leases
+	leases Leases
 
 	mu   sync.Mutex
 	open map[string]map[*tracked]struct{}
@@ -30,7 +28,7 @@ type Sockets struct {
 type tracked struct{ c io.Closer }
 
 // NewSockets returns the register of the connections under the leases l.
-func NewSockets(l *redis.Leases) *Sockets {
+func NewSockets(l Leases) *Sockets {
 	return &Sockets{leases: l, open: map[string]map[*tracked]struct{}{}}
 }
 
