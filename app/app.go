@@ -399,8 +399,8 @@ func (a *App) resumeStopped(accounts []config.Account) {
 	}
 }
 
-// apply gives the supervisor the configured accounts; it logs what
-// started and stopped.
+// apply gives the supervisor the configured accounts and waits until it
+// has started and stopped actors accordingly (it logs what changed).
 func (a *App) apply(accounts []config.Account) error {
 	list := a.supervisorAccounts(accounts)
 	if _, err := a.system.Root.RequestFuture(a.sup, &supervisor.SetAccounts{Accounts: list}, 10*time.Second).Result(); err != nil {
