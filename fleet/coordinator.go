@@ -83,6 +83,11 @@ type Coordinator struct {
 	sockets *Sockets
 	log     *slog.Logger
 	wake    chan struct{} // the watchdog: the earliest deadline may have changed
+	// owning orders Own against the watchdog: startReady checks a lease
+	// and owns its account under it, the watchdog expires leases under it.
+	// So an account whose lease expired is never owned after it was
+	// disowned (it would run without a lease).
+	owning sync.Mutex
 
 	mu       sync.Mutex
 	accounts []string
@@ -211,7 +216,10 @@ func (c *Coordinator) poke() {
 
 // expire closes the sockets of the leases past their local deadline.
 func (c *Coordinator) expire() {
-	c.closeLost(c.l.Expire(), "lease not renewed in time")
+	c.owning.Lock()
+	lost := c.l.Expire()
+	c.owning.Unlock()
+	c.closeLost(lost, "lease not renewed in time")
 }
 
 func (c *Coordinator) shutdown() error {
@@ -332,6 +340,8 @@ func (c *Coordinator) Step(ctx context.Context) {
 // startReady starts the acquired accounts whose guard interval is over,
 // in one batch, and forgets those whose lease was lost meanwhile.
 func (c *Coordinator) startReady(now time.Time) {
+	c.owning.Lock()
+	defer c.owning.Unlock()
 	var ready []string
 	for a, l := range c.pending {
 		cur, ok := c.l.Get(a)

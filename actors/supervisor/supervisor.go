@@ -276,6 +276,7 @@ func (s *Supervisor) disown(ctx actor.Context, ids []string) {
 			ctx.Stop(c.pid)
 		}
 		if _, pending := s.stopping[id]; pending {
+			s.stopping[id] = nil // no restart once it has terminated
 			w.pending[id] = true
 		}
 	}

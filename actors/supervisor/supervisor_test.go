@@ -325,3 +325,25 @@ func TestLeasedRunsConfiguredAndOwned(t *testing.T) {
 		t.Fatalf("c started %d times", n)
 	}
 }
+
+// TestDisownCancelsAPendingStart: an account disowned, owned again and
+// disowned again before its actor terminated does not start afterwards.
+func TestDisownCancelsAPendingStart(t *testing.T) {
+	f := newFixture(t, func(d *Deps) { d.Leased = true })
+	f.setAccounts(t, Account{ID: "a"})
+	f.system.Root.Send(f.pid, &Own{IDs: []string{"a"}})
+	if _, err := f.forward(t, "a", &probe{}); err != nil {
+		t.Fatal(err)
+	}
+	f.system.Root.Send(f.pid, &Disown{IDs: []string{"a"}})
+	f.system.Root.Send(f.pid, &Own{IDs: []string{"a"}})
+	if _, err := f.system.Root.RequestFuture(f.pid, &Disown{IDs: []string{"a"}}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("the disowned account runs: %v", err)
+	}
+	if n := f.starts.get("a"); n != 1 {
+		t.Fatalf("a started %d times, want once", n)
+	}
+}
