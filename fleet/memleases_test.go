@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis"
 )
 
@@ -208,18 +209,13 @@ func (o *callOwner) took() []string {
 // over before disowning it, and drops and gives back an account removed
 // from the configuration.
 func TestCoordinatorOnMemoryLeases(t *testing.T) {
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	leases := newMemLeases("solo", clk.Now)
 	socks := NewSockets(leases)
 	sockB := &closeRecorder{}
 	owner := &callOwner{t: t, sockets: map[string]*closeRecorder{"b": sockB}}
-	var mu sync.Mutex
-	var evs []events.Event
-	co, err := New(Config{Leases: leases, Sockets: socks, Owner: owner, Now: clk.Now, Events: events.PublisherFunc(func(e events.Event) {
-		mu.Lock()
-		evs = append(evs, e)
-		mu.Unlock()
-	})})
+	rec := testkit.NewRecorder()
+	co, err := New(Config{Leases: leases, Sockets: socks, Owner: owner, Now: clk.Now, Events: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,11 +238,8 @@ func TestCoordinatorOnMemoryLeases(t *testing.T) {
 	if sockB.when().IsZero() {
 		t.Fatal("the socket of the lost lease is open")
 	}
-	mu.Lock()
-	lost := slices.IndexFunc(evs, func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindLeaseLost })
-	mu.Unlock()
-	if lost < 0 {
-		t.Fatalf("no lease_lost event for b: %+v", evs)
+	if !slices.ContainsFunc(rec.Events(), func(e events.Event) bool { return e.Account == "b" && e.Kind == events.KindLeaseLost }) {
+		t.Fatalf("no lease_lost event for b: %s", testkit.Describe(rec.Events()))
 	}
 
 	co.SetAccounts([]string{"a"})
