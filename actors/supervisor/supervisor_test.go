@@ -327,7 +327,8 @@ func TestLeasedRunsConfiguredAndOwned(t *testing.T) {
 }
 
 // TestDisownCancelsAPendingStart: an account disowned, owned again and
-// disowned again before its actor terminated does not start afterwards.
+// disowned again (usually before its first actor terminated, when the
+// second Own only marks it to start again) does not run afterwards.
 func TestDisownCancelsAPendingStart(t *testing.T) {
 	f := newFixture(t, func(d *Deps) { d.Leased = true })
 	f.setAccounts(t, Account{ID: "a"})
@@ -342,8 +343,5 @@ func TestDisownCancelsAPendingStart(t *testing.T) {
 	}
 	if _, err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("the disowned account runs: %v", err)
-	}
-	if n := f.starts.get("a"); n != 1 {
-		t.Fatalf("a started %d times, want once", n)
 	}
 }
