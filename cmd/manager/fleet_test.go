@@ -172,6 +172,7 @@ type fleetView struct {
 	connected map[string]string // account → instance
 	qr        map[string]string // account → QR code showing
 	doubles   []string          // accounts connected on two instances
+	others    []string          // the other accounts: instance, state, last error
 }
 
 func viewFleet(instances []*instance) fleetView {
@@ -189,6 +190,9 @@ func viewFleet(instances []*instance) fleetView {
 				v.connected[a.ID] = inst.name
 			case a.QR != nil:
 				v.qr[a.ID] = *a.QR
+				fallthrough
+			default:
+				v.others = append(v.others, fmt.Sprintf("%s on %s: %s %q", a.ID, inst.name, a.State, a.LastError))
 			}
 		}
 	}
@@ -229,7 +233,7 @@ func watchDoubles(t *testing.T, emu *emulatorProcess) (stop func()) {
 func waitFleet(t *testing.T, instances []*instance, emu *emulatorProcess, n int, scan bool, within time.Duration) fleetView {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	scanned := map[string]bool{} // QR codes already scanned
+	scans := newScanner(emu)
 	for {
 		v := viewFleet(instances)
 		if len(v.doubles) > 0 {
@@ -247,18 +251,14 @@ func waitFleet(t *testing.T, instances []*instance, emu *emulatorProcess, n int,
 			if !scan {
 				t.Fatalf("account %s shows a QR code: it would pair again", id)
 			}
-			// Each code once: a scan that came too late for its code
-			// (the next one showed meanwhile) is retried with the next.
-			if !scanned[code] {
-				scanned[code] = true
-				go func() { _ = emu.scan(code) }()
-			}
+			scans.offer(id, code)
 		}
 		if len(v.connected) == n {
 			return v
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d accounts connected after %s", len(v.connected), n, within)
+			slices.Sort(v.others)
+			t.Fatalf("%d of %d accounts connected after %s; the others: %v", len(v.connected), n, within, v.others)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -278,6 +278,40 @@ func waitSettled(t *testing.T, instances []*instance, emu *emulatorProcess, n in
 			last, since = v, time.Now()
 		}
 	}
+}
+
+// scanner scans QR codes for waitFleet as an operator would: one scan at a
+// time per account, and once one succeeded, no other code of that account
+// (the phone would link the same companion a second time). A scan that
+// failed (its code had changed meanwhile) is retried with the next code.
+type scanner struct {
+	emu *emulatorProcess
+
+	mu     sync.Mutex
+	busy   map[string]bool // accounts with a scan under way
+	linked map[string]bool // accounts a scan linked
+	tried  map[string]bool // codes scanned
+}
+
+func newScanner(emu *emulatorProcess) *scanner {
+	return &scanner{emu: emu, busy: map[string]bool{}, linked: map[string]bool{}, tried: map[string]bool{}}
+}
+
+// offer scans code in the background unless the rules above say not to.
+func (s *scanner) offer(account, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[account] || s.linked[account] || s.tried[code] {
+		return
+	}
+	s.busy[account], s.tried[code] = true, true
+	go func() {
+		err := s.emu.scan(code)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.busy[account] = false
+		s.linked[account] = err == nil
+	}()
 }
 
 // sameDoubles reports whether an account connected twice in a is so in b.

@@ -88,10 +88,11 @@ func writeRunConfig(t *testing.T, path string, emu *emulator.Server, listen, sto
 }
 
 type accountView struct {
-	ID    string  `json:"id"`
-	State string  `json:"state"`
-	JID   string  `json:"jid"`
-	QR    *string `json:"qr"`
+	ID        string  `json:"id"`
+	State     string  `json:"state"`
+	JID       string  `json:"jid"`
+	QR        *string `json:"qr"`
+	LastError string  `json:"last_error"`
 }
 
 // waitAccounts polls GET /api/accounts until cond holds (20 s at most).
