@@ -24,9 +24,9 @@
 //     lid/>; otherwise <failure reason="401"/> and close. A second login of a
 //     connected device sends <conflict type="replaced"/> to the older
 //     connection, and the overlap is counted in max_connections_per_device
-//     (an older connection whose client has already closed it, as the TCP
-//     socket's state says on Linux, is not an overlap, whether or not its
-//     reader has seen the close yet).
+//     (an older connection already closed, by its client or by the server
+//     after ending its stream, as the TCP socket's state says on Linux, is
+//     not an overlap, whether or not its reader has seen the close yet).
 //   - After success it answers keepalive pings (xmlns w:p, with or without
 //     <ping/>), the passive/active IQ, prekey count and upload, and a
 //     companion's <remove-companion-device jid=OWN/> (result, then the

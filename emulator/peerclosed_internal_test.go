@@ -87,6 +87,20 @@ func TestPeerClosedReadsTheSocketState(t *testing.T) {
 	if peerClosed(server) {
 		t.Fatal("an open connection reads as closed by its peer")
 	}
+	// This side closing counts too, at once.
+	other, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	mine, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine.Close()
+	if !peerClosed(mine) {
+		t.Fatal("a connection this side closed reads as open")
+	}
 	client.Close()
 	deadline := time.Now().Add(time.Minute) // the FIN is local: this is a bound, not an expectation
 	for !peerClosed(server) {

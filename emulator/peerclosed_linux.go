@@ -1,25 +1,22 @@
 package emulator
 
 import (
+	"errors"
 	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// TCP states of a socket whose peer has sent its FIN or reset the
-// connection (Linux include/net/tcp_states.h).
-const (
-	tcpTimeWait  = 6
-	tcpClose     = 7
-	tcpCloseWait = 8
-	tcpLastAck   = 9
-	tcpClosing   = 11
-)
+// tcpEstablished is the state of an open TCP connection (Linux
+// include/net/tcp_states.h); any later state means one side has closed it
+// or is closing it.
+const tcpEstablished = 1
 
-// peerClosed reports whether the peer of a TCP connection has closed it (its
-// FIN or RST arrived), from the kernel's state of the socket, without
-// reading from it.
+// peerClosed reports whether a TCP connection is no longer open, from the
+// kernel's state of the socket, without reading from it: the peer's FIN or
+// RST arrived, or this side has closed it or closed its socket (after
+// ending the stream, say) while its reader has not yet returned.
 func peerClosed(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -27,7 +24,7 @@ func peerClosed(c net.Conn) bool {
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return errors.Is(err, net.ErrClosed)
 	}
 	var state uint8
 	var infoErr error
@@ -36,12 +33,11 @@ func peerClosed(c net.Conn) bool {
 		if info, infoErr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); infoErr == nil {
 			state = info.State
 		}
-	}); err != nil || infoErr != nil {
+	}); err != nil {
+		return errors.Is(err, net.ErrClosed) // this side closed it
+	}
+	if infoErr != nil {
 		return false
 	}
-	switch state {
-	case tcpTimeWait, tcpClose, tcpCloseWait, tcpLastAck, tcpClosing:
-		return true
-	}
-	return false
+	return state != tcpEstablished
 }

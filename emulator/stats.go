@@ -26,8 +26,8 @@ type Stats struct {
 	// (registration and logged-in sessions).
 	ActiveConnections int64 `json:"active_connections"`
 	// MaxConnectionsPerDevice is the largest number of simultaneous logged-in
-	// connections ever seen for one device, not counting a connection its
-	// client had already closed. A well-behaved fleet keeps it at most 1.
+	// connections ever seen for one device, not counting a connection
+	// already closed by either side. A well-behaved fleet keeps it at most 1.
 	MaxConnectionsPerDevice int64 `json:"max_connections_per_device"`
 	// Pings counts keepalive IQs answered (xmlns w:p); pings dropped by the
 	// drop-pongs fault are not counted.
