@@ -713,11 +713,15 @@ func (m *Leases) noteHeartbeat(r *tickRound) ([]string, error) {
 // TTL - Margin, and returns how many, with the leases Redis refused; those
 // are dropped locally when drop is set. A lease released or replaced
 // during the tick is left alone, and so are the leases of a renew call
-// that failed: they run to their ValidUntil.
+// that failed: they run to their ValidUntil. A lease whose ValidUntil
+// passed before the answer (a process that lagged) is not extended either:
+// Get has refused it meanwhile, so its connection may have ended as a
+// hand-over; Expire drops it, as if the renewal had failed.
 func (m *Leases) applyRenewals(r *tickRound, drop bool) (renewed int, refused []Lease) {
 	valid := r.sent.Add(m.o.TTL - m.o.Margin)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.o.Now()
 	for j, cl := range r.renews {
 		flags, err := cl.cmd.Int64Slice()
 		if err != nil || len(flags) != len(r.groups[j]) {
@@ -730,6 +734,9 @@ func (m *Leases) applyRenewals(r *tickRound, drop bool) (renewed int, refused []
 				continue
 			}
 			if f == 1 {
+				if !now.Before(cur.ValidUntil) {
+					continue
+				}
 				if valid.After(cur.ValidUntil) {
 					cur.ValidUntil = valid
 					m.held[l.Account] = cur

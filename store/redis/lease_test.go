@@ -86,6 +86,13 @@ func TestLeaseLifecycle(t *testing.T) {
 	if _, ok := a.Get("x"); ok {
 		t.Fatal("Get returns a lease past its deadline")
 	}
+	// A renewal answered once the deadline passed does not revive it.
+	if tr, err := a.Tick(ctx); err != nil || tr.Renewed != 0 {
+		t.Fatalf("Tick past the deadline = %+v, %v", tr, err)
+	}
+	if _, ok := a.Get("x"); ok {
+		t.Fatal("a late renewal revived a lease past its deadline")
+	}
 	if exp := a.Expire(); len(exp) != 1 || exp[0].Account != "x" {
 		t.Fatalf("Expire = %v", exp)
 	}
