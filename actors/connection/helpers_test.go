@@ -1,11 +1,13 @@
 package connection
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +113,23 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(io.Discard, nil))
 }
 
+// waitStoreQueues waits for the store calls that stopped actors left
+// running: by design they finish after the actor (each bounded by
+// Deps.StoreTimeout), and generating and checking hundreds of prekeys can
+// take seconds on a loaded machine. A call still running after the
+// deadline is reported by the leak check that follows.
+func waitStoreQueues(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	buf := make([]byte, 1<<20)
+	for time.Now().Before(deadline) {
+		if !bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("(*storeQueue).work")) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // diagramGuard is a quiet log handler that fails the test when the actor
 // changes phase along an edge that transitions (and so the package doc's
 // diagram) lacks.
@@ -132,7 +151,10 @@ func (g diagramGuard) Handle(_ context.Context, r slog.Record) error {
 // check that runs after every other cleanup.
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	t.Cleanup(func() { goleak.VerifyNone(t) })
+	t.Cleanup(func() {
+		waitStoreQueues(t)
+		goleak.VerifyNone(t)
+	})
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "wafleet.db"), store.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)
