@@ -162,7 +162,9 @@
 // runs per connection; the one writer runs only while frames wait in the
 // bounded queue, each write bounded by the write deadline. *actor.Stopping
 // and *actor.Restarting cancel the attempt and close the socket, which ends
-// every goroutine.
+// every goroutine but the store calls under way (each bounded by
+// Deps.StoreTimeout; those queued behind them see the attempt cancelled and
+// do nothing, but for the undo of a pairing save).
 //
 // # Pairing and the store
 //
