@@ -160,3 +160,48 @@ func TestPairSaveFailureAnswered(t *testing.T) {
 		}
 	}
 }
+
+// holdPairedSave holds the save of the paired device until released and
+// says when it is done.
+type holdPairedSave struct {
+	store.Store
+	entered, release, saved chan struct{}
+}
+
+func (s *holdPairedSave) Save(ctx context.Context, d *store.Device) error {
+	if !d.Paired() {
+		return s.Store.Save(ctx, d)
+	}
+	s.entered <- struct{}{}
+	<-s.release
+	err := s.Store.Save(ctx, d)
+	close(s.saved)
+	return err
+}
+
+// TestStoppedWhileSavingPairingUndoes: an actor stopped while its pairing
+// is being saved leaves the device unpaired: the undo is queued behind the
+// save and runs after it.
+func TestStoppedWhileSavingPairingUndoes(t *testing.T) {
+	h := newHarness(t)
+	d := h.deps("stopsave")
+	hold := &holdPairedSave{Store: h.store, entered: make(chan struct{}, 1), release: make(chan struct{}), saved: make(chan struct{})}
+	d.Store = hold
+	pid, _, code := startPairing(t, h, d, nil)
+	select {
+	case <-hold.entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("the paired device was not saved")
+	}
+	h.stop(pid)
+	close(hold.release)
+	select {
+	case <-hold.saved:
+	case <-time.After(waitTimeout):
+		t.Fatal("the held save did not end")
+	}
+	waitFor(t, "the pairing undone", func() bool {
+		dev, err := h.store.Load(context.Background(), "stopsave")
+		return err == nil && !dev.Paired() && dev.NoiseKey.Pub == code.NoisePub
+	})
+}
