@@ -10,6 +10,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -129,7 +130,7 @@ func TestStaleMessagesIgnoredByActor(t *testing.T) {
 	if after.State != events.StateConnecting || after.Gen != snap.Gen || after.Timer {
 		t.Errorf("stale messages changed the actor: before %+v after %+v", snap, after)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindConnected || e.State == events.StateBackoff {
 			t.Errorf("stale message produced %s/%s", e.Kind, e.State)
 		}
@@ -152,7 +153,7 @@ func TestBackoffAndLimiterHonoured(t *testing.T) {
 
 	from := 0
 	for attempt := range 5 {
-		ev, i := h.rec.waitFrom(t, from, "backoff", stateIs(events.StateBackoff))
+		ev, i := h.rec.WaitFrom(t, from, "backoff", stateIs(events.StateBackoff))
 		from = i + 1
 		if want := d.Backoff.Next(attempt, d.Rand); ev.Delay != want {
 			t.Errorf("attempt %d: delay %v, want %v", attempt, ev.Delay, want)
@@ -161,7 +162,7 @@ func TestBackoffAndLimiterHonoured(t *testing.T) {
 			t.Errorf("attempt %d: error %q", attempt, ev.Error)
 		}
 		if attempt < 4 {
-			h.rec.waitFrom(t, from, "reconnect", kindIs(events.KindReconnect))
+			h.rec.WaitFrom(t, from, "reconnect", kindIs(events.KindReconnect))
 		}
 	}
 	snap := h.inspect(pid)
@@ -169,7 +170,7 @@ func TestBackoffAndLimiterHonoured(t *testing.T) {
 	if waits, dials := lim.waits.Load(), fd.calls.Load(); dials < 5 || waits < dials || waits > dials+1 {
 		t.Errorf("%d limiter waits for %d dials", waits, dials)
 	}
-	view, _ := h.rec.board.Get("backoff")
+	view, _ := h.board.Get("backoff")
 	if view.Reconnects < 4 || view.LastError != "dial: connection refused" {
 		t.Errorf("board view %+v (snapshot %+v)", view, snap)
 	}
@@ -191,7 +192,7 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 		close(lim.release)
 		recvReq(t, fd)
 		fd.results <- dialResult{err: errors.New("refused")}
-		h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
+		h.rec.WaitFrom(t, 0, "backoff", stateIs(events.StateBackoff))
 	})
 	t.Run("stop while waiting", func(t *testing.T) {
 		h := newHarness(t)
@@ -251,7 +252,7 @@ func serverResult(id string, children ...node.Node) node.Node {
 func TestStableConnectionResetsBackoff(t *testing.T) {
 	h := newHarness(t)
 	fd := newFakeDialer()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	d := h.deps("stable")
 	d.Dialer = fd.dial
 	d.Now = clock.Now
@@ -260,8 +261,8 @@ func TestStableConnectionResetsBackoff(t *testing.T) {
 	fd.results <- dialResult{err: errors.New("refused")}
 	fd.results <- dialResult{err: errors.New("refused")}
 	h.spawn(d)
-	_, i := h.rec.wait(t, "first backoff", stateIs(events.StateBackoff))
-	_, i = h.rec.waitFrom(t, i+1, "second backoff", stateIs(events.StateBackoff))
+	_, i := h.rec.WaitFrom(t, 0, "first backoff", stateIs(events.StateBackoff))
+	_, i = h.rec.WaitFrom(t, i+1, "second backoff", stateIs(events.StateBackoff))
 	recvReq(t, fd)
 	recvReq(t, fd)
 
@@ -275,10 +276,10 @@ func TestStableConnectionResetsBackoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := connectFake(t, h, fd)
-		_, i = h.rec.waitFrom(t, i, "connected", kindIs(events.KindConnected))
+		_, i = h.rec.WaitFrom(t, i, "connected", kindIs(events.KindConnected))
 		clock.Advance(tt.lived)
 		s.Close()
-		ev, j := h.rec.waitFrom(t, i, "backoff after drop", stateIs(events.StateBackoff))
+		ev, j := h.rec.WaitFrom(t, i, "backoff after drop", stateIs(events.StateBackoff))
 		i = j + 1
 		if ev.Delay != tt.want {
 			t.Errorf("%s: delay %v, want %v", tt.name, ev.Delay, tt.want)
@@ -294,7 +295,7 @@ func TestStableConnectionResetsBackoff(t *testing.T) {
 func TestKeepalive(t *testing.T) {
 	h := newHarness(t)
 	fd := newFakeDialer()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	d := h.deps("ka")
 	d.Dialer = fd.dial
 	d.Now = clock.Now
@@ -302,7 +303,7 @@ func TestKeepalive(t *testing.T) {
 	d.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, StableAfter: time.Hour}
 	h.spawn(d)
 	s := connectFake(t, h, fd)
-	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 	nextPing := func() string {
 		t.Helper()
@@ -331,15 +332,15 @@ func TestKeepalive(t *testing.T) {
 		t.Errorf("ping ids repeat: %q %q %q", first, second, third)
 	}
 	s.push(t, serverResult(third))
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.State == events.StateBackoff || e.Kind == events.KindDisconnected {
-			t.Fatalf("a missed pong ended the connection: %s", describe(h.rec.all()))
+			t.Fatalf("a missed pong ended the connection: %s", testkit.Describe(h.rec.Events()))
 		}
 	}
 	// No answer for longer than the window: close, backoff.
 	nextPing()
 	clock.Advance(2 * time.Minute)
-	ev, _ := h.rec.wait(t, "keepalive backoff", stateIs(events.StateBackoff))
+	ev, _ := h.rec.WaitFrom(t, 0, "keepalive backoff", stateIs(events.StateBackoff))
 	if !strings.Contains(ev.Error, ErrKeepaliveTimeout.Error()) {
 		t.Errorf("error %q", ev.Error)
 	}
@@ -408,7 +409,7 @@ func TestResaveWritesTheDeviceAgain(t *testing.T) {
 	d.Dialer = fd.dial
 	pid := h.spawn(d)
 	connectFake(t, h, fd)
-	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	ctx := ctxT(t)
 	want, err := h.store.Load(ctx, "resave")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/waproto"
@@ -140,7 +141,7 @@ func TestPreKeysUploadedAfterLogin(t *testing.T) {
 	if err != nil || counts.Stored != initialPreKeys || counts.Uploaded != 0 {
 		t.Fatalf("stored before the answer: %+v, %v", counts, err)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindConnected {
 			t.Fatal("connected reported before the prekeys were uploaded")
 		}
@@ -150,13 +151,13 @@ func TestPreKeysUploadedAfterLogin(t *testing.T) {
 	if _, ok := active.Child("active"); !ok {
 		t.Fatalf("passive IQ without <active/>: %v", active)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindConnected {
 			t.Fatal("connected reported before <active/> was answered")
 		}
 	}
 	s.push(t, serverResult(idOf(active)))
-	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	waitFor(t, "keys marked uploaded", func() bool {
 		c, err := h.store.PreKeyCounts(context.Background(), "pk")
 		return err == nil && c.Uploaded == initialPreKeys
@@ -284,9 +285,9 @@ func TestAcksInOrderUnderBurst(t *testing.T) {
 	if got := obs.acks.Load(); got != burst {
 		t.Errorf("acks counted %d, want %d", got, burst)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindDisconnected {
-			t.Fatalf("the burst ended the connection: %s", describe(h.rec.all()))
+			t.Fatalf("the burst ended the connection: %s", testkit.Describe(h.rec.Events()))
 		}
 	}
 }
@@ -372,7 +373,7 @@ func TestFailurePolicy(t *testing.T) {
 				s.push(t, node.New("success", node.StrAttr("t", "1")))
 			}
 			s.push(t, tt.stanza)
-			ev, _ := h.rec.wait(t, string(tt.state), func(e events.Event) bool { return e.Kind == tt.kind && e.State == tt.state })
+			ev, _ := h.rec.WaitFrom(t, 0, string(tt.state), func(e events.Event) bool { return e.Kind == tt.kind && e.State == tt.state })
 			if ev.Alarm != tt.alarm || !strings.Contains(ev.Error, tt.errHas) {
 				t.Errorf("event alarm %q error %q; want alarm %q and %q", ev.Alarm, ev.Error, tt.alarm, tt.errHas)
 			}
@@ -407,7 +408,7 @@ func TestBannedWaitsForPairRequest(t *testing.T) {
 	pid := h.spawn(d)
 	s, _ := dialFake(t, fd)
 	s.push(t, node.New("failure", node.StrAttr("reason", "406")))
-	h.rec.wait(t, "banned", func(e events.Event) bool { return e.Alarm == events.AlarmBanned })
+	h.rec.WaitFrom(t, 0, "banned", func(e events.Event) bool { return e.Alarm == events.AlarmBanned })
 	if snap := h.inspect(pid); snap.Want || snap.Timer {
 		t.Fatalf("a banned account plans to reconnect: %+v", snap)
 	}
@@ -430,7 +431,7 @@ func TestTemporaryBanWaitsForExpiry(t *testing.T) {
 	h.spawn(d)
 	s, _ := dialFake(t, fd)
 	s.push(t, node.New("failure", node.StrAttr("reason", "402"), node.StrAttr("code", "101"), node.StrAttr("expire", "1")))
-	ev, _ := h.rec.wait(t, "temporary ban", stateIs(events.StateBackoff))
+	ev, _ := h.rec.WaitFrom(t, 0, "temporary ban", stateIs(events.StateBackoff))
 	if ev.Delay != time.Second || !strings.Contains(ev.Error, "sent to too many people") || !strings.Contains(ev.Error, "reconnecting by itself at") {
 		t.Errorf("ban event delay %v error %q", ev.Delay, ev.Error)
 	}
@@ -440,7 +441,7 @@ func TestTemporaryBanWaitsForExpiry(t *testing.T) {
 	s2.push(t, serverResult(idOf(nextIQ(t, s2, "encrypt")), node.New("count", node.IntAttr("value", 100))))
 	s2.push(t, serverResult(idOf(nextIQ(t, s2, "encrypt")))) // the store has no uploaded keys: 50 go up
 	s2.push(t, serverResult(idOf(nextIQ(t, s2, "passive"))))
-	h.rec.wait(t, "connected after the ban", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected after the ban", kindIs(events.KindConnected))
 }
 
 // TestOutdatedWaitsForNewerVersion: failure 405 reports the refused version
@@ -461,12 +462,12 @@ func TestOutdatedWaitsForNewerVersion(t *testing.T) {
 	if got := <-vs.refused; got != old {
 		t.Fatalf("refused %v reported, want %v", got, old)
 	}
-	ev, _ := h.rec.wait(t, "outdated backoff", stateIs(events.StateBackoff))
+	ev, _ := h.rec.WaitFrom(t, 0, "outdated backoff", stateIs(events.StateBackoff))
 	if !strings.Contains(ev.Error, "405") {
 		t.Errorf("error %q", ev.Error)
 	}
 	h.system.Root.Send(pid, &VersionUnavailable{Err: errors.New("the newest version published, 2.3000.100, is still refused")})
-	alarm, _ := h.rec.wait(t, "client_outdated alarm", func(e events.Event) bool { return e.Alarm == events.AlarmClientOutdated })
+	alarm, _ := h.rec.WaitFrom(t, 0, "client_outdated alarm", func(e events.Event) bool { return e.Alarm == events.AlarmClientOutdated })
 	if alarm.State != events.StateStopped || !strings.Contains(alarm.Error, "2.3000.100") {
 		t.Errorf("alarm %+v", alarm)
 	}
@@ -499,7 +500,7 @@ func TestLogoutWhileOffline(t *testing.T) {
 			pid := h.spawn(d)
 			recvReq(t, fd)
 			fd.results <- dialResult{err: errors.New("network down")}
-			h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
+			h.rec.WaitFrom(t, 0, "backoff", stateIs(events.StateBackoff))
 			if res := h.request(pid, &Logout{}); !res.OK {
 				t.Fatalf("logout refused: %+v", res)
 			}
@@ -516,7 +517,7 @@ func TestLogoutWhileOffline(t *testing.T) {
 				}
 				s.push(t, serverResult(idOf(iq)))
 			}
-			h.rec.wait(t, "logged out", kindIs(events.KindLoggedOut))
+			h.rec.WaitFrom(t, 0, "logged out", kindIs(events.KindLoggedOut))
 			waitFor(t, "device wiped", func() bool {
 				got, err := h.store.Load(context.Background(), "lo")
 				return errors.Is(err, store.ErrNotFound) || (err == nil && !got.Paired())

@@ -23,12 +23,12 @@ func accountKind(id string, k events.Kind) func(events.Event) bool {
 func pairOne(t *testing.T, h *harness, srv *emulator.Server, d Deps) (*actor.PID, emulator.Linked) {
 	t.Helper()
 	pid := h.spawn(emulatorDeps(d, srv))
-	qrEv, _ := h.rec.wait(t, "qr of "+d.AccountID, accountKind(d.AccountID, events.KindQR))
+	qrEv, _ := h.rec.WaitFrom(t, 0, "qr of "+d.AccountID, accountKind(d.AccountID, events.KindQR))
 	linked, err := srv.Phone().Scan(ctxT(t), qrEv.QR)
 	if err != nil {
 		t.Fatalf("scan %s: %v", d.AccountID, err)
 	}
-	h.rec.wait(t, "connected "+d.AccountID, accountKind(d.AccountID, events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected "+d.AccountID, accountKind(d.AccountID, events.KindConnected))
 	return pid, linked
 }
 
@@ -70,10 +70,10 @@ func TestServerLogoutArchivesDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	logoutAll(t, srv, linked.JID)
-	_, i := h.rec.waitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
-	h.rec.waitFrom(t, i, "fresh QR", kindIs(events.KindQR))
+	_, i := h.rec.WaitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
+	h.rec.WaitFrom(t, i, "fresh QR", kindIs(events.KindQR))
 
 	list, err := h.store.ListArchive(context.Background())
 	if err != nil || len(list) != 1 {
@@ -92,11 +92,11 @@ func TestServerLogoutArchivesDevice(t *testing.T) {
 	if res := h.restore(pid, "20200101T000000.000000000Z"); !errors.Is(res.Err, store.ErrNotFound) {
 		t.Fatalf("restore of an unknown entry = %v; want ErrNotFound", res.Err)
 	}
-	n := len(h.rec.all())
+	n := len(h.rec.Events())
 	if res := h.restore(pid, list[0].Key); res.Err != nil || res.Entry.Key != list[0].Key {
 		t.Fatalf("restore = %+v", res)
 	}
-	back, _ := h.rec.waitFrom(t, n, "connected with the restored device", kindIs(events.KindConnected))
+	back, _ := h.rec.WaitFrom(t, n, "connected with the restored device", kindIs(events.KindConnected))
 	if back.JID != before.JID {
 		t.Fatalf("connected as %q; want the restored %s", back.JID, before.JID)
 	}
@@ -132,15 +132,15 @@ func TestMassLogoutPausesWipes(t *testing.T) {
 		pids[id] = pid
 		devices = append(devices, linked.JID)
 	}
-	from := len(h.rec.all())
+	from := len(h.rec.Events())
 	for i, j := range devices { // one after the other: the third is the one held
 		logoutAll(t, srv, j)
 		if i < 2 { // archived once it pairs again
-			_, at := h.rec.waitFrom(t, from, "logged out "+ids[i], accountKind(ids[i], events.KindLoggedOut))
-			h.rec.waitFrom(t, at, ids[i]+" pairs again", accountKind(ids[i], events.KindQR))
+			_, at := h.rec.WaitFrom(t, from, "logged out "+ids[i], accountKind(ids[i], events.KindLoggedOut))
+			h.rec.WaitFrom(t, at, ids[i]+" pairs again", accountKind(ids[i], events.KindQR))
 		}
 	}
-	alarm, _ := h.rec.waitFrom(t, from, "mass_logout alarm", accountKind("a3", events.KindAlarm))
+	alarm, _ := h.rec.WaitFrom(t, from, "mass_logout alarm", accountKind("a3", events.KindAlarm))
 	if alarm.Alarm != events.AlarmMassLogout || alarm.State != events.StateStopped || !strings.Contains(alarm.Error, "awaits an operator") {
 		t.Fatalf("alarm %+v; want mass_logout, stopped, awaiting an operator", alarm)
 	}
@@ -161,14 +161,14 @@ func TestMassLogoutPausesWipes(t *testing.T) {
 		t.Fatalf("ConfirmWipe of an account with no held wipe accepted: %+v", res)
 	}
 
-	n := len(h.rec.all())
+	n := len(h.rec.Events())
 	for _, id := range guard.Confirm() {
 		if res := h.request(pids[id], &ConfirmWipe{}); !res.OK {
 			t.Fatalf("ConfirmWipe %s refused: %+v", id, res)
 		}
 	}
-	_, i := h.rec.waitFrom(t, n, "a3 logged out", accountKind("a3", events.KindLoggedOut))
-	h.rec.waitFrom(t, i, "a3 pairs again", accountKind("a3", events.KindQR))
+	_, i := h.rec.WaitFrom(t, n, "a3 logged out", accountKind("a3", events.KindLoggedOut))
+	h.rec.WaitFrom(t, i, "a3 pairs again", accountKind("a3", events.KindQR))
 	if list, _ := h.store.ListArchive(context.Background()); len(list) != 3 || list[2].ID != "a3" || list[2].JID != held.JID {
 		t.Fatalf("archive after confirm = %+v; want a3's device too", list)
 	}
@@ -190,18 +190,18 @@ func TestResumeGivesUpAHeldWipe(t *testing.T) {
 	d := h.deps("acct")
 	d.WipeGuard = guard
 	pid, linked := pairOne(t, h, srv, d)
-	from := len(h.rec.all())
+	from := len(h.rec.Events())
 	logoutAll(t, srv, linked.JID)
-	h.rec.waitFrom(t, from, "held", accountKind("acct", events.KindAlarm))
+	h.rec.WaitFrom(t, from, "held", accountKind("acct", events.KindAlarm))
 
 	if err := srv.SetFaults(emulator.Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	n := len(h.rec.all())
+	n := len(h.rec.Events())
 	if res := h.request(pid, &Resume{}); !res.OK {
 		t.Fatalf("Resume refused: %+v", res)
 	}
-	back, _ := h.rec.waitFrom(t, n, "connected again", kindIs(events.KindConnected))
+	back, _ := h.rec.WaitFrom(t, n, "connected again", kindIs(events.KindConnected))
 	if back.JID != linked.JID.String() {
 		t.Fatalf("connected as %q; want the kept device %s", back.JID, linked.JID)
 	}

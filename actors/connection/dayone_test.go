@@ -12,6 +12,7 @@ import (
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/payload"
@@ -45,11 +46,11 @@ func TestDayOneKeepsAccountsHealthy(t *testing.T) {
 	for i := range accounts {
 		d := h.deps(fmt.Sprint("d1-", i))
 		h.spawn(emulatorDeps(d, srv))
-		qrEv, _ := h.rec.wait(t, "qr", func(e events.Event) bool { return e.Kind == events.KindQR && e.Account == d.AccountID })
+		qrEv, _ := h.rec.WaitFrom(t, 0, "qr", func(e events.Event) bool { return e.Kind == events.KindQR && e.Account == d.AccountID })
 		if _, err := srv.Phone().Scan(ctxT(t), qrEv.QR); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
-		h.rec.wait(t, "connected", func(e events.Event) bool { return e.Kind == events.KindConnected && e.Account == d.AccountID })
+		h.rec.WaitFrom(t, 0, "connected", func(e events.Event) bool { return e.Kind == events.KindConnected && e.Account == d.AccountID })
 	}
 	st := waitStats(t, srv, "sustained traffic", func(s emulator.Stats) bool {
 		return s.AcksOK >= int64(3*accounts*dayOne.PushBurst) && s.ServerPingsAnswered >= accounts && s.DevicesWithPrekeys == accounts
@@ -69,9 +70,9 @@ func TestDayOneKeepsAccountsHealthy(t *testing.T) {
 			t.Errorf("account %d: stored prekeys %+v, %v", i, c, err)
 		}
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindDisconnected {
-			t.Errorf("a connection ended: %s", describe(h.rec.all()))
+			t.Errorf("a connection ended: %s", testkit.Describe(h.rec.Events()))
 			break
 		}
 	}
@@ -145,7 +146,7 @@ func TestUnackedStanzasRedelivered(t *testing.T) {
 	if err := srv.SetDayOne(short); err != nil {
 		t.Fatal(err)
 	}
-	ev, _ := h.rec.wait(t, "ack kill", func(e events.Event) bool {
+	ev, _ := h.rec.WaitFrom(t, 0, "ack kill", func(e events.Event) bool {
 		return e.Kind == events.KindDisconnected && strings.Contains(e.Error, ErrUnacked.Error())
 	})
 	if ev.State != events.StateBackoff || !strings.Contains(ev.Error, "ack class=") {
@@ -205,9 +206,9 @@ func TestServerStallingPongsWithinWindow(t *testing.T) {
 	}
 	answered = srv.Stats().Pings
 	waitStats(t, srv, "pings answered again", func(s emulator.Stats) bool { return s.Pings >= answered+5 })
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindDisconnected {
-			t.Fatalf("a stall shorter than the window reconnected: %s", describe(h.rec.all()))
+			t.Fatalf("a stall shorter than the window reconnected: %s", testkit.Describe(h.rec.Events()))
 		}
 	}
 	if st := srv.Stats(); st.Logins != 1 {
@@ -239,14 +240,14 @@ func TestServerFailuresEndToEnd(t *testing.T) {
 			h := newHarness(t)
 			srv := startEmulator(t, emulator.Options{})
 			pid, linked := pairAccount(t, h, srv, h.deps("fail"))
-			_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+			_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 			if err := srv.SetFaults(tt.faults); err != nil {
 				t.Fatal(err)
 			}
 			if err := srv.Phone().Kick(linked.JID, "503"); err != nil {
 				t.Fatal(err)
 			}
-			h.rec.waitFrom(t, from, tt.name, tt.match)
+			h.rec.WaitFrom(t, from, tt.name, tt.match)
 			if tt.wiped {
 				waitFor(t, "device wiped", func() bool {
 					_, err := h.store.Load(context.Background(), "fail")
@@ -268,18 +269,18 @@ func TestStreamError401KeepsDevice(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("s401"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	if err := srv.Phone().Kick(linked.JID, "401"); err != nil {
 		t.Fatal(err)
 	}
-	ev, i := h.rec.waitFrom(t, from+1, "disconnected", kindIs(events.KindDisconnected))
+	ev, i := h.rec.WaitFrom(t, from+1, "disconnected", kindIs(events.KindDisconnected))
 	if ev.State != events.StateBackoff || !strings.Contains(ev.Error, "401") {
 		t.Errorf("disconnect %+v", ev)
 	}
-	h.rec.waitFrom(t, i, "connected again", kindIs(events.KindConnected))
-	for _, e := range h.rec.all()[from:] {
+	h.rec.WaitFrom(t, i, "connected again", kindIs(events.KindConnected))
+	for _, e := range h.rec.Events()[from:] {
 		if e.Kind == events.KindLoggedOut || e.Kind == events.KindQR {
-			t.Fatalf("stream error 401 wiped the device: %s", describe(h.rec.all()))
+			t.Fatalf("stream error 401 wiped the device: %s", testkit.Describe(h.rec.Events()))
 		}
 	}
 	if st := srv.Stats(); st.Pairings != 1 {
@@ -297,7 +298,7 @@ func TestOutdatedVersionRefused(t *testing.T) {
 	d := h.deps("old")
 	d.Versions = refusedRecorder{refused}
 	h.spawn(emulatorDeps(d, srv))
-	ev, _ := h.rec.wait(t, "refused", kindIs(events.KindDisconnected))
+	ev, _ := h.rec.WaitFrom(t, 0, "refused", kindIs(events.KindDisconnected))
 	if ev.State != events.StateBackoff || !strings.Contains(ev.Error, "405") {
 		t.Errorf("event %+v", ev)
 	}
@@ -326,25 +327,25 @@ func TestRestartEveryLoginBacksOff(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("storm"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	if err := srv.SetFaults(emulator.Faults{RestartAfterActive: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Phone().Kick(linked.JID, "515"); err != nil { // the first 515 of a stable-ish connection
 		t.Fatal(err)
 	}
-	first, i := h.rec.waitFrom(t, from+1, "the first 515", kindIs(events.KindDisconnected))
+	first, i := h.rec.WaitFrom(t, from+1, "the first 515", kindIs(events.KindDisconnected))
 	if first.State != events.StateConnecting {
 		t.Errorf("the first 515 went to %s, want an immediate reconnect", first.State)
 	}
 	var attempts []int
 	for len(attempts) < 3 {
 		var ev events.Event
-		ev, i = h.rec.waitFrom(t, i+1, "a 515 after login", kindIs(events.KindDisconnected))
+		ev, i = h.rec.WaitFrom(t, i+1, "a 515 after login", kindIs(events.KindDisconnected))
 		if ev.State != events.StateBackoff || !strings.Contains(ev.Error, "515") {
-			t.Fatalf("a repeated 515 went to %s (%q), want backoff:\n%s", ev.State, ev.Error, describe(h.rec.all()))
+			t.Fatalf("a repeated 515 went to %s (%q), want backoff:\n%s", ev.State, ev.Error, testkit.Describe(h.rec.Events()))
 		}
-		r, j := h.rec.waitFrom(t, i+1, "the reconnect", kindIs(events.KindReconnect))
+		r, j := h.rec.WaitFrom(t, i+1, "the reconnect", kindIs(events.KindReconnect))
 		attempts, i = append(attempts, r.Attempt), j
 	}
 	if attempts[0] >= attempts[1] || attempts[1] >= attempts[2] {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/wire/qr"
 )
@@ -21,12 +22,12 @@ import (
 func pairAccount(t *testing.T, h *harness, srv *emulator.Server, d Deps) (*actor.PID, emulator.Linked) {
 	t.Helper()
 	pid := h.spawn(emulatorDeps(d, srv))
-	qrEv, _ := h.rec.wait(t, "qr", kindIs(events.KindQR))
+	qrEv, _ := h.rec.WaitFrom(t, 0, "qr", kindIs(events.KindQR))
 	linked, err := srv.Phone().Scan(ctxT(t), qrEv.QR)
 	if err != nil {
 		t.Fatalf("scan: %v", err)
 	}
-	h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	return pid, linked
 }
 
@@ -35,7 +36,7 @@ func TestPairThenConnect(t *testing.T) {
 	srv := startEmulator(t, emulator.Options{BusinessName: "Shop"})
 	pid, linked := pairAccount(t, h, srv, h.deps("acct1"))
 
-	evs := h.rec.all()
+	evs := h.rec.Events()
 	// The QR code is the device's, in the current form.
 	code, err := qr.Parse(firstOf(evs, events.KindQR).QR)
 	if err != nil {
@@ -47,14 +48,14 @@ func TestPairThenConnect(t *testing.T) {
 	// The 515 after pairing is expected: no backoff, no error, no counted reconnect.
 	for _, e := range evs {
 		if e.State == events.StateBackoff || e.Kind == events.KindReconnect || e.Kind == events.KindDisconnected {
-			t.Errorf("pairing path produced %s/%s (%q):\n%s", e.Kind, e.State, e.Error, describe(evs))
+			t.Errorf("pairing path produced %s/%s (%q):\n%s", e.Kind, e.State, e.Error, testkit.Describe(evs))
 		}
 	}
 	paired := firstOf(evs, events.KindPaired)
 	if paired.JID != linked.JID.String() {
 		t.Errorf("paired event JID %q, phone linked %q", paired.JID, linked.JID)
 	}
-	view, _ := h.rec.board.Get("acct1")
+	view, _ := h.board.Get("acct1")
 	if view.State != events.StateConnected || view.JID != linked.JID.String() || view.ConnectedSince == nil || view.QR != nil {
 		t.Errorf("board view %+v", view)
 	}
@@ -83,13 +84,13 @@ func TestPairThenConnect(t *testing.T) {
 
 	// A restarted actor logs in with the stored device: no new QR code.
 	h.stop(pid)
-	if last := h.rec.all(); last[len(last)-1].State != events.StateStopped {
-		t.Errorf("stop did not publish stopped: %s", describe(last))
+	if last := h.rec.Events(); last[len(last)-1].State != events.StateStopped {
+		t.Errorf("stop did not publish stopped: %s", testkit.Describe(last))
 	}
-	_, from := h.rec.wait(t, "stopped", stateIs(events.StateStopped))
+	_, from := h.rec.WaitFrom(t, 0, "stopped", stateIs(events.StateStopped))
 	h.spawn(emulatorDeps(h.deps("acct1"), srv))
-	h.rec.waitFrom(t, from, "connected again", kindIs(events.KindConnected))
-	for _, e := range h.rec.all()[from:] {
+	h.rec.WaitFrom(t, from, "connected again", kindIs(events.KindConnected))
+	for _, e := range h.rec.Events()[from:] {
 		if e.Kind == events.KindQR {
 			t.Error("a paired account showed a QR code after a restart")
 		}
@@ -119,18 +120,18 @@ func TestServerKickReconnects(t *testing.T) {
 			h := newHarness(t)
 			srv := startEmulator(t, emulator.Options{})
 			_, linked := pairAccount(t, h, srv, h.deps("kick"))
-			_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+			_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 			if err := srv.Phone().Kick(linked.JID, tt.reason); err != nil {
 				t.Fatal(err)
 			}
-			ev, i := h.rec.waitFrom(t, from, "disconnected", kindIs(events.KindDisconnected))
+			ev, i := h.rec.WaitFrom(t, from, "disconnected", kindIs(events.KindDisconnected))
 			if ev.State != tt.state || !strings.Contains(ev.Error, tt.wantErr) {
 				t.Errorf("disconnect event %s %q, want state %s and error with %q", ev.State, ev.Error, tt.state, tt.wantErr)
 			}
-			h.rec.waitFrom(t, i, "reconnect", kindIs(events.KindReconnect))
-			h.rec.waitFrom(t, i, "connected again", kindIs(events.KindConnected))
-			view, _ := h.rec.board.Get("kick")
+			h.rec.WaitFrom(t, i, "reconnect", kindIs(events.KindReconnect))
+			h.rec.WaitFrom(t, i, "connected again", kindIs(events.KindConnected))
+			view, _ := h.board.Get("kick")
 			if view.Reconnects != 1 || view.LastError != "" || view.State != events.StateConnected {
 				t.Errorf("board view after reconnect %+v", view)
 			}
@@ -146,16 +147,16 @@ func TestUnlinkGoesBackToPairing(t *testing.T) {
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("unlink"))
 	before, _ := h.store.Load(context.Background(), "unlink")
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 	if err := srv.Phone().Unlink(linked.JID); err != nil {
 		t.Fatal(err)
 	}
-	out, i := h.rec.waitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
+	out, i := h.rec.WaitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
 	if out.State != events.StateLoggedOut || !strings.Contains(out.Error, "device_removed") {
 		t.Errorf("logged-out event %s %q", out.State, out.Error)
 	}
-	qrEv, _ := h.rec.waitFrom(t, i, "fresh QR", kindIs(events.KindQR))
+	qrEv, _ := h.rec.WaitFrom(t, i, "fresh QR", kindIs(events.KindQR))
 	code, err := qr.Parse(qrEv.QR)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +171,7 @@ func TestUnlinkGoesBackToPairing(t *testing.T) {
 	if after.Paired() || after.NoiseKey.Pub != code.NoisePub {
 		t.Errorf("store after unlink: %v", after)
 	}
-	view, _ := h.rec.board.Get("unlink")
+	view, _ := h.board.Get("unlink")
 	if view.State != events.StatePairing || view.JID != "" || view.QR == nil {
 		t.Errorf("board view %+v", view)
 	}
@@ -180,16 +181,16 @@ func TestLogoutRequest(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	pid, _ := pairAccount(t, h, srv, h.deps("logout"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 	if res := h.request(pid, &Logout{}); !res.OK {
 		t.Fatalf("logout refused: %+v", res)
 	}
-	out, i := h.rec.waitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
+	out, i := h.rec.WaitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
 	if out.Error != "" {
 		t.Errorf("a requested logout reported error %q", out.Error)
 	}
-	h.rec.waitFrom(t, i, "fresh QR", kindIs(events.KindQR))
+	h.rec.WaitFrom(t, i, "fresh QR", kindIs(events.KindQR))
 	if d, err := h.store.Load(context.Background(), "logout"); err != nil || d.Paired() {
 		t.Errorf("store after logout: %v, %v", d, err)
 	}
@@ -206,12 +207,12 @@ func TestReplacedStopsWithAlarm(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	pid, linked := pairAccount(t, h, srv, h.deps("replaced"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 	if err := srv.Phone().Kick(linked.JID, "replaced"); err != nil {
 		t.Fatal(err)
 	}
-	alarm, _ := h.rec.waitFrom(t, from, "alarm", kindIs(events.KindAlarm))
+	alarm, _ := h.rec.WaitFrom(t, from, "alarm", kindIs(events.KindAlarm))
 	if alarm.State != events.StateStopped || !strings.Contains(alarm.Error, "replaced") {
 		t.Errorf("alarm %s %q", alarm.State, alarm.Error)
 	}
@@ -238,17 +239,17 @@ func TestReplacedAfterLeaseLost(t *testing.T) {
 	d := h.deps("handed-over")
 	d.LeaseHeld = held.Load
 	pid, linked := pairAccount(t, h, srv, d)
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
 	held.Store(false)
 	if err := srv.Phone().Kick(linked.JID, "replaced"); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := h.rec.waitFrom(t, from, "stopped", stateIs(events.StateStopped))
+	e, _ := h.rec.WaitFrom(t, from, "stopped", stateIs(events.StateStopped))
 	if e.Kind != events.KindDisconnected || !strings.Contains(e.Error, "lease lost") || !strings.Contains(e.Error, "replaced") {
 		t.Errorf("event %s %s %q, want a disconnect naming the lost lease and the replacement", e.Kind, e.State, e.Error)
 	}
-	for _, e := range h.rec.all()[from:] {
+	for _, e := range h.rec.Events()[from:] {
 		if e.Kind == events.KindAlarm {
 			t.Errorf("alarm raised for a hand-over: %+v", e)
 		}
@@ -266,8 +267,8 @@ func TestRefsRunOutThenPair(t *testing.T) {
 	d.QR = QRSchedule{First: 20 * time.Millisecond, Next: 5 * time.Millisecond}
 	pid := h.spawn(emulatorDeps(d, srv))
 
-	_, i := h.rec.wait(t, "unpaired", stateIs(events.StateUnpaired))
-	evs := h.rec.all()
+	_, i := h.rec.WaitFrom(t, 0, "unpaired", stateIs(events.StateUnpaired))
+	evs := h.rec.Events()
 	qrs := 0
 	for _, e := range evs[:i] {
 		if e.Kind == events.KindQR {
@@ -275,7 +276,7 @@ func TestRefsRunOutThenPair(t *testing.T) {
 		}
 	}
 	if qrs != 3 {
-		t.Errorf("%d QR codes before unpaired, want 3:\n%s", qrs, describe(evs))
+		t.Errorf("%d QR codes before unpaired, want 3:\n%s", qrs, testkit.Describe(evs))
 	}
 	if !strings.Contains(evs[i].Error, pairingExpiredText) {
 		t.Errorf("unpaired event error %q", evs[i].Error)
@@ -284,7 +285,7 @@ func TestRefsRunOutThenPair(t *testing.T) {
 	if snap.Want || snap.Timer || snap.Child || snap.Dials != 1 {
 		t.Errorf("unpaired account still busy: %+v", snap)
 	}
-	view, _ := h.rec.board.Get("refs")
+	view, _ := h.board.Get("refs")
 	if view.QR != nil || view.State != events.StateUnpaired {
 		t.Errorf("board view %+v", view)
 	}
@@ -295,11 +296,11 @@ func TestRefsRunOutThenPair(t *testing.T) {
 	if res := h.request(pid, &Pair{}); !res.OK {
 		t.Fatalf("Pair refused: %+v", res)
 	}
-	qrEv, _ := h.rec.waitFrom(t, i, "new QR", kindIs(events.KindQR))
+	qrEv, _ := h.rec.WaitFrom(t, i, "new QR", kindIs(events.KindQR))
 	if _, err := srv.Phone().Scan(ctxT(t), qrEv.QR); err != nil {
 		t.Fatalf("scan after re-arm: %v", err)
 	}
-	h.rec.waitFrom(t, i, "connected", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, i, "connected", kindIs(events.KindConnected))
 	if res := h.request(pid, &Pair{}); res.OK || res.State != events.StateConnected {
 		t.Errorf("Pair on a connected account: %+v", res)
 	}
@@ -349,15 +350,15 @@ func TestFaultsBackoff(t *testing.T) {
 			pid := h.spawn(emulatorDeps(d, srv))
 
 			if tt.pair {
-				qrEv, _ := h.rec.wait(t, "qr", kindIs(events.KindQR))
+				qrEv, _ := h.rec.WaitFrom(t, 0, "qr", kindIs(events.KindQR))
 				_, err := srv.Phone().Scan(ctxT(t), qrEv.QR)
 				var pe *emulator.PairError
 				if !errors.As(err, &pe) || pe.Code != 401 {
 					t.Errorf("phone saw %v, want the companion's 401 error IQ", err)
 				}
 			}
-			ev, _ := h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
-			view, _ := h.rec.board.Get("faulty")
+			ev, _ := h.rec.WaitFrom(t, 0, "backoff", stateIs(events.StateBackoff))
+			view, _ := h.board.Get("faulty")
 			for _, want := range tt.wantErr {
 				if !strings.Contains(view.LastError, want) {
 					t.Errorf("last_error %q lacks %q", view.LastError, want)
@@ -389,7 +390,7 @@ func TestLoginFailure401LogsOut(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("lf"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("login-failure-401")
 	if err := srv.SetFaults(faults); err != nil {
 		t.Fatal(err)
@@ -397,18 +398,18 @@ func TestLoginFailure401LogsOut(t *testing.T) {
 	if err := srv.Phone().Kick(linked.JID, "515"); err != nil {
 		t.Fatal(err)
 	}
-	out, i := h.rec.waitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
+	out, i := h.rec.WaitFrom(t, from, "logged out", kindIs(events.KindLoggedOut))
 	if !strings.Contains(out.Error, "failure 401 (logged out)") {
 		t.Errorf("logged-out error %q", out.Error)
 	}
-	h.rec.waitFrom(t, i, "fresh QR", kindIs(events.KindQR))
+	h.rec.WaitFrom(t, i, "fresh QR", kindIs(events.KindQR))
 }
 
 func TestConflictAfterSuccessStops(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("cas"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("conflict-after-success")
 	if err := srv.SetFaults(faults); err != nil {
 		t.Fatal(err)
@@ -416,7 +417,7 @@ func TestConflictAfterSuccessStops(t *testing.T) {
 	if err := srv.Phone().Kick(linked.JID, "515"); err != nil {
 		t.Fatal(err)
 	}
-	alarm, _ := h.rec.waitFrom(t, from, "alarm", kindIs(events.KindAlarm))
+	alarm, _ := h.rec.WaitFrom(t, from, "alarm", kindIs(events.KindAlarm))
 	if alarm.State != events.StateStopped || !errorsMention(alarm.Error, ErrReplaced) {
 		t.Errorf("alarm %s %q", alarm.State, alarm.Error)
 	}
@@ -426,7 +427,7 @@ func TestRandomDisconnectReconnects(t *testing.T) {
 	h := newHarness(t)
 	srv := startEmulator(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("rd"))
-	_, from := h.rec.wait(t, "connected", kindIs(events.KindConnected))
+	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("random-disconnects=50")
 	if err := srv.SetFaults(faults); err != nil {
 		t.Fatal(err)
@@ -436,12 +437,12 @@ func TestRandomDisconnectReconnects(t *testing.T) {
 	if err := srv.Phone().Kick(linked.JID, "515"); err != nil {
 		t.Fatal(err)
 	}
-	ev, i := h.rec.waitFrom(t, from+1, "read error backoff", stateIs(events.StateBackoff))
+	ev, i := h.rec.WaitFrom(t, from+1, "read error backoff", stateIs(events.StateBackoff))
 	if !strings.Contains(ev.Error, "read:") {
 		t.Errorf("backoff error %q, want a read error", ev.Error)
 	}
 	_ = srv.SetFaults(emulator.Faults{})
-	h.rec.waitFrom(t, i, "connected again", kindIs(events.KindConnected))
+	h.rec.WaitFrom(t, i, "connected again", kindIs(events.KindConnected))
 }
 
 func errorsMention(s string, err error) bool { return strings.Contains(s, err.Error()) }

@@ -3,12 +3,10 @@ package connection
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
 )
@@ -25,70 +24,7 @@ import (
 // waitTimeout bounds every wait of the tests; nothing waits by sleeping.
 // It only stops a hung test: under -race on a loaded 2-core machine, a
 // first prekey upload (812 keys generated and stored) has taken over 10 s.
-const waitTimeout = 30 * time.Second
-
-// recorder keeps every event and lets tests wait for one with a deadline.
-type recorder struct {
-	mu     sync.Mutex
-	events []events.Event
-	board  *status.Board
-	notify chan struct{}
-}
-
-func newRecorder() *recorder {
-	return &recorder{board: status.NewBoard(), notify: make(chan struct{}, 1)}
-}
-
-func (r *recorder) Publish(e events.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	r.board.Publish(e)
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (r *recorder) all() []events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]events.Event(nil), r.events...)
-}
-
-// waitFrom waits for the first event at index >= from that matches and
-// returns it with its index.
-func (r *recorder) waitFrom(t *testing.T, from int, what string, match func(events.Event) bool) (events.Event, int) {
-	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	for {
-		evs := r.all()
-		for i := from; i < len(evs); i++ {
-			if match(evs[i]) {
-				return evs[i], i
-			}
-		}
-		select {
-		case <-r.notify:
-		case <-deadline.C:
-			t.Fatalf("no event %s within %v; events:\n%s", what, waitTimeout, describe(evs))
-		}
-	}
-}
-
-func (r *recorder) wait(t *testing.T, what string, match func(events.Event) bool) (events.Event, int) {
-	t.Helper()
-	return r.waitFrom(t, 0, what, match)
-}
-
-func describe(evs []events.Event) string {
-	var b strings.Builder
-	for i, e := range evs {
-		fmt.Fprintf(&b, "  %d %s state=%s jid=%q err=%q attempt=%d delay=%v qr=%t\n", i, e.Kind, e.State, e.JID, e.Error, e.Attempt, e.Delay, e.QR != "")
-	}
-	return b.String()
-}
+const waitTimeout = testkit.WaitTimeout
 
 func kindIs(k events.Kind) func(events.Event) bool {
 	return func(e events.Event) bool { return e.Kind == k }
@@ -98,12 +34,14 @@ func stateIs(s events.State) func(events.Event) bool {
 	return func(e events.Event) bool { return e.State == s }
 }
 
-// harness is one actor system, one store and one recorder.
+// harness is one actor system, one store, one recorder and the status
+// board that the same events update.
 type harness struct {
 	t      *testing.T
 	system *actor.ActorSystem
 	store  *store.BoltStore
-	rec    *recorder
+	rec    *testkit.Recorder
+	board  *status.Board
 
 	mu      sync.Mutex
 	stopped map[*actor.PID]bool
@@ -167,7 +105,7 @@ func newHarness(t *testing.T) *harness {
 		actor.WithDeadLetterThrottleInterval(time.Millisecond),
 	)
 	t.Cleanup(sys.Shutdown)
-	h := &harness{t: t, system: sys, store: st, rec: newRecorder()}
+	h := &harness{t: t, system: sys, store: st, rec: testkit.NewRecorder(), board: status.NewBoard()}
 	// A dead letter that is not expected is a bug in the actors'
 	// lifecycle. Expected: late messages of goroutines (they say so with
 	// IgnoreDeadLetterLogging) and the system's own second Stop to a
@@ -185,12 +123,14 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// deps returns test defaults: tiny backoff, the harness's store and events.
+// deps returns test defaults: tiny backoff, the harness's store, and its
+// board then its recorder for the events (the board is up to date when a
+// wait for an event returns).
 func (h *harness) deps(id string) Deps {
 	return Deps{
 		AccountID: id,
 		Store:     h.store,
-		Events:    h.rec,
+		Events:    events.NewBus(h.board, h.rec),
 		Logger:    slog.New(diagramGuard{h.t}),
 		Backoff:   Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, StableAfter: time.Minute},
 		// Limits far above what an idle machine needs: a test that is

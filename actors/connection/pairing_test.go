@@ -32,7 +32,7 @@ func startPairing(t *testing.T, h *harness, d Deps, failSend func(node.Node) err
 	fd.results <- dialResult{sess: s}
 	s.push(t, node.New("iq", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", "pd1"), node.StrAttr("type", "set"), node.StrAttr("xmlns", "md")).
 		WithChildren(node.New("pair-device").WithChildren(node.New("ref").WithBytes([]byte("2@ref-one")))))
-	qrEv, _ := h.rec.wait(t, "qr", kindIs(events.KindQR))
+	qrEv, _ := h.rec.WaitFrom(t, 0, "qr", kindIs(events.KindQR))
 	ack := s.next(t, "pair-device ack")
 	if typ, _ := ack.Attr("type"); typ != "result" {
 		t.Fatalf("ack %v", ack)
@@ -59,7 +59,7 @@ func TestPairReplyNotSentUndoesPairing(t *testing.T) {
 	h := newHarness(t)
 	pid, _, code := startPairing(t, h, h.deps("undo"), failSignReply)
 
-	ev, _ := h.rec.wait(t, "pairing undone", func(e events.Event) bool { return strings.Contains(e.Error, "pairing was undone") })
+	ev, _ := h.rec.WaitFrom(t, 0, "pairing undone", func(e events.Event) bool { return strings.Contains(e.Error, "pairing was undone") })
 	if ev.State != events.StateBackoff {
 		t.Errorf("state after a failed reply %s", ev.State)
 	}
@@ -79,7 +79,7 @@ func TestPairReplyNotSentUndoesPairing(t *testing.T) {
 	if snap := h.inspect(pid); snap.Paired {
 		t.Errorf("actor still paired: %+v", snap)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindPaired {
 			t.Error("paired published for a reply that was never sent")
 		}
@@ -116,11 +116,11 @@ func TestPairUndoFailureInLastError(t *testing.T) {
 	d.Store = &pairingFailStore{Store: h.store, failUndo: true}
 	startPairing(t, h, d, failSignReply)
 
-	ev, _ := h.rec.wait(t, "failed undo", func(e events.Event) bool { return strings.Contains(e.Error, "restoring the store failed") })
+	ev, _ := h.rec.WaitFrom(t, 0, "failed undo", func(e events.Event) bool { return strings.Contains(e.Error, "restoring the store failed") })
 	if !strings.Contains(ev.Error, errDiskFull.Error()) || !strings.Contains(ev.Error, "pairing was undone") {
 		t.Errorf("last_error %q does not say what failed", ev.Error)
 	}
-	if st, ok := h.rec.board.Get("undofail"); !ok || st.LastError != ev.Error {
+	if st, ok := h.board.Get("undofail"); !ok || st.LastError != ev.Error {
 		t.Errorf("status last_error %q; want %q", st.LastError, ev.Error)
 	}
 	if dev, err := h.store.Load(context.Background(), "undofail"); err != nil || !dev.Paired() {
@@ -147,14 +147,14 @@ func TestPairSaveFailureAnswered(t *testing.T) {
 	if id, _ := reply.Attr("id"); id != "ps1" {
 		t.Errorf("answer id %q", id)
 	}
-	ev, _ := h.rec.wait(t, "backoff", stateIs(events.StateBackoff))
+	ev, _ := h.rec.WaitFrom(t, 0, "backoff", stateIs(events.StateBackoff))
 	if !strings.Contains(ev.Error, errDiskFull.Error()) {
 		t.Errorf("last_error %q", ev.Error)
 	}
 	if dev, err := h.store.Load(context.Background(), "savefail"); err != nil || dev.Paired() {
 		t.Errorf("store after a failed save: %v, %v", dev, err)
 	}
-	for _, e := range h.rec.all() {
+	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindPaired {
 			t.Error("paired published for a pairing that was not saved")
 		}

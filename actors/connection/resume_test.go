@@ -39,7 +39,7 @@ func TestResumeStoppedAccount(t *testing.T) {
 		t.Fatalf("Resume of a running account: %+v, want refused", res)
 	}
 	s.push(t, node.New("failure", node.StrAttr("reason", "409")))
-	_, at := h.rec.wait(t, "stopped", stateIs(events.StateStopped))
+	_, at := h.rec.WaitFrom(t, 0, "stopped", stateIs(events.StateStopped))
 	if snap := h.inspect(pid); snap.Want || snap.Timer {
 		t.Fatalf("a stopped account plans to reconnect: %+v", snap)
 	}
@@ -49,7 +49,7 @@ func TestResumeStoppedAccount(t *testing.T) {
 	if res := h.request(pid, &Resume{}); !res.OK {
 		t.Fatalf("Resume of a stopped account refused: %+v", res)
 	}
-	h.rec.waitFrom(t, at, "connecting again", stateIs(events.StateConnecting))
+	h.rec.WaitFrom(t, at, "connecting again", stateIs(events.StateConnecting))
 	_, req = dialFake(t, fd)
 	wantLogin(t, req)
 	got, err := h.store.Load(context.Background(), "rs")
@@ -74,7 +74,7 @@ func TestResumeAfterOutdatedAlarm(t *testing.T) {
 	s.push(t, node.New("failure", node.StrAttr("reason", "405")))
 	<-vs.refused
 	h.system.Root.Send(pid, &VersionUnavailable{Err: errors.New("nothing newer")})
-	h.rec.wait(t, "client_outdated alarm", func(e events.Event) bool { return e.Alarm == events.AlarmClientOutdated })
+	h.rec.WaitFrom(t, 0, "client_outdated alarm", func(e events.Event) bool { return e.Alarm == events.AlarmClientOutdated })
 	if res := h.request(pid, &Resume{}); !res.OK {
 		t.Fatalf("Resume refused: %+v", res)
 	}

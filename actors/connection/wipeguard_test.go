@@ -4,13 +4,11 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/wafleet/wafleet/internal/testkit"
 )
 
-type guardClock struct{ now time.Time }
-
-func (c *guardClock) Now() time.Time { return c.now }
-
-func newTestGuard(t *testing.T, accounts int, clk *guardClock) *WipeGuard {
+func newTestGuard(t *testing.T, accounts int, clk *testkit.Clock) *WipeGuard {
 	t.Helper()
 	g, err := NewWipeGuard(WipeGuardConfig{Share: 0.2, Min: 3, Window: 10 * time.Minute,
 		Accounts: func() int { return accounts }, Logger: quietLogger(), Now: clk.Now})
@@ -21,7 +19,7 @@ func newTestGuard(t *testing.T, accounts int, clk *guardClock) *WipeGuard {
 }
 
 func TestWipeGuardPausesAtTheShare(t *testing.T) {
-	clk := &guardClock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	g := newTestGuard(t, 10, clk)
 	for _, id := range []string{"a", "b"} {
 		if !g.Allow(id) {
@@ -31,7 +29,7 @@ func TestWipeGuardPausesAtTheShare(t *testing.T) {
 	if g.Allow("c") {
 		t.Fatal("the third logout of 10 accounts within the window went ahead")
 	}
-	clk.now = clk.now.Add(time.Hour) // the pause outlives the window
+	clk.Advance(time.Hour) // the pause outlives the window
 	if g.Allow("d") {
 		t.Fatal("a logout while paused went ahead")
 	}
@@ -52,11 +50,11 @@ func TestWipeGuardPausesAtTheShare(t *testing.T) {
 }
 
 func TestWipeGuardWindowAndSmallInstalls(t *testing.T) {
-	clk := &guardClock{now: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	g := newTestGuard(t, 10, clk)
 	g.Allow("a")
 	g.Allow("b")
-	clk.now = clk.now.Add(10 * time.Minute) // a and b leave the window
+	clk.Advance(10 * time.Minute) // a and b leave the window
 	if !g.Allow("c") {
 		t.Fatal("a logout after the window was counted with older ones")
 	}

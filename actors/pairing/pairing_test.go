@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/waproto"
@@ -47,30 +47,11 @@ func (p *parent) Receive(ctx actor.Context) {
 	}
 }
 
-// qrRecorder keeps the published QR events with the time they came.
-type qrRecorder struct {
-	mu  sync.Mutex
-	evs []events.Event
-	at  []time.Time
-	ch  chan struct{}
-}
-
-func (r *qrRecorder) Publish(e events.Event) {
-	r.mu.Lock()
-	r.evs = append(r.evs, e)
-	r.at = append(r.at, time.Now())
-	r.mu.Unlock()
-	select {
-	case r.ch <- struct{}{}:
-	default:
-	}
-}
-
 type fixture struct {
 	t      *testing.T
 	system *actor.ActorSystem
 	dev    *store.Device
-	rec    *qrRecorder
+	rec    *testkit.Recorder
 	out    chan any
 	parent *actor.PID
 	child  *actor.PID
@@ -89,7 +70,7 @@ func newFixture(t *testing.T, mod func(*Deps)) *fixture {
 		actor.WithDeadLetterThrottleInterval(time.Millisecond),
 	)
 	t.Cleanup(sys.Shutdown)
-	rec := &qrRecorder{ch: make(chan struct{}, 1)}
+	rec := testkit.NewRecorder()
 	d := Deps{
 		Gen: 42, Device: dev, Events: rec, Logger: quiet(),
 		Schedule: Schedule{First: time.Hour, Next: time.Hour}, ClientType: qr.ClientChrome,
@@ -112,12 +93,6 @@ func (f *fixture) next(what string) any {
 		f.t.Fatalf("no %s from the pairing actor within %v", what, waitTimeout)
 		return nil
 	}
-}
-
-func (f *fixture) qrs() ([]events.Event, []time.Time) {
-	f.rec.mu.Lock()
-	defer f.rec.mu.Unlock()
-	return append([]events.Event(nil), f.rec.evs...), append([]time.Time(nil), f.rec.at...)
 }
 
 func pairDevice(id string, refs ...string) node.Node {
@@ -154,7 +129,7 @@ func TestQRCodesOnSchedule(t *testing.T) {
 	if _, ok := f.next("expiry").(*Expired); !ok {
 		t.Fatal("no Expired after the last code")
 	}
-	evs, at := f.qrs()
+	evs := f.rec.Events()
 	if len(evs) != len(refs) {
 		t.Fatalf("%d QR events, want %d", len(evs), len(refs))
 	}
@@ -172,11 +147,11 @@ func TestQRCodesOnSchedule(t *testing.T) {
 		}
 	}
 	// Timers never fire early: the first code lived at least First, the
-	// next at least Next.
-	if d := at[1].Sub(at[0]); d < first {
+	// next at least Next (each event's Time is when it was shown).
+	if d := evs[1].Time.Sub(evs[0].Time); d < first {
 		t.Errorf("first code shown %v, want >= %v", d, first)
 	}
-	if d := at[2].Sub(at[1]); d < next {
+	if d := evs[2].Time.Sub(evs[1].Time); d < next {
 		t.Errorf("second code shown %v, want >= %v", d, next)
 	}
 }

@@ -53,6 +53,30 @@ func (r *Recorder) WaitFor(t testing.TB, what string, match func(events.Event) b
 	return got[0]
 }
 
+// WaitFrom waits for the first event at index from or later (in the order
+// of Events) that matches, and returns it with its index, so that a test
+// can wait for events in sequence. It fails the test after WaitTimeout.
+func (r *Recorder) WaitFrom(t testing.TB, from int, what string, match func(events.Event) bool) (events.Event, int) {
+	t.Helper()
+	deadline := time.NewTimer(WaitTimeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		evs, changed := r.events, r.changed
+		r.mu.Unlock()
+		for i := from; i < len(evs); i++ {
+			if match(evs[i]) {
+				return evs[i], i
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("no %s within %v (from event %d); events:\n%s", what, WaitTimeout, from, Describe(r.Events()))
+		}
+	}
+}
+
 // WaitForN waits until n events match and returns the first n that do; it
 // fails the test after WaitTimeout.
 func (r *Recorder) WaitForN(t testing.TB, n int, what string, match func(events.Event) bool) []events.Event {

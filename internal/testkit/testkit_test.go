@@ -33,6 +33,18 @@ func TestRecorderWaitsForEventsPublishedLater(t *testing.T) {
 	}
 }
 
+func TestRecorderWaitsFromAnIndex(t *testing.T) {
+	r := NewRecorder()
+	r.Publish(events.Event{Account: "a", Kind: events.KindConnected})
+	go r.Publish(events.Event{Account: "b", Kind: events.KindConnected})
+	isConnected := func(e events.Event) bool { return e.Kind == events.KindConnected }
+	first, i := r.WaitFrom(t, 0, "first connected", isConnected)
+	second, j := r.WaitFrom(t, i+1, "second connected", isConnected)
+	if first.Account != "a" || i != 0 || second.Account != "b" || j != 1 {
+		t.Fatalf("WaitFrom returned %s at %d, then %s at %d", first.Account, i, second.Account, j)
+	}
+}
+
 func TestDescribeNeverShowsTheQR(t *testing.T) {
 	d := Describe([]events.Event{{Account: "a", Kind: events.KindQR, State: events.StatePairing, QR: "2@SECRET"}})
 	if strings.Contains(d, "SECRET") || !strings.Contains(d, "qr=true") {
