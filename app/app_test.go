@@ -17,6 +17,7 @@ import (
 	"github.com/wafleet/wafleet/api"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 )
 
@@ -24,17 +25,25 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func startEmulator(t *testing.T) *emulator.Server {
+// metricValue reads the one series of a counter or gauge of the app's
+// metrics.
+func metricValue(t *testing.T, a *App, name string) float64 {
 	t.Helper()
-	srv, err := emulator.New(emulator.Options{})
+	families, err := a.metrics.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			m := f.GetMetric()[0]
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
 	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return srv
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
 
 func testConfig(t *testing.T, emu *emulator.Server, storePath string, n int) *config.Config {
@@ -148,7 +157,7 @@ func (r *running) connectAll(t *testing.T, emu *emulator.Server, want int, scan 
 }
 
 func TestTwentyAccountsPairConnectAndSurviveARestart(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	storePath := filepath.Join(t.TempDir(), "wafleet.db")
 	cfg := testConfig(t, emu, storePath, 20)
 
@@ -182,7 +191,7 @@ func TestTwentyAccountsPairConnectAndSurviveARestart(t *testing.T) {
 }
 
 func TestAPIActionsReachTheAccount(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
 	r := start(t, cfg)
 	defer r.stop(t)
@@ -215,7 +224,7 @@ func TestAPIActionsReachTheAccount(t *testing.T) {
 }
 
 func TestRunFailsWhenTheHTTPAddressIsTaken(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/actors/connection"
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 )
@@ -72,7 +74,7 @@ func (r *running) waitEvents(t *testing.T, what string, done func(events.Event) 
 // others stop with their devices in place; POST /api/wipes/confirm lets
 // them archive and pair again.
 func TestMassLogoutIsHeldUntilConfirmed(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	const n = 10
 	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), n)
 	cfg.Safety.MassLogoutShare, cfg.Safety.MassLogoutMin, cfg.Safety.MassLogoutWindow = 0.2, 3, time.Hour
@@ -108,7 +110,7 @@ func TestMassLogoutIsHeldUntilConfirmed(t *testing.T) {
 	if !wipes.Paused || len(wipes.Held) != n-2 {
 		t.Fatalf("GET /api/wipes = %+v; want paused with 8 accounts", wipes)
 	}
-	if v := gaugeValue(t, r.app, "wafleet_wipes_paused"); v != n-2 {
+	if v := metricValue(t, r.app, "wafleet_wipes_paused"); v != n-2 {
 		t.Errorf("wafleet_wipes_paused = %v; want %d", v, n-2)
 	}
 	for id := range held {
@@ -148,7 +150,7 @@ func TestMassLogoutIsHeldUntilConfirmed(t *testing.T) {
 // TestArchivePrunedAtStart: archived devices older than
 // store.archive_retention are removed when the manager starts.
 func TestArchivePrunedAtStart(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	path := filepath.Join(t.TempDir(), "wafleet.db")
 	st, err := store.OpenBolt(path, store.BoltOptions{})
 	if err != nil {
@@ -189,20 +191,4 @@ func TestArchivePrunedAtStart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// gaugeValue reads one gauge of the app's metrics.
-func gaugeValue(t *testing.T, a *App, name string) float64 {
-	t.Helper()
-	families, err := a.metrics.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/store"
@@ -39,7 +40,7 @@ func fleetConfig(t *testing.T, emu *emulator.Server, redisAddr, instance string,
 // account pairs once and runs on exactly one instance; when one instance
 // stops, the other takes its accounts over without pairing them again.
 func TestTwoInstancesShareTheFleet(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	rs := redistest.Start(t, redistest.Config{})
 	const n = 12
 	a := start(t, fleetConfig(t, emu, rs.Addr(), "inst-a", n))
@@ -83,7 +84,7 @@ func TestTwoInstancesShareTheFleet(t *testing.T) {
 	}
 
 	// Redis round trips are counted for operators.
-	if rt := counterValue(t, b.app, "wafleet_redis_round_trips_total"); rt == 0 {
+	if rt := metricValue(t, b.app, "wafleet_redis_round_trips_total"); rt == 0 {
 		t.Error("wafleet_redis_round_trips_total stayed 0")
 	}
 
@@ -121,7 +122,7 @@ func TestTwoInstancesShareTheFleet(t *testing.T) {
 }
 
 func TestFleetRefusesAWrongEncryptionKeyAtStart(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	rs := redistest.Start(t, redistest.Config{})
 	cfg := fleetConfig(t, emu, rs.Addr(), "inst-a", 1)
 	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
@@ -134,22 +135,6 @@ func TestFleetRefusesAWrongEncryptionKeyAtStart(t *testing.T) {
 	if !errors.Is(err, store.ErrWrongKey) {
 		t.Fatalf("New with a wrong key: %v, want ErrWrongKey", err)
 	}
-}
-
-// counterValue reads one counter of the app's metrics.
-func counterValue(t *testing.T, a *App, name string) float64 {
-	t.Helper()
-	families, err := a.metrics.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }
 
 // fakeSession records frames written and whether it was closed.

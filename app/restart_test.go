@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -59,7 +61,7 @@ func (r *running) waitEvent(t *testing.T, id, what string, match func(events.Eve
 // reload, as the same linked device: no new pairing, the store untouched.
 // A cross-site logout is refused on the way.
 func TestStoppedAccountRestartsWithoutWipe(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	storePath := filepath.Join(t.TempDir(), "wafleet.db")
 	cfg := testConfig(t, emu, storePath, 1)
 	id := cfg.Accounts[0].ID

@@ -12,6 +12,7 @@ import (
 	"github.com/wafleet/wafleet/actors/supervisor"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/waproto"
@@ -24,7 +25,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Disca
 // TestConnectionDepsFromConfig: the client and pairing keys reach every
 // account's actor; an account's device_name replaces client.os_name.
 func TestConnectionDepsFromConfig(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 0)
 	cfg.Client.OSName = "Ubuntu"
 	cfg.Client.Platform = "firefox"
@@ -69,7 +70,7 @@ func TestConnectionDepsFromConfig(t *testing.T) {
 // TestDefaultDeviceProps: with the defaults the phone shows "Chrome
 // (Linux)" and the built-in version is sent.
 func TestDefaultDeviceProps(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
 	a, err := New(cfg, Options{Logger: discardLogger()})
 	if err != nil {
@@ -121,7 +122,7 @@ func waitReady(t *testing.T, a *App) {
 // published, the tracker finds it on its next try, every account hears of
 // it and reconnects with it, and the version is stored.
 func TestRefusedVersionIsReplacedAndTheAccountsReconnect(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	newer := newerThanBuiltIn(7)
 	if err := emu.SetVersions(emulator.Versions{Min: newer.String(), Latest: payload.DefaultVersion().String()}); err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func TestRefusedVersionIsReplacedAndTheAccountsReconnect(t *testing.T) {
 // Redis; a second instance that cannot fetch (version_url empty) starts
 // from it.
 func TestFleetSharesTheVersion(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	newer := newerThanBuiltIn(11)
 	if err := emu.SetVersions(emulator.Versions{Latest: newer.String()}); err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestFleetSharesTheVersion(t *testing.T) {
 // TestFetchFromTheEmulator: webversion reads the emulator's service
 // worker, shaped like WhatsApp's.
 func TestFetchFromTheEmulator(t *testing.T) {
-	emu := startEmulator(t)
+	emu := emutest.Start(t, emulator.Options{})
 	want := newerThanBuiltIn(3)
 	if err := emu.SetVersions(emulator.Versions{Latest: want.String()}); err != nil {
 		t.Fatal(err)

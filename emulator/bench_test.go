@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/node"
 )
@@ -15,7 +16,7 @@ import (
 // handshake with a login payload, <success/>, close. With -cpu=1 client
 // and server share one core; logins/s is the rate of that pair.
 func BenchmarkLoopbackLogin(b *testing.B) {
-	srv := startServer(b, emulator.Options{})
+	srv := emutest.Start(b, emulator.Options{})
 	d := newTestDevice(b)
 	pair(b, srv, d)
 	cp := d.loginPayload(b)

@@ -383,32 +383,6 @@ func pair(t testing.TB, srv *emulator.Server, d *testDevice) emulator.Linked {
 	return r.linked
 }
 
-// startServer starts an emulator for one test.
-func startServer(t testing.TB, opts emulator.Options) *emulator.Server {
-	t.Helper()
-	srv, err := emulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
-}
-
-// waitStats waits for cond on the server's stats.
-func waitStats(t testing.TB, srv *emulator.Server, what string, cond func(emulator.Stats) bool) emulator.Stats {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	st, err := srv.WaitFor(ctx, cond)
-	if err != nil {
-		t.Fatalf("waiting for %s: %v; stats %+v", what, err, st)
-	}
-	return st
-}
-
 // httpJSON does a control request and decodes the JSON answer.
 func httpJSON(t testing.TB, method, url, body string) (int, map[string]any) {
 	t.Helper()

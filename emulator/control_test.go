@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/wire/node"
 )
 
 func TestControlAPI(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	base := srv.ControlURL()
 	d := newTestDevice(t)
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 )
@@ -46,7 +47,7 @@ func quiet() emulator.DayOne {
 func TestAckShapes(t *testing.T) {
 	d1 := quiet()
 	d1.PushBurst = 40
-	srv := startServer(t, emulator.Options{DayOne: d1})
+	srv := emutest.Start(t, emulator.Options{DayOne: d1})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -112,7 +113,7 @@ func TestAckShapes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c.t = t
 			c.send(tt.ack)
-			st := waitStats(t, srv, "the malformed ack", func(s emulator.Stats) bool { return s.AcksMalformed == int64(i+1) })
+			st := emutest.WaitStats(t, srv, waitTimeout, "the malformed ack", func(s emulator.Stats) bool { return s.AcksMalformed == int64(i+1) })
 			if v := st.Violations[i]; !strings.Contains(v, tt.want) || !strings.Contains(v, "malformed ack") {
 				t.Fatalf("violation %q, want it to say %q", v, tt.want)
 			}
@@ -124,9 +125,9 @@ func TestAckShapes(t *testing.T) {
 	for _, n := range burst {
 		c.send(emulator.AckFor(n))
 	}
-	waitStats(t, srv, "40 good acks", func(s emulator.Stats) bool { return s.AcksOK == 40 })
+	emutest.WaitStats(t, srv, waitTimeout, "40 good acks", func(s emulator.Stats) bool { return s.AcksOK == 40 })
 	c.send(emulator.AckFor(call))
-	st := waitStats(t, srv, "the repeated ack", func(s emulator.Stats) bool { return s.AcksMalformed == int64(len(tests)+1) })
+	st := emutest.WaitStats(t, srv, waitTimeout, "the repeated ack", func(s emulator.Stats) bool { return s.AcksMalformed == int64(len(tests)+1) })
 	if !strings.Contains(st.Violations[len(tests)], "already acked") {
 		t.Fatalf("violation %q", st.Violations[len(tests)])
 	}
@@ -199,7 +200,7 @@ func (u upload) node(id string) node.Node {
 }
 
 func TestPrekeyUploadValidation(t *testing.T) {
-	srv := startServer(t, emulator.Options{DayOne: quiet()})
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet()})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -257,7 +258,7 @@ func TestPrekeyUploadValidation(t *testing.T) {
 			if code, _ := e.Attr("code"); !ok || code != "400" {
 				t.Fatalf("got error %v, want code 400", e)
 			}
-			st := waitStats(t, srv, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
+			st := emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
 			if v := st.Violations[i]; !strings.Contains(v, tt.want) || !strings.Contains(v, "prekey upload") {
 				t.Fatalf("violation %q, want it to say %q", v, tt.want)
 			}
@@ -303,7 +304,7 @@ func TestPrekeyUploadValidation(t *testing.T) {
 	}
 	c.send(goodUpload(t, d, 9, 50).node("refill"))
 	c.pump(func(n node.Node) bool { return n.Tag == "iq" && attr(n, "id") == "refill" })
-	waitStats(t, srv, "the refill", func(s emulator.Stats) bool { return s.PrekeyUploads == 3 && s.DevicesWithPrekeys == 1 })
+	emutest.WaitStats(t, srv, waitTimeout, "the refill", func(s emulator.Stats) bool { return s.PrekeyUploads == 3 && s.DevicesWithPrekeys == 1 })
 	if err := srv.Phone().Unlink(d.jid); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestPrekeyUploadValidation(t *testing.T) {
 }
 
 func TestPrekeysOutsideDayOneStayLenient(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -335,7 +336,7 @@ func TestPrekeysOutsideDayOneStayLenient(t *testing.T) {
 func TestDayOneReplacedConnectionHandsOver(t *testing.T) {
 	d1 := quiet()
 	d1.PushBurst = 5
-	srv := startServer(t, emulator.Options{DayOne: d1})
+	srv := emutest.Start(t, emulator.Options{DayOne: d1})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c1 := login(t, srv, d)
@@ -359,7 +360,7 @@ func TestDayOneReplacedConnectionHandsOver(t *testing.T) {
 	for _, n := range first {
 		c2.send(emulator.AckFor(n))
 	}
-	waitStats(t, srv, "ten acks", func(s emulator.Stats) bool { return s.AcksOK == 10 })
+	emutest.WaitStats(t, srv, waitTimeout, "ten acks", func(s emulator.Stats) bool { return s.AcksOK == 10 })
 	if st := srv.Stats(); st.Redeliveries != 5 || st.AcksMalformed != 0 {
 		t.Fatalf("stats %+v", st)
 	}

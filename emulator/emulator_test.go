@@ -15,6 +15,7 @@ import (
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -27,7 +28,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestPairLoginPing(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	linked := pair(t, srv, d)
 	if linked.JID.Server != "s.whatsapp.net" || linked.JID.Device == 0 || !strings.HasPrefix(linked.JID.User, "1555000") {
@@ -115,7 +116,7 @@ func countIs(want string) func(t *testing.T, n node.Node) {
 }
 
 func TestScanLegacyQRAndRelink(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	first := pair(t, srv, d)
 
@@ -171,14 +172,14 @@ func TestHandshakeFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := startServer(t, emulator.Options{Faults: f})
+			srv := emutest.Start(t, emulator.Options{Faults: f})
 			d := newTestDevice(t)
 			_, err = handshake(t, srv, d.noise, d.registrationPayload(t), tt.timeout)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("handshake: %v", err)
 				}
-				waitStats(t, srv, "a registration", func(s emulator.Stats) bool { return s.Registrations == 1 })
+				emutest.WaitStats(t, srv, waitTimeout, "a registration", func(s emulator.Stats) bool { return s.Registrations == 1 })
 				return
 			}
 			if !errors.Is(err, tt.want) {
@@ -192,7 +193,7 @@ func TestHandshakeFaults(t *testing.T) {
 }
 
 func TestRefuseConnections(t *testing.T) {
-	srv := startServer(t, emulator.Options{Faults: emulator.Faults{RefuseConnections: true}})
+	srv := emutest.Start(t, emulator.Options{Faults: emulator.Faults{RefuseConnections: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	conn, err := wire.Dial(ctx, srv.URL(), wire.DialOptions{})
@@ -227,7 +228,7 @@ func TestPairingFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := startServer(t, emulator.Options{Faults: f})
+			srv := emutest.Start(t, emulator.Options{Faults: f})
 			d := newTestDevice(t)
 			c := register(t, srv, d)
 			refs := c.pairDevice()
@@ -253,7 +254,7 @@ func TestPairingFaults(t *testing.T) {
 }
 
 func TestLoginFailure401Fault(t *testing.T) {
-	srv := startServer(t, emulator.Options{Faults: emulator.Faults{LoginFailure401: true}})
+	srv := emutest.Start(t, emulator.Options{Faults: emulator.Faults{LoginFailure401: true}})
 	d := newTestDevice(t)
 	pair(t, srv, d) // pairing is not affected
 	c := login(t, srv, d)
@@ -268,7 +269,7 @@ func TestLoginFailure401Fault(t *testing.T) {
 }
 
 func TestLoginRejected(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 
@@ -300,7 +301,7 @@ func TestLoginRejected(t *testing.T) {
 }
 
 func TestConflictAfterSuccessFault(t *testing.T) {
-	srv := startServer(t, emulator.Options{Faults: emulator.Faults{ConflictAfterSuccess: true}})
+	srv := emutest.Start(t, emulator.Options{Faults: emulator.Faults{ConflictAfterSuccess: true}})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -327,7 +328,7 @@ func expectConflict(t *testing.T, n node.Node, code, typ string) {
 }
 
 func TestRandomDisconnectsFault(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	f, err := emulator.ParseFaults("random-disconnects=200")
@@ -340,11 +341,11 @@ func TestRandomDisconnectsFault(t *testing.T) {
 	c := login(t, srv, d)
 	c.expectTag("success")
 	c.expectClosed()
-	waitStats(t, srv, "no active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
+	emutest.WaitStats(t, srv, waitTimeout, "no active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
 }
 
 func TestUnlink(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -369,7 +370,7 @@ func TestUnlink(t *testing.T) {
 }
 
 func TestKick(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	tests := []struct {
@@ -389,7 +390,7 @@ func TestKick(t *testing.T) {
 			}
 			expectConflict(t, c.expectTag("stream:error"), tt.code, tt.conflict)
 			c.expectClosed()
-			waitStats(t, srv, "no active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
+			emutest.WaitStats(t, srv, waitTimeout, "no active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
 		})
 	}
 	if err := srv.Phone().Kick(d.jid, "515"); !errors.Is(err, emulator.ErrNotConnected) {
@@ -411,7 +412,7 @@ func TestKick(t *testing.T) {
 }
 
 func TestSecondLoginReplacesFirst(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c1 := login(t, srv, d)
@@ -422,14 +423,14 @@ func TestSecondLoginReplacesFirst(t *testing.T) {
 	c1.expectClosed()
 	c2.send(iq("after", "get", "w:p"))
 	c2.expectResult("after", "result")
-	st := waitStats(t, srv, "one active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 1 })
+	st := emutest.WaitStats(t, srv, waitTimeout, "one active connection", func(s emulator.Stats) bool { return s.ActiveConnections == 1 })
 	if st.MaxConnectionsPerDevice != 2 || st.Logins != 2 {
 		t.Fatalf("stats %+v: the overlap must be counted", st)
 	}
 }
 
 func TestRefsExpire(t *testing.T) {
-	srv := startServer(t, emulator.Options{FirstRefTTL: 150 * time.Millisecond, NextRefTTL: 10 * time.Millisecond})
+	srv := emutest.Start(t, emulator.Options{FirstRefTTL: 150 * time.Millisecond, NextRefTTL: 10 * time.Millisecond})
 	d := newTestDevice(t)
 	c := register(t, srv, d)
 	refs := c.pairDevice()
@@ -445,7 +446,7 @@ func TestRefsExpire(t *testing.T) {
 }
 
 func TestScanErrors(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	c := register(t, srv, d)
 	refs := c.pairDevice()
@@ -496,7 +497,7 @@ func TestScanErrors(t *testing.T) {
 }
 
 func TestScanTimeout(t *testing.T) {
-	srv := startServer(t, emulator.Options{ScanTimeout: 100 * time.Millisecond})
+	srv := emutest.Start(t, emulator.Options{ScanTimeout: 100 * time.Millisecond})
 	d := newTestDevice(t)
 	c := register(t, srv, d)
 	refs := c.pairDevice()
@@ -513,7 +514,7 @@ func TestScanTimeout(t *testing.T) {
 
 func TestLogsHoldNoSecrets(t *testing.T) {
 	var logs testkit.LogBuffer
-	srv := startServer(t, emulator.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	srv := emutest.Start(t, emulator.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	d := newTestDevice(t)
 	c := register(t, srv, d)
 	refs := c.pairDevice()

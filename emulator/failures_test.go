@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 	"github.com/wafleet/wafleet/wire/payload"
@@ -47,7 +48,7 @@ func expectFailure(t *testing.T, c *testConn, reason string) node.Node {
 }
 
 func TestMinVersion(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	def := payload.DefaultVersion()
@@ -142,7 +143,7 @@ func getSWJS(t *testing.T, srv *emulator.Server) string {
 }
 
 func TestSWJSAndVersionControl(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	base := srv.ControlURL()
 	def := int64(payload.DefaultVersion().Tertiary)
 	if got := revisionsInSWJS(t, getSWJS(t, srv)); got != [3]int64{def, def, def} {
@@ -187,7 +188,7 @@ func TestSWJSAndVersionControl(t *testing.T) {
 }
 
 func TestDayOneControl(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	base := srv.ControlURL()
 	tests := []struct {
 		name, method, body string
@@ -247,7 +248,7 @@ func TestLoginFailuresRemoveTheDevice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {
-			srv := startServer(t, emulator.Options{})
+			srv := emutest.Start(t, emulator.Options{})
 			d := newTestDevice(t)
 			pair(t, srv, d)
 			live := login(t, srv, d)
@@ -283,7 +284,7 @@ func TestLoginFailuresRemoveTheDevice(t *testing.T) {
 }
 
 func TestKick401KeepsTheDevice(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -307,7 +308,7 @@ func TestKick401KeepsTheDevice(t *testing.T) {
 }
 
 func TestDropPongs(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	c := login(t, srv, d)
@@ -335,7 +336,7 @@ func TestDropPongs(t *testing.T) {
 }
 
 func TestRemoveCompanionDevice(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	other := newTestDevice(t)
 	pair(t, srv, d)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -19,7 +20,7 @@ import (
 )
 
 func TestViolationsAfterLogin(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 	pair(t, srv, d)
 	tests := []struct {
@@ -42,7 +43,7 @@ func TestViolationsAfterLogin(t *testing.T) {
 			c.expectTag("success")
 			tt.send(c)
 			c.expectClosed()
-			st := waitStats(t, srv, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
+			st := emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
 			v := st.Violations[i]
 			if !strings.Contains(v, tt.want) || !strings.Contains(v, d.jid.String()) {
 				t.Fatalf("violation %q does not name %q and the device", v, tt.want)
@@ -52,7 +53,7 @@ func TestViolationsAfterLogin(t *testing.T) {
 }
 
 func TestViolationsBeforeLogin(t *testing.T) {
-	srv := startServer(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	d := newTestDevice(t)
 
 	badSig := &testDevice{noise: d.noise, identity: d.identity, spk: d.spk, regID: 1}
@@ -107,7 +108,7 @@ func TestViolationsBeforeLogin(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.run(t)
-			st := waitStats(t, srv, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
+			st := emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == i+1 })
 			if v := st.Violations[i]; !strings.Contains(v, tt.want) {
 				t.Fatalf("violation %q, want it to mention %q", v, tt.want)
 			}
@@ -144,7 +145,7 @@ func TestConcurrentHandshakes(t *testing.T) {
 	// any realistic handshake timeout. This test is about concurrency, not
 	// timeouts, so both sides' limits only bound a hang.
 	const patience = 5 * time.Minute
-	srv := startServer(t, emulator.Options{HandshakeTimeout: patience})
+	srv := emutest.Start(t, emulator.Options{HandshakeTimeout: patience})
 	d := newTestDevice(t)
 	reg := d.registrationPayload(t)
 	root := srv.RootPublicKey()
@@ -190,7 +191,7 @@ func TestConcurrentHandshakes(t *testing.T) {
 	for err := range errs {
 		t.Errorf("handshake: %v", err)
 	}
-	st := waitStats(t, srv, "all connections closed", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
+	st := emutest.WaitStats(t, srv, waitTimeout, "all connections closed", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
 	if st.Handshakes != n || st.Registrations != n || len(st.Violations) != 0 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -64,7 +65,7 @@ func (h *harness) restore(pid *actor.PID, key string) *RestoreResult {
 // the archived device can be put back and logs in again.
 func TestServerLogoutArchivesDevice(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	pid, linked := pairOne(t, h, srv, h.deps("acct"))
 	before, err := h.store.Load(context.Background(), "acct")
 	if err != nil {
@@ -117,7 +118,7 @@ func TestServerLogoutArchivesDevice(t *testing.T) {
 // operator confirms; then it archives and pairs again.
 func TestMassLogoutPausesWipes(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	guard, err := NewWipeGuard(WipeGuardConfig{Share: 0.2, Min: 3, Window: time.Hour, Accounts: func() int { return 10 }, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func TestMassLogoutPausesWipes(t *testing.T) {
 // same linked device, and a later confirmation does not wipe it.
 func TestResumeGivesUpAHeldWipe(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	guard, err := NewWipeGuard(WipeGuardConfig{Share: 0.5, Min: 1, Window: time.Hour, Accounts: func() int { return 1 }, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
@@ -24,24 +25,12 @@ import (
 // enough for a loaded machine to ack in time.
 var dayOne = emulator.DayOne{Enabled: true, PushRate: 20, PushBurst: 100, AckDeadline: 10 * time.Second, PingInterval: 5 * time.Second}
 
-// waitStats waits on the emulator's counters with the tests' deadline.
-func waitStats(t *testing.T, srv *emulator.Server, what string, cond func(emulator.Stats) bool) emulator.Stats {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*waitTimeout)
-	defer cancel()
-	st, err := srv.WaitFor(ctx, cond)
-	if err != nil {
-		t.Fatalf("%s: %v; stats %+v", what, err, st)
-	}
-	return st
-}
-
 // TestDayOneKeepsAccountsHealthy: against a server that pushes, pings and
 // enforces acks from the first login, paired accounts upload prekeys, ack
 // everything correctly and answer every ping, with one login per device.
 func TestDayOneKeepsAccountsHealthy(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{DayOne: dayOne})
+	srv := emutest.Start(t, emulator.Options{DayOne: dayOne})
 	const accounts = 3
 	for i := range accounts {
 		d := h.deps(fmt.Sprint("d1-", i))
@@ -52,7 +41,7 @@ func TestDayOneKeepsAccountsHealthy(t *testing.T) {
 		}
 		h.rec.WaitFrom(t, 0, "connected", func(e events.Event) bool { return e.Kind == events.KindConnected && e.Account == d.AccountID })
 	}
-	st := waitStats(t, srv, "sustained traffic", func(s emulator.Stats) bool {
+	st := emutest.WaitStats(t, srv, 3*waitTimeout, "sustained traffic", func(s emulator.Stats) bool {
 		return s.AcksOK >= int64(3*accounts*dayOne.PushBurst) && s.ServerPingsAnswered >= accounts && s.DevicesWithPrekeys == accounts
 	})
 	if st.AcksMalformed != 0 || st.AckDeadlineKills != 0 || len(st.Violations) != 0 {
@@ -126,7 +115,7 @@ func (s *tapSession) Send(b []byte) error {
 // next login gets the pending stanzas first and acks them.
 func TestUnackedStanzasRedelivered(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{DayOne: dayOne})
+	srv := emutest.Start(t, emulator.Options{DayOne: dayOne})
 	var drop atomic.Bool // acks are swallowed, as by a client without acks
 	tap := &tapDialer{next: WireDialer, onSend: func(n node.Node) bool { return n.Tag != "ack" || !drop.Load() }}
 	obs := &countingObserver{}
@@ -158,7 +147,7 @@ func TestUnackedStanzasRedelivered(t *testing.T) {
 	}
 	release()
 
-	st := waitStats(t, srv, "redelivered and acked", func(s emulator.Stats) bool {
+	st := emutest.WaitStats(t, srv, 3*waitTimeout, "redelivered and acked", func(s emulator.Stats) bool {
 		return s.Redeliveries > 0 && s.Logins >= 2 && s.AcksOK >= s.Redeliveries
 	})
 	if st.AckDeadlineKills != 1 {
@@ -169,7 +158,7 @@ func TestUnackedStanzasRedelivered(t *testing.T) {
 	}
 	// From now on nothing is killed: every pending stanza was acked.
 	before := st.AcksOK
-	st = waitStats(t, srv, "traffic after the redelivery", func(s emulator.Stats) bool { return s.AcksOK >= before+int64(2*dayOne.PushBurst) })
+	st = emutest.WaitStats(t, srv, 3*waitTimeout, "traffic after the redelivery", func(s emulator.Stats) bool { return s.AcksOK >= before+int64(2*dayOne.PushBurst) })
 	if st.AckDeadlineKills != 1 || st.AcksMalformed != 0 {
 		t.Errorf("after redelivery: kills %d (want 1), malformed %d", st.AckDeadlineKills, st.AcksMalformed)
 	}
@@ -179,7 +168,7 @@ func TestUnackedStanzasRedelivered(t *testing.T) {
 // window cost no reconnect (TestKeepalive covers a stall past the window).
 func TestServerStallingPongsWithinWindow(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	var pingsSent atomic.Int64
 	tap := &tapDialer{next: WireDialer, onSend: func(n node.Node) bool {
 		if x, _ := n.Attr("xmlns"); x == "w:p" {
@@ -205,7 +194,7 @@ func TestServerStallingPongsWithinWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered = srv.Stats().Pings
-	waitStats(t, srv, "pings answered again", func(s emulator.Stats) bool { return s.Pings >= answered+5 })
+	emutest.WaitStats(t, srv, 3*waitTimeout, "pings answered again", func(s emulator.Stats) bool { return s.Pings >= answered+5 })
 	for _, e := range h.rec.Events() {
 		if e.Kind == events.KindDisconnected {
 			t.Fatalf("a stall shorter than the window reconnected: %s", testkit.Describe(h.rec.Events()))
@@ -238,7 +227,7 @@ func TestServerFailuresEndToEnd(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			srv := startEmulator(t, emulator.Options{})
+			srv := emutest.Start(t, emulator.Options{})
 			pid, linked := pairAccount(t, h, srv, h.deps("fail"))
 			_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 			if err := srv.SetFaults(tt.faults); err != nil {
@@ -267,7 +256,7 @@ func TestServerFailuresEndToEnd(t *testing.T) {
 // reconnects and lets the login decide: the device is kept and logs in.
 func TestStreamError401KeepsDevice(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("s401"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	if err := srv.Phone().Kick(linked.JID, "401"); err != nil {
@@ -293,7 +282,7 @@ func TestStreamError401KeepsDevice(t *testing.T) {
 // backoff, without reconnecting.
 func TestOutdatedVersionRefused(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{MinVersion: "2.3000.2000000000"})
+	srv := emutest.Start(t, emulator.Options{MinVersion: "2.3000.2000000000"})
 	refused := make(chan struct{}, 1)
 	d := h.deps("old")
 	d.Versions = refusedRecorder{refused}
@@ -325,7 +314,7 @@ func (r refusedRecorder) Refused(payload.Version) {
 // growing attempt count, not a storm at the connect rate.
 func TestRestartEveryLoginBacksOff(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("storm"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	if err := srv.SetFaults(emulator.Faults{RestartAfterActive: true}); err != nil {

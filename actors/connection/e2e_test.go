@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/storetest"
@@ -33,7 +34,7 @@ func pairAccount(t *testing.T, h *harness, srv *emulator.Server, d Deps) (*actor
 
 func TestPairThenConnect(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{BusinessName: "Shop"})
+	srv := emutest.Start(t, emulator.Options{BusinessName: "Shop"})
 	pid, linked := pairAccount(t, h, srv, h.deps("acct1"))
 
 	evs := h.rec.Events()
@@ -118,7 +119,7 @@ func TestServerKickReconnects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.reason, func(t *testing.T) {
 			h := newHarness(t)
-			srv := startEmulator(t, emulator.Options{})
+			srv := emutest.Start(t, emulator.Options{})
 			_, linked := pairAccount(t, h, srv, h.deps("kick"))
 			_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
@@ -144,7 +145,7 @@ func TestServerKickReconnects(t *testing.T) {
 
 func TestUnlinkGoesBackToPairing(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("unlink"))
 	before, _ := h.store.Load(context.Background(), "unlink")
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
@@ -179,7 +180,7 @@ func TestUnlinkGoesBackToPairing(t *testing.T) {
 
 func TestLogoutRequest(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	pid, _ := pairAccount(t, h, srv, h.deps("logout"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
@@ -205,7 +206,7 @@ func TestLogoutRequest(t *testing.T) {
 
 func TestReplacedStopsWithAlarm(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	pid, linked := pairAccount(t, h, srv, h.deps("replaced"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 
@@ -233,7 +234,7 @@ func TestReplacedStopsWithAlarm(t *testing.T) {
 // stops without an alarm and does not reconnect.
 func TestReplacedAfterLeaseLost(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	var held atomic.Bool
 	held.Store(true)
 	d := h.deps("handed-over")
@@ -262,7 +263,7 @@ func TestReplacedAfterLeaseLost(t *testing.T) {
 
 func TestRefsRunOutThenPair(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{RefCount: 3})
+	srv := emutest.Start(t, emulator.Options{RefCount: 3})
 	d := h.deps("refs")
 	d.QR = QRSchedule{First: 20 * time.Millisecond, Next: 5 * time.Millisecond}
 	pid := h.spawn(emulatorDeps(d, srv))
@@ -335,7 +336,7 @@ func TestFaultsBackoff(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := startEmulator(t, emulator.Options{Faults: faults})
+			srv := emutest.Start(t, emulator.Options{Faults: faults})
 			dev, err := NewDevice("faulty")
 			if err != nil {
 				t.Fatal(err)
@@ -388,7 +389,7 @@ func TestFaultsBackoff(t *testing.T) {
 
 func TestLoginFailure401LogsOut(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("lf"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("login-failure-401")
@@ -407,7 +408,7 @@ func TestLoginFailure401LogsOut(t *testing.T) {
 
 func TestConflictAfterSuccessStops(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("cas"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("conflict-after-success")
@@ -425,7 +426,7 @@ func TestConflictAfterSuccessStops(t *testing.T) {
 
 func TestRandomDisconnectReconnects(t *testing.T) {
 	h := newHarness(t)
-	srv := startEmulator(t, emulator.Options{})
+	srv := emutest.Start(t, emulator.Options{})
 	_, linked := pairAccount(t, h, srv, h.deps("rd"))
 	_, from := h.rec.WaitFrom(t, 0, "connected", kindIs(events.KindConnected))
 	faults, _ := emulator.ParseFaults("random-disconnects=50")

@@ -191,21 +191,6 @@ func (h *harness) request(pid *actor.PID, msg any) *Result {
 	return res.(*Result)
 }
 
-// startEmulator runs an emulator for the test.
-func startEmulator(t *testing.T, opts emulator.Options) *emulator.Server {
-	t.Helper()
-	opts.Logger = quietLogger()
-	srv, err := emulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return srv
-}
-
 // emulatorDeps points deps at srv.
 func emulatorDeps(d Deps, srv *emulator.Server) Deps {
 	root := srv.RootPublicKey()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/status"
@@ -37,14 +38,7 @@ func panicOnCrash(next actor.ReceiverFunc) actor.ReceiverFunc {
 // is restarted (and logs in again from the store, without a QR code); the
 // other keeps its connection.
 func TestPanicInRealConnectionActorRestartsItAlone(t *testing.T) {
-	emu, err := emulator.New(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := emutest.Start(t, emulator.Options{})
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "wafleet.db"), store.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 )
 
 // startRun starts `manager run` and kills it at cleanup if it still runs.
@@ -32,31 +33,13 @@ func startRun(t *testing.T, bin, cfgPath string) (*exec.Cmd, <-chan error, *stri
 	return cmd, exited, stderr
 }
 
-func waitEmu(t *testing.T, emu *emulator.Server, what string, cond func(emulator.Stats) bool) emulator.Stats {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := emu.WaitFor(ctx, cond)
-	if err != nil {
-		t.Fatalf("%s: %v; stats %+v", what, err, st)
-	}
-	return st
-}
-
 // TestKillDuringTrafficRedelivers: a manager killed with -9 while stanzas
 // wait for its acks leaves them pending on the server; the restarted
 // manager logs in without pairing, gets them first and acks every one.
 func TestKillDuringTrafficRedelivers(t *testing.T) {
 	bin := managerBinary(t)
 	traffic := emulator.DayOne{Enabled: true, PushRate: 20, PushBurst: 20, AckDeadline: 2 * time.Minute, PingInterval: time.Second}
-	emu, err := emulator.New(emulator.Options{DayOne: traffic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := emutest.Start(t, emulator.Options{DayOne: traffic})
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -71,14 +54,14 @@ func TestKillDuringTrafficRedelivers(t *testing.T) {
 			t.Fatalf("scan %s: %v", v.ID, err)
 		}
 	}
-	waitEmu(t, emu, "traffic acked", func(s emulator.Stats) bool { return s.AcksOK >= 3*40 && s.DevicesWithPrekeys == 3 })
+	emutest.WaitStats(t, emu, 60*time.Second, "traffic acked", func(s emulator.Stats) bool { return s.AcksOK >= 3*40 && s.DevicesWithPrekeys == 3 })
 
 	// Freeze the manager: what the server pushes now stays unacked.
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	frozenAt := emu.Stats().StanzasPushed
-	waitEmu(t, emu, "stanzas pushed to the frozen manager", func(s emulator.Stats) bool { return s.StanzasPushed >= frozenAt+30 })
+	emutest.WaitStats(t, emu, 60*time.Second, "stanzas pushed to the frozen manager", func(s emulator.Stats) bool { return s.StanzasPushed >= frozenAt+30 })
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +82,7 @@ func TestKillDuringTrafficRedelivers(t *testing.T) {
 	// the pushes. They may overtake them by a few: one CI run counted 151
 	// acks for 150 pushes, presumably an ack of the killed process counted
 	// besides the one for the redelivered copy.
-	st := waitEmu(t, emu, "pending stanzas redelivered and acked", func(s emulator.Stats) bool {
+	st := emutest.WaitStats(t, emu, 60*time.Second, "pending stanzas redelivered and acked", func(s emulator.Stats) bool {
 		return s.AcksOK >= s.StanzasPushed && s.Redeliveries >= pending.StanzasPushed-pending.AcksOK
 	})
 	if st.Pairings != 3 || st.AcksMalformed != 0 || st.AckDeadlineKills != 0 || len(st.Violations) != 0 {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
 )
 
 var (
@@ -118,14 +119,7 @@ func waitAccounts(t *testing.T, listen string, what string, cond func([]accountV
 
 func TestRunPairsReloadsAndStopsCleanly(t *testing.T) {
 	bin := managerBinary(t)
-	emu, err := emulator.New(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := emutest.Start(t, emulator.Options{})
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
