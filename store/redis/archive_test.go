@@ -22,11 +22,8 @@ func TestArchiveFenced(t *testing.T) {
 			clk := newClock()
 			a := newLeases(t, c, prefix, "inst-a", clk, 15*time.Second)
 			b := newLeases(t, c, prefix, "inst-b", clk, 15*time.Second)
-			ra, err := a.Acquire(ctx, "acct")
-			if err != nil || len(ra.Acquired) != 1 {
-				t.Fatalf("A acquire = %+v, %v", ra, err)
-			}
-			asA := s.Fenced(ra.Acquired[0])
+			la := mustAcquire(t, a, "acct")
+			asA := s.Fenced(la)
 			d := storetest.PairedDevice(t, "acct", "15551111111", "111111111111111", 3)
 			if err := asA.Save(ctx, d); err != nil {
 				t.Fatal(err)
@@ -46,10 +43,7 @@ func TestArchiveFenced(t *testing.T) {
 			}
 
 			c.Del(ctx, s.k.lease("acct")) // A's lease expires; B takes the account
-			rb, err := b.Acquire(ctx, "acct")
-			if err != nil || len(rb.Acquired) != 1 {
-				t.Fatalf("B acquire = %+v, %v", rb, err)
-			}
+			lb := mustAcquire(t, b, "acct")
 			if _, err := asA.RestoreArchived(ctx, "acct", e.Key); !errors.Is(err, store.ErrLeaseLost) {
 				t.Fatalf("stale RestoreArchived = %v, want ErrLeaseLost", err)
 			}
@@ -59,7 +53,7 @@ func TestArchiveFenced(t *testing.T) {
 			if list, err := s.ListArchive(ctx); err != nil || len(list) != 1 || list[0].Key != e.Key {
 				t.Fatalf("archive after refused writes = %+v, %v; want the one entry", list, err)
 			}
-			if _, err := s.Fenced(rb.Acquired[0]).RestoreArchived(ctx, "acct", e.Key); err != nil {
+			if _, err := s.Fenced(lb).RestoreArchived(ctx, "acct", e.Key); err != nil {
 				t.Fatalf("new owner RestoreArchived: %v", err)
 			}
 			got, err := s.Load(ctx, "acct")
@@ -76,12 +70,7 @@ func TestArchiveFenced(t *testing.T) {
 func TestArchiveSealedInRedis(t *testing.T) {
 	c, prefix := sharedClient(t)
 	ctx := t.Context()
-	key := make([]byte, 32)
-	key[0] = 9
-	sealer, err := store.NewAESSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, 9)
 	// The device and its prekeys are written in the clear, before the key
 	// was set; the archive seals them all the same.
 	plain := newStore(t, c, prefix, false, nil)

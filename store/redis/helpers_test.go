@@ -63,6 +63,29 @@ func newLeases(t testing.TB, c goredis.UniversalClient, prefix, instance string,
 	return m
 }
 
+// mustAcquire takes the lease of account through l, failing the test when it
+// is not granted.
+func mustAcquire(t testing.TB, l *Leases, account string) Lease {
+	t.Helper()
+	r, err := l.Acquire(t.Context(), account)
+	if err != nil || len(r.Acquired) != 1 {
+		t.Fatalf("%s: acquire %s = %+v, %v", l.Instance(), account, r, err)
+	}
+	return r.Acquired[0]
+}
+
+// testSealer returns a Sealer whose key is 32 bytes, the first one seed.
+func testSealer(t testing.TB, seed byte) store.Sealer {
+	t.Helper()
+	key := make([]byte, 32)
+	key[0] = seed
+	s, err := store.NewAESSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func sharedClient(t testing.TB) (*goredis.Client, string) {
 	t.Helper()
 	return redistest.Shared(t)

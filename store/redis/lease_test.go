@@ -139,9 +139,7 @@ func TestLeaseExpiresInRedis(t *testing.T) {
 	ctx := t.Context()
 	a := newLeases(t, c, prefix, "inst-a", newClock(), 300*time.Millisecond)
 	b := newLeases(t, c, prefix, "inst-b", newClock(), 300*time.Millisecond)
-	if r, err := a.Acquire(ctx, "acct"); err != nil || len(r.Acquired) != 1 {
-		t.Fatal(r, err)
-	}
+	mustAcquire(t, a, "acct")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r, err := b.Acquire(ctx, "acct")

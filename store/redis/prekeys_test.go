@@ -53,11 +53,8 @@ func TestPreKeyFencing(t *testing.T) {
 			a := newLeases(t, c, prefix, "inst-a", clk, 15*time.Second)
 			b := newLeases(t, c, prefix, "inst-b", clk, 15*time.Second)
 
-			ra, err := a.Acquire(ctx, "acct")
-			if err != nil || len(ra.Acquired) != 1 {
-				t.Fatalf("A acquire = %+v, %v", ra, err)
-			}
-			asA := s.Fenced(ra.Acquired[0])
+			la := mustAcquire(t, a, "acct")
+			asA := s.Fenced(la)
 			if err := asA.Save(ctx, storetest.NewDevice(t, "acct")); err != nil {
 				t.Fatal(err)
 			}
@@ -78,10 +75,7 @@ func TestPreKeyFencing(t *testing.T) {
 
 			// A's lease expires in Redis and B takes the account.
 			c.Del(ctx, s.k.lease("acct"))
-			rb, err := b.Acquire(ctx, "acct")
-			if err != nil || len(rb.Acquired) != 1 {
-				t.Fatalf("B acquire = %+v, %v", rb, err)
-			}
+			lb := mustAcquire(t, b, "acct")
 			hash, zset := preKeyState(t, s, "acct")
 
 			stale := map[string]error{
@@ -91,7 +85,7 @@ func TestPreKeyFencing(t *testing.T) {
 				"Bound AddPreKeys":    s.Bound(a).AddPreKeys(ctx, "acct", keys[10:]),
 				"Bound Mark":          s.Bound(a).MarkPreKeysUploaded(ctx, "acct", 10),
 				"Bound Remove":        s.Bound(a).RemovePreKey(ctx, "acct", 5),
-				"other account":       s.Fenced(rb.Acquired[0]).AddPreKeys(ctx, "other", keys[10:]),
+				"other account":       s.Fenced(lb).AddPreKeys(ctx, "other", keys[10:]),
 			}
 			for name, err := range stale {
 				if !errors.Is(err, store.ErrLeaseLost) {
@@ -152,12 +146,7 @@ func TestPreKeyFencing(t *testing.T) {
 func TestPreKeysSealedInRedis(t *testing.T) {
 	c, prefix := sharedClient(t)
 	ctx := t.Context()
-	key := make([]byte, 32)
-	key[0] = 7
-	sealer, err := store.NewAESSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, 7)
 	s := newStore(t, c, prefix, false, sealer)
 	if err := s.Save(ctx, storetest.NewDevice(t, "acct")); err != nil {
 		t.Fatal(err)
@@ -215,20 +204,13 @@ func TestOwnerSealsPreKeysWrittenBeforeTheKey(t *testing.T) {
 	if err := plain.MarkPreKeysUploaded(ctx, "acct", 100); err != nil {
 		t.Fatal(err)
 	}
-	key := make([]byte, 32)
-	key[0] = 9
-	sealer, err := store.NewAESSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, 9)
 	sealed := newStore(t, c, prefix, false, sealer)
 	if got, err := sealed.PreKey(ctx, "acct", 7); err != nil || got != keys[6] {
 		t.Fatalf("a key in the clear loaded with a Sealer = %v, %v", got, err)
 	}
 	leases := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
-	if r, err := leases.Acquire(ctx, "acct"); err != nil || len(r.Acquired) != 1 {
-		t.Fatalf("acquire = %+v, %v", r, err)
-	}
+	mustAcquire(t, leases, "acct")
 	if _, err := sealed.Bound(leases).Load(ctx, "acct"); err != nil {
 		t.Fatal(err)
 	}

@@ -112,12 +112,7 @@ func (a *autoLease) RemovePreKey(ctx context.Context, id string, keyID uint32) e
 
 func TestSealedRoundTrip(t *testing.T) {
 	c, prefix := sharedClient(t)
-	key := make([]byte, 32)
-	key[0] = 7
-	sealer, err := store.NewAESSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, 7)
 	s := newStore(t, c, prefix, false, sealer)
 	d := storetest.PairedDevice(t, "acct", "15551234567", "123456789012345", 5)
 	if err := s.Save(t.Context(), d); err != nil {
@@ -199,11 +194,7 @@ func TestFencing(t *testing.T) {
 			a := newLeases(t, c, prefix, "inst-a", clk, 15*time.Second)
 			b := newLeases(t, c, prefix, "inst-b", clk, 15*time.Second)
 
-			ra, err := a.Acquire(ctx, "acct")
-			if err != nil || len(ra.Acquired) != 1 {
-				t.Fatalf("A acquire = %+v, %v", ra, err)
-			}
-			la := ra.Acquired[0]
+			la := mustAcquire(t, a, "acct")
 			asA := s.Fenced(la)
 			d := storetest.PairedDevice(t, "acct", "15551111111", "111111111111111", 3)
 			if err := asA.Save(ctx, d); err != nil {
@@ -221,11 +212,7 @@ func TestFencing(t *testing.T) {
 			// A's lease expires in Redis (as after a long pause of A) and B
 			// takes the account.
 			c.Del(ctx, s.k.lease("acct"))
-			rb, err := b.Acquire(ctx, "acct")
-			if err != nil || len(rb.Acquired) != 1 {
-				t.Fatalf("B acquire = %+v, %v", rb, err)
-			}
-			lb := rb.Acquired[0]
+			lb := mustAcquire(t, b, "acct")
 			if lb.Token <= la.Token {
 				t.Fatalf("B's token %d is not above A's %d", lb.Token, la.Token)
 			}
@@ -421,17 +408,10 @@ func TestOwnerSealsRecordsWrittenBeforeTheKey(t *testing.T) {
 	if err := plain.Save(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	key := make([]byte, 32)
-	key[0] = 9
-	sealer, err := store.NewAESSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, 9)
 	sealed := newStore(t, c, prefix, false, sealer)
 	leases := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
-	if r, err := leases.Acquire(ctx, "acct"); err != nil || len(r.Acquired) != 1 {
-		t.Fatalf("acquire = %+v, %v", r, err)
-	}
+	mustAcquire(t, leases, "acct")
 	got, err := sealed.Bound(leases).Load(ctx, "acct")
 	if err != nil {
 		t.Fatal(err)
