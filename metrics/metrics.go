@@ -248,9 +248,9 @@ func newAccountsCollector(src Source, now func() time.Time) *accountsCollector {
 		src: src,
 		now: now,
 		byState: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "accounts"),
-			"Accounts known to this instance, by state.", []string{"state"}, nil),
+			"Accounts this instance runs, by state (in a fleet, those whose lease it holds).", []string{"state"}, nil),
 		total: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "accounts_total"),
-			"Accounts known to this instance.", nil, nil),
+			"Accounts this instance runs (in a fleet, those whose lease it holds).", nil, nil),
 		oldest: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "oldest_pairing_seconds"),
 			"How long the account pairing the longest has been waiting for a scan (0 when none is pairing).", nil, nil),
 	}

@@ -184,6 +184,16 @@ func TestAccountsByStateFromBoard(t *testing.T) {
 	if got := value(t, fams, "wafleet_accounts", "state", "backoff"); got != 1 {
 		t.Errorf("after disconnect: backoff = %v, want 1", got)
 	}
+
+	// Handed over to another instance (fleet mode): counted there, not here.
+	board.Publish(events.Event{Account: "a", Kind: events.KindLeaseLost, State: events.StateStopped, Error: "handed over"})
+	fams = gather(t, m)
+	if got := value(t, fams, "wafleet_accounts", "state", "stopped"); got != 0 {
+		t.Errorf("after a hand-over: stopped = %v, want 0", got)
+	}
+	if got := value(t, fams, "wafleet_accounts_total"); got != 3 {
+		t.Errorf("after a hand-over: accounts_total = %v, want 3", got)
+	}
 }
 
 func TestCountDropped(t *testing.T) {

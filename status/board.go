@@ -36,10 +36,17 @@ func NewBoard() *Board {
 	return &Board{accounts: make(map[string]*Account)}
 }
 
-// Publish applies one event.
+// Publish applies one event. A lease_lost removes the account's view: the
+// account runs on another instance now (fleet mode), so this instance
+// neither shows it nor counts it. The supervisor forgets an account it
+// stopped as well, but a lease_lost may arrive after that.
 func (b *Board) Publish(e events.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if e.Kind == events.KindLeaseLost {
+		delete(b.accounts, e.Account)
+		return
+	}
 	a := b.accounts[e.Account]
 	if a == nil {
 		a = &Account{ID: e.Account}

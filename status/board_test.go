@@ -91,3 +91,35 @@ func TestListSortedAndCopied(t *testing.T) {
 		t.Fatal("Forget kept the account")
 	}
 }
+
+// TestLeaseLostForgetsTheAccount: an account handed over to another
+// instance leaves this board, whether its lease_lost comes before the
+// supervisor's stopped (then Forget) or after it: no stale stopped row.
+func TestLeaseLostForgetsTheAccount(t *testing.T) {
+	b := NewBoard()
+	t0 := time.Unix(1000, 0)
+	for _, id := range []string{"early", "late", "kept"} {
+		b.Publish(events.Event{Account: id, Kind: events.KindConnected, State: events.StateConnected, Time: t0})
+	}
+	lost := func(id string) {
+		b.Publish(events.Event{Account: id, Kind: events.KindLeaseLost, State: events.StateStopped, Error: "handed over", Time: t0})
+	}
+	stopped := func(id string) { // what the supervisor does once the actor ended
+		b.Publish(events.Event{Account: id, Kind: events.KindState, State: events.StateStopped, Time: t0})
+		b.Forget(id)
+	}
+	lost("early")
+	stopped("early")
+	stopped("late")
+	lost("late")
+	if _, ok := b.Get("early"); ok {
+		t.Error("an account whose lease_lost came first is still on the board")
+	}
+	if _, ok := b.Get("late"); ok {
+		t.Error("an account whose lease_lost came after the supervisor forgot it is back on the board")
+	}
+	s := b.Summarize(t0)
+	if s.Total != 1 || s.ByState[events.StateStopped] != 0 || s.ByState[events.StateConnected] != 1 {
+		t.Fatalf("summary = %+v, want only the kept account, connected", s)
+	}
+}
