@@ -26,22 +26,31 @@ const (
 	routeLogout    = "/api/accounts/{id}/logout"
 	routeQR        = "/api/accounts/{id}/qr.png"
 	routeEvents    = "/api/events"
+	routeOpenAPI   = "/api/openapi.json"
 )
 
+// route is one method and pattern the server registered.
+type route struct {
+	Method, Pattern string
+}
+
+// routes builds the mux and records every route in s.routeTable. Several
+// methods may share a path; each path gets one handler for the methods it
+// does not serve.
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
+	var paths []string
+	allowed := make(map[string][]string) // path → its methods, HEAD after GET
 	handle := func(method, path string, h http.HandlerFunc) {
 		mux.HandleFunc(method+" "+path, h)
-		// The same path without a method catches every other method: the
-		// mux's own 405 is plain text, ours is JSON like every error.
-		allow := method
-		if method == http.MethodGet {
-			allow = "GET, HEAD"
+		s.routeTable = append(s.routeTable, route{Method: method, Pattern: path})
+		if allowed[path] == nil {
+			paths = append(paths, path)
 		}
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
-		})
+		allowed[path] = append(allowed[path], method)
+		if method == http.MethodGet {
+			allowed[path] = append(allowed[path], http.MethodHead)
+		}
 	}
 	handle(http.MethodGet, routeDashboard, s.handleDashboard)
 	handle(http.MethodGet, routeFavicon, func(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +66,17 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
+	handle(http.MethodGet, routeOpenAPI, s.handleOpenAPI)
 	s.archiveRoutes(handle)
+	// The same path without a method catches every other method: the
+	// mux's own 405 is plain text, ours is JSON like every error.
+	for _, path := range paths {
+		allow := strings.Join(allowed[path], ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})

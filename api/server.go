@@ -156,6 +156,9 @@ type Server struct {
 	dashboard []byte        // the page, with streamKey
 	renders   chan struct{} // one slot per QR code being rendered
 	handler   http.Handler
+	// routeTable lists every registered route, for the test that holds
+	// the OpenAPI document to them.
+	routeTable []route
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Shutdown: ends event streams
