@@ -7,10 +7,13 @@
 // POST /api/accounts/{id}/pair, POST /api/accounts/{id}/restart,
 // POST /api/accounts/{id}/logout,
 // GET /api/accounts/{id}/qr.png, GET /api/events, GET /, GET /healthz,
-// GET /readyz and GET /metrics; and, for devices a server-initiated wipe
+// GET /readyz, GET /metrics and GET /api/openapi.json; and, for devices a server-initiated wipe
 // archived and wipes the mass-logout guard holds (archive.go, through the
 // Archive the app implements), GET /api/archive,
 // POST /api/archive/{id}/restore, GET /api/wipes and POST /api/wipes/confirm.
+// openapi.json documents every route; openapi_test.go fails when a route
+// registered in routes() is missing from it or a documented one is not
+// registered, and when its schemas and the handlers' JSON differ.
 //
 // The package reads account views from a status.Board, streams events from
 // an events.Bus, and acts on accounts through a Controller that the
