@@ -29,7 +29,7 @@ var (
 	keyNoPlaintext = []byte("noplaintext")
 )
 
-// boltSchema is the layout version. The prekeys and settings buckets were
+// boltSchema is the layout version. The prekeys, settings and outbox buckets were
 // added to version 1 without a change: they are created when missing, and
 // an older binary ignores them.
 const boltSchema = 1
@@ -45,6 +45,11 @@ type BoltOptions struct {
 	// FileMode of a newly created file. Default 0600. A missing parent
 	// directory is created with mode 0700.
 	FileMode os.FileMode
+	// OutboxHistory is how many of the latest outbox entries the log keeps
+	// after every endpoint has delivered them, for event streams to resume
+	// from (bolt_outbox.go). Entries a queue still holds are kept whatever
+	// their age. Default DefaultOutboxHistory.
+	OutboxHistory int
 }
 
 // BoltStore is the embedded Store: one bbolt file, every write in one
@@ -56,6 +61,9 @@ type BoltStore struct {
 	mu     sync.RWMutex // held shared by operations, exclusively by Reseal and Close
 	closed bool
 	db     *bolt.DB // replaced by Reseal's compaction
+
+	outboxHistory int
+	inflight      boltInflight // the outbox entries handed out by Next
 }
 
 var (
@@ -288,7 +296,8 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 // Reseal makes sure no secret is left in the clear in the file: it
 // re-encodes, in one transaction, every record whose secrets are in the
 // clear so that they are sealed with the configured Sealer (device and
-// one-time prekey records alike, live or archived: prekeys are written
+// one-time prekey records alike, live or archived, and the secrets of
+// webhook endpoints: prekeys are written
 // sealed once a Sealer is set, the ones written before stay in the clear
 // until Reseal), then, unless the file is known to hold no plaintext
 // (keyNoPlaintext), compacts
@@ -369,7 +378,11 @@ func (s *BoltStore) sealRecords() (int, error) {
 		if err != nil {
 			return err
 		}
-		n = len(updates) + pk + archived
+		endpoints, err := s.resealEndpoints(tx)
+		if err != nil {
+			return err
+		}
+		n = len(updates) + pk + archived + endpoints
 		return nil
 	})
 	return n, err

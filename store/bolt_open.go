@@ -55,7 +55,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: remove the file of an unfinished compaction: %w", path, err)
 	}
-	return &BoltStore{db: db, sealer: opts.Sealer, path: path}, nil
+	return &BoltStore{db: db, sealer: opts.Sealer, path: path, outboxHistory: opts.OutboxHistory}, nil
 }
 
 // fileExists reports whether a file is at path. An empty file is an error:
@@ -129,7 +129,7 @@ func prepare(db *bolt.DB, existed, sealed bool) (err error) {
 		}
 	}
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings} {
+		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -162,7 +162,7 @@ func checkLayout(tx *bolt.Tx) error {
 	if v := meta.Get(keySchema); len(v) != 1 || v[0] != boltSchema {
 		return fmt.Errorf("%w: unsupported schema %x", ErrCorrupt, v)
 	}
-	for _, name := range [][]byte{bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings} {
+	for _, name := range allBuckets {
 		b := tx.Bucket(name)
 		if b == nil {
 			continue // created by prepare: added after schema 1 was
@@ -172,6 +172,14 @@ func checkLayout(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// allBuckets are the top-level buckets every store file has; the ones
+// added after schema 1 are created when missing, and an older binary
+// ignores them.
+var allBuckets = [][]byte{
+	bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings,
+	bucketOutbox, bucketQueues, bucketDead, bucketEndpoints,
 }
 
 // removeIfExists removes the file at path, if there is one.

@@ -38,6 +38,18 @@
 // retention. In the bbolt file they live in the "archive" bucket
 // (bolt_archive.go).
 //
+// The outbox (outbox.go: Outbox) is the durable log of account events that
+// webhooks deliver from and event streams resume from, with a queue per
+// webhook endpoint, dead letters and the endpoints defined through the
+// API (their secrets sealed like private keys). In the bbolt file it lives
+// in the "outbox", "outbox_queues", "outbox_dead" and "endpoints" buckets
+// (bolt_outbox.go): Append writes a batch to the log and every open queue
+// in one transaction, Next remembers in memory what it handed out (after
+// a restart every unacknowledged entry is due again), and the log keeps
+// the entries a queue still holds plus the latest BoltOptions.OutboxHistory
+// (default 10,000). The limits and the endpoint encoding shared with the
+// Redis store are in outbox_codec.go.
+//
 // The actors, the API, package app and webversion import it; the Redis
 // store (store/redis) implements Store. It imports nothing else of this
 // module: keys are plain byte arrays and JIDs are strings in their canonical
@@ -46,5 +58,5 @@
 // Secrets never appear in errors or logs: Device, KeyPair, SignedPreKey and
 // PreKey print and log without key bytes, and validation errors name the
 // field or the prekey ID, not a value. Every Store must pass the contract
-// tests in store/storetest.
+// tests in store/storetest, every Outbox those of storetest.RunOutbox.
 package store

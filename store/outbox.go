@@ -15,6 +15,12 @@ var (
 	// ErrInvalidEndpoint: an endpoint name or definition out of bounds;
 	// nothing was written.
 	ErrInvalidEndpoint = errors.New("store: invalid webhook endpoint")
+	// ErrInvalidOutboxRecord: Append refused a record (no account or
+	// kind, a field over its limit); nothing was written.
+	ErrInvalidOutboxRecord = errors.New("store: invalid outbox record")
+	// ErrInvalidOutboxID: After was given an id this outbox never makes
+	// (say, another store's, or garbage from a client).
+	ErrInvalidOutboxID = errors.New("store: invalid outbox id")
 )
 
 // OutboxRecord is one account event as the outbox keeps it. Body is the
