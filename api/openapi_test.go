@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
 )
@@ -427,4 +433,75 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	rec := call(f.srv, http.MethodGet, routeOpenAPI, "attacker.example", "Authorization", "Bearer "+token)
 	wantRecorded(t, rec, http.StatusForbidden, "foreign Host")
+}
+
+// TestOpenAPIEnums holds the documented states, event kinds and alarms to
+// the constants of package events (read from its source, as Go cannot list
+// a type's constants).
+func TestOpenAPIEnums(t *testing.T) {
+	doc := loadOpenAPI(t)
+	schemas := object(t, object(t, doc["components"], "components")["schemas"], "schemas")
+	enum := func(name string) []string {
+		var out []string
+		for _, v := range object(t, schemas[name], name)["enum"].([]any) {
+			out = append(out, v.(string))
+		}
+		return out
+	}
+	consts := constantsOf(t, "../events")
+	var states []string
+	for _, s := range events.States {
+		states = append(states, string(s))
+	}
+	if !slices.Equal(consts["State"], states) {
+		t.Errorf("events.States %v, the State constants %v", states, consts["State"])
+	}
+	for _, name := range []string{"State", "Kind", "Alarm"} {
+		if got, want := enum(name), consts[name]; !slices.Equal(got, want) {
+			t.Errorf("schema %s has enum %v, package events has %v", name, got, want)
+		}
+	}
+}
+
+// constantsOf returns the string constants of the non-test files of the
+// package in dir, by the name of their declared type, in source order.
+func constantsOf(t *testing.T, dir string) map[string][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s: %v", dir, err)
+	}
+	out := make(map[string][]string)
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range f.Decls {
+			gen, ok := decl.(*ast.GenDecl)
+			if !ok || gen.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gen.Specs {
+				vs := spec.(*ast.ValueSpec)
+				typ, ok := vs.Type.(*ast.Ident)
+				if !ok {
+					continue
+				}
+				for _, v := range vs.Values {
+					if lit, ok := v.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						s, err := strconv.Unquote(lit.Value)
+						if err != nil {
+							t.Fatal(err)
+						}
+						out[typ.Name] = append(out[typ.Name], s)
+					}
+				}
+			}
+		}
+	}
+	return out
 }
