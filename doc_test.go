@@ -1,10 +1,12 @@
 package wafleet_test
 
 import (
+	"encoding/json"
 	"go/parser"
 	"go/token"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -50,5 +52,61 @@ func TestEveryPackageHasDoc(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestREADMEListsEveryRoute checks that the route table of README's "HTTP
+// API" section and the OpenAPI document (api/openapi.json) name the same
+// methods and paths.
+func TestREADMEListsEveryRoute(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("api", "openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	documented := make(map[string]bool)
+	for path, item := range doc.Paths {
+		for method := range item {
+			switch method {
+			case "get", "put", "post", "delete", "patch", "options", "head", "trace":
+				documented[strings.ToUpper(method)+" "+path] = true
+			}
+		}
+	}
+
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### HTTP API\n")
+	if !ok {
+		t.Fatal(`README has no "### HTTP API" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n### ")
+	route := regexp.MustCompile("`(GET|PUT|POST|DELETE|PATCH) (/[^`?\\[ ]*)")
+	listed := make(map[string]bool)
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cell, _, _ := strings.Cut(line[1:], "|") // the request column
+		for _, m := range route.FindAllStringSubmatch(cell, -1) {
+			listed[m[1]+" "+m[2]] = true
+		}
+	}
+	for r := range documented {
+		if !listed[r] {
+			t.Errorf("%s is in api/openapi.json but not in README's HTTP API table", r)
+		}
+	}
+	for r := range listed {
+		if !documented[r] {
+			t.Errorf("README's HTTP API table lists %s, api/openapi.json does not", r)
+		}
 	}
 }
