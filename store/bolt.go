@@ -20,6 +20,7 @@ var (
 	bucketLID2PN   = []byte("lid2pn")   // lidUser -> pnUser
 	bucketPreKeys  = []byte("prekeys")  // id -> bucket of the account's one-time prekeys (bolt_prekeys.go)
 	bucketSettings = []byte("settings") // setting name -> value
+	// bucketAccounts (bolt_registry.go): the account registry
 
 	keySchema = []byte("schema")
 	// keyNoPlaintext in bucketMeta says that no secret is in the clear
@@ -29,9 +30,9 @@ var (
 	keyNoPlaintext = []byte("noplaintext")
 )
 
-// boltSchema is the layout version. The prekeys, settings and outbox buckets were
-// added to version 1 without a change: they are created when missing, and
-// an older binary ignores them.
+// boltSchema is the layout version. The prekeys, settings, outbox and
+// accounts buckets were added to version 1 without a change: they are
+// created when missing, and an older binary ignores them.
 const boltSchema = 1
 
 // BoltOptions configures OpenBolt.
@@ -299,9 +300,8 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 // one-time prekey records alike, live or archived, and the secrets of
 // webhook endpoints: prekeys are written
 // sealed once a Sealer is set, the ones written before stay in the clear
-// until Reseal), then, unless the file is known to hold no plaintext
-// (keyNoPlaintext), compacts
-// it into a fresh file that replaces the old one (compact), because bbolt
+// until Reseal; and the proxies of the account registry), then, unless
+// the file is known to hold no plaintext (keyNoPlaintext), compacts it into a fresh file that replaces the old one (compact), because bbolt
 // writes copy-on-write and the old pages, still holding the plaintext,
 // would stay in the file as free pages. It returns how many records it
 // sealed. Without a Sealer it does nothing. Records that do not decode
@@ -382,7 +382,11 @@ func (s *BoltStore) sealRecords() (int, error) {
 		if err != nil {
 			return err
 		}
-		n = len(updates) + pk + archived + endpoints
+		accounts, err := s.resealAccounts(tx)
+		if err != nil {
+			return err
+		}
+		n = len(updates) + pk + archived + endpoints + accounts
 		return nil
 	})
 	return n, err

@@ -50,6 +50,12 @@
 // (default 10,000). The limits and the endpoint encoding shared with the
 // Redis store are in outbox_codec.go.
 //
+// The account registry (registry.go, Registry) is the list of accounts
+// a fleet runs: the YAML file's (SourceConfig, kept equal to the file by
+// SeedAccounts) and those created through the API (SourceAPI). A record's
+// proxy may carry credentials and is sealed like a device's secrets. In the
+// bbolt file it lives in the "accounts" bucket (bolt_registry.go).
+//
 // The actors, the API, package app and webversion import it; the Redis
 // store (store/redis) implements Store. It imports nothing else of this
 // module: keys are plain byte arrays and JIDs are strings in their canonical

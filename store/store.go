@@ -123,10 +123,12 @@ type Store interface {
 // Backend is a whole store as the process opens it (OpenBolt, or the Redis
 // store and its lease-fenced views): the actors' Store, plus what the
 // process itself does with it — list the stored accounts, read and prune
-// the archive, keep fleet-wide settings, close it. The mapping reads
+// the archive, keep the account registry (Registry) and fleet-wide
+// settings, close it. The mapping reads
 // (LIDMap) are apart: nothing in the process needs them yet.
 type Backend interface {
 	Store
+	Registry
 
 	// ListArchive returns every archive entry, by account id and then
 	// archive time.

@@ -13,7 +13,9 @@
 // hash slot so that one script checks the lease and writes them; settings
 // live in the PREFIX:settings hash and are not fenced. Archived devices
 // (archive.go) live in the account's slot too, so that archiving and
-// restoring are fenced device writes of one script each.
+// restoring are fenced device writes of one script each. The account
+// registry (registry.go) is one hash with a change counter, not fenced;
+// every change is announced on a pub/sub channel (WatchAccounts).
 //
 // Package fleet (rendezvous hashing, rebalancing, the lease loop), package
 // app and events/redisstream (which appends to the PREFIX:events stream

@@ -33,6 +33,11 @@ const DefaultPrefix = "wafleet"
 //	PREFIX:map:pn:{USER}   hash: ACCT -> lid user, "=" -> current lid user
 //	PREFIX:map:lid:{USER}  hash: ACCT -> pn user, "=" -> current pn user
 //	PREFIX:settings        hash: setting name -> value (fleet-wide)
+//	PREFIX:{registry}:accounts
+//	                       hash: account id -> registry record (store.EncodeAccount)
+//	PREFIX:{registry}:version
+//	                       counter of the registry's changes, published on
+//	                       the pub/sub channel PREFIX:registry (registry.go)
 //	PREFIX:epoch           random value; missing or changed = Redis lost data
 //	PREFIX:members         zset: instance -> expiry (Redis server ms)
 //	PREFIX:beats           hash: instance -> count of its heartbeats and
@@ -65,6 +70,9 @@ func (k keys) members() string            { return k.p + ":members" }
 func (k keys) beats() string              { return k.p + ":beats" }
 func (k keys) rate(name string) string    { return k.p + ":ratelimit:" + name }
 func (k keys) events() string             { return k.p + ":events" }
+func (k keys) registry() string           { return k.p + ":{registry}:accounts" }
+func (k keys) registryVersion() string    { return k.p + ":{registry}:version" }
+func (k keys) registryChannel() string    { return k.p + ":registry" }
 
 // EventsKey is the key of the stream of account events under prefix
 // (DefaultPrefix when empty), PREFIX:events; package events/redisstream

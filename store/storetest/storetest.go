@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 	}
 	tests = append(tests, preKeyTests...)
 	tests = append(tests, archiveTests...)
+	tests = append(tests, registryTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
@@ -440,6 +441,12 @@ func testClosed(t *testing.T, s Store) {
 	_, calls["ListArchive"] = s.ListArchive(ctx)
 	_, calls["RestoreArchived"] = s.RestoreArchived(ctx, "acct", store.ArchiveKey(time.Now()))
 	_, calls["PruneArchive"] = s.PruneArchive(ctx, time.Now())
+	_, calls["CreateAccount"] = s.CreateAccount(ctx, store.AccountRecord{ID: "acct", Source: store.SourceAPI})
+	_, calls["UpdateAccount"] = s.UpdateAccount(ctx, store.AccountRecord{ID: "acct", Source: store.SourceAPI})
+	calls["DeleteAccount"] = s.DeleteAccount(ctx, "acct")
+	_, calls["Account"] = s.Account(ctx, "acct")
+	_, calls["Accounts"] = s.Accounts(ctx)
+	_, calls["SeedAccounts"] = s.SeedAccounts(ctx, nil)
 	for name, err := range calls {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
