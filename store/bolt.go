@@ -297,12 +297,13 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 // Reseal makes sure no secret is left in the clear in the file: it
 // re-encodes, in one transaction, every record whose secrets are in the
 // clear so that they are sealed with the configured Sealer (device and
-// one-time prekey records alike, live or archived, and the secrets of
-// webhook endpoints: prekeys are written
+// one-time prekey records alike, live or archived, the secrets of webhook
+// endpoints and the proxies of the account registry: they are written
 // sealed once a Sealer is set, the ones written before stay in the clear
-// until Reseal; and the proxies of the account registry), then, unless
-// the file is known to hold no plaintext (keyNoPlaintext), compacts it into a fresh file that replaces the old one (compact), because bbolt
-// writes copy-on-write and the old pages, still holding the plaintext,
+// until Reseal), then, unless the file is known to hold no plaintext
+// (keyNoPlaintext), compacts it into a fresh file that replaces the old
+// one (compact), because bbolt writes copy-on-write and the old pages,
+// still holding the plaintext,
 // would stay in the file as free pages. It returns how many records it
 // sealed. Without a Sealer it does nothing. Records that do not decode
 // abort the whole migration. Reseal excludes every other operation while
