@@ -20,7 +20,7 @@ var layers = []struct {
 }{
 	{"proto", []string{"waproto"}},
 	{"core", []string{"wire", "crypto", "store", "events", "status", "internal"}},
-	{"services", []string{"actors", "api", "fleet", "metrics", "emulator", "webversion", "config"}},
+	{"services", []string{"actors", "api", "fleet", "metrics", "emulator", "webversion", "config", "webhook"}},
 	{"app", []string{"app"}},
 	{"cmd", []string{"cmd"}},
 }

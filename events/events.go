@@ -43,6 +43,10 @@ const (
 	KindLeaseLost     Kind = "lease_lost"     // this instance no longer owns the account
 )
 
+// Kinds lists every event kind: the values metrics count by and webhook
+// endpoints filter on.
+var Kinds = []Kind{KindState, KindQR, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost}
+
 // Alarm names the condition a KindAlarm event raises. The names are part of
 // the HTTP API and the Redis event stream.
 type Alarm string

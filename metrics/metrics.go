@@ -34,19 +34,7 @@ type Source interface {
 }
 
 // Kinds lists every event kind counted by wafleet_events_total.
-var Kinds = []events.Kind{
-	events.KindState,
-	events.KindQR,
-	events.KindPaired,
-	events.KindConnected,
-	events.KindDisconnected,
-	events.KindReconnect,
-	events.KindLoggedOut,
-	events.KindRestart,
-	events.KindAlarm,
-	events.KindLeaseAcquired,
-	events.KindLeaseLost,
-}
+var Kinds = events.Kinds
 
 // HandshakeBuckets are the upper bounds, in seconds, of the handshake
 // duration histogram: a local emulator answers in milliseconds, the real
