@@ -32,6 +32,7 @@ type Config struct {
 	Pairing  Pairing   `mapstructure:"pairing"`
 	Safety   Safety    `mapstructure:"safety"`
 	Accounts []Account `mapstructure:"accounts"`
+	Webhooks []Webhook `mapstructure:"webhooks"`
 }
 
 // Server says where the WhatsApp server is and how to trust it.
@@ -240,6 +241,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("safety.mass_logout_min", 3)
 	v.SetDefault("safety.mass_logout_window", 10*time.Minute)
 	v.SetDefault("accounts", []map[string]any{})
+	v.SetDefault("webhooks", []map[string]any{})
 }
 
 // Load reads the configuration file at path (YAML), applies WAFLEET_*
@@ -268,6 +270,7 @@ func Load(path string) (*Config, error) {
 	if cfg.Fleet.InstanceID == "" {
 		cfg.Fleet.InstanceID = defaultInstanceID()
 	}
+	applyWebhookDefaults(cfg.Webhooks)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,6 +236,19 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"zero mass logout window", "safety:\n  mass_logout_window: 0s\n", "safety.mass_logout_window"},
 		{"long device name", "accounts:\n  - id: a\n    device_name: " + strings.Repeat("é", 33) + "\n", "accounts[0].device_name"},
 		{"device name with a tab", "accounts:\n  - id: a\n  - id: b\n    device_name: \"a\\tb\"\n", "accounts[1].device_name"},
+		{"webhook without name", "webhooks:\n  - url: https://h.example/x\n    secret: hook-secret-0123456789\n", "webhooks[0].name"},
+		{"webhook bad name", "webhooks:\n  - name: 'a b'\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n", "webhooks[0].name"},
+		{"webhook duplicate name", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n  - name: w\n    url: https://h.example/y\n    secret: hook-secret-0123456789\n", "webhooks[1].name"},
+		{"webhook url not http", "webhooks:\n  - name: w\n    url: ftp://h.example/x\n    secret: hook-secret-0123456789\n", "webhooks[0].url"},
+		{"webhook url without host", "webhooks:\n  - name: w\n    url: https:///x\n    secret: hook-secret-0123456789\n", "webhooks[0].url"},
+		{"webhook without secret", "webhooks:\n  - name: w\n    url: https://h.example/x\n", "webhooks[0].secret"},
+		{"webhook short secret", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-012\n", "webhooks[0].secret"},
+		{"webhook unknown kind", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    events: [connected, typing]\n", "webhooks[0].events[1]"},
+		{"webhook bad account", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    accounts: ['a b']\n", "webhooks[0].accounts[0]"},
+		{"webhook short timeout", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    timeout: 500ms\n", "webhooks[0].timeout"},
+		{"webhook long timeout", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    timeout: 2m\n", "webhooks[0].timeout"},
+		{"webhook too many attempts", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    max_attempts: 51\n", "webhooks[0].max_attempts"},
+		{"webhook negative attempts", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n    max_attempts: -1\n", "webhooks[0].max_attempts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,7 +265,41 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 			if strings.Contains(err.Error(), secretKey) {
 				t.Errorf("error %q leaks the encryption key", err)
 			}
+			if strings.Contains(err.Error(), "hook-secret") {
+				t.Errorf("error %q leaks the webhook secret", err)
+			}
 		})
+	}
+}
+
+func TestWebhooks(t *testing.T) {
+	cfg, err := Load(writeConfig(t, `
+webhooks:
+  - name: crm
+    url: https://crm.example.com/hooks/wafleet?token=abc
+    secret: hook-secret-0123456789
+  - name: alerts
+    url: http://127.0.0.1:9000/
+    secret: another-secret-0123456789
+    events: [alarm, logged_out]
+    accounts: [a, b]
+    timeout: 3s
+    max_attempts: 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := cfg.WebhookEndpoints()
+	if len(eps) != 2 || eps[0].Timeout != 10*time.Second || eps[0].MaxAttempts != 10 || len(eps[0].Events) != 0 {
+		t.Fatalf("defaults not applied: %+v", eps)
+	}
+	if eps[1].Timeout != 3*time.Second || eps[1].MaxAttempts != 2 || len(eps[1].Events) != 2 || len(eps[1].Accounts) != 2 {
+		t.Fatalf("alerts endpoint: %+v", eps[1])
+	}
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "webhook", cfg.Webhooks[0])
+	if strings.Contains(buf.String(), "hook-secret") || strings.Contains(buf.String(), "token=abc") || !strings.Contains(buf.String(), "crm.example.com") {
+		t.Fatalf("a logged webhook shows its secret or query, or not its host: %s", buf.String())
 	}
 }
 

@@ -11,5 +11,7 @@
 // once, where the code uses it, and only named here: server.url is
 // wire.DefaultURL, the connect.backoff_* and connect.stable_after keys are
 // connection.DefaultBackoff, the connect.keepalive_* keys are
-// connection.DefaultKeepalive.
+// connection.DefaultKeepalive, the webhooks[].timeout and max_attempts
+// defaults and bounds are package webhook's (DefaultTimeout,
+// DefaultMaxAttempts), which also validates each endpoint.
 package config

@@ -74,7 +74,10 @@ func (c *Config) Validate() error {
 	if err := c.Client.validate(); err != nil {
 		return err
 	}
-	return validateAccounts(c.Accounts)
+	if err := validateAccounts(c.Accounts); err != nil {
+		return err
+	}
+	return validateWebhooks(c.Webhooks)
 }
 
 func (s Safety) validate() error {
