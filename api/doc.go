@@ -10,7 +10,11 @@
 // GET /readyz, GET /metrics and GET /api/openapi.json; and, for devices a server-initiated wipe
 // archived and wipes the mass-logout guard holds (archive.go, through the
 // Archive the app implements), GET /api/archive,
-// POST /api/archive/{id}/restore, GET /api/wipes and POST /api/wipes/confirm.
+// POST /api/archive/{id}/restore, GET /api/wipes and POST /api/wipes/confirm;
+// and, for webhooks (webhooks.go, through the Webhooks the webhook engine
+// implements), GET /api/webhooks, GET /api/webhooks/deadletters,
+// POST /api/webhooks/deadletters/{id}/redrive and GET, PUT and DELETE
+// /api/accounts/{id}/webhooks (never a secret in an answer).
 // openapi.json documents every route; openapi_test.go fails when a route
 // registered in routes() is missing from it or a documented one is not
 // registered, and when its schemas and the handlers' JSON differ.

@@ -68,6 +68,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeEvents, s.handleEvents)
 	handle(http.MethodGet, routeOpenAPI, s.handleOpenAPI)
 	s.archiveRoutes(handle)
+	s.webhookRoutes(handle)
 	// The same path without a method catches every other method: the
 	// mux's own 405 is plain text, ours is JSON like every error.
 	for _, path := range paths {

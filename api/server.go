@@ -87,6 +87,10 @@ type Config struct {
 	// Archive lists and restores archived devices and confirms held wipes
 	// (archive.go). Default: nil, and those routes answer 503.
 	Archive Archive
+	// Webhooks lists webhook endpoints and dead letters, redrives them
+	// and keeps the per-account endpoints (webhooks.go). Default: nil, and
+	// those routes answer 503.
+	Webhooks Webhooks
 	// Ready reports whether the fleet has started, for GET /readyz.
 	// Default: nil, always ready.
 	Ready func() bool
