@@ -23,6 +23,7 @@ import (
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/waproto"
+	"github.com/wafleet/wafleet/webhook"
 	"github.com/wafleet/wafleet/webversion"
 	"github.com/wafleet/wafleet/wire/payload"
 )
@@ -72,6 +73,9 @@ type App struct {
 	// logged out at once (archive.go).
 	wipes    *connection.WipeGuard
 	platform waproto.DeviceProps_PlatformType
+	// webhooks delivers the outbox to the webhook endpoints (webhooks.go);
+	// nil when the store keeps no outbox.
+	webhooks *webhook.Engine
 
 	mu       sync.Mutex
 	accounts []config.Account
@@ -137,6 +141,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.closeStorage()
 		return nil, err
 	}
+	if err := a.newWebhooks(); err != nil {
+		a.closeStorage()
+		return nil, err
+	}
 	var err error
 	a.httpAPI, err = api.New(api.Config{
 		Listen:       cfg.HTTP.Listen,
@@ -146,6 +154,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Events:       a.bus,
 		Controller:   controller{a},
 		Archive:      archiveControl{a},
+		Webhooks:     a.webhookAPI(),
 		Ready:        a.isReady,
 		Metrics:      a.metrics.Handler(),
 		Logger:       opts.Logger,
@@ -317,6 +326,7 @@ func (a *App) Run(ctx context.Context) error {
 		})
 	}
 	background.Go(func() { a.runPruning(bgCtx) })
+	background.Go(func() { a.runWebhooks(bgCtx) })
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 

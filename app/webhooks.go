@@ -1,0 +1,53 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/wafleet/wafleet/api"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/webhook"
+)
+
+// newWebhooks builds the webhook engine over the store's outbox, with the
+// configured endpoints and those stored through the API. Every instance
+// of a fleet runs one; the Redis outbox lets one at a time deliver each
+// endpoint.
+func (a *App) newWebhooks() error {
+	ob, ok := a.store.(store.Outbox)
+	if !ok {
+		if len(a.cfg.Webhooks) > 0 {
+			return fmt.Errorf("app: webhooks: store.kind %s keeps no outbox", a.cfg.Store.Kind)
+		}
+		return nil
+	}
+	eng, err := webhook.New(webhook.Config{
+		Outbox:     ob,
+		Instance:   a.cfg.Fleet.InstanceID,
+		Endpoints:  a.cfg.WebhookEndpoints(),
+		Registerer: a.metrics.Registry(),
+		Logger:     a.logger.With("component", "webhook"),
+	})
+	if err != nil {
+		return fmt.Errorf("app: webhooks: %w", err)
+	}
+	a.webhooks = eng
+	return nil
+}
+
+// webhookAPI is the engine for the API's webhook routes; nil (the routes
+// answer 503) without one.
+func (a *App) webhookAPI() api.Webhooks {
+	if a.webhooks == nil {
+		return nil
+	}
+	return a.webhooks
+}
+
+// runWebhooks delivers until ctx ends; Run stops it before the store
+// closes.
+func (a *App) runWebhooks(ctx context.Context) {
+	if a.webhooks != nil {
+		a.webhooks.Run(ctx)
+	}
+}
