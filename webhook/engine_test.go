@@ -22,12 +22,18 @@ import (
 
 const secret = "s3cret-0123456789abcdef-webhooks"
 
-// outboxes are the Outbox implementations every engine test runs on.
+// outboxes are the Outbox implementations every engine test runs on:
+// open returns a fresh one, restart the same outbox as a new process
+// finds it after a crash.
 var outboxes = []struct {
-	name string
-	open func(t *testing.T) store.Outbox
+	name    string
+	open    func(t *testing.T) store.Outbox
+	restart func(t *testing.T, ob store.Outbox) store.Outbox
 }{
-	{"memory", func(*testing.T) store.Outbox { return newMemOutbox() }},
+	{"memory", func(*testing.T) store.Outbox { return newMemOutbox() }, func(_ *testing.T, ob store.Outbox) store.Outbox {
+		ob.(*memOutbox).crash()
+		return ob
+	}},
 }
 
 func forEachOutbox(t *testing.T, test func(t *testing.T, ob store.Outbox)) {
@@ -37,6 +43,7 @@ func forEachOutbox(t *testing.T, test func(t *testing.T, ob store.Outbox)) {
 }
 
 type harness struct {
+	stop func() // ends the engine's Run and waits for it
 	eng  *webhook.Engine
 	ob   store.Outbox
 	logs *testkit.LogBuffer
@@ -64,9 +71,12 @@ func start(t *testing.T, ob store.Outbox, endpoints ...webhook.Endpoint) *harnes
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { eng.Run(ctx); close(done) }()
-	t.Cleanup(func() {
+	h.stop = func() {
 		cancel()
 		<-done
+	}
+	t.Cleanup(func() {
+		h.stop()
 		if logs := h.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, "query-secret") {
 			t.Errorf("a secret reached the log:\n%s", logs)
 		}
@@ -226,9 +236,9 @@ func TestEveryEventDeliveredOnceInOrderPerAccount(t *testing.T) {
 		h.eng.Notify()
 		appendEvents(t, ob, accounts, n/2, n/2, "state") // more while delivering
 		h.eng.Notify()
-		got := r.WaitDelivered(t, len(accounts)*n)
+		r.WaitDelivered(t, len(accounts)*n)
 		h.waitSettled(t)
-		got = r.Delivered()
+		got := r.Delivered()
 		if len(got) != len(accounts)*n {
 			t.Fatalf("%d deliveries accepted, want %d", len(got), len(accounts)*n)
 		}
@@ -281,6 +291,53 @@ func TestFailingReceiverIsRetriedWithTheSameDeliveryID(t *testing.T) {
 			t.Errorf("dead_lettered counter = %v, want 0", c)
 		}
 	})
+}
+
+func TestRestartDeliversWhatWasPending(t *testing.T) {
+	for _, o := range outboxes {
+		t.Run(o.name, func(t *testing.T) {
+			ob := o.open(t)
+			r := webhooktest.NewReceiver(t, secret)
+			var mu sync.Mutex
+			down := true
+			r.Respond(func(webhook.Delivery, int) int {
+				mu.Lock()
+				defer mu.Unlock()
+				if down {
+					return http.StatusBadGateway
+				}
+				return http.StatusOK
+			})
+			ep := endpoint("main", r)
+			ep.MaxAttempts = 50
+			h := start(t, ob, ep)
+			h.waitOpen(t, "main")
+			accounts := []string{"a", "b"}
+			appendEvents(t, ob, accounts, 0, 5, "state")
+			h.eng.Notify()
+			r.WaitUntil(t, "failed attempts", func([]webhook.Delivery) bool { return counter(t, h, "main", "retried") >= 4 })
+			h.stop()
+
+			mu.Lock()
+			down = false
+			mu.Unlock()
+			ob = o.restart(t, ob)
+			h2 := start(t, ob, ep)
+			h2.waitOpen(t, "main")
+			appendEvents(t, ob, accounts, 5, 5, "state")
+			h2.eng.Notify()
+			r.WaitDelivered(t, 20)
+			h2.waitSettled(t)
+			got := r.Delivered()
+			checkInOrder(t, got, accounts, 10)
+			for _, d := range got {
+				var p payload
+				if json.Unmarshal(d.Payload, &p) == nil && p.Seq == 0 && r.Attempts(d.ID) < 2 {
+					t.Errorf("delivery %s of %s's first event: %d attempts; those before the restart carried another id", d.ID, p.Account, r.Attempts(d.ID))
+				}
+			}
+		})
+	}
 }
 
 func TestSlowEndpointDoesNotDelayAnother(t *testing.T) {

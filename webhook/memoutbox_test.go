@@ -42,16 +42,6 @@ func (o *memOutbox) crash() {
 	}
 }
 
-// pending returns how many entries endpoint's queue holds unacknowledged.
-func (o *memOutbox) pending(endpoint string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if q := o.queues[endpoint]; q != nil {
-		return len(q.pending)
-	}
-	return -1
-}
-
 func (o *memOutbox) Append(_ context.Context, recs ...store.OutboxRecord) ([]string, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
