@@ -57,6 +57,12 @@ type deadLetterView struct {
 	Payload  json.RawMessage `json:"payload"`
 }
 
+// redriven is the body of a redrive's answer.
+type redriven struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
 // accountWebhookView is one per-account endpoint as the API shows it:
 // never its secret, its URL without the query.
 type accountWebhookView struct {
@@ -74,7 +80,7 @@ type accountWebhooksView struct {
 
 // accountWebhooksRequest is the body of PUT /api/accounts/{id}/webhooks.
 type accountWebhooksRequest struct {
-	Webhooks *[]accountWebhookRequest `json:"webhooks"`
+	Webhooks *[]accountWebhookRequest `json:"webhooks,omitempty"` // nil: missing
 }
 
 type accountWebhookRequest struct {
@@ -192,7 +198,7 @@ func (s *Server) handleRedrive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("webhook dead letter redriven", "dead_letter", id)
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "redriven"})
+	writeJSON(w, http.StatusAccepted, redriven{ID: id, Status: "redriven"})
 }
 
 func (s *Server) handleAccountWebhooks(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,31 @@ var outboxes = []struct {
 		ob.(*memOutbox).crash()
 		return ob
 	}},
+	{"bbolt", func(t *testing.T) store.Outbox {
+		return openBolt(t, filepath.Join(t.TempDir(), "wafleet.db"))
+	}, func(t *testing.T, ob store.Outbox) store.Outbox {
+		b := ob.(boltOutbox)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return openBolt(t, b.path)
+	}},
+}
+
+// boltOutbox is the embedded store's outbox and the file it is in.
+type boltOutbox struct {
+	*store.BoltStore
+	path string
+}
+
+func openBolt(t *testing.T, path string) boltOutbox {
+	t.Helper()
+	st, err := store.OpenBolt(path, store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return boltOutbox{st, path}
 }
 
 func forEachOutbox(t *testing.T, test func(t *testing.T, ob store.Outbox)) {
