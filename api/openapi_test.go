@@ -318,6 +318,7 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"AccountWebhooks", accountWebhooksView{}, true},
 		{"AccountWebhookRequest", accountWebhookRequest{}, false},
 		{"AccountWebhooksRequest", accountWebhooksRequest{}, false},
+		{"WebhookDelivery", webhook.Delivery{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {
@@ -517,4 +518,24 @@ func constantsOf(t *testing.T, dir string) map[string][]string {
 		}
 	}
 	return out
+}
+
+// TestOpenAPIWebhookHeaders holds the documented delivery request to the
+// headers package webhook signs it with.
+func TestOpenAPIWebhookHeaders(t *testing.T) {
+	doc := loadOpenAPI(t)
+	post := object(t, object(t, object(t, doc["webhooks"], "webhooks")["accountEvent"], "accountEvent")["post"], "post")
+	var documented []string
+	for _, p := range post["parameters"].([]any) {
+		p := deref(t, doc, p)
+		if p["in"] == "header" {
+			documented = append(documented, p["name"].(string))
+		}
+	}
+	want := []string{webhook.HeaderDelivery, webhook.HeaderEvent, webhook.HeaderTimestamp, webhook.HeaderSignature}
+	sort.Strings(documented)
+	sort.Strings(want)
+	if !slices.Equal(documented, want) {
+		t.Fatalf("documented delivery headers %v, package webhook sends %v", documented, want)
+	}
 }
