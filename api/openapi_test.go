@@ -319,6 +319,7 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"AccountWebhookRequest", accountWebhookRequest{}, false},
 		{"AccountWebhooksRequest", accountWebhooksRequest{}, false},
 		{"WebhookDelivery", webhook.Delivery{}, true},
+		{"Instance", Instance{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {

@@ -67,6 +67,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
 	handle(http.MethodGet, routeOpenAPI, s.handleOpenAPI)
+	handle(http.MethodGet, routeInstances, s.handleInstances)
 	s.archiveRoutes(handle)
 	s.webhookRoutes(handle)
 	// The same path without a method catches every other method: the
@@ -181,7 +182,10 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	list := s.cfg.Accounts.List()
+	list, ok := s.accounts(w, r)
+	if !ok {
+		return
+	}
 	if list == nil {
 		list = []status.Account{} // "[]", never "null"
 	}
@@ -193,9 +197,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a, ok := s.cfg.Accounts.Get(id)
+	a, ok := s.account(w, r, id)
 	if !ok {
-		writeError(w, http.StatusNotFound, "unknown account")
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
@@ -238,6 +241,7 @@ func (s *Server) handleAction(action string, call func(Controller, context.Conte
 // actionStatus maps a Controller result to an HTTP status and message.
 func actionStatus(err error) (int, string) {
 	var refused *Refused
+	var unavailable *Unavailable
 	switch {
 	case err == nil:
 		return http.StatusAccepted, ""
@@ -245,6 +249,8 @@ func actionStatus(err error) (int, string) {
 		return http.StatusNotFound, "unknown account"
 	case errors.As(err, &refused):
 		return http.StatusConflict, refused.Reason
+	case errors.As(err, &unavailable):
+		return http.StatusServiceUnavailable, unavailable.Reason
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timed out"
 	case errors.Is(err, context.Canceled):
@@ -259,9 +265,12 @@ func (s *Server) handleQR(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a, ok := s.cfg.Accounts.Get(id)
+	a, ok := s.account(w, r, id)
 	if !ok {
-		writeError(w, http.StatusNotFound, "unknown account")
+		return
+	}
+	if a.QR == nil && a.QRShowing {
+		writeError(w, http.StatusServiceUnavailable, "account "+id+" shows a QR code on instance "+a.Instance+", which did not send it: retry")
 		return
 	}
 	if a.QR == nil || *a.QR == "" {

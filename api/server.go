@@ -84,6 +84,11 @@ type Config struct {
 	// Controller acts on accounts for the pair, restart and logout routes.
 	// Default: nil, and those routes answer 503.
 	Controller Controller
+	// Fleet, in fleet mode, is the view of every instance: the account
+	// routes answer for the whole fleet from it, and GET /api/instances
+	// lists the members (fleet.go). Default: nil, the accounts are those
+	// of Accounts and /api/instances answers 503.
+	Fleet Fleet
 	// Archive lists and restores archived devices and confirms held wipes
 	// (archive.go). Default: nil, and those routes answer 503.
 	Archive Archive

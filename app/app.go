@@ -114,7 +114,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	a.metrics = metrics.New(a.board)
 	sinks := []events.Publisher{a.board, a.metrics, events.PublisherFunc(a.logEvent)}
 	if a.fleet != nil {
-		sinks = append(sinks, a.fleet.stream)
+		var err error
+		if a.fleet.view, err = a.newFleetView(); err != nil {
+			a.closeStorage()
+			return nil, err
+		}
+		sinks = append(sinks, a.fleet.stream, a.fleet.view.publisher)
 	}
 	if cfg.Log.QRTerminal && opts.Terminal != nil {
 		a.drawQR = newTerminalQR(opts.Terminal, opts.Logger)
@@ -152,7 +157,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		AllowedHosts: cfg.HTTP.AllowedHosts,
 		Accounts:     a.board,
 		Events:       a.bus,
-		Controller:   controller{a},
+		Controller:   a.accountControl(),
+		Fleet:        a.fleetAPI(),
 		Archive:      archiveControl{a},
 		Webhooks:     a.webhookAPI(),
 		Ready:        a.isReady,
@@ -324,6 +330,7 @@ func (a *App) Run(ctx context.Context) error {
 				a.logger.Error("fleet coordinator", "error", err)
 			}
 		})
+		a.fleet.view.start()
 	}
 	background.Go(func() { a.runPruning(bgCtx) })
 	background.Go(func() { a.runWebhooks(bgCtx) })
@@ -343,6 +350,9 @@ func (a *App) Run(ctx context.Context) error {
 	// its leases, so another instance can take them over at once.
 	stopBackground()
 	background.Wait()
+	if a.fleet != nil {
+		a.fleet.view.close(a.logger)
+	}
 	a.shutdown(stopHTTP, httpErr)
 	return runErr
 }

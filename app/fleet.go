@@ -35,6 +35,7 @@ type fleetMode struct {
 	limiter *wredis.Limiter
 	stream  *redisstream.Sink
 	coord   *fleet.Coordinator
+	view    *fleetView
 }
 
 // openFleet connects to Redis, warns when Redis would lose the devices on a
@@ -203,8 +204,9 @@ func (s *leasedSession) Close() error {
 }
 
 // Resave implements fleet.Owner: the accounts' actors write their devices
-// again (Redis lost them).
+// again, and their views are published again (Redis lost them).
 func (o fleetOwner) Resave(accounts ...string) {
+	o.a.fleet.view.publisher.Refresh() // the published views are gone too
 	for _, acct := range accounts {
 		o.a.system.Root.Send(o.a.sup, &supervisor.Forward{ID: acct, Message: &connection.Resave{}})
 	}

@@ -154,6 +154,13 @@ func (c *Coordinator) SetAccounts(ids []string) {
 	c.mu.Unlock()
 }
 
+// Accounts returns the configured accounts, those the fleet runs.
+func (c *Coordinator) Accounts() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.accounts)
+}
+
 // Run ticks until ctx ends, then shuts down gracefully: every account is
 // stopped, then every lease released and the membership left. The watchdog
 // runs until then.

@@ -22,6 +22,19 @@ type Account struct {
 	// PairingSince is when the account entered pairing (for the health
 	// summary's oldest pairing); not part of the JSON.
 	PairingSince time.Time `json:"-"`
+
+	// The fleet-wide view (package fleet/view) adds these; the board
+	// leaves them empty, and then they are not part of the JSON.
+	//
+	// Instance is the instance that runs the account ("" and state
+	// stopped: none holds it now). InstanceAlive says whether that instance
+	// is a live member of the fleet; false keeps the last state it
+	// published. QRShowing says that a QR code is showing, also where QR
+	// is null (the code of an account pairing on another instance is
+	// fetched from that instance for one account, never published).
+	Instance      string `json:"instance,omitempty"`
+	InstanceAlive *bool  `json:"instance_alive,omitempty"`
+	QRShowing     bool   `json:"qr_showing,omitempty"`
 }
 
 // Board folds events into the current view of every account. It is safe
@@ -126,6 +139,10 @@ func (a *Account) copy() Account {
 	if a.ConnectedSince != nil {
 		t := *a.ConnectedSince
 		c.ConnectedSince = &t
+	}
+	if a.InstanceAlive != nil {
+		alive := *a.InstanceAlive
+		c.InstanceAlive = &alive
 	}
 	return c
 }

@@ -152,14 +152,28 @@ func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, re
 	return inst
 }
 
+// accounts returns the accounts the instance runs itself, from its
+// fleet-wide GET /api/accounts.
 func (i *instance) accounts() []accountView {
+	var own []accountView
+	for _, v := range i.fleetAccounts() {
+		if v.Instance == i.name {
+			own = append(own, v)
+		}
+	}
+	return own
+}
+
+// fleetAccounts returns the instance's GET /api/accounts: every account
+// of the fleet (nil when it does not answer).
+func (i *instance) fleetAccounts() []accountView {
 	var views []accountView
 	resp, err := http.Get("http://" + i.listen + "/api/accounts")
 	if err != nil {
 		return nil
 	}
 	defer resp.Body.Close()
-	if json.NewDecoder(resp.Body).Decode(&views) != nil {
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&views) != nil {
 		return nil
 	}
 	return views

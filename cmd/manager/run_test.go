@@ -94,6 +94,11 @@ type accountView struct {
 	JID       string  `json:"jid"`
 	QR        *string `json:"qr"`
 	LastError string  `json:"last_error"`
+	// In fleet mode: the instance running the account, whether it is a
+	// live member, whether a QR code is showing there.
+	Instance      string `json:"instance"`
+	InstanceAlive *bool  `json:"instance_alive"`
+	QRShowing     bool   `json:"qr_showing"`
 }
 
 // waitAccounts polls GET /api/accounts until cond holds (20 s at most).

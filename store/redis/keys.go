@@ -44,6 +44,13 @@ const DefaultPrefix = "wafleet"
 //	                       acquisitions (single node and Sentinel only)
 //	PREFIX:ratelimit:NAME  hash: token bucket state
 //	PREFIX:events          stream of account events
+//	PREFIX:{view}:accounts hash: ACCT -> "FENCE JSON", the account's view as
+//	                       its owner published it (package fleet/view)
+//	PREFIX:{view}:instances
+//	                       hash: instance -> JSON of its lease count and TTL
+//	PREFIX:inbox:{INSTANCE}
+//	                       list: actions routed to that instance and the
+//	                       replies to its own, expiring when unused
 type keys struct{ p string }
 
 func newKeys(prefix string) (keys, error) {
@@ -123,3 +130,30 @@ func slot(key string) uint16 {
 	}
 	return crc % 16384
 }
+
+// ViewKeys name the keys of the fleet-wide view and of routed actions
+// (package fleet/view) under a prefix, beside the members and lease keys
+// it reads.
+type ViewKeys struct{ k keys }
+
+// NewViewKeys returns the keys under prefix (DefaultPrefix when empty).
+func NewViewKeys(prefix string) (ViewKeys, error) {
+	k, err := newKeys(prefix)
+	return ViewKeys{k}, err
+}
+
+// Accounts is the hash of the published account views; Instances the
+// hash of what each instance publishes about itself. They share a hash
+// slot, so one script may write both.
+func (v ViewKeys) Accounts() string  { return v.k.p + ":{view}:accounts" }
+func (v ViewKeys) Instances() string { return v.k.p + ":{view}:instances" }
+
+// Members is the membership zset (instance -> expiry, Redis server ms).
+func (v ViewKeys) Members() string { return v.k.members() }
+
+// Lease is the lease key of acct (its value names the holder:
+// LeaseValue.Holder).
+func (v ViewKeys) Lease(acct string) string { return v.k.lease(acct) }
+
+// Inbox is the list of requests and replies routed to instance.
+func (v ViewKeys) Inbox(instance string) string { return v.k.p + ":inbox:{" + instance + "}" }

@@ -1,0 +1,404 @@
+package view
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/api"
+	wredis "github.com/wafleet/wafleet/store/redis"
+)
+
+// Defaults of RouterConfig.
+const (
+	DefaultWait        = 5 * time.Second
+	DefaultMaxInFlight = 16
+)
+
+const (
+	// maxMessage bounds a request or reply read from an inbox; larger
+	// ones are dropped unread.
+	maxMessage = 4 << 10
+	// maxReason bounds the reason a reply carries.
+	maxReason = 512
+	// inboxTTL: an inbox nobody reads (its instance died) expires.
+	inboxTTL = time.Minute
+	// blockFor is how long one BLPOP waits for a message.
+	blockFor = 2 * time.Second
+	// actionQR fetches an account's QR code (sealed for the requester).
+	actionQR = "qr"
+)
+
+// Action is one account action a Router carries: it runs the action on
+// the owner's Controller.
+type Action func(api.Controller, context.Context, string) error
+
+// Actions are the account actions routed to an account's owner, by name.
+// An action added to api.Controller needs one line here and one method on
+// Router.
+var Actions = map[string]Action{
+	"pair":    api.Controller.Pair,
+	"restart": api.Controller.Restart,
+	"logout":  api.Controller.Logout,
+}
+
+// RouterConfig configures a Router. Wait, MaxInFlight and Logger are
+// optional.
+type RouterConfig struct {
+	Client   goredis.UniversalClient
+	Keys     wredis.ViewKeys
+	Instance string
+	// Local runs the actions on the accounts this instance holds.
+	Local api.Controller
+	// Holds reports whether this instance holds acct's lease.
+	Holds func(acct string) bool
+	// Listed reports whether the fleet runs acct (an account nobody holds
+	// is then 503, else 404).
+	Listed func(acct string) bool
+	// QR returns the QR code acct shows here, if any.
+	QR func(acct string) (string, bool)
+	// Wait bounds the wait for an owner's answer. Default 5 s: well under
+	// the API's ActionTimeout (10 s).
+	Wait time.Duration
+	// MaxInFlight bounds the requests of other instances running here at
+	// once; beyond, they are refused as busy. Default 16.
+	MaxInFlight int
+	Logger      *slog.Logger
+}
+
+// Router sends account actions to the instance holding the account's
+// lease and runs those sent here. It implements api.Controller; Run reads
+// this instance's inbox.
+type Router struct {
+	cfg   RouterConfig
+	log   *slog.Logger
+	slots chan struct{}
+
+	mu      sync.Mutex
+	waiting map[string]chan message // by request id
+}
+
+var _ api.Controller = (*Router)(nil)
+
+// message is a request or a reply in an inbox. It carries no secret: a
+// QR code travels sealed for the requester's one-time key.
+type message struct {
+	Reply   bool   `json:"reply,omitempty"`
+	ID      string `json:"id"`
+	From    string `json:"from"`
+	Action  string `json:"action,omitempty"`
+	Account string `json:"account,omitempty"`
+	// Key is the requester's X25519 public key (QR requests).
+	Key []byte `json:"key,omitempty"`
+	// Result is the owner's outcome: one of the result constants.
+	Result string `json:"result,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Sealed is the QR code sealed for Key (seal.go).
+	Sealed []byte `json:"sealed,omitempty"`
+}
+
+// The results a reply carries.
+const (
+	resultOK          = "ok"
+	resultUnknown     = "unknown"     // no such account there (404)
+	resultRefused     = "refused"     // Reason says why (409)
+	resultUnavailable = "unavailable" // Reason says why (503)
+	resultTimeout     = "timeout"     // the owner's actor did not answer (504)
+	resultFailed      = "failed"      // see the owner's log (500)
+)
+
+// NewRouter returns a Router.
+func NewRouter(cfg RouterConfig) (*Router, error) {
+	if cfg.Client == nil || cfg.Instance == "" || cfg.Local == nil || cfg.Holds == nil || cfg.Listed == nil || cfg.QR == nil {
+		return nil, fmt.Errorf("%w: Client, Instance, Local, Holds, Listed and QR are required", ErrConfig)
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Router{cfg: cfg, log: log, slots: make(chan struct{}, cfg.MaxInFlight), waiting: map[string]chan message{}}, nil
+}
+
+// Pair implements api.Controller on the account's owner.
+func (r *Router) Pair(ctx context.Context, id string) error { return r.Do(ctx, "pair", id) }
+
+// Restart implements api.Controller on the account's owner.
+func (r *Router) Restart(ctx context.Context, id string) error { return r.Do(ctx, "restart", id) }
+
+// Logout implements api.Controller on the account's owner.
+func (r *Router) Logout(ctx context.Context, id string) error { return r.Do(ctx, "logout", id) }
+
+// Do runs the named action (one of Actions) on the instance holding the
+// account's lease, this one included, and returns its result as that
+// instance's Controller returned it.
+func (r *Router) Do(ctx context.Context, action, id string) error {
+	act, ok := Actions[action]
+	if !ok {
+		return fmt.Errorf("view: no action %q", action)
+	}
+	if r.cfg.Holds(id) {
+		return act(r.cfg.Local, ctx, id)
+	}
+	owner, err := r.owner(ctx, id)
+	if err != nil || owner == r.cfg.Instance {
+		if owner == r.cfg.Instance {
+			return act(r.cfg.Local, ctx, id) // its lease is being taken or lost here
+		}
+		return err
+	}
+	rep, err := r.call(ctx, owner, message{Action: action, Account: id})
+	if err != nil {
+		return err
+	}
+	return resultError(owner, rep)
+}
+
+// QR returns the QR code account id shows on instance owner ("" when it
+// shows none), sealed on the way.
+func (r *Router) QR(ctx context.Context, owner, id string) (string, error) {
+	if owner == r.cfg.Instance {
+		qr, _ := r.cfg.QR(id)
+		return qr, nil
+	}
+	key, err := newSealKey()
+	if err != nil {
+		return "", err
+	}
+	rep, err := r.call(ctx, owner, message{Action: actionQR, Account: id, Key: key.PublicKey().Bytes()})
+	if err != nil {
+		return "", err
+	}
+	if err := resultError(owner, rep); err != nil {
+		return "", err
+	}
+	if len(rep.Sealed) == 0 {
+		return "", nil
+	}
+	qr, err := open(key, rep.ID, rep.Sealed)
+	if err != nil {
+		return "", fmt.Errorf("view: the QR code of %s from %s: %w", id, owner, err)
+	}
+	return qr, nil
+}
+
+// owner returns the instance holding id's lease, or the error to answer
+// when none does.
+func (r *Router) owner(ctx context.Context, id string) (string, error) {
+	v, err := r.cfg.Client.Get(ctx, r.cfg.Keys.Lease(id)).Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+		if !r.cfg.Listed(id) {
+			return "", api.ErrUnknownAccount
+		}
+		return "", &api.Unavailable{Reason: "no instance runs account " + id + " now (it is starting or being handed over): retry in a few seconds"}
+	case err != nil:
+		return "", fmt.Errorf("view: read the lease of %s: %w", id, err)
+	}
+	return wredis.LeaseValue(v).Holder(), nil
+}
+
+// call pushes a request to owner's inbox and waits for its reply, at most
+// Wait. When none came, a request still in the inbox is taken back, so it
+// never runs late.
+func (r *Router) call(ctx context.Context, owner string, req message) (message, error) {
+	req.ID, req.From = rand.Text(), r.cfg.Instance
+	body, err := json.Marshal(req)
+	if err != nil {
+		return message{}, fmt.Errorf("view: encode a request: %w", err)
+	}
+	ch := make(chan message, 1)
+	r.mu.Lock()
+	r.waiting[req.ID] = ch
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.waiting, req.ID)
+		r.mu.Unlock()
+	}()
+	inbox := r.cfg.Keys.Inbox(owner)
+	if err := push(ctx, r.cfg.Client, inbox, body); err != nil {
+		return message{}, fmt.Errorf("view: send %s of %s to %s: %w", req.Action, req.Account, owner, err)
+	}
+	t := time.NewTimer(r.cfg.Wait)
+	defer t.Stop()
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	// Take the request back unless the owner took it. The caller's
+	// context may be over: this is bounded by its own timeout.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	n, err := r.cfg.Client.LRem(tctx, inbox, 1, body).Result()
+	switch {
+	case err == nil && n == 1:
+		return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, did not take the request within %s (it may be down): nothing was done", owner, req.Account, r.cfg.Wait)}
+	case ctx.Err() != nil:
+		return message{}, ctx.Err()
+	}
+	return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, took the request but did not answer within %s: it may still take effect", owner, req.Account, r.cfg.Wait)}
+}
+
+// push appends body to an inbox and (re)arms its expiry, in one round trip.
+func push(ctx context.Context, c goredis.UniversalClient, inbox string, body []byte) error {
+	pipe := c.Pipeline()
+	pipe.RPush(ctx, inbox, body)
+	pipe.PExpire(ctx, inbox, inboxTTL)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// resultError turns a reply into what the owner's Controller returned.
+func resultError(owner string, rep message) error {
+	switch rep.Result {
+	case resultOK:
+		return nil
+	case resultUnknown:
+		return fmt.Errorf("%w (on instance %s)", api.ErrUnknownAccount, owner)
+	case resultRefused:
+		return &api.Refused{Reason: rep.Reason}
+	case resultUnavailable:
+		return &api.Unavailable{Reason: rep.Reason}
+	case resultTimeout:
+		return fmt.Errorf("view: on instance %s: %w", owner, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("view: the action failed on instance %s (see its log): %s", owner, rep.Reason)
+}
+
+// Run reads this instance's inbox until ctx ends: it runs the requests of
+// other instances (at most MaxInFlight at once) and hands replies to the
+// calls waiting for them.
+func (r *Router) Run(ctx context.Context) {
+	inbox := r.cfg.Keys.Inbox(r.cfg.Instance)
+	stop := context.AfterFunc(ctx, func() {
+		// Wake the BLPOP up: it does not watch ctx.
+		wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = push(wctx, r.cfg.Client, inbox, []byte("{}"))
+	})
+	defer stop()
+	var tasks sync.WaitGroup
+	defer tasks.Wait()
+	failing := false
+	for ctx.Err() == nil {
+		kv, err := r.cfg.Client.BLPop(ctx, blockFor, inbox).Result()
+		switch {
+		case errors.Is(err, goredis.Nil):
+			continue
+		case err != nil:
+			if ctx.Err() == nil && !failing {
+				r.log.Warn("fleet view: read the inbox", "error", err)
+			}
+			failing = true
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		failing = false
+		if len(kv) == 2 {
+			r.receive(ctx, &tasks, kv[1])
+		}
+	}
+}
+
+// receive handles one message of the inbox.
+func (r *Router) receive(ctx context.Context, tasks *sync.WaitGroup, raw string) {
+	var m message
+	if len(raw) > maxMessage || json.Unmarshal([]byte(raw), &m) != nil || m.ID == "" {
+		return // the wake-up, or nothing an instance sends
+	}
+	if m.Reply {
+		r.mu.Lock()
+		ch := r.waiting[m.ID]
+		r.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+		return
+	}
+	select {
+	case r.slots <- struct{}{}:
+	default:
+		r.reply(ctx, m, message{Result: resultUnavailable, Reason: "instance " + r.cfg.Instance + " is busy with other routed requests: retry"})
+		return
+	}
+	tasks.Go(func() {
+		defer func() { <-r.slots }()
+		r.reply(ctx, m, r.serve(ctx, m))
+	})
+}
+
+// serve runs a request of another instance and returns the reply.
+func (r *Router) serve(ctx context.Context, m message) message {
+	if !r.cfg.Holds(m.Account) {
+		return message{Result: resultUnavailable, Reason: "account " + m.Account + " is no longer on instance " + r.cfg.Instance + " (handed over): retry"}
+	}
+	if m.Action == actionQR {
+		qr, ok := r.cfg.QR(m.Account)
+		if !ok {
+			return message{Result: resultOK}
+		}
+		sealed, err := seal(m.Key, m.ID, qr)
+		if err != nil {
+			return message{Result: resultFailed, Reason: "cannot seal the QR code: " + err.Error()}
+		}
+		return message{Result: resultOK, Sealed: sealed}
+	}
+	act, ok := Actions[m.Action]
+	if !ok {
+		return message{Result: resultFailed, Reason: "instance " + r.cfg.Instance + " has no action " + truncate(m.Action, 32)}
+	}
+	actx, cancel := context.WithTimeout(ctx, r.cfg.Wait)
+	defer cancel()
+	err := act(r.cfg.Local, actx, m.Account)
+	var refused *api.Refused
+	var unavailable *api.Unavailable
+	switch {
+	case err == nil:
+		return message{Result: resultOK}
+	case errors.Is(err, api.ErrUnknownAccount):
+		return message{Result: resultUnknown}
+	case errors.As(err, &refused):
+		return message{Result: resultRefused, Reason: truncate(refused.Reason, maxReason)}
+	case errors.As(err, &unavailable):
+		return message{Result: resultUnavailable, Reason: truncate(unavailable.Reason, maxReason)}
+	case errors.Is(err, context.DeadlineExceeded):
+		return message{Result: resultTimeout}
+	}
+	r.log.Error("fleet view: routed action failed", "account", m.Account, "action", m.Action, "from", m.From, "error", err)
+	return message{Result: resultFailed}
+}
+
+// reply pushes rep, the answer to req, to the requester's inbox.
+func (r *Router) reply(ctx context.Context, req, rep message) {
+	rep.Reply, rep.ID, rep.From, rep.Account = true, req.ID, r.cfg.Instance, req.Account
+	body, err := json.Marshal(rep)
+	if err == nil {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		err = push(tctx, r.cfg.Client, r.cfg.Keys.Inbox(truncate(req.From, 64)), body)
+	}
+	if err != nil {
+		r.log.Warn("fleet view: answer a routed request", "account", req.Account, "to", req.From, "error", err)
+	}
+}

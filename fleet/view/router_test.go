@@ -1,0 +1,210 @@
+package view
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/api"
+	wredis "github.com/wafleet/wafleet/store/redis"
+)
+
+// controller is an instance's local api.Controller: it records the
+// actions it ran and answers what answer says.
+type controller struct {
+	mu     sync.Mutex
+	ran    []string
+	answer func(action, id string) error
+}
+
+func (c *controller) do(action, id string) error {
+	c.mu.Lock()
+	c.ran = append(c.ran, action+" "+id)
+	answer := c.answer
+	c.mu.Unlock()
+	if answer == nil {
+		return nil
+	}
+	return answer(action, id)
+}
+
+func (c *controller) setAnswer(f func(action, id string) error) {
+	c.mu.Lock()
+	c.answer = f
+	c.mu.Unlock()
+}
+
+func (c *controller) actions() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.ran...)
+}
+
+func (c *controller) Pair(_ context.Context, id string) error    { return c.do("pair", id) }
+func (c *controller) Restart(_ context.Context, id string) error { return c.do("restart", id) }
+func (c *controller) Logout(_ context.Context, id string) error  { return c.do("logout", id) }
+
+type node struct {
+	r     *Router
+	ctl   *controller
+	held  *holdings
+	qr    map[string]string
+	rec   *recorder
+	cname string
+}
+
+// startRouter starts instance name's router on its own client; its inbox
+// is read until the test ends unless run is false (an instance that died).
+func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
+	t.Helper()
+	c, rec := client(t, shared)
+	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name}
+	r, err := NewRouter(RouterConfig{
+		Client: c, Keys: k, Instance: name, Local: n.ctl, Holds: n.held.holds,
+		Listed: func(acct string) bool {
+			for _, a := range listed {
+				if a == acct {
+					return true
+				}
+			}
+			return false
+		},
+		QR: func(acct string) (string, bool) {
+			qr, ok := n.qr[acct]
+			return qr, ok
+		},
+		Wait: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.r = r
+	if run {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return n
+}
+
+// lease records in Redis that instance holds acct, as an acquisition would.
+func lease(t *testing.T, c *goredis.Client, k wredis.ViewKeys, acct, instance string) {
+	t.Helper()
+	if err := c.Set(t.Context(), k.Lease(acct), instance+":1.abc", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRouterReachesTheOwner: an action sent to an instance that does not
+// hold the account runs on the owner's Controller and answers its result:
+// success, a refusal with the owner's reason, an unknown account.
+func TestRouterReachesTheOwner(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	accts := []string{"acct-1", "acct-2"}
+	a := startRouter(t, c, k, "inst-a", accts, true)
+	b := startRouter(t, c, k, "inst-b", accts, true)
+	b.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-b")
+
+	if err := a.r.Logout(t.Context(), "acct-1"); err != nil {
+		t.Fatalf("routed logout: %v", err)
+	}
+	if got := b.ctl.actions(); len(got) != 1 || got[0] != "logout acct-1" {
+		t.Fatalf("the owner ran %v, want [logout acct-1]", got)
+	}
+	if got := a.ctl.actions(); len(got) != 0 {
+		t.Fatalf("the instance asked ran %v itself", got)
+	}
+
+	b.ctl.setAnswer(func(string, string) error { return &api.Refused{Reason: "account is stopped: restart it"} })
+	err := a.r.Pair(t.Context(), "acct-1")
+	var refused *api.Refused
+	if !errors.As(err, &refused) || refused.Reason != "account is stopped: restart it" {
+		t.Fatalf("routed pair of a stopped account = %v, want the owner's refusal", err)
+	}
+	b.ctl.setAnswer(func(string, string) error { return api.ErrUnknownAccount })
+	if err := a.r.Restart(t.Context(), "acct-1"); !errors.Is(err, api.ErrUnknownAccount) {
+		t.Fatalf("routed restart the owner does not know = %v, want ErrUnknownAccount", err)
+	}
+
+	// The instance holding the account runs it itself; an account nobody
+	// holds is unavailable when listed, unknown otherwise.
+	b.ctl.setAnswer(nil)
+	if err := b.r.Restart(t.Context(), "acct-1"); err != nil || len(b.ctl.actions()) != 4 {
+		t.Fatalf("local restart = %v, ran %v", err, b.ctl.actions())
+	}
+	var unavailable *api.Unavailable
+	if err := a.r.Pair(t.Context(), "acct-2"); !errors.As(err, &unavailable) {
+		t.Fatalf("pair of an account nobody holds = %v, want Unavailable", err)
+	}
+	if err := a.r.Pair(t.Context(), "nobody"); !errors.Is(err, api.ErrUnknownAccount) {
+		t.Fatalf("pair of an account the fleet does not run = %v, want ErrUnknownAccount", err)
+	}
+}
+
+// TestRouterOwnerGone: the lease names an instance that reads no inbox
+// (it died): the action answers Unavailable naming it after the bounded
+// wait, and the request does not stay behind to run later.
+func TestRouterOwnerGone(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
+	dead := startRouter(t, c, k, "inst-dead", []string{"acct-1"}, false)
+	dead.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-dead")
+
+	start := time.Now()
+	err := a.r.Logout(t.Context(), "acct-1")
+	var unavailable *api.Unavailable
+	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.Reason, "inst-dead") || !strings.Contains(unavailable.Reason, "nothing was done") {
+		t.Fatalf("logout on a dead owner = %v, want Unavailable naming inst-dead", err)
+	}
+	t.Logf("answered after %s", time.Since(start).Round(time.Millisecond))
+	if n := c.LLen(t.Context(), k.Inbox("inst-dead")).Val(); n != 0 {
+		t.Fatalf("%d requests left in the dead instance's inbox", n)
+	}
+	// The instance comes back: nothing runs that was sent before.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { dead.r.Run(ctx); close(done) }()
+	if err := a.r.Restart(t.Context(), "acct-1"); err != nil {
+		t.Fatalf("restart once the owner reads its inbox: %v", err)
+	}
+	cancel()
+	<-done
+	if got := dead.ctl.actions(); len(got) != 1 || got[0] != "restart acct-1" {
+		t.Fatalf("the owner ran %v, want only the restart sent while it ran", got)
+	}
+}
+
+// TestRouterQRSealed: the QR code of an account pairing on another
+// instance reaches the asker, and no command sent to Redis carries it.
+func TestRouterQRSealed(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
+	b := startRouter(t, c, k, "inst-b", []string{"acct-1"}, true)
+	const code = "2@SECRETREF,NOISEKEY,IDENTITYKEY,ADVSECRET"
+	b.held.set("acct-1", 1)
+	b.qr["acct-1"] = code
+	got, err := a.r.QR(t.Context(), "inst-b", "acct-1")
+	if err != nil || got != code {
+		t.Fatalf("QR = %q, %v; want the owner's code", got, err)
+	}
+	for _, n := range []*node{a, b} {
+		if n.rec.sent("SECRETREF") || n.rec.sent("ADVSECRET") {
+			t.Fatalf("%s sent the QR code to Redis in the clear", n.cname)
+		}
+	}
+	delete(b.qr, "acct-1")
+	if got, err := a.r.QR(t.Context(), "inst-b", "acct-1"); err != nil || got != "" {
+		t.Fatalf("QR of an account showing none = %q, %v", got, err)
+	}
+}
