@@ -31,10 +31,6 @@ var outboxes = []struct {
 	open    func(t *testing.T) store.Outbox
 	restart func(t *testing.T, ob store.Outbox) store.Outbox
 }{
-	{"memory", func(*testing.T) store.Outbox { return newMemOutbox() }, func(_ *testing.T, ob store.Outbox) store.Outbox {
-		ob.(*memOutbox).crash()
-		return ob
-	}},
 	{"bbolt", func(t *testing.T) store.Outbox {
 		return openBolt(t, filepath.Join(t.TempDir(), "wafleet.db"))
 	}, func(t *testing.T, ob store.Outbox) store.Outbox {
@@ -603,7 +599,7 @@ func TestNewRefusesBadEndpoints(t *testing.T) {
 		{{Name: "a", URL: "http://x", Secret: secret}, {Name: "a", URL: "http://y", Secret: secret}},
 		{{Name: "a", URL: "http://x", Secret: "short"}},
 	} {
-		if _, err := webhook.New(webhook.Config{Outbox: newMemOutbox(), Endpoints: eps}); err == nil {
+		if _, err := webhook.New(webhook.Config{Outbox: openBolt(t, filepath.Join(t.TempDir(), "wafleet.db")), Endpoints: eps}); err == nil {
 			t.Errorf("New accepted %+v", eps)
 		} else if strings.Contains(err.Error(), secret) {
 			t.Errorf("error shows the secret: %v", err)
