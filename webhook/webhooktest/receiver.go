@@ -127,6 +127,17 @@ func (r *Receiver) Attempts(id string) int {
 	return r.attempts[id]
 }
 
+// Requests returns how many verified requests arrived, accepted or not.
+func (r *Receiver) Requests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, a := range r.attempts {
+		n += a
+	}
+	return n
+}
+
 // Problems lists the requests that failed verification: they must be
 // none.
 func (r *Receiver) Problems() []string {
