@@ -167,6 +167,7 @@ func (e *Engine) Run(ctx context.Context) {
 			for _, q := range queues {
 				q.stop()
 			}
+			e.cfg.Client.CloseIdleConnections() // no keep-alive goroutine outlives Run
 			return
 		case <-tick.C:
 		case <-e.refresh:
