@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -125,6 +126,13 @@ func (r *Receiver) Attempts(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.attempts[id]
+}
+
+// Attempted returns how often each delivery id arrived (verified).
+func (r *Receiver) Attempted() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.attempts)
 }
 
 // Requests returns how many verified requests arrived, accepted or not.
