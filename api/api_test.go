@@ -90,7 +90,7 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 		t.Fatalf("New: %v", err)
 	}
 	f.srv = srv
-	f.http = httptest.NewServer(srv.Handler())
+	f.http = httptest.NewServer(conform(t, srv.Handler()))
 	t.Cleanup(func() {
 		srv.Shutdown(context.Background()) // ends open event streams
 		f.http.Close()

@@ -17,7 +17,8 @@
 // /api/accounts/{id}/webhooks (never a secret in an answer).
 // openapi.json documents every route; openapi_test.go fails when a route
 // registered in routes() is missing from it or a documented one is not
-// registered, and when its schemas and the handlers' JSON differ.
+// registered, and when its schemas and the handlers' JSON differ, and the
+// API tests check every answer they provoke against it (conform_test.go).
 //
 // The package reads account views from a status.Board, streams events from
 // an events.Bus, and acts on accounts through a Controller that the
