@@ -59,8 +59,11 @@ type Config struct {
 	Client *http.Client
 	// Backoff spaces the attempts of one delivery. Default: DefaultBackoff.
 	Backoff Backoff
+	// Changed, when not nil, returns a channel closed when the outbox has
+	// new entries (the journal's Changed): every queue then asks at once.
+	Changed func() <-chan struct{}
 	// Poll is how often an idle queue asks the outbox for entries; Notify
-	// wakes every queue at once. Default: 1 s.
+	// and Changed wake every queue at once. Default: 1 s.
 	Poll time.Duration
 	// Refresh is how often the per-account endpoints are read again from
 	// the outbox (another instance may have changed them). Default: 10 s.
@@ -156,6 +159,25 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Run(ctx context.Context) {
 	tick := time.NewTicker(e.cfg.Refresh)
 	defer tick.Stop()
+	if e.cfg.Changed != nil {
+		watching := make(chan struct{})
+		defer func() { <-watching }()
+		go func() {
+			defer close(watching)
+			changed := e.cfg.Changed()
+			for {
+				select {
+				case <-changed:
+					// The next signal's channel first, then the wake:
+					// no change between the two goes unnoticed.
+					changed = e.cfg.Changed()
+					e.Notify()
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	for {
 		e.reconcile(ctx)
 		select {

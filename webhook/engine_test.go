@@ -75,23 +75,27 @@ type harness struct {
 // start runs an engine on ob with fast retries until the test ends.
 func start(t *testing.T, ob store.Outbox, endpoints ...webhook.Endpoint) *harness {
 	t.Helper()
-	return startBackoff(t, ob, webhook.Backoff{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond}, endpoints...)
+	return startWith(t, ob, nil, endpoints...)
 }
 
-// startBackoff is start with the retries spaced by b.
-func startBackoff(t *testing.T, ob store.Outbox, b webhook.Backoff, endpoints ...webhook.Endpoint) *harness {
+// startWith is start with the engine's configuration changed by edit.
+func startWith(t *testing.T, ob store.Outbox, edit func(*webhook.Config), endpoints ...webhook.Endpoint) *harness {
 	t.Helper()
 	h := &harness{ob: ob, logs: &testkit.LogBuffer{}, reg: prometheus.NewRegistry()}
-	eng, err := webhook.New(webhook.Config{
+	cfg := webhook.Config{
 		Outbox:     ob,
 		Instance:   "test-1",
 		Endpoints:  endpoints,
 		Registerer: h.reg,
 		Logger:     slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Backoff:    b,
+		Backoff:    webhook.Backoff{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond},
 		Poll:       20 * time.Millisecond,
 		Refresh:    50 * time.Millisecond,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	eng, err := webhook.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +342,8 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 			})
 			ep := endpoint("main", r)
 			ep.MaxAttempts = 50 // with at most 0.5 s between them: not spent before the stop
-			h := startBackoff(t, ob, webhook.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}, ep)
+			slow := func(c *webhook.Config) { c.Backoff = webhook.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond} }
+			h := startWith(t, ob, slow, ep)
 			h.waitOpen(t, "main")
 			accounts := []string{"a", "b"}
 			appendEvents(t, ob, accounts, 0, 5, "state")
@@ -351,7 +356,7 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 			down = false
 			mu.Unlock()
 			ob = o.restart(t, ob)
-			h2 := start(t, ob, ep)
+			h2 := startWith(t, ob, slow, ep)
 			h2.waitOpen(t, "main")
 			appendEvents(t, ob, accounts, 5, 5, "state")
 			h2.eng.Notify()
@@ -370,6 +375,37 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChangedWakesTheQueues: with polling all but off, the outbox's
+// change signal alone gets new entries delivered.
+func TestChangedWakesTheQueues(t *testing.T) {
+	forEachOutbox(t, func(t *testing.T, ob store.Outbox) {
+		r := webhooktest.NewReceiver(t, secret)
+		var mu sync.Mutex
+		changed := make(chan struct{})
+		signal := func() {
+			mu.Lock()
+			close(changed)
+			changed = make(chan struct{})
+			mu.Unlock()
+		}
+		h := startWith(t, ob, func(c *webhook.Config) {
+			c.Poll = time.Hour
+			c.Changed = func() <-chan struct{} {
+				mu.Lock()
+				defer mu.Unlock()
+				return changed
+			}
+		}, endpoint("main", r))
+		h.waitOpen(t, "main")
+		for i := range 3 {
+			appendEvents(t, ob, []string{"a"}, i, 1, "state")
+			signal()
+			r.WaitDelivered(t, i+1)
+		}
+		checkInOrder(t, r.Delivered(), []string{"a"}, 3)
+	})
 }
 
 func TestSlowEndpointDoesNotDelayAnother(t *testing.T) {
