@@ -317,9 +317,9 @@ func TestMethodNotAllowed(t *testing.T) {
 	tests := []struct {
 		method, path, allow string
 	}{
-		{http.MethodPost, "/api/accounts", "GET, HEAD"},
-		{http.MethodDelete, "/api/accounts/alice", "GET, HEAD"},
-		{http.MethodPut, "/api/accounts/alice", "GET, HEAD"},
+		{http.MethodPut, "/api/accounts", "GET, HEAD, POST"},
+		{http.MethodPost, "/api/accounts/alice", "GET, HEAD, PATCH, DELETE"},
+		{http.MethodPut, "/api/accounts/alice", "GET, HEAD, PATCH, DELETE"},
 		{http.MethodGet, "/api/accounts/alice/pair", "POST"},
 		{http.MethodDelete, "/api/accounts/alice/pair", "POST"},
 		{http.MethodGet, "/api/accounts/alice/logout", "POST"},

@@ -70,6 +70,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeInstances, s.handleInstances)
 	s.archiveRoutes(handle)
 	s.webhookRoutes(handle)
+	s.adminRoutes(handle)
 	// The same path without a method catches every other method: the
 	// mux's own 405 is plain text, ours is JSON like every error.
 	for _, path := range paths {

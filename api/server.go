@@ -89,6 +89,9 @@ type Config struct {
 	// lists the members (fleet.go). Default: nil, the accounts are those
 	// of Accounts and /api/instances answers 503.
 	Fleet Fleet
+	// Admin creates, changes and deletes accounts at runtime
+	// (accounts_admin.go). Default: nil, and those routes answer 503.
+	Admin AccountAdmin
 	// Archive lists and restores archived devices and confirms held wipes
 	// (archive.go). Default: nil, and those routes answer 503.
 	Archive Archive

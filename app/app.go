@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -77,8 +78,17 @@ type App struct {
 	// nil when the store keeps no outbox.
 	webhooks *webhook.Engine
 
+	// actions reaches an account's actor for the API's pair, restart and
+	// logout, and for DELETE's logout.
+	actions api.Controller
+
 	mu       sync.Mutex
-	accounts []config.Account
+	accounts []config.Account // the YAML file's
+	// regMu orders the changes of the account registry made here and the
+	// syncs of the running accounts with it (registry.go).
+	regMu       sync.Mutex
+	apiAccounts []config.Account // the registry's API accounts at the latest sync
+	running     atomic.Int64     // accounts in the latest sync
 }
 
 // New builds the process from cfg: it opens the store and prepares the
@@ -150,6 +160,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.closeStorage()
 		return nil, err
 	}
+	a.actions = a.accountControl()
 	var err error
 	a.httpAPI, err = api.New(api.Config{
 		Listen:       cfg.HTTP.Listen,
@@ -157,8 +168,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		AllowedHosts: cfg.HTTP.AllowedHosts,
 		Accounts:     a.board,
 		Events:       a.bus,
-		Controller:   a.accountControl(),
+		Controller:   a.actions,
 		Fleet:        a.fleetAPI(),
+		Admin:        accountAdmin{a},
 		Archive:      archiveControl{a},
 		Webhooks:     a.webhookAPI(),
 		Ready:        a.isReady,
@@ -313,29 +325,35 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 
-	a.mu.Lock()
-	accounts := a.accounts
-	a.mu.Unlock()
-	// In fleet mode the supervisor runs a configured account once the
+	// The YAML list seeds the account registry; the accounts to run are
+	// its accounts. In fleet mode the supervisor runs one once the
 	// coordinator owns it (wins its lease).
-	if err := a.apply(accounts); err != nil {
-		a.logger.Error("start accounts", "error", err)
-	}
+	// A fleet instance subscribes to the registry's changes first, so that
+	// it misses none made meanwhile.
 	var background sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var follow func()
 	if a.fleet != nil {
-		a.fleet.coord.SetAccounts(accountIDs(accounts))
+		follow = a.followRegistry(bgCtx)
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, 10*time.Second)
+	if err := a.refreshAccounts(startCtx); err != nil {
+		a.logger.Error("start accounts", "error", err)
+	}
+	cancelStart()
+	if a.fleet != nil {
 		background.Go(func() {
 			if err := a.fleet.coord.Run(bgCtx); err != nil {
 				a.logger.Error("fleet coordinator", "error", err)
 			}
 		})
 		a.fleet.view.start()
+		background.Go(follow)
 	}
 	background.Go(func() { a.runPruning(bgCtx) })
 	background.Go(func() { a.runWebhooks(bgCtx) })
 	close(a.ready)
-	a.logger.Info("manager started", "accounts", len(accounts), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
+	a.logger.Info("manager started", "accounts", a.running.Load(), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 
 	var runErr error
 	select {
@@ -386,8 +404,10 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	a.logger.Info("manager stopped")
 }
 
-// Reload replaces the account list (SIGHUP or a changed config file) and
-// restarts the listed accounts that are stopped, from their stored device.
+// Reload replaces the YAML account list (SIGHUP or a changed config file):
+// it seeds the account registry again (accounts created through the API
+// stay) and restarts the listed accounts that are stopped, from their
+// stored device.
 func (a *App) Reload(accounts []config.Account) error {
 	a.mu.Lock()
 	a.accounts = accounts
@@ -398,10 +418,9 @@ func (a *App) Reload(accounts []config.Account) error {
 		return nil // Run applies the latest list when it starts
 	}
 	defer a.resumeStopped(accounts)
-	if a.fleet != nil {
-		a.fleet.coord.SetAccounts(accountIDs(accounts))
-	}
-	return a.apply(accounts)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return a.refreshAccounts(ctx)
 }
 
 // resumeStopped asks every listed account the board shows stopped to
@@ -419,7 +438,7 @@ func (a *App) resumeStopped(accounts []config.Account) {
 	}
 }
 
-// apply gives the supervisor the configured accounts and waits until it
+// apply gives the supervisor the accounts to run and waits until it
 // has started and stopped actors accordingly (it logs what changed).
 func (a *App) apply(accounts []config.Account) error {
 	list := a.supervisorAccounts(accounts)

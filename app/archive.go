@@ -42,15 +42,14 @@ func (a *App) newWipeGuard() error {
 	return nil
 }
 
-// runningAccounts is how many accounts this instance runs: the configured
-// ones, or in fleet mode those it holds the lease of.
+// runningAccounts is how many accounts this instance runs: those of the
+// latest sync with the registry, or in fleet mode those it holds the lease
+// of.
 func (a *App) runningAccounts() int {
 	if a.fleet != nil {
 		return len(a.fleet.leases.Held())
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.accounts)
+	return int(a.running.Load())
 }
 
 // runPruning removes archived devices past store.archive_retention now and

@@ -30,6 +30,7 @@ const redisTimeout = 2 * time.Second
 type fleetMode struct {
 	client  goredis.UniversalClient
 	store   store.Backend // fenced by the leases
+	admin   *wredis.Store // unfenced: the account registry, administrative writes
 	leases  *wredis.Leases
 	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter
@@ -97,6 +98,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	return &fleetMode{
 		client:  client,
 		store:   st.Bound(leases),
+		admin:   st,
 		leases:  leases,
 		sockets: fleet.NewSockets(leases),
 		limiter: limiter,

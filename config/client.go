@@ -81,15 +81,23 @@ func (c Client) validate() error {
 // validateDeviceName checks a name the phone shows: bounded, valid UTF-8,
 // no control characters.
 func validateDeviceName(key, name string) error {
-	switch {
-	case len(name) > payload.MaxOSLen:
-		return keyError(key, fmt.Sprintf("is longer than %d bytes", payload.MaxOSLen))
-	case !utf8.ValidString(name):
-		return keyError(key, "is not valid UTF-8")
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return keyError(key, "contains a control character")
-	case strings.TrimSpace(name) != name:
-		return keyError(key, "starts or ends with white space")
+	if p := deviceNameProblem(name); p != "" {
+		return keyError(key, p)
 	}
 	return nil
+}
+
+// deviceNameProblem says what is wrong with a name the phone shows, or "".
+func deviceNameProblem(name string) string {
+	switch {
+	case len(name) > payload.MaxOSLen:
+		return fmt.Sprintf("is longer than %d bytes", payload.MaxOSLen)
+	case !utf8.ValidString(name):
+		return "is not valid UTF-8"
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return "contains a control character"
+	case strings.TrimSpace(name) != name:
+		return "starts or ends with white space"
+	}
+	return ""
 }

@@ -245,24 +245,43 @@ func validateAccounts(accounts []Account) error {
 			return keyError(key+".id", fmt.Sprintf("%q appears twice", a.ID))
 		}
 		seen[a.ID] = true
-		if a.Proxy != "" {
-			u, err := url.Parse(a.Proxy)
-			if err != nil || u.Host == "" {
-				return keyError(key+".proxy", "is not a URL")
-			}
-			switch u.Scheme {
-			case "http", "https", "socks5":
-			default:
-				return keyError(key+".proxy", fmt.Sprintf("scheme %q is not one of http, https, socks5", u.Scheme))
-			}
+		if p := ProxyProblem(a.Proxy); p != "" {
+			return keyError(key+".proxy", p)
 		}
-		if a.DeviceName != "" {
-			if err := validateDeviceName(key+".device_name", a.DeviceName); err != nil {
-				return err
-			}
+		if p := DeviceNameProblem(a.DeviceName); p != "" {
+			return keyError(key+".device_name", p)
 		}
 	}
 	return nil
+}
+
+// ProxyProblem says what is wrong with an account's proxy URL ("" when
+// nothing is: it is empty or an http, https or socks5 URL with a host),
+// without echoing it (it may carry credentials). The API checks accounts
+// created at runtime with it too.
+func ProxyProblem(proxy string) string {
+	if proxy == "" {
+		return ""
+	}
+	u, err := url.Parse(proxy)
+	if err != nil || u.Host == "" {
+		return "is not a URL"
+	}
+	switch u.Scheme {
+	case "http", "https", "socks5":
+		return ""
+	default:
+		return fmt.Sprintf("scheme %q is not one of http, https, socks5", u.Scheme)
+	}
+}
+
+// DeviceNameProblem says what is wrong with an account's device_name (""
+// when nothing is; empty is fine).
+func DeviceNameProblem(name string) string {
+	if name == "" {
+		return ""
+	}
+	return deviceNameProblem(name)
 }
 
 // Key returns the 32-byte store encryption key, or nil when none is set.

@@ -1,0 +1,361 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wafleet/wafleet/actors/supervisor"
+	"github.com/wafleet/wafleet/api"
+	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/store"
+)
+
+// The accounts a process runs are the YAML file's accounts and the
+// accounts created through the API, both kept in the store's account
+// registry (store.Registry): at start and on every reload the YAML list
+// seeds it (its ids become, or stay, source "config" with the file's
+// settings; config records the file no longer names are removed, so those
+// accounts stop; API records are never removed by a reload). The API
+// creates, changes and deletes only API records: an id the file names is
+// changed in the file. In fleet mode every instance follows the registry in
+// Redis: it syncs on each change announced on the registry's channel, and
+// every registrySyncEvery in case an announcement was missed.
+
+// registrySyncEvery is how often a fleet instance checks the registry's
+// change counter for changes it was not told about.
+const registrySyncEvery = 30 * time.Second
+
+// Reasons an account administration request is refused.
+const (
+	refusedConfigured = "account is configured in the YAML file: change it there"
+	refusedConfigDel  = "account is configured in the YAML file: remove it there"
+)
+
+// deletedReason is the archive reason of a device whose account was
+// deleted through the API.
+const deletedReason = "deleted"
+
+// configRecords are the registry records of the YAML accounts.
+func configRecords(accounts []config.Account) []store.AccountRecord {
+	recs := make([]store.AccountRecord, len(accounts))
+	for i, acct := range accounts {
+		recs[i] = store.AccountRecord{ID: acct.ID, Proxy: acct.Proxy, DeviceName: acct.DeviceName, Source: store.SourceConfig}
+	}
+	return recs
+}
+
+// seedRegistry makes the registry's config records equal to the YAML
+// list. The caller holds a.regMu.
+func (a *App) seedRegistry(ctx context.Context) error {
+	a.mu.Lock()
+	accounts := a.accounts
+	a.mu.Unlock()
+	changed, err := a.store.SeedAccounts(ctx, configRecords(accounts))
+	if err != nil {
+		return fmt.Errorf("app: seed the account registry from the YAML file: %w", err)
+	}
+	if changed {
+		a.logger.Info("account registry updated from the YAML file", "accounts", len(accounts))
+	}
+	return nil
+}
+
+// desiredAccounts are the accounts to run: the YAML's, then the
+// registry's API accounts the YAML does not name, by id. When the registry
+// cannot be read, the API accounts of the last sync stand in (and the
+// error is returned with the list). The caller holds a.regMu.
+func (a *App) desiredAccounts(ctx context.Context) ([]config.Account, error) {
+	a.mu.Lock()
+	accounts := a.accounts
+	a.mu.Unlock()
+	recs, err := a.store.Accounts(ctx)
+	if err != nil {
+		err = fmt.Errorf("app: read the account registry (running the accounts it had): %w", err)
+	} else {
+		a.apiAccounts = a.apiAccounts[:0]
+		for _, r := range recs {
+			if r.Source == store.SourceAPI {
+				a.apiAccounts = append(a.apiAccounts, config.Account{ID: r.ID, Proxy: r.Proxy, DeviceName: r.DeviceName})
+			}
+		}
+	}
+	named := make(map[string]bool, len(accounts))
+	out := make([]config.Account, 0, len(accounts)+len(a.apiAccounts))
+	for _, acct := range accounts {
+		named[acct.ID] = true
+		out = append(out, acct)
+	}
+	for _, acct := range a.apiAccounts {
+		if !named[acct.ID] {
+			out = append(out, acct)
+		}
+	}
+	return out, err
+}
+
+// syncAccounts makes the supervisor (and in fleet mode the coordinator)
+// run the desired accounts. The caller holds a.regMu.
+func (a *App) syncAccounts(ctx context.Context) error {
+	accounts, readErr := a.desiredAccounts(ctx)
+	a.running.Store(int64(len(accounts)))
+	if a.fleet != nil {
+		a.fleet.coord.SetAccounts(accountIDs(accounts))
+	}
+	return errors.Join(readErr, a.apply(accounts))
+}
+
+// refreshAccounts seeds the registry from the YAML list and syncs. A
+// failed seed still syncs: the registry keeps what it had.
+func (a *App) refreshAccounts(ctx context.Context) error {
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
+	seedErr := a.seedRegistry(ctx)
+	return errors.Join(seedErr, a.syncAccounts(ctx))
+}
+
+// followRegistry (fleet mode) subscribes to the registry's announcements
+// and returns the loop that syncs on every change another instance
+// announces, and every registrySyncEvery when the change counter moved
+// without an announcement, until ctx ends. Run subscribes before it
+// reports ready, so that no change made after that is missed.
+func (a *App) followRegistry(ctx context.Context) func() {
+	last, _ := a.fleet.admin.AccountsVersion(ctx)
+	changes, err := a.fleet.admin.WatchAccounts(ctx)
+	if err != nil {
+		a.logger.Warn("cannot subscribe to account registry changes; checking every "+registrySyncEvery.String(), "error", err)
+	}
+	return func() {
+		t := time.NewTicker(registrySyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changes: // nil when not subscribed: never ready
+			case <-t.C:
+				v, err := a.fleet.admin.AccountsVersion(ctx)
+				if err != nil || v == last {
+					continue
+				}
+			}
+			v, _ := a.fleet.admin.AccountsVersion(ctx)
+			a.regMu.Lock()
+			err := a.syncAccounts(ctx)
+			a.regMu.Unlock()
+			if err != nil {
+				if ctx.Err() == nil {
+					a.logger.Error("follow the account registry", "error", err)
+				}
+				continue
+			}
+			last = v
+		}
+	}
+}
+
+// accountAdmin implements api.AccountAdmin on the registry.
+type accountAdmin struct{ a *App }
+
+var _ api.AccountAdmin = accountAdmin{}
+
+// Create implements api.AccountAdmin: the record goes into the registry,
+// then the account runs (here, or in fleet mode on the instance that wins
+// its lease).
+func (ad accountAdmin) Create(ctx context.Context, spec api.AccountSpec) (status.Account, error) {
+	a := ad.a
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
+	_, err := a.store.CreateAccount(ctx, store.AccountRecord{ID: spec.ID, Proxy: spec.Proxy, DeviceName: spec.DeviceName, Source: store.SourceAPI})
+	if errors.Is(err, store.ErrExists) {
+		return status.Account{}, fmt.Errorf("%w: %w", api.ErrAccountExists, err)
+	}
+	if err != nil {
+		return status.Account{}, err
+	}
+	a.logger.Info("account created through the API", "account", spec.ID)
+	if err := a.syncAccounts(ctx); err != nil {
+		return status.Account{}, err
+	}
+	return a.viewOf(ctx, spec.ID), nil
+}
+
+// viewOf returns the board's view of a new account once its actor has
+// reported (waiting a little), or a connecting one (it may run on another
+// instance).
+func (a *App) viewOf(ctx context.Context, id string) status.Account {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(time.Second)
+	for {
+		if v, ok := a.board.Get(id); ok {
+			return v
+		}
+		select {
+		case <-ctx.Done():
+		case <-deadline:
+		case <-t.C:
+			continue
+		}
+		return status.Account{ID: id, State: events.StateConnecting}
+	}
+}
+
+// apiRecord returns the registry record of an API account, or an error
+// for the API: unknown (404) or configured in the YAML file (409).
+func (a *App) apiRecord(ctx context.Context, id, refused string) (store.AccountRecord, error) {
+	r, err := a.store.Account(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return r, fmt.Errorf("%w: %w", api.ErrUnknownAccount, err)
+	case err != nil:
+		return r, err
+	case r.Source != store.SourceAPI:
+		return r, &api.Refused{Reason: refused}
+	}
+	return r, nil
+}
+
+// Update implements api.AccountAdmin: the supervisor restarts the account's
+// actor with the new settings (its device is kept).
+func (ad accountAdmin) Update(ctx context.Context, id string, patch api.AccountPatch) error {
+	a := ad.a
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
+	r, err := a.apiRecord(ctx, id, refusedConfigured)
+	if err != nil {
+		return err
+	}
+	if patch.Proxy != nil {
+		r.Proxy = *patch.Proxy
+	}
+	if patch.DeviceName != nil {
+		r.DeviceName = *patch.DeviceName
+	}
+	if _, err := a.store.UpdateAccount(ctx, r); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %w", api.ErrUnknownAccount, err)
+		}
+		return err
+	}
+	a.logger.Info("account changed through the API", "account", id)
+	return a.syncAccounts(ctx)
+}
+
+// Delete implements api.AccountAdmin. With logout the account's actor
+// (wherever it runs: a.actions reaches it) unlinks the device first, and
+// Delete waits until the stored device is no longer paired. Then the
+// record leaves the registry, the account stops (here, or on the instance
+// that runs it, which then releases its lease), and the device is archived
+// with reason "deleted": under this instance's lease while it still holds
+// it, otherwise as an administrative write once no instance holds it.
+func (ad accountAdmin) Delete(ctx context.Context, id string, logout bool) error {
+	a := ad.a
+	if _, err := a.apiRecord(ctx, id, refusedConfigDel); err != nil {
+		return err
+	}
+	if logout {
+		if err := a.unlinkForDelete(ctx, id); err != nil {
+			return err
+		}
+	}
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
+	if _, err := a.apiRecord(ctx, id, refusedConfigDel); err != nil {
+		return err // deleted meanwhile, or named by a reloaded YAML file
+	}
+	if err := a.store.DeleteAccount(ctx, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %w", api.ErrUnknownAccount, err)
+		}
+		return err
+	}
+	if err := a.syncAccounts(ctx); err != nil {
+		a.logger.Error("stop a deleted account", "account", id, "error", err)
+	}
+	if err := a.waitStopped(ctx, id); err != nil {
+		return err
+	}
+	entry, err := a.archiveDeleted(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.logger.Info("account deleted through the API; it had no device", "account", id)
+	case err != nil:
+		return fmt.Errorf("app: archive the device of deleted account %s (the account is deleted): %w", id, err)
+	default:
+		a.logger.Info("account deleted through the API; its device is archived", "account", id, "archive_key", entry.Key)
+	}
+	return nil
+}
+
+// unlinkForDelete asks the account's actor to log out and waits until the
+// stored device is no longer paired. An account without a paired device
+// has nothing to unlink.
+func (a *App) unlinkForDelete(ctx context.Context, id string) error {
+	if d, err := a.store.Load(ctx, id); errors.Is(err, store.ErrNotFound) || err == nil && !d.Paired() {
+		return nil
+	}
+	if err := a.actions.Logout(ctx, id); err != nil {
+		if errors.Is(err, api.ErrUnknownAccount) {
+			return &api.Refused{Reason: "account is not running, so it cannot be unlinked: restart it, or delete it without logout"}
+		}
+		return err
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		d, err := a.store.Load(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && !d.Paired() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("app: wait for account %s to be unlinked: %w", id, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// waitStopped waits until this instance runs no actor for id (it was
+// removed from the supervisor's accounts: Disown only waits for its end).
+func (a *App) waitStopped(ctx context.Context, id string) error {
+	timeout := time.Until(deadlineOf(ctx, 10*time.Second))
+	if _, err := a.system.Root.RequestFuture(a.sup, &supervisor.Disown{IDs: []string{id}}, timeout).Result(); err != nil {
+		return fmt.Errorf("app: stop deleted account %s: %w", id, err)
+	}
+	return nil
+}
+
+// archiveDeleted archives the device of a deleted account: through the
+// store the actors use (in fleet mode fenced by this instance's lease,
+// which the coordinator holds until its next step), else, in fleet mode,
+// as an administrative write, which succeeds once no instance holds the
+// lease (the owner releases it when it stops the account).
+func (a *App) archiveDeleted(ctx context.Context, id string) (store.ArchiveEntry, error) {
+	for {
+		e, err := a.store.Archive(ctx, id, deletedReason)
+		if a.fleet == nil || !errors.Is(err, store.ErrLeaseLost) {
+			return e, err
+		}
+		e, err = a.fleet.admin.Archive(ctx, id, deletedReason)
+		if !errors.Is(err, store.ErrLeaseLost) {
+			return e, err
+		}
+		select {
+		case <-ctx.Done():
+			return store.ArchiveEntry{}, fmt.Errorf("wait for the instance running it to release it: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// deadlineOf returns ctx's deadline, or now+d without one.
+func deadlineOf(ctx context.Context, d time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(d)
+}
