@@ -328,4 +328,3 @@ func TestFleetAccountsAtRuntime(t *testing.T) {
 		t.Fatalf("emulator: max %d connections per device, violations %v", st.MaxConnectionsPerDevice, st.Violations)
 	}
 }
-
