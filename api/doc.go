@@ -14,7 +14,10 @@
 // and, for webhooks (webhooks.go, through the Webhooks the webhook engine
 // implements), GET /api/webhooks, GET /api/webhooks/deadletters,
 // POST /api/webhooks/deadletters/{id}/redrive and GET, PUT and DELETE
-// /api/accounts/{id}/webhooks (never a secret in an answer).
+// /api/accounts/{id}/webhooks (never a secret in an answer);
+// for accounts managed at runtime (accounts_admin.go, through the
+// AccountAdmin the app implements), POST /api/accounts,
+// PATCH /api/accounts/{id} and DELETE /api/accounts/{id}.
 // openapi.json documents every route; openapi_test.go fails when a route
 // registered in routes() is missing from it or a documented one is not
 // registered, and when its schemas and the handlers' JSON differ, and the

@@ -1,6 +1,8 @@
 // Package app assembles one manager process from its configuration: the
 // device store, the event bus with the status board, metrics and logs, the
 // actor system with the supervisor and one connection actor per account,
-// and the HTTP API. `manager run` and `manager demo` (cmd/manager) are thin
+// and the HTTP API. The accounts it runs are the YAML file's and those
+// created through the API, kept in the store's account registry
+// (registry.go, which says which wins). `manager run` and `manager demo` (cmd/manager) are thin
 // wrappers around it; end-to-end tests start it in-process.
 package app
