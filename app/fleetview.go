@@ -46,7 +46,12 @@ func (a *App) newFleetView() (*fleetView, error) {
 	}
 	router, err := view.NewRouter(view.RouterConfig{
 		Client: f.client, Keys: keys, Instance: f.leases.Instance(),
-		Local: controller{a}, Holds: holds,
+		Actions: map[string]view.Action{
+			view.ActionPair:    controller{a}.Pair,
+			view.ActionRestart: controller{a}.Restart,
+			view.ActionLogout:  controller{a}.Logout,
+		},
+		Holds:  holds,
 		Listed: func(acct string) bool { return slices.Contains(f.coord.Accounts(), acct) },
 		QR: func(acct string) (string, bool) {
 			v, ok := a.board.Get(acct)

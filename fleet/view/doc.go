@@ -18,13 +18,15 @@
 // others (one HGETALL), and a row with no instance (state stopped) for a
 // listed account nobody holds. Instances lists the live members.
 //
-// Router implements api.Controller: an action on an account this instance
-// does not hold goes to the lease holder's inbox list in Redis (the lease
-// key names it), the holder runs it on its own Controller and pushes the
-// result to the sender's inbox; each instance reads its inbox with BLPOP
-// on one connection. An owner that does not answer within Wait yields 503
-// naming it; a request it never took is removed from its inbox first, so
-// it cannot run later. The QR code of an account pairing elsewhere comes
+// Router implements api.Controller, and routes any other action given to
+// it by name: an action on an account this instance does not hold goes to
+// the lease holder's inbox list in Redis (the lease key names it), the
+// holder runs it as it would run its own and pushes the result to the
+// sender's inbox; each instance reads its inbox with BLPOP on one
+// connection. An owner that has not taken the request within Wait (3 s)
+// yields 503 naming it, and the request is taken back out of its inbox,
+// so it cannot run later; one that took it is waited for until the
+// caller's deadline, and runs it within that time. The QR code of an account pairing elsewhere comes
 // the same way, sealed for the requester (X25519 + AES-GCM), so Redis
 // never holds it in the clear. Nothing here runs in the lease loop.
 package view

@@ -18,8 +18,15 @@ import (
 
 // Defaults of RouterConfig.
 const (
-	DefaultWait        = 5 * time.Second
+	DefaultWait        = 3 * time.Second
 	DefaultMaxInFlight = 16
+)
+
+// The actions of api.Controller, by the names they travel under.
+const (
+	ActionPair    = "pair"
+	ActionRestart = "restart"
+	ActionLogout  = "logout"
 )
 
 const (
@@ -34,20 +41,15 @@ const (
 	blockFor = 2 * time.Second
 	// actionQR fetches an account's QR code (sealed for the requester).
 	actionQR = "qr"
+	// maxActionTime bounds the time an owner gives one routed action.
+	maxActionTime = time.Minute
 )
 
-// Action is one account action a Router carries: it runs the action on
-// the owner's Controller.
-type Action func(api.Controller, context.Context, string) error
-
-// Actions are the account actions routed to an account's owner, by name.
-// An action added to api.Controller needs one line here and one method on
-// Router.
-var Actions = map[string]Action{
-	"pair":    api.Controller.Pair,
-	"restart": api.Controller.Restart,
-	"logout":  api.Controller.Logout,
-}
+// Action runs one account action on this instance, on an account it
+// holds, and returns what the API maps to a status: nil, an error
+// wrapping api.ErrUnknownAccount, *api.Refused, *api.Unavailable, or one
+// wrapping context.DeadlineExceeded.
+type Action func(ctx context.Context, id string) error
 
 // RouterConfig configures a Router. Wait, MaxInFlight and Logger are
 // optional.
@@ -55,8 +57,11 @@ type RouterConfig struct {
 	Client   goredis.UniversalClient
 	Keys     wredis.ViewKeys
 	Instance string
-	// Local runs the actions on the accounts this instance holds.
-	Local api.Controller
+	// Actions are the actions routed, by name, as this instance runs them
+	// on the accounts it holds. Router's api.Controller methods use
+	// ActionPair, ActionRestart and ActionLogout; another action (DELETE,
+	// say) is one more entry, called through Do.
+	Actions map[string]Action
 	// Holds reports whether this instance holds acct's lease.
 	Holds func(acct string) bool
 	// Listed reports whether the fleet runs acct (an account nobody holds
@@ -64,8 +69,10 @@ type RouterConfig struct {
 	Listed func(acct string) bool
 	// QR returns the QR code acct shows here, if any.
 	QR func(acct string) (string, bool)
-	// Wait bounds the wait for an owner's answer. Default 5 s: well under
-	// the API's ActionTimeout (10 s).
+	// Wait bounds the wait for an owner to take a request from its inbox
+	// (or answer it). Default 3 s: well under the API's ActionTimeout (10
+	// s). Once taken, the answer is awaited until the caller's context
+	// ends; the owner runs the action within the time left.
 	Wait time.Duration
 	// MaxInFlight bounds the requests of other instances running here at
 	// once; beyond, they are refused as busy. Default 16.
@@ -95,6 +102,9 @@ type message struct {
 	From    string `json:"from"`
 	Action  string `json:"action,omitempty"`
 	Account string `json:"account,omitempty"`
+	// TimeoutMs is the time the requester waits for the answer: the owner
+	// runs the action within it.
+	TimeoutMs int64 `json:"timeout_ms,omitempty"`
 	// Key is the requester's X25519 public key (QR requests).
 	Key []byte `json:"key,omitempty"`
 	// Result is the owner's outcome: one of the result constants.
@@ -116,8 +126,13 @@ const (
 
 // NewRouter returns a Router.
 func NewRouter(cfg RouterConfig) (*Router, error) {
-	if cfg.Client == nil || cfg.Instance == "" || cfg.Local == nil || cfg.Holds == nil || cfg.Listed == nil || cfg.QR == nil {
-		return nil, fmt.Errorf("%w: Client, Instance, Local, Holds, Listed and QR are required", ErrConfig)
+	if cfg.Client == nil || cfg.Instance == "" || cfg.Holds == nil || cfg.Listed == nil || cfg.QR == nil {
+		return nil, fmt.Errorf("%w: Client, Instance, Holds, Listed and QR are required", ErrConfig)
+	}
+	for _, name := range []string{ActionPair, ActionRestart, ActionLogout} {
+		if cfg.Actions[name] == nil {
+			return nil, fmt.Errorf("%w: no action %q", ErrConfig, name)
+		}
 	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = DefaultWait
@@ -133,29 +148,29 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 }
 
 // Pair implements api.Controller on the account's owner.
-func (r *Router) Pair(ctx context.Context, id string) error { return r.Do(ctx, "pair", id) }
+func (r *Router) Pair(ctx context.Context, id string) error { return r.Do(ctx, ActionPair, id) }
 
 // Restart implements api.Controller on the account's owner.
-func (r *Router) Restart(ctx context.Context, id string) error { return r.Do(ctx, "restart", id) }
+func (r *Router) Restart(ctx context.Context, id string) error { return r.Do(ctx, ActionRestart, id) }
 
 // Logout implements api.Controller on the account's owner.
-func (r *Router) Logout(ctx context.Context, id string) error { return r.Do(ctx, "logout", id) }
+func (r *Router) Logout(ctx context.Context, id string) error { return r.Do(ctx, ActionLogout, id) }
 
-// Do runs the named action (one of Actions) on the instance holding the
-// account's lease, this one included, and returns its result as that
-// instance's Controller returned it.
+// Do runs the named action (one of RouterConfig.Actions) on the instance
+// holding the account's lease, this one included, and returns its result
+// as that instance's action returned it.
 func (r *Router) Do(ctx context.Context, action, id string) error {
-	act, ok := Actions[action]
+	act, ok := r.cfg.Actions[action]
 	if !ok {
 		return fmt.Errorf("view: no action %q", action)
 	}
 	if r.cfg.Holds(id) {
-		return act(r.cfg.Local, ctx, id)
+		return act(ctx, id)
 	}
 	owner, err := r.owner(ctx, id)
 	if err != nil || owner == r.cfg.Instance {
 		if owner == r.cfg.Instance {
-			return act(r.cfg.Local, ctx, id) // its lease is being taken or lost here
+			return act(ctx, id) // its lease is being taken or lost here
 		}
 		return err
 	}
@@ -210,11 +225,15 @@ func (r *Router) owner(ctx context.Context, id string) (string, error) {
 	return wredis.LeaseValue(v).Holder(), nil
 }
 
-// call pushes a request to owner's inbox and waits for its reply, at most
-// Wait. When none came, a request still in the inbox is taken back, so it
-// never runs late.
+// call pushes a request to owner's inbox and waits for its reply: at most
+// Wait for the owner to take it, then until ctx ends. A request the owner
+// did not take in time is taken back out of its inbox, so it never runs
+// late.
 func (r *Router) call(ctx context.Context, owner string, req message) (message, error) {
 	req.ID, req.From = rand.Text(), r.cfg.Instance
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMs = min(time.Until(dl), maxActionTime).Milliseconds()
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return message{}, fmt.Errorf("view: encode a request: %w", err)
@@ -245,13 +264,16 @@ func (r *Router) call(ctx context.Context, owner string, req message) (message, 
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	n, err := r.cfg.Client.LRem(tctx, inbox, 1, body).Result()
-	switch {
-	case err == nil && n == 1:
+	if err == nil && n == 1 {
 		return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, did not take the request within %s (it may be down): nothing was done", owner, req.Account, r.cfg.Wait)}
-	case ctx.Err() != nil:
-		return message{}, ctx.Err()
 	}
-	return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, took the request but did not answer within %s: it may still take effect", owner, req.Account, r.cfg.Wait)}
+	// Taken (or the take-back failed): its answer may still come.
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-ctx.Done():
+	}
+	return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, took the request but did not answer in time: it may still take effect", owner, req.Account)}
 }
 
 // push appends body to an inbox and (re)arms its expiry, in one round trip.
@@ -364,13 +386,18 @@ func (r *Router) serve(ctx context.Context, m message) message {
 		}
 		return message{Result: resultOK, Sealed: sealed}
 	}
-	act, ok := Actions[m.Action]
+	act, ok := r.cfg.Actions[m.Action]
 	if !ok {
 		return message{Result: resultFailed, Reason: "instance " + r.cfg.Instance + " has no action " + truncate(m.Action, 32)}
 	}
-	actx, cancel := context.WithTimeout(ctx, r.cfg.Wait)
+	// Within the requester's wait, less the reply's way back.
+	budget := time.Duration(m.TimeoutMs)*time.Millisecond - 500*time.Millisecond
+	if budget <= 0 || budget > maxActionTime {
+		budget = r.cfg.Wait
+	}
+	actx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	err := act(r.cfg.Local, actx, m.Account)
+	err := act(actx, m.Account)
 	var refused *api.Refused
 	var unavailable *api.Unavailable
 	switch {

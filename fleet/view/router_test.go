@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,7 +66,8 @@ func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name s
 	c, rec := client(t, shared)
 	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name}
 	r, err := NewRouter(RouterConfig{
-		Client: c, Keys: k, Instance: name, Local: n.ctl, Holds: n.held.holds,
+		Client: c, Keys: k, Instance: name, Holds: n.held.holds,
+		Actions: map[string]Action{ActionPair: n.ctl.Pair, ActionRestart: n.ctl.Restart, ActionLogout: n.ctl.Logout},
 		Listed: func(acct string) bool {
 			for _, a := range listed {
 				if a == acct {
@@ -206,5 +208,37 @@ func TestRouterQRSealed(t *testing.T) {
 	delete(b.qr, "acct-1")
 	if got, err := a.r.QR(t.Context(), "inst-b", "acct-1"); err != nil || got != "" {
 		t.Fatalf("QR of an account showing none = %q, %v", got, err)
+	}
+}
+
+// TestRouterSlowOwner: an owner that took the request is waited for past
+// Wait, until the caller's deadline: a slow answer arrives; one later than
+// the deadline yields Unavailable saying the action may still take effect.
+func TestRouterSlowOwner(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
+	b := startRouter(t, c, k, "inst-b", []string{"acct-1"}, true)
+	b.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-b")
+	var delay atomic.Int64
+	b.ctl.setAnswer(func(string, string) error {
+		time.Sleep(time.Duration(delay.Load())) // ignores its context, like a stuck owner
+		return nil
+	})
+
+	delay.Store(int64(3 * time.Second)) // longer than Wait (2 s)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := a.r.Pair(ctx, "acct-1"); err != nil {
+		t.Fatalf("pair on a slow owner: %v", err)
+	}
+
+	ctx, cancel = context.WithTimeout(t.Context(), 2500*time.Millisecond)
+	defer cancel()
+	err := a.r.Pair(ctx, "acct-1")
+	var unavailable *api.Unavailable
+	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.Reason, "inst-b") || !strings.Contains(unavailable.Reason, "may still take effect") {
+		t.Fatalf("pair on an owner slower than the deadline = %v, want Unavailable naming inst-b", err)
 	}
 }
