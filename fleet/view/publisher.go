@@ -118,18 +118,26 @@ func (p *Publisher) Refresh() {
 	p.mu.Unlock()
 }
 
-// Run flushes every Interval until ctx ends.
+// Run flushes every Interval until ctx ends. A failed flush is logged
+// once until one succeeds; its views are written by the next.
 func (p *Publisher) Run(ctx context.Context) {
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := p.flush(ctx); err != nil && ctx.Err() == nil {
+		err := p.flush(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
 			p.log.Warn("fleet view: publish", "error", err)
+			failing = true
+		case err == nil && failing:
+			p.log.Info("fleet view: publishing again")
+			failing = false
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package view
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,46 @@ func TestPublisherInstanceRecord(t *testing.T) {
 	}
 	if c.HExists(t.Context(), k.Instances(), "inst-a").Val() {
 		t.Fatal("the instance record outlived Close")
+	}
+}
+
+// TestPublisherRunFlushes: Run writes what changed by itself, and Close
+// removes the views of the accounts gone meanwhile.
+func TestPublisherRunFlushes(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	board, held := status.NewBoard(), newHoldings()
+	p, err := NewPublisher(PublisherConfig{Client: c, Keys: k, Instance: "inst-a", LeaseTTL: time.Second, Board: board, Leases: held, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := events.NewBus(board, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for i := range 50 {
+		id := fmt.Sprintf("acct-%02d", i)
+		held.set(id, 1)
+		bus.Publish(events.Event{Account: id, Kind: events.KindConnected, State: events.StateConnected})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for c.HLen(t.Context(), k.Accounts()).Val() != 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 50 views published", c.HLen(t.Context(), k.Accounts()).Val())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for i := range 50 { // shutdown: every account stopped
+		id := fmt.Sprintf("acct-%02d", i)
+		held.set(id, 0)
+		bus.Publish(events.Event{Account: id, Kind: events.KindLeaseLost, State: events.StateStopped})
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.HLen(t.Context(), k.Accounts()).Val(); n != 0 {
+		t.Fatalf("%d views left after Close", n)
 	}
 }
