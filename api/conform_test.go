@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // maxConformBody bounds the body conform keeps of one answer; a longer
@@ -182,14 +183,16 @@ func derefAny(doc map[string]any, v any) (map[string]any, error) {
 // document says goes unchecked.
 var schemaWords = map[string]bool{
 	"$ref": true, "type": true, "properties": true, "required": true, "items": true,
-	"enum": true, "const": true, "pattern": true, "minimum": true, "maximum": true,
-	"minLength": true, "maxItems": true, "not": true, "format": true,
+	"additionalProperties": true, "enum": true, "const": true, "not": true,
+	"pattern": true, "minLength": true, "maxLength": true, "format": true,
+	"minimum": true, "maximum": true, "maxItems": true,
 	"description": true, "contentMediaType": true,
 }
 
 // validate checks v against schema, a subset of JSON Schema (schemaWords).
-// An object schema with properties is closed: a property it does not name
-// is an error, as the handlers' JSON is the contract.
+// An object schema with properties is closed, as if additionalProperties
+// were false: a property it does not name is an error, as the handlers'
+// JSON is the contract.
 func validate(doc map[string]any, schema, v any, at string) error {
 	s, err := derefAny(doc, schema)
 	if err != nil {
@@ -228,8 +231,11 @@ func validate(doc map[string]any, schema, v any, at string) error {
 		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(v) {
 			return fmt.Errorf("%s: %q does not match %s", at, v, p)
 		}
-		if n, ok := s["minLength"].(float64); ok && float64(len(v)) < n {
+		if n, ok := s["minLength"].(float64); ok && float64(utf8.RuneCountInString(v)) < n {
 			return fmt.Errorf("%s: %q is shorter than %v", at, v, n)
+		}
+		if n, ok := s["maxLength"].(float64); ok && float64(utf8.RuneCountInString(v)) > n {
+			return fmt.Errorf("%s: %q is longer than %v", at, v, n)
 		}
 		if s["format"] == "date-time" {
 			if _, err := time.Parse(time.RFC3339Nano, v); err != nil {
@@ -265,7 +271,7 @@ func validate(doc map[string]any, schema, v any, at string) error {
 		for k, e := range v {
 			p, ok := props[k]
 			if !ok {
-				if props != nil {
+				if props != nil || s["additionalProperties"] == false {
 					return fmt.Errorf("%s: %q is not a documented property", at, k)
 				}
 				continue
