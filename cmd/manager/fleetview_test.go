@@ -43,13 +43,40 @@ func (i *instance) instances() []instanceView {
 // body.
 func (i *instance) post(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Post("http://"+i.listen+path, "application/json", nil)
+	return i.request(t, http.MethodPost, path, "")
+}
+
+// request sends a request with a JSON body (none when empty) to the
+// instance and returns the status and body.
+func (i *instance) request(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+i.listen+path, strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("POST %s on %s: %v", path, i.name, err)
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path, i.name, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
+}
+
+// devices counts the devices paired with the emulator.
+func (e *emulatorProcess) devices(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get(e.controlURL + "/devices")
+	if err != nil {
+		t.Fatalf("emulator devices: %v", err)
+	}
+	defer resp.Body.Close()
+	var list []json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatalf("emulator devices: %v", err)
+	}
+	return len(list)
 }
 
 // gauge reads wafleet_accounts{state} from the instance's /metrics.
@@ -126,7 +153,9 @@ func waitFleetWide(t *testing.T, instances []*instance, emu *emulatorProcess, n 
 // GET /api/instances lists the three; actions sent to an instance that
 // does not run the account take effect on the one that does and answer
 // its result (a refusal included); the QR code of an account pairing
-// elsewhere comes from its owner; after an instance is killed its
+// elsewhere comes from its owner; an account created through the API and
+// deleted with logout through an instance that does not run it is
+// unlinked by its owner and leaves every list; after an instance is killed its
 // accounts reappear under the survivors, with no stale stopped rows and
 // gauges that sum to the fleet.
 func TestFleetWideViewAndRoutedActions(t *testing.T) {
@@ -227,6 +256,32 @@ func TestFleetWideViewAndRoutedActions(t *testing.T) {
 	waitFleet(t, instances, emu, n, true, fleetPatience) // pair it again
 	if st := emu.stats(t); st.Pairings != n+1 {
 		t.Fatalf("pairings = %d, want %d: the logout unlinked the device once", st.Pairings, n+1)
+	}
+
+	// An account created through the API runs on one instance; deleted
+	// with logout through another, its owner unlinks it and it leaves
+	// every instance's list.
+	if code, body := instances[0].request(t, http.MethodPost, "/api/accounts", `{"id":"api-1"}`); code != http.StatusCreated {
+		t.Fatalf("POST /api/accounts: %d %s", code, body)
+	}
+	waitFleet(t, instances, emu, n+1, true, fleetPatience)
+	connected = waitFleetWide(t, instances, emu, n+1)
+	if got := emu.devices(t); got != n+1 {
+		t.Fatalf("%d devices paired, want %d", got, n+1)
+	}
+	owner = byName[connected["api-1"]]
+	for _, inst := range instances {
+		if inst != owner {
+			other = inst
+			break
+		}
+	}
+	if code, body := other.request(t, http.MethodDelete, "/api/accounts/api-1?logout=true", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE api-1 (on %s) sent to %s: %d %s", owner.name, other.name, code, body)
+	}
+	waitFleetWide(t, instances, emu, n)
+	if got := emu.devices(t); got != n {
+		t.Fatalf("%d devices paired after the delete with logout, want %d", got, n)
 	}
 
 	// One instance dies: its accounts reappear under the survivors.
