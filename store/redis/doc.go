@@ -17,8 +17,12 @@
 // registry (registry.go) is one hash with a change counter, not fenced;
 // every change is announced on a pub/sub channel (WatchAccounts).
 //
-// Package fleet (rendezvous hashing, rebalancing, the lease loop), package
-// app and events/redisstream (which appends to the PREFIX:events stream
-// named here) import it; it imports store. Keys are listed in
+// ViewKeys names the keys of the fleet-wide view (the published account
+// views, the instance records, each instance's inbox of routed actions),
+// which package fleet/view reads and writes itself.
+//
+// Package fleet (rendezvous hashing, rebalancing, the lease loop),
+// fleet/view, package app and events/redisstream (which appends to the
+// PREFIX:events stream named here) import it; it imports store. Keys are listed in
 // keys.go; every per-account key carries the account as its hash tag.
 package redis
