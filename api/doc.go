@@ -17,15 +17,19 @@
 // /api/accounts/{id}/webhooks (never a secret in an answer);
 // for accounts managed at runtime (accounts_admin.go, through the
 // AccountAdmin the app implements), POST /api/accounts,
-// PATCH /api/accounts/{id} and DELETE /api/accounts/{id}.
+// PATCH /api/accounts/{id} and DELETE /api/accounts/{id}; and, in fleet
+// mode (fleet.go, through the Fleet package fleet/view implements), GET
+// /api/instances, while the account routes answer for every instance.
 // openapi.json documents every route; openapi_test.go fails when a route
 // registered in routes() is missing from it or a documented one is not
 // registered, and when its schemas and the handlers' JSON differ, and the
 // API tests check every answer they provoke against it (conform_test.go).
 //
-// The package reads account views from a status.Board, streams events from
-// an events.Bus, and acts on accounts through a Controller that the
-// supervisor implements; cmd/manager builds the Server and runs Serve.
+// The package reads account views from a status.Board (in fleet mode from
+// a Fleet), streams events from an events.Bus, and acts on accounts
+// through a Controller that the supervisor implements (in fleet mode
+// wrapped by fleet/view's Router, which reaches the instance running the
+// account); cmd/manager builds the Server and runs Serve.
 //
 // Every route except /healthz and /readyz refuses (guard.go) a Host that is
 // not a loopback name or address, the listen host, a configured name or
