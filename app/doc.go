@@ -3,6 +3,10 @@
 // actor system with the supervisor and one connection actor per account,
 // and the HTTP API. The accounts it runs are the YAML file's and those
 // created through the API, kept in the store's account registry
-// (registry.go, which says which wins). `manager run` and `manager demo` (cmd/manager) are thin
+// (registry.go, which says which wins). In fleet mode (store.kind redis,
+// fleet.go) it adds the leases and the coordinator that decide which
+// accounts run here, and the fleet-wide view (fleetview.go): this
+// instance's views published, the API answering for every instance, and
+// actions routed to the instance running the account. `manager run` and `manager demo` (cmd/manager) are thin
 // wrappers around it; end-to-end tests start it in-process.
 package app
