@@ -109,7 +109,7 @@ func (f *Fleet) Accounts(ctx context.Context) ([]status.Account, error) {
 		if v, err := decode(raw); err != nil {
 			f.log.Warn("fleet view: a published view does not decode", "account", id, "error", err)
 		} else {
-			v.InstanceAlive = alive(live, v.Instance)
+			v.InstanceAlive = f.alive(live, v.Instance)
 			views[id] = v
 		}
 	}
@@ -154,7 +154,7 @@ func (f *Fleet) Account(ctx context.Context, id string) (status.Account, error) 
 	if err != nil {
 		return status.Account{}, fmt.Errorf("view: account %s: %w", id, err)
 	}
-	v.InstanceAlive = alive(live, v.Instance)
+	v.InstanceAlive = f.alive(live, v.Instance)
 	if v.QRShowing && *v.InstanceAlive {
 		qr, err := f.cfg.Router.QR(ctx, v.Instance, id)
 		switch {
@@ -208,9 +208,13 @@ func unowned(id string) status.Account {
 	return status.Account{ID: id, State: events.StateStopped, InstanceAlive: ptr(false)}
 }
 
-func alive(live map[string]time.Time, instance string) *bool {
+// alive says whether the instance that published a view still runs the
+// account: it is a live member, and not this instance (whose own accounts
+// come from its board: a view of its own that is not there is left from
+// before a restart).
+func (f *Fleet) alive(live map[string]time.Time, instance string) *bool {
 	_, ok := live[instance]
-	return ptr(ok)
+	return ptr(ok && instance != f.cfg.Instance)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -13,11 +13,12 @@ import (
 // TestFleetMergesEveryInstance: an instance lists its own accounts from its
 // board (with the QR code), the others' as they published them (without),
 // a listed account nobody publishes as stopped without instance, and the
-// accounts of an instance that left the membership as not alive.
+// accounts of an instance that left the membership, or a view of its own
+// it does not run (left from before a restart), as not alive.
 func TestFleetMergesEveryInstance(t *testing.T) {
 	c, prefix := redistest(t)
 	k := viewKeys(t, prefix)
-	listed := []string{"a1", "b1", "b2", "d1", "none"}
+	listed := []string{"a1", "b1", "b2", "d1", "none", "s1"}
 	a := startRouter(t, c, k, "inst-a", listed, true)
 	b := startRouter(t, c, k, "inst-b", listed, true)
 	boardA, boardB, boardD := status.NewBoard(), status.NewBoard(), status.NewBoard()
@@ -42,6 +43,12 @@ func TestFleetMergesEveryInstance(t *testing.T) {
 	boardD.Publish(events.Event{Account: "d1", Kind: events.KindConnected, State: events.StateConnected})
 	pubD.Publish(events.Event{Account: "d1"})
 	mustFlush(t, pubD)
+	before, beforeHeld := status.NewBoard(), newHoldings() // inst-a before it restarted
+	pubBefore := newPublisher(t, c, k, "inst-a", before, beforeHeld)
+	beforeHeld.set("s1", 1)
+	before.Publish(events.Event{Account: "s1", Kind: events.KindConnected, State: events.StateConnected})
+	pubBefore.Publish(events.Event{Account: "s1"})
+	mustFlush(t, pubBefore)
 
 	f, err := NewFleet(FleetConfig{Client: c, Keys: k, Instance: "inst-a", Board: boardA, Accounts: func() []string { return listed }, Router: a.r})
 	if err != nil {
@@ -64,6 +71,7 @@ func TestFleetMergesEveryInstance(t *testing.T) {
 		"b2":   {events.StatePairing, "inst-b", true, false, true},
 		"d1":   {events.StateConnected, "inst-dead", false, false, false},
 		"none": {events.StateStopped, "", false, false, false},
+		"s1":   {events.StateConnected, "inst-a", false, false, false},
 	}
 	if len(list) != len(want) {
 		t.Fatalf("listed %d accounts, want %d: %+v", len(list), len(want), list)
