@@ -274,14 +274,13 @@ func (s *Server) setAccountWebhooks(w http.ResponseWriter, r *http.Request, id s
 }
 
 // webhookAccount reads the account id of the path; an account the API
-// does not know is 404.
+// does not know (in a fleet: no instance runs) is 404.
 func (s *Server) webhookAccount(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return "", false
 	}
-	if _, known := s.cfg.Accounts.Get(id); !known {
-		writeError(w, http.StatusNotFound, "unknown account")
+	if _, known := s.account(w, r, id); !known {
 		return "", false
 	}
 	return id, true
