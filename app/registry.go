@@ -288,6 +288,7 @@ func (ad accountAdmin) Delete(ctx context.Context, id string, logout bool) error
 	default:
 		a.logger.Info("account deleted through the API; its device is archived", "account", id, "archive_key", entry.Key)
 	}
+	a.dropAccountWebhooks(ctx, id)
 	return nil
 }
 

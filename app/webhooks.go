@@ -51,3 +51,15 @@ func (a *App) runWebhooks(ctx context.Context) {
 		a.webhooks.Run(ctx)
 	}
 }
+
+// dropAccountWebhooks removes the webhook endpoints of a deleted account,
+// with their queues and dead letters. A failure is logged: the account is
+// gone either way, and its endpoints can be deleted through the API.
+func (a *App) dropAccountWebhooks(ctx context.Context, id string) {
+	if a.webhooks == nil {
+		return
+	}
+	if _, err := a.webhooks.SetAccountEndpoints(ctx, id, nil); err != nil {
+		a.logger.Error("remove the webhooks of a deleted account", "account", id, "error", err)
+	}
+}
