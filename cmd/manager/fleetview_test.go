@@ -211,14 +211,18 @@ func TestFleetWideViewAndRoutedActions(t *testing.T) {
 			break
 		}
 	}
+	start := time.Now()
 	code, body := other.post(t, "/api/accounts/"+acct+"/restart")
 	if code != http.StatusConflict || !strings.Contains(body, "account is connected, not stopped") {
 		t.Fatalf("restart of connected %s sent to %s: %d %s, want the owner's 409", acct, other.name, code, body)
 	}
+	refused := time.Since(start)
+	start = time.Now()
 	code, body = other.post(t, "/api/accounts/"+acct+"/logout")
 	if code != http.StatusAccepted {
 		t.Fatalf("logout of %s (on %s) sent to %s: %d %s", acct, owner.name, other.name, code, body)
 	}
+	t.Logf("routed through Redis: a refused restart answered in %s, a logout in %s", refused.Round(time.Microsecond), time.Since(start).Round(time.Microsecond))
 	// It took effect on the owner: the account shows QR codes there, and
 	// the other instance serves the code it fetched from the owner.
 	deadline := time.Now().Add(fleetPatience)

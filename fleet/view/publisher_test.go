@@ -187,3 +187,29 @@ func TestPublisherRunFlushes(t *testing.T) {
 		t.Fatalf("%d views left after Close", n)
 	}
 }
+
+// TestPublishedViewMemory: a published view costs Redis a few hundred
+// bytes (1000 connected accounts measured; README quotes the figure).
+func TestPublishedViewMemory(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	board, held := status.NewBoard(), newHoldings()
+	p := newPublisher(t, c, k, "inst-1", board, held)
+	bus := events.NewBus(board, p)
+	const n = 1000
+	for i := range n {
+		id := fmt.Sprintf("acct-%04d", i)
+		held.set(id, 12345)
+		bus.Publish(events.Event{Account: id, Kind: events.KindConnected, State: events.StateConnected, JID: "15550001234:12@s.whatsapp.net", Time: time.Now()})
+	}
+	mustFlush(t, p)
+	bytes, err := c.MemoryUsage(t.Context(), k.Accounts(), 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := bytes / n
+	t.Logf("Redis memory per published view: %d bytes (%d views)", per, n)
+	if per > 400 {
+		t.Fatalf("a published view takes %d bytes of Redis memory, want at most 400", per)
+	}
+}
