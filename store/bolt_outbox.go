@@ -277,6 +277,23 @@ func (s *BoltStore) After(ctx context.Context, id string, n int) ([]OutboxEntry,
 	return out, nil
 }
 
+// Last implements Outbox.
+func (s *BoltStore) Last(ctx context.Context) (string, error) {
+	if err := s.acquire(ctx, "outbox last"); err != nil {
+		return "", err
+	}
+	defer s.mu.RUnlock()
+	var last uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		last = tx.Bucket(bucketOutbox).Sequence()
+		return nil
+	})
+	if err != nil || last == 0 {
+		return "", err
+	}
+	return seqID(last), nil
+}
+
 // OpenEndpoint implements Outbox.
 func (s *BoltStore) OpenEndpoint(ctx context.Context, endpoint string) error {
 	if err := ValidateEndpointName(endpoint); err != nil {

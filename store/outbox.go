@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,6 +44,29 @@ type OutboxRecord struct {
 type OutboxEntry struct {
 	ID string
 	OutboxRecord
+}
+
+// OutboxIDLess reports whether entry id a was appended before b, for ids
+// of one outbox: zero-padded decimals (bbolt) or Redis stream ids
+// ("MS-SEQ"). An id of neither form sorts first.
+func OutboxIDLess(a, b string) bool {
+	am, as := splitOutboxID(a)
+	bm, bs := splitOutboxID(b)
+	return am < bm || am == bm && as < bs
+}
+
+func splitOutboxID(id string) (major, minor uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	major, err := strconv.ParseUint(ms, 10, 64)
+	if err != nil {
+		return 0, 0
+	}
+	if seq != "" {
+		if minor, err = strconv.ParseUint(seq, 10, 64); err != nil {
+			return 0, 0
+		}
+	}
+	return major, minor
 }
 
 // DeadLetter is an entry an endpoint gave up on after its last attempt.
@@ -84,6 +109,8 @@ type Outbox interface {
 	// starts at the oldest entry kept. An id older than the oldest kept
 	// returns what is kept and an error wrapping ErrTrimmed.
 	After(ctx context.Context, id string, n int) ([]OutboxEntry, error)
+	// Last returns the id of the newest entry appended, "" when none was.
+	Last(ctx context.Context) (string, error)
 
 	// OpenEndpoint creates endpoint's queue if it has none; a new queue
 	// starts with the next entry appended. Opening an open one is a no-op.

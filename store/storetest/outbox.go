@@ -129,6 +129,9 @@ func ids(entries []store.OutboxEntry) []string {
 
 func testOutboxAppendOrder(t *testing.T, f OutboxFixture) {
 	o := f.Outbox
+	if last, err := o.Last(t.Context()); err != nil || last != "" {
+		t.Fatalf("Last of an empty outbox = %q, %v; want \"\"", last, err)
+	}
 	got := mustAppend(t, o, outboxRec("a", 1), outboxRec("b", 2), outboxRec("a", 3))
 	got = append(got, mustAppend(t, o, outboxRec("c", 4))...)
 	got = append(got, mustAppend(t, o, outboxRec("a", 5))...)
@@ -153,6 +156,14 @@ func testOutboxAppendOrder(t *testing.T, f OutboxFixture) {
 		t.Fatal(err)
 	}
 	wantBodies(t, "After(2nd, 2)", page, 3, 4)
+	if last, err := o.Last(t.Context()); err != nil || last != got[4] {
+		t.Fatalf("Last = %q, %v; want %q", last, err, got[4])
+	}
+	for i := range 4 {
+		if !store.OutboxIDLess(got[i], got[i+1]) || store.OutboxIDLess(got[i+1], got[i]) {
+			t.Fatalf("OutboxIDLess does not order %s before %s", got[i], got[i+1])
+		}
+	}
 	if rest, err := o.After(t.Context(), got[4], 10); err != nil || len(rest) != 0 {
 		t.Fatalf("After(last) = %v, %v; want nothing", bodies(rest), err)
 	}
