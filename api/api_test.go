@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,8 +17,10 @@ import (
 	"time"
 
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/events/journal"
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/store"
 )
 
 // testQR looks like a WhatsApp QR code; its content is made up.
@@ -61,10 +65,13 @@ func (f *fakeController) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
-// fixture is a server over a board fed by a bus, with metrics.
+// fixture is a server over a board fed by a bus, with metrics and a
+// journal that keeps the events in a bbolt outbox.
 type fixture struct {
 	board   *status.Board
 	bus     *events.Bus
+	journal *journal.Journal
+	outbox  *store.BoltStore
 	metrics *metrics.Metrics
 	ctrl    *fakeController
 	srv     *Server
@@ -75,10 +82,11 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	t.Helper()
 	f := &fixture{board: status.NewBoard(), ctrl: &fakeController{}}
 	f.metrics = metrics.New(f.board)
-	f.bus = events.NewBus(f.board, f.metrics)
+	f.outbox, f.journal = newEventLog(t)
+	f.bus = events.NewBus(f.board, f.metrics, f.journal)
 	cfg := Config{
 		Accounts:   f.board,
-		Events:     f.bus,
+		Events:     f.journal,
 		Controller: f.ctrl,
 		Metrics:    f.metrics.Handler(),
 	}
@@ -96,6 +104,23 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 		f.http.Close()
 	})
 	return f
+}
+
+// newEventLog opens a bbolt outbox and a journal over it, closed in that
+// order at the end of the test.
+func newEventLog(t *testing.T) (*store.BoltStore, *journal.Journal) {
+	t.Helper()
+	ob, err := store.OpenBolt(filepath.Join(t.TempDir(), "store.db"), store.BoltOptions{OutboxHistory: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close() })
+	j, err := journal.New(ob, journal.Options{Instance: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = j.Close(context.Background()) })
+	return ob, j
 }
 
 // seed publishes a fleet of four accounts in different states.

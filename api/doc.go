@@ -26,10 +26,12 @@
 // API tests check every answer they provoke against it (conform_test.go).
 //
 // The package reads account views from a status.Board (in fleet mode from
-// a Fleet), streams events from an events.Bus, and acts on accounts
-// through a Controller that the supervisor implements (in fleet mode
-// wrapped by fleet/view's Router, which reaches the instance running the
-// account); cmd/manager builds the Server and runs Serve.
+// a Fleet), streams events from the outbox through an EventLog (the
+// journal: the history for a client that resumes with Last-Event-ID,
+// then the live entries; sse.go), and acts on accounts through a
+// Controller that the supervisor implements (in fleet mode wrapped by
+// fleet/view's Router, which reaches the instance running the account);
+// cmd/manager builds the Server and runs Serve.
 //
 // Every route except /healthz and /readyz refuses (guard.go) a Host that is
 // not a loopback name or address, the listen host, a configured name or

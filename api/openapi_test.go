@@ -306,7 +306,7 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"Error", errorBody{}, true},
 		{"Account", status.Account{}, true},
 		{"ActionResult", actionResult{}, true},
-		{"Event", streamEvent{}, true},
+		{"Event", events.Wire{}, true},
 		{"ArchiveEntry", store.ArchiveEntry{}, true},
 		{"RestoreRequest", restoreRequest{}, false},
 		{"HeldWipes", wipesView{}, true},

@@ -14,8 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/events/journal"
 	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/store"
 )
 
 // Sentinel errors. A Controller returns ErrUnknownAccount (wrapped or not)
@@ -59,9 +60,13 @@ type Accounts interface {
 	Get(id string) (status.Account, bool)
 }
 
-// Subscriber gives a stream of events. *events.Bus is one.
-type Subscriber interface {
-	Subscribe(buffer int) *events.Subscription
+// EventLog is the history of account events and its live tail, for GET
+// /api/events (sse.go). *journal.Journal, over the store's outbox, is one.
+type EventLog interface {
+	// Subscribe follows the entries appended from now on.
+	Subscribe(buffer int) *journal.Subscription
+	// After reads up to n entries after id (store.Outbox.After).
+	After(ctx context.Context, id string, n int) ([]store.OutboxEntry, error)
 }
 
 // Config configures a Server. Only Accounts is required.
@@ -78,9 +83,9 @@ type Config struct {
 	AllowedHosts []string
 	// Accounts gives the account views (the status board). Required.
 	Accounts Accounts
-	// Events streams events for GET /api/events (the bus). Default: nil,
-	// and the route answers 503.
-	Events Subscriber
+	// Events is the event log GET /api/events streams and resumes from.
+	// Default: nil, and the route answers 503.
+	Events EventLog
 	// Controller acts on accounts for the pair, restart and logout routes.
 	// Default: nil, and those routes answer 503.
 	Controller Controller

@@ -19,6 +19,7 @@ import (
 	"github.com/wafleet/wafleet/api"
 	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/events/journal"
 	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
@@ -77,6 +78,9 @@ type App struct {
 	// webhooks delivers the outbox to the webhook endpoints (webhooks.go);
 	// nil when the store keeps no outbox.
 	webhooks *webhook.Engine
+	// journal appends every event to the outbox and follows it
+	// (journal.go); nil when the store keeps no outbox.
+	journal *journal.Journal
 
 	// actions reaches an account's actor for the API's pair, restart and
 	// logout, and for DELETE's logout.
@@ -121,8 +125,15 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.store = st
 		a.limiter = rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst)
 	}
+	if err := a.newJournal(); err != nil {
+		a.closeStorage()
+		return nil, err
+	}
 	a.metrics = metrics.New(a.board)
 	sinks := []events.Publisher{a.board, a.metrics, events.PublisherFunc(a.logEvent)}
+	if a.journal != nil {
+		sinks = append(sinks, a.journal)
+	}
 	if a.fleet != nil {
 		var err error
 		if a.fleet.view, err = a.newFleetView(); err != nil {
@@ -139,6 +150,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err := a.metrics.CountDropped(a.bus.Dropped); err != nil {
 		a.closeStorage()
 		return nil, fmt.Errorf("app: metrics: %w", err)
+	}
+	if err := a.registerJournal(); err != nil {
+		a.closeStorage()
+		return nil, err
 	}
 	if a.fleet != nil {
 		if err := a.fleet.countRoundTrips(a.metrics.Registry()); err != nil {
@@ -167,7 +182,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Token:        cfg.HTTP.Token,
 		AllowedHosts: cfg.HTTP.AllowedHosts,
 		Accounts:     a.board,
-		Events:       a.bus,
+		Events:       a.eventLog(),
 		Controller:   a.actions,
 		Fleet:        a.fleetAPI(),
 		Admin:        accountAdmin{a},
@@ -263,10 +278,11 @@ func openStore(cfg *config.Config, logger *slog.Logger) (store.Backend, error) {
 // closeStorage closes the store and, in fleet mode, the Redis side, when
 // New fails half-way.
 func (a *App) closeStorage() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	a.closeJournal(ctx)
 	_ = a.store.Close()
 	if a.fleet != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
 		a.fleet.close(ctx, a.logger)
 	}
 }
@@ -352,6 +368,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	background.Go(func() { a.runPruning(bgCtx) })
 	background.Go(func() { a.runWebhooks(bgCtx) })
+	background.Go(func() { a.wakeWebhooks(bgCtx) })
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", a.running.Load(), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 
@@ -395,6 +412,7 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	if a.drawQR != nil {
 		a.drawQR.Close()
 	}
+	a.closeJournal(shutdownCtx) // the last events, before the store goes
 	if err := a.store.Close(); err != nil {
 		a.logger.Error("close store", "error", err)
 	}

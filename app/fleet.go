@@ -35,6 +35,7 @@ type fleetMode struct {
 	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter
 	stream  *redisstream.Sink
+	outbox  store.Outbox // the Redis stream of events, shared by the fleet
 	coord   *fleet.Coordinator
 	view    *fleetView
 }

@@ -213,7 +213,7 @@ func (m *Metrics) CountDropped(f func() uint64) error {
 	c := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: Namespace,
 		Name:      "events_dropped_total",
-		Help:      "Events that slow subscribers (server-sent event streams) missed.",
+		Help:      "Events that slow subscribers of the in-process bus missed.",
 	}, func() float64 { return float64(f()) })
 	if err := m.reg.Register(c); err != nil {
 		return fmt.Errorf("%w events_dropped_total: %w", ErrRegister, err)

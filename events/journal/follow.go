@@ -50,6 +50,12 @@ func (j *Journal) Subscribe(buffer int) *Subscription {
 	return s
 }
 
+// After reads the outbox: up to n entries after id (Outbox.After), for a
+// subscriber that resumes or lagged.
+func (j *Journal) After(ctx context.Context, id string, n int) ([]store.OutboxEntry, error) {
+	return j.out.After(ctx, id, n)
+}
+
 // Changed returns a channel that is closed once new entries are in the
 // outbox (appended here, or seen appended by another instance). Take it
 // before reading the outbox, wait on it when the read found nothing:

@@ -69,9 +69,9 @@ type Journal struct {
 	stop     chan struct{} // closed by Close: no more events
 	abortCtx context.Context
 	abort    context.CancelFunc // called when Close's context ends: give up
-	poke     chan struct{} // the writer appended: read the outbox
-	done     chan struct{} // the writer finished
-	tailDone chan struct{} // the follower finished
+	poke     chan struct{}      // the writer appended: read the outbox
+	done     chan struct{}      // the writer finished
+	tailDone chan struct{}      // the follower finished
 	once     sync.Once
 
 	appended, dropped, failed atomic.Uint64
