@@ -282,31 +282,7 @@ func TestFleetAccountsAtRuntime(t *testing.T) {
 	for _, r := range []*running{a, b} {
 		waitFor(t, "both instances to follow the registry", func() bool { return r.app.running.Load() == 2 })
 	}
-	// Pair it on whichever instance runs it.
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	owner := ""
-	for owner == "" {
-		var e events.Event
-		var who string
-		select {
-		case e = <-a.sub.C():
-			who = "a"
-		case e = <-b.sub.C():
-			who = "b"
-		case <-ctx.Done():
-			t.Fatal("the created account did not connect")
-		}
-		if e.Account != "shared" {
-			continue
-		}
-		switch e.Kind {
-		case events.KindQR:
-			go func(code string) { _, _ = emu.Phone().Scan(ctx, code) }(e.QR)
-		case events.KindConnected:
-			owner = who
-		}
-	}
+	owner, jid := pairOnEither(t, emu, a, b, "shared")
 	_, onA := a.app.Board().Get("shared")
 	_, onB := b.app.Board().Get("shared")
 	if onA == onB {
@@ -314,17 +290,61 @@ func TestFleetAccountsAtRuntime(t *testing.T) {
 	}
 
 	// Deleted through the instance that does not run it.
-	other := map[string]*running{"a": b, "b": a}[owner]
+	other := map[*running]*running{a: b, b: a}[owner]
 	other.expect(t, "DELETE", "/api/accounts/shared", nil, http.StatusNoContent)
 	for _, r := range []*running{a, b} {
 		waitFor(t, "the account to stop", func() bool { _, ok := r.app.Board().Get("shared"); return !ok })
 		waitFor(t, "both instances to drop it", func() bool { return r.app.running.Load() == 1 })
 	}
-	entries, err := a.app.fleet.admin.ListArchive(ctx)
-	if err != nil || len(entries) != 1 || entries[0].ID != "shared" || entries[0].Reason != "deleted" {
+	entries, err := a.app.fleet.admin.ListArchive(context.Background())
+	if err != nil || len(entries) != 1 || entries[0].ID != "shared" || entries[0].Reason != "deleted" || entries[0].JID != jid {
 		t.Fatalf("archive: %+v, %v", entries, err)
 	}
+
+	// Another one, deleted with logout through the instance that does not
+	// run it: the owner unlinks it from the phone first.
+	b.expect(t, "POST", "/api/accounts", map[string]string{"id": "linked"}, http.StatusCreated)
+	owner, jid = pairOnEither(t, emu, a, b, "linked")
+	other = map[*running]*running{a: b, b: a}[owner]
+	other.expect(t, "DELETE", "/api/accounts/linked?logout=true", nil, http.StatusNoContent)
+	for _, d := range emu.Devices() {
+		if d.JID == jid {
+			t.Fatalf("after DELETE ?logout=true the phone still lists %s", jid)
+		}
+	}
+	waitFor(t, "the account to stop", func() bool { _, ok := owner.app.Board().Get("linked"); return !ok })
 	if st := emu.Stats(); st.MaxConnectionsPerDevice > 1 || len(st.Violations) != 0 {
 		t.Fatalf("emulator: max %d connections per device, violations %v", st.MaxConnectionsPerDevice, st.Violations)
+	}
+}
+
+// pairOnEither scans the QR codes of account id on whichever of a and b
+// runs it until it connects, and returns that instance and its JID.
+func pairOnEither(t *testing.T, emu *emulator.Server, a, b *running, id string) (*running, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		var e events.Event
+		var who *running
+		select {
+		case e = <-a.sub.C():
+			who = a
+		case e = <-b.sub.C():
+			who = b
+		case <-ctx.Done():
+			t.Fatalf("account %s did not connect", id)
+		}
+		if e.Account != id {
+			continue
+		}
+		switch e.Kind {
+		case events.KindQR:
+			if _, err := emu.Phone().Scan(ctx, e.QR); err != nil {
+				t.Logf("scan for %s: %v", id, err) // a code that expired meanwhile; the next one will do
+			}
+		case events.KindConnected:
+			return who, e.JID
+		}
 	}
 }
