@@ -307,6 +307,7 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"Account", status.Account{}, true},
 		{"ActionResult", actionResult{}, true},
 		{"Event", events.Wire{}, true},
+		{"MissedEvent", missedEvent{}, true},
 		{"ArchiveEntry", store.ArchiveEntry{}, true},
 		{"RestoreRequest", restoreRequest{}, false},
 		{"HeldWipes", wipesView{}, true},
