@@ -134,6 +134,8 @@ func TestAccountsAtRuntime(t *testing.T) {
 	r.expect(t, "DELETE", "/api/accounts/"+yamlID, nil, http.StatusConflict, "remove it there")
 	r.expect(t, "DELETE", "/api/accounts/nobody", nil, http.StatusNotFound)
 	r.expect(t, "DELETE", "/api/accounts/made?logout=maybe", nil, http.StatusBadRequest, "logout")
+	r.expect(t, "POST", "/api/accounts/made/pair", nil, http.StatusConflict, "pair: account is connected: log it out to pair it again")
+	r.expect(t, "POST", "/api/accounts/made/restart", nil, http.StatusConflict, "restart: account is connected, not stopped")
 	if got := registryIDs(t, r.app); len(got) != 2 {
 		t.Fatalf("refused requests changed the registry: %v", got)
 	}

@@ -48,8 +48,16 @@ func (c *conn) onPair(ctx actor.Context) {
 		c.respond(ctx, false, "account is stopped: restart it")
 		return
 	}
-	if c.phase != phaseUnpaired && c.phase != phaseLoggedOut {
-		c.respond(ctx, false, fmt.Sprintf("account is %s: pairing is re-armed only when unpaired or logged out", c.phase.state()))
+	switch c.phase {
+	case phaseUnpaired, phaseLoggedOut:
+	case phasePairing:
+		c.respond(ctx, false, "account is pairing already: scan its QR code")
+		return
+	case phaseActive:
+		c.respond(ctx, false, "account is connected: log it out to pair it again")
+		return
+	default:
+		c.respond(ctx, false, fmt.Sprintf("account is %s: pairing is re-armed only when unpaired or logged out", c.phase.words()))
 		return
 	}
 	c.log.Info("pairing re-armed")
@@ -60,7 +68,7 @@ func (c *conn) onPair(ctx actor.Context) {
 
 func (c *conn) onResume(ctx actor.Context) {
 	if c.phase != phaseStopped {
-		c.respond(ctx, false, fmt.Sprintf("account is %s, not stopped", c.phase.state()))
+		c.respond(ctx, false, fmt.Sprintf("account is %s, not stopped", c.phase.words()))
 		return
 	}
 	c.log.Info("restarting the stopped account")
@@ -73,7 +81,7 @@ func (c *conn) onResume(ctx actor.Context) {
 func (c *conn) onLogout(ctx actor.Context) {
 	switch {
 	case c.dev == nil || !c.dev.Paired():
-		c.respond(ctx, false, "account is not paired")
+		c.respond(ctx, false, "account is not paired: there is no linked device to unlink")
 		return
 	case c.cur.logoutID != "" || c.goal.logout:
 	case c.cur.loggedIn && c.cur.link != nil:

@@ -58,6 +58,18 @@ func (p phase) state() events.State {
 	return events.StateConnecting
 }
 
+// words says the phase in an operator's words, for refusals: "account is
+// " + words.
+func (p phase) words() string {
+	switch p {
+	case phaseBackoff:
+		return "waiting to reconnect (backoff)"
+	case phaseLoggedOut:
+		return "logged out"
+	}
+	return string(p.state())
+}
+
 // transition is one edge of the state diagram.
 type transition struct {
 	from, to phase
