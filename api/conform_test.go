@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"mime"
 	"net/http"
@@ -23,20 +24,62 @@ const maxConformBody = 1 << 20
 // conform wraps the API's handler in the tests (newFixture): every answer
 // a test provokes on a documented operation must have a status the
 // document lists for it, one of its content types, and, for JSON, a body
-// its schema accepts. Answers that match no operation (unknown routes,
-// 405) are left to the tests that provoke them.
+// its schema accepts; a JSON request body the API accepted must be one
+// the documented request schema accepts. Answers that match no operation
+// (unknown routes, 405) are left to the tests that provoke them.
 func conform(t *testing.T, h http.Handler) http.Handler {
 	var doc map[string]any
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		t.Fatalf("openapi.json: %v", err)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sent bytes.Buffer
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.TeeReader(io.LimitReader(r.Body, maxConformBody), &sent), r.Body}
 		rec := &answer{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
 		if err := checkAnswer(doc, r, rec); err != nil {
 			t.Errorf("the answer disagrees with api/openapi.json: %v", err)
 		}
+		if err := checkRequest(doc, r, rec.code, sent.Bytes()); err != nil {
+			t.Errorf("the request disagrees with api/openapi.json: %v", err)
+		}
 	})
+}
+
+// checkRequest checks the JSON body of a request the API accepted (2xx)
+// against the documented request body: a schema that refuses what the
+// handler takes is wrong.
+func checkRequest(doc map[string]any, r *http.Request, code int, body []byte) error {
+	op, tmpl := findOperation(doc, r.Method, r.URL.Path)
+	if op == nil || code >= 300 || len(body) == 0 {
+		return nil
+	}
+	where := fmt.Sprintf("%s %s (%s), answered %d", r.Method, r.URL.Path, tmpl, code)
+	rb, ok := op["requestBody"]
+	if !ok {
+		return fmt.Errorf("%s: took a body, and the document has none", where)
+	}
+	reqBody, err := derefAny(doc, rb)
+	if err != nil {
+		return err
+	}
+	media, ok := reqBody["content"].(map[string]any)["application/json"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("%s: took a body that is not JSON: %v", where, err)
+	}
+	if err := validate(doc, media["schema"], v, "request"); err != nil {
+		return fmt.Errorf("%s: %v (body %.300s)", where, err, body)
+	}
+	return nil
 }
 
 // answer records what a handler wrote, passing it through.
