@@ -107,10 +107,13 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	}, nil
 }
 
-// checkKey opens a few stored devices so that a wrong store.encryption_key
-// (or a missing one for sealed records) fails at start, not account by
-// account later.
+// checkKey opens a few stored devices, and the account registry, so that a
+// wrong store.encryption_key (or a missing one for sealed records) fails at
+// start, not account by account later.
 func checkKey(ctx context.Context, st *wredis.Store, sealer store.Sealer) error {
+	if _, err := st.Accounts(ctx); errors.Is(err, store.ErrWrongKey) || errors.Is(err, store.ErrNoSealer) {
+		return fmt.Errorf("app: store.encryption_key: the account registry: %w", err)
+	}
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return fmt.Errorf("app: list stored devices: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,5 +232,29 @@ func TestConnectionsBoundToLease(t *testing.T) {
 	f.sockets.Close("acct2")
 	if s := dialed[1]; !s.closed {
 		t.Fatal("session open after its lease was dropped and its sockets closed")
+	}
+}
+
+// TestFleetRefusesAWrongKeyForTheRegistry: an account registry whose
+// proxies were sealed under another key stops the start too.
+func TestFleetRefusesAWrongKeyForTheRegistry(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	rs := redistest.Start(t, redistest.Config{})
+	sealer, err := store.NewAESSealer(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wredis.New(rs.Client(t), wredis.Options{Sealer: sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateAccount(context.Background(), store.AccountRecord{ID: "api", Proxy: "socks5://u:secret@h:1", Source: store.SourceAPI}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fleetConfig(t, emu, rs.Addr(), "inst-a", 0)
+	cfg.Store.EncryptionKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	_, err = New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if !errors.Is(err, store.ErrWrongKey) || !strings.Contains(err.Error(), "registry") {
+		t.Fatalf("New with a wrong key for the registry: %v, want ErrWrongKey naming the registry", err)
 	}
 }
