@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -146,32 +147,57 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// Set at link time by builds without the repository's .git (the Docker
+// image): go build -ldflags "-X main.buildVersion=v1.2.3 -X
+// main.buildRevision=<commit>". They take precedence over the build info.
+var (
+	buildVersion  string
+	buildRevision string
+)
+
 // version returns the module version and VCS revision the binary was built
-// from, when the build recorded them.
+// from, and the Go version that built it.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "-dirty"
+	bi, _ := debug.ReadBuildInfo() // nil when the binary recorded none
+	return formatVersion(bi, buildVersion, buildRevision)
+}
+
+// formatVersion renders "VERSION [REVISION[-dirty]] GOVERSION" from the
+// build info (nil: none recorded) and the link-time overrides (empty: not
+// set). The revision is cut to 12 hex digits and left out when the version
+// already names it (a pseudo-version); "-dirty" marks a build from a
+// checkout with uncommitted changes.
+func formatVersion(bi *debug.BuildInfo, overrideVersion, overrideRevision string) string {
+	v, rev, dirty, goVersion := "(devel)", "", "", runtime.Version()
+	if bi != nil {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
 			}
 		}
 	}
-	if rev != "" && !strings.Contains(v, rev[:min(12, len(rev))]) {
-		v += " " + rev[:min(12, len(rev))] + dirty
+	if overrideVersion != "" {
+		v = overrideVersion
 	}
-	return v + " " + bi.GoVersion
+	if overrideRevision != "" {
+		rev, dirty = overrideRevision, ""
+	}
+	rev = rev[:min(12, len(rev))]
+	if rev != "" && !strings.Contains(v, rev) {
+		v += " " + rev + dirty
+	}
+	return v + " " + goVersion
 }
 
 func main() {
