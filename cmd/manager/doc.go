@@ -1,6 +1,5 @@
 // Command manager is the wafleet binary: `manager run | demo | emulator |
-// health |
-// version`. main.go dispatches subcommands from a table that each
+// health | version`. main.go dispatches subcommands from a table that each
 // subcommand's file fills in its init function (register), so a new
 // subcommand is a new file. Exit codes: 0 success (also after a clean
 // shutdown on SIGINT/SIGTERM), 1 runtime error, 2 usage error (unknown
