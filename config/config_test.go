@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"os"
@@ -387,5 +388,23 @@ func TestExampleConfig(t *testing.T) {
 		if !strings.Contains(string(raw), leaf+":") {
 			t.Errorf("config.yaml does not document %s", key)
 		}
+	}
+
+	// The two variables it documents point it at `manager emulator`.
+	for _, name := range []string{"WAFLEET_SERVER_URL", "WAFLEET_SERVER_ROOT_PUBLIC_KEY"} {
+		if !strings.Contains(string(raw), name) {
+			t.Errorf("config.yaml does not document %s", name)
+		}
+	}
+	const emuURL, emuKey = "ws://127.0.0.1:7000/ws/chat", "6d41b2f0383d000ba5b61ff1cad1d5651cf2cd7ac94d09bd38eb6874f470df13"
+	t.Setenv("WAFLEET_SERVER_URL", emuURL)
+	t.Setenv("WAFLEET_SERVER_ROOT_PUBLIC_KEY", emuKey)
+	cfg, err = Load("../config.yaml")
+	if err != nil {
+		t.Fatalf("config.yaml with the emulator's variables: %v", err)
+	}
+	key, err := cfg.Server.RootKey()
+	if cfg.Server.URL != emuURL || err != nil || hex.EncodeToString(key) != emuKey {
+		t.Fatalf("server = %+v (root key %x, %v); want the emulator's url and key", cfg.Server, key, err)
 	}
 }
