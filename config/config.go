@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -244,13 +245,32 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("webhooks", []map[string]any{})
 }
 
+// envPrefix starts the name of every environment variable overriding a key.
+const envPrefix = "WAFLEET"
+
+// envKeyReplacer turns a key's dots into the underscores of its variable.
+var envKeyReplacer = strings.NewReplacer(".", "_")
+
+// Keys returns every configuration key ("http.listen", ...), sorted.
+func Keys() []string {
+	keys := viperWithDefaults().AllKeys()
+	slices.Sort(keys)
+	return keys
+}
+
+// EnvVar returns the environment variable that overrides key:
+// "store.encryption_key" → "WAFLEET_STORE_ENCRYPTION_KEY".
+func EnvVar(key string) string {
+	return envPrefix + "_" + strings.ToUpper(envKeyReplacer.Replace(key))
+}
+
 // Load reads the configuration file at path (YAML), applies WAFLEET_*
-// environment overrides and defaults, and validates the result. An empty
-// path loads defaults and environment only.
+// environment overrides (EnvVar) and defaults, and validates the result. An
+// empty path loads defaults and environment only.
 func Load(path string) (*Config, error) {
 	v := viperWithDefaults()
-	v.SetEnvPrefix("WAFLEET")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(envKeyReplacer)
 	v.AutomaticEnv()
 	if path != "" {
 		v.SetConfigFile(path)

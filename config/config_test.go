@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -406,5 +407,36 @@ func TestExampleConfig(t *testing.T) {
 	key, err := cfg.Server.RootKey()
 	if cfg.Server.URL != emuURL || err != nil || hex.EncodeToString(key) != emuKey {
 		t.Fatalf("server = %+v (root key %x, %v); want the emulator's url and key", cfg.Server, key, err)
+	}
+}
+
+// TestEnvVar: every key's variable, as EnvVar names it, overrides the key.
+func TestEnvVar(t *testing.T) {
+	if got := EnvVar("store.encryption_key"); got != "WAFLEET_STORE_ENCRYPTION_KEY" {
+		t.Fatalf("EnvVar(store.encryption_key) = %q", got)
+	}
+	overrides := map[string]string{
+		"server.url":              "ws://127.0.0.1:7000/ws/chat",
+		"fleet.instance_id":       "pod-0",
+		"http.listen":             "127.0.0.1:9999",
+		"log.level":               "debug",
+		"client.version_url":      "http://127.0.0.1:7000/sw.js",
+		"redis.addr":              "redis:6379",
+		"store.archive_retention": "1h",
+	}
+	for key, value := range overrides {
+		if !slices.Contains(Keys(), key) {
+			t.Fatalf("Keys() lacks %s", key)
+		}
+		t.Setenv(EnvVar(key), value)
+	}
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.URL != overrides["server.url"] || cfg.Fleet.InstanceID != "pod-0" || cfg.HTTP.Listen != "127.0.0.1:9999" ||
+		cfg.Log.Level != "debug" || cfg.Client.VersionURL != overrides["client.version_url"] || cfg.Redis.Addr != "redis:6379" ||
+		cfg.Store.ArchiveRetention != time.Hour {
+		t.Fatalf("the variables did not override their keys: %+v", cfg)
 	}
 }

@@ -1,6 +1,7 @@
 // Package config loads and validates the manager's configuration: a YAML file
 // read with viper, overridden by WAFLEET_* environment variables (for example
-// WAFLEET_HTTP_LISTEN overrides http.listen).
+// WAFLEET_HTTP_LISTEN overrides http.listen; EnvVar names the variable of
+// each of Keys).
 //
 // Every key is documented in the example config.yaml at the repository root.
 // A bad value is an error that names its key; an unknown key is an error too,
