@@ -368,7 +368,6 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	background.Go(func() { a.runPruning(bgCtx) })
 	background.Go(func() { a.runWebhooks(bgCtx) })
-	background.Go(func() { a.wakeWebhooks(bgCtx) })
 	close(a.ready)
 	a.logger.Info("manager started", "accounts", a.running.Load(), "http", a.cfg.HTTP.Listen, "server", a.cfg.Server.URL)
 

@@ -73,23 +73,6 @@ func (a *App) eventLog() api.EventLog {
 	return a.journal
 }
 
-// wakeWebhooks tells the webhook engine about new outbox entries as soon
-// as the journal sees them, until ctx ends.
-func (a *App) wakeWebhooks(ctx context.Context) {
-	if a.journal == nil || a.webhooks == nil {
-		return
-	}
-	for {
-		changed := a.journal.Changed()
-		select {
-		case <-changed:
-			a.webhooks.Notify()
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
 // closeJournal appends the events still buffered, within ctx; the store
 // closes after it.
 func (a *App) closeJournal(ctx context.Context) {

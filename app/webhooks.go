@@ -5,29 +5,33 @@ import (
 	"fmt"
 
 	"github.com/wafleet/wafleet/api"
-	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/webhook"
 )
 
-// newWebhooks builds the webhook engine over the store's outbox, with the
-// configured endpoints and those stored through the API. Every instance
-// of a fleet runs one; the Redis outbox lets one at a time deliver each
-// endpoint.
+// newWebhooks builds the webhook engine over the store's outbox (where
+// the journal appends every event), with the configured endpoints and
+// those stored through the API; the journal's Changed wakes it. Every
+// instance of a fleet runs one; the Redis outbox lets one at a time
+// deliver each endpoint.
 func (a *App) newWebhooks() error {
-	ob, ok := a.store.(store.Outbox)
-	if !ok {
+	ob := a.outbox()
+	if ob == nil {
 		if len(a.cfg.Webhooks) > 0 {
 			return fmt.Errorf("app: webhooks: store.kind %s keeps no outbox", a.cfg.Store.Kind)
 		}
 		return nil
 	}
-	eng, err := webhook.New(webhook.Config{
+	wc := webhook.Config{
 		Outbox:     ob,
 		Instance:   a.cfg.Fleet.InstanceID,
 		Endpoints:  a.cfg.WebhookEndpoints(),
 		Registerer: a.metrics.Registry(),
 		Logger:     a.logger.With("component", "webhook"),
-	})
+	}
+	if a.journal != nil {
+		wc.Changed = a.journal.Changed // new entries go out at once
+	}
+	eng, err := webhook.New(wc)
 	if err != nil {
 		return fmt.Errorf("app: webhooks: %w", err)
 	}

@@ -3,11 +3,18 @@ package app
 import (
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/wafleet/wafleet/config"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/webhook"
+	"github.com/wafleet/wafleet/webhook/webhooktest"
 )
 
 const hookSecret = "app-test-webhook-secret-01234567"
@@ -33,4 +40,56 @@ func TestDeletedAccountLosesItsWebhooks(t *testing.T) {
 		t.Fatalf("the deleted account's endpoint is still listed: %s", out)
 	}
 	r.expect(t, "GET", "/api/accounts/made/webhooks", nil, http.StatusNotFound)
+}
+
+// TestWebhooksDeliverAccountEvents runs the manager with a configured
+// webhook: the accounts' events reach the receiver, signed, in order per
+// account, each once.
+func TestWebhooksDeliverAccountEvents(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	recv := webhooktest.NewReceiver(t, hookSecret)
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 2)
+	cfg.Webhooks = []config.Webhook{{Name: "receiver", URL: recv.URL, Secret: hookSecret, Timeout: 5 * time.Second, MaxAttempts: 3}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, cfg)
+	defer r.stop(t)
+	r.connectAll(t, emu, 2, true)
+
+	got := recv.WaitUntil(t, "both accounts' connected events", func(got []webhook.Delivery) bool {
+		n := 0
+		for _, d := range got {
+			if d.Kind == string(events.KindConnected) {
+				n++
+			}
+		}
+		return n == 2
+	})
+	seen := make(map[string]bool)
+	last := make(map[string]string)
+	for _, d := range got {
+		if seen[d.ID] {
+			t.Errorf("delivery %s accepted twice", d.ID)
+		}
+		seen[d.ID] = true
+		if last[d.Account] != "" && !store.OutboxIDLess(last[d.Account], d.EventID) {
+			t.Errorf("account %s: event %s after %s", d.Account, d.EventID, last[d.Account])
+		}
+		last[d.Account] = d.EventID
+		if d.Instance != cfg.Fleet.InstanceID || !slices.Contains([]string{"acct-aa", "acct-ab"}, d.Account) {
+			t.Errorf("delivery %+v names the wrong instance or account", d)
+		}
+		if !strings.Contains(string(d.Payload), `"account":"`+d.Account+`"`) || strings.Contains(string(d.Payload), "2@") {
+			t.Errorf("delivery %s: payload %s does not describe the event, or shows a QR code", d.ID, d.Payload)
+		}
+	}
+	if p := recv.Problems(); len(p) > 0 {
+		t.Fatalf("deliveries failed verification: %v", p)
+	}
+
+	if !slices.ContainsFunc(got, func(d webhook.Delivery) bool { return d.Kind == string(events.KindQR) }) {
+		t.Error("no qr event delivered")
+	}
+	r.expect(t, "GET", "/api/webhooks", nil, http.StatusOK, `"name":"receiver"`, `"source":"config"`, `"running":true`)
 }
