@@ -342,7 +342,9 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 			})
 			ep := endpoint("main", r)
 			ep.MaxAttempts = 50 // with at most 0.5 s between them: not spent before the stop
-			slow := func(c *webhook.Config) { c.Backoff = webhook.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond} }
+			slow := func(c *webhook.Config) {
+				c.Backoff = webhook.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}
+			}
 			h := startWith(t, ob, slow, ep)
 			h.waitOpen(t, "main")
 			accounts := []string{"a", "b"}
