@@ -328,10 +328,19 @@ func (q *queue) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		free := q.e.cfg.MaxInFlight - q.count()
 		if free <= 0 {
+			// Full: wait for a slot, asking for no entries at each poll,
+			// which tells a shared outbox this deliverer still serves
+			// the endpoint (the Redis one's lock).
+			t := time.NewTimer(q.e.cfg.Poll)
 			select {
 			case <-q.freed:
+			case <-t.C:
+				if _, err := q.e.cfg.Outbox.Next(ctx, q.name, q.e.cfg.Instance, 0); err != nil && ctx.Err() == nil {
+					q.e.log.Warn("webhook: renew the endpoint's queue", "endpoint", q.def.Load(), "error", err)
+				}
 			case <-ctx.Done():
 			}
+			t.Stop()
 			continue
 		}
 		entries, err := q.e.cfg.Outbox.Next(ctx, q.name, q.e.cfg.Instance, free)
