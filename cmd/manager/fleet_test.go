@@ -114,7 +114,9 @@ type instance struct {
 	stderr *os.File
 }
 
-func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, redisAddr string, accounts int) *instance {
+// startInstance starts `manager run` in fleet mode with accounts
+// acct-000…; extra is appended to its configuration file.
+func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, redisAddr string, accounts int, extra ...string) *instance {
 	t.Helper()
 	listen := freeAddr(t)
 	var b strings.Builder
@@ -126,6 +128,9 @@ func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, re
 	b.WriteString("connect:\n  rate: 500\n  burst: 50\n  backoff_initial: 200ms\n  backoff_max: 2s\naccounts:\n")
 	for i := 0; i < accounts; i++ {
 		fmt.Fprintf(&b, "  - id: acct-%03d\n", i)
+	}
+	for _, e := range extra {
+		b.WriteString(e)
 	}
 	cfgPath := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
