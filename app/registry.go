@@ -250,8 +250,7 @@ func (ad accountAdmin) Update(ctx context.Context, id string, patch api.AccountP
 // Delete waits until the stored device is no longer paired. Then the
 // record leaves the registry, the account stops (here, or on the instance
 // that runs it, which then releases its lease), and the device is archived
-// with reason "deleted": under this instance's lease while it still holds
-// it, otherwise as an administrative write once no instance holds it.
+// with reason "deleted" (archiveDeleted).
 func (ad accountAdmin) Delete(ctx context.Context, id string, logout bool) error {
 	a := ad.a
 	if _, err := a.apiRecord(ctx, id, refusedConfigDel); err != nil {
@@ -275,9 +274,6 @@ func (ad accountAdmin) Delete(ctx context.Context, id string, logout bool) error
 	}
 	if err := a.syncAccounts(ctx); err != nil {
 		a.logger.Error("stop a deleted account", "account", id, "error", err)
-	}
-	if err := a.waitStopped(ctx, id); err != nil {
-		return err
 	}
 	entry, err := a.archiveDeleted(ctx, id)
 	switch {
@@ -320,35 +316,32 @@ func (a *App) unlinkForDelete(ctx context.Context, id string) error {
 	}
 }
 
-// waitStopped waits until this instance runs no actor for id (it was
-// removed from the supervisor's accounts: Disown only waits for its end).
-func (a *App) waitStopped(ctx context.Context, id string) error {
-	timeout := time.Until(deadlineOf(ctx, 10*time.Second))
-	if _, err := a.system.Root.RequestFuture(a.sup, &supervisor.Disown{IDs: []string{id}}, timeout).Result(); err != nil {
-		return fmt.Errorf("app: stop deleted account %s: %w", id, err)
-	}
-	return nil
-}
-
-// archiveDeleted archives the device of a deleted account: through the
-// store the actors use (in fleet mode fenced by this instance's lease,
-// which the coordinator holds until its next step), else, in fleet mode,
-// as an administrative write, which succeeds once no instance holds the
-// lease (the owner releases it when it stops the account).
+// archiveDeleted archives the device of a deleted account once no actor
+// runs it. Without a fleet: once the supervisor says the actor has ended
+// (it was removed from the supervisor's accounts; Disown only waits for
+// its end). In fleet mode, as an administrative write, which succeeds only
+// while no instance holds the account's lease: the instance running it
+// releases the lease at its coordinator's next step, once the actor has
+// ended (this instance too: waiting on the supervisor here would take the
+// account from it behind its coordinator's back). No instance running it,
+// the lease is free at once.
 func (a *App) archiveDeleted(ctx context.Context, id string) (store.ArchiveEntry, error) {
-	for {
-		e, err := a.store.Archive(ctx, id, deletedReason)
-		if a.fleet == nil || !errors.Is(err, store.ErrLeaseLost) {
-			return e, err
+	if a.fleet == nil {
+		timeout := time.Until(deadlineOf(ctx, 10*time.Second))
+		if _, err := a.system.Root.RequestFuture(a.sup, &supervisor.Disown{IDs: []string{id}}, timeout).Result(); err != nil {
+			return store.ArchiveEntry{}, fmt.Errorf("wait for the account to stop: %w", err)
 		}
-		e, err = a.fleet.admin.Archive(ctx, id, deletedReason)
+		return a.store.Archive(ctx, id, deletedReason)
+	}
+	for {
+		e, err := a.fleet.admin.Archive(ctx, id, deletedReason)
 		if !errors.Is(err, store.ErrLeaseLost) {
 			return e, err
 		}
 		select {
 		case <-ctx.Done():
 			return store.ArchiveEntry{}, fmt.Errorf("wait for the instance running it to release it: %w", ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

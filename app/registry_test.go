@@ -315,6 +315,20 @@ func TestFleetAccountsAtRuntime(t *testing.T) {
 		}
 	}
 	waitFor(t, "the account to stop", func() bool { _, ok := owner.app.Board().Get("linked"); return !ok })
+
+	// Deleted through the instance that runs it, then created again: it
+	// runs again, pairing afresh, its old device in the archive.
+	a.expect(t, "POST", "/api/accounts", map[string]string{"id": "again"}, http.StatusCreated)
+	owner, jid = pairOnEither(t, emu, a, b, "again")
+	owner.expect(t, "DELETE", "/api/accounts/again", nil, http.StatusNoContent)
+	owner.expect(t, "POST", "/api/accounts", map[string]string{"id": "again"}, http.StatusCreated)
+	if _, newJID := pairOnEither(t, emu, a, b, "again"); newJID == jid {
+		t.Fatalf("the account created again connected as its deleted device %s", jid)
+	}
+	entries, err = a.app.fleet.admin.ListArchive(context.Background())
+	if err != nil || len(entries) != 3 || entries[0].ID != "again" || entries[0].JID != jid {
+		t.Fatalf("archive: %+v, %v; want the first device of again among 3", entries, err)
+	}
 	if st := emu.Stats(); st.MaxConnectionsPerDevice > 1 || len(st.Violations) != 0 {
 		t.Fatalf("emulator: max %d connections per device, violations %v", st.MaxConnectionsPerDevice, st.Violations)
 	}
