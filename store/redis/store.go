@@ -52,6 +52,14 @@ type Options struct {
 	// Logger receives the outcome of the AOF rewrites that follow the
 	// sealing of records written in the clear. Default: discarded.
 	Logger *slog.Logger
+	// OutboxHistory is how many of the latest outbox entries the stream
+	// keeps once every endpoint has them (outbox.go). Default
+	// store.DefaultOutboxHistory.
+	OutboxHistory int
+	// OutboxLockTTL is how long an endpoint's queue stays with a
+	// deliverer that stopped calling Next (outbox.go). Default
+	// DefaultOutboxLockTTL.
+	OutboxLockTTL time.Duration
 }
 
 // Store is store.Store on Redis. The account's device lives in one hash
@@ -90,6 +98,10 @@ type Store struct {
 	split   bool
 	aof     *aofRewriter
 	closed  atomic.Bool
+
+	outboxHistory int
+	outboxLockTTL time.Duration
+	outbox        outboxState
 }
 
 var (
@@ -117,7 +129,10 @@ func New(c goredis.UniversalClient, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split, aof: &aofRewriter{c: c, logger: o.Logger}}, nil
+	return &Store{
+		c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split, aof: &aofRewriter{c: c, logger: o.Logger},
+		outboxHistory: o.OutboxHistory, outboxLockTTL: o.OutboxLockTTL,
+	}, nil
 }
 
 // ready checks the context and the closed flag.

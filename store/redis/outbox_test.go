@@ -1,0 +1,168 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/storetest"
+)
+
+func newOutboxStore(t testing.TB, c goredis.UniversalClient, prefix string, sealer store.Sealer, lockTTL time.Duration) *Store {
+	t.Helper()
+	s, err := New(c, Options{Prefix: prefix, Sealer: sealer, OutboxHistory: storetest.OutboxHistory, OutboxLockTTL: lockTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestOutboxContract(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "sealed"}[sealed]
+		t.Run(name, func(t *testing.T) {
+			storetest.RunOutbox(t, func(t *testing.T) storetest.OutboxFixture {
+				c, prefix := sharedClient(t)
+				var sealer store.Sealer
+				if sealed {
+					sealer = testSealer(t, 3)
+				}
+				return storetest.OutboxFixture{
+					Outbox: newOutboxStore(t, c, prefix, sealer, 0),
+					Reopen: func(t *testing.T) store.Outbox { return newOutboxStore(t, c, prefix, sealer, 0) },
+					Sealed: sealed,
+					Raw:    func(t *testing.T) []byte { return rawValues(t, c, prefix) },
+				}
+			})
+		})
+	}
+}
+
+// rawValues returns every key and value under prefix, as Redis holds them.
+func rawValues(t *testing.T, c goredis.UniversalClient, prefix string) []byte {
+	t.Helper()
+	ctx := t.Context()
+	var out []byte
+	iter := c.Scan(ctx, 0, prefix+":*", 100).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		out = append(out, k...)
+		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			out = append(out, c.Get(ctx, k).Val()...)
+		case "hash":
+			for f, v := range c.HGetAll(ctx, k).Val() {
+				out = append(out, f+v...)
+			}
+		case "list":
+			for _, v := range c.LRange(ctx, k, 0, -1).Val() {
+				out = append(out, v...)
+			}
+		case "stream":
+			for _, m := range c.XRange(ctx, k, "-", "+").Val() {
+				out = append(out, fmt.Sprint(m.Values)...)
+			}
+		case "zset":
+			for _, v := range c.ZRange(ctx, k, 0, -1).Val() {
+				out = append(out, v...)
+			}
+		default:
+			t.Fatalf("key %s of type %s: add it to rawValues", k, typ)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Deliverer A takes entries and stops without acknowledging them; once
+// its lock has expired, deliverer B (another instance, its own Store) gets
+// them, in order, before the newer ones, and A gets nothing while B
+// serves the endpoint.
+func TestOutboxDelivererHandover(t *testing.T) {
+	c, prefix := sharedClient(t)
+	const ttl = 300 * time.Millisecond
+	a := newOutboxStore(t, c, prefix, nil, ttl)
+	b := newOutboxStore(t, c, prefix, nil, ttl)
+	ctx := t.Context()
+	if err := a.OpenEndpoint(ctx, "ep"); err != nil {
+		t.Fatal(err)
+	}
+	recs := func(from, to int) []store.OutboxRecord {
+		var out []store.OutboxRecord
+		for i := from; i <= to; i++ {
+			out = append(out, store.OutboxRecord{Account: "acct", Kind: "state", Body: fmt.Appendf(nil, "%d", i)})
+		}
+		return out
+	}
+	if _, err := a.Append(ctx, recs(1, 3)...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Next(ctx, "ep", "inst-a", 2)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("A's Next = %d, %v; want 2", len(got), err)
+	}
+	if none, err := b.Next(ctx, "ep", "inst-b", 10); err != nil || len(none) != 0 {
+		t.Fatalf("B's Next while A holds the endpoint = %d entries, %v; want none", len(none), err)
+	}
+	if _, err := a.Append(ctx, recs(4, 4)...); err != nil {
+		t.Fatal(err)
+	}
+	// A stops calling Next. B takes over once the lock has expired.
+	deadline := time.Now().Add(30 * time.Second)
+	var took []store.OutboxEntry
+	for len(took) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("B never took the endpoint over")
+		}
+		time.Sleep(ttl / 3)
+		if took, err = b.Next(ctx, "ep", "inst-b", 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var bodies []string
+	for _, e := range took {
+		bodies = append(bodies, string(e.Body))
+	}
+	if fmt.Sprint(bodies) != "[1 2 3 4]" {
+		t.Fatalf("B got %v, want A's unacknowledged 1 and 2 first, then 3 and 4", bodies)
+	}
+	if none, err := a.Next(ctx, "ep", "inst-a", 10); err != nil || len(none) != 0 {
+		t.Fatalf("A's Next after the handover = %d entries, %v; want none", len(none), err)
+	}
+	var ids []string
+	for _, e := range took {
+		ids = append(ids, e.ID)
+	}
+	if err := b.Ack(ctx, "ep", ids...); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := c.XPending(ctx, prefix+":events", "ep").Result()
+	if err != nil || pending.Count != 0 {
+		t.Fatalf("pending after B's acks: %+v, %v; want none", pending, err)
+	}
+}
+
+// The entries stay in the stream the event tools read, with the fields
+// README documents.
+func TestOutboxIsTheEventStream(t *testing.T) {
+	c, prefix := sharedClient(t)
+	s := newOutboxStore(t, c, prefix, nil, 0)
+	at := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	if _, err := s.Append(context.Background(), store.OutboxRecord{Account: "acct", Kind: "connected", Instance: "inst-a", Time: at, Body: []byte(`{"account":"acct"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.XRange(t.Context(), prefix+":events", "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stream: %v, %v", msgs, err)
+	}
+	want := map[string]any{"instance": "inst-a", "account": "acct", "kind": "connected", "time": "2026-11-30T06:00:00Z", "body": `{"account":"acct"}`}
+	if fmt.Sprint(msgs[0].Values) != fmt.Sprint(want) {
+		t.Fatalf("fields %v, want %v", msgs[0].Values, want)
+	}
+}
