@@ -140,7 +140,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			a.closeStorage()
 			return nil, err
 		}
-		sinks = append(sinks, a.fleet.stream, a.fleet.view.publisher)
+		sinks = append(sinks, a.fleet.view.publisher)
 	}
 	if cfg.Log.QRTerminal && opts.Terminal != nil {
 		a.drawQR = newTerminalQR(opts.Terminal, opts.Logger)
@@ -283,7 +283,7 @@ func (a *App) closeStorage() {
 	a.closeJournal(ctx)
 	_ = a.store.Close()
 	if a.fleet != nil {
-		a.fleet.close(ctx, a.logger)
+		a.fleet.close(a.logger)
 	}
 }
 
@@ -416,7 +416,7 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 		a.logger.Error("close store", "error", err)
 	}
 	if a.fleet != nil {
-		a.fleet.close(shutdownCtx, a.logger)
+		a.fleet.close(a.logger)
 	}
 	a.logger.Info("manager stopped")
 }

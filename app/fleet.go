@@ -15,7 +15,6 @@ import (
 	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/actors/supervisor"
 	"github.com/wafleet/wafleet/config"
-	"github.com/wafleet/wafleet/events/redisstream"
 	"github.com/wafleet/wafleet/fleet"
 	"github.com/wafleet/wafleet/store"
 	wredis "github.com/wafleet/wafleet/store/redis"
@@ -26,7 +25,8 @@ const redisTimeout = 2 * time.Second
 
 // fleetMode is what store.kind: redis adds to a process: the Redis client,
 // the account leases and the coordinator that decides which accounts run
-// here, the fleet-wide connect limiter and the event stream.
+// here, the fleet-wide connect limiter and the outbox on the Redis event
+// stream.
 type fleetMode struct {
 	client  goredis.UniversalClient
 	store   store.Backend // fenced by the leases
@@ -34,7 +34,6 @@ type fleetMode struct {
 	leases  *wredis.Leases
 	sockets *fleet.Sockets // every connection, closed when its lease ends
 	limiter *wredis.Limiter
-	stream  *redisstream.Sink
 	outbox  store.Outbox // the Redis stream of events, shared by the fleet
 	coord   *fleet.Coordinator
 	view    *fleetView
@@ -42,7 +41,7 @@ type fleetMode struct {
 
 // openFleet connects to Redis, warns when Redis would lose the devices on a
 // restart, and prepares the leases, the fenced store, the limiter and the
-// event stream.
+// outbox.
 func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*fleetMode, error) {
 	addrs := cfg.Redis.Addrs
 	if len(addrs) == 0 {
@@ -92,10 +91,6 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	if err != nil {
 		return fail(fmt.Errorf("app: connect limiter: %w", err))
 	}
-	stream, err := redisstream.New(client, redisstream.Options{Instance: cfg.Fleet.InstanceID})
-	if err != nil {
-		return fail(fmt.Errorf("app: event stream: %w", err))
-	}
 	return &fleetMode{
 		client:  client,
 		store:   st.Bound(leases),
@@ -103,7 +98,7 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		leases:  leases,
 		sockets: fleet.NewSockets(leases),
 		limiter: limiter,
-		stream:  stream,
+		outbox:  st,
 	}, nil
 }
 
@@ -260,10 +255,7 @@ func (h roundTripHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) gor
 }
 
 // close releases the Redis side once the coordinator has stopped.
-func (f *fleetMode) close(ctx context.Context, logger *slog.Logger) {
-	if err := f.stream.Close(ctx); err != nil {
-		logger.Warn("flush event stream", "error", err)
-	}
+func (f *fleetMode) close(logger *slog.Logger) {
 	if err := f.client.Close(); err != nil {
 		logger.Warn("close redis client", "error", err)
 	}

@@ -124,7 +124,9 @@ type Outbox interface {
 	// held by a dead instance), then new ones. deliverer names the calling
 	// process (its instance id). In fleet mode one deliverer at a time
 	// serves an endpoint, so that order per account holds; the others get
-	// no entries until it stops calling Next.
+	// no entries until it stops calling Next (for the Redis store's
+	// OutboxLockTTL). A deliverer busy with what it holds keeps its turn
+	// by calling Next, with n = 0 if it wants no more.
 	Next(ctx context.Context, endpoint, deliverer string, n int) ([]OutboxEntry, error)
 	// Ack marks entries of endpoint's queue delivered.
 	Ack(ctx context.Context, endpoint string, ids ...string) error

@@ -34,7 +34,9 @@ func eventsSince(t *testing.T, rc *goredis.Client, since time.Time) []streamEven
 	for _, m := range msgs {
 		field := func(k string) string { s, _ := m.Values[k].(string); return s }
 		at, _ := time.Parse(time.RFC3339Nano, field("time"))
-		out = append(out, streamEvent{instance: field("instance"), account: field("account"), kind: field("kind"), alarm: field("alarm"), at: at})
+		var body struct{ Alarm string }
+		_ = json.Unmarshal([]byte(field("body")), &body) // the event's JSON, events.Wire
+		out = append(out, streamEvent{instance: field("instance"), account: field("account"), kind: field("kind"), alarm: body.Alarm, at: at})
 	}
 	return out
 }

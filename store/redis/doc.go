@@ -21,8 +21,12 @@
 // views, the instance records, each instance's inbox of routed actions),
 // which package fleet/view reads and writes itself.
 //
+// The outbox (outbox.go, store.Outbox) is the PREFIX:events stream of
+// account events, with a consumer group per webhook endpoint, one
+// deliverer per endpoint at a time (a lock renewed by Next), dead letters
+// and the endpoints defined through the API, their secrets sealed.
+//
 // Package fleet (rendezvous hashing, rebalancing, the lease loop),
-// fleet/view, package app and events/redisstream (which appends to the
-// PREFIX:events stream named here) import it; it imports store. Keys are listed in
+// fleet/view and package app import it; it imports store. Keys are listed in
 // keys.go; every per-account key carries the account as its hash tag.
 package redis

@@ -43,7 +43,14 @@ const DefaultPrefix = "wafleet"
 //	PREFIX:beats           hash: instance -> count of its heartbeats and
 //	                       acquisitions (single node and Sentinel only)
 //	PREFIX:ratelimit:NAME  hash: token bucket state
-//	PREFIX:events          stream of account events
+//	PREFIX:events          stream of account events: the outbox, one consumer
+//	                       group per webhook endpoint (outbox.go)
+//	{PREFIX:events}:trimmed
+//	                       the newest entry trimmed from it
+//	PREFIX:{outbox}:endpoints, PREFIX:{outbox}:dead, PREFIX:{outbox}:redrive:EP,
+//	PREFIX:{outbox}:lock:EP
+//	                       webhook endpoints, dead letters, redriven entries
+//	                       and the deliverer of each endpoint (outbox.go)
 //	PREFIX:{view}:accounts hash: ACCT -> "FENCE JSON", the account's view as
 //	                       its owner published it (package fleet/view)
 //	PREFIX:{view}:instances
@@ -80,17 +87,6 @@ func (k keys) events() string             { return k.p + ":events" }
 func (k keys) registry() string           { return k.p + ":{registry}:accounts" }
 func (k keys) registryVersion() string    { return k.p + ":{registry}:version" }
 func (k keys) registryChannel() string    { return k.p + ":registry" }
-
-// EventsKey is the key of the stream of account events under prefix
-// (DefaultPrefix when empty), PREFIX:events; package events/redisstream
-// appends to it.
-func EventsKey(prefix string) (string, error) {
-	k, err := newKeys(prefix)
-	if err != nil {
-		return "", err
-	}
-	return k.events(), nil
-}
 
 // devicePattern matches every device hash (for SCAN).
 func (k keys) devicePattern() string { return k.p + ":{*}:device" }

@@ -4,6 +4,6 @@
 // restart, flush or reconfigure Redis). A test that can have neither fails
 // with a clear message; it never skips.
 //
-// Test code of store/redis, events/redisstream, fleet, app and cmd/manager
+// Test code of store/redis, fleet, app and cmd/manager
 // imports it.
 package redistest
