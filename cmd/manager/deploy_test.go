@@ -515,8 +515,10 @@ func TestCompose(t *testing.T) {
 	if emuPub == "" {
 		t.Fatalf("no volume mounts %s into the emulator", keyFile)
 	}
-	if emu.Healthcheck.Test != nil {
-		checkCommand(t, "emulator health check", emu.Healthcheck.Test[2:])
+	if test := emu.Healthcheck.Test; len(test) < 3 || test[0] != "CMD" {
+		t.Errorf("emulator healthcheck %q, want [CMD, manager, health, --url, …]", test)
+	} else {
+		checkCommand(t, "emulator health check", test[2:])
 		u, _ := flagValue(emu.Healthcheck.Test, "url")
 		checkHealthURL(t, "emulator health check", u, emuPort, "/stats")
 	}
