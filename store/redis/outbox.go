@@ -644,7 +644,9 @@ func (s *Store) Redrive(ctx context.Context, deadLetterID string) error {
 	return nil
 }
 
-// Endpoints implements store.Outbox, by name.
+// Endpoints implements store.Outbox, by name. With a Sealer, it seals the
+// secrets of endpoints saved before the key was set (and has the AOF
+// rewritten without them), as the owner of a device does its record.
 func (s *Store) Endpoints(ctx context.Context) ([]store.Endpoint, error) {
 	ctx, cancel, err := s.begin(ctx, "list endpoints")
 	if err != nil {
@@ -656,12 +658,26 @@ func (s *Store) Endpoints(ctx context.Context) ([]store.Endpoint, error) {
 		return nil, fmt.Errorf("redis: list endpoints: %w", err)
 	}
 	out := make([]store.Endpoint, 0, len(all))
+	var reseal []any // name, sealed record: secrets written before the key
 	for _, v := range all {
-		e, _, err := store.DecodeEndpoint([]byte(v), s.sealer)
+		e, sealed, err := store.DecodeEndpoint([]byte(v), s.sealer)
 		if err != nil {
 			return nil, fmt.Errorf("redis: list endpoints: %w", err)
 		}
 		out = append(out, e)
+		if !sealed && s.sealer != nil {
+			rec, err := store.EncodeEndpoint(e, s.sealer)
+			if err != nil {
+				return nil, fmt.Errorf("redis: list endpoints: %w", err)
+			}
+			reseal = append(reseal, e.Name, rec)
+		}
+	}
+	if len(reseal) > 0 {
+		if err := s.c.HSet(ctx, s.k.outboxEndpoints(), reseal...).Err(); err != nil {
+			return nil, fmt.Errorf("redis: list endpoints: seal the secrets written in the clear: %w", err)
+		}
+		s.aof.request() // the AOF still has them in the clear
 	}
 	slices.SortFunc(out, func(a, b store.Endpoint) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil

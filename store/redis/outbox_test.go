@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -164,5 +165,27 @@ func TestOutboxIsTheEventStream(t *testing.T) {
 	want := map[string]any{"instance": "inst-a", "account": "acct", "kind": "connected", "time": "2026-11-30T06:00:00Z", "body": `{"account":"acct"}`}
 	if fmt.Sprint(msgs[0].Values) != fmt.Sprint(want) {
 		t.Fatalf("fields %v, want %v", msgs[0].Values, want)
+	}
+}
+
+// An endpoint saved before the fleet had a key has its secret sealed the
+// first time a store with the key lists the endpoints.
+func TestOutboxSealsEndpointSecretsWrittenBeforeTheKey(t *testing.T) {
+	c, prefix := sharedClient(t)
+	const secret = "whsec-written-in-the-clear-0123456789"
+	plain := newOutboxStore(t, c, prefix, nil, 0)
+	if err := plain.SaveEndpoint(t.Context(), store.Endpoint{Name: "hooks", Account: "acct", URL: "https://h.example/", Secret: secret}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(rawValues(t, c, prefix), []byte(secret)) {
+		t.Fatal("the secret saved without a key is not in Redis: the test reads the wrong data")
+	}
+	sealed := newOutboxStore(t, c, prefix, testSealer(t, 3), 0)
+	got, err := sealed.Endpoints(t.Context())
+	if err != nil || len(got) != 1 || got[0].Secret != secret {
+		t.Fatalf("Endpoints: %d, %v; want the one saved, secret intact", len(got), err)
+	}
+	if bytes.Contains(rawValues(t, c, prefix), []byte(secret)) {
+		t.Fatal("the secret is still in the clear after a store with the key listed it")
 	}
 }
