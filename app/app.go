@@ -50,6 +50,10 @@ type Options struct {
 	// while the current one is refused and no newer one was found.
 	// Default webversion.DefaultRetryEvery (5 min); tests shorten it.
 	VersionRetry time.Duration
+	// RegistryCheck is how often a fleet instance checks the account
+	// registry for changes it was not told about (registry.go). Default
+	// 30 s; tests shorten it.
+	RegistryCheck time.Duration
 }
 
 // App is a running manager.

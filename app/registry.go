@@ -23,11 +23,12 @@ import (
 // creates, changes and deletes only API records: an id the file names is
 // changed in the file. In fleet mode every instance follows the registry in
 // Redis: it syncs on each change announced on the registry's channel, and
-// every registrySyncEvery in case an announcement was missed.
+// every Options.RegistryCheck in case an announcement was missed. A change
+// counter that went back says that Redis lost the registry: the instance
+// writes back the records it last read.
 
-// registrySyncEvery is how often a fleet instance checks the registry's
-// change counter for changes it was not told about.
-const registrySyncEvery = 30 * time.Second
+// defaultRegistryCheck is the default of Options.RegistryCheck.
+const defaultRegistryCheck = 30 * time.Second
 
 // Reasons an account administration request is refused.
 const (
@@ -119,17 +120,21 @@ func (a *App) refreshAccounts(ctx context.Context) error {
 
 // followRegistry (fleet mode) subscribes to the registry's announcements
 // and returns the loop that syncs on every change another instance
-// announces, and every registrySyncEvery when the change counter moved
+// announces, and every Options.RegistryCheck when the change counter moved
 // without an announcement, until ctx ends. Run subscribes before it
 // reports ready, so that no change made after that is missed.
 func (a *App) followRegistry(ctx context.Context) func() {
+	every := a.opts.RegistryCheck
+	if every <= 0 {
+		every = defaultRegistryCheck
+	}
 	last, _ := a.fleet.admin.AccountsVersion(ctx)
 	changes, err := a.fleet.admin.WatchAccounts(ctx)
 	if err != nil {
-		a.logger.Warn("cannot subscribe to account registry changes; checking every "+registrySyncEvery.String(), "error", err)
+		a.logger.Warn("cannot subscribe to account registry changes; checking every "+every.String(), "error", err)
 	}
 	return func() {
-		t := time.NewTicker(registrySyncEvery)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -142,9 +147,8 @@ func (a *App) followRegistry(ctx context.Context) func() {
 					continue
 				}
 			}
-			v, _ := a.fleet.admin.AccountsVersion(ctx)
 			a.regMu.Lock()
-			err := a.syncAccounts(ctx)
+			v, err := a.followChange(ctx, last)
 			a.regMu.Unlock()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -155,6 +159,37 @@ func (a *App) followRegistry(ctx context.Context) func() {
 			last = v
 		}
 	}
+}
+
+// followChange syncs with the registry after a change, first writing back
+// the records this instance last read when the change counter went back
+// from last (Redis lost its data), and returns the counter it synced
+// with. The caller holds a.regMu.
+func (a *App) followChange(ctx context.Context, last int64) (int64, error) {
+	v, err := a.fleet.admin.AccountsVersion(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("app: read the account registry's counter: %w", err)
+	}
+	if v < last {
+		restored := 0
+		for _, acct := range a.apiAccounts {
+			_, err := a.store.CreateAccount(ctx, store.AccountRecord{ID: acct.ID, Proxy: acct.Proxy, DeviceName: acct.DeviceName, Source: store.SourceAPI})
+			switch {
+			case err == nil:
+				restored++
+			case !errors.Is(err, store.ErrExists):
+				return 0, fmt.Errorf("app: restore the account registry: %w", err)
+			}
+		}
+		if err := a.seedRegistry(ctx); err != nil {
+			return 0, err
+		}
+		a.logger.Warn("the account registry's change counter went back (Redis lost data); wrote back the accounts this instance knew", "api_accounts", restored)
+		if v, err = a.fleet.admin.AccountsVersion(ctx); err != nil {
+			return 0, fmt.Errorf("app: read the account registry's counter: %w", err)
+		}
+	}
+	return v, a.syncAccounts(ctx)
 }
 
 // accountAdmin implements api.AccountAdmin on the registry.

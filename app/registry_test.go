@@ -364,3 +364,23 @@ func pairOnEither(t *testing.T, emu *emulator.Server, a, b *running, id string) 
 		}
 	}
 }
+
+// TestFleetRegistryOutlivesRedisDataLoss: when Redis loses its data, the
+// instance writes back the registry it last read: the API's account and
+// the YAML's.
+func TestFleetRegistryOutlivesRedisDataLoss(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	rs := redistest.Start(t, redistest.Config{})
+	r := startWith(t, fleetConfig(t, emu, rs.Addr(), "inst-a", 1), Options{RegistryCheck: 50 * time.Millisecond})
+	defer r.stop(t)
+	waitReady(t, r.app)
+	r.expect(t, "POST", "/api/accounts", map[string]string{"id": "kept", "proxy": "socks5://u:p@127.0.0.1:1"}, http.StatusCreated)
+	want := fmt.Sprint(registryIDs(t, r.app))
+	if err := rs.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the registry to be written back", func() bool { return fmt.Sprint(registryIDs(t, r.app)) == want })
+	if rec, err := r.app.store.Account(context.Background(), "kept"); err != nil || rec.Proxy != "socks5://u:p@127.0.0.1:1" || rec.Source != store.SourceAPI {
+		t.Fatalf("written back: %+v, %v", rec, err)
+	}
+}
