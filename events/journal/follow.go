@@ -74,9 +74,11 @@ func (j *Journal) Changed() <-chan struct{} {
 	return j.changed
 }
 
-// follow is the follower goroutine: from last on, it reads the outbox
-// after each local append and every Poll, and fans the entries out.
-func (j *Journal) follow(last string) {
+// follow is the follower goroutine: from last on (the newest entry when
+// the journal started, unless the outbox could not say: known false), it
+// reads the outbox after each local append and every Poll, and fans the
+// entries out.
+func (j *Journal) follow(last string, known bool) {
 	defer func() {
 		j.mu.Lock()
 		for s := range j.subs {
@@ -99,8 +101,16 @@ func (j *Journal) follow(last string) {
 		case <-j.poke:
 		case <-tick:
 		case <-j.done: // the writer is finished: read its last appends, then stop
-			j.read(&last)
+			if known {
+				j.read(&last)
+			}
 			return
+		}
+		if !known {
+			// The outbox could not say where it ended: start from now on.
+			// Subscribers resume what they missed by id.
+			last, known = j.startPosition()
+			continue
 		}
 		j.read(&last)
 	}

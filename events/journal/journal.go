@@ -91,24 +91,24 @@ func New(out store.Outbox, o Options) (*Journal, error) {
 		changed: make(chan struct{}), subs: make(map[*Subscription]struct{}),
 	}
 	j.abortCtx, j.abort = context.WithCancel(context.Background())
-	start := j.startPosition()
+	last, known := j.startPosition() // before New returns: what is published next is after it
 	go j.write()
-	go j.follow(start)
+	go j.follow(last, known)
 	return j, nil
 }
 
-// startPosition is the newest entry of the outbox when the journal
-// starts; the follower reads what comes after it. An outbox that cannot
-// say starts the follower at the oldest entry kept, once.
-func (j *Journal) startPosition() string {
-	ctx, cancel := context.WithTimeout(context.Background(), j.o.Timeout)
+// startPosition returns the newest entry of the outbox, where the
+// follower starts; ok is false when the outbox cannot say now (the
+// follower asks again at its next wake).
+func (j *Journal) startPosition() (last string, ok bool) {
+	ctx, cancel := context.WithTimeout(j.abortCtx, j.o.Timeout)
 	defer cancel()
 	last, err := j.out.Last(ctx)
 	if err != nil {
-		j.o.Logger.Warn("journal: cannot read the newest outbox entry; following from the oldest kept", "err", err)
-		return ""
+		j.o.Logger.Warn("journal: cannot read the newest outbox entry", "err", err)
+		return "", false
 	}
-	return last
+	return last, true
 }
 
 // Publish queues e without blocking; it is dropped (counted) when the
