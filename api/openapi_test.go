@@ -114,9 +114,10 @@ func operations(t *testing.T, doc map[string]any) []operation {
 }
 
 // TestOpenAPIDocument checks the document on its own: the required
-// top-level fields, that every $ref resolves, unique operation ids, path
-// parameters that match the path templates, errors as {"error": "..."},
-// and security as the guard applies it.
+// top-level fields, that every $ref resolves, unique operation ids, a
+// summary and declared tags on each operation, path parameters that match
+// the path templates, errors as {"error": "..."}, and security as the
+// guard applies it.
 func TestOpenAPIDocument(t *testing.T) {
 	doc := loadOpenAPI(t)
 	if v, _ := doc["openapi"].(string); !regexp.MustCompile(`^3\.[01]\.\d+$`).MatchString(v) {
@@ -159,6 +160,10 @@ func TestOpenAPIDocument(t *testing.T) {
 		return doc["security"].([]any)
 	}
 	ids := make(map[string]string)
+	tags := make(map[string]bool)
+	for _, tag := range doc["tags"].([]any) {
+		tags[object(t, tag, "tags")["name"].(string)] = true
+	}
 	template := regexp.MustCompile(`\{([^}]+)\}`)
 	for _, op := range operations(t, doc) {
 		name := op.method + " " + op.path
@@ -169,6 +174,18 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("%s: operationId %q already names %s", name, id, other)
 		}
 		ids[id] = name
+		if v, _ := op.op["summary"].(string); v == "" {
+			t.Errorf("%s: no summary", name)
+		}
+		opTags, _ := op.op["tags"].([]any)
+		if len(opTags) == 0 {
+			t.Errorf("%s: no tag", name)
+		}
+		for _, tag := range opTags {
+			if !tags[tag.(string)] {
+				t.Errorf("%s: tag %q is not declared in tags", name, tag)
+			}
+		}
 
 		// Path parameters: exactly the template's, each required.
 		var want, have []string
