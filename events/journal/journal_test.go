@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -245,4 +247,55 @@ func TestSlowSubscriberLags(t *testing.T) {
 	}
 	sub.Close()
 	sub.Close()
+}
+
+// failingLast is an Outbox whose Last fails until ok is set.
+type failingLast struct {
+	store.Outbox
+	mu sync.Mutex
+	ok bool
+}
+
+func (f *failingLast) Last(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ok {
+		return "", errors.New("redis: connection refused")
+	}
+	return f.Outbox.Last(ctx)
+}
+
+// A journal that could not learn where the outbox ended when it started
+// never replays the history to its subscribers: it starts from now on
+// once the outbox answers.
+func TestNoReplayWhenTheStartIsUnknown(t *testing.T) {
+	s, _ := openBolt(t)
+	for i := range 5 {
+		if _, err := s.Append(t.Context(), store.OutboxRecord{Account: "old", Kind: "state", Body: fmt.Appendf(nil, `{"n":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := &failingLast{Outbox: s}
+	j := newJournal(t, f, Options{Poll: 5 * time.Millisecond})
+	sub := j.Subscribe(100)
+	f.mu.Lock()
+	f.ok = true
+	f.mu.Unlock()
+	changed := j.Changed()
+	deadline := time.After(wait)
+	for { // the follower asks Last again, then follows
+		j.Publish(events.Event{Account: "new", Kind: events.KindState})
+		select {
+		case <-changed:
+		case <-time.After(20 * time.Millisecond):
+			continue
+		case <-deadline:
+			t.Fatal("the journal never followed the outbox")
+		}
+		break
+	}
+	e := <-sub.C()
+	if e.Account != "new" {
+		t.Fatalf("the subscriber got %s's entry %s: the history was replayed", e.Account, e.Body)
+	}
 }
