@@ -384,3 +384,46 @@ func TestFleetRegistryOutlivesRedisDataLoss(t *testing.T) {
 		t.Fatalf("written back: %+v, %v", rec, err)
 	}
 }
+
+// TestFleetAccountCRUDRace: concurrent creates and deletes of one id sent
+// to both instances of a fleet end with the registry and the instances in
+// agreement: the account runs on exactly one instance if it is in the
+// registry, on none otherwise.
+func TestFleetAccountCRUDRace(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	rs := redistest.Start(t, redistest.Config{})
+	a := start(t, fleetConfig(t, emu, rs.Addr(), "inst-a", 0))
+	b := start(t, fleetConfig(t, emu, rs.Addr(), "inst-b", 0))
+	defer b.stop(t)
+	defer a.stop(t)
+	waitReady(t, a.app)
+	waitReady(t, b.app)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 4 {
+				r := []*running{a, b}[(w+i)%2]
+				if (w+i/2)%2 == 0 {
+					if code, body := r.send(t, "POST", "/api/accounts", map[string]string{"id": "race"}); code != http.StatusCreated && code != http.StatusConflict {
+						t.Errorf("POST: %d %s", code, body)
+					}
+				} else if code, body := r.send(t, "DELETE", "/api/accounts/race", nil); code != http.StatusNoContent && code != http.StatusNotFound {
+					t.Errorf("DELETE: %d %s", code, body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	_, err := a.app.store.Account(context.Background(), "race")
+	inRegistry := err == nil
+	want := map[bool]int{true: 1, false: 0}[inRegistry]
+	waitFor(t, "the instances to agree with the registry", func() bool {
+		n := 0
+		for _, r := range []*running{a, b} {
+			if _, ok := r.app.Board().Get("race"); ok {
+				n++
+			}
+		}
+		return n == want && a.app.running.Load() == int64(want) && b.app.running.Load() == int64(want)
+	})
+}
