@@ -213,7 +213,8 @@ func (ad accountAdmin) Create(ctx context.Context, spec api.AccountSpec) (status
 	}
 	a.logger.Info("account created through the API", "account", spec.ID)
 	if err := a.syncAccounts(ctx); err != nil {
-		return status.Account{}, err
+		// Created: it starts at the next sync (a fleet checks regularly).
+		a.logger.Error("start a created account", "account", spec.ID, "error", err)
 	}
 	return a.viewOf(ctx, spec.ID), nil
 }
@@ -277,7 +278,10 @@ func (ad accountAdmin) Update(ctx context.Context, id string, patch api.AccountP
 		return err
 	}
 	a.logger.Info("account changed through the API", "account", id)
-	return a.syncAccounts(ctx)
+	if err := a.syncAccounts(ctx); err != nil {
+		a.logger.Error("restart a changed account", "account", id, "error", err)
+	}
+	return nil
 }
 
 // Delete implements api.AccountAdmin. With logout the account's actor
