@@ -77,7 +77,7 @@ func TestFleetTakeover(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	const lockTTL = time.Second
+	const lockTTL = 3 * time.Second // long beside the 20 ms polls, even on a loaded machine
 	ep := endpoint("main", r)
 	ep.MaxAttempts = 50
 	slow := func(cfg *webhook.Config) {
@@ -128,7 +128,7 @@ func TestFullQueueKeepsItsTurn(t *testing.T) {
 		<-release
 		return http.StatusOK
 	})
-	const lockTTL = 2 * time.Second // a deliverer that polls every 20 ms never lets it lapse
+	const lockTTL = 3 * time.Second // a deliverer that polls every 20 ms never lets it lapse
 	ep := endpoint("main", r)
 	ep.Timeout = time.Minute
 	small := func(cfg *webhook.Config) { cfg.MaxInFlight = 2 }
