@@ -1,7 +1,8 @@
 // Package app assembles one manager process from its configuration: the
 // device store, the event bus with the status board, metrics, logs and the
 // journal that writes every event into the store's outbox (journal.go), the
-// actor system with the supervisor and one connection actor per account,
+// webhook engine that delivers the outbox to the webhook endpoints
+// (webhooks.go; every instance of a fleet runs one), the actor system with the supervisor and one connection actor per account,
 // and the HTTP API. The accounts it runs are the YAML file's and those
 // created through the API, kept in the store's account registry
 // (registry.go, which says which wins). In fleet mode (store.kind redis,
