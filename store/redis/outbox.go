@@ -60,24 +60,41 @@ func (k keys) outboxLock(ep string) string    { return k.p + ":{outbox}:lock:" +
 
 var _ store.Outbox = (*Store)(nil)
 
-// outboxState is what the Store remembers in memory of the outbox: the
-// entries Next handed out per endpoint and not yet acknowledged (id ->
-// the redrive list element, "" for a stream entry).
+// outboxState is what the Store remembers in memory of the outbox, per
+// endpoint.
 type outboxState struct {
-	mu       sync.Mutex
-	inflight map[string]map[string]string
+	mu  sync.Mutex
+	eps map[string]*endpointState
 }
 
-func (o *outboxState) handed(endpoint string) map[string]string {
-	if o.inflight == nil {
-		o.inflight = make(map[string]map[string]string)
+// endpointState holds the entries Next handed out for one endpoint and
+// that are not acknowledged yet: id -> the redrive list element, "" for
+// a stream entry.
+type endpointState struct {
+	mu     sync.Mutex // held by Next throughout: two calls never hand out one entry twice
+	handed map[string]string
+}
+
+// endpoint returns the state of endpoint, created when missing.
+func (o *outboxState) endpoint(name string) *endpointState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.eps == nil {
+		o.eps = make(map[string]*endpointState)
 	}
-	m := o.inflight[endpoint]
-	if m == nil {
-		m = make(map[string]string)
-		o.inflight[endpoint] = m
+	ep := o.eps[name]
+	if ep == nil {
+		ep = &endpointState{handed: make(map[string]string)}
+		o.eps[name] = ep
 	}
-	return m
+	return ep
+}
+
+// drop forgets endpoint (closed).
+func (o *outboxState) drop(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.eps, name)
 }
 
 // appendScript appends records and trims the stream, recording the
@@ -328,9 +345,7 @@ func (s *Store) CloseEndpoint(ctx context.Context, endpoint string) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("redis: close endpoint %q: %w", endpoint, err)
 	}
-	s.outbox.mu.Lock()
-	delete(s.outbox.inflight, endpoint)
-	s.outbox.mu.Unlock()
+	s.outbox.drop(endpoint)
 	return nil
 }
 
@@ -356,6 +371,9 @@ func (s *Store) Next(ctx context.Context, endpoint, deliverer string, n int) ([]
 	fail := func(err error) ([]store.OutboxEntry, error) {
 		return nil, fmt.Errorf("redis: outbox next of %q: %w", endpoint, errNoGroup(err))
 	}
+	ep := s.outbox.endpoint(endpoint)
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
 	// The group first: a closed endpoint is ErrNotFound, and takes no lock.
 	groups, err := s.c.XInfoGroups(ctx, s.k.events()).Result()
 	if err != nil && !strings.Contains(err.Error(), "no such key") {
@@ -368,13 +386,11 @@ func (s *Store) Next(ctx context.Context, endpoint, deliverer string, n int) ([]
 	if err != nil {
 		return fail(err)
 	}
-	s.outbox.mu.Lock()
-	defer s.outbox.mu.Unlock()
 	if held != 1 {
-		delete(s.outbox.inflight, endpoint) // another deliverer serves it now
+		clear(ep.handed) // another deliverer serves it now
 		return nil, nil
 	}
-	out := s.outbox.handed(endpoint)
+	out := ep.handed
 	var got []store.OutboxEntry
 	// Pending entries not in flight here: handed out before a restart or
 	// by a deliverer that lost the lock. They come first, in order.
@@ -462,17 +478,17 @@ func (s *Store) Ack(ctx context.Context, endpoint string, ids ...string) error {
 // ack acknowledges ids in the group and, for redriven ones, removes them
 // from the redrive list, in pipe (and whatever it holds already).
 func (s *Store) ack(ctx context.Context, pipe goredis.Pipeliner, endpoint string, ids []string) error {
-	s.outbox.mu.Lock()
-	out := s.outbox.inflight[endpoint]
+	ep := s.outbox.endpoint(endpoint)
+	ep.mu.Lock()
 	var stream []string
 	for _, id := range ids {
-		if raw := out[id]; raw != "" {
+		if raw := ep.handed[id]; raw != "" {
 			pipe.LRem(ctx, s.k.outboxRedrive(endpoint), 1, raw)
 		} else if validStreamID(id) {
 			stream = append(stream, id)
 		}
 	}
-	s.outbox.mu.Unlock()
+	ep.mu.Unlock()
 	if len(stream) > 0 {
 		pipe.XAck(ctx, s.k.events(), endpoint, stream...)
 	}
@@ -485,11 +501,11 @@ func (s *Store) ack(ctx context.Context, pipe goredis.Pipeliner, endpoint string
 			return err
 		}
 	}
-	s.outbox.mu.Lock()
+	ep.mu.Lock()
 	for _, id := range ids {
-		delete(out, id)
+		delete(ep.handed, id)
 	}
-	s.outbox.mu.Unlock()
+	ep.mu.Unlock()
 	return nil
 }
 
