@@ -173,7 +173,7 @@ func wantError(t *testing.T, resp *http.Response, body []byte, code int) {
 	}
 }
 
-var accountFields = []string{"connected_since", "id", "jid", "last_error", "qr", "reconnects", "restarts", "state"}
+var accountFields = []string{"connected_since", "id", "jid", "last_error", "last_error_at", "qr", "qr_count", "qr_expires_at", "qr_index", "reconnects", "restarts", "state"}
 
 func keys(m map[string]any) []string {
 	out := make([]string, 0, len(m))
@@ -490,7 +490,7 @@ func TestTokenAuth(t *testing.T) {
 		{"qr with token", "GET", "/api/accounts/bob/qr.png", "Bearer " + token, 200},
 		{"pair without token", "POST", "/api/accounts/dave/pair", "", 401},
 		{"pair with token", "POST", "/api/accounts/dave/pair", "Bearer " + token, 202},
-		{"dashboard without token", "GET", "/", "", 401},
+		{"dashboard without token: the login form", "GET", "/", "", 200},
 		{"dashboard with token", "GET", "/", "Bearer " + token, 200},
 		{"metrics without token", "GET", "/metrics", "", 401},
 		{"metrics with token", "GET", "/metrics", "Bearer " + token, 200},

@@ -228,7 +228,7 @@ var schemaWords = map[string]bool{
 	"$ref": true, "type": true, "properties": true, "required": true, "items": true,
 	"additionalProperties": true, "enum": true, "const": true, "not": true,
 	"pattern": true, "minLength": true, "maxLength": true, "format": true,
-	"minimum": true, "maximum": true, "maxItems": true,
+	"minimum": true, "maximum": true, "maxItems": true, "oneOf": true,
 	"description": true, "contentMediaType": true,
 }
 
@@ -265,6 +265,17 @@ func validate(doc map[string]any, schema, v any, at string) error {
 	}
 	if c, ok := s["const"]; ok && fmt.Sprint(c) != fmt.Sprint(v) {
 		return fmt.Errorf("%s: %v is not %v", at, v, c)
+	}
+	if one, ok := s["oneOf"].([]any); ok {
+		matched := 0
+		for _, alt := range one {
+			if validate(doc, alt, v, at) == nil {
+				matched++
+			}
+		}
+		if matched != 1 {
+			return fmt.Errorf("%s: %v matches %d of the oneOf schemas, want exactly 1", at, v, matched)
+		}
 	}
 	if not, ok := s["not"]; ok && validate(doc, not, v, at) == nil {
 		return fmt.Errorf("%s: %v matches what the schema excludes", at, v)

@@ -60,10 +60,18 @@ func inlineHash(page []byte, open, close string) string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }
 
+// csrfMark is where the dashboard's page holds the CSRF token of the
+// session it was served to (session.go); empty without a session.
+const csrfMark = "{{csrf}}"
+
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
+	var csrf string
+	if sess, ok := s.cookieSession(r); ok {
+		csrf = sess.csrf
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", dashboardCSP)
 	w.WriteHeader(http.StatusOK)
-	w.Write(s.dashboard)
+	w.Write(bytes.Replace(s.dashboard, []byte(csrfMark), []byte(csrf), 1))
 }

@@ -223,6 +223,9 @@ func TestOpenAPIDocument(t *testing.T) {
 			if code[0] < '4' {
 				continue
 			}
+			if op.path == routeConsoleLogin && code == "401" {
+				continue // the login form again, for the browser that posted it
+			}
 			content, _ := deref(t, doc, r)["content"].(map[string]any)
 			media, ok := content["application/json"]
 			if !ok || len(content) != 1 {
@@ -244,10 +247,11 @@ func TestOpenAPIDocument(t *testing.T) {
 				}
 			}
 		}
-		probe := op.path == routeHealthz || op.path == routeReadyz
+		// The login takes the token in its form instead.
+		probe := op.path == routeHealthz || op.path == routeReadyz || op.path == routeConsoleLogin
 		switch {
 		case probe && len(sec) != 0:
-			t.Errorf("%s: a probe needs no token, the document asks for %v", name, sec)
+			t.Errorf("%s: a probe or the login needs no token, the document asks for %v", name, sec)
 		case !probe && len(sec) == 0:
 			t.Errorf("%s: the document asks for no token, the guard does", name)
 		case !probe && (responses["401"] == nil || responses["403"] == nil):

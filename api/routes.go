@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -67,6 +65,8 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
 	handle(http.MethodGet, routeOpenAPI, s.handleOpenAPI)
+	handle(http.MethodPost, routeConsoleLogin, s.handleLogin)
+	handle(http.MethodPost, routeConsoleLogout, s.handleLogout)
 	handle(http.MethodGet, routeInstances, s.handleInstances)
 	s.archiveRoutes(handle)
 	s.webhookRoutes(handle)
@@ -112,9 +112,20 @@ func (s *Server) secure(next http.Handler) http.Handler {
 		case crossSite(r):
 			writeError(w, http.StatusForbidden, "cross-site request refused: use the dashboard on this server or a client outside the browser")
 			return
-		case s.cfg.Token != "" && !s.authorized(r):
+		case s.cfg.Token != "" && r.URL.Path == routeConsoleLogin:
+			// The login needs no session; crossSite above keeps other
+			// sites' pages from logging the browser in (login CSRF).
+		case s.cfg.Token != "" && !s.authorized(r) && !s.sessionAllows(r):
+			if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				s.handleLoginPage(w, r, http.StatusOK) // a browser without a session
+				return
+			}
 			h.Set("WWW-Authenticate", `Bearer realm="wafleet"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			if _, ok := s.cookieSession(r); ok {
+				writeError(w, http.StatusForbidden, "missing or wrong "+csrfHeader+" header: changes made with the console's session need the token of its page")
+				return
+			}
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token, and no console session: log in at /")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -129,8 +140,7 @@ func (s *Server) authorized(r *http.Request) bool {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+	return s.tokenMatches(strings.TrimSpace(token))
 }
 
 // validID reports whether id matches ^[A-Za-z0-9._-]{1,64}$ and is not
@@ -183,8 +193,16 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	pq, paged, ok := parsePageQuery(w, r)
+	if !ok {
+		return
+	}
 	list, ok := s.accounts(w, r)
 	if !ok {
+		return
+	}
+	if paged {
+		writeJSON(w, http.StatusOK, pageOf(list, pq))
 		return
 	}
 	if list == nil {

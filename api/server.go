@@ -172,6 +172,7 @@ type Server struct {
 	streamKey string        // in the dashboard's page: marks its event streams
 	dashboard []byte        // the page, with streamKey
 	renders   chan struct{} // one slot per QR code being rendered
+	sessions  *sessions     // the console's logins (session.go)
 	handler   http.Handler
 	// routeTable lists every registered route, for the test that holds
 	// the OpenAPI document to them.
@@ -221,12 +222,13 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		streams: newStreamSlots(cfg.MaxStreams, cfg.ReservedStreams, cfg.MaxStreamsPerClient),
-		renders: make(chan struct{}, maxRenders),
-		closing: make(chan struct{}),
-		hosts:   newHostPolicy(cfg.Listen, cfg.AllowedHosts),
+		cfg:      cfg,
+		log:      log,
+		streams:  newStreamSlots(cfg.MaxStreams, cfg.ReservedStreams, cfg.MaxStreamsPerClient),
+		renders:  make(chan struct{}, maxRenders),
+		sessions: newSessions(),
+		closing:  make(chan struct{}),
+		hosts:    newHostPolicy(cfg.Listen, cfg.AllowedHosts),
 	}
 	if cfg.Token != "" {
 		s.tokenHash = sha256.Sum256([]byte(cfg.Token))

@@ -73,6 +73,11 @@ type Event struct {
 	// QR is the QR code content for KindQR. It contains the ADV secret: it
 	// is never logged (see LogValue) and only shown to the operator.
 	QR string
+	// QRIndex and QRCount say which code of the pairing's batch QR is
+	// (from 1) and how many the batch has; QRExpires is when the next
+	// code replaces it or the pairing gives up. KindQR only.
+	QRIndex, QRCount int
+	QRExpires        time.Time
 	// Error describes the failure for KindDisconnected, KindAlarm and
 	// failed transitions. It never contains secrets.
 	Error string

@@ -14,10 +14,18 @@ type Account struct {
 	State events.State `json:"state"`
 	JID   string       `json:"jid"`
 	// QR is the QR code showing while the account is pairing, else nil.
-	QR             *string    `json:"qr"`
-	Restarts       int        `json:"restarts"`
-	Reconnects     int        `json:"reconnects"`
+	QR *string `json:"qr"`
+	// QRIndex, QRCount and QRExpiresAt say which code of the batch QR is
+	// ("code 2 of 6") and when it stops being valid; set with QR.
+	QRIndex     int        `json:"qr_index"`
+	QRCount     int        `json:"qr_count"`
+	QRExpiresAt *time.Time `json:"qr_expires_at"`
+	Restarts    int        `json:"restarts"`
+	Reconnects  int        `json:"reconnects"`
+	// LastError is the last failure since the account was last
+	// connected ("" once it connects); LastErrorAt is when it happened.
 	LastError      string     `json:"last_error"`
+	LastErrorAt    *time.Time `json:"last_error_at"`
 	ConnectedSince *time.Time `json:"connected_since"`
 	// PairingSince is when the account entered pairing (for the health
 	// summary's oldest pairing); not part of the JSON.
@@ -78,10 +86,17 @@ func (b *Board) Publish(e events.Event) {
 	case events.KindQR:
 		qr := e.QR
 		a.QR = &qr
+		a.QRIndex, a.QRCount = e.QRIndex, e.QRCount
+		a.QRExpiresAt = nil
+		if !e.QRExpires.IsZero() {
+			at := e.QRExpires
+			a.QRExpiresAt = &at
+		}
 	case events.KindConnected:
 		at := e.Time
 		a.ConnectedSince = &at
 		a.LastError = ""
+		a.LastErrorAt = nil
 	case events.KindReconnect:
 		a.Reconnects++
 	case events.KindRestart:
@@ -90,10 +105,11 @@ func (b *Board) Publish(e events.Event) {
 		a.JID = ""
 	}
 	if e.Error != "" {
-		a.LastError = e.Error
+		at := e.Time
+		a.LastError, a.LastErrorAt = e.Error, &at
 	}
 	if a.State != events.StatePairing {
-		a.QR = nil
+		a.QR, a.QRIndex, a.QRCount, a.QRExpiresAt = nil, 0, 0, nil
 	}
 	if a.State != events.StateConnected {
 		a.ConnectedSince = nil
@@ -139,6 +155,14 @@ func (a *Account) copy() Account {
 	if a.ConnectedSince != nil {
 		t := *a.ConnectedSince
 		c.ConnectedSince = &t
+	}
+	if a.QRExpiresAt != nil {
+		t := *a.QRExpiresAt
+		c.QRExpiresAt = &t
+	}
+	if a.LastErrorAt != nil {
+		t := *a.LastErrorAt
+		c.LastErrorAt = &t
 	}
 	if a.InstanceAlive != nil {
 		alive := *a.InstanceAlive

@@ -47,12 +47,13 @@ func TestAccountJSONNames(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"id", "state", "jid", "qr", "restarts", "reconnects", "last_error", "connected_since"} {
+	keys := []string{"id", "state", "jid", "qr", "qr_index", "qr_count", "qr_expires_at", "restarts", "reconnects", "last_error", "last_error_at", "connected_since"}
+	for _, key := range keys {
 		if _, ok := m[key]; !ok {
 			t.Errorf("JSON lacks %q: %s", key, raw)
 		}
 	}
-	if len(m) != 8 {
+	if len(m) != len(keys) {
 		t.Errorf("JSON has extra keys: %s", raw)
 	}
 }
@@ -121,5 +122,26 @@ func TestLeaseLostForgetsTheAccount(t *testing.T) {
 	s := b.Summarize(t0)
 	if s.Total != 1 || s.ByState[events.StateStopped] != 0 || s.ByState[events.StateConnected] != 1 {
 		t.Fatalf("summary = %+v, want only the kept account, connected", s)
+	}
+}
+
+func TestBoardQRBatchAndErrorHistory(t *testing.T) {
+	b := NewBoard()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	b.Publish(events.Event{Account: "a", Kind: events.KindDisconnected, State: events.StateBackoff, Error: "read: reset", Time: at})
+	a, _ := b.Get("a")
+	if a.LastError != "read: reset" || a.LastErrorAt == nil || !a.LastErrorAt.Equal(at) {
+		t.Fatalf("error %q at %v", a.LastError, a.LastErrorAt)
+	}
+	exp := at.Add(time.Minute)
+	b.Publish(events.Event{Account: "a", Kind: events.KindQR, State: events.StatePairing, QR: "q", QRIndex: 2, QRCount: 6, QRExpires: exp, Time: at})
+	a, _ = b.Get("a")
+	if a.QRIndex != 2 || a.QRCount != 6 || a.QRExpiresAt == nil || !a.QRExpiresAt.Equal(exp) {
+		t.Fatalf("qr %d of %d until %v", a.QRIndex, a.QRCount, a.QRExpiresAt)
+	}
+	b.Publish(events.Event{Account: "a", Kind: events.KindConnected, State: events.StateConnected, Time: at})
+	a, _ = b.Get("a")
+	if a.QR != nil || a.QRIndex != 0 || a.QRCount != 0 || a.QRExpiresAt != nil || a.LastError != "" || a.LastErrorAt != nil {
+		t.Fatalf("connected keeps %+v", a)
 	}
 }

@@ -158,9 +158,10 @@ func (p *pairer) show(ctx actor.Context, life time.Duration) {
 		// A ref the builder refuses: skip it (the error names no value).
 		p.log.Warn("pairing: unusable ref skipped", slog.Int("index", p.index), slog.String("error", err.Error()))
 	} else {
+		now := p.deps.Now()
 		p.deps.Events.Publish(events.Event{
 			Account: p.deps.AccountID, Kind: events.KindQR, State: events.StatePairing,
-			QR: code, Time: p.deps.Now(),
+			QR: code, QRIndex: p.index + 1, QRCount: len(p.refs), QRExpires: now.Add(life), Time: now,
 		})
 		p.log.Info("pairing: QR code showing", slog.Int("index", p.index+1), slog.Int("of", len(p.refs)),
 			slog.Duration("for", life))

@@ -145,6 +145,13 @@ func TestQRCodesOnSchedule(t *testing.T) {
 		if e.Kind != events.KindQR || e.State != events.StatePairing || e.Account != "acct" {
 			t.Errorf("event %d: %s/%s/%s", i, e.Kind, e.State, e.Account)
 		}
+		life := next
+		if i == 0 {
+			life = first
+		}
+		if e.QRIndex != i+1 || e.QRCount != len(refs) || !e.QRExpires.Equal(e.Time.Add(life)) {
+			t.Errorf("event %d: code %d of %d until %v, want %d of %d until shown+%v", i, e.QRIndex, e.QRCount, e.QRExpires, i+1, len(refs), life)
+		}
 	}
 	// Timers never fire early: the first code lived at least First, the
 	// next at least Next (each event's Time is when it was shown).
