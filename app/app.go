@@ -153,7 +153,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	a.bus = events.NewBus(sinks...)
 	if err := a.metrics.CountDropped(a.bus.Dropped); err != nil {
 		a.closeStorage()
-		return nil, fmt.Errorf("app: metrics: %w", err)
+		return nil, fmt.Errorf("app: %w", err) // "metrics: register …"
 	}
 	if err := a.registerJournal(); err != nil {
 		a.closeStorage()
@@ -167,7 +167,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		coord, err := fleet.New(fleet.Config{Leases: a.fleet.leases, Sockets: a.fleet.sockets, Owner: fleetOwner{a}, Events: a.bus, Logger: opts.Logger})
 		if err != nil {
 			a.closeStorage()
-			return nil, fmt.Errorf("app: fleet: %w", err)
+			return nil, fmt.Errorf("app: %w", err) // "fleet: …"
 		}
 		a.fleet.coord = coord
 	}
@@ -536,21 +536,6 @@ func (a *App) observedDialer(ctx context.Context, req connection.DialRequest) (c
 	s, err := connection.WireDialer(ctx, req)
 	a.metrics.ObserveHandshake(time.Since(start), err)
 	return s, err
-}
-
-// logEvent writes one log line per account event (never the QR content:
-// events.Event's LogValue leaves it out).
-func (a *App) logEvent(e events.Event) {
-	level := slog.LevelInfo
-	switch e.Kind {
-	case events.KindAlarm:
-		level = slog.LevelError
-	case events.KindDisconnected:
-		level = slog.LevelWarn
-	case events.KindQR:
-		level = slog.LevelDebug
-	}
-	a.logger.Log(context.Background(), level, "account "+string(e.Kind), "account", e.Account, "state", string(e.State), "event", e)
 }
 
 // controller turns API actions into requests to the account's actor.

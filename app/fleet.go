@@ -59,6 +59,9 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 	if cfg.Redis.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	// The client's own messages join the JSON stream (go-redis has one
+	// logger per process: the latest instance's).
+	goredis.SetLogger(redisLogger{logger.With("component", "redis")})
 	client := goredis.NewUniversalClient(opts)
 	fail := func(err error) (*fleetMode, error) {
 		_ = client.Close()

@@ -42,7 +42,7 @@ func (a *App) newJournal() error {
 	}
 	j, err := journal.New(ob, o)
 	if err != nil {
-		return fmt.Errorf("app: journal: %w", err)
+		return fmt.Errorf("app: %w", err) // "journal: …"
 	}
 	a.journal = j
 	return nil

@@ -61,6 +61,36 @@ const (
 	AlarmMassLogout     Alarm = "mass_logout"     // too many accounts were logged out at once; their wipes wait for an operator
 )
 
+// Reason says why a connection ended, in a bounded set of words: the
+// label values of wafleet_disconnects_total and the reason of the
+// transition's log line. Error has the details.
+type Reason string
+
+// The reasons a connection ends.
+const (
+	ReasonNetwork           Reason = "network"            // the dial, the handshake or the socket failed
+	ReasonKeepaliveTimeout  Reason = "keepalive_timeout"  // keepalive pings went unanswered
+	ReasonWriteQueueFull    Reason = "write_queue_full"   // too many frames waited to be written
+	ReasonStreamEnd         Reason = "stream_end"         // the server closed the stream without a reason
+	ReasonUnacked           Reason = "unacked"            // the server ended the stream for an unacknowledged stanza
+	ReasonServerError       Reason = "server_error"       // a transient server-side error (5xx, other stream errors)
+	ReasonServerRestart     Reason = "server_restart"     // the server asked for a new connection (515)
+	ReasonLoggedOut         Reason = "logged_out"         // the device was unlinked (by the phone or an operator)
+	ReasonBanned            Reason = "banned"             // the account is locked or banned
+	ReasonTemporarilyBanned Reason = "temporarily_banned" // a temporary ban; the account waits for its end
+	ReasonOutdated          Reason = "outdated"           // the server refuses the client version
+	ReasonReplaced          Reason = "replaced"           // another connection took the session over
+	ReasonRefused           Reason = "refused"            // the server refused the login for good, or the device is unusable
+	ReasonPairingExpired    Reason = "pairing_expired"    // the QR codes ran out without a scan
+	ReasonHandedOver        Reason = "handed_over"        // the lease is gone: another instance runs the account
+)
+
+// Reasons lists every Reason: the values wafleet_disconnects_total counts
+// by (each exported from the start, zero included).
+var Reasons = []Reason{ReasonNetwork, ReasonKeepaliveTimeout, ReasonWriteQueueFull, ReasonStreamEnd, ReasonUnacked,
+	ReasonServerError, ReasonServerRestart, ReasonLoggedOut, ReasonBanned, ReasonTemporarilyBanned, ReasonOutdated,
+	ReasonReplaced, ReasonRefused, ReasonPairingExpired, ReasonHandedOver}
+
 // Event is one thing that happened to one account. Events are values: a
 // publisher never changes an event after publishing it.
 type Event struct {
@@ -68,6 +98,12 @@ type Event struct {
 	Kind    Kind
 	// State is the account's state after the event.
 	State State
+	// From is the account's state before the event, when its publisher
+	// knows it (the connection actor always does); equal to State for an
+	// event that changes no state.
+	From State
+	// Reason is set on the event of a connection's end: why it ended.
+	Reason Reason
 	// JID is the device JID once known.
 	JID string
 	// QR is the QR code content for KindQR. It contains the ADV secret: it
@@ -97,6 +133,12 @@ func (e Event) LogValue() slog.Value {
 		slog.String("account", e.Account),
 		slog.String("kind", string(e.Kind)),
 		slog.String("state", string(e.State)),
+	}
+	if e.From != "" {
+		attrs = append(attrs, slog.String("from", string(e.From)))
+	}
+	if e.Reason != "" {
+		attrs = append(attrs, slog.String("reason", string(e.Reason)))
 	}
 	if e.JID != "" {
 		attrs = append(attrs, slog.String("jid", e.JID))

@@ -16,6 +16,8 @@ type Wire struct {
 	Instance string    `json:"instance,omitempty"` // the instance the event happened on
 	Kind     Kind      `json:"kind"`
 	State    State     `json:"state,omitempty"`
+	From     State     `json:"from,omitempty"`   // the state before the event
+	Reason   Reason    `json:"reason,omitempty"` // why the connection ended
 	JID      string    `json:"jid,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Alarm    Alarm     `json:"alarm,omitempty"`
@@ -32,7 +34,7 @@ func ToWire(e Event, instance string) Wire {
 		t = time.Now()
 	}
 	return Wire{
-		Account: e.Account, Instance: instance, Kind: e.Kind, State: e.State, JID: e.JID,
+		Account: e.Account, Instance: instance, Kind: e.Kind, State: e.State, From: e.From, Reason: e.Reason, JID: e.JID,
 		Error: e.Error, Alarm: e.Alarm, Attempt: e.Attempt, DelayMS: e.Delay.Milliseconds(),
 		Time: t.UTC(),
 	}

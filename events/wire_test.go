@@ -28,3 +28,14 @@ func TestMarshalLeavesTheQROut(t *testing.T) {
 		}
 	}
 }
+
+func TestWireCarriesTheTransition(t *testing.T) {
+	b := Marshal(Event{Account: "a", Kind: KindDisconnected, From: StateConnected, State: StateBackoff, Reason: ReasonKeepaliveTimeout, Delay: 1500 * time.Millisecond}, "")
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["from"] != "connected" || got["state"] != "backoff" || got["reason"] != "keepalive_timeout" {
+		t.Fatalf("wire form %s lacks the transition", b)
+	}
+}

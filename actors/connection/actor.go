@@ -49,6 +49,9 @@ type conn struct {
 	goal  goal
 	phase phase    // what is; events.State derives from it
 	cur   *attempt // the current attempt, replaced wholesale by the next
+	// ending is why the connection ends while end applies it: the
+	// Reason of the event setPhase publishes next.
+	ending events.Reason
 
 	dev  *store.Device
 	wipe *wipeOrder // wipe the stored device before the next attempt (nil: keep it)

@@ -350,17 +350,19 @@ func TestFailurePolicy(t *testing.T) {
 		errHas     string
 		wiped      bool
 		redial     bool // a new dial follows by itself (soon)
+		reason     events.Reason
+		from       events.State
 	}{
-		{"403 locked", locked, false, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "Your account is locked", true, false},
-		{"406 banned", node.New("failure", node.StrAttr("reason", "406")), false, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "406 (banned)", true, false},
-		{"406 banned with auto-repair", node.New("failure", node.StrAttr("reason", "406")), true, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "406", true, true},
-		{"401 logged out", node.New("failure", node.StrAttr("reason", "401")), false, events.StateLoggedOut, events.KindLoggedOut, "", "401", true, true},
-		{"409 refused", node.New("failure", node.StrAttr("reason", "409")), false, events.StateStopped, events.KindAlarm, events.AlarmRefused, "409", false, false},
-		{"stream 401 without device_removed", node.New("stream:error", node.StrAttr("code", "401")), false, events.StateBackoff, events.KindDisconnected, "", "401", false, false},
+		{"403 locked", locked, false, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "Your account is locked", true, false, events.ReasonBanned, events.StateConnecting},
+		{"406 banned", node.New("failure", node.StrAttr("reason", "406")), false, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "406 (banned)", true, false, events.ReasonBanned, events.StateConnecting},
+		{"406 banned with auto-repair", node.New("failure", node.StrAttr("reason", "406")), true, events.StateLoggedOut, events.KindAlarm, events.AlarmBanned, "406", true, true, events.ReasonBanned, events.StateConnecting},
+		{"401 logged out", node.New("failure", node.StrAttr("reason", "401")), false, events.StateLoggedOut, events.KindLoggedOut, "", "401", true, true, events.ReasonLoggedOut, events.StateConnecting},
+		{"409 refused", node.New("failure", node.StrAttr("reason", "409")), false, events.StateStopped, events.KindAlarm, events.AlarmRefused, "409", false, false, events.ReasonRefused, events.StateConnecting},
+		{"stream 401 without device_removed", node.New("stream:error", node.StrAttr("code", "401")), false, events.StateBackoff, events.KindDisconnected, "", "401", false, false, events.ReasonServerError, events.StateConnecting},
 		{"stream device_removed", node.New("stream:error", node.StrAttr("code", "401")).WithChildren(node.New("conflict", node.StrAttr("type", "device_removed"))),
-			false, events.StateLoggedOut, events.KindLoggedOut, "", "device_removed", true, true},
+			false, events.StateLoggedOut, events.KindLoggedOut, "", "device_removed", true, true, events.ReasonLoggedOut, events.StateConnecting},
 		{"stream ack", node.New("stream:error").WithChildren(node.New("ack", node.StrAttr("class", "receipt"), node.StrAttr("id", "r9"))),
-			false, events.StateBackoff, events.KindDisconnected, "", `class="receipt" id="r9"`, false, false},
+			false, events.StateBackoff, events.KindDisconnected, "", `class="receipt" id="r9"`, false, false, events.ReasonUnacked, events.StateConnecting},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -376,6 +378,9 @@ func TestFailurePolicy(t *testing.T) {
 			ev, _ := h.rec.WaitFrom(t, 0, string(tt.state), func(e events.Event) bool { return e.Kind == tt.kind && e.State == tt.state })
 			if ev.Alarm != tt.alarm || !strings.Contains(ev.Error, tt.errHas) {
 				t.Errorf("event alarm %q error %q; want alarm %q and %q", ev.Alarm, ev.Error, tt.alarm, tt.errHas)
+			}
+			if ev.Reason != tt.reason || ev.From != tt.from {
+				t.Errorf("event from %q reason %q; want from %q reason %q", ev.From, ev.Reason, tt.from, tt.reason)
 			}
 			if tt.wiped {
 				waitFor(t, "device wiped", func() bool {

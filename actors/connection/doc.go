@@ -12,8 +12,11 @@
 // # Phases and states
 //
 // The actor's one internal state is its phase (phase.go); setPhase is the
-// only place it changes, logs the change once and publishes it as an
-// events.Event whose public State derives from the phase:
+// only place it changes and publishes it as an events.Event whose public
+// State derives from the phase, with the state before (From) and, for the
+// event of a connection's end, why it ended (Reason, reasonFor in end.go).
+// The process logs each event once; setPhase itself logs only a phase
+// change within one state, at debug level:
 //
 //	phase        state       what happens
 //	loading      connecting  the device is loaded (wiped first if ordered), or

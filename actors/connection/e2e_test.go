@@ -250,6 +250,9 @@ func TestReplacedAfterLeaseLost(t *testing.T) {
 	if e.Kind != events.KindDisconnected || !strings.Contains(e.Error, "lease lost") || !strings.Contains(e.Error, "replaced") {
 		t.Errorf("event %s %s %q, want a disconnect naming the lost lease and the replacement", e.Kind, e.State, e.Error)
 	}
+	if e.Reason != events.ReasonHandedOver || e.From != events.StateConnected {
+		t.Errorf("hand-over event from %q reason %q, want from connected, reason handed_over", e.From, e.Reason)
+	}
 	for _, e := range h.rec.Events()[from:] {
 		if e.Kind == events.KindAlarm {
 			t.Errorf("alarm raised for a hand-over: %+v", e)

@@ -26,6 +26,8 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 	if c.deps.LeaseHeld != nil && !c.deps.LeaseHeld() && out != outLoggedOut && out != outBanned {
 		out = outHandedOver
 	}
+	c.ending = reasonFor(out, err)
+	defer func() { c.ending = "" }()
 	wasConnected := c.phase == phaseActive
 	// What the ending attempt knew; endAttempt replaces it.
 	expected, dialed := c.cur.expectRestart, c.cur.dialVersion
@@ -47,7 +49,7 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 	switch out {
 	case outReconnectNow:
 		if expected && err == nil {
-			c.lost = false
+			c.lost, c.ending = false, "" // the restart pairing asks for: no disconnect
 		} else {
 			c.lost = true
 			c.failures++ // the next 515 before a stable connection backs off
@@ -103,6 +105,48 @@ func (c *conn) end(ctx actor.Context, out outcome, err error) {
 		}
 		c.setPhase(phaseStopped, events.KindDisconnected, why, nil)
 	}
+}
+
+// reasonFor classifies why a connection ended with out and err, in the
+// bounded words of events.Reason.
+func reasonFor(out outcome, err error) events.Reason {
+	switch out {
+	case outHandedOver:
+		return events.ReasonHandedOver
+	case outLoggedOut:
+		return events.ReasonLoggedOut
+	case outBanned:
+		return events.ReasonBanned
+	case outTempBanned:
+		return events.ReasonTemporarilyBanned
+	case outOutdated:
+		return events.ReasonOutdated
+	case outUnpaired:
+		return events.ReasonPairingExpired
+	case outReconnectNow:
+		return events.ReasonServerRestart
+	case outStop:
+		if errors.Is(err, ErrReplaced) {
+			return events.ReasonReplaced
+		}
+		return events.ReasonRefused
+	}
+	for _, c := range []struct {
+		err    error
+		reason events.Reason
+	}{
+		{ErrKeepaliveTimeout, events.ReasonKeepaliveTimeout},
+		{ErrWriteQueueFull, events.ReasonWriteQueueFull},
+		{ErrUnacked, events.ReasonUnacked},
+		{ErrServer, events.ReasonServerError},
+		{ErrRestart, events.ReasonServerRestart},
+		{ErrStreamEnd, events.ReasonStreamEnd},
+	} {
+		if errors.Is(err, c.err) {
+			return c.reason
+		}
+	}
+	return events.ReasonNetwork
 }
 
 // loggedOut applies a logout (out is outLoggedOut or outBanned): the

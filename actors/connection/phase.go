@@ -1,7 +1,6 @@
 package connection
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/wafleet/wafleet/events"
@@ -106,10 +105,12 @@ func allowed(from, to phase) bool {
 	return false
 }
 
-// setPhase is the one place the phase changes. It logs the change once and
-// publishes an event of kind; with kind "" it publishes a KindState event
+// setPhase is the one place the phase changes. It publishes an event of
+// kind (its one log line is the event's, written by the process that
+// consumes the bus); with kind "" it publishes a KindState event
 // only when the public state changes (loading → dialing does not). An
-// event in the same phase (to == c.phase) is published and logged as well.
+// event in the same phase (to == c.phase) is published as well. A phase change
+// within one state is logged here, at debug level.
 func (c *conn) setPhase(to phase, kind events.Kind, err error, mod func(*events.Event)) {
 	from := c.phase
 	c.phase = to
@@ -123,7 +124,8 @@ func (c *conn) setPhase(to phase, kind events.Kind, err error, mod func(*events.
 		}
 		kind = events.KindState
 	}
-	e := events.Event{Account: c.deps.AccountID, Kind: kind, State: to.state(), Time: c.deps.Now()}
+	e := events.Event{Account: c.deps.AccountID, Kind: kind, State: to.state(), From: from.state(), Reason: c.ending, Time: c.deps.Now()}
+	c.ending = "" // one event tells of a connection's end
 	if c.dev != nil && c.dev.Paired() {
 		e.JID = c.dev.JID
 	}
@@ -137,22 +139,6 @@ func (c *conn) setPhase(to phase, kind events.Kind, err error, mod func(*events.
 		e.Alarm = alarmFor(err)
 	}
 	c.deps.Events.Publish(e)
-	attrs := []any{slog.String("state", string(e.State)), slog.String("from", string(from.state())), slog.String("event", string(kind)),
-		slog.String("phase", to.String())}
-	if e.Alarm != "" {
-		attrs = append(attrs, slog.String("alarm", string(e.Alarm)))
-	}
-	if e.Error != "" {
-		attrs = append(attrs, slog.String("error", e.Error))
-	}
-	if e.Delay > 0 {
-		attrs = append(attrs, slog.Duration("delay", e.Delay))
-	}
-	level := slog.LevelInfo
-	if kind == events.KindAlarm {
-		level = slog.LevelError
-	}
-	c.log.Log(context.Background(), level, "account "+string(e.State), attrs...)
 }
 
 // report publishes an event in the current phase.

@@ -216,7 +216,10 @@ func (s *Supervisor) wanted() []Account {
 func (s *Supervisor) apply(ctx actor.Context) *Applied {
 	applied := s.run(ctx, s.wanted())
 	if len(applied.Started) > 0 || len(applied.Stopped) > 0 {
-		s.deps.Logger.Info("accounts applied", "started", applied.Started, "stopped", applied.Stopped)
+		// Lists, empty ones included ([] rather than null), under names of
+		// their own: the health line's "stopped" is a count.
+		s.deps.Logger.Info("accounts applied", "started_accounts", append([]string{}, applied.Started...),
+			"stopped_accounts", append([]string{}, applied.Stopped...))
 	}
 	return applied
 }

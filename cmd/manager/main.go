@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/wafleet/wafleet/app"
 )
 
 // command is one subcommand.
@@ -131,7 +133,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageError{fmt.Errorf("bad log level %q (debug, info, warn, error)", level)}
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return app.NewLogger(w, l), nil
 }
 
 func init() {

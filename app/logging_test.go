@@ -1,0 +1,167 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/internal/testkit"
+)
+
+// TestLogLinesHaveOneShape runs the demo (an emulator, three accounts
+// paired and connected) with the service's logger and checks its JSON
+// stream: every line is one JSON object, every key has one JSON type in
+// every line, every transition is logged once with its from and to, and no
+// error chain repeats a prefix ("store: store: …").
+func TestLogLinesHaveOneShape(t *testing.T) {
+	var logs, out testkit.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunDemo(ctx, DemoOptions{
+			Accounts:       3,
+			ScanAfter:      100 * time.Millisecond,
+			HTTPListen:     "127.0.0.1:0",
+			Out:            &out,
+			Logger:         NewLogger(&logs, slog.LevelDebug),
+			HealthInterval: 50 * time.Millisecond,
+		})
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(out.String(), ": connected\n") < 3 || !strings.Contains(out.String(), "health: 3 accounts: 3 connected") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not connect 3 accounts in 60 s:\n%s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the demo ended early: %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("demo: %v", err)
+	}
+
+	types := map[string]string{} // key → JSON type of its first line
+	firstSeen := map[string]string{}
+	transitions := map[string][]string{} // account → "kind from→to", in order
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var lines int
+	for sc.Scan() {
+		lines++
+		line := sc.Text()
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("a log line is not one JSON object: %v\n%s", err, line)
+		}
+		walk("", obj, func(key, typ string) {
+			if prev, ok := types[key]; ok && prev != typ {
+				t.Errorf("key %q is %s here and %s in %s:\n%s", key, typ, prev, firstSeen[key], line)
+			} else if !ok {
+				types[key], firstSeen[key] = typ, line
+			}
+		})
+		for _, v := range obj {
+			if s, ok := v.(string); ok {
+				if p := repeatedPrefix(s); p != "" {
+					t.Errorf("a text repeats the prefix %q:\n%s", p, line)
+				}
+			}
+		}
+		msg, _ := obj["msg"].(string)
+		if kind, ok := obj["kind"].(string); ok && msg == "account "+kind {
+			if _, ok := obj["to"].(string); !ok {
+				t.Errorf("an account event without its state (to):\n%s", line)
+			}
+			if kind != "qr" {
+				acct, _ := obj["account"].(string)
+				transitions[acct] = append(transitions[acct], fmt.Sprintf("%s %v→%v", kind, obj["from"], obj["to"]))
+			}
+		}
+		if strings.Contains(msg, "account ") && obj["event"] != nil {
+			t.Errorf("an account line with an event field (the old, doubled form):\n%s", line)
+		}
+	}
+	if lines < 20 {
+		t.Fatalf("only %d log lines:\n%s", lines, logs.String())
+	}
+	// Each account's story, each transition once: started, pairing,
+	// paired, reconnecting to log in, connected, stopped at the end.
+	want := []string{
+		"state stopped→connecting", "state connecting→pairing", "paired pairing→pairing",
+		"state pairing→connecting", "connected connecting→connected", "state connected→stopped",
+	}
+	for i := 1; i <= 3; i++ {
+		acct := fmt.Sprintf("demo-%d", i)
+		if !slices.Equal(transitions[acct], want) {
+			t.Errorf("%s logged the transitions\n%q\nwant\n%q", acct, transitions[acct], want)
+		}
+	}
+	for _, key := range []string{"account", "from", "to", "kind", "oldest_pairing"} {
+		if types[key] != "string" {
+			t.Errorf("key %q is %q, want string (durations render as strings)", key, types[key])
+		}
+	}
+}
+
+// prefixWord is one word of an error chain's prefix ("store", "app").
+var prefixWord = regexp.MustCompile(`^[a-z][a-z0-9_/.-]*$`)
+
+// repeatedPrefix returns the word a chain of prefixes ("a: b: c") holds
+// twice in a row ("store: store: …"), or "".
+func repeatedPrefix(s string) string {
+	parts := strings.Split(s, ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] && prefixWord.MatchString(parts[i]) {
+			return parts[i] + ": " + parts[i] + ":"
+		}
+	}
+	return ""
+}
+
+// walk calls f with the dotted key and JSON type of every field of obj.
+func walk(prefix string, obj map[string]any, f func(key, typ string)) {
+	for k, v := range obj {
+		key := prefix + k
+		switch v := v.(type) {
+		case map[string]any:
+			f(key, "object")
+			walk(key+".", v, f)
+		case []any:
+			f(key, "array")
+		case string:
+			f(key, "string")
+		case float64:
+			f(key, "number")
+		case bool:
+			f(key, "bool")
+		case nil:
+			f(key, "null")
+		}
+	}
+}
+
+// TestRedisLoggerWritesJSON checks the adapter go-redis prints through: one
+// JSON line of component redis, its text without the "redis: " prefix.
+func TestRedisLoggerWritesJSON(t *testing.T) {
+	var buf testkit.LogBuffer
+	l := redisLogger{NewLogger(&buf, slog.LevelInfo).With("component", "redis")}
+	l.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v\n", 5, "dial tcp: refused")
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &obj); err != nil {
+		t.Fatalf("not one JSON line: %v: %q", err, buf.String())
+	}
+	if obj["component"] != "redis" || obj["level"] != "WARN" || obj["msg"] != "connection pool: failed to dial after 5 attempts: dial tcp: refused" {
+		t.Fatalf("line %v", obj)
+	}
+}
