@@ -91,6 +91,7 @@ type Coordinator struct {
 
 	mu       sync.Mutex
 	accounts []string
+	health   Health // what Health reports; Step and closeLost write it
 
 	// Touched only by Step (one goroutine).
 	members      []string
@@ -144,6 +145,35 @@ func New(cfg Config) (*Coordinator, error) {
 		unheldSince: map[string]time.Time{}, handedOver: map[string]time.Time{}, sticky: map[string]bool{},
 		pending: map[string]redis.Lease{},
 	}, nil
+}
+
+// Health is how the coordinator's lease loop fares, for readiness and
+// metrics.
+type Health struct {
+	// FirstRenewal and LastRenewal are the times of the first and the
+	// latest tick whose round trip to Redis succeeded (zero: none yet).
+	FirstRenewal, LastRenewal time.Time
+	// Interval is the time between ticks; Settle how long the member set
+	// must stay unchanged before accounts are handed over (an instance
+	// that joins gets its share no sooner).
+	Interval, Settle time.Duration
+	// Warming: a tick failed; the instance acquires nothing until its view
+	// of the members is fresh again.
+	Warming bool
+	// Held is the number of leases held now.
+	Held int
+	// Lost counts the leases lost without being given back: taken over
+	// or expired (hand-overs and removals are not losses).
+	Lost uint64
+}
+
+// Health reports the lease loop's state. It is safe at any time.
+func (c *Coordinator) Health() Health {
+	c.mu.Lock()
+	h := c.health
+	c.mu.Unlock()
+	h.Interval, h.Settle, h.Held = c.cfg.Interval, c.cfg.Settle, len(c.l.Held())
+	return h
 }
 
 // SetAccounts replaces the configured accounts (safe at any time); the
@@ -280,8 +310,17 @@ func (c *Coordinator) Step(ctx context.Context) {
 	}
 	if err != nil {
 		c.warming, c.warmSince = true, time.Time{}
+		c.mu.Lock()
+		c.health.Warming = true
+		c.mu.Unlock()
 		return // no fresh view of the members: decide nothing
 	}
+	c.mu.Lock()
+	if c.health.FirstRenewal.IsZero() {
+		c.health.FirstRenewal = now
+	}
+	c.health.LastRenewal = now
+	c.mu.Unlock()
 
 	if !slices.Equal(tr.Members, c.members) {
 		c.members, c.membersSince = tr.Members, now
@@ -310,6 +349,9 @@ func (c *Coordinator) Step(ctx context.Context) {
 			return
 		}
 		c.warming = false
+		c.mu.Lock()
+		c.health.Warming = false
+		c.mu.Unlock()
 	}
 	p := Decide(PlanInput{
 		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
@@ -408,6 +450,9 @@ func (c *Coordinator) closeLost(leases []redis.Lease, reason string) {
 	accounts := accountsOf(leases)
 	c.sockets.Close(accounts...)
 	c.cfg.Owner.Disown(accounts...)
+	c.mu.Lock()
+	c.health.Lost += uint64(len(accounts))
+	c.mu.Unlock()
 	for _, a := range accounts {
 		c.log.Warn("fleet: lease lost, connection closed", "account", a, "reason", reason)
 		c.lost(a, reason)

@@ -46,6 +46,10 @@ func TestRebalanceAfterOutage(t *testing.T) {
 
 	outage := func() {
 		t.Helper()
+		before := nodes[0].c.Health()
+		if before.LastRenewal.IsZero() || before.Warming || before.Held == 0 {
+			t.Fatalf("health of a converged instance: %+v", before)
+		}
 		// Redis goes away for two TTLs: every lease runs out locally.
 		srv.Kill()
 		for range 10 {
@@ -53,6 +57,11 @@ func TestRebalanceAfterOutage(t *testing.T) {
 		}
 		if got := w.byOwner(); len(got) != 0 {
 			t.Fatalf("accounts still running with Redis down past the TTL: %v", shares(got))
+		}
+		// The lease loop tells: no renewal since, warming, every lease lost.
+		h := nodes[0].c.Health()
+		if h.LastRenewal != before.LastRenewal || !h.Warming || h.Held != 0 || h.Lost < before.Lost+uint64(before.Held) {
+			t.Fatalf("health during the outage %+v, before %+v", h, before)
 		}
 		srv.Restart()
 		// The client reconnects by itself, within a second or so.
