@@ -475,9 +475,9 @@ func TestOpenAPIServed(t *testing.T) {
 	wantRecorded(t, rec, http.StatusForbidden, "foreign Host")
 }
 
-// TestOpenAPIEnums holds the documented states, event kinds and alarms to
-// the constants of package events (read from its source, as Go cannot list
-// a type's constants).
+// TestOpenAPIEnums holds the documented states, event kinds, alarms and
+// reasons to the constants of package events (read from its source, as
+// Go cannot list a type's constants).
 func TestOpenAPIEnums(t *testing.T) {
 	doc := loadOpenAPI(t)
 	schemas := object(t, object(t, doc["components"], "components")["schemas"], "schemas")
@@ -496,7 +496,7 @@ func TestOpenAPIEnums(t *testing.T) {
 	if !slices.Equal(consts["State"], states) {
 		t.Errorf("events.States %v, the State constants %v", states, consts["State"])
 	}
-	for _, name := range []string{"State", "Kind", "Alarm"} {
+	for _, name := range []string{"State", "Kind", "Alarm", "Reason"} {
 		if got, want := enum(name), consts[name]; !slices.Equal(got, want) {
 			t.Errorf("schema %s has enum %v, package events has %v", name, got, want)
 		}
