@@ -324,6 +324,25 @@ func (s *BoltStore) CloseEndpoint(ctx context.Context, endpoint string) error {
 	return err
 }
 
+// Queues implements Outbox.
+func (s *BoltStore) Queues(ctx context.Context) ([]string, error) {
+	if err := s.acquire(ctx, "outbox queues"); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	var names []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueues).ForEachBucket(func(k []byte) error {
+			names = append(names, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: outbox queues: %w", err)
+	}
+	return names, nil
+}
+
 func deleteDeadLetters(tx *bolt.Tx, endpoint string) error {
 	b := tx.Bucket(bucketDead)
 	var doomed [][]byte

@@ -117,6 +117,10 @@ type Outbox interface {
 	OpenEndpoint(ctx context.Context, endpoint string) error
 	// CloseEndpoint drops endpoint's queue and its dead letters.
 	CloseEndpoint(ctx context.Context, endpoint string) error
+	// Queues lists the endpoints that have a queue (opened, not closed),
+	// sorted: a queue nobody serves holds its entries forever, so the
+	// webhook engine closes those of endpoints no longer defined.
+	Queues(ctx context.Context) ([]string, error)
 
 	// Next returns up to n entries of endpoint's queue that are neither
 	// acknowledged nor handed out to a live deliverer, oldest first: first

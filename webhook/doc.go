@@ -11,6 +11,8 @@
 // so the entries of one account are delivered strictly in order while
 // other accounts, and other endpoints, go on. An entry the endpoint's
 // filter (kinds, accounts) does not want is acknowledged without a POST.
+// At start the engine closes the queues of endpoints neither configured
+// nor stored (Outbox.Queues), which nobody would ever empty.
 //
 // A delivery (Delivery) is retried on network errors, timeouts, 408, 429
 // and 5xx with exponential backoff and full jitter (Backoff; a

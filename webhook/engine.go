@@ -178,8 +178,12 @@ func (e *Engine) Run(ctx context.Context) {
 			}
 		}()
 	}
+	pruned := false
 	for {
-		e.reconcile(ctx)
+		if e.reconcile(ctx) && !pruned {
+			e.prune(ctx)
+			pruned = true
+		}
 		select {
 		case <-ctx.Done():
 			e.mu.Lock()
@@ -211,8 +215,9 @@ func (e *Engine) Notify() {
 }
 
 // reconcile runs a queue for every configured and stored endpoint and
-// stops the queues of endpoints no longer stored.
-func (e *Engine) reconcile(ctx context.Context) {
+// stops the queues of endpoints no longer stored. It reports whether it
+// could read the stored ones.
+func (e *Engine) reconcile(ctx context.Context) bool {
 	want := make(map[string]Endpoint)
 	for _, ep := range e.configured {
 		want[ep.Name] = ep
@@ -247,7 +252,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 	}
 	for _, ep := range starting {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if err := e.cfg.Outbox.OpenEndpoint(ctx, ep.Name); err != nil {
 			e.log.Warn("webhook: open the endpoint's queue", "endpoint", ep, "error", err)
@@ -258,6 +263,47 @@ func (e *Engine) reconcile(ctx context.Context) {
 		e.queues[ep.Name] = q
 		e.mu.Unlock()
 	}
+	return err == nil
+}
+
+// prune closes the queues of endpoints that are neither configured nor
+// stored (an endpoint removed from the file): nobody serves them, and the
+// outbox would keep their entries forever. It runs once, at start, after
+// the first reconcile: the queues it keeps are those that run.
+func (e *Engine) prune(ctx context.Context) {
+	queues, err := e.cfg.Outbox.Queues(ctx)
+	if err != nil {
+		e.log.Warn("webhook: list the outbox's queues", "error", err)
+		return
+	}
+	for _, name := range queues {
+		e.mu.Lock()
+		_, running := e.queues[name]
+		e.mu.Unlock()
+		if running || slices.ContainsFunc(e.configured, func(ep Endpoint) bool { return ep.Name == name }) {
+			continue
+		}
+		// Stored since the reconcile (SetAccountEndpoints stores an
+		// endpoint before it opens its queue)?
+		if e.stored(ctx, name) {
+			continue
+		}
+		if err := e.cfg.Outbox.CloseEndpoint(ctx, name); err != nil {
+			e.log.Warn("webhook: close the queue of a removed endpoint", "endpoint", name, "error", err)
+			continue
+		}
+		e.log.Info("webhook: closed the queue of an endpoint no longer defined, with its dead letters", "endpoint", name)
+	}
+}
+
+// stored reports whether the outbox keeps an endpoint named name (true
+// when it cannot tell).
+func (e *Engine) stored(ctx context.Context, name string) bool {
+	list, err := e.cfg.Outbox.Endpoints(ctx)
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(list, func(s store.Endpoint) bool { return s.Name == name })
 }
 
 // queue delivers one endpoint's entries.
@@ -630,11 +676,13 @@ func (e *Engine) SetAccountEndpoints(ctx context.Context, account string, eps []
 		return nil, err
 	}
 	for _, ep := range named {
-		if err := e.cfg.Outbox.OpenEndpoint(ctx, ep.Name); err != nil {
-			return nil, fmt.Errorf("webhook: open the queue of %s: %w", ep.Name, err)
-		}
+		// Stored first: an instance pruning queues at its start never
+		// takes this one for a removed endpoint's.
 		if err := e.cfg.Outbox.SaveEndpoint(ctx, ep.toStore()); err != nil {
 			return nil, fmt.Errorf("webhook: save endpoint %s: %w", ep.Name, err)
+		}
+		if err := e.cfg.Outbox.OpenEndpoint(ctx, ep.Name); err != nil {
+			return nil, fmt.Errorf("webhook: open the queue of %s: %w", ep.Name, err)
 		}
 	}
 	for _, ep := range old {

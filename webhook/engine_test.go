@@ -657,3 +657,40 @@ func TestNewRefusesBadEndpoints(t *testing.T) {
 		t.Errorf("New without outbox: %v", err)
 	}
 }
+
+// TestRemovedEndpointsQueueIsClosed: a queue left by an endpoint no
+// longer configured nor stored is closed at start, with its dead
+// letters; the queues of defined endpoints stay.
+func TestRemovedEndpointsQueueIsClosed(t *testing.T) {
+	forEachOutbox(t, func(t *testing.T, ob store.Outbox) {
+		ctx := context.Background()
+		r := webhooktest.NewReceiver(t, secret)
+		for _, name := range []string{"gone", "kept", "a:0123456789ab"} {
+			if err := ob.OpenEndpoint(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ob.SaveEndpoint(ctx, store.Endpoint{Name: "a:0123456789ab", Account: "a", URL: r.URL, Secret: secret, Timeout: time.Second, MaxAttempts: 1}); err != nil {
+			t.Fatal(err)
+		}
+		appendEvents(t, ob, []string{"a"}, 0, 1, "state")
+		got, err := ob.Next(ctx, "gone", "test-0", 1)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("Next: %v, %v", got, err)
+		}
+		if err := ob.Bury(ctx, store.DeadLetter{Endpoint: "gone", Entry: got[0], Attempts: 1, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		h := start(t, ob, endpoint("kept", r))
+		h.waitOpen(t, "kept", "a:0123456789ab")
+		waitFor(t, "the removed endpoint's queue and dead letters gone", func() bool {
+			q, err := ob.Queues(ctx)
+			d, derr := ob.DeadLetters(ctx, "", 10)
+			return err == nil && !slices.Contains(q, "gone") && derr == nil && len(d) == 0
+		})
+		q, err := ob.Queues(ctx)
+		if err != nil || !slices.Contains(q, "kept") || !slices.Contains(q, "a:0123456789ab") {
+			t.Fatalf("queues after the prune: %v, %v", q, err)
+		}
+	})
+}

@@ -323,6 +323,25 @@ func (s *Store) OpenEndpoint(ctx context.Context, endpoint string) error {
 	return nil
 }
 
+// Queues implements store.Outbox: the consumer groups of the stream.
+func (s *Store) Queues(ctx context.Context) ([]string, error) {
+	ctx, cancel, err := s.begin(ctx, "outbox queues")
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	groups, err := s.c.XInfoGroups(ctx, s.k.events()).Result()
+	if err != nil && !strings.Contains(err.Error(), "no such key") {
+		return nil, fmt.Errorf("redis: outbox queues: %w", err)
+	}
+	names := make([]string, 0, len(groups))
+	for _, g := range groups {
+		names = append(names, g.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
 // CloseEndpoint implements store.Outbox.
 func (s *Store) CloseEndpoint(ctx context.Context, endpoint string) error {
 	ctx, cancel, err := s.begin(ctx, "close endpoint")

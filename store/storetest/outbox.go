@@ -353,9 +353,15 @@ func testOutboxCloseEndpoint(t *testing.T, f OutboxFixture) {
 	if dead, err := o.DeadLetters(ctx, "", 10); err != nil || len(dead) != 1 || dead[0].Endpoint != "keep" {
 		t.Fatalf("dead letters after closing ep: %+v, %v; want keep's only", dead, err)
 	}
+	if q, err := o.Queues(ctx); err != nil || fmt.Sprint(q) != "[keep]" {
+		t.Fatalf("Queues after closing ep: %v, %v; want [keep]", q, err)
+	}
 	mustOpen(t, o, "ep") // opened again: a new queue, from the next entry
 	mustAppend(t, o, outboxRec("a", 3))
 	wantBodies(t, "Next of the reopened endpoint", mustNext(t, o, "ep", 10), 3)
+	if q, err := o.Queues(ctx); err != nil || fmt.Sprint(q) != "[ep keep]" {
+		t.Fatalf("Queues: %v, %v; want [ep keep]", q, err)
+	}
 }
 
 func testOutboxEndpoints(t *testing.T, f OutboxFixture) {
