@@ -202,7 +202,7 @@ func (e *Engine) Run(ctx context.Context) {
 }
 
 // Notify wakes every queue to ask the outbox for new entries at once. It
-// never blocks; the journal calls it after each append.
+// never blocks; Config.Changed's signal and Redrive call it.
 func (e *Engine) Notify() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
