@@ -1,10 +1,12 @@
 package app
 
 import (
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,4 +94,61 @@ func TestWebhooksDeliverAccountEvents(t *testing.T) {
 		t.Error("no qr event delivered")
 	}
 	r.expect(t, "GET", "/api/webhooks", nil, http.StatusOK, `"name":"receiver"`, `"source":"config"`, `"running":true`)
+}
+
+// TestWebhookDeadLettersRedrivenThroughTheAPI: a receiver that fails
+// makes dead letters, listed by the API; redriven through it once the
+// receiver is back, they are delivered.
+func TestWebhookDeadLettersRedrivenThroughTheAPI(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	recv := webhooktest.NewReceiver(t, hookSecret)
+	var mu sync.Mutex
+	down := true
+	recv.Respond(func(webhook.Delivery, int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
+	cfg.Webhooks = []config.Webhook{{Name: "flaky", URL: recv.URL, Secret: hookSecret, Events: []string{"connected"}, Timeout: 5 * time.Second, MaxAttempts: 2}}
+	r := start(t, cfg)
+	defer r.stop(t)
+	r.connectAll(t, emu, 1, true)
+
+	var dead []struct {
+		ID       string `json:"id"`
+		Endpoint string `json:"endpoint"`
+		Kind     string `json:"kind"`
+		Attempts int    `json:"attempts"`
+		Reason   string `json:"reason"`
+	}
+	deadline := time.Now().Add(webhooktest.WaitTimeout)
+	for len(dead) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter listed")
+		}
+		time.Sleep(50 * time.Millisecond)
+		out := r.expect(t, "GET", "/api/webhooks/deadletters?endpoint=flaky", nil, http.StatusOK)
+		if err := json.Unmarshal(out, &dead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := dead[0]; d.Endpoint != "flaky" || d.Kind != "connected" || d.Attempts != 2 || !strings.Contains(d.Reason, "500") {
+		t.Fatalf("dead letter %+v", d)
+	}
+	r.expect(t, "GET", "/api/webhooks", nil, http.StatusOK, `"dead_letters":1`)
+
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	r.expect(t, "POST", "/api/webhooks/deadletters/"+dead[0].ID+"/redrive", nil, http.StatusAccepted)
+	got := recv.WaitDelivered(t, 1)
+	if got[0].Kind != "connected" {
+		t.Fatalf("redriven delivery %+v", got[0])
+	}
+	r.expect(t, "GET", "/api/webhooks/deadletters", nil, http.StatusOK, "[]")
+	r.expect(t, "POST", "/api/webhooks/deadletters/"+dead[0].ID+"/redrive", nil, http.StatusNotFound)
 }
