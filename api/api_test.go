@@ -442,23 +442,37 @@ func TestActions(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	var mu sync.Mutex
-	ready := false
+	reasons := []string{"store unreachable: dial tcp: refused"}
 	f := newFixture(t, func(c *Config) {
-		c.Ready = func() bool { mu.Lock(); defer mu.Unlock(); return ready }
+		c.Ready = func(context.Context) []string { mu.Lock(); defer mu.Unlock(); return reasons }
 	})
 	resp, body := f.do(t, http.MethodGet, "/healthz")
 	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
 		t.Fatalf("healthz: %d %q", resp.StatusCode, body)
 	}
 	resp, body = f.do(t, http.MethodGet, "/readyz")
-	wantError(t, resp, body, http.StatusServiceUnavailable)
+	var got struct {
+		Ready   bool     `json:"ready"`
+		Reasons []string `json:"reasons"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != http.StatusServiceUnavailable || got.Ready ||
+		len(got.Reasons) != 1 || got.Reasons[0] != reasons[0] {
+		t.Fatalf("readyz when not ready: %d %s (%v)", resp.StatusCode, body, err)
+	}
 
 	mu.Lock()
-	ready = true
+	reasons = nil
 	mu.Unlock()
 	resp, body = f.do(t, http.MethodGet, "/readyz")
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != `{"ready":true}` {
 		t.Fatalf("readyz when ready: %d %s", resp.StatusCode, body)
+	}
+	// /healthz stays liveness only: it answers ok whatever readiness says.
+	mu.Lock()
+	reasons = []string{"lease loop stalled"}
+	mu.Unlock()
+	if resp, body := f.do(t, http.MethodGet, "/healthz"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz while not ready: %d %s", resp.StatusCode, body)
 	}
 }
 

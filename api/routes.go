@@ -176,12 +176,22 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Ready != nil && !s.cfg.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "not ready")
+	var reasons []string
+	if s.cfg.Ready != nil {
+		reasons = s.cfg.Ready(r.Context())
+	}
+	if len(reasons) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, readiness{Error: "not ready: " + strings.Join(reasons, "; "), Ready: false, Reasons: reasons})
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("ready"))
+	writeJSON(w, http.StatusOK, readiness{Ready: true})
+}
+
+// readiness is the body of GET /readyz.
+type readiness struct {
+	Error   string   `json:"error,omitempty"` // as every error body
+	Ready   bool     `json:"ready"`
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {

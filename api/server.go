@@ -104,9 +104,11 @@ type Config struct {
 	// and keeps the per-account endpoints (webhooks.go). Default: nil, and
 	// those routes answer 503.
 	Webhooks Webhooks
-	// Ready reports whether the fleet has started, for GET /readyz.
+	// Ready returns why this instance cannot do its job now (nil: it
+	// can), for GET /readyz: 503 {"ready":false,"reasons":[…]} or 200
+	// {"ready":true}. It must be cheap (probes call it every few seconds).
 	// Default: nil, always ready.
-	Ready func() bool
+	Ready func(ctx context.Context) []string
 	// Metrics serves GET /metrics (metrics.Metrics.Handler). Default: nil,
 	// and the route answers 404.
 	Metrics http.Handler

@@ -21,6 +21,7 @@ import (
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/events/journal"
 	"github.com/wafleet/wafleet/fleet"
+	"github.com/wafleet/wafleet/internal/buildinfo"
 	"github.com/wafleet/wafleet/metrics"
 	"github.com/wafleet/wafleet/status"
 	"github.com/wafleet/wafleet/store"
@@ -46,6 +47,9 @@ type Options struct {
 	// HTTPListener, when not nil, is used instead of listening on
 	// http.listen (tests pass a listener on port 0).
 	HTTPListener net.Listener
+	// Build is what the binary was built from (wafleet_build_info).
+	// Default: the running binary's build info.
+	Build buildinfo.Info
 	// VersionRetry is how often the client version is looked for again
 	// while the current one is refused and no newer one was found.
 	// Default webversion.DefaultRetryEvery (5 min); tests shorten it.
@@ -97,6 +101,13 @@ type App struct {
 	regMu       sync.Mutex
 	apiAccounts []config.Account // the registry's API accounts at the latest sync
 	running     atomic.Int64     // accounts in the latest sync
+
+	// created is when New built the app; configErr the error of the
+	// latest configuration reload, nil or a nil error when it succeeded;
+	// storeCheck the cached store check of GET /readyz (observe.go).
+	created    time.Time
+	configErr  atomic.Pointer[error]
+	storeCheck cachedCheck
 }
 
 // New builds the process from cfg: it opens the store and prepares the
@@ -106,11 +117,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, errors.New("app: no logger")
 	}
 	a := &App{
-		cfg:    cfg,
-		opts:   opts,
-		logger: opts.Logger,
-		board:  status.NewBoard(),
-		ready:  make(chan struct{}),
+		cfg:     cfg,
+		opts:    opts,
+		logger:  opts.Logger,
+		board:   status.NewBoard(),
+		ready:   make(chan struct{}),
+		created: time.Now(),
 	}
 	if cfg.Store.Kind == "redis" {
 		sealer, err := sealerFor(cfg)
@@ -171,6 +183,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.fleet.coord = coord
 	}
+	if err := a.exportMetrics(); err != nil {
+		a.closeStorage()
+		return nil, err
+	}
 	if err := a.newWipeGuard(); err != nil {
 		a.closeStorage()
 		return nil, err
@@ -192,7 +208,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Admin:        accountAdmin{a},
 		Archive:      archiveControl{a},
 		Webhooks:     a.webhookAPI(),
-		Ready:        a.isReady,
+		Ready:        a.notReady,
 		Metrics:      a.metrics.Handler(),
 		Logger:       opts.Logger,
 	})
@@ -430,6 +446,7 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 // stay) and restarts the listed accounts that are stopped, from their
 // stored device.
 func (a *App) Reload(accounts []config.Account) error {
+	a.ConfigRejected(nil)
 	a.mu.Lock()
 	a.accounts = accounts
 	a.mu.Unlock()

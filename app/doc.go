@@ -1,5 +1,6 @@
 // Package app assembles one manager process from its configuration: the
-// device store, the event bus with the status board, metrics, logs and the
+// device store, the event bus with the status board, metrics, logs (one JSON
+// line per account event, logging.go), readiness (observe.go) and the
 // journal that writes every event into the store's outbox (journal.go), the
 // webhook engine that delivers the outbox to the webhook endpoints
 // (webhooks.go; every instance of a fleet runs one), the actor system with the supervisor and one connection actor per account,

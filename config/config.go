@@ -28,6 +28,7 @@ type Config struct {
 	Fleet    Fleet     `mapstructure:"fleet"`
 	HTTP     HTTP      `mapstructure:"http"`
 	Log      Log       `mapstructure:"log"`
+	Metrics  Metrics   `mapstructure:"metrics"`
 	Connect  Connect   `mapstructure:"connect"`
 	Client   Client    `mapstructure:"client"`
 	Pairing  Pairing   `mapstructure:"pairing"`
@@ -107,6 +108,14 @@ type Log struct {
 	QRTerminal bool `mapstructure:"qr_terminal"`
 	// HealthInterval is the period of the health summary line. Default: 30s.
 	HealthInterval time.Duration `mapstructure:"health_interval"`
+}
+
+// Metrics configures GET /metrics.
+type Metrics struct {
+	// AccountInfo exports wafleet_account_info{account,state,instance} = 1,
+	// one series per account this instance runs: as many series as
+	// accounts, hence off by default. Default: false.
+	AccountInfo bool `mapstructure:"account_info"`
 }
 
 // Connect tunes how connections are opened and kept.
@@ -224,6 +233,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.qr_terminal", false)
 	v.SetDefault("log.health_interval", 30*time.Second)
+	v.SetDefault("metrics.account_info", false)
 	v.SetDefault("connect.rate", 20.0)
 	v.SetDefault("connect.burst", 20)
 	v.SetDefault("connect.backoff_initial", connection.DefaultBackoff.Initial)

@@ -2,7 +2,8 @@
 // own (never the global default): accounts by state, handshakes and their
 // duration, reconnects, pairings, restarts, events by kind, acks sent,
 // undecodable stanzas, streams ended for unacked stanzas, prekeys uploaded,
-// plus the Go
+// disconnects by reason (events.Reason), the build info (ExportBuild) and,
+// opt-in, one info series per account (ExportAccountInfo), plus the Go
 // runtime and process collectors. Every metric of ours starts with
 // "wafleet_"; the runtime and process series keep their standard go_* and
 // process_* names so stock dashboards work.

@@ -55,6 +55,7 @@ type Metrics struct {
 	events            map[events.Kind]prometheus.Counter
 	otherEvents       prometheus.Counter
 	acks              map[string]prometheus.Counter
+	disconnects       map[events.Reason]prometheus.Counter
 	undecodable       prometheus.Counter
 	streamErrorAcks   prometheus.Counter
 	preKeysUploaded   prometheus.Counter
@@ -68,7 +69,8 @@ var AckClasses = []string{"message", "receipt", "notification", "call"}
 // for the accounts by state at every scrape (wafleet_accounts); pass the
 // status board.
 func New(src Source) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), events: make(map[events.Kind]prometheus.Counter, len(Kinds)), acks: make(map[string]prometheus.Counter, len(AckClasses))}
+	m := &Metrics{reg: prometheus.NewRegistry(), events: make(map[events.Kind]prometheus.Counter, len(Kinds)), acks: make(map[string]prometheus.Counter, len(AckClasses)),
+		disconnects: make(map[events.Reason]prometheus.Counter, len(events.Reasons))}
 
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace,
@@ -115,6 +117,14 @@ func New(src Source) *Metrics {
 	for _, c := range AckClasses {
 		m.acks[c] = acks.WithLabelValues(c)
 	}
+	disconnects := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "disconnects_total",
+		Help:      "Connections that ended, by reason (a bounded set: network, keepalive_timeout, stream_end, server_error, logged_out, handed_over, …).",
+	}, []string{"reason"})
+	for _, r := range events.Reasons {
+		m.disconnects[r] = disconnects.WithLabelValues(string(r))
+	}
 	m.undecodable = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace,
 		Name:      "stanzas_undecodable_total",
@@ -133,7 +143,7 @@ func New(src Source) *Metrics {
 
 	m.reg.MustRegister(
 		handshakes, m.handshakeDuration, m.reconnects, m.pairings, m.restarts, eventsVec,
-		acks, m.undecodable, m.streamErrorAcks, m.preKeysUploaded,
+		acks, disconnects, m.undecodable, m.streamErrorAcks, m.preKeysUploaded,
 		collectors.NewGoCollector(),
 		// The runtime and process series keep their standard names (go_*,
 		// process_*) so stock dashboards and alerts work unchanged.
@@ -176,6 +186,9 @@ func (m *Metrics) Publish(e events.Event) {
 		c.Inc()
 	} else {
 		m.otherEvents.Inc()
+	}
+	if c, ok := m.disconnects[e.Reason]; ok {
+		c.Inc() // the event of a connection's end carries its reason
 	}
 	switch e.Kind {
 	case events.KindReconnect:

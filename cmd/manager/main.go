@@ -9,13 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/wafleet/wafleet/app"
+	"github.com/wafleet/wafleet/internal/buildinfo"
 )
 
 // command is one subcommand.
@@ -160,46 +159,7 @@ var (
 // version returns the module version and VCS revision the binary was built
 // from, and the Go version that built it.
 func version() string {
-	bi, _ := debug.ReadBuildInfo() // nil when the binary recorded none
-	return formatVersion(bi, buildVersion, buildRevision)
-}
-
-// formatVersion renders "VERSION [REVISION[-dirty]] GOVERSION" from the
-// build info (nil: none recorded) and the link-time overrides (empty: not
-// set). The revision is cut to 12 hex digits and left out when the version
-// already names it (a pseudo-version); "-dirty" marks a build from a
-// checkout with uncommitted changes.
-func formatVersion(bi *debug.BuildInfo, overrideVersion, overrideRevision string) string {
-	v, rev, dirty, goVersion := "(devel)", "", "", runtime.Version()
-	if bi != nil {
-		if bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		if bi.GoVersion != "" {
-			goVersion = bi.GoVersion
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					dirty = "-dirty"
-				}
-			}
-		}
-	}
-	if overrideVersion != "" {
-		v = overrideVersion
-	}
-	if overrideRevision != "" {
-		rev, dirty = overrideRevision, ""
-	}
-	rev = rev[:min(12, len(rev))]
-	if rev != "" && !strings.Contains(v, rev) {
-		v += " " + rev + dirty
-	}
-	return v + " " + goVersion
+	return buildinfo.Read(buildVersion, buildRevision).String()
 }
 
 func main() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wafleet/wafleet/app"
 	"github.com/wafleet/wafleet/config"
+	"github.com/wafleet/wafleet/internal/buildinfo"
 )
 
 // configPollInterval is how often run checks the config file for changes.
@@ -37,7 +38,7 @@ func runManager(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(cfg, app.Options{Logger: logger, Terminal: terminalOf(e.stdout)})
+	a, err := app.New(cfg, app.Options{Logger: logger, Terminal: terminalOf(e.stdout), Build: buildinfo.Read(buildVersion, buildRevision)})
 	if err != nil {
 		return err
 	}
@@ -74,6 +75,7 @@ func watchConfig(ctx context.Context, path string, a *app.App, logger *slog.Logg
 		cfg, err := config.Load(path)
 		if err != nil {
 			logger.Error("config reload failed; keeping the running accounts", "reason", reason, "error", err)
+			a.ConfigRejected(err) // GET /readyz says so until a reload succeeds
 			continue
 		}
 		if err := a.Reload(cfg.Accounts); err != nil {

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/wafleet/wafleet/internal/buildinfo"
 )
 
 // TestFormatVersion: the revision and modified flag of a build from a git
@@ -41,7 +43,7 @@ func TestFormatVersion(t *testing.T) {
 			"(devel) fedcba987654 go1.26.1"},
 	}
 	for _, c := range cases {
-		if got := formatVersion(c.bi, c.over, c.overRv); got != c.want {
+		if got := buildinfo.From(c.bi, c.over, c.overRv).String(); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
