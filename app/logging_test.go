@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +82,11 @@ func TestLogLinesHaveOneShape(t *testing.T) {
 			if _, ok := obj["to"].(string); !ok {
 				t.Errorf("an account event without its state (to):\n%s", line)
 			}
+			if kind == "disconnected" {
+				if _, ok := obj["reason"].(string); !ok {
+					t.Errorf("a disconnect without its reason:\n%s", line)
+				}
+			}
 			if kind != "qr" {
 				acct, _ := obj["account"].(string)
 				transitions[acct] = append(transitions[acct], fmt.Sprintf("%s %v→%v", kind, obj["from"], obj["to"]))
@@ -95,26 +99,30 @@ func TestLogLinesHaveOneShape(t *testing.T) {
 	if lines < 20 {
 		t.Fatalf("only %d log lines:\n%s", lines, logs.String())
 	}
-	// Each account's story, each transition once: started, pairing,
-	// reconnecting to log in, connected, stopped at the end; and one
-	// "paired" (published around the reconnect).
-	want := []string{
-		"state stopped→connecting", "state connecting→pairing",
-		"state pairing→connecting", "connected connecting→connected", "state connected→stopped",
-	}
+	// Each account's story is one chain of transitions, each logged once:
+	// every line starts from the state the previous one ended in (a
+	// doubled or a missing line breaks the chain), from stopped through
+	// connected to stopped at the end, with one "paired" on the way.
 	for i := 1; i <= 3; i++ {
 		acct := fmt.Sprintf("demo-%d", i)
-		var states []string
-		paired := 0
-		for _, tr := range transitions[acct] {
-			if strings.HasPrefix(tr, "paired ") {
+		story := transitions[acct]
+		cur, paired, connected := "stopped", 0, false
+		for _, tr := range story {
+			kind, fromTo, _ := strings.Cut(tr, " ")
+			from, to, _ := strings.Cut(fromTo, "→")
+			if from != cur {
+				t.Errorf("%s: %q follows state %s: a transition is doubled or missing in\n%q", acct, tr, cur, story)
+			}
+			cur = to
+			switch kind {
+			case "paired":
 				paired++
-			} else {
-				states = append(states, tr)
+			case "connected":
+				connected = true
 			}
 		}
-		if !slices.Equal(states, want) || paired != 1 {
-			t.Errorf("%s logged the transitions\n%q\nwant\n%q and one paired", acct, transitions[acct], want)
+		if paired != 1 || !connected || cur != "stopped" {
+			t.Errorf("%s logged %q: want one paired, a connected and stopped at the end", acct, story)
 		}
 	}
 	for _, key := range []string{"account", "from", "to", "kind", "oldest_pairing"} {
