@@ -79,6 +79,11 @@ func TestConsoleLogin(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self'") || strings.Contains(csp, "script-src") {
 		t.Fatalf("login page CSP %q: want its form allowed and no script", csp)
 	}
+	// Under no-referrer a browser posts the form with "Origin: null",
+	// which the same-origin check refuses.
+	if rp := resp.Header.Get("Referrer-Policy"); rp != "same-origin" {
+		t.Fatalf("login page Referrer-Policy %q, want same-origin", rp)
+	}
 
 	// A wrong token: the form again, 401, no cookie.
 	resp, _ = c.do("POST", "/login", "token=nope")
@@ -113,6 +118,9 @@ func TestConsoleLogin(t *testing.T) {
 		t.Fatalf("console with a session: %d, csrf meta %v", resp.StatusCode, m)
 	}
 	csrf := m[1]
+	if rp := resp.Header.Get("Referrer-Policy"); rp != "same-origin" {
+		t.Fatalf("console Referrer-Policy %q, want same-origin (its fetches must carry their Origin)", rp)
+	}
 	if resp, body := c.do("GET", "/api/accounts", ""); resp.StatusCode != 200 {
 		t.Fatalf("list with the cookie: %d %s", resp.StatusCode, body)
 	}

@@ -72,6 +72,7 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", dashboardCSP)
+	h.Set("Referrer-Policy", pageReferrerPolicy)
 	w.WriteHeader(http.StatusOK)
 	w.Write(bytes.Replace(s.dashboard, []byte(csrfMark), []byte(csrf), 1))
 }

@@ -1,13 +1,17 @@
 // Package api is the operators' HTTP view of the fleet: the account status
-// JSON, QR codes as PNG, server-sent events, a self-contained HTML dashboard,
-// health and readiness probes, and the Prometheus metrics endpoint.
+// JSON, QR codes as PNG, server-sent events, a self-contained HTML console
+// (dashboard.go: paged, filtered, live, with the row actions and its login,
+// session.go), health and readiness probes, and the Prometheus metrics
+// endpoint.
 //
 // Its routes and JSON field names are a contract with tools outside this
 // repository (see issue 4): GET /api/accounts, GET /api/accounts/{id},
 // POST /api/accounts/{id}/pair, POST /api/accounts/{id}/restart,
 // POST /api/accounts/{id}/logout,
 // GET /api/accounts/{id}/qr.png, GET /api/events, GET /, GET /healthz,
-// GET /readyz, GET /metrics and GET /api/openapi.json; and, for devices a server-initiated wipe
+// GET /readyz, GET /metrics and GET /api/openapi.json (GET /api/accounts
+// also answers one page with counts per state, console_list.go); the
+// console's POST /login and POST /logout; and, for devices a server-initiated wipe
 // archived and wipes the mass-logout guard holds (archive.go, through the
 // Archive the app implements), GET /api/archive,
 // POST /api/archive/{id}/restore, GET /api/wipes and POST /api/wipes/confirm;
@@ -38,7 +42,10 @@
 // the address the connection arrived on (DNS rebinding), and a request a
 // page of another site made in the operator's browser (Sec-Fetch-Site,
 // Origin), whether or not a token is set; when a token is configured they
-// also require "Authorization: Bearer TOKEN". QR contents are sent only to
+// also require "Authorization: Bearer TOKEN" or the console's session
+// cookie, which needs the session's CSRF token on every change (session.go:
+// sessions in memory, bounded, failed logins limited per address). QR
+// contents are sent only to
 // the operator, never logged. Event streams are bounded (slots.go): in
 // total, per client address, with slots kept for the dashboard's own
 // streams, and in lifetime.

@@ -56,6 +56,12 @@ var loginCSP = "default-src 'none'; " +
 	"style-src " + inlineHash(loginPage, "<style>", "</style>") + "; " +
 	"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
+// pageReferrerPolicy is that of the console's pages instead of
+// no-referrer: under no-referrer a browser sends "Origin: null" with the
+// page's own POSTs (form and fetch), which secure refuses as cross-site.
+// same-origin still sends no referrer to any other site.
+const pageReferrerPolicy = "same-origin"
+
 // session is one logged-in browser.
 type session struct {
 	expires time.Time
@@ -205,6 +211,7 @@ func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request, code in
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", loginCSP)
+	h.Set("Referrer-Policy", pageReferrerPolicy)
 	w.WriteHeader(code)
 	w.Write(loginPage)
 }
