@@ -55,3 +55,27 @@ func BenchmarkAuthorized(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPage10000 is the console's read: one page of 50 of 10,000
+// accounts, with the counts per state, naturally sorted.
+func BenchmarkPage10000(b *testing.B) {
+	board := status.NewBoard()
+	for i := range 10000 {
+		board.Publish(events.Event{Account: "acct-" + strconv.Itoa(i), Kind: events.KindConnected, State: events.StateConnected, JID: "1555" + strconv.Itoa(i) + ":1@s.whatsapp.net"})
+	}
+	srv, err := New(Config{Accounts: board})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	req := httptest.NewRequest(http.MethodGet, "/api/accounts?page=100&limit=50", nil)
+	req.Host = "127.0.0.1:8080"
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
+	}
+}

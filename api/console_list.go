@@ -90,10 +90,10 @@ func parsePageQuery(w http.ResponseWriter, r *http.Request) (pq pageQuery, paged
 	return pq, true, true
 }
 
-// pageOf filters, sorts and cuts list; it may reorder list.
+// pageOf filters, sorts and cuts list, reusing (overwriting) it.
 func pageOf(list []status.Account, pq pageQuery) accountPage {
 	out := accountPage{Page: pq.page, Limit: pq.limit, Total: len(list), Counts: make(map[events.State]int)}
-	matched := list[:0:0]
+	matched := list[:0] // filtered in place: list is ours
 	for _, a := range list {
 		out.Counts[a.State]++
 		if pq.state != "" && a.State != pq.state {

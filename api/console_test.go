@@ -73,7 +73,8 @@ func TestConsoleLogin(t *testing.T) {
 
 	// Without a session, the console is the login form, not a JSON 401.
 	resp, page := c.do("GET", "/", "")
-	if resp.StatusCode != 200 || !strings.Contains(page, `<form method="post" action="/login">`) || !strings.Contains(page, `<label for="token">`) {
+	if resp.StatusCode != 200 || !strings.Contains(page, `<form method="post" action="/login">`) || !strings.Contains(page, `<label for="token">`) ||
+		strings.Contains(page, "Wrong token") || strings.Contains(page, "{{") {
 		t.Fatalf("GET / without a session: %d %s", resp.StatusCode, page)
 	}
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self'") || strings.Contains(csp, "script-src") {
@@ -86,8 +87,8 @@ func TestConsoleLogin(t *testing.T) {
 	}
 
 	// A wrong token: the form again, 401, no cookie.
-	resp, _ = c.do("POST", "/login", "token=nope")
-	if resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
+	resp, page = c.do("POST", "/login", "token=nope")
+	if resp.StatusCode != 401 || len(resp.Cookies()) != 0 || !strings.Contains(page, "Wrong token") || strings.Contains(page, "{{") {
 		t.Fatalf("wrong token: %d, cookies %v", resp.StatusCode, resp.Cookies())
 	}
 	// Login CSRF: another site's page cannot log the browser in.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -207,13 +208,27 @@ func (s *Server) tokenMatches(token string) bool {
 	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
 }
 
+// loginFailedMark is where the login page says that the last try failed.
+const loginFailedMark = "{{login-failed}}"
+
+var (
+	loginForm       = bytes.Replace(loginPage, []byte(loginFailedMark), nil, 1)
+	loginFormFailed = bytes.Replace(loginPage, []byte(loginFailedMark), []byte(`<p class="failed" role="alert">Wrong token: try again.</p>`), 1)
+)
+
+// handleLoginPage writes the login form; code 401 says the token was
+// wrong.
 func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request, code int) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", loginCSP)
 	h.Set("Referrer-Policy", pageReferrerPolicy)
 	w.WriteHeader(code)
-	w.Write(loginPage)
+	if code == http.StatusUnauthorized {
+		w.Write(loginFormFailed)
+		return
+	}
+	w.Write(loginForm)
 }
 
 // handleLogin checks the posted token (form field "token"), sets the

@@ -203,6 +203,11 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The login form, then the console.
 	b.do("open the console", chromedp.Navigate(r.url+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	b.do("log in with a wrong token",
+		chromedp.SendKeys(chromedp.ID("token"), "not-the-token"),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.CSS("p.failed")),
+	)
 	b.do("log in",
 		chromedp.SendKeys(chromedp.ID("token"), token),
 		chromedp.Click(chromedp.ID("login")),
@@ -211,6 +216,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitJS("the live event stream", `document.getElementById("live").textContent === "live"`)
 	b.waitState(a, events.StatePairing)
 	b.waitState(other, events.StatePairing)
+	// Search and filter: the server answers the page that matches.
+	b.do("search for "+other,
+		chromedp.SendKeys(chromedp.ID("q"), other),
+		chromedp.Click(chromedp.CSS(`#filter button[type="submit"]`)),
+	)
+	b.waitJS("only "+other, fmt.Sprintf(`document.querySelectorAll("#rows tr").length === 1 && !!document.querySelector('%s')`, rowSel(other)))
+	filter := func(q, state string) {
+		t.Helper()
+		eval[bool](b, "fill the filter", fmt.Sprintf(`(document.getElementById("q").value = %q, document.getElementById("state").value = %q, true)`, q, state))
+		b.click("apply the filter", `#filter button[type="submit"]`)
+	}
+	filter("", "connected")
+	b.waitJS("no connected account", `document.querySelectorAll("#rows tr").length === 0 && !document.getElementById("none").hidden`)
+	filter("", "")
+	b.waitJS("both rows", `document.querySelectorAll("#rows tr").length === 2`)
 	// From here on, a reload would drop this mark: the updates must be live.
 	eval[bool](b, "mark the page", `window.stillTheSamePage = true`)
 	b.waitJS("the counts", `document.getElementById("summary").textContent.includes("pairing: 2")`)
