@@ -83,14 +83,17 @@ func start(t *testing.T, cfg *config.Config) *running {
 	return startWith(t, cfg, Options{})
 }
 
-// startWith is start with options; Logger and HTTPListener are set here.
+// startWith is start with options; HTTPListener is set here, and Logger
+// when nil (to discard).
 func startWith(t *testing.T, cfg *config.Config, opts Options) *running {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
 	opts.HTTPListener = ln
 	a, err := New(cfg, opts)
 	if err != nil {

@@ -50,12 +50,55 @@ func TestLogLinesHaveOneShape(t *testing.T) {
 		t.Fatalf("demo: %v", err)
 	}
 
-	types := map[string]string{} // key → JSON type of its first line
+	types, transitions, lines := checkLogShape(t, logs.String())
+	if lines < 20 {
+		t.Fatalf("only %d log lines:\n%s", lines, logs.String())
+	}
+	// Each account's story is one chain of transitions, each logged once:
+	// every line starts from the state the previous one ended in (a
+	// doubled or a missing line breaks the chain), from stopped through
+	// connected to stopped at the end, with one "paired" on the way.
+	for i := 1; i <= 3; i++ {
+		acct := fmt.Sprintf("demo-%d", i)
+		story := transitions[acct]
+		cur, paired, connected := "stopped", 0, false
+		for _, tr := range story {
+			kind, fromTo, _ := strings.Cut(tr, " ")
+			from, to, _ := strings.Cut(fromTo, "→")
+			if from != cur {
+				t.Errorf("%s: %q follows state %s: a transition is doubled or missing in\n%q", acct, tr, cur, story)
+			}
+			cur = to
+			switch kind {
+			case "paired":
+				paired++
+			case "connected":
+				connected = true
+			}
+		}
+		if paired != 1 || !connected || cur != "stopped" {
+			t.Errorf("%s logged %q: want one paired, a connected and stopped at the end", acct, story)
+		}
+	}
+	for _, key := range []string{"account", "from", "to", "kind", "oldest_pairing"} {
+		if types[key] != "string" {
+			t.Errorf("key %q is %q, want string (durations render as strings)", key, types[key])
+		}
+	}
+}
+
+// checkLogShape checks every line of logs: one JSON object, each key with
+// one JSON type across lines, no text repeating an error prefix, account
+// events with their state (to) and disconnects with their reason, no old
+// doubled form. It returns the JSON type of each key, each account's
+// events ("kind from→to", QR codes left out) and the number of lines.
+func checkLogShape(t *testing.T, logs string) (types map[string]string, transitions map[string][]string, lines int) {
+	t.Helper()
+	types = map[string]string{} // key → JSON type of its first line
 	firstSeen := map[string]string{}
-	transitions := map[string][]string{} // account → "kind from→to", in order
-	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	transitions = map[string][]string{} // account → "kind from→to", in order
+	sc := bufio.NewScanner(strings.NewReader(logs))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var lines int
 	for sc.Scan() {
 		lines++
 		line := sc.Text()
@@ -96,40 +139,7 @@ func TestLogLinesHaveOneShape(t *testing.T) {
 			t.Errorf("an account line with an event field (the old, doubled form):\n%s", line)
 		}
 	}
-	if lines < 20 {
-		t.Fatalf("only %d log lines:\n%s", lines, logs.String())
-	}
-	// Each account's story is one chain of transitions, each logged once:
-	// every line starts from the state the previous one ended in (a
-	// doubled or a missing line breaks the chain), from stopped through
-	// connected to stopped at the end, with one "paired" on the way.
-	for i := 1; i <= 3; i++ {
-		acct := fmt.Sprintf("demo-%d", i)
-		story := transitions[acct]
-		cur, paired, connected := "stopped", 0, false
-		for _, tr := range story {
-			kind, fromTo, _ := strings.Cut(tr, " ")
-			from, to, _ := strings.Cut(fromTo, "→")
-			if from != cur {
-				t.Errorf("%s: %q follows state %s: a transition is doubled or missing in\n%q", acct, tr, cur, story)
-			}
-			cur = to
-			switch kind {
-			case "paired":
-				paired++
-			case "connected":
-				connected = true
-			}
-		}
-		if paired != 1 || !connected || cur != "stopped" {
-			t.Errorf("%s logged %q: want one paired, a connected and stopped at the end", acct, story)
-		}
-	}
-	for _, key := range []string{"account", "from", "to", "kind", "oldest_pairing"} {
-		if types[key] != "string" {
-			t.Errorf("key %q is %q, want string (durations render as strings)", key, types[key])
-		}
-	}
+	return types, transitions, lines
 }
 
 // prefixWord is one word of an error chain's prefix ("store", "app").

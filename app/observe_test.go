@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/internal/buildinfo"
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
@@ -107,14 +109,17 @@ func TestReadyzEmbedded(t *testing.T) {
 // lease loop stalled while its Redis is down, and ready again once Redis
 // is back.
 func TestReadyzFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stops and restarts a redis-server")
-	}
 	emu := emutest.Start(t, emulator.Options{})
 	rs := redistest.Start(t, redistest.Config{AOF: true})
 	cfg := fleetConfig(t, emu, rs.Addr(), "inst-ready", 2)
-	r := startWith(t, cfg, Options{Build: buildinfo.Info{Version: "v9.9.9", Revision: "0123456789ab", Go: "go1.99"}})
-	defer r.stop(t)
+	var logs testkit.LogBuffer
+	r := startWith(t, cfg, Options{Logger: NewLogger(&logs, slog.LevelDebug), Build: buildinfo.Info{Version: "v9.9.9", Revision: "0123456789ab", Go: "go1.99"}})
+	stopped := false
+	defer func() {
+		if !stopped {
+			r.stop(t)
+		}
+	}()
 
 	first := getReadyz(t, r)
 	if first.Ready {
@@ -146,6 +151,26 @@ func TestReadyzFleet(t *testing.T) {
 	}
 	rs.Restart()
 	waitReadyz(t, r, "ready again with Redis back", func(g readyz) bool { return g.Ready })
+	r.stop(t)
+	stopped = true
+	// Through the outage the log stays one JSON stream of one shape (the
+	// Redis client's complaints included, as component redis), each
+	// account's lost lease logged.
+	_, transitions, _ := checkLogShape(t, logs.String())
+	for acct, story := range transitions {
+		lost := 0
+		for _, tr := range story {
+			if strings.HasPrefix(tr, "lease_lost ") {
+				lost++
+			}
+		}
+		if lost == 0 {
+			t.Errorf("%s: no lease_lost logged through the outage: %q", acct, story)
+		}
+	}
+	if !strings.Contains(logs.String(), `"component":"redis"`) {
+		t.Errorf("the Redis client said nothing through the outage, or not in the JSON stream")
+	}
 }
 
 // metricLabels returns the labels of the one series of the metric name.
