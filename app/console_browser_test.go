@@ -259,6 +259,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	scanShown()
 	b.waitState(a, events.StateConnected)
+	b.waitJS("the counts patched", `(t => t.includes("pairing: 1") && t.includes("connected: 1"))(document.getElementById("summary").textContent)`)
 	b.waitJS("the QR gone", fmt.Sprintf(`!document.querySelector('%s img.qr')`, rowSel(a)))
 	device := func() jid.JID {
 		t.Helper()
