@@ -145,14 +145,18 @@ func checkLogShape(t *testing.T, logs string) (types map[string]string, transiti
 // prefixWord is one word of an error chain's prefix ("store", "app").
 var prefixWord = regexp.MustCompile(`^[a-z][a-z0-9_/.-]*$`)
 
-// repeatedPrefix returns the word a chain of prefixes ("a: b: c") holds
-// twice in a row ("store: store: …"), or "".
+// repeatedPrefix returns a prefix word a chain of prefixes holds twice
+// ("store: store: …", "store: load a1: store: closed"), or "".
 func repeatedPrefix(s string) string {
-	parts := strings.Split(s, ": ")
-	for i := 1; i < len(parts); i++ {
-		if parts[i] == parts[i-1] && prefixWord.MatchString(parts[i]) {
-			return parts[i] + ": " + parts[i] + ":"
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ": ") {
+		if !prefixWord.MatchString(part) {
+			continue
 		}
+		if seen[part] {
+			return part + ":"
+		}
+		seen[part] = true
 	}
 	return ""
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/wafleet/wafleet/crypto"
@@ -48,7 +49,7 @@ func NewTransport(conn FrameConn, send, recv *crypto.CipherState) *Transport {
 // longer be trusted to match.
 func (t *Transport) Send(plaintext []byte) error {
 	if len(plaintext) > MaxPlaintextSize {
-		return fmt.Errorf("wire: send: %w: %d bytes of plaintext", ErrFrameTooLarge, len(plaintext))
+		return fmt.Errorf("%w: send: %d bytes of plaintext", ErrFrameTooLarge, len(plaintext))
 	}
 	b := append(t.wbuf[:0], 0, 0, 0)
 	b = t.send.Seal(b, plaintext)
@@ -62,7 +63,7 @@ func (t *Transport) Send(plaintext []byte) error {
 	}
 	if err != nil {
 		t.conn.Close()
-		return fmt.Errorf("wire: send: %w", err)
+		return opError("send", err)
 	}
 	return nil
 }
@@ -78,14 +79,14 @@ func (t *Transport) Receive() ([]byte, error) {
 	}
 	ct, err := t.conn.ReadFrame()
 	if err != nil {
-		t.rerr = fmt.Errorf("wire: receive: %w", err)
+		t.rerr = opError("receive", err)
 		t.conn.Close()
 		return nil, t.rerr
 	}
 	n := t.recv.Counter()
 	pt, err := t.recv.Open(ct[:0], ct)
 	if err != nil {
-		t.rerr = fmt.Errorf("wire: receive frame %d: %w: %w", n, ErrDecrypt, err)
+		t.rerr = fmt.Errorf("%w: receive frame %d: %w", ErrDecrypt, n, err)
 		t.conn.Close()
 		return nil, t.rerr
 	}
@@ -94,3 +95,15 @@ func (t *Transport) Receive() ([]byte, error) {
 
 // Close closes the underlying connection. It is idempotent.
 func (t *Transport) Close() error { return t.conn.Close() }
+
+// opError gives a failed read or write of the connection its context once:
+// "wire: receive: EOF", but "wire: connection closed (receive)" for an
+// error of this package, which already names it.
+func opError(op string, err error) error {
+	for _, own := range []error{ErrClosed, ErrFrameTooLarge} {
+		if errors.Is(err, own) {
+			return fmt.Errorf("%w (%s)", err, op)
+		}
+	}
+	return fmt.Errorf("wire: %s: %w", op, err)
+}
