@@ -2,8 +2,10 @@
 // protocol, written from the facts in the project's PROTOCOL.md: X25519 key
 // pairs, Signal-style Curve25519 signatures, the Noise_XX_25519_AESGCM_SHA256
 // handshake with WhatsApp's one deviation (no MixHash of message 1's empty
-// payload) and its transport ciphers, the server certificate chain, and the
-// ADV identity checks of QR pairing.
+// payload) and its transport ciphers, the server certificate chain, the
+// ADV identity checks of QR pairing, and the derivations of link-code
+// pairing (pair by phone number: code generation, PBKDF2/AES-CTR key
+// wrapping, the HKDF/AES-GCM key bundle and the ADV secret, both sides).
 //
 // It imports only waproto. It is imported by wire (the Noise transport over
 // frames), by config (the pinned root key), by the actors
