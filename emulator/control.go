@@ -18,6 +18,7 @@ import (
 // with {"error":"…"}.
 //
 //	POST /scan     body: the QR text          → 200 {"jid":"…","lid":"…"}
+//	POST /link     {"phone":"…","code":"…"}   → 200 {"jid":"…","lid":"…"} (the phone types a link code)
 //	POST /unlink   {"jid":"…"}                → 200 {"jid":"…"}
 //	POST /kick     {"jid":"…","reason":"…"}   → 200 {"jid":"…","reason":"…"}
 //	GET  /stats                               → 200 Stats
@@ -43,6 +44,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(ChatPath, s.serveWS)
 	mux.HandleFunc("/scan", only(http.MethodPost, s.handleScan))
+	mux.HandleFunc("/link", only(http.MethodPost, s.handleLink))
 	mux.HandleFunc("/unlink", only(http.MethodPost, s.handleUnlink))
 	mux.HandleFunc("/kick", only(http.MethodPost, s.handleKick))
 	mux.HandleFunc("/stats", only(http.MethodGet, s.handleStats))
@@ -82,6 +84,27 @@ func (s *Server) handleScan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	linked, err := s.phone.ScanWith(r.Context(), string(body), ScanOptions{Phone: r.URL.Query().Get("phone")})
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"jid": linked.JID.String(), "lid": linked.LID.String()})
+}
+
+// handleLink is the operator typing a link code on the phone of a number:
+// {"phone":"15551234567","code":"ABCD-EFGH"} (a leading + is accepted).
+func (s *Server) handleLink(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Phone string `json:"phone"`
+		Code  string `json:"code"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("emulator: body must be JSON {\"phone\":…,\"code\":…}: %w", err))
+		return
+	}
+	linked, err := s.phone.EnterLinkCode(r.Context(), strings.TrimPrefix(req.Phone, "+"), req.Code)
 	if err != nil {
 		writeError(w, statusOf(err), err)
 		return
@@ -313,15 +336,16 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrBadQR), errors.Is(err, ErrKeyMismatch), errors.Is(err, ErrBadPhone),
 		errors.Is(err, ErrBadReason), errors.Is(err, ErrUnknownFault), errors.Is(err, ErrBadFault),
-		errors.Is(err, ErrBadDayOne), errors.Is(err, ErrBadVersion):
+		errors.Is(err, ErrBadDayOne), errors.Is(err, ErrBadVersion), errors.Is(err, ErrBadLinkCode):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrUnknownRef), errors.Is(err, ErrUnknownDevice):
+	case errors.Is(err, ErrUnknownRef), errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrNoLinkCode):
 		return http.StatusNotFound
 	case errors.Is(err, ErrRefExpired):
 		return http.StatusGone
 	case errors.Is(err, ErrAlreadyScanned), errors.Is(err, ErrNotConnected), errors.Is(err, ErrPairAborted):
 		return http.StatusConflict
-	case errors.Is(err, ErrPairRejected), errors.Is(err, ErrBadPairReply):
+	case errors.Is(err, ErrPairRejected), errors.Is(err, ErrBadPairReply), errors.Is(err, ErrLinkCodeMismatch),
+		errors.Is(err, ErrBadLinkCodeReply):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrPairTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusRequestTimeout

@@ -152,6 +152,27 @@
 // device paired: a client must reconnect and let the login decide, not
 // wipe itself.
 //
+// Phone.EnterLinkCode (POST /link {"phone","code"}) is the operator typing
+// a link code on the phone of a number (Linked devices → Link with phone
+// number instead), the other way to pair (PROTOCOL.md 10). The companion,
+// on its registration connection, first sends companion_hello (<iq xmlns=md
+// type=set><link_code_companion_reg stage="companion_hello"
+// jid=PHONE@s.whatsapp.net>): every child is checked (80-byte wrapped
+// ephemeral, the handshake's static key as companion_server_auth_key_pub,
+// a platform number, a "Browser (OS)" display, the nonce as whatsmeow's 00
+// byte or Baileys' "0"), else 400 and a violation; the answer carries a
+// <link_code_pairing_ref>. When the code is typed, the server sends
+// <notification type="link_code_companion_reg"> with the ref, the phone's
+// ephemeral wrapped under the typed code and the account's identity key;
+// the companion must ack it exactly (<ack class="notification" id
+// to=s.whatsapp.net type="link_code_companion_reg"/>) before
+// companion_finish (else 400, a violation, the attempt over). A key bundle
+// that does not open, because another code was typed, is answered 401
+// (ErrLinkCodeMismatch, not a violation); otherwise the answer is a result
+// and pair-success follows, HMACed with the derived ADV secret, and the
+// rest is QR pairing. Stats: link_code_requests, link_code_pairings (also
+// in pairings), link_code_failures.
+//
 // # Faults
 //
 // Select faults with Options.Faults, Server.SetFaults, POST /faults, or
@@ -169,6 +190,8 @@
 //	                          message until the client hangs up                        length prefix alone
 //	bad-pair-hmac             pair-success HMAC made with a wrong ADV secret           crypto.ErrADVHMACMismatch; reply 401 hmac-mismatch
 //	bad-account-signature     pair-success account signature corrupted                 crypto.ErrADVSignatureMismatch; reply 401 signature-mismatch
+//	link-code-no-answer       a typed link code never reaches the companion            the code expires unanswered
+//	link-code-bad-primary-hello  the notification's wrapped primary key is 40 bytes    crypto.ErrLinkCodeWrapped; attempt over
 //	login-failure-401         every login answered <failure reason="401"/>             logged out
 //	conflict-after-success    <success/>, then <stream:error><conflict type="replaced"/>  replaced
 //	restart-after-active      <stream:error code="515"/> right after <active/> is answered   reconnect; repeated 515s back off
@@ -199,11 +222,12 @@
 // for day-one stanzas_pushed, acks_ok, acks_malformed, ack_deadline_kills,
 // redeliveries, server_pings_sent, server_pings_answered; prekey_uploads
 // and the gauge devices_with_prekeys (devices whose count is at least 1);
-// and lists violations. The JSON keys are a contract with outside tools
+// link_code_requests, link_code_pairings, link_code_failures; and lists
+// violations. The JSON keys are a contract with outside tools
 // (only ever added to). Server.WaitFor blocks until a condition on Stats
 // holds, for tests.
 //
-// The control API (control.go) shares the chat port: POST /scan, /unlink,
+// The control API (control.go) shares the chat port: POST /scan, /link, /unlink,
 // /kick (reasons conflict, replaced, 401, 503, 515), GET /stats, /devices,
 // GET/POST /faults, GET/POST /dayone ({"enabled":true,"push_rate":1,
 // "push_burst":20,"ack_deadline":"60s","ping_interval":"30s"}; absent
@@ -224,5 +248,5 @@
 //	linked, err := srv.Phone().Scan(ctx, qrText)
 //	st, err := srv.WaitFor(ctx, func(s emulator.Stats) bool { return s.Logins == 1 })
 //
-// Logs (Options.Logger) never contain QR contents, refs or keys.
+// Logs (Options.Logger) never contain QR contents, link codes, refs or keys.
 package emulator

@@ -50,6 +50,18 @@ var (
 	// ErrPairAborted: the companion's connection ended before it answered.
 	ErrPairAborted = errors.New("emulator: companion disconnected during pairing")
 
+	// ErrBadLinkCode: the code typed on the phone is not 8 characters of
+	// the link-code alphabet.
+	ErrBadLinkCode = errors.New("emulator: a link code is 8 characters of 1-9 and A-Z without I, O, U")
+	// ErrNoLinkCode: no companion asked for a link code for this number (or
+	// the phone already answered it).
+	ErrNoLinkCode = errors.New("emulator: no companion waits for a link code for this number")
+	// ErrLinkCodeMismatch: the code typed on the phone is not the one the
+	// companion showed (its key bundle did not open).
+	ErrLinkCodeMismatch = errors.New("emulator: the link code typed is not the companion's")
+	// ErrBadLinkCodeReply: companion_finish was malformed or out of order.
+	ErrBadLinkCodeReply = errors.New("emulator: invalid companion_finish")
+
 	// ErrUnknownDevice: no paired device has this JID.
 	ErrUnknownDevice = errors.New("emulator: unknown device")
 	// ErrNotConnected: the device has no open connection.

@@ -44,6 +44,10 @@ type Faults struct {
 	BadPairHMAC         bool // bad-pair-hmac: HMAC made with a wrong ADV secret
 	BadAccountSignature bool // bad-account-signature: account signature corrupted
 
+	// Link-code faults (the phone's answer to a code typed on it).
+	LinkCodeNoAnswer        bool // link-code-no-answer: the phone takes the code, the companion never hears
+	LinkCodeBadPrimaryHello bool // link-code-bad-primary-hello: the wrapped primary ephemeral is 40 bytes
+
 	// Session faults.
 	LoginFailure401      bool // login-failure-401: every login gets <failure reason="401"/>
 	ConflictAfterSuccess bool // conflict-after-success: <success/>, then conflict/replaced
@@ -121,6 +125,8 @@ var faultDefs = []faultDef{
 	boolFault("huge-server-hello", func(f *Faults) *bool { return &f.HugeServerHello }),
 	boolFault("bad-pair-hmac", func(f *Faults) *bool { return &f.BadPairHMAC }),
 	boolFault("bad-account-signature", func(f *Faults) *bool { return &f.BadAccountSignature }),
+	boolFault("link-code-no-answer", func(f *Faults) *bool { return &f.LinkCodeNoAnswer }),
+	boolFault("link-code-bad-primary-hello", func(f *Faults) *bool { return &f.LinkCodeBadPrimaryHello }),
 	boolFault("login-failure-401", func(f *Faults) *bool { return &f.LoginFailure401 }),
 	boolFault("conflict-after-success", func(f *Faults) *bool { return &f.ConflictAfterSuccess }),
 	boolFault("restart-after-active", func(f *Faults) *bool { return &f.RestartAfterActive }),

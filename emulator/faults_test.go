@@ -73,13 +73,13 @@ func TestUnknownFaultListsValidNames(t *testing.T) {
 		"drop-after-hello", "stall-after-hello", "slow-server-hello", "bad-pair-hmac", "bad-account-signature",
 		"login-failure-401", "conflict-after-success", "random-disconnects", "refuse-connections",
 		"login-failure-402", "login-failure-403", "login-failure-406", "drop-pongs", "restart-after-active",
-		"huge-server-hello"} {
+		"huge-server-hello", "link-code-no-answer", "link-code-bad-primary-hello"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not list %s", err, name)
 		}
 	}
-	if n := len(emulator.FaultNames()); n != 19 {
-		t.Fatalf("%d fault names, want 19", n)
+	if n := len(emulator.FaultNames()); n != 21 {
+		t.Fatalf("%d fault names, want 21", n)
 	}
 	if !slices.Contains(emulator.FaultNames(), "slow-server-hello[=DURATION]") || !slices.Contains(emulator.FaultNames(), "login-failure-402[=DURATION]") {
 		t.Fatalf("FaultNames %v", emulator.FaultNames())

@@ -55,6 +55,7 @@ type pairAttempt struct {
 	details           []byte // the ADVDeviceIdentity bytes that were signed
 	companionIdentity [32]byte
 	primaryPub        [32]byte
+	linkCode          bool // paired by link code, not by QR
 }
 
 type pairResult struct {
@@ -108,7 +109,13 @@ func (p *Phone) ScanWith(ctx context.Context, text string, opts ScanOptions) (Li
 		return Linked{}, fmt.Errorf("%w: send pair-success: %w", ErrPairAborted, err)
 	}
 	reg.sess.log.Info("scanned; pair-success sent", "jid", a.jid.String())
+	return p.await(ctx, reg, a)
+}
 
+// await waits (up to Options.ScanTimeout, or ctx) for the outcome of a
+// pairing attempt, QR or link code.
+func (p *Phone) await(ctx context.Context, reg *registration, a *pairAttempt) (Linked, error) {
+	s := p.s
 	ctx, cancel := s.opContext(ctx, s.opts.ScanTimeout)
 	defer cancel()
 	select {
@@ -133,12 +140,19 @@ func (p *Phone) ScanWith(ctx context.Context, text string, opts ScanOptions) (Li
 // prepare allocates the device JIDs and builds the pair-success IQ with its
 // ADV identity (PROTOCOL.md 8.5, 8.6), broken as the faults ask.
 func (p *Phone) prepare(reg *registration, a *pairAttempt, code qr.Code, opts ScanOptions) (node.Node, error) {
-	s := p.s
-	f := s.Faults()
-	acct, pn, lid, err := s.reg.allocate(reg.identityPub, opts.Phone)
+	acct, pn, lid, err := p.s.reg.allocate(reg.identityPub, opts.Phone)
 	if err != nil {
 		return node.Node{}, err
 	}
+	return p.pairSuccess(reg, a, acct, pn, lid, code.AdvSecret)
+}
+
+// pairSuccess builds the pair-success IQ for device pn/lid of acct, its ADV
+// identity HMACed with secret (the QR's, or a link code's derived one), and
+// records what the reply must match in a.
+func (p *Phone) pairSuccess(reg *registration, a *pairAttempt, acct *account, pn, lid jid.JID, secret [32]byte) (node.Node, error) {
+	s := p.s
+	f := s.Faults()
 	now := time.Now()
 	keyIndex := uint32(pn.Device)
 	di := &waproto.ADVDeviceIdentity{
@@ -160,7 +174,6 @@ func (p *Phone) prepare(reg *registration, a *pairAttempt, code qr.Code, opts Sc
 	if err != nil {
 		return node.Node{}, fmt.Errorf("emulator: encode signed identity: %w", err)
 	}
-	secret := code.AdvSecret
 	if f.BadPairHMAC {
 		secret[0] ^= 0xFF
 	}

@@ -42,6 +42,7 @@ type registration struct {
 
 	state   regState
 	attempt *pairAttempt // set while state == regScanning
+	link    *linkCode    // the companion's link-code request, if any
 }
 
 type regState int

@@ -405,12 +405,20 @@ var serverOnly = map[string]bool{
 
 // handleUnpaired serves a registration connection.
 func (sess *session) handleUnpaired(n node.Node) error {
+	if n.Tag == "ack" {
+		return sess.linkCodeAck(n)
+	}
 	if n.Tag != "iq" {
 		return sess.other(n)
 	}
 	id, typ, err := sess.iqHeader(n)
 	if err != nil {
 		return err
+	}
+	if _, ok := n.Child("link_code_companion_reg"); ok && typ == "set" {
+		if xmlns, _ := n.Attr("xmlns"); xmlns == "md" {
+			return sess.linkCodeIQ(n, id)
+		}
 	}
 	switch typ {
 	case "result", "error":
@@ -600,7 +608,12 @@ func (sess *session) pairReply(n node.Node, typ string, a *pairAttempt) error {
 		return sess.violate("pair-device-sign: %v", err)
 	}
 	d := s.reg.completePairing(sess.reg, a, time.Now())
-	s.stats.add(func(st *Stats) *int64 { return &st.Pairings }, 1)
+	s.stats.update(func(st *Stats) {
+		st.Pairings++
+		if a.linkCode {
+			st.LinkCodePairings++
+		}
+	})
 	sess.log.Info("paired", "jid", d.jid.String())
 	if err := sess.send(streamError("515", "")); err != nil {
 		sess.log.Debug("send 515", "err", err)

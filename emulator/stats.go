@@ -62,6 +62,17 @@ type Stats struct {
 	// is at least 1 (a gauge).
 	DevicesWithPrekeys int64 `json:"devices_with_prekeys"`
 
+	// LinkCodeRequests counts companion_hello requests accepted (a code
+	// shown on a companion).
+	LinkCodeRequests int64 `json:"link_code_requests"`
+	// LinkCodePairings counts devices paired by link code (also counted in
+	// Pairings).
+	LinkCodePairings int64 `json:"link_code_pairings"`
+	// LinkCodeFailures counts link-code exchanges that failed: a malformed
+	// or out-of-order link_code_companion_reg, a wrong code typed on the
+	// phone, a phone hello the server could not build.
+	LinkCodeFailures int64 `json:"link_code_failures"`
+
 	// Violations lists what clients sent that was malformed or out of order,
 	// oldest first (at most Options.MaxViolations entries). Never null.
 	Violations []string `json:"violations"`
