@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBusDeliversToSinksAndSubscribers(t *testing.T) {
@@ -55,5 +56,20 @@ func TestLogValueOmitsQR(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `"kind":"qr"`) {
 		t.Fatalf("log line misses the kind: %s", buf.String())
+	}
+}
+
+func TestLinkCodeStaysOutOfLogsAndWire(t *testing.T) {
+	e := Event{Account: "a", Kind: KindLinkCode, State: StatePairing, LinkCode: "QW7R-9XKP", LinkCodeExpires: time.Now()}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("event", "event", e)
+	wire := string(Marshal(e, "inst"))
+	for _, out := range []string{buf.String(), wire} {
+		if strings.Contains(out, "QW7R") || strings.Contains(out, "9XKP") {
+			t.Fatalf("the link code leaks: %s", out)
+		}
+		if !strings.Contains(out, `"kind":"link_code"`) {
+			t.Fatalf("the kind is missing: %s", out)
+		}
 	}
 }

@@ -32,6 +32,7 @@ type Kind string
 const (
 	KindState         Kind = "state"          // a plain state change
 	KindQR            Kind = "qr"             // a new QR code is showing (QR set)
+	KindLinkCode      Kind = "link_code"      // a link code is showing (LinkCode set)
 	KindPaired        Kind = "paired"         // pairing succeeded (JID set)
 	KindConnected     Kind = "connected"      // login succeeded (JID set)
 	KindDisconnected  Kind = "disconnected"   // the connection ended (Error set)
@@ -45,7 +46,7 @@ const (
 
 // Kinds lists every event kind: the values metrics count by and webhook
 // endpoints filter on.
-var Kinds = []Kind{KindState, KindQR, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost}
+var Kinds = []Kind{KindState, KindQR, KindLinkCode, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost}
 
 // Alarm names the condition a KindAlarm event raises. The names are part of
 // the HTTP API and the Redis event stream.
@@ -114,6 +115,11 @@ type Event struct {
 	// code replaces it or the pairing gives up. KindQR only.
 	QRIndex, QRCount int
 	QRExpires        time.Time
+	// LinkCode is the code to type on the phone for KindLinkCode
+	// ("ABCD-EFGH"; pairing by phone number), LinkCodeExpires when it stops
+	// working. It is a secret like QR: never logged, never in the wire form.
+	LinkCode        string
+	LinkCodeExpires time.Time
 	// Error describes the failure for KindDisconnected, KindAlarm and
 	// failed transitions. It never contains secrets.
 	Error string
@@ -127,7 +133,7 @@ type Event struct {
 	Time  time.Time
 }
 
-// LogValue renders the event for slog without the QR content.
+// LogValue renders the event for slog without the QR content or link code.
 func (e Event) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("account", e.Account),

@@ -8,8 +8,9 @@ import (
 // Wire is the one JSON form of an event that leaves the process: the body
 // of every outbox entry, hence of every webhook delivery and of every
 // server-sent event of GET /api/events. It never holds the QR content (it
-// carries the ADV secret): a "qr" event says that a new code is showing,
-// and the account's view or its qr.png has the code. Field names are those
+// carries the ADV secret) nor the link code: a "qr" or "link_code" event
+// says that a new code is showing, and the account's view (or its qr.png)
+// has the code. Field names are those
 // of the Redis event stream.
 type Wire struct {
 	Account  string    `json:"account"`

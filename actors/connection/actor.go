@@ -77,6 +77,9 @@ type conn struct {
 type goal struct {
 	connect bool // be connected
 	logout  bool // a logout asked while offline: connect, unlink, then wipe
+	// linkPhone pairs by link code for this number instead of QR (Pair's
+	// Phone, or Deps.LinkPhone from the start); cleared once paired.
+	linkPhone string
 }
 
 // Receive implements actor.Actor.
@@ -103,7 +106,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onStopping(ctx, false)
 	case *actor.Stopped, *actor.Restart, *actor.Terminated:
 	case *Pair:
-		c.onPair(ctx)
+		c.onPair(ctx, m)
 	case *Resume:
 		c.onResume(ctx)
 	case *Resave:
@@ -183,6 +186,10 @@ func (c *conn) Receive(ctx actor.Context) {
 		if m.Gen == c.cur.gen {
 			c.cur.lastCode = true
 		}
+	case *pairing.Failed:
+		if m.Gen == c.cur.gen && c.cur.child != nil {
+			c.end(ctx, outUnpaired, m.Err)
+		}
 	case *pairing.Expired:
 		if m.Gen == c.cur.gen && c.cur.child != nil {
 			c.end(ctx, outUnpaired, pairing.ErrExpired)
@@ -206,6 +213,7 @@ func (c *conn) onStarted(ctx actor.Context) {
 	b[0], b[1] = byte(r()*256), byte(r()*256)
 	c.idPrefix = fmt.Sprintf("%d.%d-", b[0], b[1])
 	c.goal.connect = true
+	c.goal.linkPhone = c.deps.LinkPhone
 	c.begin(ctx)
 }
 

@@ -189,6 +189,10 @@ type Deps struct {
 	Observer Observer
 	// QR is the QR rotation schedule. Default 60 s, then 20 s.
 	QR QRSchedule
+	// LinkPhone makes an unpaired account pair by link code for this
+	// number (digits, international, no leading 0) from the start, instead
+	// of by QR (config accounts[].phone). Default "": QR.
+	LinkPhone string
 	// Dialer opens connections. Default WireDialer.
 	Dialer Dialer
 	// LeaseHeld reports whether this instance still holds the account's

@@ -185,4 +185,16 @@
 // stops while the reply's write is in flight, the saved pairing is kept:
 // should the server not have received it, the next login fails with 401
 // and the account pairs again.
+//
+// # Pairing by link code
+//
+// Pair{Phone} (and Deps.LinkPhone from the start) makes the next pairing
+// use a link code instead of QR codes; it is accepted while QR codes show
+// too, and starts the attempt over. The actor acks the server's
+// link_code_companion_reg notification like any other and forwards it,
+// and IQ answers it cannot match, to the pairing child. A link-code
+// attempt that fails before pair-success (pairing.Failed) ends the
+// connection and leaves the account unpaired with the reason in
+// last_error, nothing stored; Pair starts again. The number is forgotten
+// once paired: a later pairing (after a logout) uses QR unless asked.
 package connection

@@ -94,6 +94,9 @@ func (c *conn) onAckable(ctx actor.Context, n node.Node) {
 		return
 	}
 	c.deps.Observer.AckSent(n.Tag)
+	if typ, _ := n.Attr("type"); n.Tag == "notification" && typ == "link_code_companion_reg" && c.cur.child != nil {
+		ctx.Send(c.cur.child, &pairing.LinkCodeNotification{Node: n})
+	}
 	if typ, _ := n.Attr("type"); n.Tag == "notification" && typ == "encrypt" {
 		if count, ok := serverPreKeyCount(n); ok {
 			c.onServerPreKeyCount(ctx, count)
@@ -160,6 +163,10 @@ func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
 	case c.cur.uploadID:
 		c.cur.uploadID = ""
 		c.onPreKeysUploaded(ctx, n, ok)
+	default:
+		if c.cur.child != nil {
+			ctx.Send(c.cur.child, &pairing.IQAnswer{Node: n}) // companion_hello, companion_finish
+		}
 	}
 }
 

@@ -15,8 +15,11 @@ import (
 
 // Pair re-arms pairing (POST /api/accounts/{id}/pair). It is accepted when
 // the account is unpaired (its QR codes ran out) or logged out; otherwise
-// nothing changes and the Result says why.
-type Pair struct{}
+// nothing changes and the Result says why. With Phone set (digits,
+// international, no leading 0) it pairs by link code instead of QR, and is
+// accepted while pairing too: the attempt starts over and a link code
+// (events.KindLinkCode) replaces the QR codes.
+type Pair struct{ Phone string }
 
 // Logout unlinks the account (POST /api/accounts/{id}/logout):
 //

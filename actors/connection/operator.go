@@ -43,7 +43,7 @@ func (c *conn) resave() {
 	})
 }
 
-func (c *conn) onPair(ctx actor.Context) {
+func (c *conn) onPair(ctx actor.Context, m *Pair) {
 	if c.phase == phaseStopped {
 		c.respond(ctx, false, "account is stopped: restart it")
 		return
@@ -51,6 +51,9 @@ func (c *conn) onPair(ctx actor.Context) {
 	switch c.phase {
 	case phaseUnpaired, phaseLoggedOut:
 	case phasePairing:
+		if m.Phone != "" {
+			break // switch to (or restart) pairing by link code
+		}
 		c.respond(ctx, false, "account is pairing already: scan its QR code")
 		return
 	case phaseActive:
@@ -60,7 +63,12 @@ func (c *conn) onPair(ctx actor.Context) {
 		c.respond(ctx, false, fmt.Sprintf("account is %s: pairing is re-armed only when unpaired or logged out", c.phase.words()))
 		return
 	}
-	c.log.Info("pairing re-armed")
+	if m.Phone != "" {
+		c.log.Info("pairing by link code re-armed")
+	} else {
+		c.log.Info("pairing re-armed")
+	}
+	c.goal.linkPhone = m.Phone
 	c.goal.connect, c.failures, c.lost = true, 0, false
 	c.begin(ctx) // a new attempt: the backoff's timer goes with the old one
 	c.respond(ctx, true, "")

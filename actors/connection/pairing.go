@@ -44,6 +44,7 @@ func (c *conn) onPairDevice(ctx actor.Context, n node.Node) {
 			Schedule:   pairing.Schedule{First: c.deps.QR.First, Next: c.deps.QR.Next},
 			ClientType: c.deps.clientType(),
 			Now:        c.deps.Now,
+			LinkPhone:  c.goal.linkPhone,
 		})))
 		c.setPhase(phasePairing, events.KindState, nil, nil)
 	}
@@ -127,6 +128,7 @@ func (c *conn) onReplyWritten(ctx actor.Context, w *written) {
 		}
 		return
 	}
+	c.goal.linkPhone = ""
 	c.report(events.KindPaired, nil, func(e *events.Event) { e.JID = r.paired.JID })
 }
 

@@ -47,6 +47,14 @@ type Deps struct {
 	ClientType qr.ClientType
 	// Now is the clock (PairedAt, event times). Default time.Now.
 	Now func() time.Time
+	// LinkPhone, when set, pairs by link code (phone number) instead of
+	// QR: the account's number, digits only, international, no leading 0
+	// (linkcode.go). The refs of pair-device then only bound the code's
+	// life; no QR code is published.
+	LinkPhone string
+	// LinkDisplay is companion_platform_display. Default
+	// DefaultLinkDisplay.
+	LinkDisplay string
 }
 
 // New returns the producer of a pairing actor.
@@ -95,6 +103,8 @@ type pairer struct {
 
 	finished  bool // a pair-success was answered (or the codes expired)
 	lastCoded bool
+
+	link *linkState // the link-code exchange, when Deps.LinkPhone is set
 }
 
 // Receive implements actor.Actor.
@@ -106,6 +116,10 @@ func (p *pairer) Receive(ctx actor.Context) {
 		p.onPairDevice(ctx, m.Node)
 	case *PairSuccess:
 		p.onPairSuccess(ctx, m.Node)
+	case *IQAnswer:
+		p.onIQAnswer(ctx, m.Node)
+	case *LinkCodeNotification:
+		p.onLinkCodeNotification(ctx, m.Node)
 	case *rotate:
 		if m.seq == p.seq {
 			p.onRotate(ctx)
@@ -145,7 +159,16 @@ func (p *pairer) onPairDevice(ctx actor.Context, n node.Node) {
 		p.expire(ctx)
 		return
 	}
-	p.log.Info("pairing: showing QR codes", slog.Int("refs", len(refs)))
+	if p.deps.LinkPhone != "" {
+		if p.link == nil {
+			p.startLinkCode(ctx, p.deps.Schedule.First+time.Duration(len(refs)-1)*p.deps.Schedule.Next)
+			if p.finished {
+				return
+			}
+		}
+	} else {
+		p.log.Info("pairing: showing QR codes", slog.Int("refs", len(refs)))
+	}
 	p.show(ctx, p.deps.Schedule.First)
 }
 
@@ -154,10 +177,13 @@ func (p *pairer) onPairDevice(ctx actor.Context, n node.Node) {
 func (p *pairer) show(ctx actor.Context, life time.Duration) {
 	d := p.deps.Device
 	code, err := qr.Build(p.refs[p.index], d.NoiseKey.Pub, d.IdentityKey.Pub, d.AdvSecret, p.deps.ClientType)
-	if err != nil {
+	switch {
+	case p.deps.LinkPhone != "":
+		// Pairing by link code: the refs only time the code's life.
+	case err != nil:
 		// A ref the builder refuses: skip it (the error names no value).
 		p.log.Warn("pairing: unusable ref skipped", slog.Int("index", p.index), slog.String("error", err.Error()))
-	} else {
+	default:
 		now := p.deps.Now()
 		p.deps.Events.Publish(events.Event{
 			Account: p.deps.AccountID, Kind: events.KindQR, State: events.StatePairing,
@@ -201,6 +227,10 @@ func (p *pairer) onRotate(ctx actor.Context) {
 }
 
 func (p *pairer) expire(ctx actor.Context) {
+	if p.link != nil {
+		p.linkFail(ctx, ErrLinkCodeExpired)
+		return
+	}
 	p.stopTimer()
 	p.seq++
 	p.finished = true
@@ -265,6 +295,12 @@ func (p *pairer) verify(n node.Node) (*store.Device, *crypto.ADVPairing, error) 
 	}
 
 	d := p.deps.Device
+	if p.link != nil && p.link.adv != nil {
+		// Paired by link code: the derived secret replaces the QR's. Without
+		// it (no exchange happened) the QR's secret stays and the HMAC
+		// check refuses the pair-success.
+		d.AdvSecret = *p.link.adv
+	}
 	identity, err := crypto.KeyPairFromPrivate(d.IdentityKey.Priv[:])
 	if err != nil {
 		return nil, nil, fmt.Errorf("identity key: %w", err)
