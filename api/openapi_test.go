@@ -332,6 +332,8 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"Error", errorBody{}, true},
 		{"Account", status.Account{}, true},
 		{"ActionResult", actionResult{}, true},
+		{"PairRequest", pairRequest{}, false},
+		{"LinkCode", linkCodeResult{}, true},
 		{"Event", events.Wire{}, true},
 		{"MissedEvent", missedEvent{}, true},
 		{"ArchiveEntry", store.ArchiveEntry{}, true},

@@ -59,7 +59,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodGet, routeMetrics, s.handleMetrics)
 	handle(http.MethodGet, routeAccounts, s.handleList)
 	handle(http.MethodGet, routeAccount, s.handleGet)
-	handle(http.MethodPost, routePair, s.handleAction("pair", Controller.Pair))
+	handle(http.MethodPost, routePair, s.handlePair)
 	handle(http.MethodPost, routeRestart, s.handleAction("restart", Controller.Restart))
 	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
 	handle(http.MethodGet, routeQR, s.handleQR)

@@ -117,6 +117,10 @@ type Config struct {
 	Logger *slog.Logger
 	// ActionTimeout bounds one Controller call. Default: 10 s.
 	ActionTimeout time.Duration
+	// LinkCodeWait bounds how long POST /api/accounts/{id}/pair with a
+	// phone waits for the link code to show (connect, register, ask the
+	// server). Default: 30 s.
+	LinkCodeWait time.Duration
 	// MaxStreams bounds concurrent GET /api/events streams. Default: 64.
 	MaxStreams int
 	// ReservedStreams of MaxStreams are kept for the dashboard's own
@@ -197,6 +201,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = DefaultActionTimeout
+	}
+	if cfg.LinkCodeWait <= 0 {
+		cfg.LinkCodeWait = 30 * time.Second
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams

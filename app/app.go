@@ -491,7 +491,7 @@ func (a *App) apply(accounts []config.Account) error {
 func (a *App) supervisorAccounts(accounts []config.Account) []supervisor.Account {
 	list := make([]supervisor.Account, len(accounts))
 	for i, acct := range accounts {
-		list[i] = supervisor.Account{ID: acct.ID, Proxy: acct.Proxy, DeviceName: a.cfg.DeviceName(acct)}
+		list[i] = supervisor.Account{ID: acct.ID, Proxy: acct.Proxy, DeviceName: a.cfg.DeviceName(acct), LinkPhone: acct.LinkPhone()}
 	}
 	return list
 }
@@ -535,6 +535,7 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 			OS:           acct.DeviceName,
 			PlatformType: a.platform,
 		},
+		LinkPhone:  acct.LinkPhone,
 		AutoRepair: a.cfg.Pairing.AutoRepair,
 		WipeGuard:  a.wipes,
 		Observer:   a.metrics,
@@ -560,6 +561,11 @@ type controller struct{ a *App }
 
 func (c controller) Pair(ctx context.Context, id string) error {
 	return c.request(ctx, id, &connection.Pair{})
+}
+
+// PairByPhone implements api.LinkPairer.
+func (c controller) PairByPhone(ctx context.Context, id, phone string) error {
+	return c.request(ctx, id, &connection.Pair{Phone: phone})
 }
 
 func (c controller) Restart(ctx context.Context, id string) error {

@@ -29,7 +29,8 @@ func durationsAsStrings(_ []string, a slog.Attr) slog.Attr {
 
 // logEvent writes the one log line of an account event: its transition
 // (from → to), why (reason, error, alarm), the reconnect attempt and the
-// backoff delay. Never the QR content.
+// backoff delay. Never the QR content nor the link code: a link_code
+// event says only that a link code is showing.
 func (a *App) logEvent(e events.Event) {
 	level := slog.LevelInfo
 	switch e.Kind {
@@ -64,7 +65,11 @@ func (a *App) logEvent(e events.Event) {
 	if e.Error != "" {
 		attrs = append(attrs, slog.String("error", e.Error))
 	}
-	a.logger.LogAttrs(context.Background(), level, "account "+string(e.Kind), attrs...)
+	msg := "account " + string(e.Kind)
+	if e.Kind == events.KindLinkCode {
+		msg = "account link_code: a link code is showing"
+	}
+	a.logger.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
 // redisLogger takes the Redis client's own messages (go-redis prints

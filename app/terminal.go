@@ -35,9 +35,10 @@ func newTerminalQR(out io.Writer, logger *slog.Logger) *terminalQR {
 	return t
 }
 
-// Publish queues QR events for drawing and ignores the rest.
+// Publish queues QR and link-code events for drawing and ignores the
+// rest.
 func (t *terminalQR) Publish(e events.Event) {
-	if e.Kind != events.KindQR || e.QR == "" {
+	if (e.Kind != events.KindQR || e.QR == "") && (e.Kind != events.KindLinkCode || e.LinkCode == "") {
 		return
 	}
 	select {
@@ -59,6 +60,11 @@ func (t *terminalQR) draw() {
 		case <-t.done:
 			return
 		case e := <-t.queue:
+			if e.Kind == events.KindLinkCode {
+				fmt.Fprintf(t.out, "\nOn the phone of account %q: WhatsApp → Linked devices → Link a device → Link with phone number instead, then type:\n\n    %s\n\n(valid until %s)\n",
+					e.Account, e.LinkCode, e.LinkCodeExpires.Format("15:04:05"))
+				continue
+			}
 			code, err := qrcode.New(e.QR, qrcode.Low)
 			if err != nil {
 				t.logger.Warn("cannot draw QR code", "account", e.Account, "error", err)

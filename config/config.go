@@ -204,7 +204,14 @@ type Account struct {
 	// DeviceName optionally replaces client.os_name for this account: the
 	// name its phone shows in Linked devices. Default: "".
 	DeviceName string `mapstructure:"device_name"`
+	// Phone makes the account pair by phone number (a link code, typed on
+	// the phone) instead of by QR code from the start: the account's number
+	// in E.164, "+15551234567". Default "": QR codes.
+	Phone string `mapstructure:"phone"`
 }
+
+// LinkPhone is Phone as the protocol wants it: digits without the +.
+func (a Account) LinkPhone() string { return strings.TrimPrefix(a.Phone, "+") }
 
 func viperWithDefaults() *viper.Viper {
 	v := viper.New()

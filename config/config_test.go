@@ -75,6 +75,7 @@ accounts:
   - id: a
   - id: b
     device_name: "Ventas – Caja 2"
+    phone: "+15551234567"
 `)
 	cfg, err := Load(path)
 	if err != nil {
@@ -97,6 +98,9 @@ accounts:
 	}
 	if got := cfg.DeviceName(cfg.Accounts[1]); got != "Ventas – Caja 2" {
 		t.Errorf("DeviceName(b) = %q, want its device_name", got)
+	}
+	if cfg.Accounts[0].LinkPhone() != "" || cfg.Accounts[1].LinkPhone() != "15551234567" {
+		t.Errorf("LinkPhone() = %q, %q", cfg.Accounts[0].LinkPhone(), cfg.Accounts[1].LinkPhone())
 	}
 }
 
@@ -238,6 +242,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"zero mass logout window", "safety:\n  mass_logout_window: 0s\n", "safety.mass_logout_window"},
 		{"long device name", "accounts:\n  - id: a\n    device_name: " + strings.Repeat("é", 33) + "\n", "accounts[0].device_name"},
 		{"device name with a tab", "accounts:\n  - id: a\n  - id: b\n    device_name: \"a\\tb\"\n", "accounts[1].device_name"},
+		{"phone without +", "accounts:\n  - id: a\n    phone: '15551234567'\n", "accounts[0].phone"},
+		{"phone with spaces", "accounts:\n  - id: a\n  - id: b\n    phone: '+1 555 123 4567'\n", "accounts[1].phone"},
 		{"webhook without name", "webhooks:\n  - url: https://h.example/x\n    secret: hook-secret-0123456789\n", "webhooks[0].name"},
 		{"webhook bad name", "webhooks:\n  - name: 'a b'\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n", "webhooks[0].name"},
 		{"webhook duplicate name", "webhooks:\n  - name: w\n    url: https://h.example/x\n    secret: hook-secret-0123456789\n  - name: w\n    url: https://h.example/y\n    secret: hook-secret-0123456789\n", "webhooks[1].name"},

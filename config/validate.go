@@ -251,8 +251,26 @@ func validateAccounts(accounts []Account) error {
 		if p := DeviceNameProblem(a.DeviceName); p != "" {
 			return keyError(key+".device_name", p)
 		}
+		if a.Phone != "" {
+			if p := PhoneProblem(a.Phone); p != "" {
+				return keyError(key+".phone", p)
+			}
+		}
 	}
 	return nil
+}
+
+// e164 is a phone number in E.164: +, a country code not starting with 0,
+// 7 to 15 digits in all.
+var e164 = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
+
+// PhoneProblem says what is wrong with a phone number for pairing by link
+// code ("" when it is E.164). The API checks POST .../pair with it too.
+func PhoneProblem(phone string) string {
+	if e164.MatchString(phone) {
+		return ""
+	}
+	return "want an E.164 number such as +15551234567: a +, the country code and the number, 7 to 15 digits, no spaces"
 }
 
 // ProxyProblem says what is wrong with an account's proxy URL ("" when

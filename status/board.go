@@ -20,8 +20,14 @@ type Account struct {
 	QRIndex     int        `json:"qr_index"`
 	QRCount     int        `json:"qr_count"`
 	QRExpiresAt *time.Time `json:"qr_expires_at"`
-	Restarts    int        `json:"restarts"`
-	Reconnects  int        `json:"reconnects"`
+	// LinkCode is the code to type on the phone ("ABCD-EFGH") while the
+	// account pairs by phone number, until LinkCodeExpiresAt; else absent
+	// from the JSON. It is a secret like QR: the fleet view never
+	// publishes it.
+	LinkCode          *string    `json:"link_code,omitempty"`
+	LinkCodeExpiresAt *time.Time `json:"link_code_expires_at,omitempty"`
+	Restarts          int        `json:"restarts"`
+	Reconnects        int        `json:"reconnects"`
 	// LastError is the last failure since the account was last
 	// connected ("" once it connects); LastErrorAt is when it happened.
 	LastError      string     `json:"last_error"`
@@ -92,6 +98,9 @@ func (b *Board) Publish(e events.Event) {
 			at := e.QRExpires
 			a.QRExpiresAt = &at
 		}
+	case events.KindLinkCode:
+		code, at := e.LinkCode, e.LinkCodeExpires
+		a.LinkCode, a.LinkCodeExpiresAt = &code, &at
 	case events.KindConnected:
 		at := e.Time
 		a.ConnectedSince = &at
@@ -110,6 +119,7 @@ func (b *Board) Publish(e events.Event) {
 	}
 	if a.State != events.StatePairing {
 		a.QR, a.QRIndex, a.QRCount, a.QRExpiresAt = nil, 0, 0, nil
+		a.LinkCode, a.LinkCodeExpiresAt = nil, nil
 	}
 	if a.State != events.StateConnected {
 		a.ConnectedSince = nil
@@ -151,6 +161,10 @@ func (a *Account) copy() Account {
 	if a.QR != nil {
 		qr := *a.QR
 		c.QR = &qr
+	}
+	if a.LinkCode != nil {
+		code, at := *a.LinkCode, *a.LinkCodeExpiresAt
+		c.LinkCode, c.LinkCodeExpiresAt = &code, &at
 	}
 	if a.ConnectedSince != nil {
 		t := *a.ConnectedSince

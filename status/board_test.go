@@ -145,3 +145,21 @@ func TestBoardQRBatchAndErrorHistory(t *testing.T) {
 		t.Fatalf("connected keeps %+v", a)
 	}
 }
+
+func TestBoardLinkCode(t *testing.T) {
+	b := NewBoard()
+	at := time.Now().Add(time.Minute)
+	b.Publish(events.Event{Account: "a", Kind: events.KindLinkCode, State: events.StatePairing, LinkCode: "ABCD-EFGH", LinkCodeExpires: at})
+	a, _ := b.Get("a")
+	if a.LinkCode == nil || *a.LinkCode != "ABCD-EFGH" || a.LinkCodeExpiresAt == nil || !a.LinkCodeExpiresAt.Equal(at) {
+		t.Fatalf("view while the code shows: %+v", a)
+	}
+	*a.LinkCode = "changed" // a copy: the board keeps its own
+	if again, _ := b.Get("a"); *again.LinkCode != "ABCD-EFGH" {
+		t.Fatal("Get returned the board's own link code")
+	}
+	b.Publish(events.Event{Account: "a", Kind: events.KindState, State: events.StateUnpaired, Error: "pairing: link code expired"})
+	if a, _ := b.Get("a"); a.LinkCode != nil || a.LinkCodeExpiresAt != nil {
+		t.Fatalf("the code outlived pairing: %+v", a)
+	}
+}

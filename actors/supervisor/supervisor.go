@@ -30,6 +30,10 @@ type Account struct {
 	// built: without a restart, a later pairing (after a logout, or of an
 	// account showing QR codes now) would still carry the old name.
 	DeviceName string
+	// LinkPhone makes the account pair by link code for this number
+	// (digits) instead of by QR code (config accounts[].phone); a change
+	// restarts the actor, like DeviceName.
+	LinkPhone string
 }
 
 // Deps are the supervisor's dependencies.

@@ -229,6 +229,6 @@ func decode(raw string) (status.Account, error) {
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
 		return v, fmt.Errorf("published view: %w", err)
 	}
-	v.QR = nil // never published; ignore one all the same
+	v.QR, v.LinkCode = nil, nil // never published; ignore them all the same
 	return v, nil
 }

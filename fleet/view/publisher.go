@@ -224,10 +224,12 @@ type op struct {
 }
 
 // encode returns the JSON of the view as published: this instance named,
-// no QR code (only whether one is showing), the last error bounded.
+// no QR code (only whether one is showing), no link code, the last error
+// bounded.
 func (p *Publisher) encode(v status.Account) string {
 	v.QRShowing = v.QR != nil
 	v.QR = nil
+	v.LinkCode, v.LinkCodeExpiresAt = nil, nil
 	v.Instance = p.cfg.Instance
 	v.InstanceAlive = nil
 	v.LastError = truncate(v.LastError, maxLastError)

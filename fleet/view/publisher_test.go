@@ -27,6 +27,10 @@ func TestPublisherBatchesChangesWithoutQR(t *testing.T) {
 	for i, id := range []string{"a1", "a2", "a3"} {
 		held.set(id, 7)
 		bus.Publish(events.Event{Account: id, Kind: events.KindQR, State: events.StatePairing, QR: "2@SECRET-QR-" + id, Time: now})
+		if i == 1 { // pairing by phone number: the link code is a secret too
+			bus.Publish(events.Event{Account: id, Kind: events.KindLinkCode, State: events.StatePairing,
+				LinkCode: "SECRET-LC", LinkCodeExpires: now.Add(time.Minute), Time: now})
+		}
 		if i == 2 {
 			bus.Publish(events.Event{Account: id, Kind: events.KindConnected, State: events.StateConnected, JID: "1555:1@s.whatsapp.net", Time: now})
 		}
@@ -48,7 +52,7 @@ func TestPublisherBatchesChangesWithoutQR(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Instance != "inst-a" || got.QR != nil {
+		if got.Instance != "inst-a" || got.QR != nil || got.LinkCode != nil || got.LinkCodeExpiresAt != nil {
 			t.Errorf("view of %s: %+v", id, got)
 		}
 		if want := id != "a3"; got.QRShowing != want {
