@@ -36,6 +36,10 @@ type DemoOptions struct {
 	Logger *slog.Logger
 	// HealthInterval is the period of the health line. Default 10 s.
 	HealthInterval time.Duration
+	// LinkCode pairs every account by phone number instead of QR code:
+	// account demo-N gets the number +1555010000N, shows a link code, and
+	// the emulator's phone types it after ScanAfter. Default false.
+	LinkCode bool
 	// DayOne is how strictly the emulated server behaves after login.
 	// Default: day-one mode with its defaults (stanzas pushed from the
 	// first login, acks enforced, server pings), as the real server does.
@@ -44,8 +48,9 @@ type DemoOptions struct {
 
 // RunDemo runs a self-contained offline fleet until ctx ends: an emulator
 // in-process, DemoOptions.Accounts accounts on a fresh embedded store in a
-// temporary folder, QR codes on the terminal and over HTTP, the emulator's
-// phone scanning each after ScanAfter, then the accounts kept connected.
+// temporary folder, QR codes (or link codes, with LinkCode) on the
+// terminal and over HTTP, the emulator's phone scanning each (typing it)
+// after ScanAfter, then the accounts kept connected.
 func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if opts.Logger == nil {
 		return errors.New("app: demo: no logger")
@@ -104,8 +109,16 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	}
 
 	fmt.Fprintf(opts.Out, "wafleet demo: %d accounts against an emulated WhatsApp server at %s\n", opts.Accounts, emu.URL())
-	fmt.Fprintf(opts.Out, "dashboard and API: http://%s/  (QR codes: /api/accounts/ID/qr.png)\n", ln.Addr())
-	fmt.Fprintf(opts.Out, "the emulator's phone scans each QR code after %s; Ctrl-C stops the demo\n", opts.ScanAfter)
+	if opts.LinkCode {
+		fmt.Fprintf(opts.Out, "dashboard and API: http://%s/  (link codes: /api/accounts/ID)\n", ln.Addr())
+	} else {
+		fmt.Fprintf(opts.Out, "dashboard and API: http://%s/  (QR codes: /api/accounts/ID/qr.png)\n", ln.Addr())
+	}
+	if opts.LinkCode {
+		fmt.Fprintf(opts.Out, "pairing by phone number: the emulator's phone types each link code after %s; Ctrl-C stops the demo\n", opts.ScanAfter)
+	} else {
+		fmt.Fprintf(opts.Out, "the emulator's phone scans each QR code after %s; Ctrl-C stops the demo\n", opts.ScanAfter)
+	}
 	if opts.DayOne.Enabled {
 		fmt.Fprintln(opts.Out, "the server pushes messages, receipts, notifications and calls from the first login and ends the stream of any account that does not ack them")
 	}
@@ -125,6 +138,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	return runErr
 }
 
+// demoPhone is the number of demo account i when pairing by phone number.
+func demoPhone(i int) string { return fmt.Sprintf("+1555%07d", 100000+i) }
+
 func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions) (*config.Config, error) {
 	cfg, err := config.Load("")
 	if err != nil {
@@ -139,7 +155,11 @@ func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions
 	cfg.Log.HealthInterval = opts.HealthInterval
 	cfg.Accounts = nil
 	for i := 1; i <= opts.Accounts; i++ {
-		cfg.Accounts = append(cfg.Accounts, config.Account{ID: fmt.Sprintf("demo-%d", i)})
+		acct := config.Account{ID: fmt.Sprintf("demo-%d", i)}
+		if opts.LinkCode {
+			acct.Phone = demoPhone(i)
+		}
+		cfg.Accounts = append(cfg.Accounts, acct)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("app: demo config: %w", err)
@@ -193,6 +213,26 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 						fmt.Fprintf(opts.Out, "%s: scan failed: %v\n", account, err)
 					}
 				}(e.Account, e.QR)
+			case events.KindLinkCode:
+				if scanned[e.Account] {
+					continue
+				}
+				scanned[e.Account] = true
+				fmt.Fprintf(opts.Out, "%s: showing link code %s; the phone types it in %s\n", e.Account, e.LinkCode, opts.ScanAfter)
+				scans.Add(1)
+				go func(account, code string) {
+					defer scans.Done()
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(opts.ScanAfter):
+					}
+					var phone int
+					fmt.Sscanf(account, "demo-%d", &phone)
+					if _, err := emu.Phone().EnterLinkCode(ctx, demoPhone(phone)[1:], code); err != nil && ctx.Err() == nil {
+						fmt.Fprintf(opts.Out, "%s: typing the link code failed: %v\n", account, err)
+					}
+				}(e.Account, e.LinkCode)
 			case events.KindPaired:
 				fmt.Fprintf(opts.Out, "%s: paired as %s\n", e.Account, e.JID)
 			case events.KindConnected:

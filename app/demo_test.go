@@ -69,3 +69,43 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 		t.Errorf("no QR code was drawn on the terminal")
 	}
 }
+
+func TestDemoPairsByLinkCode(t *testing.T) {
+	var out, term testkit.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunDemo(ctx, DemoOptions{
+			Accounts:   2,
+			ScanAfter:  50 * time.Millisecond,
+			HTTPListen: "127.0.0.1:0",
+			Out:        &out,
+			Terminal:   &term,
+			Logger:     slog.New(slog.NewJSONHandler(io.Discard, nil)),
+			LinkCode:   true,
+		})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(out.String(), ": connected\n") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the link-code demo did not connect 2 accounts in 30 s; output:\n%s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("demo ended early: %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("demo returned %v", err)
+	}
+	code := regexp.MustCompile(`demo-1: showing link code [1-9A-HJ-NP-TV-Z]{4}-[1-9A-HJ-NP-TV-Z]{4}; the phone types it`)
+	if !code.MatchString(out.String()) || strings.Contains(out.String(), "QR code") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if !strings.Contains(term.String(), "Link with phone number") || strings.Contains(term.String(), "Scan with WhatsApp") {
+		t.Errorf("terminal:\n%s", term.String())
+	}
+}

@@ -119,6 +119,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	scanAfter := fs.Duration("scan-after", 5*time.Second, "how long each QR code shows before the emulator's phone scans it")
 	listen := fs.String("http", "127.0.0.1:8080", "address of the dashboard and API (a free port if taken)")
 	level := fs.String("log-level", "warn", "JSON log level on stderr: debug, info, warn, error")
+	linkCode := fs.Bool("link-code", false, "pair by phone number: each account shows a link code that the emulator's phone types")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -140,5 +141,6 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		Out:        e.stdout,
 		Terminal:   term,
 		Logger:     logger,
+		LinkCode:   *linkCode,
 	})
 }
