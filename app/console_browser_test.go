@@ -342,3 +342,39 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal("the console still shows after its logout")
 	}
 }
+
+// TestConsoleShowsLinkCode: an account pairing by phone number shows its
+// link code, with its countdown, in its row until the phone takes it.
+func TestConsoleShowsLinkCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser: runs without -short")
+	}
+	b := newBrowser(t)
+	emu := emutest.Start(t, emulator.Options{})
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
+	cfg.Accounts[0].Phone = "+15557654321"
+	a := cfg.Accounts[0].ID
+	r := start(t, cfg)
+	defer r.stop(t)
+
+	b.do("open the console", chromedp.Navigate(r.url+"/"), chromedp.WaitVisible(chromedp.ID("rows")))
+	b.waitState(a, events.StatePairing)
+	var code string
+	for deadline := time.Now().Add(20 * time.Second); code == ""; {
+		if v, _ := r.app.Board().Get(a); v.LinkCode != nil {
+			code = *v.LinkCode
+		} else if time.Now().After(deadline) {
+			t.Fatal("no link code on the board")
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	b.waitJS("the link code in the row", fmt.Sprintf(`(document.querySelector('%s .linkcode') || {}).textContent === %q`, rowSel(a), code))
+	b.waitJS("its countdown", fmt.Sprintf(`/^expires in \d+ s$/.test((document.querySelector('%s .qrinfo') || {}).textContent || "")`, rowSel(a)))
+	b.waitJS("no QR image", fmt.Sprintf(`!document.querySelector('%s img.qr')`, rowSel(a)))
+	if _, err := emu.Phone().EnterLinkCode(context.Background(), "15557654321", code); err != nil {
+		t.Fatalf("EnterLinkCode: %v", err)
+	}
+	b.waitState(a, events.StateConnected)
+	b.waitJS("the code gone", fmt.Sprintf(`!document.querySelector('%s .linkcode')`, rowSel(a)))
+}
