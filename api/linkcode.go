@@ -18,11 +18,22 @@ import (
 // before.
 
 // LinkPairer is the side of a Controller that pairs by phone number. The
-// app's controller implements it; a Controller without it answers 503.
+// app's controller and the fleet's router implement it; a Controller
+// without it answers 503.
 type LinkPairer interface {
 	// PairByPhone re-arms pairing of an unpaired, logged-out or pairing
-	// account by link code for phone (E.164 digits without the +).
-	PairByPhone(ctx context.Context, id, phone string) error
+	// account by link code for phone (E.164 digits without the +) and
+	// returns the code once it shows, or an error as Controller's methods
+	// do (*Unavailable saying the account's state when no code came before
+	// ctx ends).
+	PairByPhone(ctx context.Context, id, phone string) (LinkCode, error)
+}
+
+// LinkCode is a link code showing: the code as the phone asks for it
+// ("ABCD-EFGH") and when it stops working. It is a secret.
+type LinkCode struct {
+	Code      string
+	ExpiresAt time.Time
 }
 
 // pairRequest is the optional body of POST /api/accounts/{id}/pair.
@@ -62,55 +73,23 @@ func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lp, ok := s.cfg.Controller.(LinkPairer)
-	if s.cfg.Controller == nil || !ok || s.cfg.Accounts == nil {
+	if s.cfg.Controller == nil || !ok {
 		writeError(w, http.StatusServiceUnavailable, "pairing by phone number is not available here")
 		return
 	}
-	var before *time.Time
-	if a, ok := s.cfg.Accounts.Get(id); ok && a.LinkCodeExpiresAt != nil {
-		before = a.LinkCodeExpiresAt
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ActionTimeout)
-	err := lp.PairByPhone(ctx, id, phone[1:])
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.LinkCodeWait)
+	lc, err := lp.PairByPhone(ctx, id, phone[1:])
 	cancel()
 	if err != nil {
 		code, msg := actionStatus(err)
-		if code >= 500 {
+		if code >= 500 && code != http.StatusServiceUnavailable {
 			s.log.Error("account action failed", "account", id, "action", "pair", "error", err)
+		} else {
+			s.log.Info("account action", "account", id, "action", "pair by phone number", "status", code)
 		}
 		writeError(w, code, "pair: "+msg)
 		return
 	}
 	s.log.Info("account action", "account", id, "action", "pair by phone number", "status", http.StatusOK)
-	res, problem := s.waitLinkCode(r.Context(), id, before)
-	if problem != "" {
-		writeError(w, http.StatusGatewayTimeout, "pair: "+problem)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
-}
-
-// waitLinkCode waits (up to LinkCodeWait) for a link code newer than
-// before on the account's view. The problem says what is true when none
-// comes.
-func (s *Server) waitLinkCode(ctx context.Context, id string, before *time.Time) (linkCodeResult, string) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.LinkCodeWait)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		a, _ := s.cfg.Accounts.Get(id)
-		if a.LinkCode != nil && a.LinkCodeExpiresAt != nil && (before == nil || !a.LinkCodeExpiresAt.Equal(*before)) {
-			return linkCodeResult{ID: id, Code: *a.LinkCode, ExpiresAt: a.LinkCodeExpiresAt.UTC()}, ""
-		}
-		select {
-		case <-ctx.Done():
-			problem := "no link code yet: the account is " + string(a.State)
-			if a.LastError != "" {
-				problem += " (" + a.LastError + ")"
-			}
-			return linkCodeResult{}, problem + "; GET /api/accounts/" + id + " shows the code once it is ready"
-		case <-tick.C:
-		}
-	}
+	writeJSON(w, http.StatusOK, linkCodeResult{ID: id, Code: lc.Code, ExpiresAt: lc.ExpiresAt.UTC()})
 }

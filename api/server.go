@@ -117,9 +117,9 @@ type Config struct {
 	Logger *slog.Logger
 	// ActionTimeout bounds one Controller call. Default: 10 s.
 	ActionTimeout time.Duration
-	// LinkCodeWait bounds how long POST /api/accounts/{id}/pair with a
-	// phone waits for the link code to show (connect, register, ask the
-	// server). Default: 30 s.
+	// LinkCodeWait bounds POST /api/accounts/{id}/pair with a phone: the
+	// request and the wait for the link code to show (connect, register,
+	// ask the server). Default: 30 s.
 	LinkCodeWait time.Duration
 	// MaxStreams bounds concurrent GET /api/events streams. Default: 64.
 	MaxStreams int

@@ -563,11 +563,6 @@ func (c controller) Pair(ctx context.Context, id string) error {
 	return c.request(ctx, id, &connection.Pair{})
 }
 
-// PairByPhone implements api.LinkPairer.
-func (c controller) PairByPhone(ctx context.Context, id, phone string) error {
-	return c.request(ctx, id, &connection.Pair{Phone: phone})
-}
-
 func (c controller) Restart(ctx context.Context, id string) error {
 	return c.request(ctx, id, &connection.Resume{})
 }

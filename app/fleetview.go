@@ -60,7 +60,8 @@ func (a *App) newFleetView() (*fleetView, error) {
 			}
 			return *v.QR, true
 		},
-		Logger: log,
+		PairByPhone: controller{a}.PairByPhone,
+		Logger:      log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("app: fleet view: %w", err)

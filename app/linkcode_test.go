@@ -16,6 +16,7 @@ import (
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
 // syncBuffer is a bytes.Buffer safe for the logger and terminal goroutines.
@@ -144,4 +145,54 @@ func getJSON(t *testing.T, url string) map[string]any {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return m
+}
+
+// TestPairByPhoneAcrossTheFleet: POST .../pair with a phone sent to the
+// instance that does not run the account reaches the owner, and the code
+// it answers is the one the phone takes.
+func TestPairByPhoneAcrossTheFleet(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	rs := redistest.Start(t, redistest.Config{})
+	a := start(t, fleetConfig(t, emu, rs.Addr(), "inst-a", 1))
+	defer a.stop(t)
+	b := start(t, fleetConfig(t, emu, rs.Addr(), "inst-b", 1))
+	defer b.stop(t)
+
+	// The account shows QR codes on its owner; the request goes to the other.
+	var owner, other *running
+	deadline := time.After(30 * time.Second)
+	for owner == nil {
+		select {
+		case e := <-a.sub.C():
+			if e.Kind == events.KindQR {
+				owner, other = a, b
+			}
+		case e := <-b.sub.C():
+			if e.Kind == events.KindQR {
+				owner, other = b, a
+			}
+		case <-deadline:
+			t.Fatal("no QR code on either instance within 30 s")
+		}
+	}
+	id := "acct-aa"
+	resp, err := http.Post(other.url+"/api/accounts/"+id+"/pair", "application/json", strings.NewReader(`{"phone":"+15557654321"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		Code string `json:"code"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
+		t.Fatalf("POST pair with a phone to the other instance: %d %s", resp.StatusCode, body)
+	}
+	if v, _ := owner.app.Board().Get(id); v.LinkCode == nil || *v.LinkCode != got.Code {
+		t.Fatalf("the answer %q is not the code the owner shows (%v)", got.Code, v.LinkCode)
+	}
+	if _, err := emu.Phone().EnterLinkCode(context.Background(), "15557654321", got.Code); err != nil {
+		t.Fatalf("EnterLinkCode: %v", err)
+	}
+	owner.waitKind(t, id, events.KindConnected)
 }

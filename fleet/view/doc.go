@@ -28,5 +28,7 @@
 // so it cannot run later; one that took it is waited for until the
 // caller's deadline, and runs it within that time. The QR code of an account pairing elsewhere comes
 // the same way, sealed for the requester (X25519 + AES-GCM), so Redis
-// never holds it in the clear. Nothing here runs in the lease loop.
+// never holds it in the clear; so does the link code that pairing by phone
+// number (Router.PairByPhone, api.LinkPairer) answers. Published views
+// carry neither. Nothing here runs in the lease loop.
 package view

@@ -41,6 +41,9 @@ const (
 	blockFor = 2 * time.Second
 	// actionQR fetches an account's QR code (sealed for the requester).
 	actionQR = "qr"
+	// actionPairPhone pairs an account by phone number; the link code
+	// comes back sealed for the requester.
+	actionPairPhone = "pair_phone"
 	// maxActionTime bounds the time an owner gives one routed action.
 	maxActionTime = time.Minute
 )
@@ -69,6 +72,9 @@ type RouterConfig struct {
 	Listed func(acct string) bool
 	// QR returns the QR code acct shows here, if any.
 	QR func(acct string) (string, bool)
+	// PairByPhone pairs an account held here by phone number (api.LinkPairer
+	// of this instance). Default nil: Router.PairByPhone answers 503.
+	PairByPhone func(ctx context.Context, id, phone string) (api.LinkCode, error)
 	// Wait bounds the wait for an owner to take a request from its inbox
 	// (or answer it). Default 3 s: well under the API's ActionTimeout (10
 	// s). Once taken, the answer is awaited until the caller's context
@@ -92,10 +98,13 @@ type Router struct {
 	waiting map[string]chan message // by request id
 }
 
-var _ api.Controller = (*Router)(nil)
+var (
+	_ api.Controller = (*Router)(nil)
+	_ api.LinkPairer = (*Router)(nil)
+)
 
 // message is a request or a reply in an inbox. It carries no secret: a
-// QR code travels sealed for the requester's one-time key.
+// QR code or a link code travels sealed for the requester's one-time key.
 type message struct {
 	Reply   bool   `json:"reply,omitempty"`
 	ID      string `json:"id"`
@@ -110,8 +119,12 @@ type message struct {
 	// Result is the owner's outcome: one of the result constants.
 	Result string `json:"result,omitempty"`
 	Reason string `json:"reason,omitempty"`
-	// Sealed is the QR code sealed for Key (seal.go).
+	// Sealed is the QR code, or the link code, sealed for Key (seal.go).
 	Sealed []byte `json:"sealed,omitempty"`
+	// Phone is the number of a pair_phone request (digits); ExpiresMs when
+	// the link code of its reply stops working (Unix ms).
+	Phone     string `json:"phone,omitempty"`
+	ExpiresMs int64  `json:"expires_ms,omitempty"`
 }
 
 // The results a reply carries.
@@ -207,6 +220,41 @@ func (r *Router) QR(ctx context.Context, owner, id string) (string, error) {
 		return "", fmt.Errorf("view: the QR code of %s from %s: %w", id, owner, err)
 	}
 	return qr, nil
+}
+
+// PairByPhone implements api.LinkPairer on the account's owner: the
+// request carries the number, the link code comes back sealed for a
+// one-time key of this instance.
+func (r *Router) PairByPhone(ctx context.Context, id, phone string) (api.LinkCode, error) {
+	if r.cfg.PairByPhone == nil {
+		return api.LinkCode{}, &api.Unavailable{Reason: "pairing by phone number is not available on instance " + r.cfg.Instance}
+	}
+	if r.cfg.Holds(id) {
+		return r.cfg.PairByPhone(ctx, id, phone)
+	}
+	owner, err := r.owner(ctx, id)
+	if owner == r.cfg.Instance {
+		return r.cfg.PairByPhone(ctx, id, phone)
+	}
+	if err != nil {
+		return api.LinkCode{}, err
+	}
+	key, err := newSealKey()
+	if err != nil {
+		return api.LinkCode{}, err
+	}
+	rep, err := r.call(ctx, owner, message{Action: actionPairPhone, Account: id, Phone: phone, Key: key.PublicKey().Bytes()})
+	if err != nil {
+		return api.LinkCode{}, err
+	}
+	if err := resultError(owner, rep); err != nil {
+		return api.LinkCode{}, err
+	}
+	code, err := open(key, rep.ID, rep.Sealed)
+	if err != nil {
+		return api.LinkCode{}, fmt.Errorf("view: the link code of %s from %s: %w", id, owner, err)
+	}
+	return api.LinkCode{Code: code, ExpiresAt: time.UnixMilli(rep.ExpiresMs)}, nil
 }
 
 // owner returns the instance holding id's lease, or the error to answer
@@ -386,10 +434,6 @@ func (r *Router) serve(ctx context.Context, m message) message {
 		}
 		return message{Result: resultOK, Sealed: sealed}
 	}
-	act, ok := r.cfg.Actions[m.Action]
-	if !ok {
-		return message{Result: resultFailed, Reason: "instance " + r.cfg.Instance + " has no action " + truncate(m.Action, 32)}
-	}
 	// Within the requester's wait, less the reply's way back.
 	budget := time.Duration(m.TimeoutMs)*time.Millisecond - 500*time.Millisecond
 	if budget <= 0 || budget > maxActionTime {
@@ -397,7 +441,26 @@ func (r *Router) serve(ctx context.Context, m message) message {
 	}
 	actx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	err := act(actx, m.Account)
+	if m.Action == actionPairPhone && r.cfg.PairByPhone != nil {
+		lc, err := r.cfg.PairByPhone(actx, m.Account, m.Phone)
+		if err != nil {
+			return r.outcome(m, err)
+		}
+		sealed, err := seal(m.Key, m.ID, lc.Code)
+		if err != nil {
+			return message{Result: resultFailed, Reason: "cannot seal the link code: " + err.Error()}
+		}
+		return message{Result: resultOK, Sealed: sealed, ExpiresMs: lc.ExpiresAt.UnixMilli()}
+	}
+	act, ok := r.cfg.Actions[m.Action]
+	if !ok {
+		return message{Result: resultFailed, Reason: "instance " + r.cfg.Instance + " has no action " + truncate(m.Action, 32)}
+	}
+	return r.outcome(m, act(actx, m.Account))
+}
+
+// outcome is the reply that carries err, the result of request m.
+func (r *Router) outcome(m message, err error) message {
 	var refused *api.Refused
 	var unavailable *api.Unavailable
 	switch {

@@ -55,6 +55,8 @@ type node struct {
 	ctl   *controller
 	held  *holdings
 	qr    map[string]string
+	link  atomic.Pointer[api.LinkCode] // what PairByPhone answers here
+	phone chan string                  // the numbers PairByPhone was called with here
 	rec   *recorder
 	cname string
 }
@@ -64,7 +66,7 @@ type node struct {
 func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
 	t.Helper()
 	c, rec := client(t, shared)
-	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name}
+	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name, phone: make(chan string, 8)}
 	r, err := NewRouter(RouterConfig{
 		Client: c, Keys: k, Instance: name, Holds: n.held.holds,
 		Actions: map[string]Action{ActionPair: n.ctl.Pair, ActionRestart: n.ctl.Restart, ActionLogout: n.ctl.Logout},
@@ -79,6 +81,14 @@ func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name s
 		QR: func(acct string) (string, bool) {
 			qr, ok := n.qr[acct]
 			return qr, ok
+		},
+		PairByPhone: func(_ context.Context, id, phone string) (api.LinkCode, error) {
+			n.phone <- phone
+			lc := n.link.Load()
+			if lc == nil {
+				return api.LinkCode{}, &api.Refused{Reason: "account is connected: log it out to pair it again"}
+			}
+			return *lc, nil
 		},
 		Wait: 2 * time.Second,
 	})
@@ -240,5 +250,39 @@ func TestRouterSlowOwner(t *testing.T) {
 	var unavailable *api.Unavailable
 	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.Reason, "inst-b") || !strings.Contains(unavailable.Reason, "may still take effect") {
 		t.Fatalf("pair on an owner slower than the deadline = %v, want Unavailable naming inst-b", err)
+	}
+}
+
+// TestRouterPairByPhone: pairing by phone number sent to an instance that
+// does not hold the account runs on the owner with the number, and the
+// link code comes back sealed; a refusal comes back as it was.
+func TestRouterPairByPhone(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
+	b := startRouter(t, c, k, "inst-b", []string{"acct-1"}, true)
+	b.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-b")
+	at := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	b.link.Store(&api.LinkCode{Code: "QW7R-9XKP", ExpiresAt: at})
+	got, err := a.r.PairByPhone(t.Context(), "acct-1", "15551234567")
+	if err != nil || got.Code != "QW7R-9XKP" || !got.ExpiresAt.Equal(at) {
+		t.Fatalf("PairByPhone = %+v, %v; want the owner's code", got, err)
+	}
+	if phone := <-b.phone; phone != "15551234567" {
+		t.Fatalf("the owner got number %q", phone)
+	}
+	for _, n := range []*node{a, b} {
+		if n.rec.sent("QW7R") || n.rec.sent("9XKP") {
+			t.Fatalf("%s sent the link code to Redis in the clear", n.cname)
+		}
+	}
+	if len(a.phone) != 0 {
+		t.Fatal("the link code was asked of an instance that does not hold the account")
+	}
+	b.link.Store(nil)
+	var refused *api.Refused
+	if _, err := a.r.PairByPhone(t.Context(), "acct-1", "15551234567"); !errors.As(err, &refused) || !strings.Contains(refused.Reason, "connected") {
+		t.Fatalf("a refusal on the owner: %v", err)
 	}
 }
