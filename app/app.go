@@ -101,6 +101,9 @@ type App struct {
 	regMu       sync.Mutex
 	apiAccounts []config.Account // the registry's API accounts at the latest sync
 	running     atomic.Int64     // accounts in the latest sync
+	// registrySeen is the registry's change counter read by the latest
+	// sync (fleet mode); written under regMu, read by the follow loop.
+	registrySeen atomic.Int64
 
 	// created is when New built the app; configErr the error of the
 	// latest configuration reload, nil or a nil error when it succeeded;

@@ -99,14 +99,19 @@ func (a *App) desiredAccounts(ctx context.Context) ([]config.Account, error) {
 }
 
 // syncAccounts makes the supervisor (and in fleet mode the coordinator)
-// run the desired accounts. The caller holds a.regMu.
+// run the desired accounts. In fleet mode it first writes the registry
+// back when Redis lost it (restoreLostRegistry). The caller holds a.regMu.
 func (a *App) syncAccounts(ctx context.Context) error {
+	var restoreErr error
+	if a.fleet != nil {
+		restoreErr = a.restoreLostRegistry(ctx)
+	}
 	accounts, readErr := a.desiredAccounts(ctx)
 	a.running.Store(int64(len(accounts)))
 	if a.fleet != nil {
 		a.fleet.coord.SetAccounts(accountIDs(accounts))
 	}
-	return errors.Join(readErr, a.apply(accounts))
+	return errors.Join(restoreErr, readErr, a.apply(accounts))
 }
 
 // refreshAccounts seeds the registry from the YAML list and syncs. A
@@ -128,7 +133,6 @@ func (a *App) followRegistry(ctx context.Context) func() {
 	if every <= 0 {
 		every = defaultRegistryCheck
 	}
-	last, _ := a.fleet.admin.AccountsVersion(ctx)
 	changes, err := a.fleet.admin.WatchAccounts(ctx)
 	if err != nil {
 		a.logger.Warn("cannot subscribe to account registry changes; checking every "+every.String(), "error", err)
@@ -143,34 +147,34 @@ func (a *App) followRegistry(ctx context.Context) func() {
 			case <-changes: // nil when not subscribed: never ready
 			case <-t.C:
 				v, err := a.fleet.admin.AccountsVersion(ctx)
-				if err != nil || v == last {
+				if err != nil || v == a.registrySeen.Load() {
 					continue
 				}
 			}
 			a.regMu.Lock()
-			v, err := a.followChange(ctx, last)
+			err := a.syncAccounts(ctx)
 			a.regMu.Unlock()
-			if err != nil {
-				if ctx.Err() == nil {
-					a.logger.Error("follow the account registry", "error", err)
-				}
-				continue
+			if err != nil && ctx.Err() == nil {
+				a.logger.Error("follow the account registry", "error", err)
 			}
-			last = v
 		}
 	}
 }
 
-// followChange syncs with the registry after a change, first writing back
-// the records this instance last read when the change counter went back
-// from last (Redis lost its data), and returns the counter it synced
-// with. The caller holds a.regMu.
-func (a *App) followChange(ctx context.Context, last int64) (int64, error) {
+// restoreLostRegistry (fleet mode) reads the registry's change counter
+// before a sync reads the records. When it is below the counter of the
+// previous sync, Redis lost its data: the accounts this instance last
+// read are written back (the API's, then the YAML's by seeding). The
+// counter read becomes a.registrySeen, so that every sync, the ones this
+// instance's own changes cause included, moves the mark the next one
+// compares with. A loss followed by as many new changes as the counter
+// had before it goes unnoticed. The caller holds a.regMu.
+func (a *App) restoreLostRegistry(ctx context.Context) error {
 	v, err := a.fleet.admin.AccountsVersion(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("app: read the account registry's counter: %w", err)
+		return fmt.Errorf("app: read the account registry's counter: %w", err)
 	}
-	if v < last {
+	if v < a.registrySeen.Load() {
 		restored := 0
 		for _, acct := range a.apiAccounts {
 			_, err := a.store.CreateAccount(ctx, store.AccountRecord{ID: acct.ID, Proxy: acct.Proxy, DeviceName: acct.DeviceName, Source: store.SourceAPI})
@@ -178,18 +182,19 @@ func (a *App) followChange(ctx context.Context, last int64) (int64, error) {
 			case err == nil:
 				restored++
 			case !errors.Is(err, store.ErrExists):
-				return 0, fmt.Errorf("app: restore the account registry: %w", err)
+				return fmt.Errorf("app: restore the account registry: %w", err)
 			}
 		}
 		if err := a.seedRegistry(ctx); err != nil {
-			return 0, err
+			return err
 		}
 		a.logger.Warn("the account registry's change counter went back (Redis lost data); wrote back the accounts this instance knew", "api_accounts", restored)
 		if v, err = a.fleet.admin.AccountsVersion(ctx); err != nil {
-			return 0, fmt.Errorf("app: read the account registry's counter: %w", err)
+			return fmt.Errorf("app: read the account registry's counter: %w", err)
 		}
 	}
-	return v, a.syncAccounts(ctx)
+	a.registrySeen.Store(v)
+	return nil
 }
 
 // accountAdmin implements api.AccountAdmin on the registry.
