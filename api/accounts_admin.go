@@ -31,6 +31,9 @@ type AccountSpec struct {
 	ID         string `json:"id"`
 	Proxy      string `json:"proxy,omitempty"`
 	DeviceName string `json:"device_name,omitempty"`
+	// Phone makes the account pair by phone number (a link code) instead
+	// of by QR code: its number in E.164.
+	Phone string `json:"phone,omitempty"`
 }
 
 // AccountPatch changes an account's settings (PATCH /api/accounts/{id});
@@ -133,6 +136,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	if p := settingsProblem(&spec.Proxy, &spec.DeviceName); p != "" {
 		writeError(w, http.StatusBadRequest, p)
 		return
+	}
+	if spec.Phone != "" {
+		if p := config.PhoneProblem(spec.Phone); p != "" {
+			writeError(w, http.StatusBadRequest, "phone: "+p)
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ActionTimeout)
 	defer cancel()

@@ -75,6 +75,7 @@ func TestAdminRoutes(t *testing.T) {
 		{"POST", "/api/accounts", `{"id":"x","proxy":"ftp://h:1"}`, nil, 400, `proxy scheme \"ftp\"`, ""},
 		{"POST", "/api/accounts", `{"id":"x","proxy":"not a url"}`, nil, 400, "proxy is not a URL", ""},
 		{"POST", "/api/accounts", `{"id":"x","device_name":"a\tb"}`, nil, 400, "device_name contains a control character", ""},
+		{"POST", "/api/accounts", `{"id":"x","phone":"15551234567"}`, nil, 400, "phone: want an E.164 number", ""},
 		{"POST", "/api/accounts", `{"id":"x","extra":true}`, nil, 400, `unknown field \"extra\"`, ""},
 		{"POST", "/api/accounts", `{"id":5}`, nil, 400, "id: want a JSON string", ""},
 		{"POST", "/api/accounts", `{"id":"x"}{"id":"y"}`, nil, 400, "more than one JSON value", ""},

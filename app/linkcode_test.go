@@ -196,3 +196,31 @@ func TestPairByPhoneAcrossTheFleet(t *testing.T) {
 	}
 	owner.waitKind(t, id, events.KindConnected)
 }
+
+// TestCreateAccountWithPhone: an account created through the API with a
+// phone pairs by link code, and keeps its number across a restart of the
+// manager (the registry stores it).
+func TestCreateAccountWithPhone(t *testing.T) {
+	emu := emutest.Start(t, emulator.Options{})
+	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 0)
+	r := start(t, cfg)
+	resp, err := http.Post(r.url+"/api/accounts", "application/json", strings.NewReader(`{"id":"made","phone":"+15550002222"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/accounts with a phone: %d", resp.StatusCode)
+	}
+	r.waitKind(t, "made", events.KindLinkCode)
+	r.stop(t)
+
+	// Restarted before pairing: it shows a link code again, not QR codes.
+	second := start(t, cfg)
+	defer second.stop(t)
+	ev := second.waitKind(t, "made", events.KindLinkCode)
+	if _, err := emu.Phone().EnterLinkCode(context.Background(), "15550002222", ev.LinkCode); err != nil {
+		t.Fatalf("EnterLinkCode: %v", err)
+	}
+	second.waitKind(t, "made", events.KindConnected)
+}

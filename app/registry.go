@@ -44,7 +44,7 @@ const deletedReason = "deleted"
 func configRecords(accounts []config.Account) []store.AccountRecord {
 	recs := make([]store.AccountRecord, len(accounts))
 	for i, acct := range accounts {
-		recs[i] = store.AccountRecord{ID: acct.ID, Proxy: acct.Proxy, DeviceName: acct.DeviceName, Source: store.SourceConfig}
+		recs[i] = store.AccountRecord{ID: acct.ID, Proxy: acct.Proxy, DeviceName: acct.DeviceName, Phone: acct.Phone, Source: store.SourceConfig}
 	}
 	return recs
 }
@@ -80,7 +80,7 @@ func (a *App) desiredAccounts(ctx context.Context) ([]config.Account, error) {
 		a.apiAccounts = a.apiAccounts[:0]
 		for _, r := range recs {
 			if r.Source == store.SourceAPI {
-				a.apiAccounts = append(a.apiAccounts, config.Account{ID: r.ID, Proxy: r.Proxy, DeviceName: r.DeviceName})
+				a.apiAccounts = append(a.apiAccounts, config.Account{ID: r.ID, Proxy: r.Proxy, DeviceName: r.DeviceName, Phone: r.Phone})
 			}
 		}
 	}
@@ -209,7 +209,7 @@ func (ad accountAdmin) Create(ctx context.Context, spec api.AccountSpec) (status
 	a := ad.a
 	a.regMu.Lock()
 	defer a.regMu.Unlock()
-	_, err := a.store.CreateAccount(ctx, store.AccountRecord{ID: spec.ID, Proxy: spec.Proxy, DeviceName: spec.DeviceName, Source: store.SourceAPI})
+	_, err := a.store.CreateAccount(ctx, store.AccountRecord{ID: spec.ID, Proxy: spec.Proxy, DeviceName: spec.DeviceName, Phone: spec.Phone, Source: store.SourceAPI})
 	if errors.Is(err, store.ErrExists) {
 		return status.Account{}, fmt.Errorf("%w: %w", api.ErrAccountExists, err)
 	}

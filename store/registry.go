@@ -45,6 +45,7 @@ type AccountRecord struct {
 	ID         string
 	Proxy      string
 	DeviceName string
+	Phone      string // pair by link code for this E.164 number ("": QR)
 	Source     string // SourceConfig or SourceAPI
 	Created    time.Time
 	Updated    time.Time
@@ -61,7 +62,7 @@ func (r AccountRecord) String() string {
 
 // sameSettings reports whether r and o run the account alike.
 func (r AccountRecord) sameSettings(o AccountRecord) bool {
-	return r.Proxy == o.Proxy && r.DeviceName == o.DeviceName && r.Source == o.Source
+	return r.Proxy == o.Proxy && r.DeviceName == o.DeviceName && r.Phone == o.Phone && r.Source == o.Source
 }
 
 // ValidateAccount checks a record's id (ValidateID), the lengths of its
@@ -76,6 +77,8 @@ func ValidateAccount(r AccountRecord) error {
 		return fmt.Errorf("%w: proxy is %d bytes long, at most %d allowed", ErrInvalidAccount, len(r.Proxy), MaxProxyLen)
 	case len(r.DeviceName) > MaxDeviceNameLen:
 		return fmt.Errorf("%w: device name is %d bytes long, at most %d allowed", ErrInvalidAccount, len(r.DeviceName), MaxDeviceNameLen)
+	case len(r.Phone) > maxPhoneLen:
+		return fmt.Errorf("%w: phone is %d bytes long, at most %d allowed", ErrInvalidAccount, len(r.Phone), maxPhoneLen)
 	case r.Source != SourceConfig && r.Source != SourceAPI:
 		return fmt.Errorf("%w: source %q is not %q or %q", ErrInvalidAccount, r.Source, SourceConfig, SourceAPI)
 	}
@@ -176,10 +179,14 @@ type accountJSON struct {
 	Proxy       string    `json:"proxy,omitempty"`
 	ProxySealed []byte    `json:"proxy_sealed,omitempty"`
 	DeviceName  string    `json:"device_name,omitempty"`
+	Phone       string    `json:"phone,omitempty"`
 	Source      string    `json:"source"`
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
 }
+
+// maxPhoneLen bounds AccountRecord.Phone ("+" and at most 15 digits).
+const maxPhoneLen = 16
 
 // maxAccountRecordLen bounds an encoded account record.
 const maxAccountRecordLen = 8 << 10
@@ -190,7 +197,7 @@ func EncodeAccount(r AccountRecord, sealer Sealer) ([]byte, error) {
 	if err := ValidateAccount(r); err != nil {
 		return nil, err
 	}
-	j := accountJSON{DeviceName: r.DeviceName, Source: r.Source, Created: r.Created.UTC(), Updated: r.Updated.UTC()}
+	j := accountJSON{DeviceName: r.DeviceName, Phone: r.Phone, Source: r.Source, Created: r.Created.UTC(), Updated: r.Updated.UTC()}
 	switch {
 	case r.Proxy == "":
 	case sealer == nil:
@@ -217,7 +224,7 @@ func DecodeAccount(id string, data []byte, sealer Sealer) (r AccountRecord, seal
 	if err := json.Unmarshal(data, &j); err != nil {
 		return AccountRecord{}, false, fmt.Errorf("%w: account record of %q does not decode", ErrCorrupt, id)
 	}
-	r = AccountRecord{ID: id, Proxy: j.Proxy, DeviceName: j.DeviceName, Source: j.Source, Created: j.Created, Updated: j.Updated}
+	r = AccountRecord{ID: id, Proxy: j.Proxy, DeviceName: j.DeviceName, Phone: j.Phone, Source: j.Source, Created: j.Created, Updated: j.Updated}
 	sealed = j.Proxy == ""
 	if len(j.ProxySealed) > 0 {
 		if sealer == nil {

@@ -50,7 +50,7 @@ func expectAccounts(t *testing.T, s Store, want ...store.AccountRecord) {
 	describe := func(rs []store.AccountRecord) []string {
 		out := []string{}
 		for _, r := range rs {
-			out = append(out, fmt.Sprintf("%s/%s/%s/%s", r.ID, r.Source, r.Proxy, r.DeviceName))
+			out = append(out, fmt.Sprintf("%s/%s/%s/%s/%s", r.ID, r.Source, r.Proxy, r.DeviceName, r.Phone))
 		}
 		return out
 	}
@@ -66,9 +66,9 @@ func testRegistryCreate(t *testing.T, s Store) {
 	if b.Created.Before(before) || !b.Updated.Equal(b.Created) {
 		t.Fatalf("created record has Created %v, Updated %v", b.Created, b.Updated)
 	}
-	mustCreate(t, s, store.AccountRecord{ID: "a", Source: store.SourceConfig})
+	mustCreate(t, s, store.AccountRecord{ID: "a", Phone: "+15551234567", Source: store.SourceConfig})
 	expectAccounts(t, s,
-		store.AccountRecord{ID: "a", Source: store.SourceConfig},
+		store.AccountRecord{ID: "a", Phone: "+15551234567", Source: store.SourceConfig},
 		store.AccountRecord{ID: "b", Proxy: TestProxy, DeviceName: "Caja 2", Source: store.SourceAPI})
 	got, err := s.Account(ctx, "b")
 	if err != nil {
