@@ -186,8 +186,8 @@ func (r *registry) startLinkCode(reg *registration, lc *linkCode) bool {
 	return true
 }
 
-// waitingFor returns the registration whose companion waits for a code for
-// phone and claims it for the phone (state regScanning).
+// claimLinkCode returns the registration whose companion waits for a code
+// for phone and claims it for the phone (state regScanning).
 func (r *registry) claimLinkCode(phone string) (*registration, *linkCode, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -260,6 +260,8 @@ func (c *conn) onReadFailed(ctx actor.Context, err error) {
 		c.finishLogout(ctx)
 	case c.cur.endErr != nil:
 		c.end(ctx, outBackoff, c.cur.endErr)
+	case c.cur.child != nil && c.cur.lastCode && c.goal.linkPhone != "":
+		c.end(ctx, outUnpaired, pairing.ErrLinkCodeExpired)
 	case c.cur.child != nil && c.cur.lastCode:
 		c.end(ctx, outUnpaired, pairing.ErrExpired)
 	case c.cur.expectRestart:

@@ -214,3 +214,21 @@ func TestLinkCodeFailures(t *testing.T) {
 		unpairedStore(t, h, "refused")
 	})
 }
+
+// TestLinkCodeExpiresWithTheServersWindow: when the server closes the
+// pairing connection at the end of its window before the client's own
+// timer fires, last_error still speaks of the link code.
+func TestLinkCodeExpiresWithTheServersWindow(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{RefCount: 2, FirstRefTTL: 200 * time.Millisecond, NextRefTTL: 100 * time.Millisecond})
+	d := h.deps("window")
+	d.LinkPhone = testLinkPhone
+	d.QR = QRSchedule{First: 10 * time.Millisecond, Next: time.Minute} // on the last ref at once; its own expiry far away
+	h.spawn(emulatorDeps(d, srv))
+	waitLinkCode(t, h, 0)
+	un, _ := h.rec.WaitFrom(t, 0, "unpaired", stateIs(events.StateUnpaired))
+	if !strings.Contains(un.Error, "link code expired") {
+		t.Errorf("unpaired error %q", un.Error)
+	}
+	unpairedStore(t, h, "window")
+}
