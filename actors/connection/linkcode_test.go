@@ -61,6 +61,9 @@ func TestLinkCodePairLoginRestart(t *testing.T) {
 	if view.State != events.StatePairing {
 		t.Errorf("board view while the code shows: %+v", view)
 	}
+	if res := h.request(pid, &Pair{}); res.OK || !strings.Contains(res.Reason, "type its link code on the phone") {
+		t.Errorf("Pair (QR) while a link code shows: %+v", res)
+	}
 	linked, err := srv.Phone().EnterLinkCode(ctxT(t), testLinkPhone, ev.LinkCode)
 	if err != nil {
 		t.Fatalf("EnterLinkCode: %v", err)

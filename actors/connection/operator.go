@@ -54,6 +54,10 @@ func (c *conn) onPair(ctx actor.Context, m *Pair) {
 		if m.Phone != "" {
 			break // switch to (or restart) pairing by link code
 		}
+		if c.goal.linkPhone != "" {
+			c.respond(ctx, false, "account is pairing by phone number already: type its link code on the phone")
+			return
+		}
 		c.respond(ctx, false, "account is pairing already: scan its QR code")
 		return
 	case phaseActive:
