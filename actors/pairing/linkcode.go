@@ -30,6 +30,10 @@ import (
 // The two reference clients differ in the nonce: whatsmeow sends one 00
 // byte, Baileys the string "0". This client sends the byte, as whatsmeow
 // does; companion_platform_id and companion_platform_display are text.
+// They differ too in where the ephemeral key pair lives: Baileys stores it
+// with its credentials, whatsmeow keeps it in memory. This client keeps it
+// in the actor only: an attempt that loses its connection starts over with
+// a new code, and nothing of it reaches the store.
 
 // DefaultLinkDisplay is the companion_platform_display sent when
 // Deps.LinkDisplay is empty: the server accepts only "Browser (OS)" pairs.
