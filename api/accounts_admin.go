@@ -120,9 +120,18 @@ func settingsProblem(proxy, deviceName *string) string {
 	return ""
 }
 
-func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+// adminAvailable answers 503 and reports false when the server has no
+// account administration (api.Config.Admin is nil).
+func (s *Server) adminAvailable(w http.ResponseWriter) bool {
 	if s.cfg.Admin == nil {
 		writeError(w, http.StatusServiceUnavailable, "account administration is not available")
+		return false
+	}
+	return true
+}
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	if !s.adminAvailable(w) {
 		return
 	}
 	var spec AccountSpec
@@ -160,8 +169,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if s.cfg.Admin == nil {
-		writeError(w, http.StatusServiceUnavailable, "account administration is not available")
+	if !s.adminAvailable(w) {
 		return
 	}
 	var patch AccountPatch
@@ -191,8 +199,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if s.cfg.Admin == nil {
-		writeError(w, http.StatusServiceUnavailable, "account administration is not available")
+	if !s.adminAvailable(w) {
 		return
 	}
 	logout := false

@@ -62,13 +62,7 @@ func (s *Server) archiveRoutes(handle func(method, path string, h http.HandlerFu
 }
 
 func (s *Server) withArchive(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Archive == nil {
-			writeError(w, http.StatusServiceUnavailable, "the device archive is not available")
-			return
-		}
-		h(w, r)
-	}
+	return requireFeature(func() bool { return s.cfg.Archive != nil }, "the device archive is not available", h)
 }
 
 func (s *Server) handleArchiveList(w http.ResponseWriter, r *http.Request) {

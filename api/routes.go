@@ -332,6 +332,18 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+// requireFeature wraps h so that it answers 503 with msg while present
+// reports false (an optional api.Config field left nil).
+func requireFeature(present func() bool, msg string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !present() {
+			writeError(w, http.StatusServiceUnavailable, msg)
+			return
+		}
+		h(w, r)
+	}
+}
+
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, errorBody{Error: msg})
 }

@@ -121,13 +121,7 @@ func (s *Server) webhookRoutes(handle func(method, path string, h http.HandlerFu
 }
 
 func (s *Server) withWebhooks(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Webhooks == nil {
-			writeError(w, http.StatusServiceUnavailable, "webhooks are not available")
-			return
-		}
-		h(w, r)
-	}
+	return requireFeature(func() bool { return s.cfg.Webhooks != nil }, "webhooks are not available", h)
 }
 
 func (s *Server) handleWebhooks(w http.ResponseWriter, r *http.Request) {
