@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,16 +101,7 @@ func TestWebhooksDeliverAccountEvents(t *testing.T) {
 func TestWebhookDeadLettersRedrivenThroughTheAPI(t *testing.T) {
 	emu := emutest.Start(t, emulator.Options{})
 	recv := webhooktest.NewReceiver(t, hookSecret)
-	var mu sync.Mutex
-	down := true
-	recv.Respond(func(webhook.Delivery, int) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusInternalServerError
-		}
-		return http.StatusOK
-	})
+	recv.FailWith(http.StatusInternalServerError)
 	cfg := testConfig(t, emu, filepath.Join(t.TempDir(), "wafleet.db"), 1)
 	cfg.Webhooks = []config.Webhook{{Name: "flaky", URL: recv.URL, Secret: hookSecret, Events: []string{"connected"}, Timeout: 5 * time.Second, MaxAttempts: 2}}
 	r := start(t, cfg)
@@ -141,9 +131,7 @@ func TestWebhookDeadLettersRedrivenThroughTheAPI(t *testing.T) {
 	}
 	r.expect(t, "GET", "/api/webhooks", nil, http.StatusOK, `"dead_letters":1`)
 
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	recv.Recover()
 	r.expect(t, "POST", "/api/webhooks/deadletters/"+dead[0].ID+"/redrive", nil, http.StatusAccepted)
 	got := recv.WaitDelivered(t, 1)
 	if got[0].Kind != "connected" {

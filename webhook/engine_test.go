@@ -330,16 +330,7 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 		t.Run(o.name, func(t *testing.T) {
 			ob := o.open(t)
 			r := webhooktest.NewReceiver(t, secret)
-			var mu sync.Mutex
-			down := true
-			r.Respond(func(webhook.Delivery, int) int {
-				mu.Lock()
-				defer mu.Unlock()
-				if down {
-					return http.StatusBadGateway
-				}
-				return http.StatusOK
-			})
+			r.FailWith(http.StatusBadGateway)
 			ep := endpoint("main", r)
 			ep.MaxAttempts = 50 // with at most 0.5 s between them: not spent before the stop
 			slow := func(c *webhook.Config) {
@@ -354,9 +345,7 @@ func TestRestartDeliversWhatWasPending(t *testing.T) {
 			h.stop()
 			before := r.Attempted()
 
-			mu.Lock()
-			down = false
-			mu.Unlock()
+			r.Recover()
 			ob = o.restart(t, ob)
 			h2 := startWith(t, ob, slow, ep)
 			h2.waitOpen(t, "main")

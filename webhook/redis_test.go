@@ -67,16 +67,6 @@ func startInstance(t *testing.T, c *goredis.Client, prefix, instance string, loc
 func TestFleetTakeover(t *testing.T) {
 	c, prefix := redistest.Shared(t)
 	r := webhooktest.NewReceiver(t, secret)
-	var mu sync.Mutex
-	down := false
-	r.Respond(func(webhook.Delivery, int) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusOK
-	})
 	const lockTTL = 3 * time.Second // long beside the 20 ms polls, even on a loaded machine
 	ep := endpoint("main", r)
 	ep.MaxAttempts = 50
@@ -92,9 +82,7 @@ func TestFleetTakeover(t *testing.T) {
 	h2, _ := startInstance(t, c, prefix, "inst-2", lockTTL, slow, ep)
 	h2.waitOpen(t, "main")
 
-	mu.Lock()
-	down = true
-	mu.Unlock()
+	r.FailWith(http.StatusServiceUnavailable)
 	appendEvents(t, ob, accounts, 5, 5, "state")
 	h1.eng.Notify()
 	r.WaitUntil(t, "refused attempts", func([]webhook.Delivery) bool { return r.Requests() >= 17 })
@@ -103,9 +91,7 @@ func TestFleetTakeover(t *testing.T) {
 	}
 	h1.stop() // as dead: its lock lapses, its entries stay pending
 
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	r.Recover()
 	r.WaitDelivered(t, 30)
 	h2.waitSettled(t)
 	got := r.Delivered()

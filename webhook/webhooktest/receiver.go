@@ -56,6 +56,17 @@ func (r *Receiver) Respond(f func(d webhook.Delivery, attempt int) int) {
 	r.mu.Unlock()
 }
 
+// FailWith makes the receiver answer code to every verified delivery
+// (an endpoint that fails) until Recover or Respond says otherwise.
+func (r *Receiver) FailWith(code int) {
+	r.Respond(func(webhook.Delivery, int) int { return code })
+}
+
+// Recover makes the receiver accept every delivery again (204).
+func (r *Receiver) Recover() {
+	r.Respond(nil)
+}
+
 // Close makes the receiver go away: connections are refused from now on.
 func (r *Receiver) Close() {
 	r.srv.CloseClientConnections()
