@@ -117,3 +117,27 @@ func BenchmarkString200Children(b *testing.B) {
 		_ = n.String()
 	}
 }
+
+// encMessage is an incoming <message> with one <enc> child of 1 KiB
+// ciphertext, the most common stanza a connection receives.
+func encMessage() Node {
+	ct := make([]byte, 1024)
+	for i := range ct {
+		ct[i] = byte(i * 7)
+	}
+	return New("message",
+		JIDAttr("from", jid.JID{User: "15551234567", Server: jid.DefaultUserServer}),
+		StrAttr("id", "3EB0A1B2C3D4E5F60718"),
+		StrAttr("type", "text"),
+		StrAttr("t", "1764460800"),
+		StrAttr("notify", "Contact"),
+	).WithChildren(New("enc", StrAttr("v", "2"), StrAttr("type", "msg")).WithBytes(ct))
+}
+
+func BenchmarkDecodeEncMessage(b *testing.B) {
+	data, err := Marshal(encMessage())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDecode(b, data)
+}
