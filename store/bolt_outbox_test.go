@@ -3,11 +3,9 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/storetest"
@@ -82,27 +80,12 @@ func TestBoltResealSealsEndpointSecrets(t *testing.T) {
 // BenchmarkBoltOutboxAppend appends batches as the journal does (one
 // fsync'd transaction each); ns/op is per event.
 func BenchmarkBoltOutboxAppend(b *testing.B) {
-	for _, batch := range []int{1, 256} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s, err := store.OpenBolt(filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			if err := s.OpenEndpoint(context.Background(), "hooks"); err != nil {
-				b.Fatal(err)
-			}
-			recs := make([]store.OutboxRecord, batch)
-			for i := range recs {
-				recs[i] = store.OutboxRecord{Account: "acct-0001", Kind: "state", Instance: "host-1", Time: time.Now(),
-					Body: []byte(`{"account":"acct-0001","instance":"host-1","kind":"state","state":"connecting","time":"2026-11-30T06:00:00Z"}`)}
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i += batch {
-				if _, err := s.Append(context.Background(), recs[:min(batch, b.N-i)]...); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	storetest.BenchOutboxAppend(b, func(b *testing.B) store.Outbox {
+		s, err := store.OpenBolt(filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return s
+	})
 }

@@ -193,24 +193,8 @@ func TestOutboxSealsEndpointSecretsWrittenBeforeTheKey(t *testing.T) {
 // BenchmarkOutboxAppend appends batches as the journal does (one script
 // each); ns/op is per event.
 func BenchmarkOutboxAppend(b *testing.B) {
-	for _, batch := range []int{1, 256} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			c, prefix := sharedClient(b)
-			s := newOutboxStore(b, c, prefix, nil, 0)
-			if err := s.OpenEndpoint(context.Background(), "hooks"); err != nil {
-				b.Fatal(err)
-			}
-			recs := make([]store.OutboxRecord, batch)
-			for i := range recs {
-				recs[i] = store.OutboxRecord{Account: "acct-0001", Kind: "state", Instance: "host-1", Time: time.Now(),
-					Body: []byte(`{"account":"acct-0001","instance":"host-1","kind":"state","state":"connecting","time":"2026-11-30T06:00:00Z"}`)}
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i += batch {
-				if _, err := s.Append(context.Background(), recs[:min(batch, b.N-i)]...); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	storetest.BenchOutboxAppend(b, func(b *testing.B) store.Outbox {
+		c, prefix := sharedClient(b)
+		return newOutboxStore(b, c, prefix, nil, 0)
+	})
 }
