@@ -32,9 +32,6 @@ func TestFleetWebhooksSurviveKill(t *testing.T) {
 	emu := startEmulatorProcess(t, bin)
 	rs := redistest.Start(t, redistest.Config{})
 	recv := webhooktest.NewReceiver(t, webhookSecret)
-	var sw switchable
-	sw.set(true)
-	recv.Respond(sw.respond)
 	const n = 6
 	hook := webhookYAML("receiver", recv.URL)
 	instances := []*instance{
@@ -72,7 +69,7 @@ func TestFleetWebhooksSurviveKill(t *testing.T) {
 	}
 
 	// The receiver fails; new events queue up at the deliverer.
-	sw.set(false)
+	recv.FailWith(http.StatusServiceUnavailable)
 	before := recv.Requests()
 	for i := range 2 {
 		resp, err := http.Post("http://"+survivor.listen+"/api/accounts", "application/json", strings.NewReader(fmt.Sprintf(`{"id":"added-%d"}`, i)))
@@ -99,20 +96,9 @@ func TestFleetWebhooksSurviveKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw.set(true)
+	recv.Recover()
 	killedAt := time.Now()
-	got := recv.WaitUntil(t, "every event of the outbox at the kill", func(got []webhook.Delivery) bool {
-		seen := make(map[string]bool, len(got))
-		for _, d := range got {
-			seen[d.EventID] = true
-		}
-		for _, e := range held {
-			if !seen[e.ID] {
-				return false
-			}
-		}
-		return true
-	})
+	got := waitAllDelivered(t, recv, "every event of the outbox at the kill", held)
 	checkOrderPerAccount(t, got)
 	if p := recv.Problems(); len(p) > 0 {
 		t.Fatalf("deliveries failed verification: %v", p)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -32,25 +31,22 @@ func appendWebhook(t *testing.T, path, name, url string) {
 	fmt.Fprintf(f, "webhooks:\n  - name: %s\n    url: %s\n    secret: %s\n    timeout: 2s\n    max_attempts: 50\n", name, url, webhookSecret)
 }
 
-// switchable answers 503 until up is set, then 204.
-type switchable struct {
-	mu sync.Mutex
-	up bool
-}
-
-func (s *switchable) set(up bool) {
-	s.mu.Lock()
-	s.up = up
-	s.mu.Unlock()
-}
-
-func (s *switchable) respond(webhook.Delivery, int) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.up {
-		return http.StatusNoContent
-	}
-	return http.StatusServiceUnavailable
+// waitAllDelivered waits until recv accepted every entry of want (at
+// least once) and returns the accepted deliveries.
+func waitAllDelivered(t *testing.T, recv *webhooktest.Receiver, what string, want []store.OutboxEntry) []webhook.Delivery {
+	t.Helper()
+	return recv.WaitUntil(t, what, func(got []webhook.Delivery) bool {
+		seen := make(map[string]bool, len(got))
+		for _, d := range got {
+			seen[d.EventID] = true
+		}
+		for _, e := range want {
+			if !seen[e.ID] {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // checkOrderPerAccount fails when, for one account, a delivery accepted
@@ -76,8 +72,7 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	bin := managerBinary(t)
 	emu := emutest.Start(t, emulator.Options{})
 	recv := webhooktest.NewReceiver(t, webhookSecret)
-	var sw switchable
-	recv.Respond(sw.respond)
+	recv.FailWith(http.StatusServiceUnavailable)
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -127,20 +122,9 @@ func TestWebhooksSurviveKill(t *testing.T) {
 		t.Fatalf("the failing receiver accepted %d deliveries", n)
 	}
 
-	sw.set(true)
+	recv.Recover()
 	startRun(t, bin, cfgPath)
-	got := recv.WaitUntil(t, "every event of the outbox before the kill", func(got []webhook.Delivery) bool {
-		seen := make(map[string]bool, len(got))
-		for _, d := range got {
-			seen[d.EventID] = true
-		}
-		for _, e := range before {
-			if !seen[e.ID] {
-				return false
-			}
-		}
-		return true
-	})
+	got := waitAllDelivered(t, recv, "every event of the outbox before the kill", before)
 	checkOrderPerAccount(t, got)
 	if p := recv.Problems(); len(p) > 0 {
 		t.Fatalf("deliveries failed verification: %v", p)
