@@ -63,6 +63,20 @@ type node struct {
 
 // startRouter starts instance name's router on its own client; its inbox
 // is read until the test ends unless run is false (an instance that died).
+// startOwnedElsewhere starts routers inst-a and inst-b on a fresh Redis,
+// both listing accts; inst-b holds acct-1 and its lease names inst-b, so
+// an action on acct-1 sent to a runs on b.
+func startOwnedElsewhere(t *testing.T, accts ...string) (a, b *node) {
+	t.Helper()
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a = startRouter(t, c, k, "inst-a", accts, true)
+	b = startRouter(t, c, k, "inst-b", accts, true)
+	b.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-b")
+	return a, b
+}
+
 func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
 	t.Helper()
 	c, rec := client(t, shared)
@@ -117,13 +131,7 @@ func lease(t *testing.T, c *goredis.Client, k wredis.ViewKeys, acct, instance st
 // hold the account runs on the owner's Controller and answers its result:
 // success, a refusal with the owner's reason, an unknown account.
 func TestRouterReachesTheOwner(t *testing.T) {
-	c, prefix := redistest(t)
-	k := viewKeys(t, prefix)
-	accts := []string{"acct-1", "acct-2"}
-	a := startRouter(t, c, k, "inst-a", accts, true)
-	b := startRouter(t, c, k, "inst-b", accts, true)
-	b.held.set("acct-1", 1)
-	lease(t, c, k, "acct-1", "inst-b")
+	a, b := startOwnedElsewhere(t, "acct-1", "acct-2")
 
 	if err := a.r.Logout(t.Context(), "acct-1"); err != nil {
 		t.Fatalf("routed logout: %v", err)
@@ -225,12 +233,7 @@ func TestRouterQRSealed(t *testing.T) {
 // Wait, until the caller's deadline: a slow answer arrives; one later than
 // the deadline yields Unavailable saying the action may still take effect.
 func TestRouterSlowOwner(t *testing.T) {
-	c, prefix := redistest(t)
-	k := viewKeys(t, prefix)
-	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
-	b := startRouter(t, c, k, "inst-b", []string{"acct-1"}, true)
-	b.held.set("acct-1", 1)
-	lease(t, c, k, "acct-1", "inst-b")
+	a, b := startOwnedElsewhere(t, "acct-1")
 	var delay atomic.Int64
 	b.ctl.setAnswer(func(string, string) error {
 		time.Sleep(time.Duration(delay.Load())) // ignores its context, like a stuck owner
@@ -257,12 +260,7 @@ func TestRouterSlowOwner(t *testing.T) {
 // does not hold the account runs on the owner with the number, and the
 // link code comes back sealed; a refusal comes back as it was.
 func TestRouterPairByPhone(t *testing.T) {
-	c, prefix := redistest(t)
-	k := viewKeys(t, prefix)
-	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
-	b := startRouter(t, c, k, "inst-b", []string{"acct-1"}, true)
-	b.held.set("acct-1", 1)
-	lease(t, c, k, "acct-1", "inst-b")
+	a, b := startOwnedElsewhere(t, "acct-1")
 	at := time.Now().Add(time.Minute).Truncate(time.Millisecond)
 	b.link.Store(&api.LinkCode{Code: "QW7R-9XKP", ExpiresAt: at})
 	got, err := a.r.PairByPhone(t.Context(), "acct-1", "15551234567")
