@@ -1,7 +1,8 @@
 // Package storetest holds the contract tests that every store.Backend
 // implementation, with its store.LIDMap, must pass (Run): devices and their
-// mapping, one-time prekeys, the archive and fleet-wide settings;
-// RunOutbox runs those of every store.Outbox. It also has helpers that make valid
+// mapping, one-time prekeys, the archive, fleet-wide settings and the
+// account registry; RunOutbox runs those of every store.Outbox, and
+// BenchOutboxAppend benchmarks its Append. It also has helpers that make valid
 // devices and prekeys for tests (NewDevice, PairedDevice, Pair, NewPreKeys),
 // compare devices without printing secrets (Diff) and look for secret
 // device and prekey bytes in what a store wrote at rest (DeviceSecretIn,
