@@ -84,7 +84,7 @@ func (s *BoltStore) acquire(ctx context.Context, op string) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+		return fmt.Errorf("%w: %s", ErrClosed, op)
 	}
 	return nil
 }
@@ -117,7 +117,7 @@ func (s *BoltStore) LoadRecord(ctx context.Context, id string) (*Device, RecordI
 		return nil, RecordInfo{}, fmt.Errorf("store: load %q: %w", id, err)
 	}
 	if rec == nil {
-		return nil, RecordInfo{}, fmt.Errorf("store: load %q: %w", id, ErrNotFound)
+		return nil, RecordInfo{}, fmt.Errorf("%w: load %q", ErrNotFound, id)
 	}
 	defer clear(rec)
 	d, info, err := Decode(rec, s.sealer)
@@ -289,7 +289,7 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 		return "", fmt.Errorf("store: %s %q: %w", op, key, err)
 	}
 	if !found {
-		return "", fmt.Errorf("store: %s %q: %w", op, key, ErrNotFound)
+		return "", fmt.Errorf("%w: %s %q", ErrNotFound, op, key)
 	}
 	return out, nil
 }
@@ -315,7 +315,7 @@ func (s *BoltStore) Reseal(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, fmt.Errorf("store: reseal: %w", ErrClosed)
+		return 0, fmt.Errorf("%w: reseal", ErrClosed)
 	}
 	if s.sealer == nil {
 		return 0, nil

@@ -565,7 +565,7 @@ func decodeDeadLetter(k, v []byte) (DeadLetter, error) {
 func (s *BoltStore) Redrive(ctx context.Context, deadLetterID string) error {
 	seq, ok := parseSeqID(deadLetterID)
 	if !ok {
-		return fmt.Errorf("store: outbox redrive %q: %w", deadLetterID, ErrNotFound)
+		return fmt.Errorf("%w: outbox redrive %q", ErrNotFound, deadLetterID)
 	}
 	return s.update(ctx, "outbox redrive "+strconv.Quote(deadLetterID), func(tx *bolt.Tx) error {
 		dead := tx.Bucket(bucketDead)

@@ -153,7 +153,7 @@ func (s *BoltStore) AddPreKeys(ctx context.Context, id string, keys []PreKey) er
 	}
 	defer s.mu.RUnlock()
 	if ValidateID(id) != nil {
-		return fmt.Errorf("store: add prekeys %q: no such device: %w", id, ErrNotFound)
+		return fmt.Errorf("%w: add prekeys %q: no such device", ErrNotFound, id)
 	}
 	if len(keys) == 0 {
 		return nil

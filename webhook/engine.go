@@ -716,7 +716,7 @@ func (e *Engine) DeadLetters(ctx context.Context, endpoint string, n int) ([]sto
 // queued) and wakes the queues. An unknown id wraps store.ErrNotFound.
 func (e *Engine) Redrive(ctx context.Context, id string) error {
 	if err := e.cfg.Outbox.Redrive(ctx, id); err != nil {
-		return fmt.Errorf("webhook: redrive %s: %w", id, err)
+		return fmt.Errorf("webhook: %w", err) // the store's error names the redrive and the id
 	}
 	e.Notify()
 	return nil
