@@ -35,7 +35,9 @@
 // then the live entries; sse.go), and acts on accounts through a
 // Controller that the supervisor implements (in fleet mode wrapped by
 // fleet/view's Router, which reaches the instance running the account);
-// cmd/manager builds the Server and runs Serve.
+// POST /api/accounts/{id}/pair with a phone number answers a link code
+// through the Controller's LinkPairer (linkcode.go). Package app builds
+// the Server and runs Serve.
 //
 // Every route except /healthz and /readyz refuses (guard.go) a Host that is
 // not a loopback name or address, the listen host, a configured name or
