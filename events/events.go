@@ -28,7 +28,8 @@ var States = []State{StateConnecting, StatePairing, StateUnpaired, StateConnecte
 // Kind says what happened.
 type Kind string
 
-// The event kinds. Their names are part of the Redis event stream.
+// The event kinds. Their names are part of the wire form (Wire: webhooks,
+// GET /api/events) and of the webhook endpoints' event filters.
 const (
 	KindState         Kind = "state"          // a plain state change
 	KindQR            Kind = "qr"             // a new QR code is showing (QR set)
@@ -49,7 +50,7 @@ const (
 var Kinds = []Kind{KindState, KindQR, KindLinkCode, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost}
 
 // Alarm names the condition a KindAlarm event raises. The names are part of
-// the HTTP API and the Redis event stream.
+// the HTTP API and of the wire form (Wire).
 type Alarm string
 
 // The alarms.

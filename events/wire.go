@@ -10,8 +10,8 @@ import (
 // server-sent event of GET /api/events. It never holds the QR content (it
 // carries the ADV secret) nor the link code: a "qr" or "link_code" event
 // says that a new code is showing, and the account's view (or its qr.png)
-// has the code. Field names are those
-// of the Redis event stream.
+// has the code. Field names are part of the webhook and GET /api/events
+// contract.
 type Wire struct {
 	Account  string    `json:"account"`
 	Instance string    `json:"instance,omitempty"` // the instance the event happened on
