@@ -131,6 +131,19 @@ func (lc *linkCompanion) finish(t *testing.T, bundle []byte) {
 	)))
 }
 
+// finishWithCode acks the primary's notification, derives the bundle from
+// the code the companion showed and sends companion_finish with it.
+func (lc *linkCompanion) finishWithCode(t *testing.T) *crypto.LinkCodeCompanion {
+	t.Helper()
+	wrapped, primaryID := lc.notification(t, true)
+	fin, err := crypto.LinkCodeCompanionFinish(lc.code, lc.ephemeral, lc.d.identity, wrapped, primaryID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.finish(t, fin.WrappedBundle)
+	return fin
+}
+
 func expectIQError(t *testing.T, n node.Node, code string) {
 	t.Helper()
 	e, ok := n.Child("error")
@@ -143,12 +156,7 @@ func TestLinkCodePairAndLogin(t *testing.T) {
 	srv := emutest.Start(t, emulator.Options{})
 	lc := startLink(t, srv)
 	ch := enterAsync(srv, linkPhone, strings.ToLower(crypto.FormatLinkCode(lc.code)), waitTimeout)
-	wrapped, primaryID := lc.notification(t, true)
-	fin, err := crypto.LinkCodeCompanionFinish(lc.code, lc.ephemeral, lc.d.identity, wrapped, primaryID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc.finish(t, fin.WrappedBundle)
+	fin := lc.finishWithCode(t)
 	lc.c.expectResult("finish-1", "result")
 	lc.d.adv = fin.ADVSecret // pair-success is HMACed with the derived secret
 	id, p, err := lc.c.pairSuccess(lc.d)
@@ -181,12 +189,7 @@ func TestLinkCodeWrongCode(t *testing.T) {
 		wrong = "22222222"
 	}
 	ch := enterAsync(srv, linkPhone, wrong, waitTimeout)
-	wrapped, primaryID := lc.notification(t, true)
-	fin, err := crypto.LinkCodeCompanionFinish(lc.code, lc.ephemeral, lc.d.identity, wrapped, primaryID)
-	if err != nil {
-		t.Fatal(err) // the companion cannot tell: CTR has no integrity
-	}
-	lc.finish(t, fin.WrappedBundle)
+	lc.finishWithCode(t) // the companion cannot tell a wrong code: CTR has no integrity
 	expectIQError(t, lc.c.expectResult("finish-1", "error"), "401")
 	if r := waitScan(t, ch); !errors.Is(r.err, emulator.ErrLinkCodeMismatch) {
 		t.Fatalf("EnterLinkCode err = %v, want ErrLinkCodeMismatch", r.err)
@@ -289,12 +292,7 @@ func TestLinkControlAPI(t *testing.T) {
 		defer close(done)
 		code, out = httpJSON(t, http.MethodPost, base+"/link", `{"phone":"+`+linkPhone+`","code":"`+crypto.FormatLinkCode(lc.code)+`"}`)
 	}()
-	wrapped, primaryID := lc.notification(t, true)
-	fin, err := crypto.LinkCodeCompanionFinish(lc.code, lc.ephemeral, lc.d.identity, wrapped, primaryID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc.finish(t, fin.WrappedBundle)
+	fin := lc.finishWithCode(t)
 	lc.c.expectResult("finish-1", "result")
 	lc.d.adv = fin.ADVSecret
 	id, p, err := lc.c.pairSuccess(lc.d)
