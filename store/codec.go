@@ -37,7 +37,18 @@ import (
 //
 // Decode rejects with ErrCorrupt: a wrong magic, an unknown version, unknown
 // flags, a checksum mismatch, truncated or trailing bytes, lengths past the
-// field limits, and a result that fails Validate.
+// field limits, and a result that fails Validate other than by a public half
+// that does not match its private half: every record is written by Encode,
+// which checks that agreement, so Decode does not spend three X25519
+// multiplications per load re-deriving it. A changed byte anywhere in the
+// record, public halves included, fails the CRC-32C; sealed secrets are also
+// authenticated by the Sealer (AES-GCM), which covers the private halves but
+// not the public ones. What neither catches is a deliberate edit of a public
+// half with the checksum recomputed, by someone who can write the store (and
+// could as well write a whole record of their own): a wrong NoiseKey.Pub
+// then fails the first Noise handshake (the server derives its keys from the
+// public key sent and cannot read the client's payload), a wrong
+// IdentityKey.Pub or SignedPreKey.Pub is what the device would publish.
 const (
 	codecMagic   = "WFD"
 	codecVersion = 1
@@ -229,7 +240,10 @@ func Decode(data []byte, sealer Sealer) (*Device, RecordInfo, error) {
 	copy(d.SignedPreKey.Priv[:], secrets[64:96])
 	copy(d.AdvSecret[:], secrets[96:128])
 
-	if err := d.Validate(); err != nil {
+	// Encode checked that the public halves match the private ones when the
+	// record was written; they are not re-derived here (see the record
+	// comment above).
+	if err := d.validate(false); err != nil {
 		var ve *ValidationError
 		if errors.As(err, &ve) {
 			return nil, info, fmt.Errorf("%w: decoded device is invalid: %s: %s", ErrCorrupt, ve.Field, ve.Problem)

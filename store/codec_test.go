@@ -174,7 +174,7 @@ func TestDecodeCorrupt(t *testing.T) {
 		{"jid length past limit", set(offJID, 65)},
 		{"trailing byte", withCRC(append(bytes.Clone(good[:len(good)-4]), 0, 0, 0, 0, 0))},
 		{"checksum mismatch", append(bytes.Clone(good[:len(good)-1]), good[len(good)-1]^1)},
-		{"public key not matching (valid checksum)", withCRC(pubFlip)},
+		{"public key byte changed", pubFlip},
 		{"too long", make([]byte, store.MaxRecordLen+1)},
 	}
 	for i := range len(good) {
@@ -283,4 +283,29 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDecodeTrustsWrittenPublicKeys(t *testing.T) {
+	// Decode does not re-derive the public halves (Encode checked them when
+	// the record was written): a record whose NoiseKey.Pub was edited with
+	// the checksum recomputed loads, and is refused as soon as anyone tries
+	// to write it again.
+	good, err := store.Encode(fixedDevice(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offIDLen := 5
+	pubFlip := bytes.Clone(good)
+	pubFlip[offIDLen+1+6] ^= 1 // first byte of NoiseKey.Pub
+	d, _, err := store.Decode(withCRC(pubFlip), nil)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	var ve *store.ValidationError
+	if err := d.Validate(); !errors.As(err, &ve) || ve.Field != "NoiseKey.Pub" {
+		t.Fatalf("Validate = %v; want a NoiseKey.Pub mismatch", err)
+	}
+	if _, err := store.Encode(d, nil); !errors.As(err, &ve) || ve.Field != "NoiseKey.Pub" {
+		t.Fatalf("Encode = %v; want a NoiseKey.Pub mismatch", err)
+	}
 }

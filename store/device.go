@@ -234,20 +234,30 @@ func idChar(c byte) bool {
 // state at all or a complete one (JID, account record, main device identity,
 // pairing time; LID optional but, when set, with the same device number).
 // Errors are *ValidationError and never contain secret values.
+//
+// Checking that the public halves match costs three X25519 base-point
+// multiplications, so it runs where a device is written (Save, Encode), not
+// where a stored record is read back (see Decode).
 func (d *Device) Validate() error {
+	return d.validate(true)
+}
+
+// validate is Validate; with derive false it requires the key halves to be
+// set but does not re-derive the public halves from the private ones.
+func (d *Device) validate(derive bool) error {
 	if d == nil {
 		return invalid("Device", "nil")
 	}
 	if err := ValidateID(d.ID); err != nil {
 		return err
 	}
-	if err := checkKeyPair("NoiseKey", d.NoiseKey); err != nil {
+	if err := checkKeyPair("NoiseKey", d.NoiseKey, derive); err != nil {
 		return err
 	}
-	if err := checkKeyPair("IdentityKey", d.IdentityKey); err != nil {
+	if err := checkKeyPair("IdentityKey", d.IdentityKey, derive); err != nil {
 		return err
 	}
-	if err := checkKeyPair("SignedPreKey", d.SignedPreKey.KeyPair); err != nil {
+	if err := checkKeyPair("SignedPreKey", d.SignedPreKey.KeyPair, derive); err != nil {
 		return err
 	}
 	if d.SignedPreKey.ID == 0 || d.SignedPreKey.ID > MaxSignedPreKeyID {
@@ -314,15 +324,18 @@ func (d *Device) checkPaired() error {
 	return nil
 }
 
-// checkKeyPair requires both halves to be set and Pub to be the X25519 public
-// key of Priv (X25519 clamps the scalar, so any 32 bytes are a usable
-// private key).
-func checkKeyPair(name string, k KeyPair) error {
+// checkKeyPair requires both halves to be set and, with derive, Pub to be the
+// X25519 public key of Priv (X25519 clamps the scalar, so any 32 bytes are a
+// usable private key).
+func checkKeyPair(name string, k KeyPair, derive bool) error {
 	if isZero32(&k.Priv) {
 		return invalid(name+".Priv", "all zeros")
 	}
 	if isZero32(&k.Pub) {
 		return invalid(name+".Pub", "all zeros")
+	}
+	if !derive {
+		return nil
 	}
 	if pub := crypto.PublicKey(&k.Priv); subtle.ConstantTimeCompare(pub[:], k.Pub[:]) != 1 {
 		return invalid(name+".Pub", "does not match "+name+".Priv")

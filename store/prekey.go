@@ -38,7 +38,7 @@ func (k PreKey) Validate() error {
 	if k.ID == 0 || k.ID > MaxPreKeyID {
 		return &PreKeyError{ID: k.ID, Problem: fmt.Sprintf("ID is outside 1..%d", MaxPreKeyID)}
 	}
-	if err := checkKeyPair("KeyPair", k.KeyPair); err != nil {
+	if err := checkKeyPair("KeyPair", k.KeyPair, true); err != nil {
 		if ve, ok := err.(*ValidationError); ok {
 			return &PreKeyError{ID: k.ID, Problem: ve.Field + ": " + ve.Problem}
 		}
