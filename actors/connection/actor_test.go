@@ -435,3 +435,25 @@ func TestResaveWritesTheDeviceAgain(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestRedialKeepsParsedNoiseKey(t *testing.T) {
+	// The noise key is parsed (one X25519 multiplication) once per device,
+	// not on every dial: a redial after a failure hands the dialer the same
+	// key pair.
+	h := newHarness(t)
+	fd := newFakeDialer()
+	d := h.deps("redial-noise")
+	d.Dialer = fd.dial
+	d.Rand = func() float64 { return 0.5 }
+	d.Backoff = Backoff{Initial: time.Millisecond, Max: time.Millisecond, StableAfter: time.Minute}
+	fd.results <- dialResult{err: errors.New("refused")}
+	fd.results <- dialResult{err: errors.New("refused")}
+	h.spawn(d)
+	first, second := recvReq(t, fd), recvReq(t, fd)
+	if first.NoiseKey == nil || first.NoiseKey != second.NoiseKey {
+		t.Fatalf("noise key pairs %p and %p; want one, kept across dials", first.NoiseKey, second.NoiseKey)
+	}
+	if pub := crypto.PublicKey(&first.NoiseKey.Priv); pub != first.NoiseKey.Pub {
+		t.Fatal("the kept noise key pair's public half does not match its private half")
+	}
+}
