@@ -74,6 +74,9 @@ func (a *App) desiredAccounts(ctx context.Context) ([]config.Account, error) {
 	accounts := a.accounts
 	a.mu.Unlock()
 	recs, err := a.store.Accounts(ctx)
+	if err == nil && a.fleet != nil {
+		err = a.checkRegistryKept(ctx)
+	}
 	if err != nil {
 		err = fmt.Errorf("app: read the account registry (running the accounts it had): %w", err)
 	} else {
@@ -194,6 +197,26 @@ func (a *App) restoreLostRegistry(ctx context.Context) error {
 		}
 	}
 	a.registrySeen.Store(v)
+	return nil
+}
+
+// errRegistryLostWhileRead: Redis lost the registry between the reads of
+// its counter and of its records; the records read are not to be trusted.
+var errRegistryLostWhileRead = errors.New("the change counter went back while the records were read (Redis lost data)")
+
+// checkRegistryKept (fleet mode) reads the change counter again after the
+// records: below the counter restoreLostRegistry read before them, the
+// records may be the empty registry of a Redis that lost its data, and
+// must not replace the accounts this instance knows (the next sync writes
+// those back).
+func (a *App) checkRegistryKept(ctx context.Context) error {
+	v, err := a.fleet.admin.AccountsVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read the change counter: %w", err)
+	}
+	if v < a.registrySeen.Load() {
+		return errRegistryLostWhileRead
+	}
 	return nil
 }
 
