@@ -228,7 +228,10 @@ func TestLinkCodeFailures(t *testing.T) {
 // timer fires, last_error still speaks of the link code.
 func TestLinkCodeExpiresWithTheServersWindow(t *testing.T) {
 	h := newHarness(t)
-	srv := emutest.Start(t, emulator.Options{RefCount: 2, FirstRefTTL: 200 * time.Millisecond, NextRefTTL: 100 * time.Millisecond})
+	// The server's window (FirstRefTTL + NextRefTTL) must leave room for the
+	// code's PBKDF2 on a loaded machine under -race: a window shorter than
+	// that closes before any code shows, and the account only reconnects.
+	srv := emutest.Start(t, emulator.Options{RefCount: 2, FirstRefTTL: 4 * time.Second, NextRefTTL: 2 * time.Second})
 	d := h.deps("window")
 	d.LinkPhone = testLinkPhone
 	d.QR = QRSchedule{First: 10 * time.Millisecond, Next: time.Minute} // on the last ref at once; its own expiry far away
