@@ -376,6 +376,7 @@ func (a *App) Run(ctx context.Context) error {
 		follow = a.followRegistry(bgCtx)
 	}
 	startCtx, cancelStart := context.WithTimeout(ctx, 10*time.Second)
+	a.openConfiguredEndpoints(startCtx)
 	if err := a.refreshAccounts(startCtx); err != nil {
 		a.logger.Error("start accounts", "error", err)
 	}

@@ -67,3 +67,20 @@ func (a *App) dropAccountWebhooks(ctx context.Context, id string) {
 		a.logger.Error("remove the webhooks of a deleted account", "account", id, "error", err)
 	}
 }
+
+// openConfiguredEndpoints opens the queue of every configured webhook
+// endpoint before any account starts, so that a new endpoint receives the
+// accounts' first events too (a queue starts with the next entry
+// appended). The engine opens them again, idempotently, when it starts; a
+// failure here is only logged.
+func (a *App) openConfiguredEndpoints(ctx context.Context) {
+	ob := a.outbox()
+	if ob == nil {
+		return
+	}
+	for _, w := range a.cfg.Webhooks {
+		if err := ob.OpenEndpoint(ctx, w.Name); err != nil {
+			a.logger.Warn("open a webhook endpoint's queue before the accounts start", "endpoint", w.Name, "error", err)
+		}
+	}
+}
