@@ -13,9 +13,10 @@ import (
 	"github.com/wafleet/wafleet/store"
 )
 
-// journalPoll is how often, in fleet mode, the journal looks for the
-// entries other instances appended to the shared outbox.
-const journalPoll = time.Second
+// journalPoll is how often, in fleet mode, the journal reads the shared
+// outbox for entries other instances appended that their announcements
+// did not bring (while its subscription was down).
+const journalPoll = 10 * time.Second
 
 // outbox is the store's outbox: the bbolt file's, or in fleet mode the
 // Redis stream every instance shares; nil when the store keeps none.
@@ -29,8 +30,8 @@ func (a *App) outbox() store.Outbox {
 
 // newJournal prepares the journal that appends every bus event to the
 // outbox (before any webhook delivers it) and follows the outbox for the
-// API's event streams and the webhook engine. In fleet mode it also looks
-// for the entries other instances append, every second.
+// API's event streams and the webhook engine. In fleet mode it also reads
+// the entries other instances append, as they announce them.
 func (a *App) newJournal() error {
 	ob := a.outbox()
 	if ob == nil {
@@ -39,6 +40,7 @@ func (a *App) newJournal() error {
 	o := journal.Options{Instance: a.cfg.Fleet.InstanceID, Logger: a.logger.With("component", "journal")}
 	if a.fleet != nil {
 		o.Poll = journalPoll
+		o.Watch = a.fleet.admin.WatchOutbox
 	}
 	j, err := journal.New(ob, o)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultPoll        = time.Second
+	DefaultPoll        = 10 * time.Second
 	DefaultRefresh     = 10 * time.Second
 	DefaultLanes       = 4
 	DefaultMaxInFlight = 256
@@ -63,7 +63,9 @@ type Config struct {
 	// new entries (the journal's Changed): every queue then asks at once.
 	Changed func() <-chan struct{}
 	// Poll is how often an idle queue asks the outbox for entries; Notify
-	// and Changed wake every queue at once. Default: 1 s.
+	// and Changed wake every queue at once, so polling only catches what
+	// they missed; it must stay under the Redis outbox lock TTL, which
+	// each poll renews. Default: 10 s.
 	Poll time.Duration
 	// Refresh is how often the per-account endpoints are read again from
 	// the outbox (another instance may have changed them). Default: 10 s.

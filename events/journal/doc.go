@@ -12,9 +12,10 @@
 // milliseconds' worth. Each entry's Body is events.Marshal of the event,
 // without the QR content.
 //
-// The journal also follows the outbox: after each append of its own, and
-// every Options.Poll for the entries other instances append to a shared
-// outbox (fleet mode), it reads the new entries and hands them to its
-// subscribers (Subscribe: the event streams of the API) and wakes those
-// waiting on Changed (the webhook deliverers).
+// The journal also follows the outbox: after each append of its own, when
+// another instance announces an append to a shared outbox (fleet mode:
+// Options.Watch), and every Options.Poll for what a lost announcement
+// missed, it reads the new entries and hands them to its subscribers
+// (Subscribe: the event streams of the API) and wakes those waiting on
+// Changed (the webhook deliverers).
 package journal

@@ -96,10 +96,17 @@ func (j *Journal) follow(last string, known bool) {
 		defer t.Stop()
 		tick = t.C
 	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	others := j.watch(watchCtx)
 	for {
 		select {
 		case <-j.poke:
+		case <-others: // nil while not subscribed: never ready
 		case <-tick:
+			if others == nil {
+				others = j.watch(watchCtx)
+			}
 		case <-j.done: // the writer is finished: read its last appends, then stop
 			if known {
 				j.read(&last)
@@ -114,6 +121,20 @@ func (j *Journal) follow(last string, known bool) {
 		}
 		j.read(&last)
 	}
+}
+
+// watch subscribes to the appends of others (Options.Watch); nil when
+// there is nothing to watch or the subscription failed.
+func (j *Journal) watch(ctx context.Context) <-chan struct{} {
+	if j.o.Watch == nil {
+		return nil
+	}
+	ch, err := j.o.Watch(ctx)
+	if err != nil {
+		j.o.Logger.Warn("journal: cannot watch the outbox for other instances' entries; reading it every "+j.o.Poll.String(), "err", err)
+		return nil
+	}
+	return ch
 }
 
 // read fans out every entry after *last and advances it.

@@ -26,6 +26,12 @@ type Options struct {
 	// Poll is how often the journal looks for entries appended by others
 	// (a shared outbox). 0: only after its own appends.
 	Poll time.Duration
+	// Watch, when not nil, subscribes to the appends of others to a
+	// shared outbox (the Redis store's WatchOutbox): the journal reads at
+	// once when it signals, and Poll only catches what a lost
+	// subscription missed. The subscription lasts until its ctx ends; a
+	// failed one is tried again at every Poll.
+	Watch func(ctx context.Context) (<-chan struct{}, error)
 	// Logger reports failing appends and reads. Default slog.Default().
 	Logger *slog.Logger
 }

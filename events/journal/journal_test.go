@@ -232,6 +232,49 @@ func TestPollSeesOtherWriters(t *testing.T) {
 	}
 }
 
+// With Watch, an entry another writer announces reaches the subscribers
+// at once, without waiting for Poll.
+func TestWatchSeesOtherWritersAtOnce(t *testing.T) {
+	s, _ := openBolt(t)
+	announce := make(chan struct{}, 1)
+	watch := func(context.Context) (<-chan struct{}, error) { return announce, nil }
+	j := newJournal(t, s, Options{Poll: time.Hour, Watch: watch})
+	sub := j.Subscribe(10)
+	if _, err := s.Append(t.Context(), store.OutboxRecord{Account: "remote", Kind: "state", Instance: "inst-b", Body: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	announce <- struct{}{}
+	select {
+	case e := <-sub.C():
+		if e.Account != "remote" {
+			t.Fatalf("got %+v, want the remote entry", e.OutboxRecord)
+		}
+	case <-time.After(wait):
+		t.Fatal("the announced entry never came")
+	}
+}
+
+// A Watch that failed is tried again at the next Poll.
+func TestWatchRetriedAfterFailure(t *testing.T) {
+	s, _ := openBolt(t)
+	tried := make(chan struct{}, 10)
+	watch := func(context.Context) (<-chan struct{}, error) {
+		select {
+		case tried <- struct{}{}:
+		default:
+		}
+		return nil, errors.New("redis down")
+	}
+	newJournal(t, s, Options{Poll: 10 * time.Millisecond, Watch: watch})
+	for i := range 2 {
+		select {
+		case <-tried:
+		case <-time.After(wait):
+			t.Fatalf("Watch tried %d times, want it tried again after failing", i)
+		}
+	}
+}
+
 // A subscriber that does not read loses entries, and Lagged says so.
 func TestSlowSubscriberLags(t *testing.T) {
 	s, _ := openBolt(t)

@@ -38,7 +38,7 @@ const (
 	// inboxTTL: an inbox nobody reads (its instance died) expires.
 	inboxTTL = time.Minute
 	// blockFor is how long one BLPOP waits for a message.
-	blockFor = 2 * time.Second
+	blockFor = 30 * time.Second
 	// actionQR fetches an account's QR code (sealed for the requester).
 	actionQR = "qr"
 	// actionPairPhone pairs an account by phone number; the link code

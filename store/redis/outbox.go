@@ -28,6 +28,8 @@ import (
 //	                               id), the entry's fields, attempts, reason, at
 //	PREFIX:{outbox}:redrive:EP     list: redriven entries of endpoint EP (JSON)
 //	PREFIX:{outbox}:lock:EP        string: the deliverer serving EP, PX OutboxLockTTL
+//	PREFIX:events:appended         pub/sub channel: every Append announces its
+//	                               last id there (WatchOutbox)
 //
 // Next hands an endpoint's entries to one deliverer at a time, the one
 // holding its lock: order per account needs one deliverer. Each Next
@@ -53,6 +55,7 @@ const DefaultOutboxLockTTL = 30 * time.Second
 const maxOutboxRead = 10000
 
 func (k keys) eventsTrimmed() string          { return "{" + k.events() + "}:trimmed" }
+func (k keys) eventsChannel() string          { return k.events() + ":appended" }
 func (k keys) outboxEndpoints() string        { return k.p + ":{outbox}:endpoints" }
 func (k keys) outboxDead() string             { return k.p + ":{outbox}:dead" }
 func (k keys) outboxRedrive(ep string) string { return k.p + ":{outbox}:redrive:" + ep }
@@ -97,9 +100,11 @@ func (o *outboxState) drop(name string) {
 	delete(o.eps, name)
 }
 
-// appendScript appends records and trims the stream, recording the
-// newest entry it trimmed.
-// KEYS[1] stream, KEYS[2] its trimmed marker. ARGV: history, count, then 5 fields per record.
+// appendScript appends records, announces them on the outbox's channel
+// (so that other instances read them at once: WatchOutbox) and trims the
+// stream, recording the newest entry it trimmed.
+// KEYS[1] stream, KEYS[2] its trimmed marker. ARGV: history, count,
+// channel, then 5 fields per record.
 var appendScript = goredis.NewScript(`
 local function less(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -110,10 +115,11 @@ end
 local ids = {}
 local n = tonumber(ARGV[2])
 for i = 0, n - 1 do
-  local b = 3 + i * 5
+  local b = 4 + i * 5
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'instance', ARGV[b], 'account', ARGV[b+1],
     'kind', ARGV[b+2], 'time', ARGV[b+3], 'body', ARGV[b+4])
 end
+redis.call('PUBLISH', ARGV[3], ids[#ids])
 local history = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])
 if len <= history then return ids end
@@ -152,6 +158,13 @@ end
 return 0
 `)
 
+// unlockScript drops an endpoint's lock if deliverer holds it.
+// KEYS[1] lock. ARGV: deliverer.
+var unlockScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`)
+
 func (s *Store) history() int {
 	if s.outboxHistory > 0 {
 		return s.outboxHistory
@@ -164,6 +177,13 @@ func (s *Store) lockTTL() time.Duration {
 		return s.outboxLockTTL
 	}
 	return DefaultOutboxLockTTL
+}
+
+// WatchOutbox signals the appends of every instance to the outbox, as
+// WatchAccounts does the registry's changes: coalesced, and lost while
+// the subscription is down, so pair it with a periodic read.
+func (s *Store) WatchOutbox(ctx context.Context) (<-chan struct{}, error) {
+	return s.watch(ctx, s.k.eventsChannel(), "watch the outbox")
 }
 
 // Append implements store.Outbox: one script adds the batch (so that it
@@ -180,8 +200,8 @@ func (s *Store) Append(ctx context.Context, recs ...store.OutboxRecord) ([]strin
 		return nil, err
 	}
 	defer cancel()
-	args := make([]any, 0, 2+5*len(recs))
-	args = append(args, s.history(), len(recs))
+	args := make([]any, 0, 3+5*len(recs))
+	args = append(args, s.history(), len(recs), s.k.eventsChannel())
 	for _, r := range recs {
 		t := ""
 		if !r.Time.IsZero() {
@@ -393,35 +413,48 @@ func (s *Store) Next(ctx context.Context, endpoint, deliverer string, n int) ([]
 	ep := s.outbox.endpoint(endpoint)
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	// The group first: a closed endpoint is ErrNotFound, and takes no lock.
-	groups, err := s.c.XInfoGroups(ctx, s.k.events()).Result()
-	if err != nil && !strings.Contains(err.Error(), "no such key") {
+	out := ep.handed
+	// Round trip 1: the lock, and the group's pending entries (read-only,
+	// so harmless when the lock is another's). A closed endpoint has no
+	// group: NOGROUP, ErrNotFound.
+	var pend *goredis.XPendingExtCmd
+	var group goredis.Cmder // the pending entries, or their summary when n is 0
+	lock := &call{script: lockScript, keys: []string{s.k.outboxLock(endpoint)}, args: []any{deliverer, s.lockTTL().Milliseconds()}}
+	err = runCalls(ctx, s.c, []*call{lock}, func(p goredis.Pipeliner) {
+		if n > 0 {
+			pend = p.XPendingExt(ctx, &goredis.XPendingExtArgs{
+				Stream: s.k.events(), Group: endpoint, Start: "-", End: "+", Count: int64(n + len(out)),
+			})
+			group = pend
+		} else {
+			group = p.XPending(ctx, s.k.events(), endpoint)
+		}
+	})
+	if err != nil {
 		return fail(err)
 	}
-	if !slices.ContainsFunc(groups, func(g goredis.XInfoGroup) bool { return g.Name == endpoint }) {
-		return fail(fmt.Errorf("%w: the endpoint has no queue: open it first", store.ErrNotFound))
-	}
-	held, err := lockScript.Run(ctx, s.c, []string{s.k.outboxLock(endpoint)}, deliverer, s.lockTTL().Milliseconds()).Int()
+	held, err := lock.cmd.Int()
 	if err != nil {
+		return fail(err)
+	}
+	if err := group.Err(); err != nil {
+		if held == 1 && goredis.HasErrorPrefix(err, "NOGROUP") {
+			// Closed: leave the lock to whoever opens it again.
+			_ = unlockScript.Run(ctx, s.c, []string{s.k.outboxLock(endpoint)}, deliverer).Err()
+			clear(ep.handed)
+		}
 		return fail(err)
 	}
 	if held != 1 {
 		clear(ep.handed) // another deliverer serves it now
 		return nil, nil
 	}
-	out := ep.handed
 	var got []store.OutboxEntry
 	// Pending entries not in flight here: handed out before a restart or
 	// by a deliverer that lost the lock. They come first, in order.
-	if n > 0 {
-		pend, err := s.c.XPendingExt(ctx, &goredis.XPendingExtArgs{
-			Stream: s.k.events(), Group: endpoint, Start: "-", End: "+", Count: int64(n + len(out)),
-		}).Result()
-		if err != nil {
-			return fail(err)
-		}
+	if pend != nil {
 		var claim []string
-		for _, p := range pend {
+		for _, p := range pend.Val() {
 			if _, busy := out[p.ID]; !busy && len(claim) < n {
 				claim = append(claim, p.ID)
 			}
@@ -440,30 +473,39 @@ func (s *Store) Next(ctx context.Context, endpoint, deliverer string, n int) ([]
 			got = append(got, entries...)
 		}
 	}
-	if len(got) < n {
-		streams, err := s.c.XReadGroup(ctx, &goredis.XReadGroupArgs{
-			Group: endpoint, Consumer: deliverer, Streams: []string{s.k.events(), ">"}, Count: int64(n - len(got)), Block: -1,
-		}).Result()
-		if err != nil && !errors.Is(err, goredis.Nil) {
-			return fail(err)
-		}
-		for _, st := range streams {
-			entries, err := entriesOf(st.Messages)
-			if err != nil {
-				return fail(err)
-			}
-			got = append(got, entries...)
-		}
-	}
 	for _, e := range got {
 		out[e.ID] = ""
 	}
-	if len(got) < n {
-		list, err := s.c.LRange(ctx, s.k.outboxRedrive(endpoint), 0, int64(n-len(got)+len(out))).Result()
+	if len(got) >= n {
+		return got, nil
+	}
+	// Round trip 2: new entries, and the redriven ones (after them).
+	pipe := s.c.Pipeline()
+	read := pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{
+		Group: endpoint, Consumer: deliverer, Streams: []string{s.k.events(), ">"}, Count: int64(n - len(got)), Block: -1,
+	})
+	redriven := pipe.LRange(ctx, s.k.outboxRedrive(endpoint), 0, int64(n+len(out)))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) && !isReplyError(err) {
+		return fail(err)
+	}
+	if err := read.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return fail(err)
+	}
+	if err := redriven.Err(); err != nil {
+		return fail(err)
+	}
+	for _, st := range read.Val() {
+		entries, err := entriesOf(st.Messages)
 		if err != nil {
 			return fail(err)
 		}
-		for _, raw := range list {
+		for _, e := range entries {
+			out[e.ID] = ""
+		}
+		got = append(got, entries...)
+	}
+	if len(got) < n {
+		for _, raw := range redriven.Val() {
 			e, err := decodeRedriven(raw)
 			if err != nil {
 				return fail(err)

@@ -198,3 +198,51 @@ func BenchmarkOutboxAppend(b *testing.B) {
 		return newOutboxStore(b, c, prefix, nil, 0)
 	})
 }
+
+// WatchOutbox signals an append made through another Store (another
+// instance) on the same Redis.
+func TestWatchOutboxSignalsOtherInstancesAppends(t *testing.T) {
+	c, prefix := sharedClient(t)
+	watcher := newOutboxStore(t, c, prefix, nil, 0)
+	writer := newOutboxStore(t, c, prefix, nil, 0)
+	appended, err := watcher.WatchOutbox(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Append(t.Context(), store.OutboxRecord{Account: "acct", Kind: "state", Body: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-appended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no signal after another instance's append")
+	}
+}
+
+// An idle deliverer's Next costs two round trips (the lock with the
+// pending entries, then the new and redriven ones), and renewing the lock
+// alone (n = 0) one: the webhook engine calls them while idle.
+func TestOutboxNextRoundTrips(t *testing.T) {
+	c, prefix := sharedClient(t)
+	h := &counter{}
+	c.AddHook(h)
+	s := newOutboxStore(t, c, prefix, nil, 0)
+	ctx := t.Context()
+	if err := s.OpenEndpoint(ctx, "ep"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Next(ctx, "ep", "inst", 10); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n, want int
+	}{{10, 2}, {0, 1}} {
+		h.Reset()
+		if got, err := s.Next(ctx, "ep", "inst", tc.n); err != nil || len(got) != 0 {
+			t.Fatalf("Next(%d) of an empty queue = %d entries, %v", tc.n, len(got), err)
+		}
+		if rt := h.RoundTrips(); rt != int64(tc.want) {
+			t.Errorf("Next(%d) of an idle queue took %d round trips, want %d", tc.n, rt, tc.want)
+		}
+	}
+}

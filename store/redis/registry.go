@@ -312,16 +312,22 @@ func (s *Store) AccountsVersion(ctx context.Context) (int64, error) {
 // meanwhile are lost, so pair this with a periodic AccountsVersion check.
 // The subscription is in place when WatchAccounts returns.
 func (s *Store) WatchAccounts(ctx context.Context) (<-chan struct{}, error) {
-	if err := s.ready(ctx, "watch accounts"); err != nil {
+	return s.watch(ctx, s.k.registryChannel(), "watch accounts")
+}
+
+// watch subscribes to channel and returns a coalescing signal of its
+// messages (see WatchAccounts), until ctx ends.
+func (s *Store) watch(ctx context.Context, channel, what string) (<-chan struct{}, error) {
+	if err := s.ready(ctx, what); err != nil {
 		return nil, err
 	}
-	ps := s.c.Subscribe(ctx, s.k.registryChannel())
+	ps := s.c.Subscribe(ctx, channel)
 	sctx, cancel := withTimeout(ctx, s.timeout)
 	_, err := ps.Receive(sctx) // the subscription's confirmation
 	cancel()
 	if err != nil {
 		_ = ps.Close()
-		return nil, fmt.Errorf("redis: watch accounts: %w", err)
+		return nil, fmt.Errorf("redis: %s: %w", what, err)
 	}
 	out := make(chan struct{}, 1)
 	msgs := ps.Channel()
