@@ -19,7 +19,7 @@ var layers = []struct {
 	dirs []string
 }{
 	{"proto", []string{"waproto"}},
-	{"core", []string{"wire", "crypto", "store", "events", "status", "internal"}},
+	{"core", []string{"wire", "crypto", "signal", "store", "events", "status", "internal"}},
 	{"services", []string{"actors", "api", "fleet", "metrics", "emulator", "webversion", "config", "webhook"}},
 	{"app", []string{"app"}},
 	{"cmd", []string{"cmd"}},
