@@ -16,6 +16,13 @@ import (
 	"github.com/wafleet/wafleet/waproto"
 )
 
+// tester is what the helpers need of a *testing.T or a *rapid.T.
+type tester interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // device is one side of a test conversation: its keys and its record of
 // the session with the other side.
 type device struct {
@@ -25,7 +32,7 @@ type device struct {
 	session Session
 }
 
-func newDevice(t testing.TB, regID uint32) *device {
+func newDevice(t tester, regID uint32) *device {
 	t.Helper()
 	gen := func() *crypto.KeyPair {
 		kp, err := crypto.GenerateKeyPair()
@@ -37,7 +44,7 @@ func newDevice(t testing.TB, regID uint32) *device {
 	return &device{local: LocalIdentity{Key: gen(), RegistrationID: regID}, spk: gen(), opk: gen()}
 }
 
-func (d *device) bundle(t testing.TB) *Bundle {
+func (d *device) bundle(t tester) *Bundle {
 	t.Helper()
 	sig, err := crypto.Sign(d.local.Key, SerializeKey(d.spk.Pub))
 	if err != nil {
@@ -62,7 +69,7 @@ func (d *device) receive(c Ciphertext) ([]byte, error) {
 	return d.session.DecryptPreKey(m, ResponderKeys{Local: d.local, SignedPreKey: d.spk, PreKey: d.opk})
 }
 
-func (d *device) send(t testing.TB, text string) Ciphertext {
+func (d *device) send(t tester, text string) Ciphertext {
 	t.Helper()
 	c, err := d.session.Encrypt([]byte(text))
 	if err != nil {
@@ -73,7 +80,7 @@ func (d *device) send(t testing.TB, text string) Ciphertext {
 
 // pairUp returns Alice, who initiated with Bob's bundle, and Bob, who read
 // her first message.
-func pairUp(t testing.TB) (alice, bob *device) {
+func pairUp(t tester) (alice, bob *device) {
 	t.Helper()
 	alice, bob = newDevice(t, 1), newDevice(t, 2)
 	if err := alice.session.Initiate(alice.local, bob.bundle(t)); err != nil {
@@ -475,5 +482,31 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 		if strings.Contains(err.Error(), hex.EncodeToString(k[:4])) || strings.Contains(err.Error(), "secret text") {
 			t.Fatalf("error %q carries a secret", err)
 		}
+	}
+}
+
+// TestReceiverChainBound: a message on one of the last MaxReceiverChains
+// ratchet keys of the sender decrypts; one on an older key does not.
+func TestReceiverChainBound(t *testing.T) {
+	alice, bob := pairUp(t)
+	m1, m2 := alice.send(t, "one"), alice.send(t, "two") // on Alice's first ratchet key
+	roundTrip := func() {
+		t.Helper()
+		if _, err := alice.receive(bob.send(t, "ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.receive(alice.send(t, "pong")); err != nil { // a new ratchet key of Alice's
+			t.Fatal(err)
+		}
+	}
+	for range MaxReceiverChains - 1 {
+		roundTrip()
+	}
+	if got, err := bob.receive(m1); err != nil || string(got) != "one" {
+		t.Fatalf("on the oldest kept chain: %q, %v", got, err)
+	}
+	roundTrip()
+	if _, err := bob.receive(m2); !errors.Is(err, ErrBadMAC) {
+		t.Fatalf("on a dropped chain: %v, want ErrBadMAC", err)
 	}
 }
