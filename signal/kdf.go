@@ -20,9 +20,9 @@ const (
 )
 
 // The chain step's two HMAC inputs (libsignal's message and chain key seeds).
-var (
-	seedMessage = []byte{0x01}
-	seedChain   = []byte{0x02}
+const (
+	seedMessage = 0x01
+	seedChain   = 0x02
 )
 
 // hkdfInto fills out with HKDF-SHA256(secret, salt, info). A nil salt is
@@ -49,13 +49,28 @@ func rootStep(root, dh *[32]byte) (nextRoot, chain [32]byte) {
 // HMAC-SHA256(ck, 0x01), the next chain key HMAC-SHA256(ck, 0x02). Sessions
 // and sender keys step their chains the same way.
 func chainStep(ck *[32]byte) (seed, next [32]byte) {
-	m := hmac.New(sha256.New, ck[:])
-	m.Write(seedMessage)
-	m.Sum(seed[:0])
-	m.Reset()
-	m.Write(seedChain)
-	m.Sum(next[:0])
-	return seed, next
+	return chainHMAC(ck, seedMessage), chainHMAC(ck, seedChain)
+}
+
+// chainHMAC is HMAC-SHA256 (RFC 2104) of the one byte b under a 32-byte key,
+// written out over sha256.Sum256 so that a chain step allocates nothing: a
+// receiver may step a chain MaxSkip times for one message.
+func chainHMAC(key *[32]byte, b byte) [32]byte {
+	const ipad, opad = 0x36, 0x5c
+	var buf [sha256.BlockSize + sha256.Size]byte
+	for i := range sha256.BlockSize {
+		buf[i] = ipad
+	}
+	for i, k := range key {
+		buf[i] ^= k
+	}
+	buf[sha256.BlockSize] = b
+	inner := sha256.Sum256(buf[:sha256.BlockSize+1])
+	for i := range sha256.BlockSize {
+		buf[i] ^= ipad ^ opad
+	}
+	copy(buf[sha256.BlockSize:], inner[:])
+	return sha256.Sum256(buf[:])
 }
 
 // messageKeys are the keys of one 1:1 message.
