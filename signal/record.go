@@ -30,7 +30,9 @@ import (
 //
 // Unmarshal refuses with ErrCorrupt an unknown version or flag, counts
 // beyond the package's bounds, a skipped index not below its chain's,
-// truncated input and trailing bytes.
+// truncated input and trailing bytes. It trusts the keys Marshal wrote (no
+// public half is re-derived or re-checked), as the store trusts its
+// records: detecting changed bytes is the store's checksum's job.
 const recordVersion = 1
 
 const (

@@ -255,9 +255,11 @@ func (st *sessionState) decrypt(m *SignalMessage) ([]byte, error) {
 		}
 		var sendCK [32]byte
 		st.root, sendCK = rootStep(&root, &dh)
-		// libsignal: max(index-1, 0), the last counter sent on the old chain.
-		// (go.mau.fi/libsignal computes it in uint32 and gets 2^32-1 for an
-		// unused chain; libsignal-node and libsignal give 0.)
+		// The last counter sent on the old chain, 0 if none was sent, as
+		// libsignal (C, Rust) computes it. go.mau.fi/libsignal subtracts in
+		// uint32 and libsignal-node starts its counters at -1: both send
+		// 2^32-1 for an unused chain. Receivers only use it to bound the
+		// old chain's skipped keys (libsignal-node) or not at all.
 		st.previousCounter = 0
 		if st.send.index > 0 {
 			st.previousCounter = st.send.index - 1

@@ -1,5 +1,5 @@
-// Package waproto holds the protobuf messages of the WhatsApp Web handshake
-// and pairing: HandshakeMessage and ClientPayload (wa6.proto), the server
+// Package waproto holds the protobuf messages of the WhatsApp Web handshake,
+// pairing and end-to-end encryption: HandshakeMessage and ClientPayload (wa6.proto), the server
 // certificate chain (cert.proto), the ADV identity messages (adv.proto), the
 // companion registration messages (companionreg.proto) and the Signal
 // protocol's messages (signal.proto: SignalMessage, PreKeySignalMessage and
