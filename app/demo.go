@@ -177,11 +177,25 @@ func printHealth(out io.Writer, s status.Summary, st emulator.Stats) {
 }
 
 // narrate tells the story on Out and plays the phone: every account's
-// first QR code is scanned after ScanAfter.
+// first QR code is scanned, or its first link code typed, after ScanAfter.
 func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, board *status.Board, opts DemoOptions) {
 	scanned := map[string]bool{}
 	var scans sync.WaitGroup
 	defer scans.Wait()
+	// later plays the phone's act after ScanAfter, as a person would
+	// (unless ctx ends first), and tells when it failed.
+	later := func(account, what string, act func() error) {
+		scans.Go(func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(opts.ScanAfter):
+			}
+			if err := act(); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(opts.Out, "%s: %s failed: %v\n", account, what, err)
+			}
+		})
+	}
 	health := time.NewTicker(opts.HealthInterval)
 	defer health.Stop()
 	for {
@@ -195,44 +209,29 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 				return
 			}
 			switch e.Kind {
-			case events.KindQR:
+			case events.KindQR, events.KindLinkCode:
 				if scanned[e.Account] {
 					continue
 				}
 				scanned[e.Account] = true
-				fmt.Fprintf(opts.Out, "%s: showing a QR code; the phone scans it in %s\n", e.Account, opts.ScanAfter)
-				scans.Add(1)
-				go func(account, code string) {
-					defer scans.Done()
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(opts.ScanAfter):
-					}
-					if _, err := emu.Phone().Scan(ctx, code); err != nil && ctx.Err() == nil {
-						fmt.Fprintf(opts.Out, "%s: scan failed: %v\n", account, err)
-					}
-				}(e.Account, e.QR)
-			case events.KindLinkCode:
-				if scanned[e.Account] {
+				account := e.Account
+				if e.Kind == events.KindQR {
+					fmt.Fprintf(opts.Out, "%s: showing a QR code; the phone scans it in %s\n", account, opts.ScanAfter)
+					code := e.QR
+					later(account, "scan", func() error {
+						_, err := emu.Phone().Scan(ctx, code)
+						return err
+					})
 					continue
 				}
-				scanned[e.Account] = true
-				fmt.Fprintf(opts.Out, "%s: showing link code %s; the phone types it in %s\n", e.Account, e.LinkCode, opts.ScanAfter)
-				scans.Add(1)
-				go func(account, code string) {
-					defer scans.Done()
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(opts.ScanAfter):
-					}
+				fmt.Fprintf(opts.Out, "%s: showing link code %s; the phone types it in %s\n", account, e.LinkCode, opts.ScanAfter)
+				code := e.LinkCode
+				later(account, "typing the link code", func() error {
 					var phone int
 					fmt.Sscanf(account, "demo-%d", &phone)
-					if _, err := emu.Phone().EnterLinkCode(ctx, demoPhone(phone)[1:], code); err != nil && ctx.Err() == nil {
-						fmt.Fprintf(opts.Out, "%s: typing the link code failed: %v\n", account, err)
-					}
-				}(e.Account, e.LinkCode)
+					_, err := emu.Phone().EnterLinkCode(ctx, demoPhone(phone)[1:], code)
+					return err
+				})
 			case events.KindPaired:
 				fmt.Fprintf(opts.Out, "%s: paired as %s\n", e.Account, e.JID)
 			case events.KindConnected:

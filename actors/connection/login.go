@@ -146,14 +146,14 @@ func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
 		c.stopTimer(&c.cur.activeTimer)
 		c.cur.activeID = ""
 		if !ok {
-			c.log.Warn("the server refused <active/>; going on", slog.String("error", iqErrorText(n)))
+			c.log.Warn("the server refused <active/>; going on", slog.String("error", n.ErrorText()))
 		}
 		c.connected()
 	case c.cur.countID:
 		c.cur.countID = ""
 		count, valid := serverPreKeyCount(n)
 		if !ok || !valid {
-			c.log.Warn("prekey count not answered", slog.String("error", iqErrorText(n)))
+			c.log.Warn("prekey count not answered", slog.String("error", n.ErrorText()))
 			c.goActive(ctx)
 			return
 		}
@@ -168,17 +168,6 @@ func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
 			ctx.Send(c.cur.child, &pairing.IQAnswer{Node: n}) // companion_hello, companion_finish
 		}
 	}
-}
-
-// iqErrorText describes an error IQ's <error code text/>.
-func iqErrorText(n node.Node) string {
-	e, ok := n.Child("error")
-	if !ok {
-		return "no error child"
-	}
-	code, _ := e.Attr("code")
-	text, _ := e.Attr("text")
-	return code + " " + text
 }
 
 // onSuccess follows the reference client's order after <success>

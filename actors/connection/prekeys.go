@@ -182,7 +182,7 @@ func (c *conn) onPreKeysUploaded(ctx actor.Context, n node.Node, ok bool) {
 	c.cur.preKeysBusy = false
 	defer c.goActive(ctx)
 	if !ok {
-		c.log.Warn("the server refused the prekey upload", slog.String("error", iqErrorText(n)))
+		c.log.Warn("the server refused the prekey upload", slog.String("error", n.ErrorText()))
 		return
 	}
 	c.deps.Observer.PreKeysUploaded(c.cur.uploadN)

@@ -144,7 +144,7 @@ func (p *pairer) onIQAnswer(ctx actor.Context, n node.Node) {
 	case l.helloID:
 		l.helloID = ""
 		if typ != "result" {
-			p.linkFail(ctx, fmt.Errorf("%w: %s", ErrLinkCodeRefused, iqError(n)))
+			p.linkFail(ctx, fmt.Errorf("%w: %s", ErrLinkCodeRefused, n.ErrorText()))
 			return
 		}
 		reg, _ := n.Child("link_code_companion_reg")
@@ -168,22 +168,11 @@ func (p *pairer) onIQAnswer(ctx actor.Context, n node.Node) {
 	case l.finishID:
 		l.finishID = ""
 		if typ != "result" {
-			p.linkFail(ctx, fmt.Errorf("%w (%s)", ErrLinkCodeRejected, iqError(n)))
+			p.linkFail(ctx, fmt.Errorf("%w (%s)", ErrLinkCodeRejected, n.ErrorText()))
 			return
 		}
 		p.log.Info("pairing: the phone accepted the link code; waiting for pair-success")
 	}
-}
-
-// iqError describes an error IQ's <error code text/>, without secrets.
-func iqError(n node.Node) string {
-	e, ok := n.Child("error")
-	if !ok {
-		return "no error child"
-	}
-	code, _ := e.Attr("code")
-	text, _ := e.Attr("text")
-	return code + " " + text
 }
 
 func (p *pairer) onLinkCodeNotification(ctx actor.Context, n node.Node) {
