@@ -1,13 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"encoding/hex"
 	"runtime"
 	"testing"
 )
 
-// TestDecodeAllocs pins the allocation goals: pair-success in at most 15
-// allocations, a 200-child node in at most one per child.
+// TestDecodeAllocs pins the allocation goals: a <message> with a 1 KiB
+// <enc> child in 2 allocations (the copy of its input and one block of
+// nodes, attributes and JIDs), pair-success in at most 4, a 200-child node
+// in the copy and one allocation each for its nodes, attributes and JIDs.
 func TestDecodeAllocs(t *testing.T) {
 	v := loadVectors(t)
 	var pair []byte
@@ -23,13 +26,18 @@ func TestDecodeAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	msg, err := Marshal(encMessage())
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		data []byte
 		max  float64
 	}{
-		{"pair-success", pair[1:], 15},
-		{"200 children", wide, 200},
+		{"message with enc", msg, 2},
+		{"pair-success", pair[1:], 4},
+		{"200 children", wide, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +77,39 @@ func TestForgedLengthsDoNotAllocate(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		if perRun := (after.TotalAlloc - before.TotalAlloc) / 10; perRun > 16<<10 {
 			t.Errorf("%s: %d bytes allocated per decode", h, perRun)
+		}
+	}
+}
+
+// TestDecodeDoesNotAliasInput overwrites the decoded buffer, as a caller
+// reusing its frame buffer does: the nodes decoded from it do not change.
+func TestDecodeDoesNotAliasInput(t *testing.T) {
+	for _, want := range []Node{encMessage(), wideIQ()} {
+		payload, err := AppendPayload(nil, &want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decode := map[string]func([]byte) (Node, error){
+			"Unmarshal":              func(b []byte) (Node, error) { return Unmarshal(b[1:]) },
+			"UnmarshalPayload":       UnmarshalPayload,
+			"UnmarshalPayloadHeader": UnmarshalPayloadHeader,
+		}
+		for name, dec := range decode {
+			buf := bytes.Clone(payload)
+			got, err := dec(buf)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			for i := range buf {
+				buf[i] = 0xFF
+			}
+			exp := want
+			if name == "UnmarshalPayloadHeader" {
+				exp = want.WithoutContent()
+			}
+			if !got.Equal(exp) {
+				t.Errorf("%s: node changed with its input buffer\n got %v\nwant %v", name, got, exp)
+			}
 		}
 	}
 }

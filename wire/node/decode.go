@@ -47,14 +47,14 @@ func UnmarshalPayloadHeader(payload []byte) (Node, error) {
 }
 
 // Decode decodes one node from data (no flags byte). All of data must be
-// used. The result does not alias data.
+// used. The result does not alias data: it points into one copy of data.
 func (dc Decoder) Decode(data []byte) (Node, error) {
-	// One allocation holds the private copy of the input and a first
-	// arena for unpacked strings.
-	extra := min(len(data)/2+16, maxChunkBytes/2)
-	buf := make([]byte, len(data)+extra)
+	s := dc.measure(data)
+	// One allocation holds the private copy of the input and the room its
+	// packed strings unpack into.
+	buf := make([]byte, len(data)+s.packed)
 	copy(buf, data)
-	return dc.decodeOwned(buf[:len(data):len(data)], buf[len(data):len(data)])
+	return dc.decodeOwned(buf[:len(data):len(data)], buf[len(data):len(data)], s)
 }
 
 // DecodePayload decodes a payload: flags byte, then the node bytes, which
@@ -71,7 +71,8 @@ func (dc Decoder) DecodePayload(payload []byte) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	return dc.decodeOwned(inflated, nil)
+	s := dc.measure(inflated)
+	return dc.decodeOwned(inflated[:len(inflated):len(inflated)], inflated[len(inflated):], s)
 }
 
 func (dc Decoder) inflate(body []byte) ([]byte, error) {
@@ -137,7 +138,7 @@ func (dc Decoder) DecodePayloadHeader(payload []byte) (Node, error) {
 			return Node{}, err
 		}
 	}
-	d := dc.newDecoder(body, nil)
+	d := dc.newDecoder(body, nil, sizes{})
 	d.headerOnly = true
 	var n Node
 	if err := d.readNode(&n, 0); err != nil {
@@ -146,23 +147,30 @@ func (dc Decoder) DecodePayloadHeader(payload []byte) (Node, error) {
 	return n, nil
 }
 
-// newDecoder returns a decoder of data, which it owns from now on.
-func (dc Decoder) newDecoder(data, arena []byte) *decoder {
-	d := &decoder{data: data, arena: arena, maxDepth: dc.MaxDepth}
-	if d.maxDepth <= 0 {
-		d.maxDepth = DefaultMaxDepth
+// newDecoder returns a decoder of data, which it owns from now on, that
+// unpacks strings into arena's spare capacity and takes nodes, attributes
+// and JIDs from the room reserved for s.
+func (dc Decoder) newDecoder(data, arena []byte, s sizes) decoder {
+	d := decoder{data: data, arena: arena, maxDepth: dc.maxDepth()}
+	if cap(d.arena)-len(d.arena) < s.packed {
+		d.arena = make([]byte, 0, s.packed)
 	}
-	d.attrChunk = chunkLen(len(data)/10, attrSize)
-	d.jidChunk = chunkLen(len(data)/64, jidSize)
-	d.nodeChunk = chunkLen(len(data)/16, nodeSize)
+	d.nodes, d.attrs, d.jids = reserve(s)
 	return d
+}
+
+func (dc Decoder) maxDepth() int {
+	if dc.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return dc.MaxDepth
 }
 
 // decodeOwned decodes from data, which the decoder owns from now on:
 // strings and byte content of the result point into it. arena is spare
-// room for unpacked strings (may be nil).
-func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
-	d := dc.newDecoder(data, arena)
+// room for unpacked strings, s what measuring data found.
+func (dc Decoder) decodeOwned(data, arena []byte, s sizes) (Node, error) {
+	d := dc.newDecoder(data, arena, s)
 	var n Node
 	if err := d.readNode(&n, 0); err != nil {
 		return Node{}, err
@@ -173,33 +181,18 @@ func (dc Decoder) decodeOwned(data, arena []byte) (Node, error) {
 	return n, nil
 }
 
-// Arena chunks are sized from the input still to decode (never from a
-// length read from it) and kept at or under maxChunkBytes, so they are
-// small-object allocations: larger ones cost much more in the runtime.
-const (
-	maxChunkBytes = 32 << 10
-	attrSize      = int(unsafe.Sizeof(Attr{}))
-	jidSize       = int(unsafe.Sizeof(jid.JID{}))
-	nodeSize      = int(unsafe.Sizeof(Node{}))
-)
-
-// chunkLen returns a chunk length for about want elements of the given
-// size: at least 4, at most what fits in maxChunkBytes.
-func chunkLen(want, size int) int {
-	return min(max(want, 4), maxChunkBytes/size)
-}
-
+// The decoder takes nodes, attributes, JIDs and unpacked strings from the
+// room reserved for the measured input. What was not measured (the input
+// does not decode, or only its header is read) is allocated where it is
+// needed, in sizes checked against the input still to decode.
 type decoder struct {
-	data      []byte
-	pos       int
-	arena     []byte // append-only; never reallocated in place
-	attrs     []Attr // current attribute chunk; len = used
-	attrChunk int    // size of the next attribute chunk
-	jids      []jid.JID
-	jidChunk  int // size of the next JID chunk
-	nodes     []Node
-	nodeChunk int // size of the next node chunk
-	maxDepth  int
+	data     []byte
+	pos      int
+	arena    []byte // unpacked strings; append-only, never reallocated in place
+	attrs    []Attr // reserved attributes; len = used
+	jids     []jid.JID
+	nodes    []Node
+	maxDepth int
 	// headerOnly stops after the root's tag and attributes.
 	headerOnly bool
 }
@@ -342,11 +335,13 @@ func (d *decoder) readValue(tag byte, allowJID bool) (string, *jid.JID, error) {
 	}
 }
 
-// newJID stores j in the JID arena (chunks that are never reallocated).
+// newJID stores j in the reserved JIDs, or in a JID of its own when none
+// is left.
 func (d *decoder) newJID(j jid.JID) *jid.JID {
 	if len(d.jids) == cap(d.jids) {
-		d.jids = make([]jid.JID, 0, d.jidChunk)
-		d.jidChunk = chunkLen(d.remaining()/32, jidSize)
+		p := new(jid.JID)
+		*p = j
+		return p
 	}
 	d.jids = append(d.jids, j)
 	return &d.jids[len(d.jids)-1]
@@ -376,7 +371,7 @@ func (d *decoder) readPacked(hex bool) (string, error) {
 		return "", err
 	}
 	if cap(d.arena)-len(d.arena) < 2*n {
-		d.arena = make([]byte, 0, max(2*n, min(2*d.remaining()+2*n, maxChunkBytes/2)))
+		d.arena = make([]byte, 0, 2*n)
 	}
 	start := len(d.arena)
 	out, ok := unpack(d.arena, src, hex, odd)
@@ -439,27 +434,21 @@ func (d *decoder) readJID(tag byte) (jid.JID, error) {
 	return jid.JID{}, d.errf(ErrUnknownTag, "%#02x", tag)
 }
 
-// allocAttrs returns a slice of k attributes from the current chunk,
-// starting a new chunk when needed. k was checked against the input.
+// allocAttrs returns room for k attributes: reserved ones, or a slice of
+// their own when not enough are left. k was checked against the input.
 func (d *decoder) allocAttrs(k int) []Attr {
 	if cap(d.attrs)-len(d.attrs) < k {
-		d.attrs = make([]Attr, 0, max(k, d.attrChunk))
-		d.attrChunk = chunkLen(d.remaining()/10, attrSize)
+		return make([]Attr, k)
 	}
 	start := len(d.attrs)
 	d.attrs = d.attrs[:start+k]
 	return d.attrs[start : start+k : start+k]
 }
 
-// allocNodes returns k zero nodes for one child list, carved from the
-// current node chunk when they fit. k was checked against the input.
+// allocNodes returns k zero nodes for one child list, like allocAttrs.
 func (d *decoder) allocNodes(k int) []Node {
 	if cap(d.nodes)-len(d.nodes) < k {
-		if k > d.nodeChunk/2 {
-			return make([]Node, k)
-		}
-		d.nodes = make([]Node, 0, d.nodeChunk)
-		d.nodeChunk = chunkLen(d.remaining()/16, nodeSize)
+		return make([]Node, k)
 	}
 	start := len(d.nodes)
 	d.nodes = d.nodes[:start+k]

@@ -10,13 +10,17 @@
 //
 // Decoding copies its input once and returns strings and byte slices that
 // point into that private copy, so a decoded Node stays valid after the
-// caller reuses its buffer, and costs few allocations. Byte content of a
-// decoded Node must be treated as read-only, and any string or byte slice
-// taken from it keeps the whole decoded buffer alive: clone small pieces
-// (strings.Clone, bytes.Clone) that are kept for long. A stanza whose
-// content does not decode can still give its tag and attributes
-// (DecodePayloadHeader), so that it can be acknowledged. Encoding appends to a
-// caller-provided buffer (AppendNode) so senders can reuse buffers.
+// caller reuses its buffer. A first pass over the input measures what the
+// node holds: the copy is made with room for its unpacked strings, and its
+// nodes, attributes and JIDs take one more allocation for a small stanza
+// (one per kind for a larger one), sized from its structure, not its
+// length. Byte content of a decoded Node must be treated as read-only, and
+// any string or byte slice taken from it keeps the whole decoded buffer
+// alive: clone small pieces (strings.Clone, bytes.Clone) that are kept for
+// long. A stanza whose content does not decode can still give its tag and
+// attributes (DecodePayloadHeader), so that it can be acknowledged.
+// Encoding appends to a caller-provided buffer (AppendNode) so senders can
+// reuse buffers.
 //
 // The token tables are generated from testdata/protocol/tokens.json into
 // tokens_gen.go by `go generate ./...` (see internal/gentokens).

@@ -7,8 +7,8 @@ import (
 )
 
 // FuzzDecode decodes arbitrary payloads (flags byte included). Decoding
-// never panics; a decoded node re-encodes, and decodes again to an equal
-// node.
+// never panics; what decodes was measured, to room enough for all of it;
+// a decoded node re-encodes, and decodes again to an equal node.
 func FuzzDecode(f *testing.F) {
 	v := loadVectors(f)
 	for _, tv := range v.Nodes {
@@ -27,6 +27,12 @@ func FuzzDecode(f *testing.F) {
 		// What decodes whole has a header: its tag and attributes.
 		if herr != nil || !h.Equal(New(n.Tag, n.Attrs...)) {
 			t.Fatalf("header %v, %v of a node that decodes as %v", h, herr, n)
+		}
+		if payload[0]&0x02 == 0 {
+			m, have := dec.measure(payload[1:]), sizesOf(n)
+			if m.nodes != have.nodes || m.attrs < have.attrs || m.jids < have.jids {
+				t.Fatalf("measured %+v for a node holding %+v", m, have)
+			}
 		}
 		_ = n.String()
 		enc, err := Marshal(n)
@@ -62,4 +68,22 @@ func equalAfterReencode(a, b Node) bool {
 		a, b = a.WithoutContent(), b.WithoutContent()
 	}
 	return a.Equal(b)
+}
+
+// sizesOf counts the child nodes, attributes and JIDs of a decoded node.
+func sizesOf(n Node) sizes {
+	s := sizes{attrs: len(n.Attrs), nodes: len(n.children)}
+	for _, a := range n.Attrs {
+		if a.IsJID() {
+			s.jids++
+		}
+	}
+	if n.kind == KindJID {
+		s.jids++
+	}
+	for _, c := range n.children {
+		cs := sizesOf(c)
+		s.nodes, s.attrs, s.jids = s.nodes+cs.nodes, s.attrs+cs.attrs, s.jids+cs.jids
+	}
+	return s
 }

@@ -120,6 +120,12 @@ func TestRoundTripProperty(t *testing.T) {
 		if !back.Equal(n) {
 			t.Fatalf("round trip\n got %v\nwant %v", back, n)
 		}
+		// Measuring finds the room the node takes, no more.
+		m := Decoder{}.measure(enc)
+		m.packed = 0
+		if m != sizesOf(back) {
+			t.Fatalf("measured %+v for a node holding %+v", m, sizesOf(back))
+		}
 		// The payload form and a reused buffer give the same node.
 		buf := []byte("prefix")
 		buf, err = AppendPayload(buf, &n)
