@@ -1,0 +1,280 @@
+//go:build linux
+
+package connection
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store"
+)
+
+// emulatorProcessEnv makes TestEmulatorProcess serve a day-one emulator
+// (see startEmulatorProcess).
+const emulatorProcessEnv = "WAFLEET_TEST_EMULATOR_PROCESS"
+
+// TestEmulatorProcess is not a test: run by startEmulatorProcess in a
+// process of its own, it serves a day-one emulator with the defaults of
+// `manager emulator --day-one` (a burst of 20, then 1 stanza per second
+// per connection, pings every 30 s), prints its URL, root key and control
+// URL as one JSON line, and serves until its stdin closes.
+func TestEmulatorProcess(t *testing.T) {
+	if os.Getenv(emulatorProcessEnv) != "1" {
+		t.Skip("run by startEmulatorProcess")
+	}
+	srv, err := emulator.New(emulator.Options{DayOne: emulator.DayOne{Enabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	line, err := json.Marshal(emulatorInfo{URL: srv.URL(), RootKey: srv.RootPublicKey(), Control: srv.ControlURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s\n", line)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+type emulatorInfo struct {
+	URL     string   `json:"url"`
+	RootKey [32]byte `json:"root_key"`
+	Control string   `json:"control"`
+}
+
+// startEmulatorProcess runs TestEmulatorProcess in a child process (this
+// test binary again), so that the server's memory is not the benchmark's.
+func startEmulatorProcess(b *testing.B) emulatorInfo {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEmulatorProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), emulatorProcessEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		var info emulatorInfo
+		if json.Unmarshal(sc.Bytes(), &info) == nil && info.URL != "" {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return info
+		}
+	}
+	b.Fatalf("the emulator process printed no address: %v", sc.Err())
+	return emulatorInfo{}
+}
+
+// emulatorAcks reads the acks the emulator has received so far.
+func emulatorAcks(b *testing.B, emu emulatorInfo) int64 {
+	b.Helper()
+	resp, err := http.Get(emu.Control + "/stats")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st emulator.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		b.Fatal(err)
+	}
+	return st.AcksOK
+}
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// errCodeGone: the QR code scanned was no longer showing.
+var errCodeGone = errors.New("QR code gone")
+
+// scan lets the emulator's phone scan a QR code.
+func scan(client *http.Client, emu emulatorInfo, qr string) error {
+	resp, err := client.Post(emu.Control+"/scan", "text/plain", strings.NewReader(qr))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusGone {
+		return errCodeGone
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("scan: %s", resp.Status)
+	}
+	return nil
+}
+
+// memSample is the process's memory at one moment.
+type memSample struct {
+	rssAnon, heapInuse, stackInuse, heapAlloc uint64
+	goroutines                                int
+}
+
+func sampleMemory(b *testing.B) memSample {
+	b.Helper()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return memSample{rssAnon: rssAnon(b), heapInuse: m.HeapInuse, stackInuse: m.StackInuse, heapAlloc: m.HeapAlloc, goroutines: runtime.NumGoroutine()}
+}
+
+// rssAnon reads RssAnon from /proc/self/status: the process's own resident
+// memory, without the file-backed pages (the binary, an mmap'ed store).
+func rssAnon(b *testing.B) uint64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, err := strconv.ParseUint(strings.Fields(rest)[0], 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no RssAnon in /proc/self/status")
+	return 0
+}
+
+// BenchmarkDayOneAccounts measures what one connected account costs the
+// process in day-one traffic: b.N accounts pair once with an emulator run in
+// a separate process (the QR codes are scanned through its control API),
+// log in, ack a burst of 20 stanzas and then about one stanza a second
+// each, and answer the server's pings. Once all are connected and 30 s of
+// steady traffic have passed, it samples the process once a second for 20
+// s and reports, per account, the mean growth over the process before the
+// accounts of RssAnon (rss-anon-B), heap in use (heap-inuse-B) and
+// goroutine stacks (stack-B); then the heap live after a GC (live-B) and
+// the goroutines; and the process's CPU time per ack the emulator received
+// over the samples (cpu-µs/ack: decoding, acking, pings and the GC). The
+// real socket, Noise transport and node codec are in; the store is in
+// memory (its copy of each device, a few hundred bytes, is counted), where
+// the manager's is a file. Run with a fixed count, e.g.:
+//
+//	go test -run '^$' -bench DayOneAccounts -benchtime 2000x ./actors/connection/
+func BenchmarkDayOneAccounts(b *testing.B) {
+	emu := startEmulatorProcess(b)
+	st := &memStore{devs: map[string]*store.Device{}}
+	var connected atomic.Int64
+	all := make(chan struct{})
+	scanErr := make(chan error, 1)
+	scans := make(chan struct{}, 8) // scans at a time
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cap(scans)}}
+	pub := events.PublisherFunc(func(e events.Event) {
+		switch {
+		case e.Kind == events.KindQR && e.QR != "":
+			go func() {
+				scans <- struct{}{}
+				defer func() { <-scans }()
+				err := scan(client, emu, e.QR)
+				for try := 0; err != nil && !errors.Is(err, errCodeGone) && try < 3; try++ { // a kept-alive connection the server closed
+					err = scan(client, emu, e.QR)
+				}
+				if err != nil && !errors.Is(err, errCodeGone) { // a code gone is followed by the next
+					select {
+					case scanErr <- err:
+					default:
+					}
+				}
+			}()
+		case e.Kind == events.KindConnected:
+			if connected.Add(1) == int64(b.N) {
+				close(all)
+			}
+		}
+	})
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quietLogger() }))
+	defer sys.Shutdown()
+	runtime.GC()
+	before := sampleMemory(b)
+
+	b.ResetTimer()
+	pids := make([]*actor.PID, b.N)
+	for i := range b.N {
+		id := fmt.Sprintf("m%d", i)
+		var err error
+		pids[i], err = sys.Root.SpawnNamed(Props(Deps{
+			AccountID: id, Store: st, Events: pub, Logger: quietLogger(),
+			Server: Server{URL: emu.URL, RootKey: emu.RootKey[:]},
+		}), id)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case err := <-scanErr:
+		b.Fatal(err)
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("%d of %d connected", connected.Load(), b.N)
+	}
+	b.StopTimer()
+
+	time.Sleep(30 * time.Second) // steady traffic: bursts acked, GC cycles at the steady rate
+	acks0, cpu0 := emulatorAcks(b, emu), cpuTime(b)
+	var sum memSample
+	const samples = 20
+	for range samples {
+		time.Sleep(time.Second)
+		s := sampleMemory(b)
+		sum.rssAnon += s.rssAnon - before.rssAnon
+		sum.heapInuse += s.heapInuse - before.heapInuse
+		sum.stackInuse += s.stackInuse - before.stackInuse
+	}
+	acks, cpu := emulatorAcks(b, emu)-acks0, cpuTime(b)-cpu0
+	if n := connected.Load(); n != int64(b.N) {
+		b.Fatalf("%d logins for %d accounts: connections dropped", n, b.N)
+	}
+	runtime.GC()
+	live := sampleMemory(b)
+	per := float64(samples * b.N)
+	b.ReportMetric(float64(sum.rssAnon)/per, "rss-anon-B/account")
+	b.ReportMetric(float64(sum.heapInuse)/per, "heap-inuse-B/account")
+	b.ReportMetric(float64(sum.stackInuse)/per, "stack-B/account")
+	b.ReportMetric(float64(live.heapAlloc-before.heapAlloc)/float64(b.N), "live-B/account")
+	b.ReportMetric(float64(live.goroutines-before.goroutines)/float64(b.N), "goroutines/account")
+	if acks > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(acks), "cpu-µs/ack")
+	}
+	for _, pid := range pids {
+		_ = sys.Root.StopFuture(pid).Wait()
+	}
+}
