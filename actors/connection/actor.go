@@ -129,8 +129,8 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onLoaded(ctx, m)
 	case *dialed:
 		c.onDialed(ctx, m)
-	case *nodeIn:
-		c.onNode(ctx, m.node)
+	case *frameIn:
+		c.onFrame(ctx, m.data)
 	case *readFailed:
 		c.onReadFailed(ctx, m.err)
 	case *written:
@@ -164,8 +164,6 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.cur.activeID = ""
 			c.connected()
 		}
-	case *undecodable:
-		c.onUndecodable(ctx, m)
 	case *preKeysReady:
 		c.onPreKeysReady(ctx, m)
 	case *wiped:

@@ -79,7 +79,7 @@ func TestCurrentDropsStaleGenerations(t *testing.T) {
 	}{
 		{"loaded", func(g uint64) any { return &loaded{gen: g} }},
 		{"dialed", func(g uint64) any { return &dialed{gen: g} }},
-		{"nodeIn", func(g uint64) any { return &nodeIn{gen: g} }},
+		{"frameIn", func(g uint64) any { return &frameIn{gen: g} }},
 		{"readFailed", func(g uint64) any { return &readFailed{gen: g} }},
 		{"written", func(g uint64) any { return &written{gen: g} }},
 		{"retry", func(g uint64) any { return &retry{gen: g} }},
@@ -120,8 +120,11 @@ func TestStaleMessagesIgnoredByActor(t *testing.T) {
 	snap := h.inspect(pid)
 	late := newFakeSession()
 	h.system.Root.Send(pid, &dialed{gen: snap.Gen - 1, sess: late})
-	success := node.New("success", node.StrAttr("t", "1"))
-	h.system.Root.Send(pid, &nodeIn{gen: snap.Gen - 1, node: success})
+	success, err := node.MarshalPayload(node.New("success", node.StrAttr("t", "1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.system.Root.Send(pid, &frameIn{gen: snap.Gen - 1, data: success})
 	h.system.Root.Send(pid, &readFailed{gen: snap.Gen + 1, err: errors.New("stale")})
 	after := h.inspect(pid)
 	if !late.isClosed() {

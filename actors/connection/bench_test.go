@@ -185,8 +185,9 @@ func BenchmarkConnectedAccounts(b *testing.B) {
 	}
 }
 
-// BenchmarkStanzaIn measures one inbound stanza through the actor: a ping
-// answer, the most common stanza of an idle connection.
+// BenchmarkStanzaIn measures one inbound stanza through the actor, its
+// decoding included: a ping answer, the most common stanza of an idle
+// connection.
 func BenchmarkStanzaIn(b *testing.B) {
 	b.ReportAllocs()
 	fd := newFakeDialer()
@@ -207,10 +208,13 @@ func BenchmarkStanzaIn(b *testing.B) {
 		b.Fatal(err)
 	}
 	gen := snap.(*snapshot).Gen
-	n := node.New("iq", node.StrAttr("id", "x"), node.StrAttr("type", "result"))
+	frame, err := node.MarshalPayload(node.New("iq", node.StrAttr("id", "x"), node.StrAttr("type", "result")))
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for range b.N {
-		sys.Root.Send(pid, &nodeIn{gen: gen, node: n})
+		sys.Root.Send(pid, &frameIn{gen: gen, data: frame})
 	}
 	if _, err := sys.Root.RequestFuture(pid, &inspect{}, waitTimeout).Result(); err != nil {
 		b.Fatal(err)

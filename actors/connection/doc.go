@@ -162,8 +162,10 @@
 // has a generation; its goroutines hold only their link (session and write
 // queue), the actor's PID, the root context and the generation, and the
 // actor drops every message of another generation. One reader goroutine
-// runs per connection; the one writer runs only while frames wait in the
-// bounded queue, each write bounded by the write deadline. *actor.Stopping
+// runs per connection and only reads (the actor decodes each frame, so the
+// reader's long-lived stack stays small); the one writer runs only while
+// frames wait in the bounded queue, each write bounded by the write
+// deadline. *actor.Stopping
 // and *actor.Restarting cancel the attempt and close the socket, which ends
 // every goroutine but the store calls under way (each bounded by
 // Deps.StoreTimeout; those queued behind them see the attempt cancelled and

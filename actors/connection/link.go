@@ -1,13 +1,12 @@
 package connection
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/wafleet/wafleet/wire/node"
 )
 
 // link is one connection attempt: its generation, the context that cancels
@@ -129,12 +128,13 @@ func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
 	}
 }
 
-// readLoop is the one reader of the link: it decodes every frame into a node
-// and sends it to the actor, until the session fails or is closed. A frame
-// that does not decode is reported with its tag and attributes when those
-// decode, and skipped: it was authenticated by the transport, so the stream
-// itself is sound, and a real server may send stanzas this codec does not
-// know yet.
+// readLoop is the one reader of the link, and it only reads: each frame is
+// copied out of the session's read buffer and handed to the actor, which
+// decodes it (onFrame). The goroutine lives as long as the connection, so
+// its stack is the connection's to keep: reading alone keeps it at the
+// smallest size a blocked read allows, where decoding and sending a
+// decoded stanza here would grow it at every stanza (stacks shrink only at
+// a GC, and only when mostly unused).
 func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 	for {
 		b, err := s.Receive()
@@ -142,12 +142,6 @@ func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
 			root.Send(self, &readFailed{gen: l.gen, err: fmt.Errorf("read: %w", err)})
 			return
 		}
-		n, err := node.UnmarshalPayload(b)
-		if err != nil {
-			h, _ := node.UnmarshalPayloadHeader(b) // a zero node when even that fails
-			root.Send(self, &undecodable{gen: l.gen, err: err, header: h})
-			continue
-		}
-		root.Send(self, &nodeIn{gen: l.gen, node: n})
+		root.Send(self, &frameIn{gen: l.gen, data: bytes.Clone(b)})
 	}
 }

@@ -67,19 +67,28 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	}
 }
 
-// onUndecodable counts and logs a frame that did not decode. If its tag and
-// id did and it is ackable, it is acknowledged all the same: the server
-// would otherwise end the stream for it and redeliver it on every login.
-func (c *conn) onUndecodable(ctx actor.Context, m *undecodable) {
+// onFrame decodes a frame the reader received and handles its stanza. A
+// frame that does not decode is counted, logged and skipped: the transport
+// authenticated it, so the stream itself is sound, and a real server may
+// send stanzas this codec does not know yet. If its tag and id decode and
+// it is ackable, it is acknowledged all the same: the server would
+// otherwise end the stream for it and redeliver it on every login.
+func (c *conn) onFrame(ctx actor.Context, data []byte) {
+	n, err := node.UnmarshalPayload(data)
+	if err == nil {
+		c.onNode(ctx, n)
+		return
+	}
 	c.deps.Observer.StanzaUndecodable()
-	if ack, ok := ackFor(m.header); ok {
-		c.log.Warn("stanza not decodable; acknowledged by its tag and id", slog.String("tag", m.header.Tag), slog.String("error", m.err.Error()))
+	header, _ := node.UnmarshalPayloadHeader(data) // a zero node when even that fails
+	if ack, ok := ackFor(header); ok {
+		c.log.Warn("stanza not decodable; acknowledged by its tag and id", slog.String("tag", header.Tag), slog.String("error", err.Error()))
 		if c.write(ctx, ack, 0) == nil {
-			c.deps.Observer.AckSent(m.header.Tag)
+			c.deps.Observer.AckSent(header.Tag)
 		}
 		return
 	}
-	c.log.Warn("stanza not decodable; skipped", slog.String("error", m.err.Error()))
+	c.log.Warn("stanza not decodable; skipped", slog.String("error", err.Error()))
 }
 
 // onAckable acknowledges a message, receipt, notification or call at once,

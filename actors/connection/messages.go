@@ -7,7 +7,6 @@ import (
 	"github.com/wafleet/wafleet/actors/pairing"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
-	"github.com/wafleet/wafleet/wire/node"
 )
 
 // Messages from outside (the supervisor and the HTTP API). When sent with
@@ -91,10 +90,11 @@ type (
 		sess Session
 		err  error
 	}
-	// nodeIn: the reader decoded a stanza.
-	nodeIn struct {
+	// frameIn: the reader received a frame (a copy the actor owns), to
+	// decode.
+	frameIn struct {
 		gen  uint64
-		node node.Node
+		data []byte
 	}
 	// readFailed: the reader stopped.
 	readFailed struct {
@@ -120,13 +120,6 @@ type (
 	logoutTimeout struct{ gen uint64 }
 	// activeTimeout: the <active/> IQ got no answer in time.
 	activeTimeout struct{ gen uint64 }
-	// undecodable: the reader got a frame that is not a stanza; it goes
-	// on. header has the stanza's tag and attributes when they decoded.
-	undecodable struct {
-		gen    uint64
-		err    error
-		header node.Node
-	}
 	// preKeysReady: the prekeys to upload are stored (none: no upload
 	// needed).
 	preKeysReady struct {
@@ -169,7 +162,7 @@ type (
 // dead-letter log.
 func (*loaded) IgnoreDeadLetterLogging()        {}
 func (*dialed) IgnoreDeadLetterLogging()        {}
-func (*nodeIn) IgnoreDeadLetterLogging()        {}
+func (*frameIn) IgnoreDeadLetterLogging()       {}
 func (*readFailed) IgnoreDeadLetterLogging()    {}
 func (*written) IgnoreDeadLetterLogging()       {}
 func (*retry) IgnoreDeadLetterLogging()         {}
@@ -177,7 +170,6 @@ func (*pingDue) IgnoreDeadLetterLogging()       {}
 func (*pingTimeout) IgnoreDeadLetterLogging()   {}
 func (*logoutTimeout) IgnoreDeadLetterLogging() {}
 func (*activeTimeout) IgnoreDeadLetterLogging() {}
-func (*undecodable) IgnoreDeadLetterLogging()   {}
 func (*preKeysReady) IgnoreDeadLetterLogging()  {}
 func (*wiped) IgnoreDeadLetterLogging()         {}
 func (*pairSaved) IgnoreDeadLetterLogging()     {}
@@ -191,7 +183,7 @@ func msgGen(m any) (uint64, bool) {
 		return m.gen, true
 	case *dialed:
 		return m.gen, true
-	case *nodeIn:
+	case *frameIn:
 		return m.gen, true
 	case *readFailed:
 		return m.gen, true
@@ -206,8 +198,6 @@ func msgGen(m any) (uint64, bool) {
 	case *logoutTimeout:
 		return m.gen, true
 	case *activeTimeout:
-		return m.gen, true
-	case *undecodable:
 		return m.gen, true
 	case *preKeysReady:
 		return m.gen, true
