@@ -20,10 +20,12 @@ import (
 // account is refused.
 func New(deps Deps) actor.Producer {
 	deps.defaults()
+	d := &deps // read only from here on: every incarnation shares it
+	log := deps.Logger.With(slog.String("account", deps.AccountID))
 	return func() actor.Actor {
 		return &conn{
-			deps:  deps,
-			log:   deps.Logger.With(slog.String("account", deps.AccountID)),
+			deps:  d,
+			log:   log,
 			store: new(storeQueue),
 			phase: phaseStopped, // until Started
 			cur:   new(attempt),
@@ -31,9 +33,13 @@ func New(deps Deps) actor.Producer {
 	}
 }
 
-// Props is New wrapped in actor props.
+// Props is New wrapped in actor props, with a lock-free mailbox: a fleet
+// keeps thousands of these actors, and the default mailbox's ring buffer
+// keeps the size its largest burst of messages gave it (the stanzas of a
+// login's offline burst), where the lock-free one holds only the messages
+// waiting.
 func Props(deps Deps) *actor.Props {
-	return actor.PropsFromProducer(New(deps))
+	return actor.PropsFromProducer(New(deps), actor.WithMailbox(actor.UnboundedLockfree()))
 }
 
 // conn is the connection actor. Every field is touched only inside Receive.
@@ -41,7 +47,7 @@ func Props(deps Deps) *actor.Props {
 // attempts (the device, the backoff count) and what lives for one attempt
 // (cur) are kept apart.
 type conn struct {
-	deps   Deps
+	deps   *Deps // shared by the account's incarnations; never written
 	log    *slog.Logger
 	store  *storeQueue // every store call of the account, in order
 	ctx    context.Context
