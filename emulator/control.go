@@ -31,6 +31,8 @@ import (
 //	POST /version  {"min":"…","latest":"…"}   → 200 the new policy; absent fields keep their value
 //	GET  /sw.js                               → 200 text/javascript: WhatsApp Web's service-worker
 //	                                            script with "client_revision" = latest's tertiary
+//	POST /provision {"devices":[…]}           → 200 {"devices":[{"jid","lid","account","platform"}…]}
+//	                                            (load runs only: Options.Provisioning, provision.go)
 //
 // /scan also accepts ?phone=NUMBER (ScanOptions.Phone). The DayOne JSON is
 // {"enabled":bool,"push_rate":float,"push_burst":int,"ack_deadline":"60s",
@@ -53,6 +55,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/dayone", s.handleDayOne)
 	mux.HandleFunc("/version", s.handleVersion)
 	mux.HandleFunc("/sw.js", only(http.MethodGet, s.handleSWJS))
+	mux.HandleFunc("/provision", only(http.MethodPost, s.handleProvision))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("emulator: no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -336,8 +339,10 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrBadQR), errors.Is(err, ErrKeyMismatch), errors.Is(err, ErrBadPhone),
 		errors.Is(err, ErrBadReason), errors.Is(err, ErrUnknownFault), errors.Is(err, ErrBadFault),
-		errors.Is(err, ErrBadDayOne), errors.Is(err, ErrBadVersion), errors.Is(err, ErrBadLinkCode):
+		errors.Is(err, ErrBadDayOne), errors.Is(err, ErrBadVersion), errors.Is(err, ErrBadLinkCode), errors.Is(err, ErrBadProvision):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrProvisioningOff):
+		return http.StatusForbidden
 	case errors.Is(err, ErrUnknownRef), errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrNoLinkCode):
 		return http.StatusNotFound
 	case errors.Is(err, ErrRefExpired):

@@ -107,7 +107,7 @@ func TestControlAPI(t *testing.T) {
 	want := []string{"ack_deadline_kills", "acks_malformed", "acks_ok", "active_connections", "devices_with_prekeys",
 		"handshakes", "link_code_failures", "link_code_pairings", "link_code_requests", "logins", "logins_rejected",
 		"max_connections_per_device", "pairings", "pings", "prekey_uploads",
-		"redeliveries", "registrations", "server_pings_answered", "server_pings_sent", "stanzas_pushed", "violations"}
+		"provisioned", "redeliveries", "registrations", "server_pings_answered", "server_pings_sent", "stanzas_pushed", "violations"}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("stats keys %v, want %v", keys, want)
 	}

@@ -82,6 +82,10 @@ type Options struct {
 	// LatestVersion is the version GET /sw.js advertises. Default:
 	// MinVersion, or payload.DefaultVersion when MinVersion is "".
 	LatestVersion string
+	// Provisioning enables Provision and POST /provision: devices
+	// recorded as paired without a scan, a shortcut for load runs
+	// (provision.go). Default off.
+	Provisioning bool
 	// Logger receives the server's logs. It never gets QR contents, refs or
 	// keys. Default: discard.
 	Logger *slog.Logger

@@ -73,6 +73,10 @@ type Stats struct {
 	// phone, a phone hello the server could not build.
 	LinkCodeFailures int64 `json:"link_code_failures"`
 
+	// Provisioned counts devices recorded as paired by Provision (load
+	// runs), not counted in Pairings.
+	Provisioned int64 `json:"provisioned"`
+
 	// Violations lists what clients sent that was malformed or out of order,
 	// oldest first (at most Options.MaxViolations entries). Never null.
 	Violations []string `json:"violations"`
