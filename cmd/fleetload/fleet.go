@@ -15,6 +15,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	wredis "github.com/wafleet/wafleet/store/redis"
 )
 
 // runFleet measures fleet mode: o.fleet instances share a private
@@ -27,6 +31,17 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 		return err
 	}
 	defer stopRedis()
+	client := goredis.NewClient(&goredis.Options{Addr: redisAddr})
+	defer client.Close()
+	mem0, err := usedMemory(ctx, client)
+	if err != nil {
+		return err
+	}
+	if o.provision {
+		if err := provisionRedis(ctx, o, emu, client); err != nil {
+			return err
+		}
+	}
 
 	var instances []*managerProc
 	defer func() {
@@ -50,9 +65,15 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 		instances = append(instances, m)
 	}
 
-	fmt.Printf("pairing %d accounts across %d instances (not measured)...\n", o.accounts, o.fleet)
-	if err := pairFleet(ctx, instances, emu, o.accounts, o.pairTimeout); err != nil {
-		return err
+	if o.provision {
+		if err := waitFleetConnected(ctx, instances, o.accounts, o.loadTimeout); err != nil {
+			return err
+		}
+	} else {
+		fmt.Printf("pairing %d accounts across %d instances (not measured)...\n", o.accounts, o.fleet)
+		if err := pairFleet(ctx, instances, emu, o.accounts, o.pairTimeout); err != nil {
+			return err
+		}
 	}
 
 	fmt.Printf("letting leases settle for %s, then counting Redis round trips for %s...\n", o.settle, o.window)
@@ -71,6 +92,10 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 	case <-time.After(o.window):
 	}
 	after, err := roundTrips(instances)
+	if err != nil {
+		return err
+	}
+	mem1, err := usedMemory(ctx, client)
 	if err != nil {
 		return err
 	}
@@ -102,8 +127,29 @@ func runFleet(ctx context.Context, o options, bin, dir string, emu *emulatorProc
 		rate := (after[i] - before[i]) / o.window.Seconds()
 		fmt.Printf("redis round trips        instance-%d: %.2f/s with %d accounts\n", i, rate, counts[i])
 	}
+	fmt.Printf("redis used_memory        %.1f KiB per account in steady state (devices, prekeys, leases, registry, views; %.1f MiB in all)\n", float64(mem1-mem0)/float64(o.accounts)/1024, float64(mem1-mem0)/(1<<20))
 	fmt.Printf("failover                 %d accounts of instance-%d connected elsewhere %s after kill -9\n", counts[victim], victim, failover.Round(time.Millisecond))
-	fmt.Printf("emulator                 max_connections_per_device=%v pairings=%v\n", stats["max_connections_per_device"], stats["pairings"])
+	fmt.Printf("emulator                 max_connections_per_device=%v pairings=%v provisioned=%v\n", stats["max_connections_per_device"], stats["pairings"], stats["provisioned"])
+	return nil
+}
+
+// provisionRedis provisions the accounts into the fleet's Redis (through
+// the Redis store, as the instances will read them).
+func provisionRedis(ctx context.Context, o options, emu *emulatorProc, client *goredis.Client) error {
+	t0 := time.Now()
+	fmt.Printf("provisioning %d accounts with %d prekeys each (not measured)...\n", o.accounts, o.prekeys)
+	accts, err := provisionAccounts(ctx, emu, o.accounts, o.prekeys)
+	if err != nil {
+		return err
+	}
+	st, err := wredis.New(client, wredis.Options{})
+	if err != nil {
+		return err
+	}
+	if err := saveAccounts(ctx, st, accts); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	fmt.Printf("provisioned in %s\n", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wafleet/wafleet/store"
 )
 
 type options struct {
@@ -36,6 +38,11 @@ type options struct {
 	dayOne      bool
 	pushRate    float64
 	pushBurst   int
+	provision   bool
+	prekeys     int
+	coldStarts  int
+	storeLoad   bool
+	scratch     string
 }
 
 func main() {
@@ -52,6 +59,11 @@ func main() {
 	flag.BoolVar(&o.dayOne, "day-one", false, "run the emulator in day-one mode and measure the acks in steady state for --window")
 	flag.Float64Var(&o.pushRate, "push-rate", 1, "day-one: stanzas per second per account")
 	flag.IntVar(&o.pushBurst, "push-burst", 20, "day-one: stanzas pushed at each login")
+	flag.BoolVar(&o.provision, "provision", false, "create the accounts as paired devices in the store and the emulator (a load shortcut) instead of pairing each one")
+	flag.IntVar(&o.prekeys, "prekeys", 50, "--provision: one-time prekeys each provisioned account holds, uploaded")
+	flag.IntVar(&o.coldStarts, "cold-starts", 1, "how many cold starts to measure, one after the other, on the same store")
+	flag.BoolVar(&o.storeLoad, "store-load", false, "measure how long a manager takes to load --accounts provisioned devices at start from bbolt and from Redis, and Redis's memory per account (almost no sockets)")
+	flag.StringVar(&o.scratch, "scratch", defaultScratch(), "folder for the store files fleetload writes before a run (a RAM disk spares a provisioning run an fsync per write)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -62,9 +74,24 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	if o.accounts < 1 {
-		return errors.New("--accounts must be at least 1")
+	if o.accounts < 1 || o.coldStarts < 1 {
+		return errors.New("--accounts and --cold-starts must be at least 1")
 	}
+	if o.prekeys < 5 || o.prekeys > 812 {
+		return errors.New("--prekeys must be in 5..812 (fewer than 5 makes every login upload)")
+	}
+	sockets := o.accounts // the emulator holds every account's socket
+	if o.storeLoad {
+		sockets = 0
+	}
+	limit, err := raiseFileLimit(sockets)
+	if err != nil {
+		return err
+	}
+	if err := checkPorts(sockets); err != nil {
+		return err
+	}
+	fmt.Printf("descriptors: soft limit raised to the hard limit, %d (need ~%d per process)\n", limit, sockets+spareDescriptors)
 	dir, err := os.MkdirTemp("", "fleetload-")
 	if err != nil {
 		return err
@@ -82,11 +109,17 @@ func run(ctx context.Context, o options) error {
 	if o.dayOne {
 		emuArgs = []string{"--day-one", "--push-rate", strconv.FormatFloat(o.pushRate, 'g', -1, 64), "--push-burst", strconv.Itoa(o.pushBurst)}
 	}
+	if o.provision || o.storeLoad {
+		emuArgs = append(emuArgs, "--provisioning")
+	}
 	emu, err := startEmulator(bin, emuArgs...)
 	if err != nil {
 		return err
 	}
 	defer emu.stop()
+	if o.storeLoad {
+		return runStoreLoad(ctx, o, bin, dir, emu)
+	}
 	if o.fleet > 0 {
 		return runFleet(ctx, o, bin, dir, emu)
 	}
@@ -109,34 +142,40 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("idle manager: %w", err)
 	}
 
-	if err := writeConfig(cfgPath, emu, listen, filepath.Join(dir, "wafleet.db"), o.rate, o.accounts); err != nil {
+	emuIdle, _ := procStatus(emu.cmd.Process.Pid, "RssAnon")
+	dbPath := filepath.Join(dir, "wafleet.db")
+	if err := writeConfig(cfgPath, emu, listen, dbPath, o.rate, o.accounts); err != nil {
 		return err
 	}
-	fmt.Printf("pairing %d accounts (not measured)...\n", o.accounts)
-	pairStart := time.Now()
-	mgr, err := startManager(bin, cfgPath, listen)
-	if err != nil {
+	if o.provision {
+		if err := provisionBolt(ctx, o, emu, dbPath); err != nil {
+			return err
+		}
+	} else if err := pairOnce(ctx, o, bin, cfgPath, listen, emu); err != nil {
 		return err
 	}
-	if err := pairFleet(ctx, []*managerProc{mgr}, emu, o.accounts, o.pairTimeout); err != nil {
-		_ = mgr.stop()
-		return err
-	}
-	fmt.Printf("paired in %s; restarting the manager for a cold start\n", time.Since(pairStart).Round(time.Millisecond))
-	if err := mgr.stop(); err != nil {
-		return fmt.Errorf("pairing manager: %w", err)
-	}
+	emuProvisioned, _ := procStatus(emu.cmd.Process.Pid, "RssAnon")
 
-	start := time.Now()
-	mgr, err = startManager(bin, cfgPath, listen)
-	if err != nil {
-		return err
+	var mgr *managerProc
+	var elapsed time.Duration
+	for i := range o.coldStarts {
+		if mgr != nil {
+			if err := mgr.stop(); err != nil {
+				return fmt.Errorf("manager of cold start %d: %w", i, err)
+			}
+		}
+		start := time.Now()
+		if mgr, err = startManager(bin, cfgPath, listen); err != nil {
+			return err
+		}
+		if err := waitFleetConnected(ctx, []*managerProc{mgr}, o.accounts, o.loadTimeout); err != nil {
+			_ = mgr.stop()
+			return err
+		}
+		elapsed = time.Since(start)
+		fmt.Printf("cold start %d: all %d connected after %s\n", i+1, o.accounts, elapsed.Round(time.Millisecond))
 	}
 	defer mgr.stop()
-	if err := waitFleetConnected(ctx, []*managerProc{mgr}, o.accounts, o.loadTimeout); err != nil {
-		return err
-	}
-	elapsed := time.Since(start)
 	var steady *steadyState
 	if o.dayOne {
 		if steady, err = measureSteady(emu, mgr, o.window); err != nil {
@@ -154,9 +193,9 @@ func run(ctx context.Context, o options) error {
 	stats, _ := emuStats(emu)
 
 	n := float64(o.accounts)
-	fmt.Printf("\naccounts                 %d\n", o.accounts)
+	fmt.Printf("\naccounts                 %d (%s)\n", o.accounts, map[bool]string{true: fmt.Sprintf("provisioned, %d prekeys each", o.prekeys), false: "paired"}[o.provision])
 	fmt.Printf("connect.rate             %d/s\n", o.rate)
-	fmt.Printf("cold start to all online %s\n", elapsed.Round(time.Millisecond))
+	fmt.Printf("cold start to all online %s (the last of %d)\n", elapsed.Round(time.Millisecond), o.coldStarts)
 	fmt.Printf("manager RSS              %.1f MiB (idle manager: %.1f MiB)\n", float64(total)/(1<<20), float64(baseline)/(1<<20))
 	fmt.Printf("RSS per account          %.1f KiB (above idle: %.1f KiB)\n", float64(total)/n/1024, float64(total-baseline)/n/1024)
 	anon, _ := procStatus(mgr.cmd.Process.Pid, "RssAnon")
@@ -165,16 +204,112 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("heap in use per account  %.1f KiB (goroutine stacks: %.1f KiB)\n", heap/n/1024, stacks/n/1024)
 	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
 	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
+	emuRSS, _ := rss(emu.cmd.Process.Pid)
+	emuAnon, _ := procStatus(emu.cmd.Process.Pid, "RssAnon")
+	fmt.Printf("emulator RSS             %.1f MiB, %.1f KiB per connection; anonymous %.1f KiB per connection above its devices (%.1f KiB per device before any login)\n",
+		float64(emuRSS)/(1<<20), float64(emuRSS)/n/1024, float64(emuAnon-emuProvisioned)/n/1024, float64(emuProvisioned-emuIdle)/n/1024)
 	if steady != nil {
+		perMin := time.Minute.Seconds() / steady.wall.Seconds()
 		fmt.Printf("day-one                  push rate %g/s per account, burst %d\n", o.pushRate, o.pushBurst)
 		fmt.Printf("acks in steady state     %.0f/s over %s\n", steady.acksPerSecond, o.window)
 		fmt.Printf("manager CPU per ack      %.1f µs (all of the manager's CPU over the window, pings included)\n", steady.cpuPerAck.Seconds()*1e6)
-		fmt.Printf("manager CPU              %.1f%% of one core\n", steady.cpuShare*100)
+		fmt.Printf("manager CPU              %.1f%% of one core; %.2f ms per account per minute\n", steady.cpuShare*100, steady.cpu.Seconds()*1e3*perMin/n)
+		fmt.Printf("emulator CPU             %.1f%% of one core; %.2f ms per connection per minute\n", steady.emuCPU.Seconds()/steady.wall.Seconds()*100, steady.emuCPU.Seconds()*1e3*perMin/n)
+		fmt.Printf("server pings answered    %.0f over the window\n", steady.pings)
 		fmt.Printf("emulator totals          stanzas_pushed=%v acks_ok=%v acks_malformed=%v ack_deadline_kills=%v redeliveries=%v server_pings_answered=%v prekey_uploads=%v\n",
 			stats["stanzas_pushed"], stats["acks_ok"], stats["acks_malformed"], stats["ack_deadline_kills"], stats["redeliveries"], stats["server_pings_answered"], stats["prekey_uploads"])
 	}
 	fmt.Printf("machine                  %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	return nil
+}
+
+// pairOnce pairs every account through the emulator's phone (not
+// measured) and stops the manager that did it.
+func pairOnce(ctx context.Context, o options, bin, cfgPath, listen string, emu *emulatorProc) error {
+	fmt.Printf("pairing %d accounts (not measured)...\n", o.accounts)
+	pairStart := time.Now()
+	mgr, err := startManager(bin, cfgPath, listen)
+	if err != nil {
+		return err
+	}
+	if err := pairFleet(ctx, []*managerProc{mgr}, emu, o.accounts, o.pairTimeout); err != nil {
+		_ = mgr.stop()
+		return err
+	}
+	fmt.Printf("paired in %s; restarting the manager for a cold start\n", time.Since(pairStart).Round(time.Millisecond))
+	if err := mgr.stop(); err != nil {
+		return fmt.Errorf("pairing manager: %w", err)
+	}
+	return nil
+}
+
+// provisionBolt provisions the accounts into a bbolt file at dbPath. The
+// file is written under --scratch and copied into place.
+func provisionBolt(ctx context.Context, o options, emu *emulatorProc, dbPath string) error {
+	t0 := time.Now()
+	fmt.Printf("provisioning %d accounts with %d prekeys each (not measured)...\n", o.accounts, o.prekeys)
+	accts, err := provisionAccounts(ctx, emu, o.accounts, o.prekeys)
+	if err != nil {
+		return err
+	}
+	if err := writeBolt(ctx, o.scratch, dbPath, accts); err != nil {
+		return err
+	}
+	fmt.Printf("provisioned in %s\n", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// writeBolt saves accts into a new bbolt file under scratch and moves it
+// to dbPath (removing the one the idle manager created).
+func writeBolt(ctx context.Context, scratch, dbPath string, accts []loadAccount) error {
+	tmp, err := os.MkdirTemp(scratch, "fleetload-store-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	tmpPath := filepath.Join(tmp, "wafleet.db")
+	st, err := store.OpenBolt(tmpPath, store.BoltOptions{})
+	if err != nil {
+		return err
+	}
+	if err := saveAccounts(ctx, st, accts); err != nil {
+		_ = st.Close()
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	return copyFile(tmpPath, dbPath)
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// defaultScratch is /dev/shm when it is a folder (Linux's RAM disk), else
+// the temporary folder.
+func defaultScratch() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 type emulatorProc struct {
@@ -188,7 +323,10 @@ type emulatorProc struct {
 type steadyState struct {
 	acksPerSecond float64
 	cpuPerAck     time.Duration
-	cpuShare      float64 // CPU time / wall time
+	cpuShare      float64       // CPU time / wall time
+	wall          time.Duration // the window
+	cpu, emuCPU   time.Duration // the manager's and the emulator's CPU time over the window
+	pings         float64       // server pings answered over the window
 }
 
 // measureSteady counts the acks the emulator received and the manager's CPU
@@ -202,6 +340,10 @@ func measureSteady(emu *emulatorProc, mgr *managerProc, window time.Duration) (*
 	if err != nil {
 		return nil, err
 	}
+	emu0, err := cpuTime(emu.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	time.Sleep(window)
 	after, err := emuStats(emu)
@@ -209,6 +351,10 @@ func measureSteady(emu *emulatorProc, mgr *managerProc, window time.Duration) (*
 		return nil, err
 	}
 	cpu1, err := cpuTime(mgr.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	emu1, err := cpuTime(emu.cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +366,10 @@ func measureSteady(emu *emulatorProc, mgr *managerProc, window time.Duration) (*
 		return nil, errors.New("no acks during the window")
 	}
 	cpu := cpu1 - cpu0
-	return &steadyState{acksPerSecond: n / wall.Seconds(), cpuPerAck: time.Duration(float64(cpu) / n), cpuShare: cpu.Seconds() / wall.Seconds()}, nil
+	pings, _ := after["server_pings_answered"].(float64)
+	pings0, _ := before["server_pings_answered"].(float64)
+	return &steadyState{acksPerSecond: n / wall.Seconds(), cpuPerAck: time.Duration(float64(cpu) / n), cpuShare: cpu.Seconds() / wall.Seconds(),
+		wall: wall, cpu: cpu, emuCPU: emu1 - emu0, pings: pings - pings0}, nil
 }
 
 // cpuTime is the user plus system CPU time of a process (/proc/PID/stat,
@@ -277,6 +426,11 @@ func (e *emulatorProc) stop() {
 	_ = e.cmd.Wait()
 }
 
+// readyTimeout bounds the wait for a manager's /readyz: in fleet mode it
+// answers 200 a lease TTL after the first renewal, and a manager with
+// 100,000 accounts reads them all first.
+const readyTimeout = 5 * time.Minute
+
 type managerProc struct {
 	cmd    *exec.Cmd
 	listen string
@@ -284,15 +438,23 @@ type managerProc struct {
 }
 
 func startManager(bin, cfgPath, listen string) (*managerProc, error) {
+	return startManagerWith(bin, cfgPath, listen, nil, io.Discard)
+}
+
+// startManagerWith starts `manager run` with env added to fleetload's
+// environment and its logs written to stderr, and waits until /readyz
+// answers 200.
+func startManagerWith(bin, cfgPath, listen string, env []string, stderr io.Writer) (*managerProc, error) {
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = io.Discard
-	cmd.Stderr = io.Discard
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start manager: %w", err)
 	}
 	m := &managerProc{cmd: cmd, listen: listen, done: make(chan error, 1)}
 	go func() { m.done <- cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(readyTimeout)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + listen + "/readyz")
 		if err == nil {
@@ -308,7 +470,7 @@ func startManager(bin, cfgPath, listen string) (*managerProc, error) {
 		}
 	}
 	_ = m.stop()
-	return nil, errors.New("manager not ready within 30 s")
+	return nil, fmt.Errorf("manager not ready within %s", readyTimeout)
 }
 
 // stop sends SIGTERM and waits; the manager must exit 0 within 5 s.
