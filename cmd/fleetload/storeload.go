@@ -112,8 +112,8 @@ type loadTimes struct {
 	// From the process start until /readyz answered 200, until the
 	// supervisor started the first account, until the last device loaded.
 	ready, started, loaded time.Duration
-	rss           int64
-	fileSize      int64 // the bbolt file, when the store is one
+	rss                    int64
+	fileSize               int64 // the bbolt file, when the store is one
 }
 
 // timeLoad starts a manager on cfgPath with info logs and times its start
