@@ -173,6 +173,17 @@
 // rest is QR pairing. Stats: link_code_requests, link_code_pairings (also
 // in pairings), link_code_failures.
 //
+// # Provisioning
+//
+// Options.Provisioning (`manager emulator --provisioning`) enables
+// Server.Provision and POST /provision, a shortcut for load runs
+// (provision.go): devices recorded as paired without a registration
+// connection or a scan, each on a new account whose phone signs its
+// identity, holding a given number of one-time prekeys (IDs 1..N). Their
+// public keys and signed prekey are checked as at registration. After that
+// they are devices like the others: a full handshake, the login checked
+// against the recorded noise key, day-one pushes, acks and pings.
+//
 // # Faults
 //
 // Select faults with Options.Faults, Server.SetFaults, POST /faults, or
@@ -222,7 +233,8 @@
 // for day-one stanzas_pushed, acks_ok, acks_malformed, ack_deadline_kills,
 // redeliveries, server_pings_sent, server_pings_answered; prekey_uploads
 // and the gauge devices_with_prekeys (devices whose count is at least 1);
-// link_code_requests, link_code_pairings, link_code_failures; and lists
+// link_code_requests, link_code_pairings, link_code_failures; provisioned;
+// and lists
 // violations. The JSON keys are a contract with outside tools
 // (only ever added to). Server.WaitFor blocks until a condition on Stats
 // holds, for tests.
@@ -233,7 +245,7 @@
 // "push_burst":20,"ack_deadline":"60s","ping_interval":"30s"}; absent
 // fields keep their value; a bad one is 400 naming the field), GET/POST
 // /version ({"min":"2.3000.N","latest":"2.3000.N"}; 400 for a malformed
-// version), and GET /sw.js: a script shaped like WhatsApp Web's
+// version), POST /provision (when enabled), and GET /sw.js: a script shaped like WhatsApp Web's
 // service-worker, whose self.__swData JSON carries
 // \"client_revision\":N (N the tertiary part of the latest version) the
 // way the real file escapes it, for clients that look up the current

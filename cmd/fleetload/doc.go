@@ -19,5 +19,30 @@
 //
 //	go run ./cmd/fleetload --day-one --accounts 5000
 //
+// With --provision the accounts are not paired one by one (each pairing
+// uploads 812 one-time prekeys): fleetload makes each device with the
+// manager's own key generation, has the emulator record it as paired
+// (`manager emulator --provisioning`, POST /provision, enabled for load runs
+// only), completes it as a pairing would and saves it into the store with
+// --prekeys one-time prekeys marked uploaded. Logins stay as strict as
+// ever (full Noise handshake, recorded noise key, acks, pings), so cold
+// starts of many thousands of accounts repeat in seconds
+// (--cold-starts N measures N in a row). It works with --fleet too
+// (provisioned into the fleet's Redis). Scale (issue 14):
+//
+//	go run ./cmd/fleetload --provision --accounts 19000 --day-one --push-rate 0.016667 --window 120s
+//
+// With --store-load it measures, with almost no sockets, how long a
+// manager takes at start to load --accounts provisioned devices from a
+// bbolt file and from Redis (fleet mode, one instance), and Redis's memory
+// per account:
+//
+//	go run ./cmd/fleetload --store-load --accounts 100000 --prekeys 5
+//
+// fleetload raises its soft descriptor limit to the hard limit (the
+// emulator and managers it starts inherit it) and refuses to start when the
+// hard limit, or the ephemeral port range towards the emulator's one
+// address, is too small for --accounts sockets in one process.
+//
 // It is a benchmark, not a test: BENCHMARKS.md quotes its output.
 package main

@@ -9,7 +9,7 @@ import (
 // BenchmarkRenewTick measures one Tick (heartbeat + epoch check + renewal
 // of every held lease) and reports the Redis round trips it took.
 func BenchmarkRenewTick(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
 			c, prefix := sharedClient(b)
 			m := newLeases(b, c, prefix, "inst-a", newClock(), time.Minute)
