@@ -27,7 +27,8 @@ import (
 // POST /provision: a new account whose phone signs the device identity),
 // completed as a pairing would complete it (the companion's device
 // signature, JIDs, platform) and saved into the store with --prekeys
-// one-time prekeys marked uploaded, the count the emulator holds too. The
+// one-time prekeys marked uploaded (the same key pairs in every account),
+// the count the emulator holds too. The
 // manager then starts on that store as on one it paired itself: it logs
 // every account in with a full Noise handshake and, holding enough
 // prekeys on both sides, uploads none.
@@ -48,19 +49,22 @@ func accountID(i int) string { return fmt.Sprintf("load-%05d", i) }
 // provisionAccounts makes n paired accounts with prekeys one-time prekeys
 // each, recorded by the emulator.
 func provisionAccounts(ctx context.Context, emu *emulatorProc, n, prekeys int) ([]loadAccount, error) {
+	// One set of one-time prekeys serves every account: in a load run they
+	// are only stored, counted and used up, never used for a session, and
+	// generating 19,000 × 50 key pairs would take minutes on two cores.
+	keys := make([]store.PreKey, prekeys)
+	for k := range keys {
+		priv, pub, err := crypto.GeneratePair()
+		if err != nil {
+			return nil, err
+		}
+		keys[k] = store.PreKey{ID: uint32(k + 1), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
+	}
 	accts := make([]loadAccount, n)
 	if err := parallel(ctx, n, func(i int) error {
 		d, err := connection.NewDevice(accountID(i))
 		if err != nil {
 			return err
-		}
-		keys := make([]store.PreKey, prekeys)
-		for k := range keys {
-			priv, pub, err := crypto.GeneratePair()
-			if err != nil {
-				return err
-			}
-			keys[k] = store.PreKey{ID: uint32(k + 1), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
 		}
 		accts[i] = loadAccount{dev: d, prekeys: keys}
 		return nil
