@@ -157,13 +157,14 @@ func run(ctx context.Context, o options) error {
 	emuProvisioned, _ := procStatus(emu.cmd.Process.Pid, "RssAnon")
 
 	var mgr *managerProc
-	var elapsed time.Duration
+	var elapsed, mgrCPU, emuCPU time.Duration
 	for i := range o.coldStarts {
 		if mgr != nil {
 			if err := mgr.stop(); err != nil {
 				fmt.Printf("manager of cold start %d: %v\n", i, err)
 			}
 		}
+		emu0, _ := cpuTime(emu.cmd.Process.Pid)
 		start := time.Now()
 		if mgr, err = startManager(bin, cfgPath, listen); err != nil {
 			return err
@@ -173,7 +174,11 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		elapsed = time.Since(start)
-		fmt.Printf("cold start %d: all %d connected after %s\n", i+1, o.accounts, elapsed.Round(time.Millisecond))
+		mgrCPU, _ = cpuTime(mgr.cmd.Process.Pid) // all of it: the process is as old as the cold start
+		emu1, _ := cpuTime(emu.cmd.Process.Pid)
+		emuCPU = emu1 - emu0
+		fmt.Printf("cold start %d: all %d connected after %s; CPU: manager %s, emulator %s\n", i+1, o.accounts, elapsed.Round(time.Millisecond),
+			mgrCPU.Round(10*time.Millisecond), emuCPU.Round(10*time.Millisecond))
 	}
 	defer mgr.stop()
 	var steady *steadyState
@@ -196,6 +201,9 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("\naccounts                 %d (%s)\n", o.accounts, map[bool]string{true: fmt.Sprintf("provisioned, %d prekeys each", o.prekeys), false: "paired"}[o.provision])
 	fmt.Printf("connect.rate             %d/s\n", o.rate)
 	fmt.Printf("cold start to all online %s (the last of %d)\n", elapsed.Round(time.Millisecond), o.coldStarts)
+	perLogin := (mgrCPU + emuCPU).Seconds() / n
+	fmt.Printf("CPU per login            manager %.2f ms + emulator %.2f ms: on %d cores the CPU-bound rate is ~%.0f logins/s; this run %.0f/s\n",
+		mgrCPU.Seconds()*1e3/n, emuCPU.Seconds()*1e3/n, runtime.NumCPU(), float64(runtime.NumCPU())/perLogin, n/elapsed.Seconds())
 	fmt.Printf("manager RSS              %.1f MiB (idle manager: %.1f MiB)\n", float64(total)/(1<<20), float64(baseline)/(1<<20))
 	fmt.Printf("RSS per account          %.1f KiB (above idle: %.1f KiB)\n", float64(total)/n/1024, float64(total-baseline)/n/1024)
 	anon, _ := procStatus(mgr.cmd.Process.Pid, "RssAnon")
