@@ -160,12 +160,13 @@ func reserve(s sizes) ([]Node, []Attr, []jid.JID) {
 }
 
 // A block holds the nodes, attributes and JIDs of a small stanza, so that
-// the common small ones (a <message> with an <enc> child, an <ack>)
-// decode in two allocations: the copy of the input and a block. It is kept
-// to the 640-byte size class: larger blocks cost more than the separate
-// allocations they save (BENCHMARKS.md, "Binary node codec").
+// the common small ones (a <message> with an <enc> child, an <ack>) decode
+// in two allocations: the copy of the input and a block. Its 600 bytes and
+// the runtime's 8-byte type header fill the 640-byte size class: larger
+// blocks cost more than the separate allocations they save (BENCHMARKS.md,
+// "Binary node codec").
 type block struct {
 	nodes [2]Node
-	attrs [8]Attr
+	attrs [7]Attr
 	jids  [2]jid.JID
 }
