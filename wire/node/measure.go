@@ -159,14 +159,14 @@ func reserve(s sizes) ([]Node, []Attr, []jid.JID) {
 	return make([]Node, 0, s.nodes), make([]Attr, 0, s.attrs), make([]jid.JID, 0, s.jids)
 }
 
-// A block holds the nodes, attributes and JIDs of a small stanza, so that
-// the common small ones (a <message> with an <enc> child, an <ack>) decode
-// in two allocations: the copy of the input and a block. Its 600 bytes and
-// the runtime's 8-byte type header fill the 640-byte size class: larger
-// blocks cost more than the separate allocations they save (BENCHMARKS.md,
-// "Binary node codec").
+// A block holds the nodes, attributes and JIDs of a stanza with at most one
+// child, seven attributes and two JIDs (an <ack>, a <receipt>, a <message>
+// with one <enc>), so that it decodes in two allocations: the copy of the
+// input and a block. At 480 bytes it is a small object without a type
+// header; larger blocks cost more than the separate allocations they save
+// (BENCHMARKS.md, "Binary node codec").
 type block struct {
-	nodes [2]Node
+	nodes [1]Node
 	attrs [7]Attr
 	jids  [2]jid.JID
 }
