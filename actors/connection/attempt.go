@@ -54,7 +54,7 @@ type attempt struct {
 // newAttempt ends the current attempt and opens the next one's link.
 func (c *conn) newAttempt(ctx actor.Context) *link {
 	c.endAttempt(ctx)
-	c.cur.link = newLink(c.ctx, c.cur.gen, c.deps.WriteQueue)
+	c.cur.link = newLink(c.cur.gen, c.deps.WriteQueue)
 	return c.cur.link
 }
 

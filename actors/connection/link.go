@@ -33,8 +33,12 @@ type outFrame struct {
 	token uint64
 }
 
-func newLink(parent context.Context, gen uint64, limit int) *link {
-	ctx, cancel := context.WithCancel(parent)
+// newLink opens a link. Its context is not a child of the actor's: the
+// actor closes every link it opens (endAttempt, also when it stops), and
+// a child would keep a map of children allocated in the parent for the
+// actor's whole life.
+func newLink(gen uint64, limit int) *link {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &link{gen: gen, ctx: ctx, cancel: cancel, limit: limit}
 }
 
