@@ -48,7 +48,7 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err := writeConfig(cfgPath, emu, listen, dbPath, storeLoadRate, o.accounts); err != nil {
 		return err
 	}
-	bolt, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout)
+	bolt, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout, nil)
 	if err != nil {
 		return fmt.Errorf("bbolt: %w", err)
 	}
@@ -81,7 +81,23 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err := writeFleetConfig(cfgPath, emu, listen, redisAddr, "instance-0", options{leaseTTL: o.leaseTTL, rate: storeLoadRate, accounts: o.accounts}); err != nil {
 		return err
 	}
-	red, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout)
+	var trips, leases float64
+	red, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout, func(m *managerProc) error {
+		// The lease loop with every lease held; the accounts connect at
+		// storeLoadRate meanwhile, each through the fleet's Redis limiter.
+		before, err := roundTrips([]*managerProc{m})
+		if err != nil {
+			return err
+		}
+		time.Sleep(o.window)
+		after, err := roundTrips([]*managerProc{m})
+		if err != nil {
+			return err
+		}
+		trips = (after[0] - before[0]) / o.window.Seconds()
+		leases, _ = metric(m.listen, "wafleet_leases_held")
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
@@ -103,6 +119,7 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	fmt.Printf("bbolt file                 %.1f MiB (%.1f KiB per account)\n", float64(bolt.fileSize)/(1<<20), float64(bolt.fileSize)/n/1024)
 	fmt.Printf("redis used_memory          %.1f KiB per account with its prekeys (%.1f MiB in all); %.1f KiB per account after the manager ran (leases, registry, views)\n",
 		float64(mem1-mem0)/n/1024, float64(mem1-mem0)/(1<<20), float64(mem2-mem0)/n/1024)
+	fmt.Printf("redis round trips          %.2f/s over %s once every device was loaded (leases held: %.0f; the accounts connect at %d/s meanwhile, each connect with a few round trips of its own)\n", trips, o.window, leases, storeLoadRate)
 	fmt.Printf("redis provisioning         %s for %d devices (Save, AddPreKeys, MarkPreKeysUploaded each; not part of a start)\n", saved.Round(time.Millisecond), o.accounts)
 	return nil
 }
@@ -117,8 +134,8 @@ type loadTimes struct {
 }
 
 // timeLoad starts a manager on cfgPath with info logs and times its start
-// until n "device ready" lines, then stops it.
-func timeLoad(ctx context.Context, bin, cfgPath, listen string, n int, timeout time.Duration) (*loadTimes, error) {
+// until n "device ready" lines, runs measure (if any) on it, then stops it.
+func timeLoad(ctx context.Context, bin, cfgPath, listen string, n int, timeout time.Duration, measure func(*managerProc) error) (*loadTimes, error) {
 	lines := newLineCounter(`"msg":"device ready"`, `"msg":"account started"`, n)
 	start := time.Now()
 	mgr, err := startManagerWith(bin, cfgPath, listen, []string{"WAFLEET_LOG_LEVEL=info"}, lines)
@@ -139,6 +156,11 @@ func timeLoad(ctx context.Context, bin, cfgPath, listen string, n int, timeout t
 	lt.rss, _ = rss(mgr.cmd.Process.Pid)
 	if fi, err := os.Stat(filepath.Join(filepath.Dir(cfgPath), "wafleet.db")); err == nil {
 		lt.fileSize = fi.Size()
+	}
+	if measure != nil {
+		if err := measure(mgr); err != nil {
+			return nil, err
+		}
 	}
 	return lt, mgr.stop()
 }
