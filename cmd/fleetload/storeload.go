@@ -33,7 +33,7 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devices made in %s\n", time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("devices made in %s\n\naccounts                   %d provisioned, %d prekeys each\n", time.Since(t0).Round(time.Millisecond), o.accounts, o.prekeys)
 
 	// bbolt.
 	listen, err := freeAddr()
@@ -48,10 +48,13 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err := writeConfig(cfgPath, emu, listen, dbPath, storeLoadRate, o.accounts); err != nil {
 		return err
 	}
+	n := float64(o.accounts)
 	bolt, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout, nil)
 	if err != nil {
 		return fmt.Errorf("bbolt: %w", err)
 	}
+	bolt.print("bbolt start", n)
+	fmt.Printf("bbolt file                 %.1f MiB (%.1f KiB per account)\n", float64(bolt.fileSize)/(1<<20), float64(bolt.fileSize)/n/1024)
 
 	// Redis.
 	redisAddr, stopRedis, err := startRedis(dir)
@@ -78,13 +81,17 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err != nil {
 		return err
 	}
+	fmt.Printf("redis used_memory          %.1f KiB per account: its device and prekeys (%.1f MiB in all)\n", float64(mem1-mem0)/n/1024, float64(mem1-mem0)/(1<<20))
+	fmt.Printf("redis provisioning         %s for %d devices (Save, AddPreKeys, MarkPreKeysUploaded each; not part of a start)\n", saved.Round(time.Millisecond), o.accounts)
 	if err := writeFleetConfig(cfgPath, emu, listen, redisAddr, "instance-0", options{leaseTTL: o.leaseTTL, rate: storeLoadRate, accounts: o.accounts}); err != nil {
 		return err
 	}
 	var trips, leases float64
 	red, err := timeLoad(ctx, bin, cfgPath, listen, o.accounts, o.loadTimeout, func(m *managerProc) error {
-		// The lease loop with every lease held; the accounts connect at
-		// storeLoadRate meanwhile, each through the fleet's Redis limiter.
+		// The lease loop with every lease held, once the accounts' first
+		// reservations at the fleet's Redis limiter are done (--settle);
+		// they connect at storeLoadRate meanwhile.
+		time.Sleep(o.settle)
 		before, err := roundTrips([]*managerProc{m})
 		if err != nil {
 			return err
@@ -101,27 +108,20 @@ func runStoreLoad(ctx context.Context, o options, bin, dir string, emu *emulator
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
+	red.print("redis start", n)
+	fmt.Printf("redis round trips          %.2f/s over %s, %s after every device was loaded (leases held: %.0f; the accounts connect at %d/s meanwhile, each connect with a few round trips of its own)\n", trips, o.window, o.settle, leases, storeLoadRate)
 	mem2, err := usedMemory(ctx, client)
 	if err != nil {
 		return err
 	}
-
-	n := float64(o.accounts)
-	fmt.Printf("\naccounts                   %d provisioned, %d prekeys each\n", o.accounts, o.prekeys)
-	for _, r := range []struct {
-		name string
-		l    *loadTimes
-	}{{"bbolt", bolt}, {"redis", red}} {
-		load := r.l.loaded - r.l.started
-		fmt.Printf("%-26s every device loaded %s after the first account started (%.1f µs per device); after the process start: first account %s, /readyz %s, last device %s; manager RSS then %.1f MiB\n",
-			r.name+" start", load.Round(time.Millisecond), load.Seconds()*1e6/n, r.l.started.Round(time.Millisecond), r.l.ready.Round(time.Millisecond), r.l.loaded.Round(time.Millisecond), float64(r.l.rss)/(1<<20))
-	}
-	fmt.Printf("bbolt file                 %.1f MiB (%.1f KiB per account)\n", float64(bolt.fileSize)/(1<<20), float64(bolt.fileSize)/n/1024)
-	fmt.Printf("redis used_memory          %.1f KiB per account with its prekeys (%.1f MiB in all); %.1f KiB per account after the manager ran (leases, registry, views)\n",
-		float64(mem1-mem0)/n/1024, float64(mem1-mem0)/(1<<20), float64(mem2-mem0)/n/1024)
-	fmt.Printf("redis round trips          %.2f/s over %s once every device was loaded (leases held: %.0f; the accounts connect at %d/s meanwhile, each connect with a few round trips of its own)\n", trips, o.window, leases, storeLoadRate)
-	fmt.Printf("redis provisioning         %s for %d devices (Save, AddPreKeys, MarkPreKeysUploaded each; not part of a start)\n", saved.Round(time.Millisecond), o.accounts)
+	fmt.Printf("redis used_memory          %.1f KiB per account after the manager ran (leases, registry, views added)\n", float64(mem2-mem0)/n/1024)
 	return nil
+}
+
+func (l *loadTimes) print(name string, n float64) {
+	load := l.loaded - l.started
+	fmt.Printf("%-26s every device loaded %s after the first account started (%.1f µs per device); after the process start: first account %s, /readyz %s, last device %s; manager RSS then %.1f MiB\n",
+		name, load.Round(time.Millisecond), load.Seconds()*1e6/n, l.started.Round(time.Millisecond), l.ready.Round(time.Millisecond), l.loaded.Round(time.Millisecond), float64(l.rss)/(1<<20))
 }
 
 // loadTimes is what timeLoad measured.
