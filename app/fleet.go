@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,34 +44,18 @@ type fleetMode struct {
 // restart, and prepares the leases, the fenced store, the limiter and the
 // outbox.
 func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*fleetMode, error) {
-	addrs := cfg.Redis.Addrs
-	if len(addrs) == 0 {
-		addrs = []string{cfg.Redis.Addr}
-	}
-	opts := &goredis.UniversalOptions{
-		Addrs:        addrs,
-		Username:     cfg.Redis.Username,
-		Password:     cfg.Redis.Password,
-		DB:           cfg.Redis.DB,
-		DialTimeout:  redisTimeout,
-		ReadTimeout:  redisTimeout,
-		WriteTimeout: redisTimeout,
-	}
-	if cfg.Redis.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
 	// The client's own messages join the JSON stream (go-redis has one
 	// logger per process: the latest instance's).
 	goredis.SetLogger(redisLogger{logger.With("component", "redis")})
-	client := goredis.NewUniversalClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, err := redisClient(ctx, cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*fleetMode, error) {
 		_ = client.Close()
 		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		return fail(fmt.Errorf("app: redis at %v: %w", addrs, err))
 	}
 	dur, err := wredis.CheckDurability(ctx, client)
 	switch {
@@ -103,6 +88,69 @@ func openFleet(cfg *config.Config, sealer store.Sealer, logger *slog.Logger) (*f
 		limiter: limiter,
 		outbox:  st,
 	}, nil
+}
+
+// redisClient connects to the Redis that c names and checks that it
+// answers: the primary that the Sentinels at redis.addrs follow when
+// redis.master_name is set; a Redis Cluster when redis.addrs lists several
+// nodes, or when the one address is a node in cluster mode (it seeds the
+// Cluster client, which finds the other nodes); otherwise one server.
+func redisClient(ctx context.Context, c config.Redis) (goredis.UniversalClient, error) {
+	addrs := c.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{c.Addr}
+	}
+	opts := &goredis.UniversalOptions{
+		Addrs:        addrs,
+		MasterName:   c.MasterName,
+		Username:     c.Username,
+		Password:     c.Password,
+		DB:           c.DB,
+		DialTimeout:  redisTimeout,
+		ReadTimeout:  redisTimeout,
+		WriteTimeout: redisTimeout,
+	}
+	if c.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	client := goredis.NewUniversalClient(opts)
+	where := fmt.Sprintf("redis at %v", addrs)
+	if c.MasterName != "" {
+		where = fmt.Sprintf("redis primary %q of the Sentinels at %v", c.MasterName, addrs)
+	}
+	err := client.Ping(ctx).Err()
+	if _, single := client.(*goredis.Client); err == nil && single && c.MasterName == "" {
+		var cluster bool
+		if cluster, err = clusterEnabled(ctx, client); err == nil && cluster {
+			_ = client.Close()
+			opts.IsClusterMode = true
+			client = goredis.NewUniversalClient(opts)
+			err = client.Ping(ctx).Err()
+		}
+	}
+	if err != nil {
+		_ = client.Close()
+		switch msg := err.Error(); {
+		case strings.Contains(msg, "SELECT is not allowed in cluster mode"):
+			return nil, fmt.Errorf("app: redis.db: must be 0: %s is a Redis Cluster, which has only database 0", where)
+		case strings.Contains(msg, "cluster support disabled"):
+			return nil, fmt.Errorf("app: %s: several redis.addrs name the nodes of a Redis Cluster, and these are not (for Sentinels set redis.master_name): %w", where, err)
+		}
+		return nil, fmt.Errorf("app: %s: %w", where, err)
+	}
+	if cc, ok := client.(*goredis.ClusterClient); ok {
+		wredis.FollowFailovers(cc)
+	}
+	return client, nil
+}
+
+// clusterEnabled reports whether the server runs in cluster mode.
+func clusterEnabled(ctx context.Context, c goredis.UniversalClient) (bool, error) {
+	info, err := c.Info(ctx, "cluster").Result()
+	if err != nil {
+		return false, fmt.Errorf("INFO cluster: %w", err)
+	}
+	return strings.Contains(info, "cluster_enabled:1"), nil
 }
 
 // checkKey opens a few stored devices, and the account registry, so that a

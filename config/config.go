@@ -68,15 +68,26 @@ type Store struct {
 type Redis struct {
 	// Addr is one host:port. Default: "127.0.0.1:6379".
 	Addr string `mapstructure:"addr"`
-	// Addrs lists several host:port (Sentinel or Cluster); overrides Addr.
-	Addrs    []string `mapstructure:"addrs"`
-	Username string   `mapstructure:"username"`
-	Password string   `mapstructure:"password"`
+	// Addrs lists several host:port, overriding Addr: the nodes of a
+	// Redis Cluster (any of them; the client discovers the others), or,
+	// with MasterName, the Sentinels.
+	Addrs []string `mapstructure:"addrs"`
+	// MasterName is the name of the primary the Sentinels at Addrs (or
+	// Addr) monitor; empty: no Sentinel. Default: "".
+	MasterName string `mapstructure:"master_name"`
+	Username   string `mapstructure:"username"`
+	Password   string `mapstructure:"password"`
 	// TLS enables TLS to Redis. Default: false.
 	TLS bool `mapstructure:"tls"`
-	// DB is the database number (single node only). Default: 0.
+	// DB is the database number (single node or Sentinel; a Cluster has
+	// only 0). Default: 0.
 	DB int `mapstructure:"db"`
 }
+
+// Cluster reports whether the configuration names a Redis Cluster: several
+// addresses and no Sentinel master name. A single address may also be a
+// Cluster node; the manager asks it at start.
+func (r Redis) Cluster() bool { return len(r.Addrs) > 1 && r.MasterName == "" }
 
 // Fleet configures how several instances share accounts through Redis.
 type Fleet struct {
@@ -228,6 +239,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.encryption_key_file", "")
 	v.SetDefault("redis.addr", "127.0.0.1:6379")
 	v.SetDefault("redis.addrs", []string{})
+	v.SetDefault("redis.master_name", "")
 	v.SetDefault("redis.username", "")
 	v.SetDefault("redis.password", "")
 	v.SetDefault("redis.tls", false)

@@ -213,6 +213,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"allowed host URL", "http:\n  allowed_hosts: ['http://wafleet.lan']\n", "http.allowed_hosts"},
 		{"bad level", "log:\n  level: loud\n", "log.level"},
 		{"short lease", "fleet:\n  lease_ttl: 1s\n", "fleet.lease_ttl"},
+		{"negative redis db", "redis:\n  db: -1\n", "redis.db"},
+		{"redis db of a cluster", "redis:\n  addrs: [a:7000, b:7000]\n  db: 2\n", "redis.db: must be 0 with a Redis Cluster"},
+		{"master name with a space", "redis:\n  master_name: 'my primary'\n", "redis.master_name"},
 		{"bad duration", "fleet:\n  lease_ttl: soon\n", "lease_ttl"},
 		{"zero rate", "connect:\n  rate: 0\n", "connect.rate"},
 		{"backoff cap below initial", "connect:\n  backoff_initial: 10s\n  backoff_max: 1s\n", "connect.backoff_max"},
@@ -428,6 +431,7 @@ func TestEnvVar(t *testing.T) {
 		"log.level":               "debug",
 		"client.version_url":      "http://127.0.0.1:7000/sw.js",
 		"redis.addr":              "redis:6379",
+		"redis.master_name":       "wafleet-primary",
 		"store.archive_retention": "1h",
 	}
 	for key, value := range overrides {
@@ -442,7 +446,7 @@ func TestEnvVar(t *testing.T) {
 	}
 	if cfg.Server.URL != overrides["server.url"] || cfg.Fleet.InstanceID != "pod-0" || cfg.HTTP.Listen != "127.0.0.1:9999" ||
 		cfg.Log.Level != "debug" || cfg.Client.VersionURL != overrides["client.version_url"] || cfg.Redis.Addr != "redis:6379" ||
-		cfg.Store.ArchiveRetention != time.Hour {
+		cfg.Redis.MasterName != "wafleet-primary" || cfg.Store.ArchiveRetention != time.Hour {
 		t.Fatalf("the variables did not override their keys: %+v", cfg)
 	}
 }

@@ -48,8 +48,8 @@ func (c *Config) Validate() error {
 	if err := c.Safety.validate(); err != nil {
 		return err
 	}
-	if c.Redis.DB < 0 {
-		return keyError("redis.db", "must not be negative")
+	if err := c.Redis.validate(); err != nil {
+		return err
 	}
 	if c.Fleet.LeaseTTL < 3*time.Second {
 		return keyError("fleet.lease_ttl", "must be at least 3s")
@@ -323,4 +323,17 @@ func (s Store) Key() ([]byte, error) {
 		return nil, keyError(keyName, "must be 32 bytes encoded in standard base64 (for example from `openssl rand -base64 32`)")
 	}
 	return key, nil
+}
+
+func (r Redis) validate() error {
+	if r.DB < 0 {
+		return keyError("redis.db", "must not be negative")
+	}
+	if r.DB != 0 && r.Cluster() {
+		return keyError("redis.db", "must be 0 with a Redis Cluster (redis.addrs lists several nodes and redis.master_name is empty): a Cluster has only database 0")
+	}
+	if len(r.MasterName) > 128 || strings.ContainsFunc(r.MasterName, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return keyError("redis.master_name", "must be at most 128 bytes without spaces or control characters (the name in the Sentinels' sentinel monitor line)")
+	}
+	return nil
 }

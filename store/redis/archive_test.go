@@ -14,9 +14,13 @@ import (
 // a stale owner's and an administrative one under a lease are refused and
 // move nothing.
 func TestArchiveFenced(t *testing.T) {
-	for _, mode := range modes {
+	testArchiveFenced(t, sharedTarget)
+}
+
+func testArchiveFenced(t *testing.T, tg target) {
+	for _, mode := range tg.modes() {
 		t.Run(mode.name, func(t *testing.T) {
-			c, prefix := sharedClient(t)
+			c, prefix := tg.open(t)
 			ctx := t.Context()
 			s := newStore(t, c, prefix, mode.split, nil)
 			clk := newClock()

@@ -96,3 +96,25 @@ func boolp(b bool) *bool { return &b }
 func pairedDeviceForBench(b *testing.B) *store.Device {
 	return storetest.PairedDevice(b, "acct", "15551234567", "123456789012345", 5)
 }
+
+// target is a Redis deployment tests run against: the shared server by
+// default; a private Cluster or Sentinel set in topology_test.go.
+type target struct {
+	// open returns a client and a key prefix of the test's own.
+	open    func(t testing.TB) (goredis.UniversalClient, string)
+	cluster bool
+}
+
+var sharedTarget = target{open: func(t testing.TB) (goredis.UniversalClient, string) { return sharedClient(t) }}
+
+// modes are the write modes a Store can run in on the target: a Cluster
+// cannot run the atomic one (its script spans slots).
+func (tg target) modes() []struct {
+	name  string
+	split bool
+} {
+	if tg.cluster {
+		return modes[1:]
+	}
+	return modes
+}

@@ -14,7 +14,11 @@ import (
 )
 
 func TestLeaseLifecycle(t *testing.T) {
-	c, prefix := sharedClient(t)
+	testLeaseLifecycle(t, sharedTarget)
+}
+
+func testLeaseLifecycle(t *testing.T, tg target) {
+	c, prefix := tg.open(t)
 	ctx := t.Context()
 	clk := newClock()
 	ttl := 15 * time.Second
@@ -135,7 +139,11 @@ func TestLeaseLifecycle(t *testing.T) {
 // TestLeaseExpiresInRedis: a lease nobody renews disappears after its TTL
 // (Redis's clock) and another instance can take the account.
 func TestLeaseExpiresInRedis(t *testing.T) {
-	c, prefix := sharedClient(t)
+	testLeaseExpiresInRedis(t, sharedTarget)
+}
+
+func testLeaseExpiresInRedis(t *testing.T, tg target) {
+	c, prefix := tg.open(t)
 	ctx := t.Context()
 	a := newLeases(t, c, prefix, "inst-a", newClock(), 300*time.Millisecond)
 	b := newLeases(t, c, prefix, "inst-b", newClock(), 300*time.Millisecond)

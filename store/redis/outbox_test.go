@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,11 +24,15 @@ func newOutboxStore(t testing.TB, c goredis.UniversalClient, prefix string, seal
 }
 
 func TestOutboxContract(t *testing.T) {
+	testOutboxContract(t, sharedTarget)
+}
+
+func testOutboxContract(t *testing.T, tg target) {
 	for _, sealed := range []bool{false, true} {
 		name := map[bool]string{false: "plain", true: "sealed"}[sealed]
 		t.Run(name, func(t *testing.T) {
 			storetest.RunOutbox(t, func(t *testing.T) storetest.OutboxFixture {
-				c, prefix := sharedClient(t)
+				c, prefix := tg.open(t)
 				var sealer store.Sealer
 				if sealed {
 					sealer = testSealer(t, 3)
@@ -48,9 +53,7 @@ func rawValues(t *testing.T, c goredis.UniversalClient, prefix string) []byte {
 	t.Helper()
 	ctx := t.Context()
 	var out []byte
-	iter := c.Scan(ctx, 0, prefix+":*", 100).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
+	for _, k := range scanAll(t, c, prefix+":*") {
 		out = append(out, k...)
 		switch typ := c.Type(ctx, k).Val(); typ {
 		case "string":
@@ -75,7 +78,32 @@ func rawValues(t *testing.T, c goredis.UniversalClient, prefix string) []byte {
 			t.Fatalf("key %s of type %s: add it to rawValues", k, typ)
 		}
 	}
-	if err := iter.Err(); err != nil {
+	return out
+}
+
+// scanAll returns the keys matching pattern, of every master of a Cluster.
+func scanAll(t *testing.T, c goredis.UniversalClient, pattern string) []string {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	scan := func(ctx context.Context, c goredis.Cmdable) error {
+		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := c.(*goredis.ClusterClient); ok {
+		err = cc.ForEachMaster(t.Context(), func(ctx context.Context, m *goredis.Client) error { return scan(ctx, m) })
+	} else {
+		err = scan(t.Context(), c)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -86,7 +114,11 @@ func rawValues(t *testing.T, c goredis.UniversalClient, prefix string) []byte {
 // them, in order, before the newer ones, and A gets nothing while B
 // serves the endpoint.
 func TestOutboxDelivererHandover(t *testing.T) {
-	c, prefix := sharedClient(t)
+	testOutboxDelivererHandover(t, sharedTarget)
+}
+
+func testOutboxDelivererHandover(t *testing.T, tg target) {
+	c, prefix := tg.open(t)
 	const ttl = 300 * time.Millisecond
 	a := newOutboxStore(t, c, prefix, nil, ttl)
 	b := newOutboxStore(t, c, prefix, nil, ttl)

@@ -44,9 +44,13 @@ func preKeyState(t *testing.T, s *Store, acct string) (map[string]string, []stri
 // refused with ErrLeaseLost and change nothing; reads and settings are
 // not fenced.
 func TestPreKeyFencing(t *testing.T) {
-	for _, mode := range modes {
+	testPreKeyFencing(t, sharedTarget)
+}
+
+func testPreKeyFencing(t *testing.T, tg target) {
+	for _, mode := range tg.modes() {
 		t.Run(mode.name, func(t *testing.T) {
-			c, prefix := sharedClient(t)
+			c, prefix := tg.open(t)
 			ctx := t.Context()
 			s := newStore(t, c, prefix, mode.split, nil)
 			clk := newClock()

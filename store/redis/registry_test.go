@@ -49,10 +49,14 @@ func TestRegistrySealsProxies(t *testing.T) {
 // TestRegistryAnnouncesChanges: every change of the registry, made through
 // another Store on another client, reaches a watcher and moves the counter.
 func TestRegistryAnnouncesChanges(t *testing.T) {
-	c, prefix := sharedClient(t)
+	testRegistryAnnouncesChanges(t, sharedTarget)
+}
+
+func testRegistryAnnouncesChanges(t *testing.T, tg target) {
+	c, prefix := tg.open(t)
 	ctx := t.Context()
 	watcher := newStore(t, c, prefix, false, nil)
-	c2, _ := sharedClient(t)
+	c2, _ := tg.open(t)
 	writer := newStore(t, c2, prefix, false, nil)
 	changes, err := watcher.WatchAccounts(ctx)
 	if err != nil {

@@ -28,17 +28,21 @@ func newStore(t testing.TB, c goredis.UniversalClient, prefix string, split bool
 }
 
 func TestContract(t *testing.T) {
-	for _, mode := range modes {
+	testContract(t, sharedTarget)
+}
+
+func testContract(t *testing.T, tg target) {
+	for _, mode := range tg.modes() {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Run("admin", func(t *testing.T) {
 				storetest.Run(t, func(t *testing.T) storetest.Store {
-					c, prefix := sharedClient(t)
+					c, prefix := tg.open(t)
 					return newStore(t, c, prefix, mode.split, nil)
 				})
 			})
 			t.Run("bound", func(t *testing.T) {
 				storetest.Run(t, func(t *testing.T) storetest.Store {
-					c, prefix := sharedClient(t)
+					c, prefix := tg.open(t)
 					s := newStore(t, c, prefix, mode.split, nil)
 					m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
 					return &autoLease{Backend: s.Bound(m), under: s, m: m}
@@ -185,9 +189,13 @@ func TestLoadRefusesCorruptRecords(t *testing.T) {
 // TestFencing: a write from an instance that lost the lease is refused with
 // ErrLeaseLost and changes nothing — neither the device nor the mapping.
 func TestFencing(t *testing.T) {
-	for _, mode := range modes {
+	testFencing(t, sharedTarget)
+}
+
+func testFencing(t *testing.T, tg target) {
+	for _, mode := range tg.modes() {
 		t.Run(mode.name, func(t *testing.T) {
-			c, prefix := sharedClient(t)
+			c, prefix := tg.open(t)
 			ctx := t.Context()
 			s := newStore(t, c, prefix, mode.split, nil)
 			clk := newClock()
@@ -304,7 +312,11 @@ func TestFenceReseeded(t *testing.T) {
 // TestSplitWriteRecovers: a split write interrupted after the device step
 // leaves a marker that Load (or Reconcile) finishes.
 func TestSplitWriteRecovers(t *testing.T) {
-	c, prefix := sharedClient(t)
+	testSplitWriteRecovers(t, sharedTarget)
+}
+
+func testSplitWriteRecovers(t *testing.T, tg target) {
+	c, prefix := tg.open(t)
 	ctx := t.Context()
 	s := newStore(t, c, prefix, true, nil)
 	d := storetest.PairedDevice(t, "acct", "15551111111", "111111111111111", 3)

@@ -78,6 +78,12 @@ type Config struct {
 	// AOF turns on appendonly (appendfsync everysec) so the data survives
 	// Restart. Default off: no AOF and no RDB, so Restart loses the data.
 	AOF bool
+
+	// args are more redis-server arguments (cluster mode, replication);
+	// sentinel, when set, is the content of a Sentinel's configuration
+	// file, and the server runs as a Sentinel (cluster.go, sentinel.go).
+	args     []string
+	sentinel string
 }
 
 // Server is a private redis-server listening on a Unix socket in a
@@ -114,15 +120,37 @@ func Start(t testing.TB, cfg Config) *Server {
 
 func (s *Server) start(bin string) {
 	s.t.Helper()
-	args := []string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--unixsocket", s.sock, "--unixsocketperm", "700",
-		"--dir", s.dir, "--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
+	var args []string
+	if s.cfg.sentinel != "" {
+		// A Sentinel rewrites its configuration file: it must be its own.
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil {
+			if err := os.WriteFile(conf, []byte(s.cfg.sentinel), 0o600); err != nil {
+				s.t.Fatalf("redistest: %v", err)
+			}
+		}
+		args = append(args, conf, "--sentinel")
 	}
+	args = append(args,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--unixsocket", s.sock, "--unixsocketperm", "700",
+		"--dir", s.dir, "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"))
+	if s.cfg.sentinel != "" {
+		s.launch(bin, args)
+		return
+	}
+	args = append(args, "--save", "")
+	args = append(args, s.cfg.args...)
 	if s.cfg.AOF {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	s.launch(bin, args)
+}
+
+// launch starts redis-server with args and waits until it listens.
+func (s *Server) launch(bin string, args []string) {
+	s.t.Helper()
 	s.cmd = exec.Command(bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("redistest: start redis-server: %v", err)
