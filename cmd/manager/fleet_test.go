@@ -114,15 +114,34 @@ type instance struct {
 	stderr *os.File
 }
 
+// fleetRedis is the Redis a fleet's instances share, as their
+// configuration names it: one server, the nodes of a Cluster, or the
+// Sentinels and the name of the primary they watch.
+type fleetRedis struct {
+	addrs      []string
+	masterName string
+}
+
+// oneRedis is a single server at addr.
+func oneRedis(addr string) fleetRedis { return fleetRedis{addrs: []string{addr}} }
+
+// yaml returns the redis section of the configuration.
+func (r fleetRedis) yaml() string {
+	if len(r.addrs) == 1 && r.masterName == "" {
+		return "redis:\n  addr: " + r.addrs[0] + "\n"
+	}
+	return fmt.Sprintf("redis:\n  addrs: [%s]\n  master_name: %q\n", strings.Join(r.addrs, ", "), r.masterName)
+}
+
 // startInstance starts `manager run` in fleet mode with accounts
 // acct-000…; extra is appended to its configuration file.
-func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, redisAddr string, accounts int, extra ...string) *instance {
+func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, redis fleetRedis, accounts int, extra ...string) *instance {
 	t.Helper()
 	listen := freeAddr(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "server:\n  url: %s\n  root_public_key: %s\n", emu.url, emu.rootKey)
 	fmt.Fprintf(&b, "client:\n  version_url: %s/sw.js\n", emu.controlURL)
-	fmt.Fprintf(&b, "store:\n  kind: redis\nredis:\n  addr: %s\n", redisAddr)
+	b.WriteString("store:\n  kind: redis\n" + redis.yaml())
 	fmt.Fprintf(&b, "fleet:\n  instance_id: %s\n  lease_ttl: %s\n", name, fleetLeaseTTL)
 	fmt.Fprintf(&b, "http:\n  listen: %s\nlog:\n  level: warn\n", listen)
 	b.WriteString("connect:\n  rate: 500\n  burst: 50\n  backoff_initial: 200ms\n  backoff_max: 2s\naccounts:\n")
@@ -362,9 +381,9 @@ func TestFleetFailoverScaleOutAndRedisRestart(t *testing.T) {
 	const n = 300
 
 	instances := []*instance{
-		startInstance(t, bin, dir, "inst-1", emu, rs.Addr(), n),
-		startInstance(t, bin, dir, "inst-2", emu, rs.Addr(), n),
-		startInstance(t, bin, dir, "inst-3", emu, rs.Addr(), n),
+		startInstance(t, bin, dir, "inst-1", emu, oneRedis(rs.Addr()), n),
+		startInstance(t, bin, dir, "inst-2", emu, oneRedis(rs.Addr()), n),
+		startInstance(t, bin, dir, "inst-3", emu, oneRedis(rs.Addr()), n),
 	}
 	stopWatch := watchDoubles(t, emu)
 	defer stopWatch()
@@ -396,7 +415,7 @@ func TestFleetFailoverScaleOutAndRedisRestart(t *testing.T) {
 	t.Logf("failover of %d accounts took %s", per[victim.name], time.Since(killedAt).Round(time.Millisecond))
 
 	// Scale-out: a fourth instance joins and takes its share.
-	fourth := startInstance(t, bin, dir, "inst-4", emu, rs.Addr(), n)
+	fourth := startInstance(t, bin, dir, "inst-4", emu, oneRedis(rs.Addr()), n)
 	instances = append(instances, fourth)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {

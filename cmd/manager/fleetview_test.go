@@ -165,9 +165,9 @@ func TestFleetWideViewAndRoutedActions(t *testing.T) {
 	rs := redistest.Start(t, redistest.Config{})
 	const n = 30
 	instances := []*instance{
-		startInstance(t, bin, dir, "inst-1", emu, rs.Addr(), n),
-		startInstance(t, bin, dir, "inst-2", emu, rs.Addr(), n),
-		startInstance(t, bin, dir, "inst-3", emu, rs.Addr(), n),
+		startInstance(t, bin, dir, "inst-1", emu, oneRedis(rs.Addr()), n),
+		startInstance(t, bin, dir, "inst-2", emu, oneRedis(rs.Addr()), n),
+		startInstance(t, bin, dir, "inst-3", emu, oneRedis(rs.Addr()), n),
 	}
 	stopWatch := watchDoubles(t, emu)
 	defer stopWatch()

@@ -19,12 +19,12 @@ import (
 
 // streamEvent is one entry of the Redis event stream wafleet:events.
 type streamEvent struct {
-	instance, account, kind, alarm string
-	at                             time.Time
+	instance, account, kind, alarm, error string
+	at                                    time.Time
 }
 
 // eventsSince reads the event stream from time since on.
-func eventsSince(t *testing.T, rc *goredis.Client, since time.Time) []streamEvent {
+func eventsSince(t *testing.T, rc goredis.UniversalClient, since time.Time) []streamEvent {
 	t.Helper()
 	msgs, err := rc.XRange(context.Background(), "wafleet:events", fmt.Sprint(since.UnixMilli()), "+").Result()
 	if err != nil {
@@ -34,9 +34,9 @@ func eventsSince(t *testing.T, rc *goredis.Client, since time.Time) []streamEven
 	for _, m := range msgs {
 		field := func(k string) string { s, _ := m.Values[k].(string); return s }
 		at, _ := time.Parse(time.RFC3339Nano, field("time"))
-		var body struct{ Alarm string }
+		var body struct{ Alarm, Error string }
 		_ = json.Unmarshal([]byte(field("body")), &body) // the event's JSON, events.Wire
-		out = append(out, streamEvent{instance: field("instance"), account: field("account"), kind: field("kind"), alarm: body.Alarm, at: at})
+		out = append(out, streamEvent{instance: field("instance"), account: field("account"), kind: field("kind"), alarm: body.Alarm, error: body.Error, at: at})
 	}
 	return out
 }
@@ -145,8 +145,8 @@ func TestFleetClockJumpAndPause(t *testing.T) {
 	rc := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
 	defer rc.Close()
 	const n = 60
-	one := startInstance(t, bin, dir, "inst-1", emu, rs.Addr(), n)
-	two := startInstance(t, bin, dir, "inst-2", emu, rs.Addr(), n)
+	one := startInstance(t, bin, dir, "inst-1", emu, oneRedis(rs.Addr()), n)
+	two := startInstance(t, bin, dir, "inst-2", emu, oneRedis(rs.Addr()), n)
 	instances := []*instance{one, two}
 	stopWatch := watchDoubles(t, emu)
 	waitFleet(t, instances, emu, n, true, 5*time.Minute)

@@ -35,8 +35,8 @@ func TestFleetWebhooksSurviveKill(t *testing.T) {
 	const n = 6
 	hook := webhookYAML("receiver", recv.URL)
 	instances := []*instance{
-		startInstance(t, bin, dir, "inst-1", emu, rs.Addr(), n, hook),
-		startInstance(t, bin, dir, "inst-2", emu, rs.Addr(), n, hook),
+		startInstance(t, bin, dir, "inst-1", emu, oneRedis(rs.Addr()), n, hook),
+		startInstance(t, bin, dir, "inst-2", emu, oneRedis(rs.Addr()), n, hook),
 	}
 	waitFleet(t, instances, emu, n, true, fleetPatience)
 	recv.WaitUntil(t, "every account's connected event", func(got []webhook.Delivery) bool {

@@ -115,6 +115,34 @@ func (c *Cluster) KillMasterOf(key string) (*Server, time.Duration) {
 	return m, time.Since(killed)
 }
 
+// RestartKilled starts the nodes KillMasterOf killed again, in their
+// directories: each finds its slots taken over and rejoins as the replica
+// of its former replica, its data gone (no persistence). It waits until
+// they are in sync and the Cluster is healthy, ready for the next
+// KillMasterOf.
+func (c *Cluster) RestartKilled() {
+	c.t.Helper()
+	var back []*Server
+	for _, n := range c.nodes {
+		if n.cmd == nil {
+			n.Restart()
+			back = append(back, n)
+		}
+	}
+	waitFor(c.t, "the restarted nodes in sync as replicas", func(ctx context.Context) string {
+		for _, n := range back {
+			repl, err := c.query(ctx, n, "info", "replication")
+			if err != nil {
+				return err.Error()
+			}
+			if !strings.Contains(repl, "role:slave") || !strings.Contains(repl, "master_link_status:up") {
+				return n.Addr() + " is not a replica in sync yet"
+			}
+		}
+		return c.unhealthy(ctx)
+	})
+}
+
 // WaitHealthy waits until every live node reports cluster_state:ok, all
 // 16384 slots are served by live masters and every live replica's link to
 // its master is up.

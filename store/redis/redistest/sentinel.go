@@ -141,6 +141,39 @@ func (s *Sentinel) KillPrimary() time.Duration {
 	return time.Since(killed)
 }
 
+// RestartKilled starts the data server KillPrimary killed again, as a
+// replica of the current primary (its data is gone: it has no
+// persistence), and waits until it is in sync and every Sentinel lists it
+// as a live replica, ready for the next KillPrimary.
+func (s *Sentinel) RestartKilled() {
+	s.t.Helper()
+	p := s.Primary()
+	for _, d := range s.data {
+		if d.cmd != nil {
+			continue
+		}
+		d.cfg.args = []string{"--replicaof", "127.0.0.1", strconv.Itoa(p.port)}
+		d.Restart()
+	}
+	waitFor(s.t, "the restarted server in sync as a replica", func(ctx context.Context) string {
+		if why := s.replicaInSync(ctx); why != "" {
+			return why
+		}
+		for _, sn := range s.sentinels {
+			c := goredis.NewSentinelClient(&goredis.Options{Network: "unix", Addr: sn.sock, DialTimeout: time.Second})
+			replicas, err := c.Replicas(ctx, MasterName).Result()
+			c.Close()
+			if err != nil {
+				return err.Error()
+			}
+			if len(replicas) != 1 || replicas[0]["flags"] != "slave" {
+				return fmt.Sprintf("Sentinel %s lists the replicas %v", sn.Addr(), replicas)
+			}
+		}
+		return ""
+	})
+}
+
 // primaryBy returns the data server the Sentinel sn names as the primary.
 func (s *Sentinel) primaryBy(ctx context.Context, sn *Server) *Server {
 	c := goredis.NewSentinelClient(&goredis.Options{Network: "unix", Addr: sn.sock, DialTimeout: time.Second})
