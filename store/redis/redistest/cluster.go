@@ -51,7 +51,11 @@ func StartCluster(t testing.TB, cfg Config) *Cluster {
 	}
 	c := &Cluster{t: t}
 	for range 6 {
-		c.nodes = append(c.nodes, Start(t, cfg))
+		// The Cluster bus listens on port+10000 unless told otherwise,
+		// which may be taken or past 65535: it gets a free port of its own.
+		node := cfg
+		node.args = append(slices.Clone(cfg.args), "--cluster-port", strconv.Itoa(freePort(t)))
+		c.nodes = append(c.nodes, Start(t, node))
 	}
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
