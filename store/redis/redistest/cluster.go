@@ -226,16 +226,21 @@ func (c *Cluster) slotRanges() []slotRange {
 	defer cancel()
 	for _, n := range c.live() {
 		cl := goredis.NewClient(n.Options())
-		slots, err := cl.ClusterSlots(ctx).Result()
+		shards, err := cl.ClusterShards(ctx).Result()
 		cl.Close()
 		if err != nil {
 			continue
 		}
-		out := make([]slotRange, len(slots))
-		for i, s := range slots {
-			out[i] = slotRange{lo: int(s.Start), hi: int(s.End)}
-			if len(s.Nodes) > 0 {
-				out[i].id = s.Nodes[0].ID
+		var out []slotRange
+		for _, sh := range shards {
+			var master string
+			for _, node := range sh.Nodes {
+				if node.Role == "master" {
+					master = node.ID
+				}
+			}
+			for _, r := range sh.Slots {
+				out = append(out, slotRange{lo: int(r.Start), hi: int(r.End), id: master})
 			}
 		}
 		return out
