@@ -119,14 +119,11 @@ func redisClient(ctx context.Context, c config.Redis) (goredis.UniversalClient, 
 		where = fmt.Sprintf("redis primary %q of the Sentinels at %v", c.MasterName, addrs)
 	}
 	err := client.Ping(ctx).Err()
-	if _, single := client.(*goredis.Client); err == nil && single && c.MasterName == "" {
-		var cluster bool
-		if cluster, err = clusterEnabled(ctx, client); err == nil && cluster {
-			_ = client.Close()
-			opts.IsClusterMode = true
-			client = goredis.NewUniversalClient(opts)
-			err = client.Ping(ctx).Err()
-		}
+	if _, single := client.(*goredis.Client); err == nil && single && c.MasterName == "" && clusterEnabled(ctx, client) {
+		_ = client.Close()
+		opts.IsClusterMode = true
+		client = goredis.NewUniversalClient(opts)
+		err = client.Ping(ctx).Err()
 	}
 	if err != nil {
 		_ = client.Close()
@@ -144,13 +141,12 @@ func redisClient(ctx context.Context, c config.Redis) (goredis.UniversalClient, 
 	return client, nil
 }
 
-// clusterEnabled reports whether the server runs in cluster mode.
-func clusterEnabled(ctx context.Context, c goredis.UniversalClient) (bool, error) {
+// clusterEnabled reports whether the server says it runs in cluster
+// mode; a server that does not answer INFO (a managed Redis may refuse
+// it) is taken for a single one.
+func clusterEnabled(ctx context.Context, c goredis.UniversalClient) bool {
 	info, err := c.Info(ctx, "cluster").Result()
-	if err != nil {
-		return false, fmt.Errorf("INFO cluster: %w", err)
-	}
-	return strings.Contains(info, "cluster_enabled:1"), nil
+	return err == nil && strings.Contains(info, "cluster_enabled:1")
 }
 
 // checkKey opens a few stored devices, and the account registry, so that a

@@ -4,7 +4,8 @@
 // device and prekey write fenced by the account's lease (Store, Fenced,
 // Bound), the per-instance membership heartbeat and account leases with
 // fencing tokens (Leases), a fleet-wide connect-rate limiter (Limiter), the
-// persistence check run at start (CheckDurability) and
+// persistence check run at start (CheckDurability), the hook a Cluster
+// client needs to find a promoted replica (FollowFailovers, cluster.go) and
 // the AOF rewrite that follows the sealing of records written in the clear
 // (RewriteAOF, aof.go).
 //
