@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,11 @@ func runManager(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopProfile() // on an early return; the profile's error is reported below
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -45,7 +51,7 @@ func runManager(ctx context.Context, e *env, args []string) error {
 	reloadCtx, stopReloading := context.WithCancel(ctx)
 	defer stopReloading()
 	go watchConfig(reloadCtx, *path, a, logger)
-	return a.Run(ctx)
+	return errors.Join(a.Run(ctx), stopProfile())
 }
 
 // watchConfig re-reads the account list on SIGHUP and whenever the config
