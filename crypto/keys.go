@@ -1,7 +1,6 @@
 package crypto
 
 import (
-	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -89,15 +88,14 @@ func isLowOrder(u *field.Element) bool {
 	return false
 }
 
-// KeyPair is an X25519 key pair. Build it with GenerateKeyPair or
-// KeyPairFromPrivate, which cache the parsed private key so that DH runs one
-// scalar multiplication; a KeyPair written as a literal still works but
-// re-parses the private key on every DH. A KeyPair is safe for concurrent use
-// once built.
+// KeyPair is an X25519 key pair. GenerateKeyPair and KeyPairFromPrivate
+// derive Pub from Priv; a literal built from stored halves (a device's noise
+// key) is as good, and costs nothing, provided Pub is Priv's public key:
+// nothing here checks it (the store does when it writes a device). DH
+// multiplies with Priv alone, one X25519 ladder per call. A KeyPair is safe
+// for concurrent use.
 type KeyPair struct {
 	Pub, Priv [32]byte
-
-	ecdhKey *ecdh.PrivateKey // cached parse of Priv; nil for literals
 }
 
 // GenerateKeyPair returns a fresh key pair whose private key is clamped
@@ -113,10 +111,10 @@ func GenerateKeyPair() (*KeyPair, error) {
 	return KeyPairFromPrivate(priv[:])
 }
 
-// GeneratePair returns a fresh clamped private key and its public key,
-// without the parsed key GenerateKeyPair keeps for DH: for keys that are
-// stored and used much later, such as one-time prekeys, of which a device
-// makes hundreds at a time. It costs about 40 % of GenerateKeyPair.
+// GeneratePair returns a fresh clamped private key and its public key as
+// values, without GenerateKeyPair's allocation: for keys that are stored
+// rather than used, such as one-time prekeys, of which a device makes
+// hundreds at a time.
 func GeneratePair() (priv, pub [32]byte, err error) {
 	if _, err := rand.Read(priv[:]); err != nil {
 		return priv, pub, fmt.Errorf("crypto: generate key: %w", err)
@@ -142,45 +140,29 @@ func PublicKey(priv *[32]byte) [32]byte {
 	return pub
 }
 
-// KeyPairFromPrivate derives the public key of a 32-byte X25519 private key.
-// The private bytes are kept exactly as given (X25519 clamps internally; the
-// signature scheme hashes the stored bytes).
+// KeyPairFromPrivate derives the public key of a 32-byte X25519 private key
+// (PublicKey). The private bytes are kept exactly as given (X25519 clamps
+// internally; the signature scheme hashes the stored bytes).
 func KeyPairFromPrivate(priv []byte) (*KeyPair, error) {
-	k, err := ecdh.X25519().NewPrivateKey(priv)
-	if err != nil {
+	if len(priv) != 32 {
 		return nil, fmt.Errorf("crypto: private key: %w", ErrKeyLength)
 	}
-	kp := &KeyPair{ecdhKey: k}
+	kp := &KeyPair{}
 	copy(kp.Priv[:], priv)
-	copy(kp.Pub[:], k.PublicKey().Bytes())
+	kp.Pub = PublicKey(&kp.Priv)
 	return kp, nil
 }
 
 // DH returns X25519(kp.Priv, peerPub). It fails on a peer key that is not
-// 32 bytes (ErrKeyLength) or of small order (ErrLowOrderKey).
+// 32 bytes (ErrKeyLength) or of small order (ErrLowOrderKey): those are the
+// keys under which the result would be all zeros, or one of at most 8
+// values whatever kp.Priv is.
 func (kp *KeyPair) DH(peerPub []byte) ([32]byte, error) {
 	var out [32]byte
 	if err := CheckPublicKey(peerPub); err != nil {
 		return out, fmt.Errorf("crypto: dh peer key: %w", err)
 	}
-	k := kp.ecdhKey
-	if k == nil {
-		var err error
-		if k, err = ecdh.X25519().NewPrivateKey(kp.Priv[:]); err != nil {
-			return out, fmt.Errorf("crypto: dh private key: %w", ErrKeyLength)
-		}
-	}
-	pub, err := ecdh.X25519().NewPublicKey(peerPub)
-	if err != nil {
-		return out, fmt.Errorf("crypto: dh peer key: %w", ErrKeyLength)
-	}
-	shared, err := k.ECDH(pub)
-	if err != nil {
-		// crypto/ecdh refuses exactly the all-zero output, which only a
-		// low-order key gives; CheckPublicKey has turned those away.
-		return out, fmt.Errorf("crypto: dh: %w", ErrLowOrderKey)
-	}
-	copy(out[:], shared)
+	x25519(&out, &kp.Priv, (*[32]byte)(peerPub))
 	return out, nil
 }
 

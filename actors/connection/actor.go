@@ -9,7 +9,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wafleet/wafleet/actors/pairing"
-	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/payload"
@@ -60,12 +59,9 @@ type conn struct {
 	// Reason of the event setPhase publishes next.
 	ending events.Reason
 
-	dev *store.Device
-	// noise is dev's noise key parsed for the handshake's DH, kept across
-	// dials so a redial does not derive it again (see noiseKey).
-	noise *crypto.KeyPair
-	wipe  *wipeOrder // wipe the stored device before the next attempt (nil: keep it)
-	held  *heldWipe  // a server-initiated wipe the WipeGuard holds (phase stopped)
+	dev  *store.Device
+	wipe *wipeOrder // wipe the stored device before the next attempt (nil: keep it)
+	held *heldWipe  // a server-initiated wipe the WipeGuard holds (phase stopped)
 
 	dials       int
 	failures    int // consecutive failures, for the backoff

@@ -165,20 +165,6 @@ func (c *conn) onLoaded(ctx actor.Context, m *loaded) {
 	c.dial(ctx)
 }
 
-// noiseKey returns the device's noise key pair for the handshake, parsing
-// it (one X25519 multiplication, which crypto/ecdh spends deriving the public
-// key) only when the device's noise key differs from the one parsed last.
-func (c *conn) noiseKey() (*crypto.KeyPair, error) {
-	if c.noise == nil || c.noise.Priv != c.dev.NoiseKey.Priv {
-		kp, err := crypto.KeyPairFromPrivate(c.dev.NoiseKey.Priv[:])
-		if err != nil {
-			return nil, err
-		}
-		c.noise = kp
-	}
-	return c.noise, nil
-}
-
 // dial starts the dial and handshake in a goroutine, after the limiter.
 func (c *conn) dial(ctx actor.Context) {
 	l := c.newAttempt(ctx)
@@ -188,11 +174,10 @@ func (c *conn) dial(ctx actor.Context) {
 		c.end(ctx, outStop, err)
 		return
 	}
-	noise, err := c.noiseKey()
-	if err != nil {
-		c.end(ctx, outStop, fmt.Errorf("noise key: %w", err))
-		return
-	}
+	// The stored halves as they are: the store checked that they agree
+	// when it wrote the device, and the handshake's DH needs only the
+	// private half (no X25519 multiplication to build the pair).
+	noise := &crypto.KeyPair{Pub: c.dev.NoiseKey.Pub, Priv: c.dev.NoiseKey.Priv}
 	c.dials++
 	req := DialRequest{URL: c.deps.Server.URL, Proxy: c.deps.Proxy, RootKey: c.deps.Server.RootKey, NoiseKey: noise, Payload: pl,
 		HandshakeTimeout: c.deps.HandshakeTimeout, WriteTimeout: c.deps.WriteTimeout}
