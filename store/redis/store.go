@@ -206,7 +206,12 @@ func (s *Store) LoadRecord(ctx context.Context, id string) (*store.Device, store
 // Save implements store.Store as an administrative write: it fails with
 // store.ErrLeaseLost while any instance holds the account's lease.
 func (s *Store) Save(ctx context.Context, d *store.Device) error {
-	return s.save(ctx, d, Lease{})
+	rec, err := s.encode(d)
+	if err != nil {
+		return err
+	}
+	defer clear(rec)
+	return s.save(ctx, d, rec, Lease{})
 }
 
 // Delete implements store.Store as an administrative write (see Save). The
@@ -215,18 +220,27 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return s.delete(ctx, id, Lease{})
 }
 
-func (s *Store) save(ctx context.Context, d *store.Device, l Lease) error {
-	if err := d.Validate(); err != nil {
-		return fmt.Errorf("redis: save: %w", err)
+// encode validates d and encodes it for save, in one store.Encode: the
+// three X25519 derivations that check its public halves run once per save.
+// An invalid device's error does not name its id, which may be the invalid
+// part.
+func (s *Store) encode(d *store.Device) ([]byte, error) {
+	rec, err := store.Encode(d, s.sealer)
+	switch {
+	case errors.Is(err, store.ErrInvalidDevice):
+		return nil, fmt.Errorf("redis: save: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("redis: save %q: %w", d.ID, err)
 	}
+	return rec, nil
+}
+
+// save writes rec, the record encode made of d, under l (none for an
+// administrative write).
+func (s *Store) save(ctx context.Context, d *store.Device, rec []byte, l Lease) error {
 	if l.Value != "" && l.Account != d.ID {
 		return fmt.Errorf("redis: save %q with the lease of %q: %w", d.ID, l.Account, store.ErrLeaseLost)
 	}
-	rec, err := store.Encode(d, s.sealer)
-	if err != nil {
-		return fmt.Errorf("redis: save %q: %w", d.ID, err)
-	}
-	defer clear(rec)
 	pn, lid := d.PNUser(), d.LIDUser()
 	if pn == "" || lid == "" {
 		pn, lid = "", ""
@@ -562,14 +576,16 @@ func (v *view) Save(ctx context.Context, d *store.Device) error {
 	if err := v.check("save"); err != nil {
 		return err
 	}
-	if err := d.Validate(); err != nil {
-		return fmt.Errorf("redis: save: %w", err)
+	rec, err := v.s.encode(d)
+	if err != nil {
+		return err
 	}
+	defer clear(rec)
 	l, ok := v.lease(d.ID)
 	if !ok {
 		return fmt.Errorf("redis: save %q: no lease held: %w", d.ID, store.ErrLeaseLost)
 	}
-	return v.s.save(ctx, d, l)
+	return v.s.save(ctx, d, rec, l)
 }
 
 func (v *view) Delete(ctx context.Context, id string) error {
