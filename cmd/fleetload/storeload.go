@@ -162,7 +162,13 @@ func timeLoad(ctx context.Context, bin, cfgPath, listen string, n int, timeout t
 			return nil, err
 		}
 	}
-	return lt, mgr.stop()
+	t0 := time.Now()
+	if err := mgr.stop(); err != nil {
+		fmt.Printf("manager shutdown           %v\n", err) // a figure too, not a reason to lose the others
+	} else {
+		fmt.Printf("manager shutdown           exited 0 %s after SIGTERM\n", time.Since(t0).Round(time.Millisecond))
+	}
+	return lt, nil
 }
 
 // usedMemory is Redis's INFO memory used_memory, in bytes.
