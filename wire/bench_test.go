@@ -1,16 +1,22 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -419,4 +425,100 @@ func BenchmarkReceive(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(recvT)/float64(rawT), "x-open")
 	})
+}
+
+// rawUpgradeServer accepts WebSocket upgrades with a few lines of its own
+// (no WebSocket library, so the heap it keeps is the same whatever this
+// package uses), sends each client one binary message carrying hello, and
+// then keeps only the net.Conn: no buffer, no goroutine.
+type rawUpgradeServer struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	done  chan struct{}
+}
+
+func startRawUpgradeServer(b *testing.B, hello []byte) *rawUpgradeServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &rawUpgradeServer{ln: ln, done: make(chan struct{})}
+	msg := append([]byte{0x82, 126, byte(len(hello) >> 8), byte(len(hello))}, hello...)
+	go func() {
+		defer close(s.done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := http.ReadRequest(bufio.NewReader(c))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+			resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+				base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n"
+			if _, err := c.Write(append([]byte(resp), msg...)); err != nil {
+				c.Close()
+				continue
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *rawUpgradeServer) close() {
+	s.ln.Close()
+	<-s.done
+	for _, c := range s.conns {
+		c.Close()
+	}
+}
+
+// BenchmarkIdleConnMemory measures what an idle connected client Conn
+// keeps: 1,000 Conns dial a loopback server, each receives one 200-byte
+// frame and sends one, then waits in ReadFrame. heap-B/conn is the growth
+// of HeapInuse (after a GC) per Conn, stack-B/conn that of StackInuse (the
+// reading goroutine); the server side keeps only its net.Conn. Run it with
+// -benchtime=1x.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 1000
+	hello, _ := AppendFrame(nil, make([]byte, 200))
+	for b.Loop() {
+		srv := startRawUpgradeServer(b, hello)
+		url := "ws://" + srv.ln.Addr().String() + "/ws/chat"
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		cs := make([]*Conn, conns)
+		var wg sync.WaitGroup
+		for i := range cs {
+			c, err := Dial(context.Background(), url, DialOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.ReadFrame(); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.WriteFrame(make([]byte, 200)); err != nil {
+				b.Fatal(err)
+			}
+			cs[i] = c
+			wg.Go(func() { c.ReadFrame() })
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/conns, "heap-B/conn")
+		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/conns, "stack-B/conn")
+		for _, c := range cs {
+			c.Close()
+		}
+		wg.Wait()
+		srv.close()
+	}
 }
