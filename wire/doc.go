@@ -3,17 +3,28 @@
 //
 // Layers, bottom up:
 //
-//   - frame.go: the 4-byte connection header ([ConnHeader], also the Noise
-//     prologue) and 3-byte big-endian length-prefixed frames. [FrameReader]
-//     reassembles frames independently of WebSocket message boundaries,
-//     under the read limit, or during a handshake under
-//     [MaxHandshakeMessageSize] and [HandshakeReadBudget].
 //   - ws.go: [Dial] (client, with proxy support) and [Accept] (server, for the
-//     emulator) return a [*Conn], a [FrameConn] over gorilla/websocket.
+//     emulator) return a [*Conn], a [FrameConn] over a WebSocket. The HTTP
+//     upgrade, on both sides, and the masking come from github.com/gobwas/ws;
+//     writes go through a pooled buffer, so an idle Conn holds none.
+//   - wsread.go: the WebSocket frames are read by this package, straight into
+//     the connection's own buffer, and decoded there: payloads unmasked in
+//     place, headers and control frames cut out, pings answered, a close
+//     echoed. gorilla/websocket (used before) and gobwas's frame reader both
+//     read through a buffer of their own and hand out a copy, so every frame
+//     was copied once more after the socket read it; here a frame is opened
+//     where the socket put it.
+//   - frame.go: the 4-byte connection header ([ConnHeader], also the Noise
+//     prologue) and 3-byte big-endian length-prefixed frames, cut out of the
+//     decoded stream independently of WebSocket message boundaries, under the
+//     read limit, or during a handshake under [MaxHandshakeMessageSize] and
+//     [HandshakeReadBudget], refused from their prefix before the buffer
+//     grows for them.
 //   - handshake.go: [ClientHandshake] runs the initiator side of the handshake
 //     in one call; [AcceptHandshake] runs the responder side step by step so the
 //     emulator can inject faults between steps.
-//   - transport.go: [Transport] seals and opens frames with the split keys.
+//   - transport.go: [Transport] seals and opens frames with the split keys,
+//     opening in place in the Conn's read buffer.
 //
 // The connection actor (client) and the emulator (server) import this package.
 // Binary nodes, JIDs and protobufs live in the sub-packages wire/node, wire/jid

@@ -47,15 +47,6 @@ const (
 	HandshakeReadBudget = 16 << 10
 )
 
-// Growth policy of FrameReader's buffer: a body is read in steps of at least
-// growStep bytes, and the buffer at most doubles per step, so memory follows
-// the bytes that actually arrived, never a length the peer merely announced.
-// A buffer grown past shrinkAbove is dropped before the next frame.
-const (
-	growStep    = 64 << 10
-	shrinkAbove = 1 << 20
-)
-
 // AppendFrame appends body with its 3-byte length prefix to dst. A body longer
 // than MaxFrameSize is ErrFrameTooLarge and dst is returned unchanged.
 func AppendFrame(dst, body []byte) ([]byte, error) {
@@ -73,58 +64,53 @@ func putPrefix(b []byte, n int) {
 	b[0], b[1], b[2] = byte(n>>16), byte(n>>8), byte(n)
 }
 
-// FrameReader cuts frames out of a stream of messages, independently of where
-// the messages begin and end: one message may carry several frames, and one
-// frame, even its length prefix, may span several messages.
-//
-// It pulls messages from a function (for a WebSocket: the next binary
-// message's reader) and reads only as many bytes as the current frame needs.
-// A length above the limit is rejected as soon as its prefix is read; the body
-// buffer grows only as body bytes arrive and is reused between frames, so the
-// steady state allocates nothing.
+// frameReader cuts frames out of the stream a wsReader decodes,
+// independently of where the WebSocket messages begin and end: one message
+// may carry several frames, and one frame, even its length prefix, may span
+// several messages. A length above the limit is refused as soon as its
+// prefix is there, before the buffer grows for it; a frame that arrived in
+// one WebSocket frame is returned where the socket's read put it.
 //
 // During a handshake (between beginHandshake and endHandshake) frames are
-// held to MaxHandshakeMessageSize and all reads to HandshakeReadBudget.
+// held to MaxHandshakeMessageSize and all frame bytes to
+// HandshakeReadBudget.
 //
-// A FrameReader is not safe for concurrent use. After an error, every later
-// call returns the same error, and the buffer is released.
-type FrameReader struct {
-	next       func() (io.Reader, error)
-	cur        io.Reader
+// It is not safe for concurrent use. After an error, every later call
+// returns the same error, and the buffer is released.
+type frameReader struct {
+	in         wsReader
 	frameLimit int // the limit outside the handshake
 	limit      int // the limit now: frameLimit, or less during the handshake
 	budget     int // bytes that may still be read; negative: unbounded
-	pre        [FramePrefixLen]byte
-	buf        []byte
 	err        error
 }
 
-// NewFrameReader returns a FrameReader that takes messages from next and
-// refuses frame bodies longer than limit bytes (limit <= 0 or above
-// MaxFrameSize means MaxFrameSize). next returns io.EOF when the stream ends.
-func NewFrameReader(next func() (io.Reader, error), limit int) *FrameReader {
+// init sets the frame limit (limit <= 0 or above MaxFrameSize means
+// MaxFrameSize).
+func (r *frameReader) init(limit int) {
 	if limit <= 0 || limit > MaxFrameSize {
 		limit = MaxFrameSize
 	}
-	return &FrameReader{next: next, frameLimit: limit, limit: limit, budget: -1}
+	r.frameLimit, r.limit, r.budget = limit, limit, -1
 }
 
 // beginHandshake holds the reader to the handshake's limits: frames of at
 // most MaxHandshakeMessageSize bytes, HandshakeReadBudget bytes in all.
-func (r *FrameReader) beginHandshake() {
+func (r *frameReader) beginHandshake() {
 	r.limit = min(r.frameLimit, MaxHandshakeMessageSize)
 	r.budget = HandshakeReadBudget
 }
 
-// endHandshake restores the read limit and releases the handshake's buffer.
-func (r *FrameReader) endHandshake() {
+// endHandshake restores the read limit and gives back the buffer the
+// handshake grew.
+func (r *frameReader) endHandshake() {
 	r.limit = r.frameLimit
 	r.budget = -1
-	r.buf = nil
+	r.in.shrink(readBufferSize)
 }
 
 // spend takes n bytes from the handshake's read budget before they are read.
-func (r *FrameReader) spend(n int) error {
+func (r *frameReader) spend(n int) error {
 	if r.budget < 0 {
 		return nil
 	}
@@ -136,7 +122,7 @@ func (r *FrameReader) spend(n int) error {
 }
 
 // limitError describes a frame whose announced length n is above the limit.
-func (r *FrameReader) limitError(n int) error {
+func (r *frameReader) limitError(n int) error {
 	if r.budget >= 0 {
 		return fmt.Errorf("%w: handshake message announced %d bytes, limit %d", ErrFrameTooLarge, n, r.limit)
 	}
@@ -148,148 +134,87 @@ func (r *FrameReader) limitError(n int) error {
 // it in place (the transport decrypts in place). At a clean end of stream
 // between frames it returns io.EOF; a stream ending inside a frame is
 // io.ErrUnexpectedEOF. A length above the limit is ErrFrameTooLarge.
-func (r *FrameReader) ReadFrame() ([]byte, error) {
+func (r *frameReader) ReadFrame() ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if cap(r.buf) > shrinkAbove {
-		r.buf = nil
-	}
+	r.in.shrink(shrinkAbove)
 	if err := r.spend(FramePrefixLen); err != nil {
 		return nil, r.fail(err)
 	}
-	if n, err := r.fill(r.pre[:]); err != nil {
-		if errors.Is(err, io.EOF) && n > 0 {
-			err = io.ErrUnexpectedEOF
-		}
+	pre, err := r.in.peek(FramePrefixLen)
+	if err != nil {
 		return nil, r.fail(err)
 	}
-	n := int(r.pre[0])<<16 | int(r.pre[1])<<8 | int(r.pre[2])
+	n := int(pre[0])<<16 | int(pre[1])<<8 | int(pre[2])
 	if n > r.limit {
 		return nil, r.fail(r.limitError(n))
 	}
 	if err := r.spend(n); err != nil {
 		return nil, r.fail(err)
 	}
-	body, err := r.readBody(n)
+	b, err := r.in.peek(FramePrefixLen + n)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, r.fail(err)
 	}
-	return body, nil
-}
-
-// readBody reads n bytes into r.buf, growing it in steps as bytes arrive.
-func (r *FrameReader) readBody(n int) ([]byte, error) {
-	buf := r.buf[:0]
-	have := 0
-	for have < n {
-		target := min(n, max(cap(buf), 2*have, growStep))
-		if target > cap(buf) {
-			nb := make([]byte, target)
-			copy(nb, buf[:have])
-			buf = nb
-			r.buf = nb
-		}
-		buf = buf[:target]
-		if _, err := r.fill(buf[have:target]); err != nil {
-			return nil, err
-		}
-		have = target
-	}
-	return buf[:n], nil
-}
-
-// maxEmptyReads bounds consecutive (0, nil) reads before giving up, so a
-// misbehaving message reader cannot spin the reader forever.
-const maxEmptyReads = 100
-
-// fill reads exactly len(p) bytes, crossing message boundaries as needed. It
-// returns how many bytes it read and io.EOF if the stream ended first.
-func (r *FrameReader) fill(p []byte) (int, error) {
-	total, empty := 0, 0
-	for total < len(p) {
-		if r.cur == nil {
-			m, err := r.next()
-			if err != nil {
-				return total, err
-			}
-			if m == nil { // no message after all: counts as an empty read
-				if empty++; empty > maxEmptyReads {
-					return total, io.ErrNoProgress
-				}
-				continue
-			}
-			r.cur = m
-		}
-		n, err := r.cur.Read(p[total:])
-		total += n
-		switch {
-		case err == io.EOF:
-			r.cur = nil
-		case err != nil:
-			return total, err
-		case n == 0:
-			empty++
-			if empty > maxEmptyReads {
-				return total, io.ErrNoProgress
-			}
-			continue
-		}
-		empty = 0
-	}
-	return total, nil
+	r.in.discard(FramePrefixLen + n)
+	return b[FramePrefixLen:], nil
 }
 
 // readConnHeader consumes the client's connection header (server side),
 // skipping an optional edge-routing prefix before it.
-func (r *FrameReader) readConnHeader() error {
+func (r *frameReader) readConnHeader() error {
 	if r.err != nil {
 		return r.err
 	}
-	var hdr [len(ConnHeader)]byte
-	if err := r.spend(len(hdr)); err != nil {
+	const n = len(ConnHeader)
+	if err := r.spend(n); err != nil {
 		return r.fail(err)
 	}
-	if n, err := r.fill(hdr[:]); err != nil {
-		if n == 0 {
-			return r.fail(err) // nothing arrived: a hang-up, not a bad header
+	hdr, err := r.in.peek(n)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return r.fail(fmt.Errorf("%w: %w", ErrBadHeader, err))
 		}
-		return r.fail(fmt.Errorf("%w: %w", ErrBadHeader, err))
+		return r.fail(err) // nothing arrived: a hang-up, not a bad header
 	}
-	if string(hdr[:]) == edgeRoutingMagic {
+	if string(hdr) == edgeRoutingMagic {
 		if err := r.spend(FramePrefixLen); err != nil {
 			return r.fail(err)
 		}
-		if _, err := r.fill(r.pre[:]); err != nil {
+		b, err := r.in.peek(n + FramePrefixLen)
+		if err != nil {
 			return r.fail(fmt.Errorf("%w: edge routing: %w", ErrBadHeader, err))
 		}
-		n := int(r.pre[0])<<16 | int(r.pre[1])<<8 | int(r.pre[2])
-		if n > maxEdgeRouting {
-			return r.fail(fmt.Errorf("%w: edge routing info of %d bytes", ErrBadHeader, n))
+		m := int(b[n])<<16 | int(b[n+1])<<8 | int(b[n+2])
+		if m > maxEdgeRouting {
+			return r.fail(fmt.Errorf("%w: edge routing info of %d bytes", ErrBadHeader, m))
 		}
-		if err := r.spend(n + len(hdr)); err != nil {
+		if err := r.spend(m + n); err != nil {
 			return r.fail(err)
 		}
-		skip := make([]byte, n)
-		if _, err := r.fill(skip); err != nil {
+		skip := n + FramePrefixLen + m
+		if _, err := r.in.peek(skip + n); err != nil {
 			return r.fail(fmt.Errorf("%w: edge routing: %w", ErrBadHeader, err))
 		}
-		if _, err := r.fill(hdr[:]); err != nil {
+		r.in.discard(skip)
+		if hdr, err = r.in.peek(n); err != nil {
 			return r.fail(fmt.Errorf("%w: %w", ErrBadHeader, err))
 		}
 	}
-	if string(hdr[:]) != ConnHeader {
-		return r.fail(fmt.Errorf("%w: got %x", ErrBadHeader, hdr[:]))
+	if string(hdr) != ConnHeader {
+		return r.fail(fmt.Errorf("%w: got %x", ErrBadHeader, hdr))
 	}
+	r.in.discard(n)
 	return nil
 }
 
 // fail makes err sticky and releases the buffer: no frame follows an error.
-func (r *FrameReader) fail(err error) error {
+func (r *frameReader) fail(err error) error {
 	r.err = err
-	r.buf = nil
+	r.in.release()
 	return err
 }

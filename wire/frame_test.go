@@ -11,25 +11,11 @@ import (
 	"pgregory.net/rapid"
 )
 
-// chunkSource serves chunks as successive messages without allocating.
-type chunkSource struct {
-	chunks [][]byte
-	i      int
-	rd     bytes.Reader
-}
-
-func (s *chunkSource) next() (io.Reader, error) {
-	if s.i >= len(s.chunks) {
-		return nil, io.EOF
-	}
-	s.rd.Reset(s.chunks[s.i])
-	s.i++
-	return &s.rd, nil
-}
-
-func newChunkReader(limit int, chunks ...[]byte) (*FrameReader, *chunkSource) {
-	src := &chunkSource{chunks: chunks}
-	return NewFrameReader(src.next, limit), src
+// newChunkReader returns the frame reader of a client Conn whose socket
+// delivers each chunk as one binary WebSocket message, one per read.
+func newChunkReader(limit int, chunks ...[]byte) (*frameReader, *fakeSocket) {
+	c, sock := socketConn(false, limit, binaryMessages(chunks, false)...)
+	return &c.r, sock
 }
 
 // splitAt cuts data at the given sorted offsets (duplicates give empty chunks).
@@ -121,12 +107,15 @@ func TestFrameReaderTooLarge(t *testing.T) {
 			if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
 				t.Fatalf("got %v, want ErrFrameTooLarge", err)
 			}
-			if cap(r.buf) > growStep {
-				t.Fatalf("buffer grew to %d bytes for a rejected length", cap(r.buf))
+			if r.in.buf != nil {
+				t.Fatalf("a %d-byte buffer is kept after the error", len(r.in.buf))
 			}
-			r2, _ := newChunkReader(tt.limit, tt.pre, []byte("tail"))
-			if n := bytesAllocated(func() { _, _ = r2.ReadFrame() }); n > 4096 {
-				t.Fatalf("rejecting the length allocated %d bytes", n)
+			msgs := binaryMessages([][]byte{tt.pre, []byte("tail")}, false)
+			if n := bytesAllocated(func() {
+				c, _ := socketConn(false, tt.limit, msgs...)
+				_, _ = c.ReadFrame()
+			}); n > 4096 {
+				t.Fatalf("a Conn refusing the length allocated %d bytes", n)
 			}
 			if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
 				t.Fatalf("error is not sticky: %v", err)
@@ -136,14 +125,25 @@ func TestFrameReaderTooLarge(t *testing.T) {
 }
 
 func TestFrameReaderForgedLengthDoesNotAllocate(t *testing.T) {
-	// A length within the limit but with only a few bytes behind it: memory
-	// must follow the bytes that arrived, not the announced 16 MiB.
-	r, _ := newChunkReader(0, []byte{0xff, 0xff, 0xff}, []byte("only a few bytes"))
-	if _, err := r.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
-	}
-	if cap(r.buf) > growStep {
-		t.Fatalf("buffer grew to %d bytes for %d bytes received", cap(r.buf), len("only a few bytes"))
+	// A length within the limit but with only part of the body behind it:
+	// memory follows the bytes that arrived, not the announced 16 MiB.
+	for _, arrived := range []int{16, 100 << 10} {
+		chunks := [][]byte{{0xff, 0xff, 0xff}}
+		for sent := 0; sent < arrived; sent += 1000 {
+			chunks = append(chunks, make([]byte, min(1000, arrived-sent)))
+		}
+		msgs := binaryMessages(chunks, false)
+		got := bytesAllocated(func() {
+			c, _ := socketConn(false, 0, msgs...)
+			if _, err := c.r.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+			}
+		})
+		// Buffers grown while full, each at most twice the last: their sum
+		// stays within four times the bytes that arrived (or one growStep).
+		if limit := uint64(max(4*arrived, 2*growStep)); got > limit {
+			t.Fatalf("%d bytes arrived of 16 MiB announced: %d bytes allocated", arrived, got)
+		}
 	}
 }
 
@@ -202,22 +202,32 @@ func TestAppendFrameTooLarge(t *testing.T) {
 }
 
 func TestFrameReaderSteadyStateAllocs(t *testing.T) {
+	// Two frames in two messages: the second frame's start rides in the
+	// first message, so its bytes are moved over the header between.
 	f1, _ := AppendFrame(nil, bytes.Repeat([]byte{1}, 1024))
 	msg := append(append([]byte{}, f1...), f1[:500]...)
-	rest := f1[500:]
-	src := &chunkSource{chunks: [][]byte{msg, rest}}
-	r := NewFrameReader(src.next, 0)
-	round := func() {
-		src.i = 0
-		for range 2 {
-			if _, err := r.ReadFrame(); err != nil {
+	for _, server := range []bool{false, true} {
+		c, sock := socketConn(server, 0, binaryMessages([][]byte{msg, f1[500:]}, server)...)
+		if server {
+			sock.chunks = append([][]byte{wsFrame(0x2, true, []byte(ConnHeader), true)}, sock.chunks...)
+			if err := c.r.readConnHeader(); err != nil {
 				t.Fatal(err)
 			}
+			c.headerRead = true
+			sock.chunks = sock.chunks[1:]
 		}
-	}
-	round() // warm up the buffer
-	if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
-		t.Fatalf("steady state: %v allocs per two frames, want 0", allocs)
+		round := func() {
+			sock.rewind()
+			for range 2 {
+				if b, err := c.ReadFrame(); err != nil || !bytes.Equal(b, f1[3:]) {
+					t.Fatalf("server %v: %d bytes, %v", server, len(b), err)
+				}
+			}
+		}
+		round() // warm up the buffer
+		if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
+			t.Fatalf("server %v: steady state: %v allocs per two frames, want 0", server, allocs)
+		}
 	}
 }
 
@@ -241,7 +251,8 @@ func TestReadConnHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, _ := newChunkReader(0, tt.chunks...)
+			c, _ := socketConn(true, 0, binaryMessages(tt.chunks, true)...)
+			r := &c.r
 			err := r.readConnHeader()
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Fatalf("got %v, want %v", err, tt.wantErr)
@@ -288,12 +299,9 @@ func FuzzFrameReader(f *testing.F) {
 			if limit > 0 && len(body) > int(limit) {
 				t.Fatalf("frame of %d bytes above limit %d", len(body), limit)
 			}
-			if cap(r.buf) > max(growStep, 2*total) {
-				t.Fatalf("buffer %d bytes for %d bytes of input", cap(r.buf), total)
+			if len(r.in.buf) > max(growStep, 2*total) {
+				t.Fatalf("buffer %d bytes for %d bytes of input", len(r.in.buf), total)
 			}
-		}
-		if cap(r.buf) > max(growStep, 2*total) {
-			t.Fatalf("buffer %d bytes for %d bytes of input", cap(r.buf), total)
 		}
 	})
 }

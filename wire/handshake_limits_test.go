@@ -17,26 +17,6 @@ import (
 	"github.com/wafleet/wafleet/waproto"
 )
 
-// countingSource serves one message, then a trickle of small messages (up
-// to twice the largest frame, then the end of the stream), and counts every
-// byte the FrameReader takes from them.
-type countingSource struct {
-	first []byte
-	sent  bool
-	read  atomic.Int64
-}
-
-func (s *countingSource) next() (io.Reader, error) {
-	if !s.sent {
-		s.sent = true
-		return &countingReader{r: bytes.NewReader(s.first), n: &s.read}, nil
-	}
-	if s.read.Load() > 2*MaxFrameSize {
-		return nil, io.EOF
-	}
-	return &countingReader{r: bytes.NewReader(make([]byte, 16)), n: &s.read}, nil
-}
-
 // countingReader counts the bytes read through it.
 type countingReader struct {
 	r io.Reader
@@ -47,6 +27,17 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// trickle returns a client Conn whose socket serves first as one message,
+// then 16-byte messages up to twice the largest frame.
+func trickle(first []byte) (*Conn, *fakeSocket) {
+	msgs := [][]byte{wsFrame(0x2, true, first, false)}
+	small := wsFrame(0x2, true, make([]byte, 16), false)
+	for range 2 * (MaxHandshakeMessageSize + HandshakeReadBudget) / 16 {
+		msgs = append(msgs, small)
+	}
+	return socketConn(false, 0, msgs...)
 }
 
 func TestHandshakeFrameLimit(t *testing.T) {
@@ -60,8 +51,8 @@ func TestHandshakeFrameLimit(t *testing.T) {
 		{"exactly the handshake limit", MaxHandshakeMessageSize, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			src := &countingSource{first: []byte{byte(tt.announce >> 16), byte(tt.announce >> 8), byte(tt.announce)}}
-			r := NewFrameReader(src.next, 0)
+			c, sock := trickle([]byte{byte(tt.announce >> 16), byte(tt.announce >> 8), byte(tt.announce)})
+			r := &c.r
 			r.beginHandshake()
 			body, err := r.ReadFrame()
 			if tt.ok {
@@ -73,29 +64,31 @@ func TestHandshakeFrameLimit(t *testing.T) {
 			if !errors.Is(err, ErrFrameTooLarge) {
 				t.Fatalf("announced %d bytes: got %v, want ErrFrameTooLarge", tt.announce, err)
 			}
-			if src.read.Load() != FramePrefixLen {
-				t.Fatalf("read %d bytes of the trickle, want only the %d-byte prefix", src.read.Load(), FramePrefixLen)
+			// The socket serves a message per read: the refusal came from
+			// the first, the prefix alone, before the buffer grew.
+			if got := sock.read.Load(); got != 2+FramePrefixLen {
+				t.Fatalf("read %d bytes of the trickle, want only the message of the prefix", got)
 			}
-			if r.buf != nil {
-				t.Fatalf("a %d-byte buffer is kept after the error", cap(r.buf))
+			if r.in.buf != nil {
+				t.Fatalf("a %d-byte buffer is kept after the error", len(r.in.buf))
 			}
 		})
 	}
 }
 
 func TestHandshakeRefusesHugeFrameWithoutAllocating(t *testing.T) {
-	huge := []byte{0xff, 0xff, 0xff}
+	msgs := [][]byte{wsFrame(0x2, true, []byte{0xff, 0xff, 0xff}, false)}
 	got := bytesAllocated(func() {
-		src := &countingSource{first: huge}
-		r := NewFrameReader(src.next, 0)
-		r.beginHandshake()
-		if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
+		c, _ := socketConn(false, 0, msgs...)
+		c.beginHandshake()
+		if _, err := c.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
 			t.Fatalf("got %v, want ErrFrameTooLarge", err)
 		}
 	})
-	// The reader, the source and the error: a few hundred bytes, nothing
-	// near the announced 16 MiB or even the 8 KiB handshake limit.
-	if got > 2048 {
+	// The Conn with its first read buffer, the socket and the error: a few
+	// KiB, nothing near the announced 16 MiB or even the 8 KiB handshake
+	// limit.
+	if got > 4096 {
 		t.Fatalf("refusing a 16 MiB announcement allocated %d bytes", got)
 	}
 }
@@ -108,8 +101,8 @@ func TestHandshakeReadBudget(t *testing.T) {
 	for range 3 {
 		stream, _ = AppendFrame(stream, body)
 	}
-	src := &countingSource{first: stream}
-	r := NewFrameReader(src.next, 0)
+	c, sock := socketConn(false, 0, wsFrame(0x2, true, stream, false))
+	r := &c.r
 	r.beginHandshake()
 	frames := 0
 	var err error
@@ -124,25 +117,50 @@ func TestHandshakeReadBudget(t *testing.T) {
 	if frames != HandshakeReadBudget/(FramePrefixLen+MaxHandshakeMessageSize) {
 		t.Fatalf("%d frames read within the budget", frames)
 	}
-	if got := src.read.Load(); got > HandshakeReadBudget {
+	if got := sock.read.Load(); got > HandshakeReadBudget {
 		t.Fatalf("read %d bytes, budget %d", got, HandshakeReadBudget)
 	}
 }
 
 func TestEndHandshakeRestoresLimitAndReleasesBuffer(t *testing.T) {
-	small, _ := AppendFrame(nil, bytes.Repeat([]byte{1}, 300))
+	hello, _ := AppendFrame(nil, bytes.Repeat([]byte{1}, 5000))
 	big, _ := AppendFrame(nil, bytes.Repeat([]byte{2}, 100_000))
-	r, _ := newChunkReader(0, small, big)
+	r, _ := newChunkReader(0, hello, big)
 	r.beginHandshake()
-	if b, err := r.ReadFrame(); err != nil || len(b) != 300 {
+	if b, err := r.ReadFrame(); err != nil || len(b) != 5000 {
 		t.Fatalf("handshake frame: %d bytes, %v", len(b), err)
 	}
+	if len(r.in.buf) <= readBufferSize {
+		t.Fatalf("the buffer did not grow for a 5000-byte frame: %d bytes", len(r.in.buf))
+	}
 	r.endHandshake()
-	if r.buf != nil {
-		t.Fatalf("the handshake's %d-byte buffer is kept after it", cap(r.buf))
+	if len(r.in.buf) > readBufferSize {
+		t.Fatalf("the handshake's %d-byte buffer is kept after it", len(r.in.buf))
 	}
 	if b, err := r.ReadFrame(); err != nil || len(b) != 100_000 {
 		t.Fatalf("frame after the handshake: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestEndHandshakeKeepsTheBytesThatFollow(t *testing.T) {
+	// The last handshake frame and the first frames after it in one
+	// message: the handshake's buffer is given back, those bytes are kept.
+	hello, _ := AppendFrame(nil, bytes.Repeat([]byte{1}, 5000))
+	next, _ := AppendFrame(nil, []byte("first after the handshake"))
+	msg := append(append(hello, next...), next[:7]...)
+	r, _ := newChunkReader(0, msg, next[7:])
+	r.beginHandshake()
+	if b, err := r.ReadFrame(); err != nil || len(b) != 5000 {
+		t.Fatalf("handshake frame: %d bytes, %v", len(b), err)
+	}
+	r.endHandshake()
+	if len(r.in.buf) > readBufferSize {
+		t.Fatalf("the handshake's %d-byte buffer is kept after it", len(r.in.buf))
+	}
+	for range 2 {
+		if b, err := r.ReadFrame(); err != nil || string(b) != "first after the handshake" {
+			t.Fatalf("frame after the handshake: %q, %v", b, err)
+		}
 	}
 }
 
@@ -155,8 +173,8 @@ func TestServerHandshakeBudgetCountsEdgeRouting(t *testing.T) {
 	frame := bytes.Repeat([]byte{3}, MaxHandshakeMessageSize)
 	stream, _ = AppendFrame(stream, frame)
 	stream, _ = AppendFrame(stream, frame)
-	src := &countingSource{first: stream}
-	r := NewFrameReader(src.next, 0)
+	c, sock := socketConn(true, 0, wsFrame(0x2, true, stream, true))
+	r := &c.r
 	r.beginHandshake()
 	if err := r.readConnHeader(); err != nil {
 		t.Fatalf("header with edge routing: %v", err)
@@ -167,7 +185,7 @@ func TestServerHandshakeBudgetCountsEdgeRouting(t *testing.T) {
 	if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("second 8 KiB frame after 4 KiB of routing: got %v, want ErrFrameTooLarge", err)
 	}
-	if got := src.read.Load(); got > HandshakeReadBudget {
+	if got := sock.read.Load(); got > HandshakeReadBudget {
 		t.Fatalf("read %d bytes, budget %d", got, HandshakeReadBudget)
 	}
 }
@@ -194,14 +212,7 @@ func TestClientHandshakeRefusesHugeServerHello(t *testing.T) {
 	srv := serveRaw(t, trickleHugeHello)
 	c := dialT(t, wsURL(srv), DialOptions{})
 	var read atomic.Int64
-	next := c.r.next
-	c.r.next = func() (io.Reader, error) {
-		m, err := next()
-		if err != nil {
-			return nil, err
-		}
-		return &countingReader{r: m, n: &read}, nil
-	}
+	c.r.in.conn = &countingReader{r: c.r.in.conn, n: &read}
 	cfg := newTestPKI(t).clientConfig(t)
 	cfg.Timeout = time.Minute // the limit must end it, not the timeout
 
@@ -224,8 +235,8 @@ func TestClientHandshakeRefusesHugeServerHello(t *testing.T) {
 		t.Fatalf("the handshake allocated %d bytes", alloc)
 	}
 	t.Logf("a ServerHello announced at 16 MiB: %d bytes read, %d bytes allocated by the process", read.Load(), alloc)
-	if c.r.buf != nil {
-		t.Fatalf("a %d-byte read buffer is kept after the failed handshake", cap(c.r.buf))
+	if c.r.in.buf != nil {
+		t.Fatalf("a %d-byte read buffer is kept after the failed handshake", len(c.r.in.buf))
 	}
 }
 
@@ -293,8 +304,8 @@ func TestHandshakeLimitsEndWithTheHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
-	if c.r.buf != nil || c.r.limit != MaxFrameSize {
-		t.Fatalf("client after the handshake: %d-byte buffer kept, limit %d", cap(c.r.buf), c.r.limit)
+	if len(c.r.in.buf) > readBufferSize || c.r.limit != MaxFrameSize {
+		t.Fatalf("client after the handshake: %d-byte buffer kept, limit %d", len(c.r.in.buf), c.r.limit)
 	}
 	r := <-results
 	if r.err != nil {

@@ -3,8 +3,10 @@ package wire
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/gobwas/ws"
 	"golang.org/x/net/proxy"
 )
 
@@ -32,20 +34,24 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 )
 
-// Buffer sizes of every WebSocket connection. A fleet keeps thousands of
-// mostly idle connections: reads go through a small per-connection buffer,
-// and write buffers are borrowed from a shared pool only while a message is
-// being written, so an idle connection holds no write buffer at all.
-const (
-	readBufferSize  = 1024
-	writeBufferSize = 4096
-)
+// Writes copy a frame into a buffer borrowed from a shared pool only while
+// it is being written (a client masks it there), writeBufferSize bytes per
+// socket write: an idle connection holds no write buffer at all. Reads go
+// through the connection's own buffer (wsReader).
+const writeBufferSize = 4096
 
-var writeBuffers = &sync.Pool{}
+var writeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, writeBufferSize)
+	return &b
+}}
 
 // closeGrace bounds how long Close waits to send a WebSocket close message
 // (it waits only if a write is in progress).
 const closeGrace = 100 * time.Millisecond
+
+// controlTimeout bounds the answer to a ping or a close from the peer,
+// waiting for a write in progress included.
+const controlTimeout = time.Second
 
 // FrameConn is a connection that carries whole frames. Implementations must
 // allow one goroutine reading and one goroutine writing at the same time, and
@@ -110,20 +116,24 @@ type AcceptOptions struct {
 // binary message; a client Conn puts ConnHeader in front of its first frame,
 // and a server Conn reads and checks ConnHeader before its first frame.
 // Received frames are reassembled independently of message boundaries; text
-// messages are ignored.
+// messages are ignored, pings answered, a close echoed.
 //
 // One goroutine may call ReadFrame while another calls WriteFrame; Close may
 // be called from any goroutine, any number of times.
 type Conn struct {
-	ws      *websocket.Conn
-	r       *FrameReader
+	nc      net.Conn
 	server  bool
 	timeout time.Duration // per write
 
 	// Reader side.
+	r          frameReader
 	headerRead bool
 
-	// Writer side.
+	// Writer side. wmu is the write lock, a token taken by whoever writes a
+	// WebSocket frame: the writer, the reader answering a ping or a close,
+	// Close. closeSent is under it.
+	wmu        chan struct{}
+	closeSent  bool
 	headerSent bool
 	wbuf       []byte
 
@@ -138,23 +148,13 @@ var _ FrameConn = (*Conn)(nil)
 // frame connection. It sends nothing yet: the connection header goes out with
 // the first frame.
 func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
-	d := websocket.Dialer{
-		HandshakeTimeout: opts.DialTimeout,
-		TLSClientConfig:  opts.TLSConfig,
-		ReadBufferSize:   readBufferSize,
-		WriteBufferSize:  writeBufferSize,
-		WriteBufferPool:  writeBuffers,
+	timeout := opts.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
 	}
-	if d.HandshakeTimeout <= 0 {
-		d.HandshakeTimeout = DefaultDialTimeout
-	}
-	if opts.Proxy != "" {
-		dial, err := proxyDialer(opts.Proxy, opts.TLSConfig)
-		if err != nil {
-			return nil, err
-		}
-		d.NetDialContext = dial
-	}
+	// gobwas/ws bounds the upgrade by the context, not by Dialer.Timeout.
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	h := http.Header{}
 	for k, v := range opts.Header {
 		h[k] = append([]string(nil), v...)
@@ -164,65 +164,75 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 		origin = DefaultOrigin
 	}
 	h.Set("Origin", origin)
-	ws, resp, err := d.DialContext(ctx, rawURL, h)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
+	var status string
+	d := ws.Dialer{
+		Header:    ws.HandshakeHeaderHTTP(h),
+		TLSConfig: opts.TLSConfig,
+		NetDial:   (&net.Dialer{}).DialContext,
+		OnStatusError: func(_ int, reason []byte, _ io.Reader) {
+			status = string(reason)
+		},
 	}
+	if opts.Proxy != "" {
+		dial, err := proxyDialer(opts.Proxy, opts.TLSConfig)
+		if err != nil {
+			return nil, err
+		}
+		d.NetDial = dial
+	}
+	nc, br, _, err := d.Dial(ctx, rawURL)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("wire: dial websocket: %w (HTTP status %s)", err, resp.Status)
+		if status != "" {
+			return nil, fmt.Errorf("wire: dial websocket: %w (%s)", err, status)
 		}
 		return nil, fmt.Errorf("wire: dial websocket: %w", err)
 	}
-	return newConn(ws, false, opts.ReadLimit, opts.WriteTimeout), nil
+	c := newConn(nc, false, opts.ReadLimit, opts.WriteTimeout)
+	if br != nil {
+		c.r.in.preload(br)
+		ws.PutReader(br)
+	}
+	return c, nil
 }
 
 // Accept upgrades an HTTP request to a WebSocket and returns the server side
-// of a frame connection (for the emulator). On failure the upgrader has
-// already answered the request with an HTTP error.
+// of a frame connection (for the emulator). On failure the request has
+// already been answered with an HTTP error.
 func Accept(w http.ResponseWriter, r *http.Request, opts AcceptOptions) (*Conn, error) {
-	up := websocket.Upgrader{
-		CheckOrigin:     opts.CheckOrigin,
-		ReadBufferSize:  readBufferSize,
-		WriteBufferSize: writeBufferSize,
-		WriteBufferPool: writeBuffers,
+	if opts.CheckOrigin != nil && !opts.CheckOrigin(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return nil, errors.New("wire: accept websocket: origin not allowed")
 	}
-	if up.CheckOrigin == nil {
-		up.CheckOrigin = func(*http.Request) bool { return true }
-	}
-	ws, err := up.Upgrade(w, r, nil)
+	nc, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
 	if err != nil {
+		if nc != nil {
+			nc.Close()
+		}
 		return nil, fmt.Errorf("wire: accept websocket: %w", err)
 	}
-	return newConn(ws, true, opts.ReadLimit, opts.WriteTimeout), nil
+	c := newConn(nc, true, opts.ReadLimit, opts.WriteTimeout)
+	c.r.in.preload(rw.Reader)
+	return c, nil
 }
 
-func newConn(ws *websocket.Conn, server bool, readLimit int, writeTimeout time.Duration) *Conn {
+func newConn(nc net.Conn, server bool, readLimit int, writeTimeout time.Duration) *Conn {
 	if readLimit <= 0 {
 		readLimit = DefaultReadLimit
 	}
 	if writeTimeout <= 0 {
 		writeTimeout = DefaultWriteTimeout
 	}
-	// A message may carry a whole frame of readLimit bytes plus its prefix
-	// (and, from a client, the connection header in front).
-	ws.SetReadLimit(int64(readLimit) + FramePrefixLen + int64(len(ConnHeader)))
-	c := &Conn{ws: ws, server: server, timeout: writeTimeout}
-	c.r = NewFrameReader(c.nextMessage, readLimit)
-	return c
-}
-
-// nextMessage returns the reader of the next binary message, skipping text.
-func (c *Conn) nextMessage() (io.Reader, error) {
-	for {
-		typ, rd, err := c.ws.NextReader()
-		if err != nil {
-			return nil, err
-		}
-		if typ == websocket.BinaryMessage {
-			return rd, nil
-		}
+	c := &Conn{nc: nc, server: server, timeout: writeTimeout, wmu: make(chan struct{}, 1)}
+	c.r.init(readLimit)
+	c.r.in = wsReader{
+		conn:   nc,
+		server: server,
+		// A message may carry a whole frame of readLimit bytes plus its
+		// prefix (and, from a client, the connection header in front).
+		limit:   int64(readLimit) + FramePrefixLen + int64(len(ConnHeader)),
+		control: c.control,
 	}
+	return c
 }
 
 // ReadFrame returns the next frame body. The slice is valid until the next
@@ -248,8 +258,6 @@ func (c *Conn) readErr(err error) error {
 	switch {
 	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrBadHeader):
 		return err
-	case errors.Is(err, websocket.ErrReadLimit):
-		return fmt.Errorf("%w: %w", ErrFrameTooLarge, err)
 	case c.closed.Load():
 		return ErrClosed
 	default:
@@ -297,15 +305,21 @@ func (c *Conn) writeMessage(b []byte) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return c.writeErr(err)
+	c.wmu <- struct{}{}
+	err := errCloseSent
+	if !c.closeSent {
+		err = c.writeFrame(ws.OpBinary, b, time.Now().Add(c.timeout))
 	}
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+	<-c.wmu
+	if err != nil {
 		return c.writeErr(err)
 	}
 	c.headerSent = true
 	return nil
 }
+
+// errCloseSent: a write after this side sent its close frame.
+var errCloseSent = errors.New("websocket: close already sent")
 
 func (c *Conn) writeErr(err error) error {
 	if c.closed.Load() {
@@ -314,25 +328,116 @@ func (c *Conn) writeErr(err error) error {
 	return fmt.Errorf("wire: write frame: %w", err)
 }
 
+// writeFrame writes p as one WebSocket frame (FIN set) by deadline; the
+// caller holds the write lock. The frame goes through a pooled buffer,
+// writeBufferSize bytes per socket write; a client masks it there.
+func (c *Conn) writeFrame(op ws.OpCode, p []byte, deadline time.Time) error {
+	if err := c.nc.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	bp := writeBuffers.Get().(*[]byte)
+	defer writeBuffers.Put(bp)
+	buf := appendHeader((*bp)[:0], op, len(p), !c.server)
+	var mask [4]byte
+	if !c.server {
+		rand.Read(mask[:])
+		buf = append(buf, mask[:]...)
+	}
+	for off := 0; ; {
+		k := min(len(p)-off, cap(buf)-len(buf))
+		start := len(buf)
+		buf = append(buf, p[off:off+k]...)
+		if !c.server {
+			ws.Cipher(buf[start:], mask, off)
+		}
+		off += k
+		if _, err := c.nc.Write(buf); err != nil {
+			return err
+		}
+		if off == len(p) {
+			return nil
+		}
+		buf = buf[:0]
+	}
+}
+
+// appendHeader appends the header of a final WebSocket frame of n payload
+// bytes, without its masking key.
+func appendHeader(b []byte, op ws.OpCode, n int, masked bool) []byte {
+	b0, b1 := 0x80|byte(op), byte(0)
+	if masked {
+		b1 = 0x80
+	}
+	switch {
+	case n <= 125:
+		return append(b, b0, b1|byte(n))
+	case n <= 0xffff:
+		return append(b, b0, b1|126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, b0, b1|127), uint64(n))
+	}
+}
+
+// lockUntil takes the write lock, giving up at deadline.
+func (c *Conn) lockUntil(deadline time.Time) bool {
+	select {
+	case c.wmu <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case c.wmu <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// control sends a control frame for the reader: a pong, or a close that
+// answers the peer's or says why the reader gives up. Nothing is sent after
+// a close. Failures are left to the reader, which sees the connection end.
+func (c *Conn) control(op ws.OpCode, payload []byte) {
+	deadline := time.Now().Add(controlTimeout)
+	if !c.lockUntil(deadline) {
+		return
+	}
+	if !c.closeSent {
+		c.closeSent = op == ws.OpClose
+		_ = c.writeFrame(op, payload, deadline)
+	}
+	<-c.wmu
+}
+
+// normalClosure is the payload of the close frame Close sends.
+var normalClosure = []byte{byte(ws.StatusNormalClosure >> 8), byte(ws.StatusNormalClosure & 0xff)}
+
 // Close sends a WebSocket close message (best effort, briefly) and closes the
 // connection, unblocking a pending ReadFrame or WriteFrame. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-		c.closeErr = c.ws.Close()
+		deadline := time.Now().Add(closeGrace)
+		if c.lockUntil(deadline) {
+			if !c.closeSent {
+				c.closeSent = true
+				_ = c.writeFrame(ws.OpClose, normalClosure, deadline)
+			}
+			<-c.wmu
+		}
+		c.closeErr = c.nc.Close()
 	})
 	return c.closeErr
 }
 
 // RemoteAddr returns the peer's network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // NetConn returns the network connection under the WebSocket, for what only
 // the transport can tell (the emulator asks whether a client has closed its
 // end). Reading or writing it directly corrupts the stream.
-func (c *Conn) NetConn() net.Conn { return c.ws.NetConn() }
+func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // proxyDialer returns a dial function that reaches addresses through the
 // proxy at raw. Errors never show the proxy password.
