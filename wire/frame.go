@@ -138,7 +138,9 @@ func (r *frameReader) ReadFrame() ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	r.in.shrink(shrinkAbove)
+	if len(r.in.buf) > shrinkAbove {
+		r.in.shrink(shrinkAbove)
+	}
 	if err := r.spend(FramePrefixLen); err != nil {
 		return nil, r.fail(err)
 	}

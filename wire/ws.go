@@ -319,11 +319,14 @@ func (c *Conn) writeMessage(b []byte) error {
 }
 
 // errCloseSent: a write after this side sent its close frame.
-var errCloseSent = errors.New("websocket: close already sent")
+var errCloseSent = fmt.Errorf("%w: websocket close frame sent", ErrClosed)
 
 func (c *Conn) writeErr(err error) error {
-	if c.closed.Load() {
+	switch {
+	case c.closed.Load():
 		return ErrClosed
+	case errors.Is(err, ErrClosed):
+		return err
 	}
 	return fmt.Errorf("wire: write frame: %w", err)
 }

@@ -55,9 +55,8 @@ type wsReader struct {
 	rerr   error // the error of a read that also returned bytes
 
 	// The WebSocket frame being decoded.
-	remain  int64 // payload bytes still to decode
-	mask    [4]byte
-	masked  bool
+	remain  int64   // payload bytes still to decode
+	mask    [4]byte // its masking key (server side)
 	maskOff int
 	skip    bool // a text message: its payload is dropped
 
@@ -144,69 +143,88 @@ func (r *wsReader) decode(n int) error {
 			r.payload()
 			continue
 		}
-		b := r.buf[r.r:r.w]
-		if len(b) < 2 {
-			return nil // the header is not all there
-		}
-		if err := r.check(b[0], b[1]); err != nil {
-			return r.fail(ws.StatusProtocolError, protocolError(err))
-		}
-		size, length := 2, int64(b[1]&0x7f)
-		switch length {
-		case 126:
-			size += 2
-		case 127:
-			size += 8
-		}
-		masked := b[1]&0x80 != 0
-		if masked {
-			size += 4
-		}
-		if len(b) < size {
-			return nil
-		}
-		switch length {
-		case 126:
-			length = int64(binary.BigEndian.Uint16(b[2:]))
-		case 127:
-			u := binary.BigEndian.Uint64(b[2:])
-			if u>>63 != 0 {
-				return r.fail(ws.StatusProtocolError, protocolError(ws.ErrHeaderLengthMSB))
-			}
-			length = int64(u)
-		}
 		var mask [4]byte
-		if masked {
-			copy(mask[:], b[size-4:size])
+		op, fin, length, size, err := r.header(&mask)
+		if err != nil || size == 0 {
+			return err // size 0: the header is not all there
 		}
-		op := ws.OpCode(b[0] & 0x0f)
-		if op.IsControl() {
-			end := r.r + size + int(length)
-			if end > r.w {
-				return nil // the payload is not all there
-			}
-			p := r.buf[r.r+size : end]
-			if masked {
-				ws.Cipher(p, mask, 0)
-			}
-			r.r = end
-			if err := r.onControl(op, p); err != nil {
+		if !op.IsControl() {
+			if err := r.begin(op, fin, length, mask); err != nil {
 				return err
 			}
+			r.r += size
 			continue
 		}
-		if op != ws.OpContinuation {
-			r.text, r.msgLen = op == ws.OpText, 0
+		end := r.r + size + int(length)
+		if end > r.w {
+			return nil // the payload is not all there
 		}
-		if length > r.limit-r.msgLen {
-			return r.fail(ws.StatusMessageTooBig, fmt.Errorf("%w: websocket message above %d bytes", ErrFrameTooLarge, r.limit))
+		p := r.buf[r.r+size : end]
+		if r.server {
+			ws.Cipher(p, mask, 0)
 		}
-		r.msgLen += length
-		r.fragmented = b[0]&0x80 == 0
-		r.remain, r.skip = length, r.text
-		r.masked, r.mask, r.maskOff = masked, mask, 0
-		r.r += size
+		r.r = end
+		if err := r.onControl(op, p); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// header parses the WebSocket frame header at r.r and checks it: its
+// opcode, FIN bit, payload length and size (0 if the header is not all
+// there). A masked frame's key goes to mask.
+func (r *wsReader) header(mask *[4]byte) (op ws.OpCode, fin bool, length int64, size int, err error) {
+	b := r.buf[r.r:r.w]
+	if len(b) < 2 {
+		return 0, false, 0, 0, nil
+	}
+	if err := r.check(b[0], b[1]); err != nil {
+		return 0, false, 0, 0, r.fail(ws.StatusProtocolError, protocolError(err))
+	}
+	op, fin = ws.OpCode(b[0]&0x0f), b[0]&0x80 != 0
+	size, length = 2, int64(b[1]&0x7f)
+	switch length {
+	case 126:
+		size += 2
+	case 127:
+		size += 8
+	}
+	if r.server { // masked: check made sure
+		size += 4
+	}
+	if len(b) < size {
+		return 0, false, 0, 0, nil
+	}
+	switch length {
+	case 126:
+		length = int64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		u := binary.BigEndian.Uint64(b[2:])
+		if u>>63 != 0 {
+			return 0, false, 0, 0, r.fail(ws.StatusProtocolError, protocolError(ws.ErrHeaderLengthMSB))
+		}
+		length = int64(u)
+	}
+	if r.server {
+		copy(mask[:], b[size-4:size])
+	}
+	return op, fin, length, size, nil
+}
+
+// begin starts a data frame of length payload bytes, refusing it if its
+// message would pass the limit.
+func (r *wsReader) begin(op ws.OpCode, fin bool, length int64, mask [4]byte) error {
+	if op != ws.OpContinuation {
+		r.text, r.msgLen = op == ws.OpText, 0
+	}
+	if length > r.limit-r.msgLen {
+		return r.fail(ws.StatusMessageTooBig, fmt.Errorf("%w: websocket message above %d bytes", ErrFrameTooLarge, r.limit))
+	}
+	r.msgLen += length
+	r.fragmented = !fin
+	r.remain, r.skip = length, r.text
+	r.mask, r.maskOff = mask, 0
 	return nil
 }
 
@@ -248,7 +266,7 @@ func (r *wsReader) payload() {
 		return
 	}
 	p := r.buf[r.r : r.r+k]
-	if r.masked {
+	if r.server {
 		ws.Cipher(p, r.mask, r.maskOff)
 		r.maskOff += k
 	}

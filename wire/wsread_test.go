@@ -247,8 +247,8 @@ func TestReaderCloseHandshake(t *testing.T) {
 	if len(sent) != 1 || sent[0].op != 0x8 || !bytes.Equal(sent[0].payload, []byte{0x03, 0xe9}) {
 		t.Fatalf("sent %+v, want the close echoed with its code", sent)
 	}
-	if err := c.WriteFrame([]byte("x")); err == nil {
-		t.Fatal("a frame was written after the close")
+	if err := c.WriteFrame([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after the close: got %v, want ErrClosed", err)
 	}
 	c.Close()
 	if n := len(parseSent(t, sock.sent())); n != 1 {
