@@ -168,7 +168,6 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 	d := ws.Dialer{
 		Header:    ws.HandshakeHeaderHTTP(h),
 		TLSConfig: opts.TLSConfig,
-		NetDial:   (&net.Dialer{}).DialContext,
 		OnStatusError: func(_ int, reason []byte, _ io.Reader) {
 			status = string(reason)
 		},
