@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -25,12 +26,31 @@ func init() {
 	register("run", "keep the configured accounts connected", runManager)
 }
 
+// gcPercent is the garbage collector's target (GOGC) of `manager run`
+// when its environment sets no GOGC. A fleet's heap is mostly the
+// long-lived state of its connections, and Go lets the heap grow by
+// GOGC percent of that state (and of the goroutine stacks) between two
+// collections: at Go's default of 100, every KiB an account holds costs
+// about two of memory. 50 gives up some CPU (collections twice as often)
+// for a smaller heap; BENCHMARKS.md ("Memory per account") has the
+// figures.
+const gcPercent = 50
+
+// setGCPercent sets the GC target to gcPercent unless the environment
+// (lookup) sets GOGC, which the runtime has applied already.
+func setGCPercent(lookup func(string) (string, bool)) {
+	if _, set := lookup("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
+}
+
 func runManager(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "run", "[--config FILE]")
 	path := fs.String("config", "config.yaml", "configuration file (YAML); WAFLEET_* variables override it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	setGCPercent(os.LookupEnv)
 	stopProfile, err := startCPUProfile(ctx)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,5 +200,20 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "http.listen") {
 		t.Fatalf("error does not name the key: %s", out)
+	}
+}
+
+// TestGCPercent: `manager run` collects at gcPercent unless the
+// environment sets GOGC.
+func TestGCPercent(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+	setGCPercent(func(string) (string, bool) { return "", false })
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("without GOGC the GC percent is %d, want %d", got, gcPercent)
+	}
+	setGCPercent(func(k string) (string, bool) { return "100", k == "GOGC" })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100 set the GC percent is %d, want it left at 100", got)
 	}
 }
