@@ -127,10 +127,12 @@ func (p *pairer) Receive(ctx actor.Context) {
 	case *actor.Stopping, *actor.Restarting:
 		p.stopTimer()
 		p.seq++
-		// The parent's list of children may keep the stopped actor
-		// reachable until its next child: keep nothing sizeable.
+	case *actor.Stopped:
+		// No message reaches the actor any more, but the parent's list of
+		// children may keep it reachable until its next child: keep
+		// nothing sizeable.
 		p.refs, p.link = nil, nil
-	case *actor.Stopped, *actor.Restart, *actor.Terminated:
+	case *actor.Restart, *actor.Terminated:
 	default:
 		p.log.Warn("pairing: unexpected message", slog.String("type", fmt.Sprintf("%T", m)))
 	}
