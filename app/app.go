@@ -81,8 +81,11 @@ type App struct {
 	versions *webversion.Tracker
 	// wipes holds server-initiated wipes when too many accounts are
 	// logged out at once (archive.go).
-	wipes    *connection.WipeGuard
-	platform waproto.DeviceProps_PlatformType
+	wipes *connection.WipeGuard
+	// storeCalls counts the accounts' store calls under way; the store
+	// closes after the last one.
+	storeCalls connection.StoreCalls
+	platform   waproto.DeviceProps_PlatformType
 	// webhooks delivers the outbox to the webhook endpoints (webhooks.go);
 	// nil when the store keeps no outbox.
 	webhooks *webhook.Engine
@@ -435,6 +438,11 @@ func (a *App) shutdown(stopHTTP context.CancelFunc, httpErr <-chan error) {
 	if a.drawQR != nil {
 		a.drawQR.Close()
 	}
+	// A save once begun completes (and an undo queued behind it runs)
+	// even though its actor has stopped: the store closes after them.
+	if err := a.storeCalls.Wait(shutdownCtx); err != nil {
+		a.logger.Warn("store calls still running at shutdown", "error", err)
+	}
 	a.closeJournal(shutdownCtx) // the last events, before the store goes
 	if err := a.store.Close(); err != nil {
 		a.logger.Error("close store", "error", err)
@@ -542,6 +550,7 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 		LinkPhone:  acct.LinkPhone,
 		AutoRepair: a.cfg.Pairing.AutoRepair,
 		WipeGuard:  a.wipes,
+		StoreCalls: &a.storeCalls,
 		Observer:   a.metrics,
 		Dialer:     a.observedDialer,
 	}

@@ -168,6 +168,9 @@ func (s *BoltStore) AddPreKeys(ctx context.Context, id string, keys []PreKey) er
 		}
 	}()
 	for i, k := range sorted { // seal before taking the write lock
+		if i%32 == 0 && ctx.Err() != nil { // a stopped connection's batch ends early, writing nothing
+			return fmt.Errorf("store: add prekeys %q: %w", id, ctx.Err())
+		}
 		var err error
 		if recs[i], err = encodePreKey(id, k, s.sealer); err != nil {
 			return fmt.Errorf("store: add prekeys %q: %w", id, err)

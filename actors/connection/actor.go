@@ -21,11 +21,12 @@ func New(deps Deps) actor.Producer {
 	deps.defaults()
 	d := &deps // read only from here on: every incarnation shares it
 	log := deps.Logger.With(slog.String("account", deps.AccountID))
+	queue := &storeQueue{calls: deps.StoreCalls} // shared too: one writer across incarnations
 	return func() actor.Actor {
 		return &conn{
 			deps:  d,
 			log:   log,
-			store: new(storeQueue),
+			store: queue,
 			phase: phaseStopped, // until Started
 			cur:   new(attempt),
 		}

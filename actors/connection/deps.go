@@ -210,6 +210,10 @@ type Deps struct {
 	WriteTimeout time.Duration
 	// StoreTimeout bounds every store call. Default store.DefaultTimeout.
 	StoreTimeout time.Duration
+	// StoreCalls, shared by the accounts of the process, counts the store
+	// calls under way, which outlive a stopped actor: the process waits
+	// for them before it closes the store. Default nil: not counted.
+	StoreCalls *StoreCalls
 	// WriteQueue bounds the frames waiting to be written; more closes the
 	// connection. Every stanza the server pushes is answered with an ack,
 	// and after a long offline period it pushes hundreds at once, so the

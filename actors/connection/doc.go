@@ -169,7 +169,8 @@
 // and *actor.Restarting cancel the attempt and close the socket, which ends
 // every goroutine but the store calls under way (each bounded by
 // Deps.StoreTimeout; those queued behind them see the attempt cancelled and
-// do nothing, but for the undo of a pairing save).
+// do nothing, but for the undo of a pairing save). The process waits for
+// those (Deps.StoreCalls) before it closes the store.
 //
 // # Pairing and the store
 //

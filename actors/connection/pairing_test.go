@@ -205,3 +205,35 @@ func TestStoppedWhileSavingPairingUndoes(t *testing.T) {
 		return err == nil && !dev.Paired() && dev.NoiseKey.Pub == code.NoisePub
 	})
 }
+
+// TestStoreCallsOutliveTheActor: StoreCalls.Wait, what the process does
+// before it closes the store, returns only after the save under way when
+// the actor stopped and the undo queued behind it have both run.
+func TestStoreCallsOutliveTheActor(t *testing.T) {
+	h := newHarness(t)
+	d := h.deps("stopwait")
+	hold := &holdPairedSave{Store: h.store, entered: make(chan struct{}, 1), release: make(chan struct{}), saved: make(chan struct{})}
+	d.Store = hold
+	d.StoreCalls = new(StoreCalls)
+	pid, _, _ := startPairing(t, h, d, nil)
+	select {
+	case <-hold.entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("the paired device was not saved")
+	}
+	h.stop(pid)
+	early, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := d.StoreCalls.Wait(early); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with the save held = %v, want it still waiting", err)
+	}
+	close(hold.release)
+	ctx, cancel2 := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel2()
+	if err := d.StoreCalls.Wait(ctx); err != nil {
+		t.Fatalf("Wait after the save was released: %v", err)
+	}
+	if dev, err := h.store.Load(context.Background(), "stopwait"); err != nil || dev.Paired() {
+		t.Fatalf("after Wait the store holds %v, %v; want the pairing undone already", dev, err)
+	}
+}

@@ -92,7 +92,10 @@ func (s *Store) addPreKeys(ctx context.Context, id string, keys []store.PreKey, 
 			clear(r)
 		}
 	}()
-	for _, k := range sorted {
+	for i, k := range sorted {
+		if i%32 == 0 && ctx.Err() != nil { // a stopped connection's batch ends early, writing nothing
+			return fmt.Errorf("redis: %s %q: %w", op, id, ctx.Err())
+		}
 		rec, err := store.EncodePreKey(id, k, s.sealer)
 		if err != nil {
 			return fmt.Errorf("redis: %s %q: %w", op, id, err)

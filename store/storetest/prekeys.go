@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/wafleet/wafleet/store"
@@ -52,6 +53,7 @@ var preKeyTests = []struct {
 	{"PreKeysDelete", testPreKeysDelete},
 	{"PreKeysConcurrentAdds", testPreKeysConcurrentAdds},
 	{"PreKeysCancelled", testPreKeysCancelled},
+	{"PreKeysCancelledMidBatch", testPreKeysCancelledMidBatch},
 	{"Settings", testSettings},
 	{"SettingsInvalid", testSettingsInvalid},
 }
@@ -470,6 +472,38 @@ func testPreKeysCancelled(t *testing.T, s Store) {
 	if _, err := s.LoadSetting(t.Context(), "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("LoadSetting after a cancelled save = %v, want ErrNotFound", err)
 	}
+}
+
+// endsWhileEncoding is a context that ends after its Err has been asked
+// `after` times: it ends while a store is working through a batch.
+type endsWhileEncoding struct {
+	context.Context
+	after int32
+	asked atomic.Int32
+}
+
+func (c *endsWhileEncoding) Err() error {
+	if c.asked.Add(1) > c.after {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A context that ends while a large batch is encoded (each key's public
+// half is checked, an X25519 operation) stops the batch: it is refused and
+// nothing is written.
+func testPreKeysCancelledMidBatch(t *testing.T, s Store) {
+	const id = "acct"
+	mustSave(t, s, NewDevice(t, id))
+	keys := NewPreKeys(t, 1, 400)
+	ctx := &endsWhileEncoding{Context: t.Context(), after: 3}
+	if err := s.AddPreKeys(ctx, id, keys); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AddPreKeys with a context that ended mid-batch = %v, want context.Canceled", err)
+	}
+	if n := ctx.asked.Load(); n > 20 {
+		t.Errorf("the store asked the context %d times for 400 keys; want a check every few dozen keys", n)
+	}
+	expectCounts(t, s, id, store.PreKeyCounts{})
 }
 
 func testSettings(t *testing.T, s Store) {
