@@ -211,7 +211,7 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("  of which anonymous     %.1f KiB per account; file-backed (the store's mmap, the binary) %.1f MiB in all\n", float64(anon)/n/1024, float64(file)/(1<<20))
 	fmt.Printf("heap in use per account  %.1f KiB (goroutine stacks: %.1f KiB)\n", heap/n/1024, stacks/n/1024)
 	fmt.Printf("goroutines per account   %.2f\n", goroutines/n)
-	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v violations=%v\n", stats["max_connections_per_device"], stats["logins"], stats["violations"])
+	fmt.Printf("emulator                 max_connections_per_device=%v logins=%v %s\n", stats["max_connections_per_device"], stats["logins"], violations(stats))
 	emuRSS, _ := rss(emu.cmd.Process.Pid)
 	emuAnon, _ := procStatus(emu.cmd.Process.Pid, "RssAnon")
 	fmt.Printf("emulator RSS             %.1f MiB, %.1f KiB per connection; anonymous %.1f KiB per connection above its devices (%.1f KiB per device before any login)\n",
@@ -235,6 +235,15 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("machine                  %d CPUs, %s/%s, %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	return nil
+}
+
+// violations sums up the emulator's list: how many, and the first.
+func violations(stats map[string]any) string {
+	v, _ := stats["violations"].([]any)
+	if len(v) == 0 {
+		return "violations=0"
+	}
+	return fmt.Sprintf("violations=%d (the last entry may count more), first: %v", len(v), v[0])
 }
 
 // pairOnce pairs every account through the emulator's phone (not
