@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -669,12 +670,14 @@ func TestTransport(t *testing.T) {
 		}
 	})
 	t.Run("replayed frame is fatal", func(t *testing.T) {
-		client, server, _, sc := handshakePair(t)
+		client, server, cc, sc := handshakePair(t)
 		server.Send([]byte("once"))
+		frame := <-cc.in // taken off the wire, delivered twice
+		sc.WriteFrame(frame)
+		sc.WriteFrame(frame)
 		if _, err := client.Receive(); err != nil {
 			t.Fatal(err)
 		}
-		sc.WriteFrame(server.wbuf[FramePrefixLen:]) // the same ciphertext again
 		if _, err := client.Receive(); !errors.Is(err, ErrDecrypt) {
 			t.Fatalf("got %v, want ErrDecrypt", err)
 		}
@@ -742,4 +745,33 @@ func FuzzServerHello(f *testing.F) {
 			t.Fatalf("accepted a server hello from an unknown server key %x", got)
 		}
 	})
+}
+
+// An idle Transport keeps no send buffer: after each of many connections
+// sent one 40 KiB frame (a new device's prekey upload), the heap holds a
+// few pooled buffers at most, not one per connection.
+func TestTransportKeepsNoSendBuffer(t *testing.T) {
+	const conns = 64
+	big := make([]byte, 40<<10)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	keep := make([]*Transport, 0, 2*conns)
+	for range conns {
+		client, server, _, _ := handshakePair(t)
+		if err := client.Send(big); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Receive(); err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, client, server)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if limit := int64(conns * 40 << 10 / 2); grew > limit {
+		t.Errorf("the heap grew by %d bytes for %d idle connections that each sent 40 KiB once; want under %d (no send buffer kept per connection)", grew, conns, limit)
+	}
+	runtime.KeepAlive(keep)
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/wafleet/wafleet/crypto"
 )
@@ -19,9 +20,10 @@ const MaxPlaintextSize = MaxFrameSize - tagSize
 // One goroutine may call Send while another calls Receive; neither is safe
 // for concurrent use with itself. Close may be called from anywhere.
 //
-// Buffer contract: Send seals into one buffer owned by the Transport (length
-// prefix and ciphertext together) and reuses it, so steady-state sending does
-// not allocate; the caller's plaintext is not retained. Receive decrypts in
+// Buffer contract: Send seals into a buffer borrowed from a pool for the
+// write (length prefix and ciphertext together), so steady-state sending
+// does not allocate and an idle Transport holds no send buffer; the
+// caller's plaintext is not retained. Receive decrypts in
 // place in the connection's read buffer and returns a slice of it, valid only
 // until the next Receive.
 type Transport struct {
@@ -29,9 +31,17 @@ type Transport struct {
 	pw   prefixedWriter // conn's copy-free write path, or nil
 	send *crypto.CipherState
 	recv *crypto.CipherState
-	wbuf []byte // writer side: prefix || ciphertext
-	rerr error  // reader side: sticky receive error
+	rerr error // reader side: sticky receive error
 }
+
+// sendBuffers lend Send its frame buffer (length prefix || ciphertext) for
+// the time of one write: an idle connection keeps none, however large a
+// frame it sent once (a new device's first prekey upload is about 40 KiB),
+// and steady sending still allocates nothing. Buffers grown past
+// maxPooledSend are left to the collector.
+var sendBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledSend = 64 << 10
 
 // NewTransport wraps conn with the cipher states of a finished handshake
 // (send seals outgoing frames, recv opens incoming ones). ClientHandshake and
@@ -51,15 +61,19 @@ func (t *Transport) Send(plaintext []byte) error {
 	if len(plaintext) > MaxPlaintextSize {
 		return fmt.Errorf("%w: send: %d bytes of plaintext", ErrFrameTooLarge, len(plaintext))
 	}
-	b := append(t.wbuf[:0], 0, 0, 0)
+	bp := sendBuffers.Get().(*[]byte)
+	b := append((*bp)[:0], 0, 0, 0)
 	b = t.send.Seal(b, plaintext)
 	putPrefix(b, len(b)-FramePrefixLen)
-	t.wbuf = b
 	var err error
 	if t.pw != nil {
 		err = t.pw.writePrefixed(b)
 	} else {
 		err = t.conn.WriteFrame(b[FramePrefixLen:])
+	}
+	if cap(b) <= maxPooledSend {
+		*bp = b[:0]
+		sendBuffers.Put(bp)
 	}
 	if err != nil {
 		t.conn.Close()
