@@ -89,13 +89,16 @@ type Coordinator struct {
 	// disowned (it would run without a lease).
 	owning sync.Mutex
 
-	mu       sync.Mutex
-	accounts []string
-	health   Health // what Health reports; Step and closeLost write it
+	mu          sync.Mutex
+	accounts    []string // sorted; replaced, never changed in place
+	accountsVer uint64   // counts SetAccounts calls
+	health      Health   // what Health reports; Step and closeLost write it
 
 	// Touched only by Step (one goroutine).
 	members      []string
 	membersSince time.Time
+	assign       *Assignment // of accounts (at assignVer) to members
+	assignVer    uint64
 	unheldSince  map[string]time.Time
 	handedOver   map[string]time.Time
 	sticky       map[string]bool
@@ -179,8 +182,10 @@ func (c *Coordinator) Health() Health {
 // SetAccounts replaces the configured accounts (safe at any time); the
 // next Step acts on it.
 func (c *Coordinator) SetAccounts(ids []string) {
+	sorted := slices.Compact(slices.Sorted(slices.Values(ids)))
 	c.mu.Lock()
-	c.accounts = slices.Clone(ids)
+	c.accounts = sorted
+	c.accountsVer++
 	c.mu.Unlock()
 }
 
@@ -271,7 +276,9 @@ func (c *Coordinator) shutdown() error {
 
 // Step runs one tick: heartbeat and renew (one round trip), close lost or
 // expiring accounts, start those whose guard interval ended, then hand
-// over, drop and acquire as Decide says.
+// over, drop and acquire as Decide says. The accounts are assigned to the
+// members again only when either changed; otherwise a tick costs in
+// proportion to this instance's share of the accounts.
 func (c *Coordinator) Step(ctx context.Context) {
 	now := c.cfg.Now()
 	// A renewal must not outlive the earliest local deadline.
@@ -282,18 +289,14 @@ func (c *Coordinator) Step(ctx context.Context) {
 		defer cancel()
 	}
 	c.mu.Lock()
-	accounts := slices.Clone(c.accounts)
+	accounts, accountsVer := c.accounts, c.accountsVer
 	c.mu.Unlock()
 	// Every few ticks the same round trip also reads who holds the accounts
-	// this instance does not, to find orphans.
+	// this instance backs up, and those it handed over, to find orphans.
 	c.ticks++
 	var watch []string
 	if c.ticks%3 == 1 {
-		for _, a := range accounts {
-			if _, mine := c.l.Get(a); !mine {
-				watch = append(watch, a)
-			}
-		}
+		watch = c.watch()
 	}
 	tr, err := c.l.Tick(tctx, watch...)
 	if err != nil {
@@ -325,6 +328,10 @@ func (c *Coordinator) Step(ctx context.Context) {
 	if !slices.Equal(tr.Members, c.members) {
 		c.members, c.membersSince = tr.Members, now
 		clear(c.sticky) // the preferred members changed
+		c.assign = nil
+	}
+	if c.assign == nil || c.assignVer != accountsVer {
+		c.assign, c.assignVer = Assign(c.l.Instance(), c.members, accounts), accountsVer
 	}
 	held := map[string]bool{}
 	for _, l := range c.l.Held() {
@@ -354,9 +361,9 @@ func (c *Coordinator) Step(ctx context.Context) {
 		c.mu.Unlock()
 	}
 	p := Decide(PlanInput{
-		Self: c.l.Instance(), Members: c.members, Accounts: accounts, Held: held,
+		Assignment: c.assign, Held: held,
 		Stable: now.Sub(c.membersSince) >= c.cfg.Settle, Sticky: c.sticky,
-		Orphans: c.orphans(accounts, held, tr.Holders, now), MaxMoves: c.cfg.MaxMoves,
+		Orphans: c.orphans(held, tr.Holders, now), MaxMoves: c.cfg.MaxMoves,
 	})
 
 	c.stop(ctx, p.Drop, "account removed from the configuration")
@@ -408,36 +415,53 @@ func (c *Coordinator) startReady(now time.Time) {
 	}
 }
 
-// orphans returns the configured, unheld accounts nobody has held for
+// watch returns the accounts whose holders the tick reads to find
+// orphans: those this instance backs up (it ranks second for them) and
+// those it handed over, unless it holds them. Each account thus has one
+// watcher besides its preferred member, so the fleet reads about one
+// lease key per account every three ticks, however many instances it has.
+func (c *Coordinator) watch() []string {
+	if c.assign == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range c.assign.Backup() {
+		if _, mine := c.l.Get(a); !mine {
+			out = append(out, a)
+		}
+	}
+	for a := range c.handedOver {
+		if _, mine := c.l.Get(a); !mine && c.assign.Configured(a) && !c.assign.Backs(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// orphans returns the watched, unheld accounts nobody has held for
 // OrphanAfter. holders, read by the tick every few ticks, is nil on the
 // other ticks: then nothing is decided about orphans.
-func (c *Coordinator) orphans(accounts []string, held map[string]bool, holders map[string]string, now time.Time) []string {
+func (c *Coordinator) orphans(held map[string]bool, holders map[string]string, now time.Time) []string {
 	if holders == nil {
 		return nil
 	}
 	var out []string
-	unheld := 0
-	for _, a := range accounts {
-		if held[a] {
+	since := make(map[string]time.Time, len(c.unheldSince))
+	for a, h := range holders {
+		if h != "" || held[a] {
 			continue
 		}
-		unheld++
-		if holders[a] != "" {
-			delete(c.unheldSince, a)
-			continue
-		}
-		since, ok := c.unheldSince[a]
+		t, ok := c.unheldSince[a]
 		if !ok {
-			c.unheldSince[a] = now
-			continue
+			t = now
 		}
-		if now.Sub(since) >= c.cfg.OrphanAfter {
+		since[a] = t
+		if now.Sub(t) >= c.cfg.OrphanAfter {
 			out = append(out, a)
 		}
 	}
-	if unheld == 0 {
-		clear(c.unheldSince)
-	}
+	c.unheldSince = since
+	slices.Sort(out)
 	return out
 }
 

@@ -89,13 +89,13 @@ func TestDecide(t *testing.T) {
 		drop         []string
 		acquireExact []string
 	}{
-		{"fresh instance acquires its preferred", PlanInput{Self: "a", Members: members, Accounts: accts, MaxMoves: 3}, len(prefA), 0, nil, prefA},
-		{"self missing from members still counts", PlanInput{Self: "a", Members: []string{"b"}, Accounts: accts, MaxMoves: 3}, len(prefA), 0, nil, nil},
-		{"holds all, stable: bounded hand-over", PlanInput{Self: "a", Members: members, Accounts: accts, Held: allHeld, Stable: true, MaxMoves: 3}, 0, 3, nil, nil},
-		{"holds all, unstable: no hand-over", PlanInput{Self: "a", Members: members, Accounts: accts, Held: allHeld, MaxMoves: 3}, 0, 0, nil, nil},
-		{"sticky accounts stay", PlanInput{Self: "a", Members: members, Accounts: accts, Held: allHeld, Stable: true, MaxMoves: 100, Sticky: map[string]bool{prefB[0]: true}}, 0, len(prefB) - 1, nil, nil},
-		{"orphans are tried", PlanInput{Self: "a", Members: members, Accounts: accts, Held: map[string]bool{}, Orphans: []string{prefB[0], "unconfigured"}, MaxMoves: 3}, len(prefA) + 1, 0, nil, nil},
-		{"removed accounts are dropped", PlanInput{Self: "a", Members: members, Accounts: accts[:1], Held: map[string]bool{accts[0]: true, "gone": true}, MaxMoves: 3}, 0, 0, []string{"gone"}, nil},
+		{"fresh instance acquires its preferred", PlanInput{Assignment: Assign("a", members, accts), MaxMoves: 3}, len(prefA), 0, nil, prefA},
+		{"self missing from members still counts", PlanInput{Assignment: Assign("a", []string{"b"}, accts), MaxMoves: 3}, len(prefA), 0, nil, nil},
+		{"holds all, stable: bounded hand-over", PlanInput{Assignment: Assign("a", members, accts), Held: allHeld, Stable: true, MaxMoves: 3}, 0, 3, nil, nil},
+		{"holds all, unstable: no hand-over", PlanInput{Assignment: Assign("a", members, accts), Held: allHeld, MaxMoves: 3}, 0, 0, nil, nil},
+		{"sticky accounts stay", PlanInput{Assignment: Assign("a", members, accts), Held: allHeld, Stable: true, MaxMoves: 100, Sticky: map[string]bool{prefB[0]: true}}, 0, len(prefB) - 1, nil, nil},
+		{"orphans are tried", PlanInput{Assignment: Assign("a", members, accts), Held: map[string]bool{}, Orphans: []string{prefB[0], "unconfigured", prefA[0]}, MaxMoves: 3}, len(prefA) + 1, 0, nil, nil},
+		{"removed accounts are dropped", PlanInput{Assignment: Assign("a", members, accts[:1]), Held: map[string]bool{accts[0]: true, "gone": true}, MaxMoves: 3}, 0, 0, []string{"gone"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,10 +110,66 @@ func TestDecide(t *testing.T) {
 				}
 			}
 			for _, x := range p.HandOver {
-				if Preferred(x, members) == tt.in.Self {
+				if Preferred(x, members) == "a" {
 					t.Fatalf("hands over %s which it prefers", x)
 				}
 			}
 		})
+	}
+}
+
+// TestAssign: an assignment agrees with Preferred, and each account has
+// exactly one preferred member and, with two members or more, exactly one
+// backup (the member that would be preferred without the first).
+func TestAssign(t *testing.T) {
+	members := []string{"m-1", "m-2", "m-3", "m-4"}
+	accts := accounts(4000)
+	mine, backup := map[string]int{}, map[string]int{}
+	for _, m := range members {
+		as := Assign(m, members, accts)
+		if !slices.IsSorted(as.Mine()) || !slices.IsSorted(as.Backup()) {
+			t.Fatalf("%s: Mine and Backup are not sorted", m)
+		}
+		for _, a := range as.Mine() {
+			if p := Preferred(a, members); p != m {
+				t.Fatalf("%s: Mine holds %s, preferred by %s", m, a, p)
+			}
+			if !as.Prefers(a) || as.Backs(a) {
+				t.Fatalf("%s: Prefers(%s) = %v, Backs = %v", m, a, as.Prefers(a), as.Backs(a))
+			}
+			mine[a]++
+		}
+		for _, a := range as.Backup() {
+			rest := slices.DeleteFunc(slices.Clone(members), func(x string) bool { return x == Preferred(a, members) })
+			if p := Preferred(a, rest); p != m {
+				t.Fatalf("%s: Backup holds %s, whose second is %s", m, a, p)
+			}
+			backup[a]++
+		}
+		if !as.Configured(accts[17]) || as.Configured("unconfigured") {
+			t.Fatal("Configured is wrong")
+		}
+	}
+	for _, a := range accts {
+		if mine[a] != 1 || backup[a] != 1 {
+			t.Fatalf("%s is preferred by %d members and backed up by %d, want 1 and 1", a, mine[a], backup[a])
+		}
+	}
+	if as := Assign("solo", nil, accts); len(as.Mine()) != len(accts) || len(as.Backup()) != 0 {
+		t.Fatalf("a lone instance prefers %d and backs up %d of %d", len(as.Mine()), len(as.Backup()), len(accts))
+	}
+}
+
+// BenchmarkAssign: what the Coordinator pays when the members or the
+// accounts change (never on a tick that changes neither).
+func BenchmarkAssign(b *testing.B) {
+	members := make([]string, 20)
+	for i := range members {
+		members[i] = fmt.Sprintf("instance-%02d", i)
+	}
+	accts := slices.Sorted(slices.Values(accounts(100_000)))
+	b.ReportAllocs()
+	for b.Loop() {
+		Assign(members[3], members, accts)
 	}
 }

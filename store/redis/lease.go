@@ -325,10 +325,15 @@ func (m *Leases) Acquire(ctx context.Context, accounts ...string) (AcquireResult
 		return res, fmt.Errorf("%w (until %s)", ErrEpochChanged, until.Format(time.RFC3339))
 	}
 	var todo []string
+	seen := make(map[string]struct{}, len(accounts))
 	for _, a := range accounts {
+		if _, dup := seen[a]; dup {
+			continue
+		}
+		seen[a] = struct{}{}
 		if l, ok := m.held[a]; ok {
 			res.Acquired = append(res.Acquired, l)
-		} else if !slices.Contains(todo, a) {
+		} else {
 			todo = append(todo, a)
 		}
 	}
