@@ -43,6 +43,8 @@ type options struct {
 	coldStarts  int
 	storeLoad   bool
 	scratch     string
+	simulate    bool
+	maxMoves    int
 }
 
 func main() {
@@ -64,6 +66,8 @@ func main() {
 	flag.IntVar(&o.coldStarts, "cold-starts", 1, "how many cold starts to measure, one after the other, on the same store")
 	flag.BoolVar(&o.storeLoad, "store-load", false, "measure how long a manager takes to load --accounts provisioned devices at start from bbolt and from Redis, and Redis's memory per account (almost no sockets)")
 	flag.StringVar(&o.scratch, "scratch", defaultScratch(), "folder for the store files fleetload writes before a run (a RAM disk spares a provisioning run an fsync per write)")
+	flag.BoolVar(&o.simulate, "simulate", false, "simulate --fleet instances in this process over --accounts that never connect: leases, membership, rebalancing (sim.go)")
+	flag.IntVar(&o.maxMoves, "max-moves", 0, "simulate: hand-overs per tick and instance (0: the fleet default, 20)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -81,7 +85,7 @@ func run(ctx context.Context, o options) error {
 		return errors.New("--prekeys must be in 5..812 (fewer than 5 makes every login upload)")
 	}
 	sockets := o.accounts // the emulator holds every account's socket
-	if o.storeLoad {
+	if o.storeLoad || o.simulate {
 		sockets = 0
 	}
 	limit, err := raiseFileLimit(sockets)
@@ -97,6 +101,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if o.simulate {
+		return runSimulation(ctx, o, dir)
+	}
 	bin := o.manager
 	if bin == "" {
 		bin = filepath.Join(dir, "manager")

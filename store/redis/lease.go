@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,8 +16,9 @@ import (
 
 // Defaults of LeaseOptions.
 const (
-	DefaultLeaseTTL  = 15 * time.Second
-	DefaultChunkSize = 500
+	DefaultLeaseTTL     = 15 * time.Second
+	DefaultChunkSize    = 500
+	DefaultAcquireBatch = 1000
 )
 
 // LeaseOptions configures NewLeases.
@@ -39,6 +41,9 @@ type LeaseOptions struct {
 	// ChunkSize is how many leases one renew script covers on a single node
 	// (all chunks still travel in one pipeline). Default 500.
 	ChunkSize int
+	// AcquireBatch is how many acquisitions one round trip of Acquire
+	// carries; more take a round trip per batch. Default 1000.
+	AcquireBatch int
 	// Now is the local clock. Default time.Now.
 	Now func() time.Time
 }
@@ -150,6 +155,9 @@ func NewLeases(c goredis.UniversalClient, o LeaseOptions) (*Leases, error) {
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize
+	}
+	if o.AcquireBatch <= 0 {
+		o.AcquireBatch = DefaultAcquireBatch
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -302,15 +310,19 @@ type AcquireResult struct {
 	HeldBy map[string]string
 }
 
-// Acquire tries to take the lease of every account in one round trip. An
-// account already held by this instance is returned as is. During the grace
-// period after Redis lost its data it acquires nothing and returns an error
-// wrapping ErrEpochChanged.
+// Acquire tries to take the lease of every account: in one round trip for
+// up to AcquireBatch accounts, one per batch beyond, each bounded by
+// Timeout. (One pipeline for tens of thousands of accounts could outlast
+// the timeout on a busy Redis: the leases it took would then stay taken,
+// unknown to anyone, for a TTL.) An account already held by this instance
+// is returned as is. During the grace period after Redis lost its data it
+// acquires nothing and returns an error wrapping ErrEpochChanged. On an
+// error the leases taken by then are held and returned with it.
 func (m *Leases) Acquire(ctx context.Context, accounts ...string) (AcquireResult, error) {
 	res := AcquireResult{HeldBy: map[string]string{}}
-	ctx, cancel := m.ctx(ctx)
-	defer cancel()
-	epoch, err := m.currentEpoch(ctx)
+	ectx, cancel := m.ctx(ctx)
+	epoch, err := m.currentEpoch(ectx)
+	cancel()
 	if err != nil {
 		return res, err
 	}
@@ -338,33 +350,40 @@ func (m *Leases) Acquire(ctx context.Context, accounts ...string) (AcquireResult
 		}
 	}
 	m.mu.Unlock()
-	if len(todo) == 0 {
-		return res, nil
+	for batch := range slices.Chunk(todo, m.o.AcquireBatch) {
+		if err := m.acquireBatch(ctx, batch, epoch, &res); err != nil {
+			return res, err
+		}
 	}
-	got, heldBy, changed, err := m.acquire(ctx, todo, epoch)
-	if err != nil {
-		return res, err
-	}
+	return res, nil
+}
+
+// acquireBatch takes the leases of accounts in one round trip and adds
+// them to res.
+func (m *Leases) acquireBatch(ctx context.Context, accounts []string, epoch string, res *AcquireResult) error {
+	ctx, cancel := m.ctx(ctx)
+	defer cancel()
+	got, heldBy, changed, err := m.acquire(ctx, accounts, epoch)
 	if changed {
 		// The acquisitions may predate the change: give them back before
 		// anything connects, and wait out the grace period.
 		m.releaseValues(ctx, got)
 		if err := m.adoptEpoch(ctx); err != nil {
-			return res, err
+			return err
 		}
 		m.mu.Lock()
 		m.graceUntil = m.o.Now().Add(m.o.TTL)
 		m.mu.Unlock()
-		return res, ErrEpochChanged
+		return ErrEpochChanged
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, l := range got {
 		m.held[l.Account] = l
 		res.Acquired = append(res.Acquired, l)
 	}
-	res.HeldBy = heldBy
-	return res, nil
+	m.mu.Unlock()
+	maps.Copy(res.HeldBy, heldBy)
+	return err
 }
 
 // acquire runs the acquire script for each account in one pipeline.

@@ -221,6 +221,35 @@ func TestRenewIsOneRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAcquireInBatches: Acquire sends at most AcquireBatch acquisitions
+// per round trip, so that no pipeline outlasts its timeout, and still
+// takes every lease it can.
+func TestAcquireInBatches(t *testing.T) {
+	c, prefix := sharedClient(t)
+	m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+	other := newLeases(t, c, prefix, "inst-b", newClock(), 15*time.Second)
+	mustAcquire(t, other, "acct-7")
+	accts := make([]string, 2*DefaultAcquireBatch+500)
+	for i := range accts {
+		accts[i] = fmt.Sprintf("acct-%d", i)
+	}
+	h := &counter{}
+	c.AddHook(h)
+	r, err := m.Acquire(t.Context(), accts...)
+	if err != nil || len(r.Acquired) != len(accts)-1 {
+		t.Fatalf("Acquire got %d of %d, %v", len(r.Acquired), len(accts)-1, err)
+	}
+	if !maps.Equal(r.HeldBy, map[string]string{"acct-7": "inst-b"}) {
+		t.Fatalf("HeldBy = %v", r.HeldBy)
+	}
+	if rt := h.RoundTrips(); rt != 3 {
+		t.Fatalf("Acquire of %d accounts took %d round trips, want 3", len(accts), rt)
+	}
+	if got := len(m.Held()); got != len(accts)-1 {
+		t.Fatalf("holds %d leases, want %d", got, len(accts)-1)
+	}
+}
+
 // TestRenewAfterScriptFlush: after SCRIPT FLUSH (as after a restart) the
 // scripts are sent again and the renewal still succeeds.
 func TestRenewAfterScriptFlush(t *testing.T) {
