@@ -371,12 +371,33 @@ func (c *Coordinator) Step(ctx context.Context) {
 		c.handedOver[a] = now
 	}
 	c.stop(ctx, p.HandOver, "handed over")
-	if len(p.Acquire) == 0 {
-		return
+	c.acquire(ctx, p.Acquire, held, now)
+}
+
+// acquire takes the leases of accounts in batches (one round trip each)
+// and queues them to start, until half an Interval has passed since the
+// tick began at now: every lease held must be renewed by the next tick,
+// which a long run of acquisitions would delay past the deadlines of the
+// first leases it took. The first batch always goes; the rest waits for
+// the next tick.
+func (c *Coordinator) acquire(ctx context.Context, accounts []string, held map[string]bool, now time.Time) {
+	const batch = redis.DefaultAcquireBatch
+	for i := 0; i < len(accounts); i += batch {
+		if i > 0 && !c.cfg.Now().Before(now.Add(c.cfg.Interval/2)) {
+			return
+		}
+		if !c.take(ctx, accounts[i:min(i+batch, len(accounts))], held) {
+			return
+		}
 	}
-	res, err := c.l.Acquire(ctx, p.Acquire...)
+}
+
+// take acquires one batch of leases and starts those ready; it reports
+// whether the acquisition succeeded.
+func (c *Coordinator) take(ctx context.Context, accounts []string, held map[string]bool) bool {
+	res, err := c.l.Acquire(ctx, accounts...)
 	if err != nil {
-		c.log.Warn("fleet: acquire leases", "error", err, "wanted", len(p.Acquire))
+		c.log.Warn("fleet: acquire leases", "error", err, "wanted", len(accounts))
 	}
 	c.poke()
 	for _, l := range res.Acquired {
@@ -391,6 +412,7 @@ func (c *Coordinator) Step(ctx context.Context) {
 		c.pending[l.Account] = l
 	}
 	c.startReady(c.cfg.Now())
+	return err == nil
 }
 
 // startReady starts the acquired accounts whose guard interval is over,

@@ -27,6 +27,9 @@ type memLeases struct {
 	others    map[string]string // account → the instance holding it
 	token     redis.FenceToken
 	givenBack []string
+	// onAcquire, when set, runs at the start of every Acquire (a slow
+	// Redis: the test's clock advances).
+	onAcquire func()
 }
 
 var _ Leases = (*memLeases)(nil)
@@ -104,6 +107,9 @@ func (m *memLeases) Tick(_ context.Context, watch ...string) (redis.TickResult, 
 }
 
 func (m *memLeases) Acquire(_ context.Context, accounts ...string) (redis.AcquireResult, error) {
+	if m.onAcquire != nil {
+		m.onAcquire()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	res := redis.AcquireResult{HeldBy: map[string]string{}}
@@ -255,5 +261,34 @@ func TestCoordinatorOnMemoryLeases(t *testing.T) {
 	defer leases.mu.Unlock()
 	if !slices.Equal(leases.givenBack, []string{"c"}) {
 		t.Fatalf("given back %v, want c", leases.givenBack)
+	}
+}
+
+// TestAcquisitionsLeaveRoomForRenewals: a tick acquires in batches only
+// until half an interval has passed, so that the leases it took are
+// renewed by the next tick; the other accounts wait for the next ticks.
+func TestAcquisitionsLeaveRoomForRenewals(t *testing.T) {
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	leases := newMemLeases("solo", clk.Now)
+	interval := 3 * time.Second
+	leases.onAcquire = func() { clk.Advance(interval / 3) } // a batch takes a third of an interval
+	socks := NewSockets(leases)
+	co, err := New(Config{Leases: leases, Sockets: socks, Owner: &callOwner{t: t}, Now: clk.Now, Interval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 5*redis.DefaultAcquireBatch + 1
+	accts := make([]string, n)
+	for i := range accts {
+		accts[i] = fmt.Sprintf("acct-%05d", i)
+	}
+	co.SetAccounts(accts)
+	b := redis.DefaultAcquireBatch
+	for i, want := range []int{2 * b, 4 * b, n} {
+		co.Step(t.Context())
+		if got := len(leases.Held()); got != want {
+			t.Fatalf("after tick %d: %d leases held, want %d", i+1, got, want)
+		}
+		clk.Advance(interval)
 	}
 }

@@ -292,9 +292,13 @@ func (f *simFleet) converge(ctx context.Context, start time.Time) (phaseReport, 
 	tick := time.NewTicker(min(interval, 100*time.Millisecond))
 	defer tick.Stop()
 	var p phaseReport
-	lastMoved, lastAt := int64(0), time.Now()
+	lastMoved, lastAt, lastLog := int64(0), time.Now(), time.Now()
 	deadline := time.Now().Add(f.cfg.timeout)
 	for {
+		if f.cfg.log != nil && time.Since(lastLog) >= 15*time.Second {
+			fmt.Fprintf(f.cfg.log, "  %s: %d of %d accounts on their preferred member\n", time.Since(start).Round(time.Second), f.w.correctCount(), f.cfg.accounts)
+			lastLog = time.Now()
+		}
 		done, moved, batch := f.w.progress()
 		if time.Since(lastAt) >= interval || done {
 			p.maxMoves = max(p.maxMoves, moved-lastMoved)
