@@ -145,10 +145,16 @@ func simulate(ctx context.Context, cfg simConfig) (*simReport, error) {
 
 	var r simReport
 	start := time.Now()
+	// The first members join the membership (one heartbeat each) before
+	// any coordinator runs, as a fleet whose instances started together:
+	// none takes the others' accounts for want of seeing them.
 	for range cfg.instances {
-		if err := f.add(ctx); err != nil {
+		if err := f.add(ctx, true); err != nil {
 			return nil, err
 		}
+	}
+	for _, in := range f.insts {
+		in.run()
 	}
 	logf("%d instances started over %d accounts; waiting for them to converge...", cfg.instances, cfg.accounts)
 	if r.initial, err = f.converge(ctx, start); err != nil {
@@ -164,9 +170,10 @@ func simulate(ctx context.Context, cfg simConfig) (*simReport, error) {
 
 	logf("instance %d joins...", cfg.instances)
 	start = time.Now()
-	if err := f.add(ctx); err != nil {
+	if err := f.add(ctx, false); err != nil {
 		return nil, err
 	}
+	f.insts[len(f.insts)-1].run()
 	if r.join, err = f.converge(ctx, start); err != nil {
 		return nil, fmt.Errorf("after a join: %w", err)
 	}
@@ -194,6 +201,7 @@ type simInstance struct {
 	client *goredis.Client
 	leases *timedLeases
 	trips  *atomic.Int64
+	run    func() // starts the coordinator's loop
 	cancel context.CancelFunc
 	done   chan struct{}
 	dead   bool
@@ -206,8 +214,9 @@ func simIndex(acct string) int {
 	return i
 }
 
-// add starts one more instance.
-func (f *simFleet) add(ctx context.Context) error {
+// add creates one more instance, a member at once when join is set; its
+// run starts it.
+func (f *simFleet) add(ctx context.Context, join bool) error {
 	idx := len(f.insts)
 	name := fmt.Sprintf("sim-%02d", idx)
 	client := goredis.NewClient(&goredis.Options{Addr: f.cfg.redisAddr})
@@ -233,13 +242,21 @@ func (f *simFleet) add(ctx context.Context) error {
 		accts[i] = simAccount(i)
 	}
 	co.SetAccounts(accts)
+	if join {
+		if _, err := l.Tick(ctx); err != nil {
+			client.Close()
+			return fmt.Errorf("%s joins: %w", name, err)
+		}
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	in := &simInstance{name: name, client: client, leases: tl, trips: trips, cancel: cancel, done: make(chan struct{})}
+	in.run = func() {
+		go func() {
+			defer close(in.done)
+			_ = co.Run(cctx) // a killed instance fails to release: expected
+		}()
+	}
 	f.insts = append(f.insts, in)
-	go func() {
-		defer close(in.done)
-		_ = co.Run(cctx) // a killed instance fails to release: expected
-	}()
 	return nil
 }
 
