@@ -59,8 +59,9 @@ type Config struct {
 	// Settle: the member set must have been unchanged this long before
 	// accounts are handed over. Default one TTL.
 	Settle time.Duration
-	// OrphanAfter: an account nobody has held this long is taken by any
-	// instance, whatever its preference. Default two TTLs.
+	// OrphanAfter: an account nobody has held this long is taken, whatever
+	// its preference, by the instance ranked second for it (or by the one
+	// that handed it over), which watch it. Default two TTLs.
 	OrphanAfter time.Duration
 	// Warmup: after a tick that failed (Redis unreachable), the instance
 	// acquires nothing until its view of the members has been fresh this

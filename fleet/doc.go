@@ -65,6 +65,21 @@
 // previous owner after a hand-over stays there (sticky) only until the
 // membership changes.
 //
+// # At scale
+//
+// A tick costs in proportion to the accounts this instance holds and
+// backs up, not to all the fleet's accounts: the rendezvous assignment
+// (one score per account and member) is computed again only when the
+// members or the accounts change; a tick renews the held leases in one
+// pipeline, and every third tick it also reads the lease keys of the
+// accounts for which this instance ranks second (and of those it handed
+// over), so the fleet reads about one lease key per account every three
+// ticks however many instances it has. Acquisitions go 1,000 to a round
+// trip, and a tick stops taking more once half an interval has passed, so
+// that the leases it took are renewed in time. cmd/fleetload --simulate
+// runs many coordinators over a million accounts; BENCHMARKS.md has the
+// figures and where one Redis stops.
+//
 // Package app wires it: the Coordinator's Owner sends the supervisor Own
 // and Disown messages in batches (never waiting on an actor), and every
 // connection dials through Sockets. It imports store/redis and events.

@@ -44,5 +44,18 @@
 // hard limit, or the ephemeral port range towards the emulator's one
 // address, is too small for --accounts sockets in one process.
 //
+// With --simulate it runs --fleet coordinators of package fleet in this
+// process, each on its own Redis client and real leases in a private
+// redis-server, over --accounts that never connect (the Owner records who
+// runs what): it waits until every account runs on its preferred member,
+// measures the steady state over --window (Redis commands and CPU, round
+// trips per instance, the lease tick, Redis memory per account, this
+// process's CPU and memory), then lets one more instance join and then
+// kills the first (its leases expire in Redis), timing each convergence,
+// counting the accounts moved, and checking that no account was ever run
+// by two instances at once or under a fencing token that did not grow.
+//
+//	go run ./cmd/fleetload --simulate --fleet 20 --accounts 1000000 --lease-ttl 120s --max-moves 500
+//
 // It is a benchmark, not a test: BENCHMARKS.md quotes its output.
 package main

@@ -59,10 +59,12 @@ type steadyReport struct {
 	commandsPerSecond   float64 // Redis total_commands_processed
 	instantaneousOps    int64   // Redis instantaneous_ops_per_sec at the end
 	roundTripsPerSecond []float64
-	ticksPerSecond      float64 // Leases.Tick calls, fleet-wide
-	redisCPU            float64 // Redis's CPU time / wall time
-	redisMemory         int64   // used_memory above the empty server
-	processCPU          float64 // this process's CPU time / wall time
+	ticksPerSecond      float64       // Leases.Tick calls, fleet-wide
+	redisCPU            float64       // Redis's CPU time / wall time
+	renewed             int64         // leases renewed, fleet-wide
+	scriptTimePerLease  time.Duration // Redis's time in scripts per lease renewed
+	redisMemory         int64         // used_memory above the empty server
+	processCPU          float64       // this process's CPU time / wall time
 	processRSS          int64
 	heapInuse           uint64
 	tickMax, tickMean   time.Duration // Leases.Tick, over every instance
@@ -95,6 +97,7 @@ func runSimulation(ctx context.Context, o options, dir string) error {
 	fmt.Printf("initial convergence      %s (a fresh Redis: one TTL of grace first)\n", r.initial.took.Round(time.Millisecond))
 	fmt.Printf("steady state over        %s\n", s.wall.Round(time.Millisecond))
 	fmt.Printf("  redis commands         %.0f/s (instantaneous_ops_per_sec %d); Redis CPU %.0f%% of one core\n", s.commandsPerSecond, s.instantaneousOps, s.redisCPU*100)
+	fmt.Printf("  renewals               %.0f leases/s; Redis spends %s in scripts per lease renewed\n", float64(s.renewed)/s.wall.Seconds(), s.scriptTimePerLease)
 	var rtMin, rtMax, rtSum float64
 	for i, v := range s.roundTripsPerSecond {
 		if i == 0 || v < rtMin {
@@ -140,7 +143,10 @@ func simulate(ctx context.Context, cfg simConfig) (*simReport, error) {
 		return nil, err
 	}
 	w := newSimWorld(cfg.accounts)
-	f := &simFleet{cfg: cfg, w: w}
+	f := &simFleet{cfg: cfg, w: w, accounts: make([]string, cfg.accounts)}
+	for i := range f.accounts {
+		f.accounts[i] = simAccount(i)
+	}
 	defer f.stopAll()
 
 	var r simReport
@@ -190,9 +196,10 @@ func simulate(ctx context.Context, cfg simConfig) (*simReport, error) {
 
 // simFleet is the simulated instances.
 type simFleet struct {
-	cfg   simConfig
-	w     *simWorld
-	insts []*simInstance
+	cfg      simConfig
+	w        *simWorld
+	accounts []string // every instance's, sorted (their strings shared)
+	insts    []*simInstance
 }
 
 // simInstance is one member: a coordinator on its own client.
@@ -237,11 +244,7 @@ func (f *simFleet) add(ctx context.Context, join bool) error {
 		client.Close()
 		return err
 	}
-	accts := make([]string, f.cfg.accounts)
-	for i := range accts {
-		accts[i] = simAccount(i)
-	}
-	co.SetAccounts(accts)
+	co.SetAccounts(f.accounts)
 	if join {
 		if _, err := l.Tick(ctx); err != nil {
 			client.Close()
@@ -381,8 +384,12 @@ func (f *simFleet) measure(ctx context.Context, admin *goredis.Client, base map[
 	var sum time.Duration
 	for i, in := range f.insts {
 		s.roundTripsPerSecond = append(s.roundTripsPerSecond, float64(in.trips.Load()-trips0[i])/sec)
-		c, total, longest := in.leases.stats()
-		n, sum, s.tickMax = n+c, sum+total, max(s.tickMax, longest)
+		c, total, longest, renewed := in.leases.stats()
+		n, sum, s.tickMax, s.renewed = n+c, sum+total, max(s.tickMax, longest), s.renewed+renewed
+	}
+	if s.renewed > 0 {
+		usec := scriptMicros(after) - scriptMicros(before)
+		s.scriptTimePerLease = time.Duration(usec * 1000 / s.renewed)
 	}
 	if n > 0 {
 		s.tickMean = sum / time.Duration(n)
@@ -555,11 +562,12 @@ func (s simSocket) Close() error {
 	return nil
 }
 
-// timedLeases times every Tick of the leases it wraps.
+// timedLeases times every Tick of the leases it wraps and counts the
+// leases renewed.
 type timedLeases struct {
 	fleet.Leases
 	mu           sync.Mutex
-	n            int64
+	n, renewed   int64
 	total, worst time.Duration
 }
 
@@ -568,21 +576,21 @@ func (t *timedLeases) Tick(ctx context.Context, watch ...string) (redis.TickResu
 	r, err := t.Leases.Tick(ctx, watch...)
 	d := time.Since(start)
 	t.mu.Lock()
-	t.n, t.total, t.worst = t.n+1, t.total+d, max(t.worst, d)
+	t.n, t.total, t.worst, t.renewed = t.n+1, t.total+d, max(t.worst, d), t.renewed+int64(r.Renewed)
 	t.mu.Unlock()
 	return r, err
 }
 
 func (t *timedLeases) reset() {
 	t.mu.Lock()
-	t.n, t.total, t.worst = 0, 0, 0
+	t.n, t.total, t.worst, t.renewed = 0, 0, 0, 0
 	t.mu.Unlock()
 }
 
-func (t *timedLeases) stats() (n int64, total, worst time.Duration) {
+func (t *timedLeases) stats() (n int64, total, worst time.Duration, renewed int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.n, t.total, t.worst
+	return t.n, t.total, t.worst, t.renewed
 }
 
 // tripHook counts round trips: single commands and whole pipelines.
@@ -606,7 +614,7 @@ func (h tripHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.
 
 // redisInfo reads INFO's fields.
 func redisInfo(ctx context.Context, c *goredis.Client) (map[string]string, error) {
-	s, err := c.Info(ctx, "stats", "memory", "cpu").Result()
+	s, err := c.Info(ctx, "stats", "memory", "cpu", "commandstats").Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis INFO: %w", err)
 	}
@@ -617,6 +625,21 @@ func redisInfo(ctx context.Context, c *goredis.Client) (map[string]string, error
 		}
 	}
 	return out, nil
+}
+
+// scriptMicros is the time Redis spent in scripts (EVALSHA and EVAL), in
+// µs, from INFO commandstats.
+func scriptMicros(m map[string]string) int64 {
+	var total int64
+	for _, k := range []string{"cmdstat_evalsha", "cmdstat_eval"} {
+		for f := range strings.SplitSeq(m[k], ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
 }
 
 func infoInt(m map[string]string, k string) int64 {
