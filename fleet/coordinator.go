@@ -197,7 +197,7 @@ func (c *Coordinator) Accounts() []string {
 	return slices.Clone(c.accounts)
 }
 
-// Run ticks until ctx ends, then shuts down gracefully: every account is
+// Run ticks every Interval until ctx ends, then shuts down gracefully: every account is
 // stopped, then every lease released and the membership left. The watchdog
 // runs until then.
 func (c *Coordinator) Run(ctx context.Context) error {
@@ -214,8 +214,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return c.shutdown()
 		case <-t.C:
 		}
+		// Ticks keep their rate: the next one is due an Interval after
+		// this one began, however long it took (a slow Redis, a starved
+		// process), so that the time between two renewals stays near
+		// Interval instead of growing by each tick's own duration.
+		began := c.cfg.Now()
 		c.Step(ctx)
-		next := c.cfg.Interval
+		next := max(c.cfg.Interval-c.cfg.Now().Sub(began), time.Millisecond)
 		for _, l := range c.pending {
 			next = min(next, max(l.NotBefore.Sub(c.cfg.Now()), time.Millisecond))
 		}

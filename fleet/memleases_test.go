@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/wafleet/wafleet/events"
@@ -27,9 +28,10 @@ type memLeases struct {
 	others    map[string]string // account → the instance holding it
 	token     redis.FenceToken
 	givenBack []string
-	// onAcquire, when set, runs at the start of every Acquire (a slow
-	// Redis: the test's clock advances).
-	onAcquire func()
+	// onAcquire and onTick, when set, run at the start of every Acquire
+	// and Tick (a slow Redis: the test's clock advances).
+	onAcquire, onTick func()
+	ticks             int
 }
 
 var _ Leases = (*memLeases)(nil)
@@ -85,8 +87,12 @@ func (m *memLeases) Expire() []redis.Lease {
 
 // Tick renews the leases nobody else took and reports the others lost.
 func (m *memLeases) Tick(_ context.Context, watch ...string) (redis.TickResult, error) {
+	if m.onTick != nil {
+		m.onTick()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.ticks++
 	res := redis.TickResult{Members: []string{m.self}}
 	res.Lost = sortedLeases(m.held, func(l redis.Lease) bool { return m.others[l.Account] != "" })
 	for _, l := range res.Lost {
@@ -291,4 +297,36 @@ func TestAcquisitionsLeaveRoomForRenewals(t *testing.T) {
 		}
 		clk.Advance(interval)
 	}
+}
+
+// TestTicksKeepTheirRate: when each tick takes half an interval (a slow
+// Redis), the next one still starts an interval after the previous one
+// began, not an interval after it ended: the time between two renewals
+// does not grow with the ticks' own duration.
+func TestTicksKeepTheirRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		leases := newMemLeases("solo", time.Now)
+		interval := 3 * time.Second
+		leases.onTick = func() { time.Sleep(interval / 2) }
+		co, err := New(Config{Leases: leases, Sockets: NewSockets(leases), Owner: &callOwner{t: t}, Interval: interval})
+		if err != nil {
+			t.Fatal(err)
+		}
+		co.SetAccounts([]string{"a"})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- co.Run(ctx) }()
+		time.Sleep(10*interval + interval*3/4) // the tick begun at 30 s has counted
+		leases.mu.Lock()
+		ticks := leases.ticks
+		leases.mu.Unlock()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Ticks begin at 0, 3 s, …, 30 s: 11. Spaced by 4.5 s they would be 7.
+		if ticks != 11 {
+			t.Fatalf("%d ticks in 10 intervals, want 11 (one every interval)", ticks)
+		}
+	})
 }
