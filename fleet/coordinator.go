@@ -197,9 +197,9 @@ func (c *Coordinator) Accounts() []string {
 	return slices.Clone(c.accounts)
 }
 
-// Run ticks every Interval until ctx ends, then shuts down gracefully: every account is
-// stopped, then every lease released and the membership left. The watchdog
-// runs until then.
+// Run ticks every Interval until ctx ends, then shuts down gracefully:
+// every account is stopped, then every lease released and the membership
+// left. The watchdog runs until then.
 func (c *Coordinator) Run(ctx context.Context) error {
 	wctx, stopWatchdog := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
