@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/status"
@@ -135,8 +134,11 @@ type Supervisor struct {
 	// terminated yet, with the account to start once it has (if any).
 	stopping map[string]*Account
 	// waiters are the Disown requests waiting for terminations.
-	waiters     []*stopWaiter
-	cancelTicks scheduler.CancelFunc
+	waiters []*stopWaiter
+	// health fires the next health line; only Receive touches it
+	// (protoactor's repeating scheduler reads its state without
+	// synchronisation, which the race detector reports).
+	health *time.Timer
 }
 
 // Props returns the supervisor's props, with the delayed-restart strategy
@@ -161,7 +163,7 @@ func Props(deps Deps) *actor.Props {
 func (s *Supervisor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		s.cancelTicks = scheduler.NewTimerScheduler(ctx).SendRepeatedly(s.deps.HealthInterval, s.deps.HealthInterval, ctx.Self(), &healthTick{})
+		s.nextHealth(ctx)
 	case *SetAccounts:
 		s.configured = msg.Accounts
 		ctx.Respond(s.apply(ctx))
@@ -190,14 +192,21 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.terminated(ctx, msg.Who)
 	case *healthTick:
 		s.logHealth()
+		s.nextHealth(ctx)
 	case *actor.Stopping:
-		if s.cancelTicks != nil {
-			s.cancelTicks()
+		if s.health != nil {
+			s.health.Stop()
 		}
 	case *actor.Stopped, *actor.Restarting:
 	default:
 		s.deps.Logger.Warn("supervisor: unexpected message", "type", fmt.Sprintf("%T", msg))
 	}
+}
+
+// nextHealth schedules the next health line after HealthInterval.
+func (s *Supervisor) nextHealth(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	s.health = time.AfterFunc(s.deps.HealthInterval, func() { root.Send(self, &healthTick{}) })
 }
 
 // wanted returns the accounts to run: the configured ones, or with

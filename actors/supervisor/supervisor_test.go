@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -343,5 +344,21 @@ func TestDisownCancelsAPendingStart(t *testing.T) {
 	}
 	if _, err := f.forward(t, "a", &probe{}); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("the disowned account runs: %v", err)
+	}
+}
+
+// The health line repeats every HealthInterval until the supervisor stops.
+func TestHealthLineRepeats(t *testing.T) {
+	logs := new(testkit.LogBuffer)
+	newFixture(t, func(d *Deps) {
+		d.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+		d.HealthInterval = 10 * time.Millisecond
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(logs.String(), `"msg":"health"`) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("health lines after 10 s: %d, want at least 3", strings.Count(logs.String(), `"msg":"health"`))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
