@@ -20,6 +20,7 @@ var (
 	bucketLID2PN   = []byte("lid2pn")   // lidUser -> pnUser
 	bucketPreKeys  = []byte("prekeys")  // id -> bucket of the account's one-time prekeys (bolt_prekeys.go)
 	bucketSettings = []byte("settings") // setting name -> value
+	// bucketSignal (bolt_signal.go): the accounts' Signal state
 	// bucketAccounts (bolt_registry.go): the account registry
 
 	keySchema = []byte("schema")
@@ -30,8 +31,8 @@ var (
 	keyNoPlaintext = []byte("noplaintext")
 )
 
-// boltSchema is the layout version. The prekeys, settings, outbox and
-// accounts buckets were added to version 1 without a change: they are
+// boltSchema is the layout version. The prekeys, settings, outbox,
+// accounts and signal buckets were added to version 1 without a change: they are
 // created when missing, and an older binary ignores them.
 const boltSchema = 1
 
@@ -157,8 +158,8 @@ func (s *BoltStore) Save(ctx context.Context, d *Device) error {
 	return nil
 }
 
-// Delete implements Store: the device, its mapping and its prekeys go in
-// one transaction.
+// Delete implements Store: the device, its mapping, its prekeys and its
+// Signal state go in one transaction.
 func (s *BoltStore) Delete(ctx context.Context, id string) error {
 	if err := s.acquire(ctx, "delete"); err != nil {
 		return err
@@ -169,6 +170,9 @@ func (s *BoltStore) Delete(ctx context.Context, id string) error {
 			return err
 		}
 		if err := deletePreKeys(tx, id); err != nil {
+			return err
+		}
+		if err := deleteSignal(tx, id); err != nil {
 			return err
 		}
 		return setMapping(tx, id, "", "")
@@ -296,8 +300,8 @@ func (s *BoltStore) lookup(ctx context.Context, bucket []byte, key, op string) (
 
 // Reseal makes sure no secret is left in the clear in the file: it
 // re-encodes, in one transaction, every record whose secrets are in the
-// clear so that they are sealed with the configured Sealer (device and
-// one-time prekey records alike, live or archived, the secrets of webhook
+// clear so that they are sealed with the configured Sealer (device,
+// one-time prekey, session and sender key records alike, live or archived, the secrets of webhook
 // endpoints and the proxies of the account registry: they are written
 // sealed once a Sealer is set, the ones written before stay in the clear
 // until Reseal), then, unless the file is known to hold no plaintext
@@ -375,6 +379,10 @@ func (s *BoltStore) sealRecords() (int, error) {
 		if err != nil {
 			return err
 		}
+		sig, err := s.resealSignal(tx.Bucket(bucketSignal))
+		if err != nil {
+			return err
+		}
 		archived, err := s.resealArchive(tx)
 		if err != nil {
 			return err
@@ -387,7 +395,7 @@ func (s *BoltStore) sealRecords() (int, error) {
 		if err != nil {
 			return err
 		}
-		n = len(updates) + pk + archived + endpoints + accounts
+		n = len(updates) + pk + sig + archived + endpoints + accounts
 		return nil
 	})
 	return n, err

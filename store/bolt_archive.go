@@ -17,6 +17,8 @@ import (
 //	    "device"             the device record (codec.go), sealed like a live one
 //	    prekeys/ACCT/        the account's prekey bucket, moved as it was
 //	                         (bolt_prekeys.go), absent when it had none
+//	    signal/ACCT/         the account's Signal state, moved as it was
+//	                         (bolt_signal.go), absent when it had none
 //
 // The archive bucket is created by the first Archive; a file without it
 // has an empty archive.
@@ -25,6 +27,7 @@ var (
 	keyArchiveInfo    = []byte("info")
 	keyArchiveDevice  = []byte("device")
 	bucketArchivePreK = []byte("prekeys")
+	bucketArchiveSig  = []byte("signal")
 )
 
 // Archive implements Store.
@@ -61,6 +64,9 @@ func (s *BoltStore) Archive(ctx context.Context, id, reason string) (ArchiveEntr
 			return err
 		}
 		if e.PreKeys, err = s.movePreKeys(tx, id, tx.Bucket(bucketPreKeys), entry, true); err != nil {
+			return err
+		}
+		if err := s.moveSignal(tx, id, tx.Bucket(bucketSignal), entry, true); err != nil {
 			return err
 		}
 		info, err := json.Marshal(e)
@@ -140,6 +146,31 @@ func (s *BoltStore) movePreKeys(tx *bolt.Tx, id string, from, to *bolt.Bucket, t
 		}
 	}
 	return p.counts.Stored, nil
+}
+
+// moveSignal moves the Signal bucket of id like movePreKeys moves its
+// prekeys; records in the clear are sealed on the way when the store has
+// a Sealer.
+func (s *BoltStore) moveSignal(tx *bolt.Tx, id string, from, to *bolt.Bucket, toEntry bool) error {
+	if from.Bucket([]byte(id)) == nil {
+		return nil
+	}
+	dst := to
+	if toEntry {
+		var err error
+		if dst, err = to.CreateBucket(bucketArchiveSig); err != nil {
+			return err
+		}
+	}
+	if err := tx.MoveBucket([]byte(id), from, dst); err != nil {
+		return err
+	}
+	if s.sealer != nil {
+		if _, err := s.resealSignal(dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ListArchive implements Backend.
@@ -232,6 +263,14 @@ func (s *BoltStore) RestoreArchived(ctx context.Context, id, key string) (Archiv
 				return err
 			}
 		}
+		if err := deleteSignal(tx, id); err != nil {
+			return err
+		}
+		if sig := entry.Bucket(bucketArchiveSig); sig != nil {
+			if err := s.moveSignal(tx, id, sig, tx.Bucket(bucketSignal), false); err != nil {
+				return err
+			}
+		}
 		if err := tx.Bucket(bucketDevices).Put([]byte(id), rec); err != nil {
 			return err
 		}
@@ -291,8 +330,8 @@ func (s *BoltStore) PruneArchive(ctx context.Context, before time.Time) (int, er
 	return n, nil
 }
 
-// resealArchive seals the archived devices and prekeys still in the clear
-// (Reseal) and returns how many records it changed.
+// resealArchive seals the archived devices, prekeys and Signal records
+// still in the clear (Reseal) and returns how many records it changed.
 func (s *BoltStore) resealArchive(tx *bolt.Tx) (int, error) {
 	var entries []ArchiveEntry
 	err := forEachArchived(tx, func(e ArchiveEntry) error {
@@ -318,6 +357,13 @@ func (s *BoltStore) resealArchive(tx *bolt.Tx) (int, error) {
 		}
 		if pk := eb.Bucket(bucketArchivePreK); pk != nil {
 			m, err := s.resealPreKeys(pk)
+			if err != nil {
+				return n, fmt.Errorf("archive entry %s of %q: %w", e.Key, e.ID, err)
+			}
+			n += m
+		}
+		if sig := eb.Bucket(bucketArchiveSig); sig != nil {
+			m, err := s.resealSignal(sig)
 			if err != nil {
 				return n, fmt.Errorf("archive entry %s of %q: %w", e.Key, e.ID, err)
 			}

@@ -179,7 +179,7 @@ func checkLayout(tx *bolt.Tx) error {
 // ignores them.
 var allBuckets = [][]byte{
 	bucketMeta, bucketDevices, bucketDevMap, bucketPN2LID, bucketLID2PN, bucketPreKeys, bucketSettings,
-	bucketOutbox, bucketQueues, bucketDead, bucketEndpoints, bucketAccounts,
+	bucketOutbox, bucketQueues, bucketDead, bucketEndpoints, bucketAccounts, bucketSignal,
 }
 
 // removeIfExists removes the file at path, if there is one.

@@ -342,34 +342,38 @@ func (s *BoltStore) RemovePreKey(ctx context.Context, id string, keyID uint32) e
 	if keyID == 0 || keyID > MaxPreKeyID {
 		return nil
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		p, err := openPreKeys(tx, id, false)
-		if err != nil || p.acct == nil {
-			return err
-		}
-		key := preKeyKey(keyID)
-		switch {
-		case p.pending.Get(key) != nil:
-			err = p.pending.Delete(key)
-		case p.uploaded.Get(key) != nil:
-			err = p.uploaded.Delete(key)
-			p.counts.Uploaded--
-		default:
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		p.counts.Stored--
-		if p.counts.Stored < p.counts.Uploaded || p.counts.Uploaded < 0 {
-			return fmt.Errorf("%w: prekey counters disagree with the stored keys", ErrCorrupt)
-		}
-		return p.saveCounts()
-	})
+	err := s.db.Update(func(tx *bolt.Tx) error { return removePreKeyTx(tx, id, keyID) })
 	if err != nil {
 		return fmt.Errorf("store: remove prekey %d of %q: %w", keyID, id, err)
 	}
 	return nil
+}
+
+// removePreKeyTx forgets prekey keyID of id in tx (absent: nothing to do),
+// for RemovePreKey and ApplySignal.
+func removePreKeyTx(tx *bolt.Tx, id string, keyID uint32) error {
+	p, err := openPreKeys(tx, id, false)
+	if err != nil || p.acct == nil {
+		return err
+	}
+	key := preKeyKey(keyID)
+	switch {
+	case p.pending.Get(key) != nil:
+		err = p.pending.Delete(key)
+	case p.uploaded.Get(key) != nil:
+		err = p.uploaded.Delete(key)
+		p.counts.Uploaded--
+	default:
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.counts.Stored--
+	if p.counts.Stored < p.counts.Uploaded || p.counts.Uploaded < 0 {
+		return fmt.Errorf("%w: prekey counters disagree with the stored keys", ErrCorrupt)
+	}
+	return p.saveCounts()
 }
 
 // PreKeyCounts implements Store: one Get of the account's counters.

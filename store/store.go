@@ -67,15 +67,15 @@ type Store interface {
 	// ErrInvalidDevice and writes nothing. The store keeps no reference to d.
 	Save(ctx context.Context, d *Device) error
 
-	// Delete wipes the device (logged out), its mapping and all its
-	// one-time prekeys with their counts (MaxID included: a device paired
+	// Delete wipes the device (logged out), its mapping, its Signal state
+	// (SignalStore) and all its one-time prekeys with their counts (MaxID included: a device paired
 	// again has a new identity and starts its prekey IDs afresh), in one
 	// transaction where the store can. Deleting an absent id is not an
 	// error. A mapping still derived from another stored device survives.
 	Delete(ctx context.Context, id string) error
 
 	// Archive moves the device of id, with all its one-time prekeys and
-	// their counts, into a new archive entry (sealed like live records) and
+	// their counts and its Signal state (SignalStore), into a new archive entry (sealed like live records) and
 	// drops its mapping as Delete does, in one transaction (one fenced
 	// script in Redis). The account then has no device. No device is an
 	// error wrapping ErrNotFound. reason is kept, cut to
@@ -83,10 +83,11 @@ type Store interface {
 	Archive(ctx context.Context, id, reason string) (ArchiveEntry, error)
 
 	// RestoreArchived puts the archived device id/key back, with its
-	// prekeys and mapping, and removes the entry, in one transaction. The
-	// account's current device is replaced only when it is unpaired (with
-	// its prekeys); a paired one is an error wrapping ErrPaired and nothing
-	// changes. An unknown entry is an error wrapping ErrNotFound.
+	// prekeys, Signal state and mapping, and removes the entry, in one
+	// transaction. The account's current device is replaced only when it
+	// is unpaired (with its prekeys and Signal state); a paired one is an error wrapping
+	// ErrPaired and nothing changes. An unknown entry is an error wrapping
+	// ErrNotFound.
 	RestoreArchived(ctx context.Context, id, key string) (ArchiveEntry, error)
 
 	// AddPreKeys stores new one-time prekeys of account id, not yet
@@ -121,13 +122,16 @@ type Store interface {
 }
 
 // Backend is a whole store as the process opens it (OpenBolt, or the Redis
-// store and its lease-fenced views): the actors' Store, plus what the
+// store and its lease-fenced views): the actors' Store and SignalStore
+// (apart, so that the actors that only keep the device need not provide
+// the Signal state in their tests), plus what the
 // process itself does with it — list the stored accounts, read and prune
 // the archive, keep the account registry (Registry) and fleet-wide
 // settings, close it. The mapping reads
 // (LIDMap) are apart: nothing in the process needs them yet.
 type Backend interface {
 	Store
+	SignalStore
 	Registry
 
 	// ListArchive returns every archive entry, by account id and then

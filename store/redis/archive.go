@@ -17,13 +17,13 @@ import (
 
 // Archived devices (store.Store's Archive, ListArchive, RestoreArchived,
 // PruneArchive). An entry lives in the account's slot, so the fenced
-// device scripts (saveAtomic, saveDevice) move a device and its prekeys
-// into an entry, or back, in one script:
+// device scripts (saveAtomic, saveDevice) move a device, its prekeys and
+// its Signal state into an entry, or back, in one script:
 //
 //	PREFIX:{ACCT}:archive       zset: entry keys scored by archive time in µs
 //	PREFIX:{ACCT}:archive:KEY   hash: rec, reason, jid, prekeys
-//	PREFIX:{ACCT}:archive:KEY:prekeys[:pending]
-//	                            the account's prekey keys, renamed
+//	PREFIX:{ACCT}:archive:KEY:prekeys[:pending], PREFIX:{ACCT}:archive:KEY:signal
+//	                            the account's prekey and Signal keys, renamed
 //
 // Archive times are kept to the microsecond (the zset score is exact).
 
@@ -69,7 +69,7 @@ func (a *entryArgs) keys(k keys, acct string) []string {
 		key = "-" // unused, but in the account's slot like the others
 	}
 	e := k.archived(acct, key)
-	return []string{k.archive(acct), e, e + ":prekeys", e + ":prekeys:pending"}
+	return []string{k.archive(acct), e, e + ":prekeys", e + ":prekeys:pending", e + ":signal"}
 }
 
 func (a *entryArgs) args() []any {
@@ -372,7 +372,7 @@ func (s *Store) PruneArchive(ctx context.Context, before time.Time) (int, error)
 				continue
 			}
 			e := s.k.archived(acct, key)
-			removed, err := archiveDrop.Run(ctx, s.c, []string{s.k.archive(acct), e, e + ":prekeys", e + ":prekeys:pending"}, key).Int()
+			removed, err := archiveDrop.Run(ctx, s.c, []string{s.k.archive(acct), e, e + ":prekeys", e + ":prekeys:pending", e + ":signal"}, key).Int()
 			if err != nil {
 				return fmt.Errorf("drop %s of %q: %w", key, acct, err)
 			}

@@ -25,11 +25,15 @@ const DefaultPrefix = "wafleet"
 //	                       prekey codec), max -> largest key ID ever stored
 //	PREFIX:{ACCT}:prekeys:pending
 //	                       zset: KEYID of the keys not yet uploaded, scored by KEYID
+//	PREFIX:{ACCT}:signal   hash: the account's Signal state, fields as
+//	                       store.SessionKey, IdentityKey and SenderKeyKey
+//	                       name them (signal.go)
 //	PREFIX:{ACCT}:archive  zset: archive entry keys scored by archive time (µs)
 //	PREFIX:{ACCT}:archive:KEY
 //	                       hash: rec, reason, jid, prekeys (an archived device)
-//	PREFIX:{ACCT}:archive:KEY:prekeys, PREFIX:{ACCT}:archive:KEY:prekeys:pending
-//	                       the account's prekey keys, renamed into the entry
+//	PREFIX:{ACCT}:archive:KEY:prekeys, PREFIX:{ACCT}:archive:KEY:prekeys:pending,
+//	PREFIX:{ACCT}:archive:KEY:signal
+//	                       the account's prekey and Signal keys, renamed into the entry
 //	PREFIX:map:pn:{USER}   hash: ACCT -> lid user, "=" -> current lid user
 //	PREFIX:map:lid:{USER}  hash: ACCT -> pn user, "=" -> current pn user
 //	PREFIX:settings        hash: setting name -> value (fleet-wide)
@@ -76,6 +80,7 @@ func (k keys) fence(acct string) string   { return k.p + ":{" + acct + "}:fence"
 func (k keys) holder(acct string) string  { return k.p + ":{" + acct + "}:holder" }
 func (k keys) prekeys(acct string) string { return k.p + ":{" + acct + "}:prekeys" }
 func (k keys) pending(acct string) string { return k.p + ":{" + acct + "}:prekeys:pending" }
+func (k keys) signal(acct string) string  { return k.p + ":{" + acct + "}:signal" }
 func (k keys) settings() string           { return k.p + ":settings" }
 func (k keys) pn(user string) string      { return k.p + ":map:pn:{" + user + "}" }
 func (k keys) lid(user string) string     { return k.p + ":map:lid:{" + user + "}" }

@@ -56,13 +56,13 @@ end
 // luaArchive moves a device between its live keys and an archive entry
 // (archive.go), all in the account's slot. archive_move checks that the
 // live record is still the one the caller read (expect), then copies rec
-// and the entry's description into the entry hash, renames the prekey keys
-// into the entry and indexes it; archive_restore checks the live record the
-// same way (” = none), drops the live prekeys and renames the entry's
-// back, then drops the entry. Both return nil, or 'changed' (the live
+// and the entry's description into the entry hash, renames the prekey and
+// Signal keys into the entry and indexes it; archive_restore checks the
+// live record the same way (” = none), drops the live prekeys and Signal
+// state and renames the entry's back, then drops the entry. Both return nil, or 'changed' (the live
 // record is not the one read), 'exists' or 'noentry'.
 const luaArchive = `
-local function archive_move(dev, pk, pend, idx, entry, epk, epend, key, score, reason, jid, expect, rec)
+local function archive_move(dev, pk, pend, sig, idx, entry, epk, epend, esig, key, score, reason, jid, expect, rec)
   if (redis.call('HGET', dev, 'rec') or '') ~= expect then return 'changed' end
   if redis.call('EXISTS', entry) == 1 then return 'exists' end
   local n = redis.call('HLEN', pk)
@@ -70,24 +70,26 @@ local function archive_move(dev, pk, pend, idx, entry, epk, epend, key, score, r
   redis.call('HSET', entry, 'rec', rec, 'reason', reason, 'jid', jid, 'prekeys', n)
   if redis.call('EXISTS', pk) == 1 then redis.call('RENAME', pk, epk) end
   if redis.call('EXISTS', pend) == 1 then redis.call('RENAME', pend, epend) end
+  if redis.call('EXISTS', sig) == 1 then redis.call('RENAME', sig, esig) end
   redis.call('ZADD', idx, score, key)
   return nil
 end
-local function archive_restore(dev, pk, pend, idx, entry, epk, epend, key, expect)
+local function archive_restore(dev, pk, pend, sig, idx, entry, epk, epend, esig, key, expect)
   if (redis.call('HGET', dev, 'rec') or '') ~= expect then return 'changed' end
   if redis.call('EXISTS', entry) == 0 then return 'noentry' end
-  redis.call('DEL', pk, pend)
+  redis.call('DEL', pk, pend, sig)
   if redis.call('EXISTS', epk) == 1 then redis.call('RENAME', epk, pk) end
   if redis.call('EXISTS', epend) == 1 then redis.call('RENAME', epend, pend) end
+  if redis.call('EXISTS', esig) == 1 then redis.call('RENAME', esig, sig) end
   redis.call('DEL', entry)
   redis.call('ZREM', idx, key)
   return nil
 end
-local function archive_step(op, dev, pk, pend, idx, entry, epk, epend, rec, key, score, reason, jid, expect)
+local function archive_step(op, dev, pk, pend, sig, idx, entry, epk, epend, esig, rec, key, score, reason, jid, expect)
   if op == 'archive' then
-    return archive_move(dev, pk, pend, idx, entry, epk, epend, key, score, reason, jid, expect, rec)
+    return archive_move(dev, pk, pend, sig, idx, entry, epk, epend, esig, key, score, reason, jid, expect, rec)
   elseif op == 'restore' then
-    return archive_restore(dev, pk, pend, idx, entry, epk, epend, key, expect)
+    return archive_restore(dev, pk, pend, sig, idx, entry, epk, epend, esig, key, expect)
   end
   return nil
 end
@@ -95,11 +97,11 @@ end
 
 // saveAtomic writes, deletes, archives or restores a device and its
 // mapping in one script (single node or Sentinel); a delete or archive
-// drops (moves) the account's prekeys too.
+// drops (moves) the account's prekeys and Signal state too.
 //
 //	KEYS: device, lease, fence, new pn map, new lid map, old pn map, old lid map,
 //	      prekeys, pending prekeys, archive index, entry, entry prekeys,
-//	      entry pending prekeys
+//	      entry pending prekeys, entry Signal state, Signal state
 //	ARGV: lease value ('' = unfenced), token, op ('save'|'delete'|'archive'|
 //	      'restore'), rec, account, new pn, new lid, expected old pn,
 //	      expected old lid, entry key, entry score, reason, jid, expected
@@ -115,13 +117,13 @@ local opn, olid = old[1] or '', old[2] or ''
 if opn ~= ARGV[8] or olid ~= ARGV[9] then return {'retry'} end
 local acct, npn, nlid = ARGV[5], ARGV[6], ARGV[7]
 local op = ARGV[3]
-local aerr = archive_step(op, KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13],
+local aerr = archive_step(op, KEYS[1], KEYS[8], KEYS[9], KEYS[15], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14],
   ARGV[4], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14])
 if aerr then return {aerr} end
 if op == 'save' or op == 'restore' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid)
 else
-  redis.call('DEL', KEYS[1], KEYS[8], KEYS[9])
+  redis.call('DEL', KEYS[1], KEYS[8], KEYS[9], KEYS[15])
 end
 if opn ~= '' and opn ~= npn then map_del(KEYS[6], acct) end
 if olid ~= '' and olid ~= nlid then map_del(KEYS[7], acct) end
@@ -133,12 +135,13 @@ return {'ok'}
 `)
 
 // saveDevice is the first step of a split (Cluster) write: the device hash
-// alone (and, for a delete or an archive, the prekeys and the archive entry
-// in the same slot), recording which old mapping users still have to be
-// cleaned up.
+// alone (and, for a delete or an archive, the prekeys, the Signal state and
+// the archive entry in the same slot), recording which old mapping users
+// still have to be cleaned up.
 //
 //	KEYS: device, lease, fence, prekeys, pending prekeys, archive index,
-//	      entry, entry prekeys, entry pending prekeys
+//	      entry, entry prekeys, entry pending prekeys, entry Signal state,
+//	      Signal state
 //	ARGV: lease value, token, op, rec, new pn, new lid, sync nonce, entry
 //	      key, entry score, reason, jid, expected live record
 //
@@ -147,7 +150,7 @@ var saveDevice = goredis.NewScript(luaFence + luaArchive + `
 local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if err then return {err} end
 local op = ARGV[3]
-local aerr = archive_step(op, KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9],
+local aerr = archive_step(op, KEYS[1], KEYS[4], KEYS[5], KEYS[11], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
   ARGV[4], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 if aerr then return {aerr} end
 local h = redis.call('HMGET', KEYS[1], 'pn', 'lid', 'xpn', 'xlid')
@@ -166,7 +169,7 @@ redis.call('DEL', KEYS[1])
 if op == 'save' or op == 'restore' then
   redis.call('HSET', KEYS[1], 'rec', ARGV[4], 'fence', tok, 'pn', npn, 'lid', nlid, 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
 else
-  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[11])
   if xpn ~= '' or xlid ~= '' then
     redis.call('HSET', KEYS[1], 'sync', ARGV[7], 'xpn', xpn, 'xlid', xlid)
   end
@@ -175,11 +178,11 @@ return {'ok', xpn, xlid}
 `)
 
 // archiveDrop removes one archive entry (PruneArchive); not fenced.
-// KEYS: archive index, entry, entry prekeys, entry pending prekeys;
-// ARGV: entry key. Returns 1 when it removed the entry, else 0.
+// KEYS: archive index, entry, entry prekeys, entry pending prekeys, entry
+// Signal state; ARGV: entry key. Returns 1 when it removed the entry, else 0.
 var archiveDrop = goredis.NewScript(`
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1
 `)
 
@@ -389,4 +392,44 @@ return out
 var preKeyCounts = goredis.NewScript(`
 return {redis.call('HLEN', KEYS[1]), redis.call('HEXISTS', KEYS[1], 'max'),
   redis.call('HGET', KEYS[1], 'max') or '0', redis.call('ZCARD', KEYS[2])}
+`)
+
+// signalApply writes a batch of Signal state changes of an account
+// (signal.go), fenced like a device write, after checking that the device
+// exists.
+//
+//	KEYS: device, lease, fence, prekeys, pending prekeys, Signal state
+//	ARGV: lease value ('' = unfenced), token, used prekey ID ('' = none),
+//	      identity count, record count, then field, value pairs: the
+//	      identities, then the records (value '' deletes the field)
+//
+// Returns {'ok', changed identity fields...}, {'lost'}, {'held'} or
+// {'nodevice'}.
+var signalApply = goredis.NewScript(luaFence + `
+local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if err then return {err} end
+if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return {'nodevice'} end
+if ARGV[3] ~= '' then
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+end
+local out = {'ok'}
+local i = 6
+for _ = 1, tonumber(ARGV[4]) do
+  local old = redis.call('HGET', KEYS[6], ARGV[i])
+  if old ~= ARGV[i + 1] then
+    if old then out[#out + 1] = ARGV[i] end
+    redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+for _ = 1, tonumber(ARGV[5]) do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[6], ARGV[i])
+  else
+    redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+return out
 `)

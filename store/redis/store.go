@@ -292,6 +292,7 @@ func (s *Store) write(ctx context.Context, op, acct string, rec []byte, pn, lid 
 			s.k.prekeys(acct), s.k.pending(acct),
 		}
 		keys = append(keys, arch.keys(s.k, acct)...)
+		keys = append(keys, s.k.signal(acct))
 		args := append([]any{string(l.Value), token, op, rec, acct, pn, lid, opn, olid}, arch.args()...)
 		res, err := replyStrings(saveAtomic.Run(ctx, s.c, keys, args...))
 		if err != nil {
@@ -334,6 +335,7 @@ func (s *Store) writeSplit(ctx context.Context, op, acct string, rec []byte, pn,
 	syncID := nonce()
 	keys := []string{s.k.device(acct), s.k.lease(acct), s.k.fence(acct), s.k.prekeys(acct), s.k.pending(acct)}
 	keys = append(keys, arch.keys(s.k, acct)...)
+	keys = append(keys, s.k.signal(acct))
 	args := append([]any{value, token, op, rec, pn, lid, syncID}, arch.args()...)
 	res, err := replyStrings(saveDevice.Run(ctx, s.c, keys, args...))
 	if err != nil {

@@ -99,6 +99,11 @@ func (a *autoLease) RestoreArchived(ctx context.Context, id, key string) (store.
 	return a.Backend.RestoreArchived(ctx, id, key)
 }
 
+func (a *autoLease) ApplySignal(ctx context.Context, id string, c store.SignalChanges) (store.SignalApplied, error) {
+	a.take(ctx, id)
+	return a.Backend.ApplySignal(ctx, id, c)
+}
+
 func (a *autoLease) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) error {
 	a.take(ctx, id)
 	return a.Backend.AddPreKeys(ctx, id, keys)

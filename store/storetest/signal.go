@@ -1,0 +1,329 @@
+package storetest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/wafleet/wafleet/store"
+)
+
+// RunSignal runs the Signal state part of the contract (store.SignalStore)
+// alone, for a store configuration that Run does not cover (Run includes
+// it). open must return a fresh, empty store for each call.
+func RunSignal(t *testing.T, open func(t *testing.T) Store) {
+	for _, tt := range signalTests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() { _ = s.Close() })
+			tt.fn(t, s)
+		})
+	}
+}
+
+// signalTests are the Signal state part of the contract (Run, RunSignal).
+var signalTests = []struct {
+	name string
+	fn   func(t *testing.T, s Store)
+}{
+	{"SignalRoundTrip", testSignalRoundTrip},
+	{"SignalTrustOnFirstUse", testSignalTrustOnFirstUse},
+	{"SignalAllOrNothing", testSignalAllOrNothing},
+	{"SignalInvalid", testSignalInvalid},
+	{"SignalNeedsDevice", testSignalNeedsDevice},
+	{"SignalDelete", testSignalDelete},
+	{"SignalArchive", testSignalArchive},
+}
+
+// Peer addresses of the tests: a phone number and a LID device of one
+// contact are distinct peers.
+const (
+	PeerPN  = "15559876543.0:0"
+	PeerLID = "987654321098765.1:0"
+	Group   = "120363012345678901@g.us"
+)
+
+// SignalRecord returns n random bytes standing for a session or sender
+// key record (the store keeps them opaque).
+func SignalRecord(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustApply(t *testing.T, s Store, id string, c store.SignalChanges) store.SignalApplied {
+	t.Helper()
+	r, err := s.ApplySignal(t.Context(), id, c)
+	if err != nil {
+		t.Fatalf("ApplySignal(%s): %v", id, err)
+	}
+	return r
+}
+
+// ExpectSession fails unless the session of id with addr is want (nil:
+// none).
+func ExpectSession(t testing.TB, s store.SignalStore, id, addr string, want []byte) {
+	t.Helper()
+	got, err := s.Session(t.Context(), id, addr)
+	if want == nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Session(%s, %s) = %d bytes, %v; want ErrNotFound", id, addr, len(got), err)
+		}
+		return
+	}
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Session(%s, %s) = %d bytes, %v; want the %d bytes written", id, addr, len(got), err, len(want))
+	}
+}
+
+func expectSenderKey(t *testing.T, s Store, id, group, sender string, want []byte) {
+	t.Helper()
+	got, err := s.SenderKey(t.Context(), id, group, sender)
+	if want == nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("SenderKey(%s, %s, %s) = %d bytes, %v; want ErrNotFound", id, group, sender, len(got), err)
+		}
+		return
+	}
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("SenderKey(%s, %s, %s) = %d bytes, %v; want the %d bytes written", id, group, sender, len(got), err, len(want))
+	}
+}
+
+func expectIdentity(t *testing.T, s Store, id, addr string, want *[32]byte) {
+	t.Helper()
+	got, err := s.PeerIdentity(t.Context(), id, addr)
+	if want == nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("PeerIdentity(%s, %s) = %x, %v; want ErrNotFound", id, addr, got, err)
+		}
+		return
+	}
+	if err != nil || got != *want {
+		t.Fatalf("PeerIdentity(%s, %s) = %x, %v; want %x", id, addr, got, err, *want)
+	}
+}
+
+func identity(t *testing.T) [32]byte {
+	var k [32]byte
+	copy(k[:], SignalRecord(t, 32))
+	return k
+}
+
+func testSignalRoundTrip(t *testing.T, s Store) {
+	mustSave(t, s, NewDevice(t, "acct"))
+	mustSave(t, s, NewDevice(t, "other"))
+	pn, lid := SignalRecord(t, 1800), SignalRecord(t, 2100)
+	big := SignalRecord(t, store.MaxSignalRecordLen)
+	sk := SignalRecord(t, 300)
+	idPN, idLID := identity(t), identity(t)
+	r := mustApply(t, s, "acct", store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: PeerPN, Record: pn}, {Addr: PeerLID, Record: lid}, {Addr: "1.255:65535", Record: big}},
+		Identities: []store.IdentityChange{{Addr: PeerPN, Key: idPN}, {Addr: PeerLID, Key: idLID}},
+		SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: PeerLID, Record: sk}},
+	})
+	if len(r.ChangedIdentities) != 0 {
+		t.Fatalf("first identities reported as changed: %q", r.ChangedIdentities)
+	}
+	ExpectSession(t, s, "acct", PeerPN, pn)
+	ExpectSession(t, s, "acct", PeerLID, lid)
+	ExpectSession(t, s, "acct", "1.255:65535", big)
+	ExpectSession(t, s, "acct", "15559876543.0:1", nil) // another device of the peer
+	ExpectSession(t, s, "other", PeerPN, nil)           // another account
+	expectIdentity(t, s, "acct", PeerPN, &idPN)
+	expectIdentity(t, s, "acct", PeerLID, &idLID)
+	expectIdentity(t, s, "other", PeerPN, nil)
+	expectSenderKey(t, s, "acct", Group, PeerLID, sk)
+	expectSenderKey(t, s, "acct", Group, PeerPN, nil)
+	expectSenderKey(t, s, "acct", "120363000000000000@g.us", PeerLID, nil)
+
+	// The next ratchet step replaces the session; nil records delete.
+	pn2 := SignalRecord(t, 1900)
+	mustApply(t, s, "acct", store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: PeerPN, Record: pn2}, {Addr: PeerLID}},
+		SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: PeerLID}},
+	})
+	ExpectSession(t, s, "acct", PeerPN, pn2)
+	ExpectSession(t, s, "acct", PeerLID, nil)
+	expectSenderKey(t, s, "acct", Group, PeerLID, nil)
+	expectIdentity(t, s, "acct", PeerLID, &idLID) // identities stay
+	// Deleting what is absent and an empty batch are no-ops.
+	mustApply(t, s, "acct", store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerLID}}})
+	mustApply(t, s, "acct", store.SignalChanges{})
+	ExpectSession(t, s, "acct", PeerPN, pn2)
+}
+
+func testSignalTrustOnFirstUse(t *testing.T, s Store) {
+	mustSave(t, s, NewDevice(t, "acct"))
+	first, second := identity(t), identity(t)
+	if r := mustApply(t, s, "acct", store.SignalChanges{Identities: []store.IdentityChange{{Addr: PeerPN, Key: first}}}); len(r.ChangedIdentities) != 0 {
+		t.Fatalf("first use: changed %q, want none", r.ChangedIdentities)
+	}
+	if r := mustApply(t, s, "acct", store.SignalChanges{Identities: []store.IdentityChange{{Addr: PeerPN, Key: first}}}); len(r.ChangedIdentities) != 0 {
+		t.Fatalf("same key again: changed %q, want none", r.ChangedIdentities)
+	}
+	// A new key is stored, reported, and not an error; the LID peer's
+	// first key beside it is not a change.
+	r := mustApply(t, s, "acct", store.SignalChanges{Identities: []store.IdentityChange{
+		{Addr: PeerLID, Key: first}, {Addr: PeerPN, Key: second},
+	}})
+	if !slices.Equal(r.ChangedIdentities, []string{PeerPN}) {
+		t.Fatalf("changed = %q, want [%s]", r.ChangedIdentities, PeerPN)
+	}
+	expectIdentity(t, s, "acct", PeerPN, &second)
+	expectIdentity(t, s, "acct", PeerLID, &first)
+}
+
+func testSignalAllOrNothing(t *testing.T, s Store) {
+	mustSave(t, s, NewDevice(t, "acct"))
+	keys := NewPreKeys(t, 1, 3)
+	mustAdd(t, s, "acct", keys)
+	old, known := SignalRecord(t, 500), identity(t)
+	mustApply(t, s, "acct", store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: PeerPN, Record: old}},
+		Identities: []store.IdentityChange{{Addr: PeerPN, Key: known}},
+	})
+	// A batch with one bad record writes nothing of the others.
+	bad := store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: PeerPN, Record: SignalRecord(t, 600)}, {Addr: PeerLID, Record: SignalRecord(t, 700)}},
+		Identities: []store.IdentityChange{{Addr: PeerPN, Key: identity(t)}},
+		SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: PeerLID, Record: make([]byte, store.MaxSignalRecordLen+1)}},
+		UsedPreKey: 2,
+	}
+	if _, err := s.ApplySignal(t.Context(), "acct", bad); !errors.Is(err, store.ErrInvalidSignal) {
+		t.Fatalf("ApplySignal with an oversized record = %v, want ErrInvalidSignal", err)
+	}
+	ExpectSession(t, s, "acct", PeerPN, old)
+	ExpectSession(t, s, "acct", PeerLID, nil)
+	expectIdentity(t, s, "acct", PeerPN, &known)
+	expectPreKey(t, s, "acct", keys[1])
+
+	// The same batch made valid writes everything, the prekey included.
+	bad.SenderKeys[0].Record = SignalRecord(t, 100)
+	if r := mustApply(t, s, "acct", bad); !slices.Equal(r.ChangedIdentities, []string{PeerPN}) {
+		t.Fatalf("changed = %q", r.ChangedIdentities)
+	}
+	ExpectSession(t, s, "acct", PeerPN, bad.Sessions[0].Record)
+	ExpectSession(t, s, "acct", PeerLID, bad.Sessions[1].Record)
+	expectSenderKey(t, s, "acct", Group, PeerLID, bad.SenderKeys[0].Record)
+	expectNoPreKey(t, s, "acct", 2)
+	expectCounts(t, s, "acct", store.PreKeyCounts{Stored: 2, MaxID: 3})
+	// A prekey already consumed is not an error (a redelivered stanza).
+	mustApply(t, s, "acct", store.SignalChanges{UsedPreKey: 2, Sessions: []store.SessionChange{{Addr: PeerPN, Record: old}}})
+	ExpectSession(t, s, "acct", PeerPN, old)
+}
+
+func testSignalInvalid(t *testing.T, s Store) {
+	mustSave(t, s, NewDevice(t, "acct"))
+	rec := SignalRecord(t, 10)
+	sess := func(addr string, r []byte) store.SignalChanges {
+		return store.SignalChanges{Sessions: []store.SessionChange{{Addr: addr, Record: r}}}
+	}
+	many := store.SignalChanges{}
+	for i := range store.MaxSignalChanges + 1 {
+		many.Identities = append(many.Identities, store.IdentityChange{Addr: store.PeerAddress("1555", 0, uint16(i))})
+	}
+	for _, tt := range []struct {
+		name string
+		c    store.SignalChanges
+	}{
+		{"empty address", sess("", rec)},
+		{"JID form", sess("15559876543:0@s.whatsapp.net", rec)},
+		{"no domain", sess("15559876543:0", rec)},
+		{"leading zero device", sess("15559876543.0:01", rec)},
+		{"domain over 255", sess("15559876543.256:0", rec)},
+		{"device over 65535", sess("15559876543.0:65536", rec)},
+		{"letters in user", sess("1555a.0:0", rec)},
+		{"user too long", sess(strings.Repeat("1", store.MaxPeerUserLen+1)+".0:0", rec)},
+		{"empty record", sess(PeerPN, []byte{})},
+		{"record too long", sess(PeerPN, make([]byte, store.MaxSignalRecordLen+1))},
+		{"session twice", store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}, {Addr: PeerPN}}}},
+		{"identity twice", store.SignalChanges{Identities: []store.IdentityChange{{Addr: PeerPN}, {Addr: PeerPN}}}},
+		{"bad identity address", store.SignalChanges{Identities: []store.IdentityChange{{Addr: "x"}}}},
+		{"group with a space", store.SignalChanges{SenderKeys: []store.SenderKeyChange{{Group: "a b", Sender: PeerPN, Record: rec}}}},
+		{"empty group", store.SignalChanges{SenderKeys: []store.SenderKeyChange{{Sender: PeerPN, Record: rec}}}},
+		{"bad sender", store.SignalChanges{SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: "me", Record: rec}}}},
+		{"prekey ID too large", store.SignalChanges{UsedPreKey: store.MaxPreKeyID + 1}},
+		{"too many changes", many},
+	} {
+		if _, err := s.ApplySignal(t.Context(), "acct", tt.c); !errors.Is(err, store.ErrInvalidSignal) {
+			t.Errorf("%s: ApplySignal = %v, want ErrInvalidSignal", tt.name, err)
+		}
+	}
+	ExpectSession(t, s, "acct", PeerPN, nil)
+}
+
+func testSignalNeedsDevice(t *testing.T, s Store) {
+	c := store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerPN, Record: SignalRecord(t, 10)}}}
+	for _, id := range []string{"absent", "", strings.Repeat("x", store.MaxIDLen+1)} {
+		if _, err := s.ApplySignal(t.Context(), id, c); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ApplySignal(%q) without a device = %v, want ErrNotFound", id, err)
+		}
+		ExpectSession(t, s, id, PeerPN, nil)
+	}
+}
+
+func testSignalDelete(t *testing.T, s Store) {
+	for _, id := range []string{"acct", "keep"} {
+		mustSave(t, s, NewDevice(t, id))
+		mustApply(t, s, id, store.SignalChanges{
+			Sessions:   []store.SessionChange{{Addr: PeerPN, Record: SignalRecord(t, 100)}},
+			Identities: []store.IdentityChange{{Addr: PeerPN, Key: identity(t)}},
+			SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: PeerPN, Record: SignalRecord(t, 100)}},
+		})
+	}
+	if err := s.Delete(t.Context(), "acct"); err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, s, NewDevice(t, "acct")) // paired again: nothing of the old device
+	ExpectSession(t, s, "acct", PeerPN, nil)
+	expectIdentity(t, s, "acct", PeerPN, nil)
+	expectSenderKey(t, s, "acct", Group, PeerPN, nil)
+	if _, err := s.Session(t.Context(), "keep", PeerPN); err != nil {
+		t.Fatalf("another account's session after Delete: %v", err)
+	}
+}
+
+func testSignalArchive(t *testing.T, s Store) {
+	ctx := t.Context()
+	mustSave(t, s, PairedDevice(t, "acct", "15551234567", "123456789012345", 5))
+	sess, sk, id := SignalRecord(t, 1000), SignalRecord(t, 200), identity(t)
+	mustApply(t, s, "acct", store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: PeerPN, Record: sess}},
+		Identities: []store.IdentityChange{{Addr: PeerPN, Key: id}},
+		SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: PeerPN, Record: sk}},
+	})
+	e, err := s.Archive(ctx, "acct", "failure 401")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ExpectSession(t, s, "acct", PeerPN, nil)
+	expectIdentity(t, s, "acct", PeerPN, nil)
+	expectSenderKey(t, s, "acct", Group, PeerPN, nil)
+	// An unpaired device and its state are replaced by the restored ones.
+	mustSave(t, s, NewDevice(t, "acct"))
+	mustApply(t, s, "acct", store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerLID, Record: SignalRecord(t, 50)}}})
+	if _, err := s.RestoreArchived(ctx, "acct", e.Key); err != nil {
+		t.Fatal(err)
+	}
+	ExpectSession(t, s, "acct", PeerPN, sess)
+	ExpectSession(t, s, "acct", PeerLID, nil)
+	expectIdentity(t, s, "acct", PeerPN, &id)
+	expectSenderKey(t, s, "acct", Group, PeerPN, sk)
+	// A pruned entry takes its state with it.
+	e, err = s.Archive(ctx, "acct", "failure 401")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneArchive(ctx, e.ArchivedAt.Add(1)); err != nil || n != 1 {
+		t.Fatalf("PruneArchive = %d, %v", n, err)
+	}
+	mustSave(t, s, NewDevice(t, "acct"))
+	ExpectSession(t, s, "acct", PeerPN, nil)
+}
