@@ -129,3 +129,27 @@ func BenchmarkBoltPreKeys(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSignalApply measures one ApplySignal of what decrypting a
+// message changes: the session (a 2 KB record) and the sender's identity,
+// in one fsync'd transaction.
+func BenchmarkSignalApply(b *testing.B) {
+	for _, bs := range benchSealers(b) {
+		b.Run("bolt/"+bs.name, func(b *testing.B) {
+			s := openBolt(b, filepath.Join(b.TempDir(), "devices.db"), store.BoltOptions{Sealer: bs.sealer})
+			if err := s.Save(b.Context(), storetest.NewDevice(b, "acct")); err != nil {
+				b.Fatal(err)
+			}
+			c := store.SignalChanges{
+				Sessions:   []store.SessionChange{{Addr: storetest.PeerPN, Record: storetest.SignalRecord(b, 2048)}},
+				Identities: []store.IdentityChange{{Addr: storetest.PeerPN, Key: [32]byte{1}}},
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.ApplySignal(b.Context(), "acct", c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

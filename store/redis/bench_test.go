@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/storetest"
 )
 
 // BenchmarkRenewTick measures one Tick (heartbeat + epoch check + renewal
@@ -53,5 +56,43 @@ func BenchmarkSave(b *testing.B) {
 		if err := v.Save(b.Context(), d); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkSignalApply measures a fenced ApplySignal of what decrypting a
+// message changes (a 2 KB session and the sender's identity) and reports
+// its round trips.
+func BenchmarkSignalApply(b *testing.B) {
+	for _, bs := range []struct {
+		name   string
+		sealer store.Sealer
+	}{{"plain", nil}, {"sealed", testSealer(b, 1)}} {
+		b.Run("redis/"+bs.name, func(b *testing.B) {
+			c, prefix := sharedClient(b)
+			s := newStore(b, c, prefix, false, bs.sealer)
+			m := newLeases(b, c, prefix, "inst-a", newClock(), time.Minute)
+			v := s.Fenced(mustAcquire(b, m, "acct"))
+			if err := v.Save(b.Context(), pairedDeviceForBench(b)); err != nil {
+				b.Fatal(err)
+			}
+			ch := store.SignalChanges{
+				Sessions:   []store.SessionChange{{Addr: storetest.PeerPN, Record: storetest.SignalRecord(b, 2048)}},
+				Identities: []store.IdentityChange{{Addr: storetest.PeerPN, Key: [32]byte{1}}},
+			}
+			if _, err := v.ApplySignal(b.Context(), "acct", ch); err != nil { // loads the script
+				b.Fatal(err)
+			}
+			h := &counter{}
+			c.AddHook(h)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := v.ApplySignal(b.Context(), "acct", ch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(h.RoundTrips())/float64(b.N), "roundtrips/op")
+		})
 	}
 }
