@@ -101,9 +101,12 @@ func (s *Store) archiveDevice(ctx context.Context, id, reason string, l Lease) (
 	if l.Value != "" && l.Account != id {
 		return store.ArchiveEntry{}, fmt.Errorf("redis: archive %q with the lease of %q: %w", id, l.Account, store.ErrLeaseLost)
 	}
-	// Prekeys still in the clear are sealed first: the script moves them
-	// as they are.
+	// Prekeys and Signal records still in the clear are sealed first: the
+	// script moves them as they are.
 	if err := s.resealPreKeys(ctx, id, l); err != nil {
+		return store.ArchiveEntry{}, err
+	}
+	if err := s.resealSignal(ctx, id, l); err != nil {
 		return store.ArchiveEntry{}, err
 	}
 	e := store.ArchiveEntry{ID: id, Reason: store.ArchiveReason(reason), ArchivedAt: time.Now().UTC().Truncate(time.Microsecond)}

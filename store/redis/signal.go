@@ -222,3 +222,64 @@ func (v *view) ApplySignal(ctx context.Context, id string, c store.SignalChanges
 	}
 	return v.s.applySignal(ctx, id, c, l)
 }
+
+// resealSignal seals, under lease l, every session and sender key record
+// of id still in the clear (the owner's migration, see view.Load, and
+// Archive). Records changed meanwhile are left alone.
+func (s *Store) resealSignal(ctx context.Context, id string, l Lease) error {
+	const op = "reseal signal state"
+	if s.sealer == nil || store.ValidateID(id) != nil {
+		return nil
+	}
+	rctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	all, err := s.c.HGetAll(rctx, s.k.signal(id)).Result()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("redis: %s of %q: %w", op, id, err)
+	}
+	var args []any
+	for field, v := range all {
+		if _, identity := cutIdentityField(field); identity {
+			continue
+		}
+		b := []byte(v)
+		rec, info, err := store.DecodeSignal(id, field, b, s.sealer)
+		clear(b)
+		if err != nil {
+			return fmt.Errorf("redis: %s of %q: %s: %w", op, id, field, err)
+		}
+		if info.Sealed {
+			continue
+		}
+		enc, err := store.EncodeSignal(id, field, rec, s.sealer)
+		clear(rec)
+		if err != nil {
+			return fmt.Errorf("redis: %s of %q: %w", op, id, err)
+		}
+		args = append(args, field, v, enc)
+	}
+	for len(args) > 0 {
+		n := min(len(args), 3*resealChunk)
+		ctx, cancel, err := s.begin(ctx, op)
+		if err != nil {
+			return err
+		}
+		keys := []string{s.k.device(id), s.k.lease(id), s.k.fence(id), s.k.signal(id)}
+		res, err := replyStrings(signalReseal.Run(ctx, s.c, keys, append([]any{string(l.Value), l.Token.String()}, args[:n]...)...))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("redis: %s of %q: %w", op, id, err)
+		}
+		if len(res) == 0 {
+			return fmt.Errorf("redis: %s of %q: %w: empty script reply", op, id, ErrProtocol)
+		}
+		if err := s.outcome(op, id, res); err != nil {
+			return err
+		}
+		args = args[n:]
+	}
+	return nil
+}

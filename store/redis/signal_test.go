@@ -269,3 +269,43 @@ func TestSignalApplyRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerSealsSignalWrittenBeforeTheKey: Signal records stored in the
+// clear load once a key is configured, and the owner seals them the first
+// time it loads the device.
+func TestOwnerSealsSignalWrittenBeforeTheKey(t *testing.T) {
+	c, prefix := sharedClient(t)
+	ctx := t.Context()
+	plain := newStore(t, c, prefix, false, nil)
+	if err := plain.Save(ctx, storetest.NewDevice(t, "acct")); err != nil {
+		t.Fatal(err)
+	}
+	sess, sk := storetest.SignalRecord(t, 1500), storetest.SignalRecord(t, 200)
+	_, err := plain.ApplySignal(ctx, "acct", store.SignalChanges{
+		Sessions:   []store.SessionChange{{Addr: storetest.PeerPN, Record: sess}},
+		Identities: []store.IdentityChange{{Addr: storetest.PeerPN, Key: [32]byte{3}}},
+		SenderKeys: []store.SenderKeyChange{{Group: storetest.Group, Sender: storetest.PeerPN, Record: sk}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := newStore(t, c, prefix, false, testSealer(t, 9))
+	storetest.ExpectSession(t, sealed, "acct", storetest.PeerPN, sess)
+	leases := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+	mustAcquire(t, leases, "acct")
+	if _, err := sealed.Bound(leases).Load(ctx, "acct"); err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range signalState(t, sealed, "acct") {
+		if f == store.IdentityKey(storetest.PeerPN) {
+			continue
+		}
+		if len(v) < 5 || v[4]&1 == 0 || bytes.Contains([]byte(v), sess[:32]) || bytes.Contains([]byte(v), sk[:32]) {
+			t.Fatalf("Signal field %s is still in the clear", f)
+		}
+	}
+	storetest.ExpectSession(t, sealed, "acct", storetest.PeerPN, sess)
+	if got, err := sealed.SenderKey(ctx, "acct", storetest.Group, storetest.PeerPN); err != nil || !bytes.Equal(got, sk) {
+		t.Fatalf("SenderKey after the migration = %d bytes, %v", len(got), err)
+	}
+}

@@ -550,11 +550,12 @@ func (v *view) check(op string) error {
 
 // Load implements store.Store. A record written before the store had a
 // Sealer is saved again here, sealed, under this instance's lease, and so
-// are the account's prekey records still in the clear: the owner of an
-// account migrates it the first time it loads it (best effort; a failed
-// migration is retried at the next load as long as the device record is
-// the one in the clear). A migration is followed by a rewrite of Redis's
-// AOF in the background (aofRewriter), which drops the old values from it.
+// are the account's prekey, session and sender key records still in the
+// clear: the owner of an account migrates it the first time it loads it
+// (best effort; a failed migration is retried at the next load as long as
+// the device record is the one in the clear). A migration is followed by a
+// rewrite of Redis's AOF in the background (aofRewriter), which drops the
+// old values from it.
 func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 	if err := v.check("load"); err != nil {
 		return nil, err
@@ -564,10 +565,11 @@ func (v *view) Load(ctx context.Context, id string) (*store.Device, error) {
 		return nil, err
 	}
 	if v.s.sealer != nil && !info.Sealed {
-		// The prekeys go first and the device only once they are sealed:
+		// The prekeys and the Signal state go first and the device only
+		// once they are sealed:
 		// the device record in the clear is what makes the next load try
 		// again. A failure here leaves the migration to that next load.
-		if l, ok := v.lease(id); ok && v.s.resealPreKeys(ctx, id, l) == nil && v.Save(ctx, d) == nil {
+		if l, ok := v.lease(id); ok && v.s.resealPreKeys(ctx, id, l) == nil && v.s.resealSignal(ctx, id, l) == nil && v.Save(ctx, d) == nil {
 			v.s.aof.request()
 		}
 	}
