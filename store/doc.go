@@ -30,10 +30,25 @@
 // (bolt_prekeys.go); settings live in the "settings" bucket. Delete wipes
 // an account's prekeys with its device.
 //
+// The Signal protocol state of each account (signal.go: SignalStore, which
+// Backend includes and Store does not, so the actors' device-only fakes
+// need none of it) is kept beside the device too: sessions and sender keys
+// as the signal package's stored forms, opaque here (this package does not
+// import signal) and sealed like private keys (EncodeSignal binds a sealed
+// record to its account and key), the peers' identity keys in the clear
+// (they are public), trusted on first use: ApplySignal reports a changed
+// identity instead of refusing it. Peers are "USER.DOMAIN:DEVICE"
+// (PeerAddress). ApplySignal writes a whole batch (a session, the
+// identity, the one-time prekey consumed) in one transaction, for the
+// receive path to call before it acknowledges the stanza. In the bbolt
+// file the state lives in the "signal" bucket, one sub-bucket per account
+// (bolt_signal.go); Delete drops it, Archive moves it into the entry and
+// RestoreArchived puts it back, like the prekeys.
+//
 // A server-initiated wipe archives instead of deleting (archive.go):
-// Archive moves the device and its prekeys into an archive entry keyed by
-// account and time, sealed like live records; ListArchive describes the
-// entries without secrets, RestoreArchived puts one back over an unpaired
+// Archive moves the device, its prekeys and its Signal state into an
+// archive entry keyed by account and time, sealed like live records;
+// ListArchive describes the entries without secrets, RestoreArchived puts one back over an unpaired
 // device (never over a paired one), PruneArchive drops entries past the
 // retention. In the bbolt file they live in the "archive" bucket
 // (bolt_archive.go).

@@ -259,9 +259,11 @@ const (
 	signalVersion = 1
 	signalHeader  = 5
 
-	// MaxSignalStoredLen bounds an encoded record (sealed, with its
-	// binding); stores refuse longer stored values before decoding them.
-	MaxSignalStoredLen = signalHeader + MaxSignalRecordLen + 1 + 255 + 2 + 512 + 128 + 4
+	// MaxSignalStoredLen bounds an encoded record: the header, the record,
+	// its binding when sealed (account up to 1+255 bytes, key up to 2+512),
+	// the Sealer's overhead (AESSealer: 37 bytes; 128 allowed) and the
+	// checksum. Stores refuse longer stored values before decoding them.
+	MaxSignalStoredLen = signalHeader + MaxSignalRecordLen + (1 + 255) + (2 + 512) + 128 + 4
 )
 
 // EncodeSignal encodes rec, the record stored under key of account id,

@@ -1,7 +1,7 @@
 // Package redis is wafleet's fleet-mode storage on Redis (single node,
 // Sentinel or Cluster, through go-redis's UniversalClient): the store.Store
-// of devices, their one-time prekeys and the fleet-wide settings, with every
-// device and prekey write fenced by the account's lease (Store, Fenced,
+// of devices, their one-time prekeys, their Signal state and the fleet-wide
+// settings, with every device, prekey and Signal write fenced by the account's lease (Store, Fenced,
 // Bound), the per-instance membership heartbeat and account leases with
 // fencing tokens (Leases), a fleet-wide connect-rate limiter (Limiter), the
 // persistence check run at start (CheckDurability), the hook a Cluster
@@ -10,8 +10,11 @@
 // (RewriteAOF, aof.go).
 //
 // An account's prekeys live in PREFIX:{ACCT}:prekeys (records by key ID)
-// and PREFIX:{ACCT}:prekeys:pending (IDs not yet uploaded), in the device's
-// hash slot so that one script checks the lease and writes them; settings
+// and PREFIX:{ACCT}:prekeys:pending (IDs not yet uploaded), and its Signal
+// state (store.SignalStore: sessions, peer identities, sender keys) in the
+// PREFIX:{ACCT}:signal hash (signal.go), all in the device's hash slot so
+// that one script checks the lease and writes them (ApplySignal, with the
+// one-time prekey it consumed, is one script, one round trip); settings
 // live in the PREFIX:settings hash and are not fenced. Archived devices
 // (archive.go) live in the account's slot too, so that archiving and
 // restoring are fenced device writes of one script each. The account
