@@ -46,9 +46,11 @@ func TestBoltContract(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			storetest.Run(t, func(t *testing.T) storetest.Store {
+			open := func(t *testing.T) storetest.Store {
 				return openBolt(t, filepath.Join(t.TempDir(), "devices.db"), tt.opts(t))
-			})
+			}
+			storetest.Run(t, open)
+			storetest.RunSignal(t, open)
 		})
 	}
 }

@@ -101,10 +101,13 @@ type SignalApplied struct {
 // Bounds of the Signal state.
 const (
 	// MaxSignalRecordLen bounds a session or sender key record as the
-	// caller gives it. The signal package's records stay far below it
-	// (a session with its archived states is a few KB; skipped message
-	// keys are bounded per chain).
-	MaxSignalRecordLen = 256 << 10
+	// caller gives it. A session is a few KB; what makes one larger is
+	// the keys of skipped messages (36 bytes each, up to
+	// signal.MaxSkippedKeys per chain): a current state with five full
+	// receiver chains is about 360 KB.
+	MaxSignalRecordLen = 1 << 20
+	// MaxSignalApplyLen bounds the records of one ApplySignal together.
+	MaxSignalApplyLen = 8 << 20
 	// MaxSignalChanges bounds the changes of one ApplySignal call
 	// (sessions, identities and sender keys together).
 	MaxSignalChanges = 1024
@@ -183,8 +186,9 @@ func SenderKeyKey(group, sender string) string { return "k:" + group + " " + sen
 
 // CheckSignalChanges validates a batch for ApplySignal: at most
 // MaxSignalChanges changes, canonical addresses and groups, records of at
-// most MaxSignalRecordLen bytes (empty records are refused: nil deletes),
-// no key twice, a prekey ID within MaxPreKeyID.
+// most MaxSignalRecordLen bytes (empty records are refused: nil deletes)
+// and MaxSignalApplyLen together, no key twice, a prekey ID within
+// MaxPreKeyID.
 func CheckSignalChanges(c SignalChanges) error {
 	if n := len(c.Sessions) + len(c.Identities) + len(c.SenderKeys); n > MaxSignalChanges {
 		return fmt.Errorf("%w: %d changes, more than %d", ErrInvalidSignal, n, MaxSignalChanges)
@@ -200,9 +204,13 @@ func CheckSignalChanges(c SignalChanges) error {
 		seen[k] = struct{}{}
 		return nil
 	}
+	total := 0
 	record := func(what string, rec []byte) error {
 		if rec != nil && (len(rec) == 0 || len(rec) > MaxSignalRecordLen) {
 			return fmt.Errorf("%w: %s record of %d bytes, not 1 to %d", ErrInvalidSignal, what, len(rec), MaxSignalRecordLen)
+		}
+		if total += len(rec); total > MaxSignalApplyLen {
+			return fmt.Errorf("%w: records of more than %d bytes in one batch", ErrInvalidSignal, MaxSignalApplyLen)
 		}
 		return nil
 	}

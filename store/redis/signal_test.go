@@ -11,13 +11,30 @@ import (
 	"github.com/wafleet/wafleet/store/storetest"
 )
 
-// TestSignalContractSealed runs the Signal part of the contract on a
-// sealed store (TestContract runs it in the clear, in both write modes;
-// sealing is the same in both).
-func TestSignalContractSealed(t *testing.T) {
-	storetest.RunSignal(t, func(t *testing.T) storetest.Store {
-		c, prefix := sharedClient(t)
-		return newStore(t, c, prefix, false, testSealer(t, 9))
+// TestSignalContract runs the Signal part of the contract on a sealed
+// store and on plain ones: administrative writes in the atomic mode,
+// lease-bound ones in the split mode (the Signal script is the same in
+// both modes; the archive and delete scripts differ).
+func TestSignalContract(t *testing.T) {
+	t.Run("sealed", func(t *testing.T) {
+		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
+			c, prefix := sharedClient(t)
+			return newStore(t, c, prefix, false, testSealer(t, 9))
+		})
+	})
+	t.Run("atomic/admin", func(t *testing.T) {
+		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
+			c, prefix := sharedClient(t)
+			return newStore(t, c, prefix, false, nil)
+		})
+	})
+	t.Run("split/bound", func(t *testing.T) {
+		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
+			c, prefix := sharedClient(t)
+			s := newStore(t, c, prefix, true, nil)
+			m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+			return &autoLease{Backend: s.Bound(m), under: s, m: m}
+		})
 	})
 }
 

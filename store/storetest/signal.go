@@ -11,9 +11,9 @@ import (
 	"github.com/wafleet/wafleet/store"
 )
 
-// RunSignal runs the Signal state part of the contract (store.SignalStore)
-// alone, for a store configuration that Run does not cover (Run includes
-// it). open must return a fresh, empty store for each call.
+// RunSignal runs the Signal state part of the contract (store.SignalStore),
+// which every store.Backend passes beside Run's. open must return a fresh,
+// empty store for each call.
 func RunSignal(t *testing.T, open func(t *testing.T) Store) {
 	for _, tt := range signalTests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -24,7 +24,7 @@ func RunSignal(t *testing.T, open func(t *testing.T) Store) {
 	}
 }
 
-// signalTests are the Signal state part of the contract (Run, RunSignal).
+// signalTests are the Signal state part of the contract (RunSignal).
 var signalTests = []struct {
 	name string
 	fn   func(t *testing.T, s Store)
@@ -225,6 +225,10 @@ func testSignalInvalid(t *testing.T, s Store) {
 	sess := func(addr string, r []byte) store.SignalChanges {
 		return store.SignalChanges{Sessions: []store.SessionChange{{Addr: addr, Record: r}}}
 	}
+	heavy := store.SignalChanges{}
+	for i := range store.MaxSignalApplyLen/store.MaxSignalRecordLen + 1 {
+		heavy.Sessions = append(heavy.Sessions, store.SessionChange{Addr: store.PeerAddress("1555", 0, uint16(i)), Record: make([]byte, store.MaxSignalRecordLen)})
+	}
 	many := store.SignalChanges{}
 	for i := range store.MaxSignalChanges + 1 {
 		many.Identities = append(many.Identities, store.IdentityChange{Addr: store.PeerAddress("1555", 0, uint16(i))})
@@ -251,6 +255,7 @@ func testSignalInvalid(t *testing.T, s Store) {
 		{"bad sender", store.SignalChanges{SenderKeys: []store.SenderKeyChange{{Group: Group, Sender: "me", Record: rec}}}},
 		{"prekey ID too large", store.SignalChanges{UsedPreKey: store.MaxPreKeyID + 1}},
 		{"too many changes", many},
+		{"records too long together", heavy},
 	} {
 		if _, err := s.ApplySignal(t.Context(), "acct", tt.c); !errors.Is(err, store.ErrInvalidSignal) {
 			t.Errorf("%s: ApplySignal = %v, want ErrInvalidSignal", tt.name, err)

@@ -47,7 +47,6 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 	tests = append(tests, preKeyTests...)
 	tests = append(tests, archiveTests...)
 	tests = append(tests, registryTests...)
-	tests = append(tests, signalTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
