@@ -334,6 +334,8 @@ func testSplitWriteRecovers(t *testing.T, tg target) {
 	storetest.Pair(d2, "15552222222", "222222222222222", 4)
 	rec, _ := store.Encode(d2, nil)
 	keys := []string{s.k.device("acct"), s.k.lease("acct"), s.k.fence("acct"), s.k.prekeys("acct"), s.k.pending("acct")}
+	keys = append(keys, (&entryArgs{}).keys(s.k, "acct")...)
+	keys = append(keys, s.k.signal("acct"))
 	if err := saveDevice.Run(ctx, c, keys, "", "0", "save", rec, "15552222222", "222222222222222", "sync1").Err(); err != nil {
 		t.Fatal(err)
 	}
