@@ -187,7 +187,7 @@ func (s *Store) resealPreKeys(ctx context.Context, id string, l Lease) error {
 	}
 	for len(args) > 0 {
 		n := min(len(args), 3*resealChunk)
-		res, err := s.preKeyWrite(ctx, op, id, l, preKeyReseal, args[:n]...)
+		res, err := s.preKeyWrite(ctx, op, id, l, fencedReseal, args[:n]...)
 		if err != nil {
 			return err
 		}

@@ -358,10 +358,11 @@ redis.call('ZREM', KEYS[5], ARGV[3])
 return {'ok'}
 `)
 
-// preKeyReseal replaces records that still hold what the caller read.
-// ARGV: ..., then ID, old record, new record triples. Returns {'ok', n},
-// {'lost'} or {'held'}.
-var preKeyReseal = goredis.NewScript(luaFence + `
+// fencedReseal replaces the fields of a hash (prekeys, Signal state) that
+// still hold what the caller read, fenced. KEYS: device, lease, fence, the
+// hash; ARGV: lease value, token, then field, old value, new value
+// triples. Returns {'ok', n}, {'lost'} or {'held'}.
+var fencedReseal = goredis.NewScript(luaFence + `
 local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if err then return {err} end
 local n = 0
@@ -432,21 +433,4 @@ for _ = 1, tonumber(ARGV[5]) do
   i = i + 2
 end
 return out
-`)
-
-// signalReseal replaces Signal records that still hold what the caller
-// read, fenced. KEYS: device, lease, fence, Signal state; ARGV: lease
-// value, token, then field, old value, new value triples. Returns {'ok',
-// n}, {'lost'} or {'held'}.
-var signalReseal = goredis.NewScript(luaFence + `
-local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-if err then return {err} end
-local n = 0
-for i = 3, #ARGV, 3 do
-  if redis.call('HGET', KEYS[4], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
-    n = n + 1
-  end
-end
-return {'ok', n}
 `)

@@ -268,7 +268,7 @@ func (s *Store) resealSignal(ctx context.Context, id string, l Lease) error {
 			return err
 		}
 		keys := []string{s.k.device(id), s.k.lease(id), s.k.fence(id), s.k.signal(id)}
-		res, err := replyStrings(signalReseal.Run(ctx, s.c, keys, append([]any{string(l.Value), l.Token.String()}, args[:n]...)...))
+		res, err := replyStrings(fencedReseal.Run(ctx, s.c, keys, append([]any{string(l.Value), l.Token.String()}, args[:n]...)...))
 		cancel()
 		if err != nil {
 			return fmt.Errorf("redis: %s of %q: %w", op, id, err)
