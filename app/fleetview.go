@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -52,7 +51,7 @@ func (a *App) newFleetView() (*fleetView, error) {
 			view.ActionLogout:  controller{a}.Logout,
 		},
 		Holds:  holds,
-		Listed: func(acct string) bool { return slices.Contains(f.coord.Accounts(), acct) },
+		Listed: f.coord.Runs,
 		QR: func(acct string) (string, bool) {
 			v, ok := a.board.Get(acct)
 			if !ok || v.QR == nil {

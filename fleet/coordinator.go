@@ -197,6 +197,15 @@ func (c *Coordinator) Accounts() []string {
 	return slices.Clone(c.accounts)
 }
 
+// Runs reports whether acct is one of the configured accounts, without
+// copying them (a binary search of the sorted list).
+func (c *Coordinator) Runs(acct string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, found := slices.BinarySearch(c.accounts, acct)
+	return found
+}
+
 // Run ticks every Interval until ctx ends, then shuts down gracefully:
 // every account is stopped, then every lease released and the membership
 // left. The watchdog runs until then.

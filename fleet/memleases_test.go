@@ -330,3 +330,22 @@ func TestTicksKeepTheirRate(t *testing.T) {
 		}
 	})
 }
+
+// Runs says which accounts the fleet runs, as SetAccounts last set them.
+func TestCoordinatorRuns(t *testing.T) {
+	leases := newMemLeases("solo", time.Now)
+	co, err := New(Config{Leases: leases, Sockets: NewSockets(leases), Owner: &callOwner{t: t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.SetAccounts([]string{"c", "a", "b", "a"})
+	for acct, want := range map[string]bool{"a": true, "b": true, "c": true, "d": false, "": false} {
+		if got := co.Runs(acct); got != want {
+			t.Errorf("Runs(%q) = %v, want %v", acct, got, want)
+		}
+	}
+	co.SetAccounts([]string{"d"})
+	if co.Runs("a") || !co.Runs("d") {
+		t.Error("Runs does not follow SetAccounts")
+	}
+}
