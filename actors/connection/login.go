@@ -74,7 +74,7 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 // it is ackable, it is acknowledged all the same: the server would
 // otherwise end the stream for it and redeliver it on every login.
 func (c *conn) onFrame(ctx actor.Context, data []byte) {
-	n, err := node.UnmarshalPayload(data)
+	n, err := node.UnmarshalOwnedPayload(data) // data is the actor's copy: decoded in place
 	if err == nil {
 		c.onNode(ctx, n)
 		return

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"runtime"
+	"slices"
 	"testing"
+	"unsafe"
 )
 
 // TestDecodeAllocs pins the allocation goals: a <message> with a 1 KiB
@@ -111,5 +113,51 @@ func TestDecodeDoesNotAliasInput(t *testing.T) {
 				t.Errorf("%s: node changed with its input buffer\n got %v\nwant %v", name, got, exp)
 			}
 		}
+	}
+}
+
+// DecodeOwnedPayload decodes in the caller's buffer: the message's node
+// equals what UnmarshalPayload gives, its <enc> content is the payload's
+// own bytes, and the kilobyte copy is gone from what a decode allocates.
+func TestDecodeOwnedPayload(t *testing.T) {
+	body, err := Marshal(encMessage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := append([]byte{0}, body...)
+	want, err := UnmarshalPayload(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned := slices.Clone(payload)
+	got, err := UnmarshalOwnedPayload(owned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(want) {
+		t.Fatalf("owned decode %v, want %v", got, want)
+	}
+	enc, _ := got.Child("enc")
+	ct, _ := enc.Bytes()
+	start := uintptr(unsafe.Pointer(&owned[0]))
+	if p := uintptr(unsafe.Pointer(&ct[0])); p < start || p >= start+uintptr(len(owned)) {
+		t.Error("the <enc> content is a copy, not the payload's bytes")
+	}
+	// One P, so other goroutines of the process hardly allocate meanwhile.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	allocated := func(decode func([]byte) (Node, error)) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range 100 {
+			if _, err := decode(owned); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / 100
+	}
+	copying, inPlace := allocated(UnmarshalPayload), allocated(UnmarshalOwnedPayload)
+	if inPlace+uint64(len(body)) > copying+64 {
+		t.Fatalf("an owned decode allocates %d bytes, a copying one %d: want the %d-byte copy gone", inPlace, copying, len(body))
 	}
 }

@@ -40,6 +40,12 @@ func UnmarshalPayload(payload []byte) (Node, error) {
 	return Decoder{}.DecodePayload(payload)
 }
 
+// UnmarshalOwnedPayload is UnmarshalPayload of a payload the caller hands
+// over (see Decoder.DecodeOwnedPayload).
+func UnmarshalOwnedPayload(payload []byte) (Node, error) {
+	return Decoder{}.DecodeOwnedPayload(payload)
+}
+
 // UnmarshalPayloadHeader decodes only the tag and attributes of a payload's
 // node, with the default limits (see Decoder.DecodePayloadHeader).
 func UnmarshalPayloadHeader(payload []byte) (Node, error) {
@@ -73,6 +79,20 @@ func (dc Decoder) DecodePayload(payload []byte) (Node, error) {
 	}
 	s := dc.measure(inflated)
 	return dc.decodeOwned(inflated[:len(inflated):len(inflated)], inflated[len(inflated):], s)
+}
+
+// DecodeOwnedPayload is DecodePayload of a payload that becomes the
+// node's: its strings and byte content point into payload instead of into
+// a copy, so the caller must not change payload afterwards. A reader that
+// copies each frame out of its read buffer anyway (to hand it to another
+// goroutine) saves the decoder's copy this way.
+func (dc Decoder) DecodeOwnedPayload(payload []byte) (Node, error) {
+	if len(payload) == 0 || payload[0]&0x02 != 0 {
+		return dc.DecodePayload(payload) // empty, or inflated into a buffer of its own
+	}
+	body := payload[1:]
+	s := dc.measure(body)
+	return dc.decodeOwned(body[:len(body):len(body)], nil, s)
 }
 
 func (dc Decoder) inflate(body []byte) ([]byte, error) {

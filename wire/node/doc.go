@@ -14,7 +14,10 @@
 // node holds: the copy is made with room for its unpacked strings, and its
 // nodes, attributes and JIDs take one more allocation for a small stanza
 // (one per kind for a larger one), sized from its structure, not its
-// length. Byte content of a decoded Node must be treated as read-only, and
+// length. A caller that hands its buffer over (DecodeOwnedPayload: the
+// connection actor, which gets its own copy of each frame from the reader)
+// is spared the copy: the node points into that buffer. Byte content of a
+// decoded Node must be treated as read-only, and
 // any string or byte slice taken from it keeps the whole decoded buffer
 // alive: clone small pieces (strings.Clone, bytes.Clone) that are kept for
 // long. A stanza whose content does not decode can still give its tag and
