@@ -104,10 +104,12 @@ func TestControlAPI(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"ack_deadline_kills", "acks_malformed", "acks_ok", "active_connections", "devices_with_prekeys",
+	want := []string{"ack_deadline_kills", "acks_malformed", "acks_ok", "active_connections",
+		"contact_messages", "contacts", "decrypt_failures", "devices_with_prekeys",
 		"handshakes", "link_code_failures", "link_code_pairings", "link_code_requests", "logins", "logins_rejected",
-		"max_connections_per_device", "pairings", "pings", "prekey_uploads",
-		"provisioned", "redeliveries", "registrations", "server_pings_answered", "server_pings_sent", "stanzas_pushed", "violations"}
+		"max_connections_per_device", "messages_routed", "messages_undelivered", "pairings", "pings", "prekey_uploads",
+		"provisioned", "receipts", "receipts_late", "receipts_overdue", "redeliveries", "registrations", "resends", "retry_receipts",
+		"server_pings_answered", "server_pings_sent", "stanzas_pushed", "violations"}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("stats keys %v, want %v", keys, want)
 	}

@@ -163,26 +163,9 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 
 	// 1. Redelivery: everything earlier connections left unacked, oldest
 	// first, before anything new.
-	dev := sess.dev
-	dev.st.mu.Lock()
-	if dev.st.current != sess || dev.st.removed {
-		dev.st.mu.Unlock()
+	redelivered, ok := sess.redeliver(start)
+	if !ok {
 		return
-	}
-	redeliver := dev.st.takeOver(start)
-	payloads := make([][]byte, len(redeliver))
-	for i, p := range redeliver {
-		payloads[i] = p.payload
-	}
-	dev.st.mu.Unlock()
-	for _, b := range payloads {
-		if err := sess.sendRaw(b); err != nil {
-			return
-		}
-		s.stats.add(func(st *Stats) *int64 { return &st.Redeliveries }, 1)
-	}
-	if len(payloads) > 0 {
-		sess.log.Info("redelivered unacked stanzas", "count", len(payloads))
 	}
 
 	// 2. The offline burst, then its end marker.
@@ -194,7 +177,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 			}
 			burst++
 		}
-		offline := node.New("ib").WithChildren(node.New("offline", node.IntAttr("count", int64(len(payloads)+burst))))
+		offline := node.New("ib").WithChildren(node.New("offline", node.IntAttr("count", int64(redelivered+burst))))
 		if sess.send(offline) != nil {
 			return
 		}
@@ -268,6 +251,37 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 	}
 }
 
+// redeliver makes sess the connection that gets the device's stanzas and
+// sends it, oldest first, what earlier connections left unacked. Without
+// day-one mode it is all a login gets (the stanzas of contacts and encrypt
+// notifications). It returns how many it sent, and false when the
+// connection no longer owns the device or a send failed.
+func (sess *session) redeliver(now time.Time) (int, bool) {
+	s := sess.s
+	dev := sess.dev
+	dev.st.mu.Lock()
+	if dev.st.current != sess || dev.st.removed {
+		dev.st.mu.Unlock()
+		return 0, false
+	}
+	redeliver := dev.st.takeOver(sess, now)
+	payloads := make([][]byte, len(redeliver))
+	for i, p := range redeliver {
+		payloads[i] = p.payload
+	}
+	dev.st.mu.Unlock()
+	for _, b := range payloads {
+		if err := sess.sendRaw(b); err != nil {
+			return 0, false
+		}
+		s.stats.add(func(st *Stats) *int64 { return &st.Redeliveries }, 1)
+	}
+	if len(payloads) > 0 {
+		sess.log.Info("redelivered unacked stanzas", "count", len(payloads))
+	}
+	return len(payloads), true
+}
+
 // earliest returns the earlier of two times, the zero time meaning "none".
 func earliest(a, b time.Time) time.Time {
 	switch {
@@ -328,15 +342,11 @@ func (sess *session) pushKind(d1 *sessionDayOne, k stanzaKind, now time.Time, co
 	p := newPending(n, b)
 	p.sentAt = now
 	dev.st.add(p)
-	if k == kindMsgPkmsg && dev.st.prekeys > 0 {
+	if k == kindMsgPkmsg {
 		// A peer started a session with one of the device's prekeys.
-		dev.st.prekeys--
-		if dev.st.prekeys == 0 {
+		var emptied bool
+		if _, _, lowCount, emptied, _ = dev.st.takePreKey(); emptied {
 			s.stats.add(func(st *Stats) *int64 { return &st.DevicesWithPrekeys }, -1)
-		}
-		if dev.st.prekeys < minPrekeys && !dev.st.lowNotified {
-			dev.st.lowNotified = true
-			lowCount = dev.st.prekeys
 		}
 	}
 	dev.st.mu.Unlock()
@@ -476,6 +486,12 @@ func (sess *session) handleAck(n node.Node) {
 		return
 	}
 	p := dev.st.pending[id]
+	if p == nil && sess.d1 == nil {
+		// Outside day-one mode the server asks for no acks but those of the
+		// stanzas it queued; others are ignored as before.
+		dev.st.mu.Unlock()
+		return
+	}
 	why := ackProblem(n, class, id, p)
 	if why == "" {
 		dev.st.settle(p)

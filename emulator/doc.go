@@ -33,7 +33,9 @@
 //     device is removed as by Phone.Unlink; naming another device is a
 //     violation answered 403); any other get/set IQ gets <error code="501"
 //     text="feature-not-implemented"/>.
-//     Without day-one mode it sends nothing else and ignores acks.
+//     Without day-one mode it sends nothing else but what waits in the
+//     device's queue (contacts' messages, encrypt notifications, below),
+//     and ignores acks of anything else.
 //   - With Options.MinVersion set, a registration or login whose
 //     userAgent.appVersion is older gets <failure reason="405"
 //     location="emulator"/> and the socket closes (counted in
@@ -172,6 +174,25 @@
 // and pair-success follows, HMACed with the derived ADV secret, and the
 // rest is QR pairing. Stats: link_code_requests, link_code_pairings (also
 // in pairings), link_code_failures.
+//
+// # Contacts
+//
+// Server.AddContact (contact.go) creates an emulated WhatsApp user on the
+// other side of our accounts' conversations: a phone number (1555100xxxx
+// unless given) with a primary device (0) and a companion (1), each a
+// SignalDevice with its own identity key pair, registration ID, signed
+// prekey (signed by the identity key over 05 || key) and a stock of 50
+// one-time prekeys. An account's phone is a SignalDevice too, made on first
+// use, whose identity key is the account's primary key.
+//
+// Server.PreKeyBundle hands out the bundle of any of them, or of one of our
+// companions from what it registered and uploaded: the public halves of
+// uploaded one-time prekeys are kept (day-one uploads, whose values are
+// checked) and handed out oldest first, each once, as the real server
+// does; the count falls with each, and a companion left with fewer than 5
+// gets the encrypt notification through its queue. A device whose keys
+// ran out gets a bundle without a one-time prekey; a contact's device
+// publishes more.
 //
 // # Provisioning
 //

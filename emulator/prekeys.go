@@ -26,8 +26,8 @@ var prekeyUploadChildren = []string{"registration", "type", "identity", "list", 
 // IDs and values not of small order, and <skey><id>3</id><value>32</value><signature>64</signature>
 // </skey> whose signature verifies with the identity key over 05 || value.
 // The signed prekey must be the one of the registration. It returns the
-// prekey IDs.
-func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
+// one-time prekeys.
+func checkPrekeyUpload(n node.Node, d *device) ([]oneTimePreKey, error) {
 	if to, ok := n.AttrJID("to"); !ok || to != jid.ServerJID {
 		return nil, errors.New("to is not s.whatsapp.net (as a JID)")
 	}
@@ -81,7 +81,7 @@ func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 	if list.Kind() != node.KindChildren || len(keys) == 0 || len(keys) > maxPrekeysPerUpload {
 		return nil, fmt.Errorf("<list> has %d keys, want 1..%d", len(keys), maxPrekeysPerUpload)
 	}
-	ids := make([]uint32, 0, len(keys))
+	out := make([]oneTimePreKey, 0, len(keys))
 	distinct := make(map[uint32]bool, len(keys))
 	for i := range keys {
 		k := &keys[i]
@@ -108,7 +108,7 @@ func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 			return nil, fmt.Errorf("prekey ID %d twice in one upload", id)
 		}
 		distinct[id] = true
-		ids = append(ids, id)
+		out = append(out, oneTimePreKey{id: id, pub: [32]byte(pub)})
 	}
 
 	parts, err := exactChildren(seen["skey"], "id", "value", "signature")
@@ -133,7 +133,7 @@ func checkPrekeyUpload(n node.Node, d *device) ([]uint32, error) {
 	if !crypto.Verify(d.identityPub[:], append([]byte{5}, val...), sig) {
 		return nil, errors.New("<skey> signature does not verify with the identity key over 05 || value")
 	}
-	return ids, nil
+	return out, nil
 }
 
 // exactChildren returns n's children, which must be exactly the given tags
@@ -174,21 +174,25 @@ func leafBytes(n *node.Node, size int) ([]byte, error) {
 	return b, nil
 }
 
-// acceptPrekeys records an upload of the given prekey IDs or, with ids nil,
-// of n anonymous keys (the lenient upload outside day-one mode). An ID the
-// device uploaded before is accepted again and not counted twice: a client
-// whose upload result was lost offers the same keys again, as the
-// reference client does (whether the real server accepts an ID a peer has
-// already used is not known; this one does). It updates the count and the
-// devices_with_prekeys gauge.
-func (s *Server) acceptPrekeys(d *device, ids []uint32, n int) error {
+// acceptPrekeys records an upload of the given one-time prekeys or, with
+// keys nil, of n anonymous keys (the lenient upload outside day-one mode,
+// whose values the server does not read: bundles of such a device carry no
+// one-time prekey). A key whose ID the device uploaded before is accepted
+// again and not counted twice: a client whose upload result was lost
+// offers the same keys again, as the reference client does (whether the
+// real server accepts an ID a peer has already used is not known; this one
+// does). The public halves are kept to hand out in bundles, oldest first;
+// a device that uploads the reference clients' first batch of 812 keeps
+// about 30 KB. It updates the count and the devices_with_prekeys gauge.
+func (s *Server) acceptPrekeys(d *device, keys []oneTimePreKey, n int) {
 	d.st.mu.Lock()
 	defer d.st.mu.Unlock()
-	if ids != nil {
+	if keys != nil {
 		n = 0
-		for _, id := range ids {
-			if !d.st.prekeyIDs.contains(id) {
-				d.st.prekeyIDs.add(id)
+		for _, k := range keys {
+			if !d.st.prekeyIDs.contains(k.id) {
+				d.st.prekeyIDs.add(k.id)
+				d.st.published = append(d.st.published, k)
 				n++
 			}
 		}
@@ -204,5 +208,32 @@ func (s *Server) acceptPrekeys(d *device, ids []uint32, n int) error {
 			st.DevicesWithPrekeys++
 		}
 	})
-	return nil
+}
+
+// takePreKey uses up one of the device's one-time prekeys (a peer fetched
+// it, or started a session with it): the count falls by one and the oldest
+// public half known, if any, is returned and forgotten. lowCount is the
+// count to announce in an encrypt notification when it fell below
+// minPrekeys for the first time since the last upload (-1: none due);
+// emptied tells that the device left devices_with_prekeys. Caller holds
+// d.st.mu; ok is false when the count was already 0.
+func (ds *deviceState) takePreKey() (k oneTimePreKey, hasValue bool, lowCount int64, emptied, ok bool) {
+	lowCount = -1
+	if ds.prekeys <= 0 {
+		return k, false, -1, false, false
+	}
+	ds.prekeys--
+	if len(ds.published) > 0 {
+		k, hasValue = ds.published[0], true
+		ds.published[0] = oneTimePreKey{}
+		ds.published = ds.published[1:]
+		if len(ds.published) == 0 {
+			ds.published = nil // let the backing array go
+		}
+	}
+	if ds.prekeys < minPrekeys && !ds.lowNotified {
+		ds.lowNotified = true
+		lowCount = ds.prekeys
+	}
+	return k, hasValue, lowCount, ds.prekeys == 0, true
 }

@@ -153,7 +153,7 @@ func (s *Server) provisionOne(r *ProvisionRequest, now time.Time) (Provisioned, 
 		noisePub: r.NoisePub, identityPub: r.IdentityPub,
 		account: acct, keyIndex: uint32(pn.Device),
 		os: "provisioned", pairedAt: now, regID: r.RegistrationID,
-		skey: signedPreKey{id: r.SignedPreKeyID, pub: r.SignedPreKeyPub},
+		skey: signedPreKey{id: r.SignedPreKeyID, pub: r.SignedPreKeyPub, sig: r.SignedPreKeySig},
 	}
 	d.st.prekeys = int64(r.PreKeys)
 	if r.PreKeys > 0 {

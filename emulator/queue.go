@@ -31,10 +31,15 @@ type deviceState struct {
 	seq  uint64 // stanza ids: one per stanza, unique per device
 	salt uint32 // random per device, mixed into ids
 
-	prekeys     int64    // one-time prekeys the server holds for the device
-	prekeyIDs   idRanges // every prekey ID ever uploaded
-	lowNotified bool     // an encrypt notification was pushed since the count fell below minPrekeys
-	removed     bool     // the device was unlinked or removed by a failure
+	// ready is current once it has taken over the pending stanzas
+	// (takeOver): from then on new stanzas are sent to it as they come.
+	ready *session
+
+	prekeys     int64           // one-time prekeys the server holds for the device
+	prekeyIDs   idRanges        // every prekey ID ever uploaded
+	published   []oneTimePreKey // public halves of uploaded prekeys not handed out yet, oldest first
+	lowNotified bool            // an encrypt notification was pushed since the count fell below minPrekeys
+	removed     bool            // the device was unlinked or removed by a failure
 }
 
 // pendingStanza is one ackable stanza pushed and not yet settled, with what
@@ -116,9 +121,11 @@ func (ds *deviceState) oldest() *pendingStanza {
 }
 
 // takeOver returns the stanzas to redeliver to sess, the device's current
-// connection, oldest first, restamped with now. Receipted stanzas are
+// connection, oldest first, restamped with now, and makes sess the ready
+// connection that gets later stanzas as they come. Receipted stanzas are
 // forgotten: their delivery was confirmed. Caller holds mu.
-func (ds *deviceState) takeOver(now time.Time) []*pendingStanza {
+func (ds *deviceState) takeOver(sess *session, now time.Time) []*pendingStanza {
+	ds.ready = sess
 	var out []*pendingStanza
 	for _, p := range ds.order {
 		if !p.settled && !p.receipted {
@@ -135,6 +142,36 @@ func (ds *deviceState) takeOver(now time.Time) []*pendingStanza {
 	}
 	ds.order = slices.Clone(out)
 	return out
+}
+
+// enqueue records an ackable stanza for device d as pending: build makes
+// it from the device's next sequence number and id salt. The connection
+// that owns the device's stanzas gets it at once; without one, the next
+// login's redelivery does. It reports false when the device was removed.
+func (s *Server) enqueue(d *device, build func(seq uint64, salt uint32) node.Node) bool {
+	now := time.Now()
+	d.st.mu.Lock()
+	if d.st.removed {
+		d.st.mu.Unlock()
+		return false
+	}
+	n := build(d.st.nextSeq(), d.st.salt)
+	b, err := node.MarshalPayload(n)
+	if err != nil { // cannot happen: callers build valid nodes
+		d.st.mu.Unlock()
+		s.log.Error("encode queued stanza", "tag", n.Tag, "err", err)
+		return false
+	}
+	p := newPending(n, b)
+	p.sentAt = now
+	d.st.add(p)
+	sess := d.st.ready
+	d.st.mu.Unlock()
+	if sess != nil {
+		// A failed send leaves the stanza pending for the next login.
+		_ = sess.sendRaw(b)
+	}
+	return true
 }
 
 // idRanges is a set of prekey IDs (24-bit) as sorted, disjoint, non-adjacent

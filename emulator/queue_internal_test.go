@@ -64,7 +64,7 @@ func TestPendingStaysSmall(t *testing.T) {
 	if ds.oldest() != nil {
 		t.Fatal("a receipted message still has a deadline")
 	}
-	if out := ds.takeOver(now); len(out) != 0 || len(ds.pending) != 0 {
+	if out := ds.takeOver(nil, now); len(out) != 0 || len(ds.pending) != 0 {
 		t.Fatalf("redelivery of a receipted message: %d, pending %d", len(out), len(ds.pending))
 	}
 }

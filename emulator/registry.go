@@ -57,12 +57,13 @@ const (
 // account is one emulated WhatsApp account: a phone with its primary identity
 // key, phone number and LID, and the device numbers it has handed out.
 type account struct {
-	phone      string
-	lid        string
-	primary    *crypto.KeyPair
-	rawID      uint32
-	nextDevice uint16 // last device number used
-	identities [][32]byte
+	phone       string
+	lid         string
+	primary     *crypto.KeyPair
+	rawID       uint32
+	nextDevice  uint16 // last device number used
+	identities  [][32]byte
+	phoneSignal *SignalDevice // the phone as a Signal device, made on first use (phoneDevice)
 }
 
 // signedPreKey is the signed prekey a companion registered with: a prekey
@@ -70,6 +71,7 @@ type account struct {
 type signedPreKey struct {
 	id  uint32
 	pub [32]byte
+	sig [64]byte // by the identity key over 05 || pub, handed out in bundles
 }
 
 // device is one paired companion.
@@ -374,6 +376,9 @@ func (r *registry) detach(d *device, sess *session) {
 	d.st.mu.Lock()
 	if d.st.current == sess {
 		d.st.current = nil
+	}
+	if d.st.ready == sess {
+		d.st.ready = nil
 	}
 	d.st.mu.Unlock()
 }

@@ -105,6 +105,7 @@ type Server struct {
 	dayOneMu sync.Mutex // serializes SetDayOne
 	versions atomic.Pointer[versionState]
 	reg      *registry
+	contacts contactBook
 	stats    *stats
 	phone    *Phone
 	ids      atomic.Uint64 // IQ ids

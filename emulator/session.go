@@ -370,6 +370,7 @@ func parseRegistration(clientStatic [32]byte, pd *waproto.ClientPayload_DevicePa
 	k := pd.GetESkeyID()
 	reg.skey.id = uint32(k[0])<<16 | uint32(k[1])<<8 | uint32(k[2])
 	copy(reg.skey.pub[:], pd.GetESkeyVal())
+	copy(reg.skey.sig[:], pd.GetESkeySig())
 	var props waproto.DeviceProps
 	if proto.Unmarshal(pd.GetDeviceProps(), &props) == nil && len(props.GetOs()) <= 64 {
 		reg.os = props.GetOs()
@@ -438,21 +439,20 @@ func (sess *session) handleUnpaired(n node.Node) error {
 	}
 }
 
-// handleLoggedIn serves a connection after <success/>. With day-one on it
-// also checks acks, notes delivery receipts and takes server-ping answers.
+// handleLoggedIn serves a connection after <success/>. It checks acks and
+// notes receipts of the stanzas it delivered; with day-one on it also
+// takes server-ping answers.
 func (sess *session) handleLoggedIn(n node.Node) error {
-	if sess.d1 != nil {
-		switch n.Tag {
-		case "ack":
-			sess.handleAck(n)
+	switch n.Tag {
+	case "ack":
+		sess.handleAck(n)
+		return nil
+	case "receipt":
+		sess.handleReceipt(n)
+		return nil
+	case "iq":
+		if t, _ := n.Attr("type"); t == "result" && sess.d1 != nil && sess.pingAnswer(n) {
 			return nil
-		case "receipt":
-			sess.handleReceipt(n)
-			return nil
-		case "iq":
-			if t, _ := n.Attr("type"); t == "result" && sess.pingAnswer(n) {
-				return nil
-			}
 		}
 	}
 	if n.Tag != "iq" {
@@ -529,9 +529,9 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 		reply = serverIQ(id, "result", node.New("count", node.IntAttr("value", count)))
 	case xmlns == "encrypt" && typ == "set" && sess.d1 != nil:
 		// Day-one: the strict checks of PROTOCOL.md 9.8.
-		ids, err := checkPrekeyUpload(n, sess.dev)
+		keys, err := checkPrekeyUpload(n, sess.dev)
 		if err == nil {
-			err = s.acceptPrekeys(sess.dev, ids, 0)
+			s.acceptPrekeys(sess.dev, keys, 0)
 		}
 		if err != nil {
 			sess.softViolation("prekey upload: %v", err)
@@ -728,6 +728,13 @@ func (sess *session) login(clientStatic [32]byte, cp *waproto.ClientPayload) err
 	}
 	if s.dayOne.Load().cfg.Enabled {
 		sess.startDayOne()
+	} else {
+		// Stanzas of contacts wait for the device in its queue.
+		s.wg.Add(1) // serveConn holds a count, so Close is still waiting
+		go func() {
+			defer s.wg.Done()
+			sess.redeliver(time.Now())
+		}()
 	}
 	return sess.readLoop(sess.handleLoggedIn)
 }

@@ -176,9 +176,17 @@ func (g *stanzaGen) build(k stanzaKind, seq uint64, salt uint32, now time.Time, 
 			node.New("offer", node.StrAttr("call-id", fmt.Sprintf("%016X%016X", g.rnd.Uint64(), g.rnd.Uint64())),
 				node.JIDAttr("call-creator", p)))
 	case kindNotifEncrypt:
-		return notification(jid.ServerJID, "encrypt", node.New("count", node.IntAttr("value", count)))
+		return encryptNotification(serverStanzaID(seq, salt), now, count)
 	}
 	panic(fmt.Sprintf("emulator: unknown stanza kind %d", k))
+}
+
+// encryptNotification tells a device that the server holds only count of
+// its one-time prekeys: <notification from="s.whatsapp.net" id
+// type="encrypt" t><count value=N/></notification>.
+func encryptNotification(id string, now time.Time, count int64) node.Node {
+	return node.New("notification", node.JIDAttr("from", jid.ServerJID), node.StrAttr("id", id),
+		node.StrAttr("type", "encrypt"), node.IntAttr("t", now.Unix())).WithChildren(node.New("count", node.IntAttr("value", count)))
 }
 
 // nonAckable is a stanza the client must not ack: presence or chatstate,

@@ -77,6 +77,40 @@ type Stats struct {
 	// runs), not counted in Pairings.
 	Provisioned int64 `json:"provisioned"`
 
+	// The keys below count the conversations of emulated contacts
+	// (contact*.go): what they sent to our devices and what those devices
+	// made of it.
+
+	// Contacts is the number of emulated contacts (AddContact).
+	Contacts int64 `json:"contacts"`
+	// ContactMessages counts messages contacts (and accounts' phones, for
+	// own-device sync) sent to an account: one per send, whatever the
+	// number of recipient devices.
+	ContactMessages int64 `json:"contact_messages"`
+	// MessagesRouted counts the <message> stanzas those sends queued, one
+	// per recipient device.
+	MessagesRouted int64 `json:"messages_routed"`
+	// Receipts counts the first delivery (or read) receipt of each routed
+	// message from its recipient device.
+	Receipts int64 `json:"receipts"`
+	// ReceiptsOverdue counts routed messages whose receipt had not come
+	// ReceiptDeadline after they were queued; ReceiptsLate those of them
+	// whose receipt came afterwards.
+	ReceiptsOverdue int64 `json:"receipts_overdue"`
+	ReceiptsLate    int64 `json:"receipts_late"`
+	// RetryReceipts counts retry receipts for routed messages: the
+	// recipient device could not decrypt.
+	RetryReceipts int64 `json:"retry_receipts"`
+	// DecryptFailures counts routed messages (per recipient device) that
+	// drew at least one retry receipt.
+	DecryptFailures int64 `json:"decrypt_failures"`
+	// Resends counts routed messages encrypted again and sent once more to
+	// answer a retry receipt.
+	Resends int64 `json:"resends"`
+	// MessagesUndelivered counts routed messages given up: a retry receipt
+	// beyond the retry limit, or one the sender could not answer.
+	MessagesUndelivered int64 `json:"messages_undelivered"`
+
 	// Violations lists what clients sent that was malformed or out of order,
 	// oldest first (at most Options.MaxViolations entries). Never null.
 	Violations []string `json:"violations"`
