@@ -335,6 +335,8 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"PairRequest", pairRequest{}, false},
 		{"LinkCode", linkCodeResult{}, true},
 		{"Event", events.Wire{}, true},
+		{"MessageEvent", events.WireMessage{}, true},
+		{"ReceiptEvent", events.WireReceipt{}, true},
 		{"MissedEvent", missedEvent{}, true},
 		{"ArchiveEntry", store.ArchiveEntry{}, true},
 		{"RestoreRequest", restoreRequest{}, false},
@@ -493,8 +495,8 @@ func TestOpenAPIServed(t *testing.T) {
 	wantRecorded(t, rec, http.StatusForbidden, "foreign Host")
 }
 
-// TestOpenAPIEnums holds the documented states, event kinds, alarms and
-// reasons to the constants of package events (read from its source, as
+// TestOpenAPIEnums holds the documented states, event kinds, alarms,
+// reasons and message types to the constants of package events (read from its source, as
 // Go cannot list a type's constants).
 func TestOpenAPIEnums(t *testing.T) {
 	doc := loadOpenAPI(t)
@@ -518,6 +520,14 @@ func TestOpenAPIEnums(t *testing.T) {
 		if got, want := enum(name), consts[name]; !slices.Equal(got, want) {
 			t.Errorf("schema %s has enum %v, package events has %v", name, got, want)
 		}
+	}
+	props := object(t, object(t, schemas["MessageEvent"], "MessageEvent")["properties"], "MessageEvent properties")
+	var types []string
+	for _, v := range object(t, props["type"], "MessageEvent type")["enum"].([]any) {
+		types = append(types, v.(string))
+	}
+	if !slices.Equal(types, events.MessageTypes) {
+		t.Errorf("MessageEvent type enum %v, events.MessageTypes %v", types, events.MessageTypes)
 	}
 }
 

@@ -43,11 +43,21 @@ const (
 	KindAlarm         Kind = "alarm"          // something an operator must look at (Error set)
 	KindLeaseAcquired Kind = "lease_acquired" // this instance now owns the account
 	KindLeaseLost     Kind = "lease_lost"     // this instance no longer owns the account
+	// KindMessage: a message was received and decrypted (Message set).
+	KindMessage Kind = "message"
+	// KindReceipt: the server pushed a receipt for messages we sent
+	// (Receipt set).
+	KindReceipt Kind = "receipt"
+	// KindIdentityChanged: a contact's device presented an identity key
+	// other than the one recorded (Peer set); the new key is recorded
+	// (trust on first use) and the conversation goes on.
+	KindIdentityChanged Kind = "identity_changed"
 )
 
 // Kinds lists every event kind: the values metrics count by and webhook
 // endpoints filter on.
-var Kinds = []Kind{KindState, KindQR, KindLinkCode, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost}
+var Kinds = []Kind{KindState, KindQR, KindLinkCode, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost,
+	KindMessage, KindReceipt, KindIdentityChanged}
 
 // Alarm names the condition a KindAlarm event raises. The names are part of
 // the HTTP API and of the wire form (Wire).
@@ -131,10 +141,79 @@ type Event struct {
 	Attempt int
 	// Delay is the backoff delay when State is StateBackoff.
 	Delay time.Duration
-	Time  time.Time
+	// Message is the received message of KindMessage.
+	Message *Message
+	// Receipt is the receipt of KindReceipt.
+	Receipt *Receipt
+	// Peer is the contact device whose identity key changed
+	// (KindIdentityChanged): its JID, "USER[:DEVICE]@SERVER".
+	Peer string
+	// Journaled says that the publisher already wrote the event to the
+	// outbox (a message event, written before the Signal state it
+	// changed): the journal does not append it again.
+	Journaled bool
+	Time      time.Time
 }
 
-// LogValue renders the event for slog without the QR content or link code.
+// Message is a received message (KindMessage). Its plaintext is never
+// logged (Event.LogValue leaves it out).
+type Message struct {
+	// ID is the message id: the key to deduplicate by, since a message is
+	// delivered at least once (a crash between writing the event and
+	// acknowledging the stanza repeats it).
+	ID string
+	// Chat is the conversation: the contact's JID for a 1:1 message, the
+	// group's for a group message, the other party's for a message our own
+	// phone sent (FromMe).
+	Chat string
+	// Sender is the sending user's JID without device; SenderDevice its
+	// device (0: the phone).
+	Sender       string
+	SenderDevice uint16
+	// FromMe: our own account sent it, from another of its devices.
+	FromMe bool
+	// Timestamp is the server's time of the message (its t attribute).
+	Timestamp time.Time
+	// PushName is the sender's display name, as the server passes it.
+	PushName string
+	// Type is what the message is: "text", "reaction", "protocol", a media
+	// kind ("image", "video", "audio", "document", "sticker", "contact",
+	// "location", "poll", …) or "unknown" (MessageTypes).
+	Type string
+	// Text is the text of a text message, the emoji of a reaction.
+	Text string
+	// Summary describes a message that is not text in a few words, e.g.
+	// "revoke" or "message_edit" for a protocol message; empty for text.
+	Summary string
+	// RefID is the id of the message a reaction, revoke or edit is about.
+	RefID string
+	// Raw is the serialized Message protobuf, when the operator enabled
+	// raw messages (it carries the plaintext).
+	Raw []byte
+}
+
+// MessageTypes lists the values of Message.Type.
+var MessageTypes = []string{"text", "reaction", "protocol", "image", "contact", "location", "document", "audio",
+	"video", "call", "sticker", "group_invite", "list", "buttons", "poll", "edited", "view_once", "event", "unknown"}
+
+// Receipt is a receipt the server pushed (KindReceipt): the contact's
+// devices received, read or played our messages.
+type Receipt struct {
+	// IDs are the ids of the messages the receipt is for.
+	IDs []string
+	// Chat is the conversation; Sender the user whose device sent the
+	// receipt (the participant in a group) and SenderDevice its device.
+	Chat         string
+	Sender       string
+	SenderDevice uint16
+	// Type is the receipt's type: "delivery" (no type attribute), "read",
+	// "played", "sender", "inactive", "read-self", … as the server names it.
+	Type      string
+	Timestamp time.Time
+}
+
+// LogValue renders the event for slog without the QR content, link code or
+// message text.
 func (e Event) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("account", e.Account),
@@ -161,6 +240,15 @@ func (e Event) LogValue() slog.Value {
 	}
 	if e.Delay != 0 {
 		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	if m := e.Message; m != nil { // never the text nor the raw message
+		attrs = append(attrs, slog.String("message_id", m.ID), slog.String("chat", m.Chat), slog.String("type", m.Type))
+	}
+	if r := e.Receipt; r != nil {
+		attrs = append(attrs, slog.String("receipt_type", r.Type), slog.Int("receipt_ids", len(r.IDs)))
+	}
+	if e.Peer != "" {
+		attrs = append(attrs, slog.String("peer", e.Peer))
 	}
 	return slog.GroupValue(attrs...)
 }

@@ -139,6 +139,21 @@ func (s *Session) install(st *sessionState) {
 	}
 }
 
+// Archived returns how many replaced states the session keeps.
+func (s *Session) Archived() int { return max(len(s.states)-1, 0) }
+
+// DropOldestArchived forgets the oldest archived state, reporting whether
+// there was one: the owner's policy when a record outgrows what its store
+// keeps (messages the peer sent under that state no longer decrypt).
+func (s *Session) DropOldestArchived() bool {
+	if len(s.states) < 2 {
+		return false
+	}
+	s.states[len(s.states)-1] = nil
+	s.states = s.states[:len(s.states)-1]
+	return true
+}
+
 // promote makes archived state i the current one (the previous current
 // state becomes the newest archived), as libsignal does when a message
 // decrypts under an archived state.

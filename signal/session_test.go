@@ -518,3 +518,29 @@ func TestChainHMAC(t *testing.T) {
 		t.Fatalf("a chain step allocates %v times", n)
 	}
 }
+
+// DropOldestArchived forgets the oldest archived state only: the current
+// one and the newer archived ones still decrypt.
+func TestDropOldestArchived(t *testing.T) {
+	alice, bob := pairUp(t)
+	oldest := bob.send(t, "under the first session")
+	if alice.session.DropOldestArchived() {
+		t.Fatal("a session without archived states dropped one")
+	}
+	for range 2 {
+		bob.opk, _ = crypto.GenerateKeyPair()
+		if err := alice.session.Initiate(alice.local, bob.bundle(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := alice.session.Archived(); n != 2 {
+		t.Fatalf("%d archived states, want 2", n)
+	}
+	current := alice.session.states[0]
+	if !alice.session.DropOldestArchived() || alice.session.Archived() != 1 || alice.session.states[0] != current {
+		t.Fatalf("after a drop: %d archived, current kept %t", alice.session.Archived(), alice.session.states[0] == current)
+	}
+	if _, err := alice.receive(oldest); !errors.Is(err, ErrBadMAC) {
+		t.Fatalf("a message under the dropped state: %v, want ErrBadMAC", err)
+	}
+}

@@ -118,8 +118,12 @@ func (j *Journal) startPosition() (last string, ok bool) {
 }
 
 // Publish queues e without blocking; it is dropped (counted) when the
-// buffer is full or the journal closed.
+// buffer is full or the journal closed. An event its publisher already
+// wrote (Journaled, by Write) is not appended again.
 func (j *Journal) Publish(e events.Event) {
+	if e.Journaled {
+		return
+	}
 	select {
 	case <-j.stop:
 		j.dropped.Add(1)
@@ -131,6 +135,24 @@ func (j *Journal) Publish(e events.Event) {
 	default:
 		j.dropped.Add(1)
 	}
+}
+
+// Write appends e to the outbox before it returns, in one append of its
+// own, for a publisher that must know its event is durable before it goes
+// on (the connection actor writes a message event before the Signal state
+// the message changed, and that before it acknowledges the stanza). The
+// publisher then publishes e with Journaled set, so that Publish does not
+// append it again. It fails when ctx ends first or the outbox refuses it.
+func (j *Journal) Write(ctx context.Context, e events.Event) error {
+	if _, err := j.out.Append(ctx, j.record(e)); err != nil {
+		return fmt.Errorf("journal: write %s event: %w", e.Kind, err)
+	}
+	j.appended.Add(1)
+	select {
+	case j.poke <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // Stats returns the counters.
@@ -196,14 +218,7 @@ func (j *Journal) fill(batch []events.Event) []events.Event {
 func (j *Journal) append(batch []events.Event) {
 	recs := make([]store.OutboxRecord, len(batch))
 	for i, e := range batch {
-		t := e.Time
-		if t.IsZero() {
-			t = time.Now()
-		}
-		recs[i] = store.OutboxRecord{
-			Account: e.Account, Kind: string(e.Kind), Instance: j.o.Instance, Time: t,
-			Body: events.Marshal(e, j.o.Instance),
-		}
+		recs[i] = j.record(e)
 	}
 	pause := 50 * time.Millisecond
 	for {
@@ -235,5 +250,17 @@ func (j *Journal) append(batch []events.Event) {
 			j.dropped.Add(uint64(len(recs)))
 			return
 		}
+	}
+}
+
+// record is e's outbox record.
+func (j *Journal) record(e events.Event) store.OutboxRecord {
+	t := e.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return store.OutboxRecord{
+		Account: e.Account, Kind: string(e.Kind), Instance: j.o.Instance, Time: t,
+		Body: events.Marshal(e, j.o.Instance),
 	}
 }

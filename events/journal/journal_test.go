@@ -342,3 +342,52 @@ func TestNoReplayWhenTheStartIsUnknown(t *testing.T) {
 		t.Fatalf("the subscriber got %s's entry %s: the history was replayed", e.Account, e.Body)
 	}
 }
+
+// Write appends at once, before it returns, and a Journaled event
+// published afterwards is not appended a second time; subscribers see it
+// once.
+func TestWriteIsDurableOnReturnAndNotRepeated(t *testing.T) {
+	s, _ := openBolt(t)
+	j := newJournal(t, s, Options{})
+	sub := j.Subscribe(10)
+	e := events.Event{Account: "a", Kind: events.KindMessage, Message: &events.Message{ID: "3EB0AA", Chat: "1555@s.whatsapp.net", Type: "text", Text: "hi"}}
+	if err := j.Write(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.After(t.Context(), "", 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("after Write the outbox holds %d entries (%v), want 1", len(got), err)
+	}
+	var w events.Wire
+	if err := json.Unmarshal(got[0].Body, &w); err != nil || w.Message == nil || w.Message.ID != "3EB0AA" || w.Message.Text != "hi" {
+		t.Fatalf("entry %s (%v), want the message", got[0].Body, err)
+	}
+	e.Journaled = true
+	j.Publish(e)
+	j.Publish(events.Event{Account: "a", Kind: events.KindReconnect, Attempt: 1})
+	closeJournal(t, j)
+	got, err = s.After(t.Context(), "", 10)
+	if err != nil || len(got) != 2 || got[1].Kind != "reconnect" {
+		t.Fatalf("the outbox holds %d entries (%v), want the message once and the reconnect", len(got), err)
+	}
+	if st := j.Stats(); st.Appended != 2 {
+		t.Fatalf("stats %+v, want 2 appended", st)
+	}
+	var kinds []string
+	for e := range sub.C() {
+		kinds = append(kinds, e.Kind)
+	}
+	if len(kinds) != 2 || kinds[0] != "message" || kinds[1] != "reconnect" {
+		t.Fatalf("the subscriber saw %v, want [message reconnect]", kinds)
+	}
+}
+
+// Write reports an outbox that refuses the event instead of dropping it
+// silently.
+func TestWriteReportsFailure(t *testing.T) {
+	s, _ := openBolt(t)
+	j := newJournal(t, s, Options{})
+	if err := j.Write(t.Context(), events.Event{Kind: events.KindMessage}); !errors.Is(err, store.ErrInvalidOutboxRecord) {
+		t.Fatalf("Write of an event without account: %v, want ErrInvalidOutboxRecord", err)
+	}
+}
