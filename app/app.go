@@ -554,6 +554,10 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 		Observer:   a.metrics,
 		Dialer:     a.observedDialer,
 	}
+	deps.RawMessages = a.cfg.Messages.Raw
+	if a.journal != nil {
+		deps.Journal = a.journal // message events are durable before their Signal state
+	}
 	if a.fleet != nil {
 		a.fleet.bindToLease(&deps)
 	}

@@ -33,8 +33,17 @@ type Config struct {
 	Client   Client    `mapstructure:"client"`
 	Pairing  Pairing   `mapstructure:"pairing"`
 	Safety   Safety    `mapstructure:"safety"`
+	Messages Messages  `mapstructure:"messages"`
 	Accounts []Account `mapstructure:"accounts"`
 	Webhooks []Webhook `mapstructure:"webhooks"`
+}
+
+// Messages configures the received messages' events.
+type Messages struct {
+	// Raw adds each message's serialized protobuf (base64, the plaintext)
+	// to its "message" event, for consumers that read the kinds the event
+	// only names. Default: false.
+	Raw bool `mapstructure:"raw"`
 }
 
 // Server says where the WhatsApp server is and how to trust it.

@@ -59,11 +59,18 @@ type Metrics struct {
 	undecodable       prometheus.Counter
 	streamErrorAcks   prometheus.Counter
 	preKeysUploaded   prometheus.Counter
+	decryptFailures   map[string]prometheus.Counter
 }
 
 // AckClasses are the classes of stanzas acknowledged, the label values of
 // wafleet_acks_sent_total.
 var AckClasses = []string{"message", "receipt", "notification", "call"}
+
+// DecryptFailureReasons are the label values of
+// wafleet_decrypt_failures_total: connection.DecryptFailureReasons (a test
+// there holds the two lists equal).
+var DecryptFailureReasons = []string{"malformed", "no_session", "no_sender_key", "missing_prekey", "bad_mac",
+	"bad_signature", "too_far_ahead", "decrypt", "unsupported", "store"}
 
 // New returns a Metrics with its own registry. src, when not nil, is asked
 // for the accounts by state at every scrape (wafleet_accounts); pass the
@@ -141,9 +148,19 @@ func New(src Source) *Metrics {
 		Help:      "One-time prekeys the server accepted.",
 	})
 
+	decrypt := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "decrypt_failures_total",
+		Help:      "Received messages that did not decrypt, by reason (a bounded set: no_session, no_sender_key, missing_prekey, bad_mac, store, …); each got a retry receipt, but for store (left unacknowledged for redelivery).",
+	}, []string{"reason"})
+	m.decryptFailures = make(map[string]prometheus.Counter, len(DecryptFailureReasons))
+	for _, r := range DecryptFailureReasons {
+		m.decryptFailures[r] = decrypt.WithLabelValues(r)
+	}
+
 	m.reg.MustRegister(
 		handshakes, m.handshakeDuration, m.reconnects, m.pairings, m.restarts, eventsVec,
-		acks, disconnects, m.undecodable, m.streamErrorAcks, m.preKeysUploaded,
+		acks, disconnects, m.undecodable, m.streamErrorAcks, m.preKeysUploaded, decrypt,
 		collectors.NewGoCollector(),
 		// The runtime and process series keep their standard names (go_*,
 		// process_*) so stock dashboards and alerts work unchanged.
@@ -217,6 +234,14 @@ func (m *Metrics) StreamErrorAck() { m.streamErrorAcks.Inc() }
 
 // PreKeysUploaded counts n one-time prekeys the server accepted.
 func (m *Metrics) PreKeysUploaded(n int) { m.preKeysUploaded.Add(float64(n)) }
+
+// DecryptFailed counts a message that did not decrypt, by reason. It
+// implements the connection actor's Observer.
+func (m *Metrics) DecryptFailed(reason string) {
+	if c, ok := m.decryptFailures[reason]; ok {
+		c.Inc()
+	}
+}
 
 // CountDropped exports f (events.Bus.Dropped) as
 // wafleet_events_dropped_total: events that slow subscribers missed. The bus

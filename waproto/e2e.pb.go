@@ -35,6 +35,89 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Message_Protocol_Type int32
+
+const (
+	Message_Protocol_REVOKE                                     Message_Protocol_Type = 0
+	Message_Protocol_EPHEMERAL_SETTING                          Message_Protocol_Type = 3
+	Message_Protocol_EPHEMERAL_SYNC_RESPONSE                    Message_Protocol_Type = 4
+	Message_Protocol_HISTORY_SYNC_NOTIFICATION                  Message_Protocol_Type = 5
+	Message_Protocol_APP_STATE_SYNC_KEY_SHARE                   Message_Protocol_Type = 6
+	Message_Protocol_APP_STATE_SYNC_KEY_REQUEST                 Message_Protocol_Type = 7
+	Message_Protocol_MSG_FANOUT_BACKFILL_REQUEST                Message_Protocol_Type = 8
+	Message_Protocol_INITIAL_SECURITY_NOTIFICATION_SETTING_SYNC Message_Protocol_Type = 9
+	Message_Protocol_APP_STATE_FATAL_EXCEPTION_NOTIFICATION     Message_Protocol_Type = 10
+	Message_Protocol_SHARE_PHONE_NUMBER                         Message_Protocol_Type = 11
+	Message_Protocol_MESSAGE_EDIT                               Message_Protocol_Type = 14
+)
+
+// Enum value maps for Message_Protocol_Type.
+var (
+	Message_Protocol_Type_name = map[int32]string{
+		0:  "REVOKE",
+		3:  "EPHEMERAL_SETTING",
+		4:  "EPHEMERAL_SYNC_RESPONSE",
+		5:  "HISTORY_SYNC_NOTIFICATION",
+		6:  "APP_STATE_SYNC_KEY_SHARE",
+		7:  "APP_STATE_SYNC_KEY_REQUEST",
+		8:  "MSG_FANOUT_BACKFILL_REQUEST",
+		9:  "INITIAL_SECURITY_NOTIFICATION_SETTING_SYNC",
+		10: "APP_STATE_FATAL_EXCEPTION_NOTIFICATION",
+		11: "SHARE_PHONE_NUMBER",
+		14: "MESSAGE_EDIT",
+	}
+	Message_Protocol_Type_value = map[string]int32{
+		"REVOKE":                                     0,
+		"EPHEMERAL_SETTING":                          3,
+		"EPHEMERAL_SYNC_RESPONSE":                    4,
+		"HISTORY_SYNC_NOTIFICATION":                  5,
+		"APP_STATE_SYNC_KEY_SHARE":                   6,
+		"APP_STATE_SYNC_KEY_REQUEST":                 7,
+		"MSG_FANOUT_BACKFILL_REQUEST":                8,
+		"INITIAL_SECURITY_NOTIFICATION_SETTING_SYNC": 9,
+		"APP_STATE_FATAL_EXCEPTION_NOTIFICATION":     10,
+		"SHARE_PHONE_NUMBER":                         11,
+		"MESSAGE_EDIT":                               14,
+	}
+)
+
+func (x Message_Protocol_Type) Enum() *Message_Protocol_Type {
+	p := new(Message_Protocol_Type)
+	*p = x
+	return p
+}
+
+func (x Message_Protocol_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Message_Protocol_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_e2e_proto_enumTypes[0].Descriptor()
+}
+
+func (Message_Protocol_Type) Type() protoreflect.EnumType {
+	return &file_e2e_proto_enumTypes[0]
+}
+
+func (x Message_Protocol_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Do not use.
+func (x *Message_Protocol_Type) UnmarshalJSON(b []byte) error {
+	num, err := protoimpl.X.UnmarshalJSONEnum(x.Descriptor(), b)
+	if err != nil {
+		return err
+	}
+	*x = Message_Protocol_Type(num)
+	return nil
+}
+
+// Deprecated: Use Message_Protocol_Type.Descriptor instead.
+func (Message_Protocol_Type) EnumDescriptor() ([]byte, []int) {
+	return file_e2e_proto_rawDescGZIP(), []int{0, 5, 0}
+}
+
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// conversation is a plain text message.
@@ -47,8 +130,16 @@ type Message struct {
 	// deviceSentMessage wraps what one of our own devices sent to someone
 	// else, for our other devices (own-device sync).
 	DeviceSentMessage *Message_DeviceSent `protobuf:"bytes,31,opt,name=deviceSentMessage" json:"deviceSentMessage,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// protocolMessage is a revoke, an edit, a history sync notice and the
+	// like (field 12): the receive path reports its type.
+	ProtocolMessage *Message_Protocol `protobuf:"bytes,12,opt,name=protocolMessage" json:"protocolMessage,omitempty"`
+	// ephemeralMessage wraps a message of a chat with disappearing
+	// messages (field 40, a FutureProofMessage).
+	EphemeralMessage *Message_FutureProof `protobuf:"bytes,40,opt,name=ephemeralMessage" json:"ephemeralMessage,omitempty"`
+	// reactionMessage is an emoji reaction to a message (field 46).
+	ReactionMessage *Message_Reaction `protobuf:"bytes,46,opt,name=reactionMessage" json:"reactionMessage,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -105,6 +196,27 @@ func (x *Message) GetExtendedTextMessage() *Message_ExtendedText {
 func (x *Message) GetDeviceSentMessage() *Message_DeviceSent {
 	if x != nil {
 		return x.DeviceSentMessage
+	}
+	return nil
+}
+
+func (x *Message) GetProtocolMessage() *Message_Protocol {
+	if x != nil {
+		return x.ProtocolMessage
+	}
+	return nil
+}
+
+func (x *Message) GetEphemeralMessage() *Message_FutureProof {
+	if x != nil {
+		return x.EphemeralMessage
+	}
+	return nil
+}
+
+func (x *Message) GetReactionMessage() *Message_Reaction {
+	if x != nil {
+		return x.ReactionMessage
 	}
 	return nil
 }
@@ -270,16 +382,251 @@ func (x *Message_ExtendedText) GetText() string {
 	return ""
 }
 
+// FutureProof is WhatsApp's FutureProofMessage: one Message, field 1.
+type Message_FutureProof struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *Message               `protobuf:"bytes,1,opt,name=message" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message_FutureProof) Reset() {
+	*x = Message_FutureProof{}
+	mi := &file_e2e_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message_FutureProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message_FutureProof) ProtoMessage() {}
+
+func (x *Message_FutureProof) ProtoReflect() protoreflect.Message {
+	mi := &file_e2e_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message_FutureProof.ProtoReflect.Descriptor instead.
+func (*Message_FutureProof) Descriptor() ([]byte, []int) {
+	return file_e2e_proto_rawDescGZIP(), []int{0, 3}
+}
+
+func (x *Message_FutureProof) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// Key is WhatsApp's MessageKey (package WACommon): the message a
+// reaction, revoke or edit is about.
+type Message_Key struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RemoteJID     *string                `protobuf:"bytes,1,opt,name=remoteJID" json:"remoteJID,omitempty"`
+	FromMe        *bool                  `protobuf:"varint,2,opt,name=fromMe" json:"fromMe,omitempty"`
+	ID            *string                `protobuf:"bytes,3,opt,name=ID" json:"ID,omitempty"`
+	Participant   *string                `protobuf:"bytes,4,opt,name=participant" json:"participant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message_Key) Reset() {
+	*x = Message_Key{}
+	mi := &file_e2e_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message_Key) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message_Key) ProtoMessage() {}
+
+func (x *Message_Key) ProtoReflect() protoreflect.Message {
+	mi := &file_e2e_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message_Key.ProtoReflect.Descriptor instead.
+func (*Message_Key) Descriptor() ([]byte, []int) {
+	return file_e2e_proto_rawDescGZIP(), []int{0, 4}
+}
+
+func (x *Message_Key) GetRemoteJID() string {
+	if x != nil && x.RemoteJID != nil {
+		return *x.RemoteJID
+	}
+	return ""
+}
+
+func (x *Message_Key) GetFromMe() bool {
+	if x != nil && x.FromMe != nil {
+		return *x.FromMe
+	}
+	return false
+}
+
+func (x *Message_Key) GetID() string {
+	if x != nil && x.ID != nil {
+		return *x.ID
+	}
+	return ""
+}
+
+func (x *Message_Key) GetParticipant() string {
+	if x != nil && x.Participant != nil {
+		return *x.Participant
+	}
+	return ""
+}
+
+// Protocol is WhatsApp's ProtocolMessage: key 1, type 2, editedMessage
+// 14; the Type values as WAWebProtobufsE2E numbers them (the ones left
+// out stay numbers).
+type Message_Protocol struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Message_Key           `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	Type          *Message_Protocol_Type `protobuf:"varint,2,opt,name=type,enum=wafleet.e2e.Message_Protocol_Type" json:"type,omitempty"`
+	EditedMessage *Message               `protobuf:"bytes,14,opt,name=editedMessage" json:"editedMessage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message_Protocol) Reset() {
+	*x = Message_Protocol{}
+	mi := &file_e2e_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message_Protocol) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message_Protocol) ProtoMessage() {}
+
+func (x *Message_Protocol) ProtoReflect() protoreflect.Message {
+	mi := &file_e2e_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message_Protocol.ProtoReflect.Descriptor instead.
+func (*Message_Protocol) Descriptor() ([]byte, []int) {
+	return file_e2e_proto_rawDescGZIP(), []int{0, 5}
+}
+
+func (x *Message_Protocol) GetKey() *Message_Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Message_Protocol) GetType() Message_Protocol_Type {
+	if x != nil && x.Type != nil {
+		return *x.Type
+	}
+	return Message_Protocol_REVOKE
+}
+
+func (x *Message_Protocol) GetEditedMessage() *Message {
+	if x != nil {
+		return x.EditedMessage
+	}
+	return nil
+}
+
+// Reaction is WhatsApp's ReactionMessage: key 1, text 2 (the emoji;
+// empty removes the reaction).
+type Message_Reaction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Message_Key           `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	Text          *string                `protobuf:"bytes,2,opt,name=text" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message_Reaction) Reset() {
+	*x = Message_Reaction{}
+	mi := &file_e2e_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message_Reaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message_Reaction) ProtoMessage() {}
+
+func (x *Message_Reaction) ProtoReflect() protoreflect.Message {
+	mi := &file_e2e_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message_Reaction.ProtoReflect.Descriptor instead.
+func (*Message_Reaction) Descriptor() ([]byte, []int) {
+	return file_e2e_proto_rawDescGZIP(), []int{0, 6}
+}
+
+func (x *Message_Reaction) GetKey() *Message_Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Message_Reaction) GetText() string {
+	if x != nil && x.Text != nil {
+		return *x.Text
+	}
+	return ""
+}
+
 var File_e2e_proto protoreflect.FileDescriptor
 
 const file_e2e_proto_rawDesc = "" +
 	"\n" +
-	"\te2e.proto\x12\vwafleet.e2e\"\xe7\x04\n" +
+	"\te2e.proto\x12\vwafleet.e2e\"\xbb\f\n" +
 	"\aMessage\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12n\n" +
 	"\x1csenderKeyDistributionMessage\x18\x02 \x01(\v2*.wafleet.e2e.Message.SenderKeyDistributionR\x1csenderKeyDistributionMessage\x12S\n" +
 	"\x13extendedTextMessage\x18\x06 \x01(\v2!.wafleet.e2e.Message.ExtendedTextR\x13extendedTextMessage\x12M\n" +
-	"\x11deviceSentMessage\x18\x1f \x01(\v2\x1f.wafleet.e2e.Message.DeviceSentR\x11deviceSentMessage\x1a\x83\x01\n" +
+	"\x11deviceSentMessage\x18\x1f \x01(\v2\x1f.wafleet.e2e.Message.DeviceSentR\x11deviceSentMessage\x12G\n" +
+	"\x0fprotocolMessage\x18\f \x01(\v2\x1d.wafleet.e2e.Message.ProtocolR\x0fprotocolMessage\x12L\n" +
+	"\x10ephemeralMessage\x18( \x01(\v2 .wafleet.e2e.Message.FutureProofR\x10ephemeralMessage\x12G\n" +
+	"\x0freactionMessage\x18. \x01(\v2\x1d.wafleet.e2e.Message.ReactionR\x0freactionMessage\x1a\x83\x01\n" +
 	"\x15SenderKeyDistribution\x12\x18\n" +
 	"\agroupID\x18\x01 \x01(\tR\agroupID\x12P\n" +
 	"#axolotlSenderKeyDistributionMessage\x18\x02 \x01(\fR#axolotlSenderKeyDistributionMessage\x1az\n" +
@@ -289,7 +636,35 @@ const file_e2e_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\v2\x14.wafleet.e2e.MessageR\amessage\x12\x14\n" +
 	"\x05phash\x18\x03 \x01(\tR\x05phash\x1a\"\n" +
 	"\fExtendedText\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04textB$Z\"github.com/wafleet/wafleet/waproto"
+	"\x04text\x18\x01 \x01(\tR\x04text\x1a=\n" +
+	"\vFutureProof\x12.\n" +
+	"\amessage\x18\x01 \x01(\v2\x14.wafleet.e2e.MessageR\amessage\x1am\n" +
+	"\x03Key\x12\x1c\n" +
+	"\tremoteJID\x18\x01 \x01(\tR\tremoteJID\x12\x16\n" +
+	"\x06fromMe\x18\x02 \x01(\bR\x06fromMe\x12\x0e\n" +
+	"\x02ID\x18\x03 \x01(\tR\x02ID\x12 \n" +
+	"\vparticipant\x18\x04 \x01(\tR\vparticipant\x1a\xf7\x03\n" +
+	"\bProtocol\x12*\n" +
+	"\x03key\x18\x01 \x01(\v2\x18.wafleet.e2e.Message.KeyR\x03key\x126\n" +
+	"\x04type\x18\x02 \x01(\x0e2\".wafleet.e2e.Message.Protocol.TypeR\x04type\x12:\n" +
+	"\reditedMessage\x18\x0e \x01(\v2\x14.wafleet.e2e.MessageR\reditedMessage\"\xca\x02\n" +
+	"\x04Type\x12\n" +
+	"\n" +
+	"\x06REVOKE\x10\x00\x12\x15\n" +
+	"\x11EPHEMERAL_SETTING\x10\x03\x12\x1b\n" +
+	"\x17EPHEMERAL_SYNC_RESPONSE\x10\x04\x12\x1d\n" +
+	"\x19HISTORY_SYNC_NOTIFICATION\x10\x05\x12\x1c\n" +
+	"\x18APP_STATE_SYNC_KEY_SHARE\x10\x06\x12\x1e\n" +
+	"\x1aAPP_STATE_SYNC_KEY_REQUEST\x10\a\x12\x1f\n" +
+	"\x1bMSG_FANOUT_BACKFILL_REQUEST\x10\b\x12.\n" +
+	"*INITIAL_SECURITY_NOTIFICATION_SETTING_SYNC\x10\t\x12*\n" +
+	"&APP_STATE_FATAL_EXCEPTION_NOTIFICATION\x10\n" +
+	"\x12\x16\n" +
+	"\x12SHARE_PHONE_NUMBER\x10\v\x12\x10\n" +
+	"\fMESSAGE_EDIT\x10\x0e\x1aJ\n" +
+	"\bReaction\x12*\n" +
+	"\x03key\x18\x01 \x01(\v2\x18.wafleet.e2e.Message.KeyR\x03key\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04textB$Z\"github.com/wafleet/wafleet/waproto"
 
 var (
 	file_e2e_proto_rawDescOnce sync.Once
@@ -303,23 +678,37 @@ func file_e2e_proto_rawDescGZIP() []byte {
 	return file_e2e_proto_rawDescData
 }
 
-var file_e2e_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_e2e_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_e2e_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_e2e_proto_goTypes = []any{
-	(*Message)(nil),                       // 0: wafleet.e2e.Message
-	(*Message_SenderKeyDistribution)(nil), // 1: wafleet.e2e.Message.SenderKeyDistribution
-	(*Message_DeviceSent)(nil),            // 2: wafleet.e2e.Message.DeviceSent
-	(*Message_ExtendedText)(nil),          // 3: wafleet.e2e.Message.ExtendedText
+	(Message_Protocol_Type)(0),            // 0: wafleet.e2e.Message.Protocol.Type
+	(*Message)(nil),                       // 1: wafleet.e2e.Message
+	(*Message_SenderKeyDistribution)(nil), // 2: wafleet.e2e.Message.SenderKeyDistribution
+	(*Message_DeviceSent)(nil),            // 3: wafleet.e2e.Message.DeviceSent
+	(*Message_ExtendedText)(nil),          // 4: wafleet.e2e.Message.ExtendedText
+	(*Message_FutureProof)(nil),           // 5: wafleet.e2e.Message.FutureProof
+	(*Message_Key)(nil),                   // 6: wafleet.e2e.Message.Key
+	(*Message_Protocol)(nil),              // 7: wafleet.e2e.Message.Protocol
+	(*Message_Reaction)(nil),              // 8: wafleet.e2e.Message.Reaction
 }
 var file_e2e_proto_depIdxs = []int32{
-	1, // 0: wafleet.e2e.Message.senderKeyDistributionMessage:type_name -> wafleet.e2e.Message.SenderKeyDistribution
-	3, // 1: wafleet.e2e.Message.extendedTextMessage:type_name -> wafleet.e2e.Message.ExtendedText
-	2, // 2: wafleet.e2e.Message.deviceSentMessage:type_name -> wafleet.e2e.Message.DeviceSent
-	0, // 3: wafleet.e2e.Message.DeviceSent.message:type_name -> wafleet.e2e.Message
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	2,  // 0: wafleet.e2e.Message.senderKeyDistributionMessage:type_name -> wafleet.e2e.Message.SenderKeyDistribution
+	4,  // 1: wafleet.e2e.Message.extendedTextMessage:type_name -> wafleet.e2e.Message.ExtendedText
+	3,  // 2: wafleet.e2e.Message.deviceSentMessage:type_name -> wafleet.e2e.Message.DeviceSent
+	7,  // 3: wafleet.e2e.Message.protocolMessage:type_name -> wafleet.e2e.Message.Protocol
+	5,  // 4: wafleet.e2e.Message.ephemeralMessage:type_name -> wafleet.e2e.Message.FutureProof
+	8,  // 5: wafleet.e2e.Message.reactionMessage:type_name -> wafleet.e2e.Message.Reaction
+	1,  // 6: wafleet.e2e.Message.DeviceSent.message:type_name -> wafleet.e2e.Message
+	1,  // 7: wafleet.e2e.Message.FutureProof.message:type_name -> wafleet.e2e.Message
+	6,  // 8: wafleet.e2e.Message.Protocol.key:type_name -> wafleet.e2e.Message.Key
+	0,  // 9: wafleet.e2e.Message.Protocol.type:type_name -> wafleet.e2e.Message.Protocol.Type
+	1,  // 10: wafleet.e2e.Message.Protocol.editedMessage:type_name -> wafleet.e2e.Message
+	6,  // 11: wafleet.e2e.Message.Reaction.key:type_name -> wafleet.e2e.Message.Key
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_e2e_proto_init() }
@@ -332,13 +721,14 @@ func file_e2e_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_e2e_proto_rawDesc), len(file_e2e_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      1,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_e2e_proto_goTypes,
 		DependencyIndexes: file_e2e_proto_depIdxs,
+		EnumInfos:         file_e2e_proto_enumTypes,
 		MessageInfos:      file_e2e_proto_msgTypes,
 	}.Build()
 	File_e2e_proto = out.File

@@ -76,6 +76,8 @@ type conn struct {
 	outdatedSaid bool            // the client_outdated alarm is raised
 
 	reply *pendingReply // the pairing reply, until written (it may outlive its attempt)
+
+	retries map[string]int // retry receipts sent, by message id (receive.go)
 }
 
 // goal is what the operator (or the account's history) asks for, kept
@@ -134,6 +136,8 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onDialed(ctx, m)
 	case *frameIn:
 		c.onFrame(ctx, m.data)
+	case *received:
+		c.onReceived(ctx, m)
 	case *readFailed:
 		c.onReadFailed(ctx, m.err)
 	case *written:

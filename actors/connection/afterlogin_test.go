@@ -28,12 +28,29 @@ import (
 // countingObserver records what the actor reports for metrics.
 type countingObserver struct {
 	acks, undecodable, streamAcks, preKeys atomic.Int64
+
+	mu            sync.Mutex
+	decryptFailed map[string]int
 }
 
 func (o *countingObserver) AckSent(string)        { o.acks.Add(1) }
 func (o *countingObserver) StanzaUndecodable()    { o.undecodable.Add(1) }
 func (o *countingObserver) StreamErrorAck()       { o.streamAcks.Add(1) }
 func (o *countingObserver) PreKeysUploaded(n int) { o.preKeys.Add(int64(n)) }
+func (o *countingObserver) DecryptFailed(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.decryptFailed == nil {
+		o.decryptFailed = make(map[string]int)
+	}
+	o.decryptFailed[reason]++
+}
+
+func (o *countingObserver) failures(reason string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.decryptFailed[reason]
+}
 
 // fakeVersions is a VersionSource the test moves on.
 type fakeVersions struct {

@@ -77,14 +77,26 @@ type Observer interface {
 	StreamErrorAck()
 	// PreKeysUploaded counts an accepted upload of n one-time prekeys.
 	PreKeysUploaded(n int)
+	// DecryptFailed counts a message that did not decrypt, by reason (one
+	// of DecryptFailureReasons).
+	DecryptFailed(reason string)
+}
+
+// EventWriter writes an event to the outbox before it returns
+// (*journal.Journal): the message event is durable before the Signal
+// state its message changed is written, and that before the stanza is
+// acknowledged.
+type EventWriter interface {
+	Write(ctx context.Context, e events.Event) error
 }
 
 type nopObserver struct{}
 
-func (nopObserver) AckSent(string)      {}
-func (nopObserver) StanzaUndecodable()  {}
-func (nopObserver) StreamErrorAck()     {}
-func (nopObserver) PreKeysUploaded(int) {}
+func (nopObserver) AckSent(string)       {}
+func (nopObserver) StanzaUndecodable()   {}
+func (nopObserver) StreamErrorAck()      {}
+func (nopObserver) PreKeysUploaded(int)  {}
+func (nopObserver) DecryptFailed(string) {}
 
 // Limiter bounds the rate of new connections of a whole instance.
 // *rate.Limiter (golang.org/x/time/rate) satisfies it.
@@ -157,6 +169,19 @@ type Deps struct {
 	Proxy string
 	// Store keeps the account's Device.
 	Store store.Store
+	// Signal keeps the account's Signal state (sessions, identities, sender
+	// keys), read and written by the receive path. Default: Store, when it
+	// is a store.SignalStore too (the stores are); without one, messages
+	// are acknowledged undecrypted.
+	Signal store.SignalStore
+	// Journal writes the message events to the outbox before the state
+	// their messages changed (the events are then published with Journaled
+	// set). Default nil: they are only published, and a crash may lose
+	// an event whose state was written.
+	Journal EventWriter
+	// RawMessages adds the serialized Message protobuf to message events
+	// (config messages.raw). It carries the plaintext. Default false.
+	RawMessages bool
 	// Events receives every state change. Publishing must not block.
 	Events events.Publisher
 	// Logger is the service's JSON logger. Default slog.Default().
@@ -229,6 +254,9 @@ type Deps struct {
 func (d *Deps) defaults() {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.Signal == nil {
+		d.Signal, _ = d.Store.(store.SignalStore)
 	}
 	if d.Events == nil {
 		d.Events = events.PublisherFunc(func(events.Event) {})

@@ -91,18 +91,26 @@ func (c *conn) onFrame(ctx actor.Context, data []byte) {
 	c.log.Warn("stanza not decodable; skipped", slog.String("error", err.Error()))
 }
 
-// onAckable acknowledges a message, receipt, notification or call at once,
-// in the order they came, and reacts to the ones it understands.
+// onAckable acknowledges a receipt, notification or call at once, in the
+// order they came, and reacts to the ones it understands; a message with
+// encrypted content is acknowledged once it is decrypted and its state
+// stored (onMessage), others at once.
 func (c *conn) onAckable(ctx actor.Context, n node.Node) {
 	ack, ok := ackFor(n)
 	if !ok {
 		c.log.Warn("ackable stanza without id", slog.String("tag", n.Tag))
 		return
 	}
+	if n.Tag == "message" && c.onMessage(ctx, n) {
+		return // acknowledged once decrypted and stored (receive.go)
+	}
 	if c.write(ctx, ack, 0) != nil {
 		return
 	}
 	c.deps.Observer.AckSent(n.Tag)
+	if n.Tag == "receipt" {
+		c.onReceipt(n)
+	}
 	if typ, _ := n.Attr("type"); n.Tag == "notification" && typ == "link_code_companion_reg" && c.cur.child != nil {
 		ctx.Send(c.cur.child, &pairing.LinkCodeNotification{Node: n})
 	}

@@ -185,6 +185,8 @@ func msgGen(m any) (uint64, bool) {
 		return m.gen, true
 	case *frameIn:
 		return m.gen, true
+	case *received:
+		return m.gen, true
 	case *readFailed:
 		return m.gen, true
 	case *written:

@@ -2,7 +2,6 @@ package connection
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -71,10 +70,20 @@ func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount 
 	if missing <= 0 {
 		return keys, nil
 	}
-	if uint64(counts.MaxID)+uint64(missing) > store.MaxPreKeyID {
-		return nil, fmt.Errorf("prekey IDs exhausted (%d used)", counts.MaxID)
+	fresh, err := addPreKeys(ctx, st, id, counts.MaxID, missing)
+	if err != nil {
+		return nil, err
 	}
-	fresh := make([]store.PreKey, missing)
+	return append(keys, fresh...), nil
+}
+
+// addPreKeys generates n new one-time prekeys numbered after maxID (the
+// store's PreKeyCounts.MaxID) and stores them, not yet uploaded.
+func addPreKeys(ctx context.Context, st store.Store, id string, maxID uint32, n int) ([]store.PreKey, error) {
+	if uint64(maxID)+uint64(n) > store.MaxPreKeyID {
+		return nil, fmt.Errorf("prekey IDs exhausted (%d used)", maxID)
+	}
+	fresh := make([]store.PreKey, n)
 	for i := range fresh {
 		if err := ctx.Err(); err != nil {
 			return nil, err // the connection is gone: stop generating
@@ -83,12 +92,12 @@ func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount 
 		if err != nil {
 			return nil, fmt.Errorf("generate prekey: %w", err)
 		}
-		fresh[i] = store.PreKey{ID: counts.MaxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
+		fresh[i] = store.PreKey{ID: maxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
 	}
 	if err := st.AddPreKeys(ctx, id, fresh); err != nil {
 		return nil, fmt.Errorf("store new prekeys: %w", err)
 	}
-	return append(keys, fresh...), nil
+	return fresh, nil
 }
 
 // preKeyUploadIQ is the upload of keys with the device's registration ID,
@@ -100,22 +109,33 @@ func preparePreKeys(ctx context.Context, st store.Store, id string, serverCount 
 func preKeyUploadIQ(id string, d *store.Device, keys []store.PreKey) node.Node {
 	list := make([]node.Node, len(keys))
 	for i := range keys {
-		list[i] = node.New("key").WithChildren(
-			node.New("id").WithBytes(id3(keys[i].ID)),
-			node.New("value").WithBytes(keys[i].Pub[:]),
-		)
+		list[i] = preKeyNode(keys[i])
 	}
-	reg := binary.BigEndian.AppendUint32(nil, d.RegistrationID)
 	return node.IQ(id, jid.ServerJID, "set", "encrypt",
-		node.New("registration").WithBytes(reg),
+		node.New("registration").WithBytes(registrationBytes(d.RegistrationID)),
 		node.New("type").WithBytes([]byte{0x05}),
 		node.New("identity").WithBytes(d.IdentityKey.Pub[:]),
 		node.New("list").WithChildren(list...),
-		node.New("skey").WithChildren(
-			node.New("id").WithBytes(id3(d.SignedPreKey.ID)),
-			node.New("value").WithBytes(d.SignedPreKey.Pub[:]),
-			node.New("signature").WithBytes(d.SignedPreKey.Signature[:]),
-		),
+		signedPreKeyNode(d.SignedPreKey),
+	)
+}
+
+// preKeyNode is a one-time prekey as uploads and retry receipts carry it:
+// <key><id>3 bytes</id><value>32</value></key>.
+func preKeyNode(k store.PreKey) node.Node {
+	return node.New("key").WithChildren(
+		node.New("id").WithBytes(id3(k.ID)),
+		node.New("value").WithBytes(k.Pub[:]),
+	)
+}
+
+// signedPreKeyNode is the signed prekey as uploads and retry receipts carry
+// it: <skey><id>3</id><value>32</value><signature>64</signature></skey>.
+func signedPreKeyNode(k store.SignedPreKey) node.Node {
+	return node.New("skey").WithChildren(
+		node.New("id").WithBytes(id3(k.ID)),
+		node.New("value").WithBytes(k.Pub[:]),
+		node.New("signature").WithBytes(k.Signature[:]),
 	)
 }
 

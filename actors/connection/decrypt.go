@@ -1,0 +1,324 @@
+package connection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/signal"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/waproto"
+)
+
+// Decrypt failure reasons: the label values of the decrypt failure metric
+// (Observer.DecryptFailed), a bounded set.
+const (
+	failMalformed    = "malformed"      // the ciphertext or stanza does not parse
+	failNoSession    = "no_session"     // a msg from a device we have no session with
+	failNoSenderKey  = "no_sender_key"  // an skmsg before its sender key was distributed
+	failMissingKey   = "missing_prekey" // a pkmsg naming a prekey we no longer hold
+	failBadMAC       = "bad_mac"        // no session state's MAC accepts the message
+	failBadSignature = "bad_signature"  // a sender-key message's signature fails
+	failTooFarAhead  = "too_far_ahead"  // beyond the protocol's skip bound
+	failDecrypt      = "decrypt"        // the cipher or its padding failed
+	failUnsupported  = "unsupported"    // an enc type or version this client does not read
+	failStore        = "store"          // the store failed: the stanza stays unacknowledged
+)
+
+// DecryptFailureReasons lists the reasons the decrypt failure metric
+// counts by (each exported from the start).
+var DecryptFailureReasons = []string{failMalformed, failNoSession, failNoSenderKey, failMissingKey, failBadMAC,
+	failBadSignature, failTooFarAhead, failDecrypt, failUnsupported, failStore}
+
+// failureReason names err for the metric.
+func failureReason(err error) string {
+	switch {
+	case errors.Is(err, errStore):
+		return failStore
+	case errors.Is(err, errUnsupported):
+		return failUnsupported
+	case errors.Is(err, signal.ErrNoSession):
+		return failNoSession
+	case errors.Is(err, signal.ErrNoSenderKey):
+		return failNoSenderKey
+	case errors.Is(err, signal.ErrMissingPreKey):
+		return failMissingKey
+	case errors.Is(err, signal.ErrBadMAC):
+		return failBadMAC
+	case errors.Is(err, signal.ErrBadSignature):
+		return failBadSignature
+	case errors.Is(err, signal.ErrTooFarAhead):
+		return failTooFarAhead
+	case errors.Is(err, signal.ErrDecrypt), errors.Is(err, signal.ErrBadPadding):
+		return failDecrypt
+	}
+	return failMalformed
+}
+
+var (
+	errStore       = errors.New("store")
+	errUnsupported = errors.New("unsupported")
+)
+
+// decryption is the Signal state one stanza reads and changes, kept in
+// memory until the stanza is done: nothing is written unless every <enc>
+// child decrypted, and then all of it at once (one ApplySignal).
+type decryption struct {
+	ctx    context.Context
+	st     store.Store
+	sig    store.SignalStore
+	id     string
+	dev    *store.Device
+	local  signal.LocalIdentity
+	signed *crypto.KeyPair
+
+	sessions   map[string]*signal.Session
+	order      []string // session addresses in the order they changed
+	identities map[string][32]byte
+	senderKeys map[senderKeyName]*signal.SenderKey
+	keyOrder   []senderKeyName
+	usedPreKey uint32
+}
+
+type senderKeyName struct{ group, sender string }
+
+func newDecryption(ctx context.Context, st store.Store, sig store.SignalStore, dev *store.Device) *decryption {
+	return &decryption{
+		ctx: ctx, st: st, sig: sig, id: dev.ID, dev: dev,
+		local:      signal.LocalIdentity{Key: &crypto.KeyPair{Pub: dev.IdentityKey.Pub, Priv: dev.IdentityKey.Priv}, RegistrationID: dev.RegistrationID},
+		signed:     &crypto.KeyPair{Pub: dev.SignedPreKey.Pub, Priv: dev.SignedPreKey.Priv},
+		sessions:   make(map[string]*signal.Session),
+		identities: make(map[string][32]byte),
+		senderKeys: make(map[senderKeyName]*signal.SenderKey),
+	}
+}
+
+// session returns the session with addr: the one this stanza changed, else
+// the stored one, else an empty one.
+func (d *decryption) session(addr string) (*signal.Session, error) {
+	if s, ok := d.sessions[addr]; ok {
+		return s, nil
+	}
+	s := new(signal.Session)
+	rec, err := d.sig.Session(d.ctx, d.id, addr)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("%w: read session %s: %w", errStore, addr, err)
+	default:
+		if err := s.UnmarshalBinary(rec); err != nil {
+			return nil, fmt.Errorf("%w: session %s: %w", errStore, addr, err)
+		}
+	}
+	return s, nil
+}
+
+// changedSession records that the session with addr changed.
+func (d *decryption) changedSession(addr string, s *signal.Session) {
+	if _, ok := d.sessions[addr]; !ok {
+		d.order = append(d.order, addr)
+	}
+	d.sessions[addr] = s
+	if key, ok := s.RemoteIdentity(); ok {
+		d.identities[addr] = key
+	}
+}
+
+// senderKey returns the sender key of sender in group: the one this stanza
+// changed, else the stored one, else nil.
+func (d *decryption) senderKey(name senderKeyName) (*signal.SenderKey, error) {
+	if k, ok := d.senderKeys[name]; ok {
+		return k, nil
+	}
+	rec, err := d.sig.SenderKey(d.ctx, d.id, name.group, name.sender)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read sender key: %w", errStore, err)
+	}
+	k := new(signal.SenderKey)
+	if err := k.UnmarshalBinary(rec); err != nil {
+		return nil, fmt.Errorf("%w: sender key: %w", errStore, err)
+	}
+	return k, nil
+}
+
+func (d *decryption) changedSenderKey(name senderKeyName, k *signal.SenderKey) {
+	if _, ok := d.senderKeys[name]; !ok {
+		d.keyOrder = append(d.keyOrder, name)
+	}
+	d.senderKeys[name] = k
+}
+
+// decrypt decrypts one <enc> child of in and returns its Message.
+func (d *decryption) decrypt(in *inbound, e encPart) (*waproto.Message, error) {
+	addr, _ := senderAddress(in.sender) // parseInbound checked it
+	var plaintext []byte
+	var err error
+	switch e.typ {
+	case "pkmsg":
+		plaintext, err = d.preKeyMessage(addr, e.body)
+	case "msg":
+		plaintext, err = d.message(addr, e.body)
+	case "skmsg":
+		if !in.group {
+			return nil, fmt.Errorf("%w: skmsg outside a group", errUnsupported)
+		}
+		plaintext, err = d.groupMessage(senderKeyName{in.chat.String(), addr}, e.body)
+	default:
+		return nil, fmt.Errorf("%w: enc type %q", errUnsupported, e.typ)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch e.v {
+	case 2:
+		if plaintext, err = signal.Unpad(plaintext); err != nil {
+			return nil, err
+		}
+	default:
+		// v=3 carries a differently framed message (whatsmeow's
+		// "armadillo"): not read here.
+		return nil, fmt.Errorf("%w: enc v=%d", errUnsupported, e.v)
+	}
+	msg := new(waproto.Message)
+	if err := proto.Unmarshal(plaintext, msg); err != nil {
+		return nil, fmt.Errorf("%w: Message protobuf: %w", signal.ErrMalformed, err)
+	}
+	return msg, nil
+}
+
+func (d *decryption) preKeyMessage(addr string, body []byte) ([]byte, error) {
+	m, err := signal.ParsePreKeySignalMessage(body)
+	if err != nil {
+		return nil, err
+	}
+	s, err := d.session(addr)
+	if err != nil {
+		return nil, err
+	}
+	keys := signal.ResponderKeys{Local: d.local}
+	if m.SignedPreKeyID == d.dev.SignedPreKey.ID {
+		keys.SignedPreKey = d.signed
+	}
+	if m.HasPreKeyID {
+		pk, err := d.st.PreKey(d.ctx, d.id, m.PreKeyID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// consumed already: only a repeat of a session built from it decrypts
+		case err != nil:
+			return nil, fmt.Errorf("%w: read prekey %d: %w", errStore, m.PreKeyID, err)
+		default:
+			keys.PreKey = &crypto.KeyPair{Pub: pk.Pub, Priv: pk.Priv}
+		}
+	}
+	plaintext, err := s.DecryptPreKey(m, keys)
+	if err != nil {
+		return nil, err
+	}
+	d.changedSession(addr, s)
+	if m.HasPreKeyID && keys.PreKey != nil {
+		d.usedPreKey = m.PreKeyID
+	}
+	return plaintext, nil
+}
+
+func (d *decryption) message(addr string, body []byte) ([]byte, error) {
+	s, err := d.session(addr)
+	if err != nil {
+		return nil, err
+	}
+	plaintext, err := s.Decrypt(body)
+	if err != nil {
+		return nil, err
+	}
+	d.changedSession(addr, s)
+	return plaintext, nil
+}
+
+func (d *decryption) groupMessage(name senderKeyName, body []byte) ([]byte, error) {
+	k, err := d.senderKey(name)
+	if err != nil {
+		return nil, err
+	}
+	if k == nil {
+		return nil, fmt.Errorf("%w: from %s in %s", signal.ErrNoSenderKey, name.sender, name.group)
+	}
+	plaintext, err := k.Decrypt(body)
+	if err != nil {
+		return nil, err
+	}
+	d.changedSenderKey(name, k)
+	return plaintext, nil
+}
+
+// distribution processes a sender-key distribution message that came in a
+// 1:1 message from the sender of in, for in's group (the reference client
+// uses the stanza's chat, not the group named inside).
+func (d *decryption) distribution(in *inbound, raw []byte) error {
+	if !in.group {
+		return nil // the reference client ignores one outside a group
+	}
+	dist, err := signal.ParseSenderKeyDistribution(raw)
+	if err != nil {
+		return err
+	}
+	addr, _ := senderAddress(in.sender)
+	name := senderKeyName{in.chat.String(), addr}
+	k, err := d.senderKey(name)
+	if err != nil {
+		return err
+	}
+	if k == nil {
+		k = new(signal.SenderKey)
+	}
+	k.Process(dist)
+	d.changedSenderKey(name, k)
+	return nil
+}
+
+// changes are the stanza's changes for ApplySignal.
+func (d *decryption) changes() (store.SignalChanges, error) {
+	var c store.SignalChanges
+	for _, addr := range d.order {
+		rec, err := fitSession(d.sessions[addr], store.MaxSignalRecordLen)
+		if err != nil {
+			return c, err
+		}
+		c.Sessions = append(c.Sessions, store.SessionChange{Addr: addr, Record: rec})
+		if key, ok := d.identities[addr]; ok {
+			c.Identities = append(c.Identities, store.IdentityChange{Addr: addr, Key: key})
+		}
+	}
+	for _, name := range d.keyOrder {
+		rec, err := d.senderKeys[name].MarshalBinary()
+		if err != nil {
+			return c, err
+		}
+		c.SenderKeys = append(c.SenderKeys, store.SenderKeyChange{Group: name.group, Sender: name.sender, Record: rec})
+	}
+	c.UsedPreKey = d.usedPreKey
+	return c, nil
+}
+
+// fitSession encodes s within limit bytes: while it is larger, the oldest
+// archived states go first (messages still in flight under them will not
+// decrypt, and their senders retry). A session's current state alone is
+// at most about 360 KB (signal.MaxReceiverChains full chains of skipped
+// keys), well under store.MaxSignalRecordLen; only archived states make a
+// record outgrow it.
+func fitSession(s *signal.Session, limit int) ([]byte, error) {
+	for {
+		rec, err := s.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		if len(rec) <= limit || !s.DropOldestArchived() {
+			return rec, nil
+		}
+	}
+}
