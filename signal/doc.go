@@ -40,11 +40,10 @@
 // of small order is ErrMalformed), MACs are compared in constant time, and
 // errors never carry key material or plaintext.
 //
-// What it leaves to the next parts of issue 15: keeping sessions, sender keys,
-// identities and used prekeys in the store (bbolt and Redis), the receive
-// path (decrypting <enc> nodes in the connection actor, retry receipts), the
-// send path (fetching prekey bundles, fanning a message out to devices) and
-// the emulator's contact that talks Signal. Nothing imports it yet.
+// The store keeps its records (store.SignalStore); the connection actor's
+// receive path decrypts <enc> nodes with it, the emulator's contacts talk
+// it. What it leaves to the next parts of issue 15: the send path (fetching
+// prekey bundles, fanning a message out to devices).
 //
 // It is in the core layer and imports crypto and waproto.
 package signal

@@ -90,9 +90,11 @@
 // the server's), asks for the prekey count, uploads prekeys if needed,
 // then sends <active/> and reports connected once it is answered (each
 // step bounded by Keepalive.Timeout). From the first stanza on, every <message>,
-// <receipt>, <notification> and <call> is acknowledged at once, in order,
-// shaped as the reference client shapes acks (ackFor); a real server ends
-// the stream when one is missing and redelivers it on every reconnect.
+// <receipt>, <notification> and <call> is acknowledged, shaped as the
+// reference client shapes acks (ackFor); a real server ends the stream when
+// one is missing and redelivers it on every reconnect. All but messages with
+// encrypted content are acknowledged at once, in order; those are
+// acknowledged once decrypted and stored (below).
 // Server pings (urn:xmpp:ping, with or without type or id) are answered. A
 // frame that does not decode is counted and skipped, but acked first when
 // its tag and id decode (node.DecodePayloadHeader). One-time prekeys are
@@ -101,6 +103,30 @@
 // runs low; they are stored before they are offered and marked uploaded
 // once the server accepts them. A missed pong is tolerated: only
 // Keepalive.Window without an answered ping ends the connection.
+//
+// # Receiving messages (receive.go, decrypt.go)
+//
+// A <message> with <enc> children goes to the store queue, which keeps
+// stanzas in their order and the actor's mailbox free: its pkmsg, msg and
+// skmsg parts are decrypted against the stored Signal state (Deps.Signal),
+// unpadded and parsed (waproto's e2e.proto); a sender-key distribution
+// inside is processed, a message our own phone sent is unwrapped. Then, in
+// this order: the message event is written to the outbox (Deps.Journal),
+// everything the stanza changed (sessions, identities, sender keys, the
+// consumed one-time prekey) is written in one store.SignalStore.ApplySignal,
+// and the actor sends the delivery receipt (type inactive, or sender for
+// our own phone's messages) and the ack. Events are delivered at least
+// once (a crash between the event and the ack repeats it, with the same
+// message id); a redelivered message whose state was written decrypts as
+// a repeat and is receipted without a second event. A message that does
+// not decrypt changes nothing: it gets a retry receipt (with a fresh
+// one-time prekey from the second on, at most four), then its ack, and is
+// counted by reason (Observer.DecryptFailed); one the store fails on is
+// left unacknowledged for the server to redeliver. A session record over
+// store.MaxSignalRecordLen loses its oldest archived states. A receipt the
+// server pushes becomes an events.KindReceipt event; an identity key that
+// replaced another, an events.KindIdentityChanged event (trusted on first
+// use, never fatal).
 //
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -156,7 +158,7 @@ func (c *conn) onReceipt(n node.Node) {
 // sent is how many retry receipts the message got on this run.
 func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received {
 	d := newDecryption(ctx, r.st, r.sig, r.dev)
-	var content *waproto.Message
+	var ev *events.Event // of the first part with content
 	chat := in.chat
 	for _, e := range in.encs {
 		msg, err := d.decrypt(in, e)
@@ -177,17 +179,13 @@ func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received
 				return r.failed(ctx, in, sent, err)
 			}
 		}
-		if content == nil {
-			content = msg
+		if ev == nil {
+			ev = r.messageEvent(in, chat, msg)
 		}
 	}
 	changes, err := d.changes()
 	if err != nil {
 		return r.failed(ctx, in, sent, fmt.Errorf("%w: encode state: %w", errStore, err))
-	}
-	var ev *events.Event
-	if content != nil {
-		ev = r.messageEvent(in, chat, content)
 	}
 	if ev != nil && r.journal != nil {
 		if err := r.journal.Write(ctx, *ev); err != nil {
@@ -256,13 +254,14 @@ func (r *receiver) failed(ctx context.Context, in *inbound, sent int, err error)
 }
 
 // peerJID turns a store address "USER.DOMAIN:DEVICE" back into a device
-// JID for events.
+// JID for events (the address itself if it is not one).
 func peerJID(addr string) string {
-	var user string
-	var domain uint8
-	var device uint16
-	if _, err := fmt.Sscanf(addr, "%32[0-9].%d:%d", &user, &domain, &device); err != nil {
+	user, rest, ok1 := strings.Cut(addr, ".")
+	domain, device, ok2 := strings.Cut(rest, ":")
+	dom, err1 := strconv.ParseUint(domain, 10, 8)
+	dev, err2 := strconv.ParseUint(device, 10, 16)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
 		return addr
 	}
-	return jid.NewADJID(user, domain, device).String()
+	return jid.NewADJID(user, uint8(dom), uint16(dev)).String()
 }

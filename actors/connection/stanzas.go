@@ -19,9 +19,9 @@ var ackable = map[string]bool{"message": true, "receipt": true, "notification": 
 // class is the stanza's tag and to its from; participant and recipient are
 // copied when present, with their encoding (JID or string) unchanged; type
 // is copied except for class=message. A message we cannot decrypt gets this
-// same plain ack: an error attribute makes the server withhold the queue
-// (Baileys reports), and there is no Signal layer yet to send a retry
-// receipt. ok is false for a stanza that is not ackable or has no id.
+// same plain ack after its retry receipt: an error attribute makes the
+// server withhold the queue (Baileys reports). ok is false for a stanza
+// that is not ackable or has no id.
 func ackFor(n node.Node) (ack node.Node, ok bool) {
 	if !ackable[n.Tag] {
 		return node.Node{}, false
