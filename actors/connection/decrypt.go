@@ -228,6 +228,9 @@ func (d *decryption) preKeyMessage(addr string, body []byte) ([]byte, error) {
 }
 
 func (d *decryption) message(addr string, body []byte) ([]byte, error) {
+	if _, err := signal.ParseSignalMessage(body); err != nil {
+		return nil, err // before any store read: garbage costs no round trip
+	}
 	s, err := d.session(addr)
 	if err != nil {
 		return nil, err
@@ -241,6 +244,9 @@ func (d *decryption) message(addr string, body []byte) ([]byte, error) {
 }
 
 func (d *decryption) groupMessage(name senderKeyName, body []byte) ([]byte, error) {
+	if _, err := signal.ParseSenderKeyMessage(body); err != nil {
+		return nil, err // before any store read
+	}
 	k, err := d.senderKey(name)
 	if err != nil {
 		return nil, err
