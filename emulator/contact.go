@@ -76,8 +76,15 @@ type SignalDevice struct {
 	published    []oneTimePreKey            // public halves the server has not handed out yet
 	nextPreKeyID uint32
 
-	sessions map[jid.JID]*signal.Session   // by peer device JID
-	ownSKs   map[jid.JID]*signal.SenderKey // our sender key, by group
+	sessions    map[jid.JID]*signal.Session   // by peer device JID
+	ownSKs      map[jid.JID]*signal.SenderKey // our sender key, by group
+	peerSKs     map[senderKeyName]*signal.SenderKey
+	distributed map[senderKeyName]bool // (group, peer device) given our sender key
+}
+
+// senderKeyName names one sender's key in one group.
+type senderKeyName struct {
+	group, sender jid.JID
 }
 
 // oneTimePreKey is the public half of a one-time prekey as the server keeps
@@ -113,13 +120,15 @@ func newSignalDevice(j jid.JID, identity *crypto.KeyPair) (*SignalDevice, error)
 		jid: j,
 		// Registration IDs are 14 bits and never 0 (libsignal's
 		// generateRegistrationId: 1..16380).
-		local:     signal.LocalIdentity{Key: identity, RegistrationID: binary.BigEndian.Uint32(r[:])%16380 + 1},
-		signed:    signed,
-		signedID:  1,
-		signedSig: sig,
-		preKeys:   make(map[uint32]*crypto.KeyPair),
-		sessions:  make(map[jid.JID]*signal.Session),
-		ownSKs:    make(map[jid.JID]*signal.SenderKey),
+		local:       signal.LocalIdentity{Key: identity, RegistrationID: binary.BigEndian.Uint32(r[:])%16380 + 1},
+		signed:      signed,
+		signedID:    1,
+		signedSig:   sig,
+		preKeys:     make(map[uint32]*crypto.KeyPair),
+		sessions:    make(map[jid.JID]*signal.Session),
+		ownSKs:      make(map[jid.JID]*signal.SenderKey),
+		peerSKs:     make(map[senderKeyName]*signal.SenderKey),
+		distributed: make(map[senderKeyName]bool),
 	}
 	if err := d.refillPreKeys(); err != nil {
 		return nil, err
@@ -193,6 +202,7 @@ type contactBook struct {
 	mu     sync.Mutex
 	byUser map[string]*Contact
 	next   uint64
+	routes routeBook // messages routed to our companions (contactroute.go)
 }
 
 // ErrContact is wrapped by AddContact's errors: a phone that is not a

@@ -3,13 +3,16 @@ package emulator_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
 )
 
 // checkBundle checks that a bundle's signed prekey is signed by its identity
@@ -142,4 +145,303 @@ func TestCompanionBundlesComeFromItsUploads(t *testing.T) {
 	if pb.IdentityKey == d.identity.Pub {
 		t.Fatal("the phone's bundle carries the companion's identity")
 	}
+}
+
+func TestContactSendsThroughSignalAndCountsReceipts(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	companion := c.Devices()[1]
+
+	// First contact: a pkmsg built from a bundle of the device's upload.
+	sent, err := srv.SendText(companion, linked.JID, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sent.Devices) != 1 || sent.Devices[0] != linked.JID {
+		t.Fatalf("sent to %v", sent.Devices)
+	}
+	n := r.nextMessage()
+	if attr(n, "id") != sent.ID || attr(n, "type") != "text" || attr(n, "notify") != c.Name() || attr(n, "t") == "" {
+		t.Fatalf("stanza %v", n)
+	}
+	if from := jidAttr(n, "from"); from != companion.JID() {
+		t.Fatalf("from %s, want the contact's companion %s", from, companion.JID())
+	}
+	m, types, err := r.decrypt(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GetConversation() != "hello" || len(types) != 1 || types[0] != "pkmsg" {
+		t.Fatalf("got %q in %v", m.GetConversation(), types)
+	}
+	if _, used := r.prekeys[1]; used {
+		t.Fatal("the first message did not use the oldest one-time prekey")
+	}
+	r.c.send(receipt(n, linked.JID))
+	r.c.send(emulator.AckFor(n))
+	emutest.WaitStats(t, srv, waitTimeout, "the receipt", func(s emulator.Stats) bool { return s.Receipts == 1 && s.AcksOK == 1 })
+
+	// Steady state: the same session; the phone (device 0) has its own.
+	for i, from := range []*emulator.SignalDevice{companion, c.Devices()[0], companion} {
+		text := fmt.Sprintf("message %d", i)
+		if _, err := srv.SendText(from, linked.JID, text); err != nil {
+			t.Fatal(err)
+		}
+		n, m := r.receive()
+		if m.GetConversation() != text || jidAttr(n, "from") != from.JID() {
+			t.Fatalf("got %q from %s", m.GetConversation(), jidAttr(n, "from"))
+		}
+	}
+	st := emutest.WaitStats(t, srv, waitTimeout, "four receipts", func(s emulator.Stats) bool { return s.Receipts == 4 })
+	if st.ContactMessages != 4 || st.MessagesRouted != 4 || st.RetryReceipts != 0 || len(st.Violations) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := srv.SendText(companion, jid.New("15550009999", jid.DefaultUserServer), "x"); !errors.Is(err, emulator.ErrNoRecipient) {
+		t.Fatalf("a send to no account: %v", err)
+	}
+}
+
+func TestContactGroupMessagesCarryTheSenderKeyOnce(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := jid.New("120363000000000001", jid.GroupServer)
+	for i, want := range [][]string{{"pkmsg", "skmsg"}, {"skmsg"}} {
+		text := fmt.Sprintf("group %d", i)
+		if _, err := srv.SendGroupText(c.Devices()[1], group, []jid.JID{linked.JID}, text); err != nil {
+			t.Fatal(err)
+		}
+		n := r.nextMessage()
+		if jidAttr(n, "from") != group || jidAttr(n, "participant") != c.Devices()[1].JID() {
+			t.Fatalf("stanza %v", n)
+		}
+		m, types, err := r.decrypt(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetConversation() != text || fmt.Sprint(types) != fmt.Sprint(want) {
+			t.Fatalf("got %q in %v, want %v", m.GetConversation(), types, want)
+		}
+		r.c.send(receipt(n, linked.JID))
+		r.c.send(emulator.AckFor(n))
+	}
+	st := emutest.WaitStats(t, srv, waitTimeout, "two receipts", func(s emulator.Stats) bool { return s.Receipts == 2 })
+	if len(st.Violations) != 0 {
+		t.Fatalf("violations %v", st.Violations)
+	}
+}
+
+func TestPhoneSyncsWhatItSentToTheCompanions(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	peer := jid.New("15551234567", jid.DefaultUserServer)
+	if _, err := srv.SendFromPhone(linked.JID.ToNonAD(), peer, "sent from the phone"); err != nil {
+		t.Fatal(err)
+	}
+	n, m := r.receive()
+	if jidAttr(n, "from") != linked.JID.ToNonAD() || jidAttr(n, "recipient") != peer {
+		t.Fatalf("stanza %v", n)
+	}
+	ds := m.GetDeviceSentMessage()
+	if ds.GetDestinationJID() != peer.String() || ds.GetMessage().GetConversation() != "sent from the phone" {
+		t.Fatalf("device-sent message %v", m)
+	}
+	// The phone's session uses the account's identity: the one its bundle
+	// publishes.
+	b, err := srv.PreKeyBundle(linked.JID.ToNonAD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := r.sessions[linked.JID.ToNonAD()].RemoteIdentity(); id != b.IdentityKey {
+		t.Fatal("the phone's messages are not under its published identity")
+	}
+	emutest.WaitStats(t, srv, waitTimeout, "the receipt (type sender)", func(s emulator.Stats) bool { return s.Receipts == 1 })
+}
+
+func TestMissingReceiptsAreCounted(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: 50 * time.Millisecond})
+	r, linked := newReceiver(t, srv, 10)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SendText(c.Devices()[0], linked.JID, "unreceipted"); err != nil {
+		t.Fatal(err)
+	}
+	n := r.nextMessage()
+	if _, _, err := r.decrypt(n); err != nil {
+		t.Fatal(err)
+	}
+	// Acked, but no receipt: the contact's message counts as overdue.
+	r.c.send(emulator.AckFor(n))
+	emutest.WaitStats(t, srv, waitTimeout, "an overdue receipt", func(s emulator.Stats) bool { return s.ReceiptsOverdue == 1 })
+	// A receipt naming another chat confirms nothing.
+	wrong := receipt(n, linked.JID).WithAttr(node.JIDAttr("to", c.Devices()[1].JID()))
+	r.c.send(wrong)
+	emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == 1 })
+	r.c.send(receipt(n, linked.JID))
+	st := emutest.WaitStats(t, srv, waitTimeout, "a late receipt", func(s emulator.Stats) bool { return s.ReceiptsLate == 1 })
+	if st.Receipts != 1 || st.ReceiptsOverdue != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The message's ack, once more: nothing is pending under that id.
+	r.c.send(emulator.AckFor(n))
+	emutest.WaitStats(t, srv, waitTimeout, "the duplicate ack", func(s emulator.Stats) bool { return s.AcksMalformed == 1 })
+}
+
+func TestRetryReceiptsAreAnsweredThenGivenUp(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := jid.New("120363000000000002", jid.GroupServer)
+	if _, err := srv.SendGroupText(c.Devices()[1], group, []jid.JID{linked.JID}, "retried"); err != nil {
+		t.Fatal(err)
+	}
+	n := r.nextMessage()
+	id := attr(n, "id")
+	// The device could not decrypt: a retry receipt, then the ack. The
+	// resend waits for the ack and comes 1:1, with the same id.
+	r.c.send(r.retryReceipt(n, 1, false))
+	r.c.send(emulator.AckFor(n))
+	resend := r.nextMessage()
+	enc, _ := resend.Child("enc")
+	if attr(resend, "id") != id || jidAttr(resend, "participant") != c.Devices()[1].JID() || len(resend.Children()) != 1 || attr(*enc, "count") != "1" {
+		t.Fatalf("resend %v", resend)
+	}
+	m, _, err := r.decrypt(resend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GetConversation() != "retried" || m.GetSenderKeyDistributionMessage() == nil {
+		t.Fatalf("resend carries %v", m)
+	}
+
+	// A second retry with the device's keys: a fresh session from them.
+	r.c.send(r.retryReceipt(resend, 2, true))
+	r.c.send(emulator.AckFor(resend))
+	resend2 := r.nextMessage()
+	enc, _ = resend2.Child("enc")
+	if attr(*enc, "type") != "pkmsg" || attr(*enc, "count") != "2" {
+		t.Fatalf("second resend %v", resend2)
+	}
+	pk, _ := enc.Bytes()
+	pm, err := signal.ParsePreKeySignalMessage(pk)
+	if err != nil || pm.PreKeyID != r.nextKey {
+		t.Fatalf("the fresh session does not use the prekey of the retry receipt: %v", err)
+	}
+	if m, _, err := r.decrypt(resend2); err != nil || m.GetConversation() != "retried" {
+		t.Fatalf("second resend: %v %v", m, err)
+	}
+	r.c.send(emulator.AckFor(resend2))
+
+	// Retries up to the limit are answered; the next gives the message up.
+	last := resend2
+	for i := 3; i <= 6; i++ {
+		r.c.send(r.retryReceipt(last, i, false))
+		if i == 6 {
+			break
+		}
+		last = r.nextMessage()
+		r.c.send(emulator.AckFor(last))
+	}
+	st := emutest.WaitStats(t, srv, waitTimeout, "the message given up", func(s emulator.Stats) bool { return s.MessagesUndelivered == 1 })
+	if st.RetryReceipts != 6 || st.DecryptFailures != 1 || st.Resends != 5 || st.Receipts != 0 || len(st.Violations) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A retry receipt from another registration is a violation.
+	r.d.regID++
+	r.c.send(r.retryReceipt(last, 1, false))
+	r.d.regID--
+	emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == 1 })
+}
+
+func TestContactMessagesWaitForAnOfflineDevice(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{ReceiptDeadline: -1}) // no day-one
+	r, linked := newReceiver(t, srv, 0)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.tr.Close()
+	emutest.WaitStats(t, srv, waitTimeout, "the device offline", func(s emulator.Stats) bool { return s.ActiveConnections == 0 })
+	if _, err := srv.SendText(c.Devices()[1], linked.JID, "while you were away"); err != nil {
+		t.Fatal(err)
+	}
+	r.connect()
+	// Outside day-one the device uploaded no values: X3DH without a
+	// one-time prekey.
+	n, m := r.receive()
+	if m.GetConversation() != "while you were away" {
+		t.Fatalf("got %v", m)
+	}
+	enc, _ := n.Child("enc")
+	pk, _ := enc.Bytes()
+	if pm, err := signal.ParsePreKeySignalMessage(pk); err != nil || pm.HasPreKeyID {
+		t.Fatalf("pkmsg %v, %v", pm, err)
+	}
+	st := emutest.WaitStats(t, srv, waitTimeout, "the receipt", func(s emulator.Stats) bool { return s.Receipts == 1 && s.AcksOK == 1 })
+	if st.Redeliveries != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestContactsControlAPI(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{DayOne: quiet(), ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	base := srv.ControlURL()
+
+	status, c := httpJSON(t, "POST", base+"/contacts", `{"phone":"+15557654321"}`)
+	if status != 200 || c["jid"] != "15557654321@s.whatsapp.net" || len(c["devices"].([]any)) != 2 {
+		t.Fatalf("POST /contacts: %d %v", status, c)
+	}
+	for _, bad := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/contacts", `{"phone":"+15557654321"}`, 400},                                   // twice
+		{"/contacts", `{"phone":"x"}`, 400},                                              // not a number
+		{"/contacts/send", `{"from":"15557654321","to":"` + linked.JID.User + `"}`, 400}, // no text
+		{"/contacts/send", `{"from":"15550001111","to":"` + linked.JID.User + `","text":"hi"}`, 404},
+		{"/contacts/send", `{"from":"15557654321","to":"15550009999","text":"hi"}`, 404},
+		{"/contacts/send", `{"from":"15557654321","to":"x@y","text":"hi"}`, 400},
+		{"/contacts/send", `{"text":"hi","extra":1}`, 400},
+	} {
+		if status, body := httpJSON(t, "POST", base+bad.path, bad.body); status != bad.want || body["error"] == nil {
+			t.Fatalf("POST %s %s: %d %v, want %d", bad.path, bad.body, status, body, bad.want)
+		}
+	}
+
+	status, sent := httpJSON(t, "POST", base+"/contacts/send", `{"from":"15557654321:1@s.whatsapp.net","to":"+`+linked.JID.User+`","text":"over HTTP"}`)
+	if status != 200 || sent["id"] == "" || len(sent["devices"].([]any)) != 1 {
+		t.Fatalf("POST /contacts/send: %d %v", status, sent)
+	}
+	n, m := r.receive()
+	if m.GetConversation() != "over HTTP" || attr(n, "id") != sent["id"] || jidAttr(n, "from").Device != 1 {
+		t.Fatalf("got %q in %v", m.GetConversation(), n)
+	}
+	status, _ = httpJSON(t, "POST", base+"/contacts/send", `{"from":"15557654321","group":"120363000000000003@g.us","to":"`+linked.JID.User+`","text":"group over HTTP"}`)
+	if status != 200 {
+		t.Fatalf("group send: %d", status)
+	}
+	if _, m := r.receive(); m.GetConversation() != "group over HTTP" {
+		t.Fatalf("got %v", m)
+	}
+	status, _ = httpJSON(t, "POST", base+"/phone/send", `{"account":"`+linked.JID.User+`","to":"15557654321","text":"mine"}`)
+	if status != 200 {
+		t.Fatalf("phone send: %d", status)
+	}
+	if _, m := r.receive(); m.GetDeviceSentMessage().GetMessage().GetConversation() != "mine" {
+		t.Fatalf("got %v", m)
+	}
+	emutest.WaitStats(t, srv, waitTimeout, "three receipts", func(s emulator.Stats) bool { return s.Receipts == 3 })
 }

@@ -493,12 +493,17 @@ func (sess *session) handleAck(n node.Node) {
 		return
 	}
 	why := ackProblem(n, class, id, p)
+	var then func()
 	if why == "" {
 		dev.st.settle(p)
+		then, p.onSettle = p.onSettle, nil
 	}
 	dev.st.mu.Unlock()
 	if why == "" {
 		s.stats.add(func(st *Stats) *int64 { return &st.AcksOK }, 1)
+		if then != nil {
+			then()
+		}
 		return
 	}
 	sess.countedViolation(func(st *Stats) { st.AcksMalformed++ }, "malformed ack (class %q id %q): %s", class, id, why)
@@ -589,9 +594,12 @@ func jidAttrProblem(n node.Node, key string, want jid.JID) string {
 // settles a message). The message's ack is still recognised afterwards, so
 // a client that sends both (as whatsmeow does) is not told its ack is
 // unknown. Receipts for other ids are normal (read receipts of older
-// messages) and ignored; retry receipts do not settle.
+// messages) and ignored. Receipts and retry receipts of messages from
+// emulated contacts also go to them (contactroute.go); retry receipts do
+// not settle.
 func (sess *session) handleReceipt(n node.Node) {
 	if typ, _ := n.Attr("type"); typ == "retry" {
+		sess.s.retryReceipt(sess, n)
 		return
 	}
 	ids := make([]string, 0, 1)
@@ -607,8 +615,8 @@ func (sess *session) handleReceipt(n node.Node) {
 	}
 	dev := sess.dev
 	dev.st.mu.Lock()
-	defer dev.st.mu.Unlock()
 	if dev.st.current != sess {
+		dev.st.mu.Unlock()
 		return
 	}
 	for _, id := range ids {
@@ -616,4 +624,6 @@ func (sess *session) handleReceipt(n node.Node) {
 			p.receipted = true
 		}
 	}
+	dev.st.mu.Unlock()
+	sess.s.deliveryReceipts(sess, n, ids)
 }

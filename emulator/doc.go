@@ -194,6 +194,32 @@
 // ran out gets a bundle without a one-time prekey; a contact's device
 // publishes more.
 //
+// Contacts send through the real protocol path (contactsend.go): for each
+// paired companion of the account (the emulated phone reads nothing), the
+// sending device builds a session from a bundle the server hands out unless
+// it has one, pads and encrypts the E2E Message, and the server queues one
+// stanza per companion in the device's acked queue (deadline and
+// redelivery as above; outside day-one mode, redelivery at login):
+//
+//	SendText       <message from=CONTACT[:1] id t type="text" notify=NAME><enc v="2" type="pkmsg"|"msg"/></message>
+//	SendGroupText  <message from=GROUP participant=CONTACT[:1] id t type="text" notify=NAME>
+//	                   [<enc type="pkmsg"|"msg">Message{senderKeyDistributionMessage}</enc>] <enc v="2" type="skmsg"/></message>
+//	               (the distribution only to a device that has not had it)
+//	SendFromPhone  <message from=OWN id t type="text" recipient=PEER><enc …>Message{deviceSentMessage}</enc></message>
+//
+// Teeth (contactroute.go): each routed message awaits the recipient
+// device's receipt <receipt id to=FROM [participant] [recipient] [type]/>
+// (to, participant, recipient as the message had them, else a violation
+// that confirms nothing); one not in by Options.ReceiptDeadline (60 s)
+// counts in receipts_overdue, and in receipts_late when it comes after. A
+// retry receipt (<receipt type="retry"><retry count id t v/><registration/>
+// [<keys>…</keys>]</receipt>, registration the device's, else a violation)
+// is answered up to 5 times: the message encrypted again 1:1 (a group's
+// with the sender's distribution added), from a fresh session when it
+// carries <keys> or counts 2 or more, sent with the same id and t and
+// <enc count=N> once the original is acked; the sixth gives the message up
+// (messages_undelivered).
+//
 // # Provisioning
 //
 // Options.Provisioning (`manager emulator --provisioning`) enables
@@ -255,7 +281,9 @@
 // redeliveries, server_pings_sent, server_pings_answered; prekey_uploads
 // and the gauge devices_with_prekeys (devices whose count is at least 1);
 // link_code_requests, link_code_pairings, link_code_failures; provisioned;
-// and lists
+// for contacts contacts, contact_messages, messages_routed, receipts,
+// receipts_overdue, receipts_late, retry_receipts, decrypt_failures,
+// resends, messages_undelivered; and lists
 // violations. The JSON keys are a contract with outside tools
 // (only ever added to). Server.WaitFor blocks until a condition on Stats
 // holds, for tests.

@@ -88,52 +88,82 @@ func checkPrekeyUpload(n node.Node, d *device) ([]oneTimePreKey, error) {
 		if k.Tag != "key" {
 			return nil, fmt.Errorf("<list> holds a <%s>", k.Tag)
 		}
-		parts, err := exactChildren(k, "id", "value")
+		key, err := readKey(k)
 		if err != nil {
 			return nil, fmt.Errorf("<key> %d: %w", i, err)
 		}
-		idb, err := leafBytes(parts[0], 3)
-		if err != nil {
-			return nil, fmt.Errorf("<key> %d: %w", i, err)
+		if distinct[key.id] {
+			return nil, fmt.Errorf("prekey ID %d twice in one upload", key.id)
 		}
-		pub, err := leafBytes(parts[1], 32)
-		if err != nil {
-			return nil, fmt.Errorf("<key> %d: %w", i, err)
-		}
-		if err := crypto.CheckPublicKey(pub); err != nil {
-			return nil, fmt.Errorf("<key> %d: <value>: %w", i, err)
-		}
-		id := uint32(idb[0])<<16 | uint32(idb[1])<<8 | uint32(idb[2])
-		if distinct[id] {
-			return nil, fmt.Errorf("prekey ID %d twice in one upload", id)
-		}
-		distinct[id] = true
-		out = append(out, oneTimePreKey{id: id, pub: [32]byte(pub)})
+		distinct[key.id] = true
+		out = append(out, key)
 	}
 
-	parts, err := exactChildren(seen["skey"], "id", "value", "signature")
+	skid, val, sig, err := readSignedKey(seen["skey"])
 	if err != nil {
 		return nil, fmt.Errorf("<skey>: %w", err)
 	}
-	skid, err := leafBytes(parts[0], 3)
-	if err != nil {
-		return nil, fmt.Errorf("<skey>: %w", err)
-	}
-	val, err := leafBytes(parts[1], 32)
-	if err != nil {
-		return nil, fmt.Errorf("<skey>: %w", err)
-	}
-	if uint32(skid[0])<<16|uint32(skid[1])<<8|uint32(skid[2]) != d.skey.id || !bytes.Equal(val, d.skey.pub[:]) {
+	if skid != d.skey.id || val != d.skey.pub {
 		return nil, errors.New("<skey> is not the signed prekey the device registered with")
 	}
-	sig, err := leafBytes(parts[2], 64)
-	if err != nil {
-		return nil, fmt.Errorf("<skey>: %w", err)
-	}
-	if !crypto.Verify(d.identityPub[:], append([]byte{5}, val...), sig) {
+	if !crypto.Verify(d.identityPub[:], append([]byte{5}, val[:]...), sig[:]) {
 		return nil, errors.New("<skey> signature does not verify with the identity key over 05 || value")
 	}
 	return out, nil
+}
+
+// readKey reads <key><id>3 bytes</id><value>32 bytes</value></key>, a
+// public key not of small order.
+func readKey(k *node.Node) (oneTimePreKey, error) {
+	parts, err := exactChildren(k, "id", "value")
+	if err != nil {
+		return oneTimePreKey{}, err
+	}
+	id, err := keyID(parts[0])
+	if err != nil {
+		return oneTimePreKey{}, err
+	}
+	pub, err := leafBytes(parts[1], 32)
+	if err != nil {
+		return oneTimePreKey{}, err
+	}
+	if err := crypto.CheckPublicKey(pub); err != nil {
+		return oneTimePreKey{}, fmt.Errorf("<value>: %w", err)
+	}
+	return oneTimePreKey{id: id, pub: [32]byte(pub)}, nil
+}
+
+// readSignedKey reads <skey><id>3</id><value>32</value><signature>64
+// </signature></skey>; the caller checks the signature.
+func readSignedKey(k *node.Node) (id uint32, pub [32]byte, sig [64]byte, err error) {
+	parts, err := exactChildren(k, "id", "value", "signature")
+	if err != nil {
+		return 0, pub, sig, err
+	}
+	if id, err = keyID(parts[0]); err != nil {
+		return 0, pub, sig, err
+	}
+	v, err := leafBytes(parts[1], 32)
+	if err != nil {
+		return 0, pub, sig, err
+	}
+	if err := crypto.CheckPublicKey(v); err != nil {
+		return 0, pub, sig, fmt.Errorf("<value>: %w", err)
+	}
+	s, err := leafBytes(parts[2], 64)
+	if err != nil {
+		return 0, pub, sig, err
+	}
+	return id, [32]byte(v), [64]byte(s), nil
+}
+
+// keyID reads a 3-byte prekey ID.
+func keyID(n *node.Node) (uint32, error) {
+	b, err := leafBytes(n, 3)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]), nil
 }
 
 // exactChildren returns n's children, which must be exactly the given tags

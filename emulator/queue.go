@@ -52,8 +52,9 @@ type pendingStanza struct {
 	typ                    string  // the stanza's type ("" if none)
 	payload                []byte  // the encoded stanza, sent again on redelivery
 	sentAt                 time.Time
-	settled                bool // acked (removed from pending)
-	receipted              bool // a message the client sent a delivery receipt for
+	settled                bool   // acked (removed from pending)
+	onSettle               func() // run once it is acked (a resend waiting for it), without locks
+	receipted              bool   // a message the client sent a delivery receipt for
 }
 
 // ackableTags are the stanzas the client must ack.

@@ -431,6 +431,28 @@ func (r *registry) sessionsOf(j jid.JID) ([]*session, error) {
 	return out, nil
 }
 
+// companionsOf returns the paired companions of the account whose phone
+// number user is (server must be s.whatsapp.net), ordered by device
+// number.
+func (r *registry) companionsOf(user, server string) []*device {
+	if server != jid.DefaultUserServer {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.accounts[user]
+	if a == nil {
+		return nil
+	}
+	var out []*device
+	for n := uint16(1); n != 0 && n <= a.nextDevice; n++ {
+		if d, ok := r.devices[jid.JID{User: user, Device: n, Server: jid.DefaultUserServer}]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // Device describes a paired companion (Server.Devices, GET /devices).
 type Device struct {
 	JID         string    `json:"jid"`

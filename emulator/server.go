@@ -86,6 +86,11 @@ type Options struct {
 	// recorded as paired without a scan, a shortcut for load runs
 	// (provision.go). Default off.
 	Provisioning bool
+	// ReceiptDeadline is how long a message an emulated contact sent waits
+	// for its delivery receipt from each recipient device before it counts
+	// in receipts_overdue. Default DefaultReceiptDeadline (60 s); negative:
+	// never overdue.
+	ReceiptDeadline time.Duration
 	// Logger receives the server's logs. It never gets QR contents, refs or
 	// keys. Default: discard.
 	Logger *slog.Logger
@@ -157,6 +162,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Platform == "" {
 		opts.Platform = DefaultPlatform
+	}
+	if opts.ReceiptDeadline == 0 {
+		opts.ReceiptDeadline = DefaultReceiptDeadline
 	}
 	if opts.MaxViolations == 0 {
 		opts.MaxViolations = DefaultMaxViolations

@@ -30,7 +30,7 @@ type emulatorInfo struct {
 }
 
 func runEmulator(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "emulator", "[--listen ADDR] [--fault NAME[=VALUE]]... [--day-one [--push-rate R] [--push-burst N] [--ack-deadline D] [--ping-interval D]] [--min-version V] [--latest-version V] [--provisioning]")
+	fs := newFlagSet(e, "emulator", "[--listen ADDR] [--fault NAME[=VALUE]]... [--day-one [--push-rate R] [--push-burst N] [--ack-deadline D] [--ping-interval D]] [--min-version V] [--latest-version V] [--provisioning] [--receipt-deadline D]")
 	var (
 		faults emulator.Faults
 		opts   emulator.Options
@@ -51,6 +51,7 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&opts.MinVersion, "min-version", "", "oldest client version accepted, e.g. 2.3000.1040000000; older ones get <failure reason=\"405\"> (default: accept all)")
 	fs.StringVar(&opts.LatestVersion, "latest-version", "", "the version /sw.js advertises (default: --min-version, or the built-in version)")
 	fs.BoolVar(&opts.Provisioning, "provisioning", false, "load runs only: accept POST /provision, which records devices as paired without a scan")
+	fs.DurationVar(&opts.ReceiptDeadline, "receipt-deadline", emulator.DefaultReceiptDeadline, "how long a contact's message waits for each device's delivery receipt before it counts in receipts_overdue; negative: never")
 	logLevel := fs.String("log-level", "info", "log level on stderr: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
