@@ -145,7 +145,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			return nil, err
 		}
 		a.store = st
-		a.limiter = rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst)
+		a.limiter = connection.LocalLimiter(rate.NewLimiter(rate.Limit(cfg.Connect.Rate), cfg.Connect.Burst))
 	}
 	if err := a.newJournal(); err != nil {
 		a.closeStorage()

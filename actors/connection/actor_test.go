@@ -3,9 +3,12 @@ package connection
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
@@ -169,9 +172,9 @@ func TestBackoffAndLimiterHonoured(t *testing.T) {
 		}
 	}
 	snap := h.inspect(pid)
-	// Every dial waited for the limiter first (a sixth wait may be under way).
-	if waits, dials := lim.waits.Load(), fd.calls.Load(); dials < 5 || waits < dials || waits > dials+1 {
-		t.Errorf("%d limiter waits for %d dials", waits, dials)
+	// Every dial took a limiter slot first (a sixth may be under way).
+	if takes, dials := lim.takes.Load(), fd.calls.Load(); dials < 5 || takes < dials || takes > dials+1 {
+		t.Errorf("%d limiter slots for %d dials", takes, dials)
 	}
 	view, _ := h.board.Get("backoff")
 	if view.Reconnects < 4 || view.LastError != "dial: connection refused" {
@@ -197,7 +200,7 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 		fd.results <- dialResult{err: errors.New("refused")}
 		h.rec.WaitFrom(t, 0, "backoff", stateIs(events.StateBackoff))
 	})
-	t.Run("stop while waiting", func(t *testing.T) {
+	t.Run("stop while taking a slot", func(t *testing.T) {
 		h := newHarness(t)
 		fd := newFakeDialer()
 		lim := &fakeLimiter{hold: true, waiting: make(chan struct{}, 1), release: make(chan struct{})}
@@ -206,9 +209,83 @@ func TestLimiterGatesEveryDial(t *testing.T) {
 		d.Limiter = lim
 		pid := h.spawn(d)
 		<-lim.waiting
-		h.stop(pid) // the waiting goroutine must end: goleak checks it
+		h.stop(pid) // the taking goroutine must end: goleak checks it
 		if n := fd.calls.Load(); n != 0 {
 			t.Errorf("dialed %d times after stop", n)
+		}
+	})
+	t.Run("stop before the slot", func(t *testing.T) {
+		h := newHarness(t)
+		fd := newFakeDialer()
+		lim := &fakeLimiter{wait: time.Hour, waiting: make(chan struct{}, 1)}
+		d := h.deps("limited")
+		d.Dialer = fd.dial
+		d.Limiter = lim
+		pid := h.spawn(d)
+		<-lim.waiting
+		h.stop(pid) // no goroutine waits for the slot: goleak checks it
+		// The slot is given back once, whether the stop came before the
+		// timer was armed or after.
+		deadline := time.Now().Add(10 * time.Second)
+		for lim.cancels.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if n := lim.cancels.Load(); n != 1 {
+			t.Errorf("slot given back %d times, want 1", n)
+		}
+		if n := fd.calls.Load(); n != 0 {
+			t.Errorf("dialed %d times after stop", n)
+		}
+	})
+}
+
+// TestLimiterSlotsKeepTheRate: with LocalLimiter, dials start at the
+// limiter's rate from timers (link.startAfter), one slot apart; a link
+// closed before its slot never starts and gives the slot back to the
+// bucket, as rate.Limiter.Wait does when its context ends.
+func TestLimiterSlotsKeepTheRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := LocalLimiter(rate.NewLimiter(10, 1)) // a slot every 100 ms
+		t0 := time.Now()
+		var mu sync.Mutex
+		started := map[int]time.Duration{}
+		links := make([]*link, 6)
+		take := func(i int) {
+			links[i] = newLink(uint64(i), 1)
+			wait, cancel, err := lim.Take(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := func() {
+				mu.Lock()
+				defer mu.Unlock()
+				started[i] = time.Since(t0)
+			}
+			if links[i].startAfter(wait, cancel, start) {
+				start()
+			}
+		}
+		for i := range 5 {
+			take(i)
+		}
+		time.Sleep(250 * time.Millisecond)
+		links[4].close() // its slot (400 ms) has not come: given back
+		take(5)          // gets it: 500 ms if it had not been given back
+		time.Sleep(time.Second)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for i, want := range []time.Duration{0, 100, 200, 300, -1, 400} {
+			got, ok := started[i]
+			switch {
+			case want < 0 && ok:
+				t.Errorf("link %d, closed before its slot, started at %v", i, got)
+			case want >= 0 && (!ok || got.Round(time.Millisecond) != want*time.Millisecond):
+				t.Errorf("link %d started at %v (%v), want %v", i, got, ok, want*time.Millisecond)
+			}
+		}
+		for _, l := range links {
+			l.close()
 		}
 	})
 }

@@ -165,7 +165,9 @@ func (c *conn) onLoaded(ctx actor.Context, m *loaded) {
 	c.dial(ctx)
 }
 
-// dial starts the dial and handshake in a goroutine, after the limiter.
+// dial starts the dial and handshake in a goroutine once the limiter's slot
+// comes: a goroutine takes the slot (a round trip at most) and, when the
+// slot is later, leaves a timer to start the dial (link.startAfter).
 func (c *conn) dial(ctx actor.Context) {
 	l := c.newAttempt(ctx)
 	c.cur.dialVersion = c.deps.Versions.Current()
@@ -183,18 +185,26 @@ func (c *conn) dial(ctx actor.Context) {
 		HandshakeTimeout: c.deps.HandshakeTimeout, WriteTimeout: c.deps.WriteTimeout}
 	dialer, limiter := c.deps.Dialer, c.deps.Limiter
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		if limiter != nil {
-			if err := limiter.Wait(l.ctx); err != nil {
-				root.Send(self, &dialed{gen: l.gen, err: fmt.Errorf("connect rate limit: %w", err)})
-				return
-			}
-		}
+	start := func() {
 		s, err := dialer(l.ctx, req)
 		if err == nil && !l.deliver(s) {
 			return
 		}
 		root.Send(self, &dialed{gen: l.gen, sess: s, err: err})
+	}
+	if limiter == nil {
+		go start()
+		return
+	}
+	go func() {
+		wait, cancel, err := limiter.Take(l.ctx)
+		if err != nil {
+			root.Send(self, &dialed{gen: l.gen, err: fmt.Errorf("connect rate limit: %w", err)})
+			return
+		}
+		if l.startAfter(wait, cancel, start) {
+			start()
+		}
 	}()
 }
 

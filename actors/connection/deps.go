@@ -2,9 +2,12 @@ package connection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
@@ -98,10 +101,37 @@ func (nopObserver) StreamErrorAck()      {}
 func (nopObserver) PreKeysUploaded(int)  {}
 func (nopObserver) DecryptFailed(string) {}
 
-// Limiter bounds the rate of new connections of a whole instance.
-// *rate.Limiter (golang.org/x/time/rate) satisfies it.
+// Limiter bounds the rate of new connections of a whole instance (or of a
+// fleet: store/redis.Limiter). LocalLimiter adapts a *rate.Limiter.
+//
+// The actor reserves a slot and arms a timer for it: no goroutine waits for
+// a slot, so a cold start of many accounts does not leave the runtime one
+// goroutine descriptor per account waiting (it keeps every descriptor it
+// ever allocated, for reuse).
 type Limiter interface {
-	Wait(ctx context.Context) error
+	// Take reserves the next slot and says how long to wait before using
+	// it. It may block for a round trip (a fleet-wide limit) and fails only
+	// when ctx ends. cancel, when not nil, gives the slot back; it is
+	// called, at most once, when the attempt ends before the slot's time.
+	Take(ctx context.Context) (wait time.Duration, cancel func(), err error)
+}
+
+// LocalLimiter is a Limiter of one instance on r: a slot given back before
+// its time is returned to r's bucket, as rate.Limiter.Wait does when its
+// context ends.
+func LocalLimiter(r *rate.Limiter) Limiter { return localLimiter{r} }
+
+type localLimiter struct{ r *rate.Limiter }
+
+// errNoBurst: a limiter with a burst of 0 allows nothing.
+var errNoBurst = errors.New("the connect limiter's burst is 0")
+
+func (l localLimiter) Take(context.Context) (time.Duration, func(), error) {
+	res := l.r.Reserve()
+	if !res.OK() {
+		return 0, nil, errNoBurst
+	}
+	return res.Delay(), res.Cancel, nil
 }
 
 // Session is an established, encrypted connection: *wire.Transport.
@@ -188,8 +218,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// Server is the endpoint and its root key.
 	Server Server
-	// Limiter is waited on before every dial. Default none (the caller
-	// shares one *rate.Limiter of 20/s across the instance).
+	// Limiter gives every dial its slot first. Default none (the caller
+	// shares one LocalLimiter of 20/s across the instance).
 	Limiter Limiter
 	// Backoff is the reconnect policy. Zero fields take DefaultBackoff's.
 	Backoff Backoff

@@ -122,24 +122,28 @@ func (d *fakeDialer) dial(ctx context.Context, req DialRequest) (Session, error)
 	}
 }
 
-// fakeLimiter counts waits and can hold them until released.
+// fakeLimiter counts the slots taken and given back. Every slot is wait
+// away; with hold, Take first blocks until released (a slow round trip).
+// Each Take signals waiting, when set.
 type fakeLimiter struct {
-	waits   atomic.Int32
-	hold    bool
-	waiting chan struct{}
-	release chan struct{}
+	takes, cancels atomic.Int32
+	wait           time.Duration
+	hold           bool
+	waiting        chan struct{}
+	release        chan struct{}
 }
 
-func (l *fakeLimiter) Wait(ctx context.Context) error {
-	l.waits.Add(1)
-	if !l.hold {
-		return nil
+func (l *fakeLimiter) Take(ctx context.Context) (time.Duration, func(), error) {
+	l.takes.Add(1)
+	if l.waiting != nil {
+		l.waiting <- struct{}{}
 	}
-	l.waiting <- struct{}{}
-	select {
-	case <-l.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if l.hold {
+		select {
+		case <-l.release:
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
 	}
+	return l.wait, func() { l.cancels.Add(1) }, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -24,6 +25,9 @@ type link struct {
 	queue   []outFrame
 	limit   int
 	writing bool // a writer goroutine is running
+
+	slot       *time.Timer // starts the dial at the limiter's slot
+	cancelSlot func()      // gives the slot back (nil: it cannot be)
 }
 
 // outFrame is one serialized stanza waiting to be written. token, when not
@@ -56,9 +60,29 @@ func (l *link) deliver(s Session) bool {
 	return true
 }
 
-// close cancels the attempt, closes its session (unblocking the reader and
-// the writer) and returns the frames that were never taken by the writer.
-// It is idempotent.
+// startAfter arranges for start to run once wait has passed: on a timer,
+// so that no goroutine waits for the limiter's slot. It returns true, and
+// arms nothing, when the slot is now: the caller starts at once. On a link
+// closed already, nothing starts and the slot is given back.
+func (l *link) startAfter(wait time.Duration, cancel func(), start func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		if cancel != nil {
+			cancel()
+		}
+		return false
+	case wait <= 0:
+		return true
+	}
+	l.slot, l.cancelSlot = time.AfterFunc(wait, start), cancel
+	return false
+}
+
+// close cancels the attempt, gives back a limiter slot whose time has not
+// come, closes its session (unblocking the reader and the writer) and
+// returns the frames that were never taken by the writer. It is idempotent.
 func (l *link) close() []outFrame {
 	l.cancel()
 	l.mu.Lock()
@@ -69,6 +93,10 @@ func (l *link) close() []outFrame {
 	l.closed = true
 	s, q := l.sess, l.queue
 	l.queue = nil
+	if l.slot != nil && l.slot.Stop() && l.cancelSlot != nil {
+		l.cancelSlot()
+	}
+	l.slot, l.cancelSlot = nil, nil
 	l.mu.Unlock()
 	if s != nil {
 		_ = s.Close()

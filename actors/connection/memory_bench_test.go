@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/time/rate"
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
@@ -187,7 +188,8 @@ func rssAnon(b *testing.B) uint64 {
 // over the samples (cpu-µs/ack: decoding, acking, pings and the GC). The
 // real socket, Noise transport and node codec are in; the store is in
 // memory (its copy of each device, a few hundred bytes, is counted), where
-// the manager's is a file. Run with a fixed count, e.g.:
+// the manager's is a file. Every dial takes a slot of a connect limiter at
+// 200 a second, as a manager's do. Run with a fixed count, e.g.:
 //
 //	go test -run '^$' -bench DayOneAccounts -benchtime 2000x ./actors/connection/
 func BenchmarkDayOneAccounts(b *testing.B) {
@@ -226,6 +228,10 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 	runtime.GC()
 	before := sampleMemory(b)
 
+	// A manager's connect limiter (connect.rate 200, burst 20): a cold
+	// start queues every account's first dial behind it.
+	limiter := LocalLimiter(rate.NewLimiter(200, 20))
+
 	b.ResetTimer()
 	pids := make([]*actor.PID, b.N)
 	for i := range b.N {
@@ -233,7 +239,7 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 		var err error
 		pids[i], err = sys.Root.SpawnNamed(Props(Deps{
 			AccountID: id, Store: st, Events: pub, Logger: quietLogger(),
-			Server: Server{URL: emu.URL, RootKey: emu.RootKey[:]},
+			Server: Server{URL: emu.URL, RootKey: emu.RootKey[:]}, Limiter: limiter,
 		}), id)
 		if err != nil {
 			b.Fatal(err)

@@ -27,7 +27,7 @@ type LimiterOptions struct {
 }
 
 // Limiter is a fleet-wide rate limit (GCRA on Redis server time, one round
-// trip per Wait). It satisfies the connection actor's Limiter interface.
+// trip per Take or Wait). It satisfies the connection actor's Limiter interface.
 // When Redis cannot be reached it falls back to a local limit at the same
 // rate, so an outage slows connects down instead of letting them storm.
 type Limiter struct {
@@ -99,12 +99,23 @@ func (l *Limiter) reserveLocal() time.Duration {
 	return max(wait, 0)
 }
 
+// Take is Reserve for the connection actor (connection.Limiter): a Redis
+// error is not returned, the local fallback's wait applies. A slot taken
+// cannot be given back (the returned cancel is nil).
+func (l *Limiter) Take(ctx context.Context) (time.Duration, func(), error) {
+	d, err := l.Reserve(ctx)
+	if err != nil && ctx.Err() != nil {
+		return 0, nil, ctx.Err()
+	}
+	return d, nil, nil
+}
+
 // Wait blocks until the caller may go, or ctx ends (returning its error).
 // Redis errors are not returned: the local fallback limit applies.
 func (l *Limiter) Wait(ctx context.Context) error {
-	d, err := l.Reserve(ctx)
-	if err != nil && ctx.Err() != nil {
-		return ctx.Err()
+	d, _, err := l.Take(ctx)
+	if err != nil {
+		return err
 	}
 	if d <= 0 {
 		return nil
