@@ -99,6 +99,7 @@ func (r *frameReader) init(limit int) {
 func (r *frameReader) beginHandshake() {
 	r.limit = min(r.frameLimit, MaxHandshakeMessageSize)
 	r.budget = HandshakeReadBudget
+	r.in.exact = true // a lent buffer would let a socket read pass the budget
 }
 
 // endHandshake restores the read limit and gives back the buffer the
@@ -106,6 +107,7 @@ func (r *frameReader) beginHandshake() {
 func (r *frameReader) endHandshake() {
 	r.limit = r.frameLimit
 	r.budget = -1
+	r.in.exact = false
 	r.in.shrink(readBufferSize)
 }
 
@@ -138,9 +140,9 @@ func (r *frameReader) ReadFrame() ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if len(r.in.buf) > shrinkAbove {
-		r.in.shrink(shrinkAbove)
-	}
+	// The frame returned last is no longer needed: a buffer lent or grown
+	// for it goes back, unless it holds bytes still to come.
+	r.in.shrink(shrinkAbove)
 	if err := r.spend(FramePrefixLen); err != nil {
 		return nil, r.fail(err)
 	}

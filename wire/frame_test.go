@@ -201,6 +201,29 @@ func TestAppendFrameTooLarge(t *testing.T) {
 	}
 }
 
+func TestIdleReaderKeepsOnlyItsSmallBuffer(t *testing.T) {
+	// A large frame borrows a buffer (or grows one of its own past
+	// growStep); once it is consumed, the reader is back to its small
+	// buffer before the next frame, and nothing is kept borrowed.
+	small, _ := AppendFrame(nil, []byte("small"))
+	for _, size := range []int{5000, 3 * growStep} {
+		big, _ := AppendFrame(nil, bytes.Repeat([]byte{9}, size))
+		r, _ := newChunkReader(0, small, big, small, big)
+		for i := range 4 {
+			b, err := r.ReadFrame()
+			if err != nil || len(b) != len(small)-FramePrefixLen && i%2 == 0 || len(b) != size && i%2 == 1 {
+				t.Fatalf("size %d, frame %d: %d bytes, %v", size, i, len(b), err)
+			}
+			if i%2 == 1 && len(r.in.buf) <= readBufferSize {
+				t.Fatalf("size %d: a %d-byte frame read in a %d-byte buffer", size, len(b), len(r.in.buf))
+			}
+			if i%2 == 0 && (len(r.in.buf) != readBufferSize || r.in.lent != nil) {
+				t.Fatalf("size %d, frame %d: the idle reader holds %d bytes (lent %v), want its %d", size, i, len(r.in.buf), r.in.lent != nil, readBufferSize)
+			}
+		}
+	}
+}
+
 func TestFrameReaderSteadyStateAllocs(t *testing.T) {
 	// Two frames in two messages: the second frame's start rides in the
 	// first message, so its bytes are moved over the header between.

@@ -135,7 +135,6 @@ type Conn struct {
 	wmu        chan struct{}
 	closeSent  bool
 	headerSent bool
-	wbuf       []byte
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -265,10 +264,13 @@ func (c *Conn) readErr(err error) error {
 }
 
 // WriteFrame sends body as one frame in one binary message (a client's first
-// message carries ConnHeader in front). It copies body into a reused buffer.
-// A body above MaxFrameSize is ErrFrameTooLarge and nothing is sent.
+// message carries ConnHeader in front). It copies body into a buffer of its
+// own, kept only for the write: the frames written here are the handshake's
+// (a Transport writes through writePrefixed), and an established connection
+// keeps none of their bytes. A body above MaxFrameSize is ErrFrameTooLarge
+// and nothing is sent.
 func (c *Conn) WriteFrame(body []byte) error {
-	b := c.wbuf[:0]
+	b := make([]byte, 0, len(ConnHeader)+FramePrefixLen+len(body))
 	if !c.server && !c.headerSent {
 		b = append(b, ConnHeader...)
 	}
@@ -276,7 +278,6 @@ func (c *Conn) WriteFrame(body []byte) error {
 	if err != nil {
 		return err
 	}
-	c.wbuf = b
 	return c.writeMessage(b)
 }
 
@@ -294,8 +295,7 @@ func (c *Conn) endHandshake()   { c.r.endHandshake() }
 // writePrefixed sends msg, which already starts with its length prefix.
 func (c *Conn) writePrefixed(msg []byte) error {
 	if !c.server && !c.headerSent {
-		c.wbuf = append(append(c.wbuf[:0], ConnHeader...), msg...)
-		return c.writeMessage(c.wbuf)
+		return c.writeMessage(append(append(make([]byte, 0, len(ConnHeader)+len(msg)), ConnHeader...), msg...))
 	}
 	return c.writeMessage(msg)
 }

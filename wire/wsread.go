@@ -7,20 +7,29 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"github.com/gobwas/ws"
 )
 
-// Sizes of the read buffer. It starts at readBufferSize, grows only while a
-// frame needs more bytes than it holds (growStep at least, at most doubling,
-// never past what the frame needs), and a buffer grown past shrinkAbove is
-// given back before the next frame: memory follows the bytes that actually
-// arrived, never a length the peer merely announced.
+// Sizes of the read buffer. An idle reader, with nothing buffered, waits
+// for the socket in a buffer of its own of readBufferSize bytes. A frame
+// that needs more borrows a buffer of growStep bytes from readBuffers, and
+// larger ones grow a buffer of their own (at most doubling, never past what
+// the frame needs); either is given back once every byte it holds is
+// consumed, before the next frame, and one grown past shrinkAbove is cut
+// down before then. Memory follows the bytes that actually arrived, never
+// a length the peer merely announced, and an idle connection keeps only
+// its small buffer, however large a frame it received once.
 const (
-	readBufferSize = 1024
+	readBufferSize = 256
 	growStep       = 64 << 10
 	shrinkAbove    = 1 << 20
 )
+
+// readBuffers lend readers their growStep-byte buffers while frames larger
+// than readBufferSize are read and consumed.
+var readBuffers = sync.Pool{New: func() any { return new([growStep]byte) }}
 
 // maxControlFrame is the largest WebSocket control frame: a 14-byte header
 // (at most) and a 125-byte payload.
@@ -50,6 +59,9 @@ type wsReader struct {
 	control func(op ws.OpCode, payload []byte)
 
 	buf    []byte
+	small  []byte          // the idle buffer, readBufferSize bytes (nil until the first read)
+	lent   *[growStep]byte // buf's owner when it is borrowed from readBuffers
+	exact  bool            // grow to what a frame needs, not to a lent buffer (the handshake's read budget)
 	d0, d1 int
 	r, w   int
 	rerr   error // the error of a read that also returned bytes
@@ -92,7 +104,7 @@ func (r *wsReader) preload(br *bufio.Reader) {
 	if n == 0 {
 		return
 	}
-	r.buf = make([]byte, max(readBufferSize, n))
+	r.resize(n)
 	r.w, _ = io.ReadFull(br, r.buf[:n]) // buffered: cannot fail
 }
 
@@ -321,7 +333,10 @@ func (r *wsReader) read(n int) (int, error) {
 		r.d0, r.d1, r.r, r.w = 0, 0, 0, 0
 	}
 	if r.buf == nil {
-		r.buf = make([]byte, readBufferSize)
+		if r.small == nil {
+			r.small = make([]byte, readBufferSize)
+		}
+		r.buf = r.small
 	}
 	if free := len(r.buf) - r.w; free < r.d0+r.r-r.d1 {
 		r.compact() // at least doubles the room to read into
@@ -349,26 +364,48 @@ func (r *wsReader) compact() {
 	r.d0, r.d1, r.r, r.w = 0, n, n, n+m
 }
 
-// resize moves the data and the raw bytes into a new buffer of at least
-// size bytes (the allocation's size class: the slack is free).
+// resize moves the data and the raw bytes into another buffer of at least
+// size bytes: the small one, one borrowed from readBuffers, or one of its
+// own (the allocation's size class: the slack is free).
 func (r *wsReader) resize(size int) {
-	nb := slices.Grow([]byte(nil), size)
-	nb = nb[:cap(nb)]
+	var nb []byte
+	var lent *[growStep]byte
+	switch {
+	case size <= readBufferSize && r.small != nil:
+		nb = r.small
+	case size <= growStep && !r.exact:
+		lent = readBuffers.Get().(*[growStep]byte)
+		nb = lent[:]
+	default:
+		nb = slices.Grow([]byte(nil), size)
+		nb = nb[:cap(nb)]
+	}
 	n := copy(nb, r.buf[r.d0:r.d1])
 	m := copy(nb[n:], r.buf[r.r:r.w])
-	r.buf = nb
+	r.giveBack()
+	r.buf, r.lent = nb, lent
 	r.d0, r.d1, r.r, r.w = 0, n, n, n+m
 }
 
-// shrink gives back a buffer larger than size, keeping the bytes not yet
-// consumed.
+// giveBack returns a borrowed buf to readBuffers.
+func (r *wsReader) giveBack() {
+	if r.lent != nil {
+		readBuffers.Put(r.lent)
+		r.lent = nil
+	}
+}
+
+// shrink returns the reader to its small buffer when every byte is
+// consumed; else it gives back a buffer larger than size, keeping the bytes
+// not yet consumed.
 func (r *wsReader) shrink(size int) {
-	if len(r.buf) <= size {
+	if r.d0 == r.d1 && r.r == r.w {
+		r.giveBack()
+		r.buf = r.small
+		r.d0, r.d1, r.r, r.w = 0, 0, 0, 0
 		return
 	}
-	if r.d0 == r.d1 && r.r == r.w {
-		r.buf = nil
-		r.d0, r.d1, r.r, r.w = 0, 0, 0, 0
+	if len(r.buf) <= size {
 		return
 	}
 	if n := max(readBufferSize, r.d1-r.d0+r.w-r.r); n < len(r.buf) {
@@ -376,8 +413,9 @@ func (r *wsReader) shrink(size int) {
 	}
 }
 
-// release drops the buffer: nothing is read after an error.
+// release drops the buffers: nothing is read after an error.
 func (r *wsReader) release() {
-	r.buf = nil
+	r.giveBack()
+	r.buf, r.small = nil, nil
 	r.d0, r.d1, r.r, r.w = 0, 0, 0, 0
 }
