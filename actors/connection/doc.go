@@ -154,7 +154,8 @@
 //	QR codes ran out                    unpaired
 //
 // The backoff attempt counter resets once a connection has lived
-// Backoff.StableAfter. Every dial first waits for Deps.Limiter.
+// Backoff.StableAfter. Every dial first takes a slot of Deps.Limiter and
+// waits for it on a timer (no goroutine waits for a slot).
 //
 // # Wipes: archive and guard
 //

@@ -12,16 +12,17 @@ import (
 // it, and a wipe queued after an attempt ended runs after that attempt's
 // last write. Every incarnation of an account's actor shares its queue, so
 // the calls an incarnation left running finish before the next one's. A
-// goroutine runs only while jobs wait.
+// queue with jobs waits its turn for one of the instance's store workers
+// (storeWorkers).
 type storeQueue struct {
 	calls *StoreCalls // may be nil
 
 	mu   sync.Mutex
 	jobs []func()
-	busy bool
+	busy bool // queued for a worker, or being worked
 }
 
-// run queues job and starts the worker if none is running.
+// run queues job and hands the queue to a worker if none has it.
 func (q *storeQueue) run(job func()) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -29,10 +30,11 @@ func (q *storeQueue) run(job func()) {
 	if !q.busy {
 		q.busy = true
 		q.calls.begin()
-		go q.work()
+		storeWorkers.add(q)
 	}
 }
 
+// work runs the queue's jobs until it is empty.
 func (q *storeQueue) work() {
 	for {
 		q.mu.Lock()
@@ -48,6 +50,52 @@ func (q *storeQueue) work() {
 		q.jobs = q.jobs[1:]
 		q.mu.Unlock()
 		job()
+	}
+}
+
+// maxStoreWorkers bounds the goroutines running store calls at once, for all
+// the accounts of the process.
+const maxStoreWorkers = 64
+
+// storeWorkers runs the queues that have jobs, on at most maxStoreWorkers
+// goroutines started while queues wait (none when all are idle). A cold
+// start queues every account's device load at once: a goroutine each would
+// leave the runtime one goroutine descriptor per account for good (it keeps
+// every descriptor it ever allocated, for reuse). A queue is in the list at
+// most once (storeQueue.busy), so its jobs still run one at a time, in
+// order.
+var storeWorkers workers
+
+type workers struct {
+	mu      sync.Mutex
+	ready   []*storeQueue
+	running int
+}
+
+func (w *workers) add(q *storeQueue) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ready = append(w.ready, q)
+	if w.running < maxStoreWorkers {
+		w.running++
+		go w.loop()
+	}
+}
+
+func (w *workers) loop() {
+	for {
+		w.mu.Lock()
+		if len(w.ready) == 0 {
+			w.running--
+			w.ready = nil // let the backing array go
+			w.mu.Unlock()
+			return
+		}
+		q := w.ready[0]
+		w.ready[0] = nil
+		w.ready = w.ready[1:]
+		w.mu.Unlock()
+		q.work()
 	}
 }
 
