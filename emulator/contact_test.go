@@ -309,6 +309,12 @@ func TestRetryReceiptsAreAnsweredThenGivenUp(t *testing.T) {
 	}
 	n := r.nextMessage()
 	id := attr(n, "id")
+	// A retry receipt from another registration is a violation and gets
+	// no resend.
+	r.d.regID++
+	r.c.send(r.retryReceipt(n, 1, false))
+	r.d.regID--
+	emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == 1 })
 	// The device could not decrypt: a retry receipt, then the ack. The
 	// resend waits for the ack and comes 1:1, with the same id.
 	r.c.send(r.retryReceipt(n, 1, false))
@@ -355,14 +361,9 @@ func TestRetryReceiptsAreAnsweredThenGivenUp(t *testing.T) {
 		r.c.send(emulator.AckFor(last))
 	}
 	st := emutest.WaitStats(t, srv, waitTimeout, "the message given up", func(s emulator.Stats) bool { return s.MessagesUndelivered == 1 })
-	if st.RetryReceipts != 6 || st.DecryptFailures != 1 || st.Resends != 5 || st.Receipts != 0 || len(st.Violations) != 0 {
+	if st.RetryReceipts != 6 || st.DecryptFailures != 1 || st.Resends != 5 || st.Receipts != 0 || len(st.Violations) != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	// A retry receipt from another registration is a violation.
-	r.d.regID++
-	r.c.send(r.retryReceipt(last, 1, false))
-	r.d.regID--
-	emutest.WaitStats(t, srv, waitTimeout, "the violation", func(s emulator.Stats) bool { return len(s.Violations) == 1 })
 }
 
 func TestContactMessagesWaitForAnOfflineDevice(t *testing.T) {
@@ -444,4 +445,39 @@ func TestContactsControlAPI(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 	emutest.WaitStats(t, srv, waitTimeout, "three receipts", func(s emulator.Stats) bool { return s.Receipts == 3 })
+}
+
+func TestUnackedContactMessagesEndTheStreamAndComeAgain(t *testing.T) {
+	d1 := quiet()
+	d1.AckDeadline = 100 * time.Millisecond
+	srv := emutest.Start(t, emulator.Options{DayOne: d1, ReceiptDeadline: -1})
+	r, linked := newReceiver(t, srv, 10)
+	c, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, err := srv.SendText(c.Devices()[1], linked.JID, "ack me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := r.nextMessage()
+	kill := r.c.expectTag("stream:error")
+	if ack, ok := kill.Child("ack"); !ok || attr(*ack, "class") != "message" || attr(*ack, "id") != sent.ID {
+		t.Fatalf("got %v, want the stream ended for the unacked message", kill)
+	}
+	r.c.expectClosed()
+	r.connect() // the redelivery comes first, before <ib><offline/>
+	n, m := r.receive()
+	if attr(n, "id") != sent.ID || m.GetConversation() != "ack me" {
+		t.Fatalf("redelivered %v", n)
+	}
+	b1, _ := first.Children()[0].Bytes()
+	b2, _ := n.Children()[0].Bytes()
+	if !bytes.Equal(b1, b2) {
+		t.Fatal("the redelivery is not the same ciphertext")
+	}
+	st := emutest.WaitStats(t, srv, waitTimeout, "the receipt", func(s emulator.Stats) bool { return s.Receipts == 1 })
+	if st.AckDeadlineKills != 1 || st.Redeliveries != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }

@@ -45,11 +45,9 @@ type routed struct {
 	content *waproto.Message
 	group   jid.JID // the group of a group message, else empty
 
-	timer     *time.Timer // the receipt deadline
-	receipted bool
-	overdue   bool
-	retries   int
-	gaveUp    bool
+	timer   *time.Timer // the receipt deadline
+	overdue bool
+	retries int
 }
 
 // routeKey names a routed message: the recipient device and the message id.
@@ -78,12 +76,27 @@ func (rs *routeBook) track(r *routed) {
 		old := rs.order[0]
 		rs.order = rs.order[1:]
 		if o := rs.m[old]; o != nil {
-			o.stop()
-			delete(rs.m, old)
+			rs.forget(o)
 		}
 	}
-	if len(rs.order) > 2*len(rs.m)+32 {
+	if len(rs.order) > 2*len(rs.m)+32 { // mostly forgotten: keep order proportional to m
 		rs.order = slices.DeleteFunc(rs.order, func(k routeKey) bool { return rs.m[k] == nil })
+	}
+}
+
+// forget drops a routed message that needs nothing more (receipted or
+// given up); caller holds contactBook.mu.
+func (rs *routeBook) forget(r *routed) {
+	r.stop()
+	delete(rs.m, routeKey{r.dev.jid, r.out.id})
+}
+
+// stopTimers ends every receipt deadline (the server is closing).
+func (cb *contactBook) stopTimers() {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	for _, r := range cb.routes.m {
+		r.stop()
 	}
 }
 
@@ -123,8 +136,7 @@ func (s *Server) route(sender *SignalDevice, d *device, o outgoing, plaintext []
 	cb.mu.Unlock()
 	if !s.enqueue(d, func(uint64, uint32) node.Node { return o.messageNode(r.t, encs...) }) {
 		cb.mu.Lock()
-		r.stop()
-		delete(cb.routes.m, routeKey{d.jid, o.id})
+		cb.routes.forget(r)
 		cb.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknownDevice, d.jid)
 	}
@@ -149,7 +161,7 @@ func (d *SignalDevice) needsSenderKey(group, peer jid.JID) bool {
 func (s *Server) receiptOverdue(r *routed) {
 	cb := &s.contacts
 	cb.mu.Lock()
-	due := !r.receipted && !r.overdue && r.timer != nil
+	due := !r.overdue && r.timer != nil
 	if due {
 		r.overdue = true
 		r.timer = nil
@@ -180,11 +192,7 @@ func (s *Server) deliveryReceipts(sess *session, n node.Node, ids []string) {
 			problems = append(problems, fmt.Sprintf("receipt of message %s: %s", id, why))
 			continue
 		}
-		if r.receipted {
-			continue
-		}
-		r.receipted = true
-		r.stop()
+		cb.routes.forget(r) // later receipts (read after delivered) confirm nothing new
 		got++
 		if r.overdue {
 			late++
@@ -251,9 +259,9 @@ func (s *Server) retryReceipt(sess *session, n node.Node) {
 	cb.mu.Lock()
 	r.retries++
 	retries := r.retries
-	give := retries > maxResends && !r.gaveUp
+	give := retries > maxResends
 	if give {
-		r.gaveUp = true
+		cb.routes.forget(r)
 	}
 	cb.mu.Unlock()
 	s.stats.update(func(st *Stats) {

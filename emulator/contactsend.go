@@ -48,7 +48,7 @@ func (s *Server) SendText(from *SignalDevice, to jid.JID, text string) (SentMess
 		return SentMessage{}, err
 	}
 	msg := &waproto.Message{Conversation: proto.String(text)}
-	return s.send(from, to, outgoing{from: from.jid, notify: s.nameOf(from)}, msg, msg)
+	return s.counted(s.send(from, to, outgoing{from: from.jid, notify: s.nameOf(from)}, msg, msg))
 }
 
 // SendFromPhone makes an account's phone send a text to peer (a user JID)
@@ -82,7 +82,7 @@ func (s *Server) SendFromPhone(account, peer jid.JID, text string) (SentMessage,
 		DestinationJID: proto.String(peer.String()),
 		Message:        &waproto.Message{Conversation: proto.String(text)},
 	}}
-	return s.send(phone, account, outgoing{from: phone.jid.ToNonAD(), recipient: peer}, msg, msg)
+	return s.counted(s.send(phone, account, outgoing{from: phone.jid.ToNonAD(), recipient: peer}, msg, msg))
 }
 
 // SendGroupText makes a contact's device send a text to a group whose other
@@ -98,6 +98,9 @@ func (s *Server) SendFromPhone(account, peer jid.JID, text string) (SentMessage,
 func (s *Server) SendGroupText(from *SignalDevice, group jid.JID, members []jid.JID, text string) (SentMessage, error) {
 	if err := checkText(text); err != nil {
 		return SentMessage{}, err
+	}
+	if len(members) == 0 {
+		return SentMessage{}, fmt.Errorf("%w: a group send names no member", ErrNoRecipient)
 	}
 	if group.Server != jid.GroupServer || group.User == "" {
 		return SentMessage{}, fmt.Errorf("%w: %s is not a group JID", ErrBadMessage, group)
@@ -116,10 +119,15 @@ func (s *Server) SendGroupText(from *SignalDevice, group jid.JID, members []jid.
 		}
 		out.Devices = append(out.Devices, sent.Devices...)
 	}
-	if len(out.Devices) == 0 {
-		return out, fmt.Errorf("%w: no member has a companion", ErrNoRecipient)
+	return s.counted(out, nil)
+}
+
+// counted counts a send in contact_messages when it reached a device.
+func (s *Server) counted(out SentMessage, err error) (SentMessage, error) {
+	if len(out.Devices) > 0 {
+		s.stats.add(func(st *Stats) *int64 { return &st.ContactMessages }, 1)
 	}
-	return out, nil
+	return out, err
 }
 
 func checkText(text string) error {
@@ -183,10 +191,7 @@ func (s *Server) send(sender *SignalDevice, to jid.JID, o outgoing, msg, content
 		}
 		out.Devices = append(out.Devices, d.jid)
 	}
-	s.stats.update(func(st *Stats) {
-		st.ContactMessages++
-		st.MessagesRouted += int64(len(out.Devices))
-	})
+	s.stats.add(func(st *Stats) *int64 { return &st.MessagesRouted }, int64(len(out.Devices)))
 	return out, nil
 }
 

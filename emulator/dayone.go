@@ -140,13 +140,16 @@ type sessionDayOne struct {
 	pings    int // server pings sent on this connection
 
 	gen *stanzaGen
+	// wake tells the pusher that a stanza was queued from elsewhere (a
+	// contact's message), whose deadline it must now watch.
+	wake chan struct{}
 }
 
 // startDayOne starts the connection's pusher: one goroutine per logged-in
 // connection, with one timer, whatever the push rate.
 func (sess *session) startDayOne() {
 	s := sess.s
-	sess.d1 = &sessionDayOne{gen: newStanzaGen(sess.dev)}
+	sess.d1 = &sessionDayOne{gen: newStanzaGen(sess.dev), wake: make(chan struct{}, 1)}
 	s.wg.Add(1) // serveConn holds a count, so Close is still waiting
 	go func() {
 		defer s.wg.Done()
@@ -238,6 +241,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 		}
 		select {
 		case <-timer.C:
+		case <-d1.wake:
 		case <-st.changed:
 			st = s.dayOne.Load()
 			if st.cfg.PushRate > 0 {

@@ -171,6 +171,12 @@ func (s *Server) enqueue(d *device, build func(seq uint64, salt uint32) node.Nod
 	if sess != nil {
 		// A failed send leaves the stanza pending for the next login.
 		_ = sess.sendRaw(b)
+		if sess.d1 != nil {
+			select { // the day-one pusher watches its deadline
+			case sess.d1.wake <- struct{}{}:
+			default:
+			}
+		}
 	}
 	return true
 }

@@ -397,6 +397,7 @@ func (s *Server) Close() error {
 			sess.close()
 		}
 		s.wg.Wait()
+		s.contacts.stopTimers()
 		s.log.Info("emulator closed")
 	})
 	return nil
