@@ -38,7 +38,10 @@ type journalLog struct {
 	mu    sync.Mutex
 	steps []string
 	evs   []events.Event
-	fail  error
+	fail  error // Write fails with it
+	// failApply makes ApplySignal fail, as a crash between the event and
+	// the state would leave things.
+	failApply error
 }
 
 func (j *journalLog) Write(_ context.Context, e events.Event) error {
@@ -66,6 +69,12 @@ type orderedSignal struct {
 
 func (o orderedSignal) ApplySignal(ctx context.Context, id string, c store.SignalChanges) (store.SignalApplied, error) {
 	o.log.note("apply")
+	o.log.mu.Lock()
+	fail := o.log.failApply
+	o.log.mu.Unlock()
+	if fail != nil {
+		return store.SignalApplied{}, fail
+	}
 	return o.SignalStore.ApplySignal(ctx, id, c)
 }
 
@@ -503,5 +512,33 @@ func TestFitSessionDropsOldestArchived(t *testing.T) {
 	}
 	if rec, _ := fitSession(&ours, 1); len(rec) == 0 || ours.Archived() != 0 || !ours.HasCurrent() {
 		t.Fatal("fitSession dropped the current state")
+	}
+}
+
+// When the state cannot be written after the event was (a crash between
+// the two), nothing is acknowledged; the redelivered stanza decrypts again
+// and its event comes again with the same id: at least once, never lost.
+func TestReceiveStateFailureRepeatsTheEvent(t *testing.T) {
+	f := newFixture(t)
+	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
+	alice.start(f.bundle(1))
+	n := direct("3EB0G1", alice.jid, alice.encrypt(text("once or twice")))
+	f.journal.failApply = errors.New("store gone")
+	if res := f.receive(n, 0); failureReason(res.err) != failStore || res.retry != 0 {
+		t.Fatalf("state not written: %v (retry %d), want store and no retry", res.err, res.retry)
+	}
+	f.journal.failApply = nil
+	if res := f.receive(n, 0); res.err != nil {
+		t.Fatalf("redelivery: %v", res.err)
+	}
+	var ids []string
+	for _, e := range f.journal.evs {
+		ids = append(ids, e.Message.ID)
+	}
+	if len(ids) != 2 || ids[0] != "3EB0G1" || ids[1] != "3EB0G1" {
+		t.Fatalf("journaled message ids %v, want the same id twice", ids)
+	}
+	if _, err := f.st.PreKey(t.Context(), f.dev.ID, 1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the prekey is still stored after the redelivery was applied (%v)", err)
 	}
 }
