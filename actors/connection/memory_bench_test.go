@@ -198,17 +198,26 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 	var connected atomic.Int64
 	all := make(chan struct{})
 	scanErr := make(chan error, 1)
-	scans := make(chan struct{}, 8) // scans at a time
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cap(scans)}}
-	pub := events.PublisherFunc(func(e events.Event) {
-		switch {
-		case e.Kind == events.KindQR && e.QR != "":
-			go func() {
-				scans <- struct{}{}
-				defer func() { <-scans }()
-				err := scan(client, emu, e.QR)
+	// 8 scanners take the QR codes from a queue: a goroutine per code
+	// would leave the process a goroutine descriptor per account that the
+	// manager does not have (the runtime keeps them all).
+	const scanners = 8
+	codes := make(chan string, 2*b.N)
+	stopScans := make(chan struct{})
+	defer close(stopScans)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: scanners}}
+	for range scanners {
+		go func() {
+			for {
+				var qr string
+				select {
+				case qr = <-codes:
+				case <-stopScans:
+					return
+				}
+				err := scan(client, emu, qr)
 				for try := 0; err != nil && !errors.Is(err, errCodeGone) && try < 3; try++ { // a kept-alive connection the server closed
-					err = scan(client, emu, e.QR)
+					err = scan(client, emu, qr)
 				}
 				if err != nil && !errors.Is(err, errCodeGone) { // a code gone is followed by the next
 					select {
@@ -216,7 +225,16 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 					default:
 					}
 				}
-			}()
+			}
+		}()
+	}
+	pub := events.PublisherFunc(func(e events.Event) {
+		switch {
+		case e.Kind == events.KindQR && e.QR != "":
+			select {
+			case codes <- e.QR:
+			default: // the queue is full: this account's next code is scanned
+			}
 		case e.Kind == events.KindConnected:
 			if connected.Add(1) == int64(b.N) {
 				close(all)
