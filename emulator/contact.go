@@ -80,6 +80,7 @@ type SignalDevice struct {
 	ownSKs      map[jid.JID]*signal.SenderKey // our sender key, by group
 	peerSKs     map[senderKeyName]*signal.SenderKey
 	distributed map[senderKeyName]bool // (group, peer device) given our sender key
+	received    []Received             // what companions sent it, the last maxReceived (route.go)
 }
 
 // senderKeyName names one sender's key in one group.

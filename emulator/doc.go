@@ -31,8 +31,19 @@
 //     <ping/>), the passive/active IQ, prekey count and upload, and a
 //     companion's <remove-companion-device jid=OWN/> (result, then the
 //     device is removed as by Phone.Unlink; naming another device is a
-//     violation answered 403); any other get/set IQ gets <error code="501"
-//     text="feature-not-implemented"/>.
+//     violation answered 403), the usync device-list query (usync.go:
+//     an account's phone and companions, a contact's two devices) and the
+//     prekey-bundle fetch (keys.go, PreKeyBundle); any other get/set IQ
+//     gets <error code="501" text="feature-not-implemented"/>.
+//   - A companion's 1:1 <message> is routed (route.go): each <enc> to its
+//     device — a contact's device or the account's phone decrypts it
+//     (SignalDevice.Received), another companion gets it queued as
+//     <message from=SENDER recipient=CHAT> — then <ack class=message t
+//     [phash]/> and a delivery receipt from the chat's first device that
+//     decrypted its part. A pkmsg without a valid <device-identity> is
+//     refused whole (ack error 479); a device list that misses devices
+//     gets the server's phash in the ack; parts an emulated device cannot
+//     decrypt are counted (companion_decrypt_failures).
 //     Without day-one mode it sends nothing else but what waits in the
 //     device's queue (contacts' messages, encrypt notifications, below),
 //     and ignores acks of anything else.

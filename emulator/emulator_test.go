@@ -62,7 +62,7 @@ func TestPairLoginPing(t *testing.T) {
 			node.New("key"), node.New("key"), node.New("key"))), typ: "result"},
 		{name: "prekey count after upload", req: iq("p-6", "get", "encrypt", node.New("count")), typ: "result",
 			verify: countIs("3")},
-		{name: "unknown iq", req: iq("p-7", "get", "usync", node.New("usync")), typ: "error",
+		{name: "unknown iq", req: iq("p-7", "get", "w:profile:picture", node.New("picture")), typ: "error",
 			verify: func(t *testing.T, n node.Node) {
 				e, ok := n.Child("error")
 				if code, _ := e.Attr("code"); !ok || code != "501" {

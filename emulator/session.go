@@ -455,6 +455,9 @@ func (sess *session) handleLoggedIn(n node.Node) error {
 			return nil
 		}
 	}
+	if n.Tag == "message" {
+		return sess.routeMessage(n)
+	}
 	if n.Tag != "iq" {
 		return sess.other(n)
 	}
@@ -503,6 +506,8 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 	_, hasPassive := n.Child("passive")
 	_, hasCount := n.Child("count")
 	list, hasList := n.Child("list")
+	key, hasKey := n.Child("key")
+	usync, hasUsync := n.Child("usync")
 	var reply node.Node
 	switch {
 	case xmlns == "w:p" && typ == "get":
@@ -527,6 +532,10 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 		count := sess.dev.st.prekeys
 		sess.dev.st.mu.Unlock()
 		reply = serverIQ(id, "result", node.New("count", node.IntAttr("value", count)))
+	case xmlns == "encrypt" && typ == "get" && hasKey && sess.dev != nil:
+		reply = sess.answerKeyFetch(id, key)
+	case xmlns == "usync" && typ == "get" && hasUsync && sess.dev != nil:
+		reply = sess.answerUsync(id, usync)
 	case xmlns == "encrypt" && typ == "set" && sess.d1 != nil:
 		// Day-one: the strict checks of PROTOCOL.md 9.8.
 		keys, err := checkPrekeyUpload(n, sess.dev)

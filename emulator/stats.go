@@ -73,6 +73,21 @@ type Stats struct {
 	// phone, a phone hello the server could not build.
 	LinkCodeFailures int64 `json:"link_code_failures"`
 
+	// The keys below count the 1:1 messages our companions send (route.go).
+
+	// CompanionMessages counts companions' messages the server accepted
+	// and routed (one per message, whatever the number of devices).
+	CompanionMessages int64 `json:"companion_messages"`
+	// CompanionMessagesRefused counts companions' messages refused whole
+	// (ack with an error): malformed, or a pkmsg without a valid device
+	// identity.
+	CompanionMessagesRefused int64 `json:"companion_messages_refused"`
+	// CompanionDecryptFailures counts ciphertexts of companions' messages
+	// an emulated device (a contact's, an account's phone) could not
+	// decrypt: encrypted for another identity or session. No receipt
+	// follows.
+	CompanionDecryptFailures int64 `json:"companion_decrypt_failures"`
+
 	// Provisioned counts devices recorded as paired by Provision (load
 	// runs), not counted in Pairings.
 	Provisioned int64 `json:"provisioned"`
