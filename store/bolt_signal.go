@@ -223,7 +223,7 @@ func (s *BoltStore) resealSignal(root *bolt.Bucket) (int, error) {
 		b := root.Bucket(acct)
 		var updates []signalWrite
 		err := b.ForEach(func(k, v []byte) error {
-			if len(k) < 2 || k[0] == 'i' {
+			if !IsRecordKey(string(k)) {
 				return nil
 			}
 			rec, info, err := DecodeSignal(id, string(k), v, s.sealer)

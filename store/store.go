@@ -132,6 +132,7 @@ type Store interface {
 type Backend interface {
 	Store
 	SignalStore
+	SendLog
 	Registry
 
 	// ListArchive returns every archive entry, by account id and then

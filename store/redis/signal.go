@@ -242,7 +242,7 @@ func (s *Store) resealSignal(ctx context.Context, id string, l Lease) error {
 	}
 	var args []any
 	for field, v := range all {
-		if _, identity := cutIdentityField(field); identity {
+		if !store.IsRecordKey(field) {
 			continue
 		}
 		b := []byte(v)

@@ -104,6 +104,11 @@ func (a *autoLease) ApplySignal(ctx context.Context, id string, c store.SignalCh
 	return a.Backend.ApplySignal(ctx, id, c)
 }
 
+func (a *autoLease) ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error) {
+	a.take(ctx, id)
+	return a.Backend.ClaimSend(ctx, id, key, msgID)
+}
+
 func (a *autoLease) AddPreKeys(ctx context.Context, id string, keys []store.PreKey) error {
 	a.take(ctx, id)
 	return a.Backend.AddPreKeys(ctx, id, keys)

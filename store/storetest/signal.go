@@ -36,6 +36,7 @@ var signalTests = []struct {
 	{"SignalNeedsDevice", testSignalNeedsDevice},
 	{"SignalDelete", testSignalDelete},
 	{"SignalArchive", testSignalArchive},
+	{"SendLogClaim", testSendLogClaim},
 }
 
 // Peer addresses of the tests: a phone number and a LID device of one
@@ -331,4 +332,41 @@ func testSignalArchive(t *testing.T, s Store) {
 	}
 	mustSave(t, s, NewDevice(t, "acct"))
 	ExpectSession(t, s, "acct", PeerPN, nil)
+}
+
+// testSendLogClaim: a key is claimed once (store.SendLog); a second claim
+// names the first message; keys are per account, bounded, need the
+// device and go with Delete.
+func testSendLogClaim(t *testing.T, s Store) {
+	ctx := t.Context()
+	claim := func(id, key, msgID, want string, wantFresh bool) {
+		t.Helper()
+		got, fresh, err := s.ClaimSend(ctx, id, key, msgID)
+		if err != nil || got != want || fresh != wantFresh {
+			t.Fatalf("ClaimSend(%q, %q, %q) = %q, %t, %v; want %q, %t", id, key, msgID, got, fresh, err, want, wantFresh)
+		}
+	}
+	if _, _, err := s.ClaimSend(ctx, "acct", "k", "ID1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ClaimSend without a device = %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{"acct", "other"} {
+		mustSave(t, s, NewDevice(t, id))
+	}
+	rec := SignalRecord(t, 50)
+	mustApply(t, s, "acct", store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}}})
+	claim("acct", "order-1", "ID1", "ID1", true)
+	claim("acct", "order-1", "ID2", "ID1", false)
+	claim("acct", "order-2", "ID3", "ID3", true)
+	claim("other", "order-1", "ID4", "ID4", true)
+	ExpectSession(t, s, "acct", PeerPN, rec) // a session beside the keys still reads
+	for _, bad := range [][2]string{{"", "ID"}, {strings.Repeat("k", store.MaxSendKeyLen+1), "ID"}, {"with space", "ID"}, {"k", ""}, {"k", "ID-1"}} {
+		if _, _, err := s.ClaimSend(ctx, "acct", bad[0], bad[1]); !errors.Is(err, store.ErrInvalidSend) {
+			t.Errorf("ClaimSend(%q, %q) = %v, want ErrInvalidSend", bad[0], bad[1], err)
+		}
+	}
+	if err := s.Delete(ctx, "acct"); err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, s, NewDevice(t, "acct"))
+	claim("acct", "order-1", "ID5", "ID5", true)
 }
