@@ -173,7 +173,7 @@ func (sess *session) checkDeviceIdentity(identity []byte) error {
 // emulated device decrypted it (a failure is counted in
 // companion_decrypt_failures).
 func (s *Server) deliverPart(sess *session, id string, chat jid.JID, p part, identity []byte) (decrypted bool) {
-	if sd, ok := s.signalDevice(p.dev); ok {
+	if sd, ok := s.SignalDevice(p.dev); ok {
 		if err := sd.receive(sess.dev.jid, id, chat, p.typ, p.body); err != nil {
 			sess.log.Info("emulated device could not decrypt", "device", p.dev.String(), "id", id, "err", err)
 			s.stats.add(func(st *Stats) *int64 { return &st.CompanionDecryptFailures }, 1)
@@ -199,9 +199,9 @@ func (s *Server) deliverPart(sess *session, id string, chat jid.JID, p part, ide
 	return false
 }
 
-// signalDevice returns the emulated Signal device j names: a contact's
+// SignalDevice returns the emulated Signal device j names: a contact's
 // device, or an emulated account's phone (device 0).
-func (s *Server) signalDevice(j jid.JID) (*SignalDevice, bool) {
+func (s *Server) SignalDevice(j jid.JID) (*SignalDevice, bool) {
 	if d, ok := s.contactDevice(j); ok {
 		return d, true
 	}

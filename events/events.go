@@ -52,12 +52,18 @@ const (
 	// other than the one recorded (Peer set); the new key is recorded
 	// (trust on first use) and the conversation goes on.
 	KindIdentityChanged Kind = "identity_changed"
+	// KindMessageSent: the server acknowledged a message we sent
+	// (MessageID, Chat set; Time is the server's).
+	KindMessageSent Kind = "message_sent"
+	// KindMessageFailed: a message we were asked to send was not sent, or
+	// not acknowledged (MessageID, Chat, Error set).
+	KindMessageFailed Kind = "message_failed"
 )
 
 // Kinds lists every event kind: the values metrics count by and webhook
 // endpoints filter on.
 var Kinds = []Kind{KindState, KindQR, KindLinkCode, KindPaired, KindConnected, KindDisconnected, KindReconnect, KindLoggedOut, KindRestart, KindAlarm, KindLeaseAcquired, KindLeaseLost,
-	KindMessage, KindReceipt, KindIdentityChanged}
+	KindMessage, KindReceipt, KindIdentityChanged, KindMessageSent, KindMessageFailed}
 
 // Alarm names the condition a KindAlarm event raises. The names are part of
 // the HTTP API and of the wire form (Wire).
@@ -139,6 +145,10 @@ type Event struct {
 	Alarm Alarm
 	// Attempt is the reconnect attempt number for KindReconnect.
 	Attempt int
+	// MessageID and Chat name a message and the chat it went to
+	// (KindMessageSent, KindMessageFailed); for KindMessageSent, Time is
+	// the server's timestamp.
+	MessageID, Chat string
 	// Delay is the backoff delay when State is StateBackoff.
 	Delay time.Duration
 	// Message is the received message of KindMessage.

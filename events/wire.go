@@ -29,8 +29,11 @@ type Wire struct {
 	// Receipt is the receipt of a "receipt" event.
 	Receipt *WireReceipt `json:"receipt,omitempty"`
 	// Peer is the contact device of an "identity_changed" event.
-	Peer string    `json:"peer,omitempty"`
-	Time time.Time `json:"time"`
+	Peer string `json:"peer,omitempty"`
+	// MessageID and Chat: message_sent and message_failed.
+	MessageID string    `json:"message_id,omitempty"`
+	Chat      string    `json:"chat,omitempty"`
+	Time      time.Time `json:"time"`
 }
 
 // WireMessage is Message's wire form.
@@ -69,6 +72,7 @@ func ToWire(e Event, instance string) Wire {
 	w := Wire{
 		Account: e.Account, Instance: instance, Kind: e.Kind, State: e.State, From: e.From, Reason: e.Reason, JID: e.JID,
 		Error: e.Error, Alarm: e.Alarm, Attempt: e.Attempt, DelayMS: e.Delay.Milliseconds(), Peer: e.Peer,
+		MessageID: e.MessageID, Chat: e.Chat,
 		Time: t.UTC(),
 	}
 	if m := e.Message; m != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/time/rate"
 
 	"github.com/wafleet/wafleet/actors/pairing"
 	"github.com/wafleet/wafleet/events"
@@ -24,11 +25,12 @@ func New(deps Deps) actor.Producer {
 	queue := &storeQueue{calls: deps.StoreCalls} // shared too: one writer across incarnations
 	return func() actor.Actor {
 		return &conn{
-			deps:  d,
-			log:   log,
-			store: queue,
-			phase: phaseStopped, // until Started
-			cur:   new(attempt),
+			deps:    d,
+			log:     log,
+			store:   queue,
+			phase:   phaseStopped, // until Started
+			cur:     new(attempt),
+			limiter: rate.NewLimiter(rate.Limit(d.SendRate.PerMinute/60), d.SendRate.Burst),
 		}
 	}
 }
@@ -78,6 +80,7 @@ type conn struct {
 	reply *pendingReply // the pairing reply, until written (it may outlive its attempt)
 
 	retries map[string]int // retry receipts sent, by message id (receive.go)
+	limiter *rate.Limiter  // the account's send rate (Deps.SendRate)
 }
 
 // goal is what the operator (or the account's history) asks for, kept
@@ -130,6 +133,14 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onArchiveRestored(ctx, m)
 	case *inspect:
 		ctx.Respond(c.snapshot())
+	case *SendText:
+		c.onSendText(ctx, m)
+	case *sendClaimed:
+		c.onSendClaimed(ctx, m)
+	case *sendIQ:
+		c.onSendIQ(ctx, m)
+	case *sendReady:
+		c.onSendReady(ctx, m)
 	case *loaded:
 		c.onLoaded(ctx, m)
 	case *dialed:

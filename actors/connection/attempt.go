@@ -45,6 +45,13 @@ type attempt struct {
 	saving        *store.Device // the pairing being saved, until pairSaved
 	expectRestart bool          // a pairing reply went out: the 515 that follows is expected
 
+	// The send path (send.go): the sends waiting, the one being prepared,
+	// the answers its IQs wait for, the messages written and not acked.
+	sendQueue       []*outgoing
+	sending         *outgoing
+	sendIQs         map[string]chan node.Node
+	sentAwaitingAck map[string]*outgoing
+
 	unlinked    bool   // the operator's logout ends this connection: delete, do not archive
 	closeToken  uint64 // close the connection once this frame is written
 	endErr      error  // what to report when the connection closes
@@ -84,6 +91,7 @@ func (c *conn) endAttempt(ctx actor.Context) {
 	if a.saving != nil {
 		c.undoPairing(ctx, a.saving) // queued behind the save
 	}
+	c.failSends(a)
 	c.cur = &attempt{gen: nextGen()}
 }
 

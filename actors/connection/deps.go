@@ -275,6 +275,13 @@ type Deps struct {
 	// bound is generous: the queue costs nothing while it is empty.
 	// Default 4096.
 	WriteQueue int
+	// SendLog keeps the idempotency keys of sends. Default: Store, when it
+	// is a store.SendLog too (the stores are). Without it, or without
+	// Signal, the account cannot send (SendText answers ErrNoSignalStore).
+	SendLog store.SendLog
+	// SendRate limits the messages the account sends. Zero fields take
+	// DefaultSendRate's.
+	SendRate SendRate
 	// Rand is the jitter source, returning [0, 1). Default math/rand/v2.
 	Rand func() float64
 	// Now is the clock. Default time.Now.
@@ -287,6 +294,9 @@ func (d *Deps) defaults() {
 	}
 	if d.Signal == nil {
 		d.Signal, _ = d.Store.(store.SignalStore)
+	}
+	if d.SendLog == nil {
+		d.SendLog, _ = d.Store.(store.SendLog)
 	}
 	if d.Events == nil {
 		d.Events = events.PublisherFunc(func(events.Event) {})
@@ -341,6 +351,12 @@ func (d *Deps) defaults() {
 	}
 	if d.WriteQueue <= 0 {
 		d.WriteQueue = 4096
+	}
+	if d.SendRate.PerMinute <= 0 {
+		d.SendRate.PerMinute = DefaultSendRate.PerMinute
+	}
+	if d.SendRate.Burst <= 0 {
+		d.SendRate.Burst = DefaultSendRate.Burst
 	}
 	if d.Rand == nil {
 		d.Rand = defaultRand

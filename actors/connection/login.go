@@ -53,6 +53,8 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 		c.end(ctx, out, serr)
 	case "xmlstreamend":
 		c.cur.streamEnded = true
+	case "ack":
+		c.onServerAck(n)
 	case "ib":
 		if _, ok := n.Child("downgrade_webclient"); ok {
 			c.log.Warn("the phone scanned the code but does not support multi-device")
@@ -181,6 +183,11 @@ func (c *conn) onIQAnswer(ctx actor.Context, n node.Node, id string, ok bool) {
 		c.cur.uploadID = ""
 		c.onPreKeysUploaded(ctx, n, ok)
 	default:
+		if reply, ok := c.cur.sendIQs[id]; ok {
+			delete(c.cur.sendIQs, id)
+			reply <- n // buffered: the send goroutine may have given up
+			return
+		}
 		if c.cur.child != nil {
 			ctx.Send(c.cur.child, &pairing.IQAnswer{Node: n}) // companion_hello, companion_finish
 		}

@@ -207,6 +207,10 @@ func msgGen(m any) (uint64, bool) {
 		return m.gen, true
 	case *pairSaved:
 		return m.gen, true
+	case *sendIQ:
+		return m.gen, true
+	case *sendReady:
+		return m.gen, true
 	}
 	return 0, false
 }

@@ -1,0 +1,233 @@
+package connection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wafleet/wafleet/crypto"
+	"github.com/wafleet/wafleet/signal"
+	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire/e2e"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+// sendRun prepares one message in its own goroutine: the recipient's and
+// our own device lists (usync), prekey bundles for the devices without a
+// session, then, as one store job, a session per device (new ones from
+// their bundles), one ciphertext per device and ApplySignal of every
+// session change. It holds copies of what it needs and talks to the
+// actor only by messages.
+type sendRun struct {
+	out      *outgoing
+	own      jid.JID // our device JID
+	local    signal.LocalIdentity
+	identity []byte // our ADVSignedDeviceIdentity, for <device-identity>
+	l        *link
+	st       store.SignalStore
+	q        *storeQueue
+	account  string
+	log      *slog.Logger
+
+	timeout, storeTimeout time.Duration
+	self                  *actor.PID
+	root                  *actor.RootContext
+}
+
+func (r *sendRun) run() {
+	msg, err := r.prepare()
+	r.root.Send(r.self, &sendReady{gen: r.l.gen, out: r.out, msg: msg, err: err})
+}
+
+// errNoDevices: the recipient has no device: the number is not on
+// WhatsApp.
+var errNoDevices = errors.New("the recipient has no devices (not on WhatsApp)")
+
+func (r *sendRun) prepare() (node.Node, error) {
+	ownUser := r.own.ToNonAD()
+	ans, err := r.iq(e2e.DeviceQuery("", r.out.id, []jid.JID{r.out.to, ownUser}))
+	if err != nil {
+		return node.Node{}, fmt.Errorf("device list: %w", err)
+	}
+	lists, err := e2e.ParseDevices(ans)
+	if err != nil {
+		return node.Node{}, fmt.Errorf("device list: %w", err)
+	}
+	devices := lists[r.out.to]
+	if len(devices) == 0 {
+		return node.Node{}, errNoDevices
+	}
+	for _, d := range lists[ownUser] {
+		if d.Device != r.own.Device {
+			devices = append(devices, d)
+		}
+	}
+
+	var missing []jid.JID
+	err = r.inStore(func(ctx context.Context) error {
+		for _, d := range devices {
+			_, err := r.st.Session(ctx, r.account, peerAddress(d))
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				missing = append(missing, d)
+			case err != nil:
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return node.Node{}, fmt.Errorf("read sessions: %w", err)
+	}
+	var bundles map[jid.JID]e2e.BundleResult
+	if len(missing) > 0 {
+		ans, err := r.iq(e2e.KeyQuery("", missing))
+		if err != nil {
+			return node.Node{}, fmt.Errorf("prekey bundles: %w", err)
+		}
+		if bundles, err = e2e.ParseBundles(ans); err != nil {
+			return node.Node{}, fmt.Errorf("prekey bundles: %w", err)
+		}
+	}
+
+	var parts []e2e.Part
+	err = r.inStore(func(ctx context.Context) error {
+		parts, err = r.encrypt(ctx, devices, bundles)
+		return err
+	})
+	if err != nil {
+		return node.Node{}, err
+	}
+	return e2e.Message(r.out.id, r.out.to, parts, r.identity), nil
+}
+
+// encrypt encrypts the message for every device it can (a device without
+// a session and without a usable bundle is skipped and logged, as the
+// reference client does) and stores every session change before it
+// returns; at least one of the recipient's devices must be reached.
+func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[jid.JID]e2e.BundleResult) ([]e2e.Part, error) {
+	plain := textMessage(r.out.text)
+	synced := deviceSentMessage(r.out.to.String(), plain)
+	var changes store.SignalChanges
+	parts := make([]e2e.Part, 0, len(devices))
+	reached := false
+	for _, d := range devices {
+		addr := peerAddress(d)
+		var sess signal.Session
+		rec, err := r.st.Session(ctx, r.account, addr)
+		switch {
+		case err == nil:
+			if err := sess.UnmarshalBinary(rec); err != nil {
+				return nil, fmt.Errorf("session with %s: %w", addr, err)
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("read session with %s: %w", addr, err)
+		}
+		if !sess.HasCurrent() {
+			b := bundles[d]
+			if b.Bundle == nil {
+				r.log.Warn("no session and no prekey bundle; device skipped", slog.String("device", d.String()), slog.Any("error", b.Err))
+				continue
+			}
+			if err := sess.Initiate(r.local, b.Bundle); err != nil {
+				r.log.Warn("prekey bundle refused; device skipped", slog.String("device", d.String()), slog.String("error", err.Error()))
+				continue
+			}
+			changes.Identities = append(changes.Identities, store.IdentityChange{Addr: addr, Key: b.Bundle.IdentityKey})
+		}
+		pt := plain
+		if d.User == r.own.User {
+			pt = synced
+		}
+		ct, err := sess.Encrypt(signal.Pad(append(make([]byte, 0, len(pt)+16), pt...)))
+		if err != nil {
+			return nil, fmt.Errorf("encrypt for %s: %w", addr, err)
+		}
+		rec, err = sess.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("session with %s: %w", addr, err)
+		}
+		changes.Sessions = append(changes.Sessions, store.SessionChange{Addr: addr, Record: rec})
+		parts = append(parts, e2e.Part{Device: d, Ciphertext: ct})
+		reached = reached || d.User == r.out.to.User
+	}
+	if !reached {
+		return nil, fmt.Errorf("none of the recipient's %d devices could be reached", len(devices))
+	}
+	applied, err := r.st.ApplySignal(ctx, r.account, changes)
+	if err != nil {
+		return nil, fmt.Errorf("store sessions: %w", err)
+	}
+	for _, addr := range applied.ChangedIdentities {
+		r.log.Warn("a contact's identity key changed", slog.String("peer", addr))
+	}
+	return parts, nil
+}
+
+// iq asks the actor to write an IQ and waits for its answer (at most
+// timeout); an error answer is an error.
+func (r *sendRun) iq(n node.Node) (node.Node, error) {
+	reply := make(chan node.Node, 1)
+	r.root.Send(r.self, &sendIQ{gen: r.l.gen, iq: n, reply: reply})
+	t := time.NewTimer(r.timeout)
+	defer t.Stop()
+	select {
+	case a := <-reply:
+		if typ, _ := a.Attr("type"); typ != "result" {
+			return node.Node{}, fmt.Errorf("the server answered %s", a.ErrorText())
+		}
+		return a, nil
+	case <-t.C:
+		return node.Node{}, fmt.Errorf("no answer within %s", r.timeout)
+	case <-r.l.ctx.Done():
+		return node.Node{}, errNotConnected
+	}
+}
+
+// inStore runs job on the account's store queue (bounded by storeTimeout,
+// not at all once the connection ended) and waits for it.
+func (r *sendRun) inStore(job func(ctx context.Context) error) error {
+	done := make(chan error, 1)
+	r.q.run(func() {
+		ctx, cancel := context.WithTimeout(r.l.ctx, r.storeTimeout)
+		defer cancel()
+		if err := ctx.Err(); err != nil {
+			done <- err
+			return
+		}
+		done <- job(ctx)
+	})
+	return <-done
+}
+
+// peerAddress is the store's address of a device.
+func peerAddress(d jid.JID) string {
+	domain, _ := d.DomainType()
+	return store.PeerAddress(d.User, domain, d.Device)
+}
+
+// localIdentity is the device's Signal identity.
+func localIdentity(d *store.Device) signal.LocalIdentity {
+	return signal.LocalIdentity{Key: &crypto.KeyPair{Pub: d.IdentityKey.Pub, Priv: d.IdentityKey.Priv}, RegistrationID: d.RegistrationID}
+}
+
+// The E2E Message protobuf, the two fields a text send needs (WhatsApp's
+// numbers, whatsmeow's proto/waE2E): Message.conversation (1, string) and
+// Message.deviceSentMessage (31) = DeviceSentMessage{destinationJID (1,
+// string), message (2, Message)}.
+func textMessage(text string) []byte {
+	return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), text)
+}
+
+func deviceSentMessage(destination string, msg []byte) []byte {
+	var dsm []byte
+	dsm = protowire.AppendString(protowire.AppendTag(dsm, 1, protowire.BytesType), destination)
+	dsm = protowire.AppendBytes(protowire.AppendTag(dsm, 2, protowire.BytesType), msg)
+	return protowire.AppendBytes(protowire.AppendTag(nil, 31, protowire.BytesType), dsm)
+}

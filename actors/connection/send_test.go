@@ -1,0 +1,119 @@
+package connection
+
+import (
+	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/emulator"
+	"github.com/wafleet/wafleet/emulator/emutest"
+	"github.com/wafleet/wafleet/events"
+)
+
+// waitReceived waits until the emulated device decrypted n messages from
+// our companions.
+func waitReceived(t *testing.T, d *emulator.SignalDevice, n int) []emulator.Received {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if got := d.Received(); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s decrypted %d messages, want %d", d.JID(), len(d.Received()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSendText(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{})
+	d := h.deps("acct1")
+	pid, linked := pairAccount(t, h, srv, d)
+	contact, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownPhone, ok := srv.SignalDevice(linked.JID.ToNonAD())
+	if !ok {
+		t.Fatal("the account's phone is not an emulated Signal device")
+	}
+	to := contact.JID()
+
+	send := func(m *SendText) *SendResult {
+		t.Helper()
+		res, err := h.system.Root.RequestFuture(pid, m, waitTimeout).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.(*SendResult)
+	}
+	sent := func(id string, from int) int {
+		t.Helper()
+		e, i := h.rec.WaitFrom(t, from, "message_sent "+id, func(e events.Event) bool {
+			return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == id
+		})
+		if e.Kind != events.KindMessageSent || e.Chat != to.String() {
+			t.Fatalf("got %s for %s (chat %q): %s", e.Kind, id, e.Chat, e.Error)
+		}
+		return i
+	}
+
+	// First contact: a pkmsg for each of the contact's devices and a
+	// device-sent copy for our phone.
+	r1 := send(&SendText{To: to, Text: "hello", Key: "k1"})
+	if r1.Err != nil || r1.ID == "" || r1.Duplicate {
+		t.Fatalf("first send: %+v", r1)
+	}
+	from := sent(r1.ID, 0)
+	for _, dev := range contact.Devices() {
+		got := waitReceived(t, dev, 1)[0]
+		if got.ID != r1.ID || got.Type != "pkmsg" || got.Message.GetConversation() != "hello" || got.From != linked.JID || got.Chat != to {
+			t.Errorf("%s got %+v", dev.JID(), got)
+		}
+	}
+	own := waitReceived(t, ownPhone, 1)[0]
+	if dsm := own.Message.GetDeviceSentMessage(); own.Type != "pkmsg" || dsm.GetDestinationJID() != to.String() || dsm.GetMessage().GetConversation() != "hello" {
+		t.Errorf("own phone got %+v", own)
+	}
+
+	// The sessions were stored: the next message continues them on every
+	// device, no bundle fetched again. (Until a device answers, the
+	// protocol keeps sending pkmsg on the same session.)
+	before := contact.Devices()[0].PublishedPreKeys()
+	r2 := send(&SendText{To: to, Text: "again"})
+	if r2.Err != nil || r2.ID == r1.ID {
+		t.Fatalf("second send: %+v", r2)
+	}
+	from = sent(r2.ID, from)
+	for _, dev := range append(contact.Devices(), ownPhone) {
+		if got := waitReceived(t, dev, 2)[1]; got.ID != r2.ID {
+			t.Errorf("%s second message %+v", dev.JID(), got)
+		}
+	}
+	if after := contact.Devices()[0].PublishedPreKeys(); after != before {
+		t.Errorf("the second send fetched a prekey bundle again (%d published prekeys, then %d)", before, after)
+	}
+
+	// The same key sends nothing, even after a restart of the actor.
+	if r := send(&SendText{To: to, Text: "hello", Key: "k1"}); r.Err != nil || !r.Duplicate || r.ID != r1.ID {
+		t.Errorf("repeated key: %+v", r)
+	}
+	h.stop(pid)
+	pid = h.spawn(emulatorDeps(d, srv))
+	h.rec.WaitFrom(t, from, "connected again", kindIs(events.KindConnected))
+	if r := send(&SendText{To: to, Text: "hello", Key: "k1"}); r.Err != nil || !r.Duplicate || r.ID != r1.ID {
+		t.Errorf("repeated key after a restart: %+v", r)
+	}
+	// The restarted actor continues the stored sessions.
+	r3 := send(&SendText{To: to, Text: "after restart", Key: "k2"})
+	sent(r3.ID, from)
+	if got := waitReceived(t, contact.Devices()[1], 3)[2]; got.Message.GetConversation() != "after restart" {
+		t.Errorf("after restart: %+v", got)
+	}
+	st := srv.Stats()
+	if st.CompanionMessages != 3 || st.CompanionDecryptFailures != 0 || st.CompanionMessagesRefused != 0 || len(st.Violations) != 0 {
+		t.Errorf("emulator stats: %d messages, %d decrypt failures, %d refused, violations %v",
+			st.CompanionMessages, st.CompanionDecryptFailures, st.CompanionMessagesRefused, st.Violations)
+	}
+}
