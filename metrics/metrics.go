@@ -151,7 +151,7 @@ func New(src Source) *Metrics {
 	decrypt := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace,
 		Name:      "decrypt_failures_total",
-		Help:      "Received messages that did not decrypt, by reason (a bounded set: no_session, no_sender_key, missing_prekey, bad_mac, store, …); each got a retry receipt, but for store (left unacknowledged for redelivery).",
+		Help:      "Received messages that did not decrypt, by reason (a bounded set: no_session, no_sender_key, missing_prekey, bad_mac, unsupported, store, …); each got a retry receipt, but for unsupported (acknowledged only) and store (left unacknowledged for redelivery).",
 	}, []string{"reason"})
 	m.decryptFailures = make(map[string]prometheus.Counter, len(DecryptFailureReasons))
 	for _, r := range DecryptFailureReasons {

@@ -156,6 +156,12 @@ func (d *decryption) changedSenderKey(name senderKeyName, k *signal.SenderKey) {
 
 // decrypt decrypts one <enc> child of in and returns its Message.
 func (d *decryption) decrypt(in *inbound, e encPart) (*waproto.Message, error) {
+	if e.v != 2 {
+		// v=3 carries a differently framed message (whatsmeow's
+		// "armadillo"): not read here, and not decrypted, so that the
+		// session is left as it was.
+		return nil, fmt.Errorf("%w: enc v=%d", errUnsupported, e.v)
+	}
 	addr, _ := senderAddress(in.sender) // parseInbound checked it
 	var plaintext []byte
 	var err error
@@ -175,15 +181,8 @@ func (d *decryption) decrypt(in *inbound, e encPart) (*waproto.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch e.v {
-	case 2:
-		if plaintext, err = signal.Unpad(plaintext); err != nil {
-			return nil, err
-		}
-	default:
-		// v=3 carries a differently framed message (whatsmeow's
-		// "armadillo"): not read here.
-		return nil, fmt.Errorf("%w: enc v=%d", errUnsupported, e.v)
+	if plaintext, err = signal.Unpad(plaintext); err != nil {
+		return nil, err
 	}
 	msg := new(waproto.Message)
 	if err := proto.Unmarshal(plaintext, msg); err != nil {

@@ -630,3 +630,18 @@ func (m *memSignal) ApplySignal(_ context.Context, _ string, c store.SignalChang
 	}
 	return store.SignalApplied{}, nil
 }
+
+// A part this client does not read (an enc type of bots, an enc v=3) is
+// counted and acknowledged without a retry receipt, which would only fail
+// again.
+func TestReceiveUnsupportedGetsNoRetry(t *testing.T) {
+	f := newFixture(t)
+	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
+	alice.start(f.bundle(1))
+	v3 := alice.encrypt(text("armadillo")).WithAttr(node.StrAttr("v", "3"))
+	for _, enc := range []node.Node{encNode("msmsg", []byte{1, 2, 3}), v3} {
+		if res := f.receive(direct("3EB0H1", alice.jid, enc), 0); failureReason(res.err) != failUnsupported || res.retry != 0 {
+			t.Fatalf("%v: %v (retry %d), want unsupported without a retry", enc, res.err, res.retry)
+		}
+	}
+}

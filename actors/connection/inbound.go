@@ -26,8 +26,8 @@ type inbound struct {
 	id       string
 	chat     jid.JID // the conversation (no device)
 	sender   jid.JID // the sending device
-	group    bool
-	fromMe   bool // sent by another device of our own account
+	group    bool    // a group or broadcast: sender keys, a participant
+	fromMe   bool    // sent by another device of our own account
 	at       time.Time
 	pushName string
 	encs     []encPart
@@ -80,7 +80,9 @@ func parseInbound(n node.Node, own *store.Device) (*inbound, error) {
 		if !ok {
 			return nil, errors.New("group message without participant")
 		}
-		in.chat, in.sender, in.group = from, p, from.Server == jid.GroupServer
+		// A broadcast (status@broadcast, a broadcast list) uses sender keys
+		// like a group (whatsmeow's IsGroup covers both).
+		in.chat, in.sender, in.group = from, p, true
 	default:
 		in.sender, in.chat = from, from.ToNonAD()
 	}

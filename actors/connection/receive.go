@@ -227,11 +227,13 @@ func (r *receiver) messageEvent(in *inbound, chat jid.JID, msg *waproto.Message)
 // failed is the outcome of a message that did not decrypt: nothing it
 // changed is written; a retry receipt asks the sender to send it again,
 // with a fresh one-time prekey from the second retry on (stored first, so
-// the pkmsg that follows finds it).
+// the pkmsg that follows finds it). A part this client does not read (an
+// enc type or version it does not know) gets no retry receipt: the reference
+// client only logs those.
 func (r *receiver) failed(ctx context.Context, in *inbound, sent int, err error) *received {
 	res := &received{in: in, err: err}
-	if errors.Is(err, errStore) {
-		return res
+	if errors.Is(err, errStore) || errors.Is(err, errUnsupported) {
+		return res // unacknowledged; or acknowledged without a retry, which would fail again
 	}
 	count := retryCount(in, sent)
 	if count > maxRetryReceipts {
