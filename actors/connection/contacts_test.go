@@ -2,6 +2,7 @@ package connection
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/wafleet/wafleet/emulator"
@@ -9,6 +10,7 @@ import (
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
 )
 
 // End to end against the emulator's contacts, which encrypt through the
@@ -172,5 +174,101 @@ func TestRestartMidConversationEndToEnd(t *testing.T) {
 	waitMessage(t, h, after.ID)
 	if st := waitReceipts(t, srv, 3); st.RetryReceipts != 0 || st.DecryptFailures != 0 {
 		t.Fatalf("emulator stats %+v: the restart broke the session", st)
+	}
+}
+
+// recvTap wraps a dialer: every stanza the actor receives is shown to
+// onRecv first.
+type recvTap struct {
+	next   Dialer
+	onRecv func(node.Node)
+}
+
+func (d recvTap) dial(ctx context.Context, req DialRequest) (Session, error) {
+	s, err := d.next(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &recvTapSession{Session: s, onRecv: d.onRecv}, nil
+}
+
+type recvTapSession struct {
+	Session
+	onRecv func(node.Node)
+}
+
+func (s *recvTapSession) Receive() ([]byte, error) {
+	b, err := s.Session.Receive()
+	if err == nil {
+		if n, err := node.UnmarshalPayload(b); err == nil {
+			s.onRecv(n)
+		}
+	}
+	return b, err
+}
+
+// A conversation: the contact's first message is a pkmsg; once our answer
+// (the send path's) reached it, its next one is a msg, which decrypts
+// against the session the pkmsg built and we updated by sending.
+func TestConversationPkmsgThenMsg(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{})
+	var mu sync.Mutex
+	encTypes := map[string]string{} // message id → its enc type
+	d := h.deps("acct")
+	d.Dialer = recvTap{next: WireDialer, onRecv: func(n node.Node) {
+		if n.Tag != "message" {
+			return
+		}
+		if enc, ok := n.Child("enc"); ok {
+			typ, _ := enc.Attr("type")
+			mu.Lock()
+			encTypes[idOf(n)] = typ
+			mu.Unlock()
+		}
+	}}.dial
+	pid, linked := pairAccount(t, h, srv, d)
+	account := linked.JID.ToNonAD()
+	alice, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone := alice.Devices()[0]
+	first, err := srv.SendText(phone, account, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMessage(t, h, first.ID)
+
+	res, err := h.system.Root.RequestFuture(pid, &SendText{To: alice.JID(), Text: "hello Alice"}, waitTimeout).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := res.(*SendResult); sr.Err != nil {
+		t.Fatalf("send: %v", sr.Err)
+	}
+	waitFor(t, "Alice's phone to read our answer", func() bool {
+		for _, r := range phone.Received() {
+			if r.Message.GetConversation() == "hello Alice" {
+				return true
+			}
+		}
+		return false
+	})
+
+	second, err := srv.SendText(phone, account, "and now a msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := waitMessage(t, h, second.ID); m.Text != "and now a msg" {
+		t.Fatalf("second message %+v", m)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if encTypes[first.ID] != "pkmsg" || encTypes[second.ID] != "msg" {
+		t.Fatalf("enc types %q then %q, want pkmsg then msg", encTypes[first.ID], encTypes[second.ID])
+	}
+	if st := waitReceipts(t, srv, 2); st.RetryReceipts != 0 || st.DecryptFailures != 0 {
+		t.Fatalf("emulator stats %+v", st)
 	}
 }
