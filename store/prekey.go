@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+
+	"github.com/wafleet/wafleet/crypto"
 )
 
 // MaxPreKeyID is the largest one-time prekey ID: IDs travel as 3 bytes.
@@ -18,6 +20,24 @@ const MaxPreKeysPerAdd = 4096
 type PreKey struct {
 	ID uint32
 	KeyPair
+
+	// made is the pair NewPreKey generated, whose public half it derived:
+	// while KeyPair still equals it, Validate does not derive it again. A
+	// key built or decoded anywhere else has none, and one whose halves
+	// were changed since no longer matches it: both are checked in full.
+	made KeyPair
+}
+
+// NewPreKey generates a one-time prekey with id. Its public half is derived
+// once, here: AddPreKeys (CheckPreKeys, Validate) does not derive it again
+// while the pair is unchanged.
+func NewPreKey(id uint32) (PreKey, error) {
+	priv, pub, err := crypto.GeneratePair()
+	if err != nil {
+		return PreKey{}, err
+	}
+	kp := KeyPair{Priv: priv, Pub: pub}
+	return PreKey{ID: id, KeyPair: kp, made: kp}, nil
 }
 
 // String describes the prekey without revealing any key bytes.
@@ -33,12 +53,13 @@ func (k PreKey) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(k.String()))
 func (k PreKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // Validate checks that the ID is in 1..MaxPreKeyID and that Pub is the
-// X25519 public key of a non-zero Priv. Errors are *PreKeyError.
+// X25519 public key of a non-zero Priv (derived again unless the pair is
+// the one NewPreKey made). Errors are *PreKeyError.
 func (k PreKey) Validate() error {
 	if k.ID == 0 || k.ID > MaxPreKeyID {
 		return &PreKeyError{ID: k.ID, Problem: fmt.Sprintf("ID is outside 1..%d", MaxPreKeyID)}
 	}
-	if err := checkKeyPair("KeyPair", k.KeyPair, true); err != nil {
+	if err := checkKeyPair("KeyPair", k.KeyPair, k.KeyPair != k.made); err != nil {
 		if ve, ok := err.(*ValidationError); ok {
 			return &PreKeyError{ID: k.ID, Problem: ve.Field + ": " + ve.Problem}
 		}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
@@ -88,11 +87,11 @@ func addPreKeys(ctx context.Context, st store.Store, id string, maxID uint32, n 
 		if err := ctx.Err(); err != nil {
 			return nil, err // the connection is gone: stop generating
 		}
-		priv, pub, err := crypto.GeneratePair()
+		k, err := store.NewPreKey(maxID + 1 + uint32(i))
 		if err != nil {
 			return nil, fmt.Errorf("generate prekey: %w", err)
 		}
-		fresh[i] = store.PreKey{ID: maxID + 1 + uint32(i), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
+		fresh[i] = k
 	}
 	if err := st.AddPreKeys(ctx, id, fresh); err != nil {
 		return nil, fmt.Errorf("store new prekeys: %w", err)
