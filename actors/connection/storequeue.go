@@ -54,8 +54,12 @@ func (q *storeQueue) work() {
 }
 
 // maxStoreWorkers bounds the goroutines running store calls at once, for all
-// the accounts of the process.
-const maxStoreWorkers = 64
+// the accounts of the process. Each call's timeout starts when it runs, so
+// when the store hangs, calls queued behind the workers wait for the
+// workers' timeouts first: at 1,024 workers and a 2 s timeout, 20,000
+// accounts' calls drain in about 40 s, where a goroutine each failed
+// together after 2 s; the descriptors kept stay under 0.5 MiB.
+const maxStoreWorkers = 1024
 
 // storeWorkers runs the queues that have jobs, on at most maxStoreWorkers
 // goroutines started while queues wait (none when all are idle). A cold
