@@ -104,7 +104,9 @@ func (r *wsReader) preload(br *bufio.Reader) {
 	if n == 0 {
 		return
 	}
-	r.resize(n)
+	// A buffer of their size, not a lent one: the handshake that follows
+	// must not read past its budget into the rest of a lent buffer.
+	r.buf = make([]byte, max(readBufferSize, n))
 	r.w, _ = io.ReadFull(br, r.buf[:n]) // buffered: cannot fail
 }
 
