@@ -16,6 +16,7 @@ import (
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/status"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // DemoOptions configure RunDemo. Every field documents its default.
@@ -123,13 +124,19 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 		fmt.Fprintln(opts.Out, "the server pushes messages, receipts, notifications and calls from the first login and ends the stream of any account that does not ack them")
 	}
 
+	// The other side of the conversations: a contact greets each account
+	// once it is connected, through the real Signal path.
+	contact, err := emu.AddContact("")
+	if err != nil {
+		return fmt.Errorf("app: demo: contact: %w", err)
+	}
 	sub := a.Events().Subscribe(1024)
 	narrateCtx, stopNarrating := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		narrate(narrateCtx, sub, emu, a.Board(), opts)
+		narrate(narrateCtx, sub, emu, contact, a.Board(), opts)
 	}()
 	runErr := a.Run(ctx)
 	stopNarrating()
@@ -168,18 +175,23 @@ func demoConfig(emu *emulator.Server, storePath, listen string, opts DemoOptions
 }
 
 // printHealth writes the health summary as one line, with what the server
-// saw of the accounts' acks.
+// saw of the accounts' acks and of the contact's messages.
 func printHealth(out io.Writer, s status.Summary, st emulator.Stats) {
-	fmt.Fprintf(out, "health: %d accounts: %d connected, %d connecting, %d pairing, %d backoff, %d unpaired; %d reconnects, %d restarts; server: %d stanzas pushed, %d acked, %d malformed acks, %d ack kills, %d prekey uploads\n",
+	fmt.Fprintf(out, "health: %d accounts: %d connected, %d connecting, %d pairing, %d backoff, %d unpaired; %d reconnects, %d restarts; server: %d stanzas pushed, %d acked, %d malformed acks, %d ack kills, %d prekey uploads; contacts: %d messages routed, %d receipts, %d retry receipts\n",
 		s.Total, s.ByState[events.StateConnected], s.ByState[events.StateConnecting], s.ByState[events.StatePairing],
 		s.ByState[events.StateBackoff], s.ByState[events.StateUnpaired], s.Reconnects, s.Restarts,
-		st.StanzasPushed+st.Redeliveries, st.AcksOK, st.AcksMalformed, st.AckDeadlineKills, st.PrekeyUploads)
+		st.StanzasPushed+st.Redeliveries, st.AcksOK, st.AcksMalformed, st.AckDeadlineKills, st.PrekeyUploads,
+		st.MessagesRouted, st.Receipts, st.RetryReceipts)
 }
 
 // narrate tells the story on Out and plays the phone: every account's
 // first QR code is scanned, or its first link code typed, after ScanAfter.
-func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, board *status.Board, opts DemoOptions) {
+// It also plays the contact, who sends each account a text once it is first
+// connected, and shows the messages the accounts receive.
+func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, contact *emulator.Contact, board *status.Board, opts DemoOptions) {
 	scanned := map[string]bool{}
+	paired := map[string]jid.JID{} // account → its device JID
+	greeted := map[string]bool{}
 	var scans sync.WaitGroup
 	defer scans.Wait()
 	// later plays the phone's act after ScanAfter, as a person would
@@ -234,8 +246,22 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 				})
 			case events.KindPaired:
 				fmt.Fprintf(opts.Out, "%s: paired as %s\n", e.Account, e.JID)
+				if j, err := jid.Parse(e.JID); err == nil {
+					paired[e.Account] = j
+				}
 			case events.KindConnected:
 				fmt.Fprintf(opts.Out, "%s: connected\n", e.Account)
+				if j, ok := paired[e.Account]; ok && !greeted[e.Account] {
+					greeted[e.Account] = true
+					text := "Hello " + e.Account + ", this is " + contact.Name()
+					if _, err := emu.SendText(contact.Devices()[0], j, text); err != nil {
+						fmt.Fprintf(opts.Out, "%s: the contact could not send: %v\n", e.Account, err)
+					}
+				}
+			case events.KindMessage:
+				if m := e.Message; m != nil && m.Text != "" {
+					fmt.Fprintf(opts.Out, "%s: message from %s (%s): %q\n", e.Account, m.Sender, m.PushName, m.Text)
+				}
 			case events.KindDisconnected, events.KindAlarm:
 				fmt.Fprintf(opts.Out, "%s: %s: %s\n", e.Account, e.Kind, e.Error)
 			}

@@ -40,10 +40,11 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 		return n >= 60
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(out.String(), ": connected\n") < 3 || !acked() {
+	// Each account gets the contact's greeting through Signal and shows it.
+	for strings.Count(out.String(), ": connected\n") < 3 || !acked() || strings.Count(out.String(), ", this is Contact ") < 3 {
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("demo did not connect and ack with 3 accounts in 30 s; output:\n%s", out.String())
+			t.Fatalf("demo did not connect, ack and show a message with 3 accounts in 30 s; output:\n%s", out.String())
 		}
 		select {
 		case err := <-done:
@@ -60,7 +61,8 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("demo did not stop within 5 s")
 	}
-	for _, want := range []string{"demo-1: paired as ", "demo-3: connected", "dashboard and API: http://127.0.0.1:"} {
+	for _, want := range []string{"demo-1: paired as ", "demo-3: connected", "dashboard and API: http://127.0.0.1:",
+		`demo-2: message from 15551000001@s.whatsapp.net (Contact 0001): "Hello demo-2, this is Contact 0001"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
