@@ -333,6 +333,8 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"Account", status.Account{}, true},
 		{"ActionResult", actionResult{}, true},
 		{"PairRequest", pairRequest{}, false},
+		{"MessageRequest", messageRequest{}, false},
+		{"MessageResult", messageResult{}, true},
 		{"LinkCode", linkCodeResult{}, true},
 		{"Event", events.Wire{}, true},
 		{"MessageEvent", events.WireMessage{}, true},

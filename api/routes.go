@@ -62,6 +62,7 @@ func (s *Server) routes() *http.ServeMux {
 	handle(http.MethodPost, routePair, s.handlePair)
 	handle(http.MethodPost, routeRestart, s.handleAction("restart", Controller.Restart))
 	handle(http.MethodPost, routeLogout, s.handleAction("logout", Controller.Logout))
+	handle(http.MethodPost, routeMessages, s.handleMessages)
 	handle(http.MethodGet, routeQR, s.handleQR)
 	handle(http.MethodGet, routeEvents, s.handleEvents)
 	handle(http.MethodGet, routeOpenAPI, s.handleOpenAPI)

@@ -555,6 +555,7 @@ func (a *App) connectionDeps(acct supervisor.Account) connection.Deps {
 		Dialer:     a.observedDialer,
 	}
 	deps.RawMessages = a.cfg.Messages.Raw
+	deps.SendRate = connection.SendRate{PerMinute: a.cfg.Messages.SendPerMinute, Burst: a.cfg.Messages.SendBurst}
 	if a.journal != nil {
 		deps.Journal = a.journal // message events are durable before their Signal state
 	}

@@ -38,12 +38,34 @@ type Config struct {
 	Webhooks []Webhook `mapstructure:"webhooks"`
 }
 
-// Messages configures the received messages' events.
+// Messages configures the received messages' events and the sends.
 type Messages struct {
 	// Raw adds each message's serialized protobuf (base64, the plaintext)
 	// to its "message" event, for consumers that read the kinds the event
 	// only names. Default: false.
 	Raw bool `mapstructure:"raw"`
+	// SendPerMinute and SendBurst limit the messages each account sends
+	// (POST /api/accounts/{id}/messages answers 429 beyond them), so that
+	// a caller's bug cannot get an account banned for spam. Defaults:
+	// connection.DefaultSendRate (20 a minute, 5 at once).
+	SendPerMinute float64 `mapstructure:"send_per_minute"`
+	SendBurst     int     `mapstructure:"send_burst"`
+}
+
+// Bounds of the send rate keys.
+const (
+	MaxSendPerMinute = 600
+	MaxSendBurst     = 100
+)
+
+func (m Messages) validate() error {
+	switch {
+	case m.SendPerMinute <= 0 || m.SendPerMinute > MaxSendPerMinute:
+		return keyError("messages.send_per_minute", fmt.Sprintf("must be above 0 and at most %d", MaxSendPerMinute))
+	case m.SendBurst < 1 || m.SendBurst > MaxSendBurst:
+		return keyError("messages.send_burst", fmt.Sprintf("must be 1 to %d", MaxSendBurst))
+	}
+	return nil
 }
 
 // Server says where the WhatsApp server is and how to trust it.
@@ -279,6 +301,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("safety.mass_logout_share", 0.2)
 	v.SetDefault("safety.mass_logout_min", 3)
 	v.SetDefault("safety.mass_logout_window", 10*time.Minute)
+	v.SetDefault("messages.send_per_minute", connection.DefaultSendRate.PerMinute)
+	v.SetDefault("messages.send_burst", connection.DefaultSendRate.Burst)
 	v.SetDefault("accounts", []map[string]any{})
 	v.SetDefault("webhooks", []map[string]any{})
 }

@@ -48,6 +48,9 @@ func (c *Config) Validate() error {
 	if err := c.Safety.validate(); err != nil {
 		return err
 	}
+	if err := c.Messages.validate(); err != nil {
+		return err
+	}
 	if err := c.Redis.validate(); err != nil {
 		return err
 	}

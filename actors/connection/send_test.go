@@ -1,12 +1,15 @@
 package connection
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // waitReceived waits until the emulated device decrypted n messages from
@@ -115,5 +118,61 @@ func TestSendText(t *testing.T) {
 	if st.CompanionMessages != 3 || st.CompanionDecryptFailures != 0 || st.CompanionMessagesRefused != 0 || len(st.Violations) != 0 {
 		t.Errorf("emulator stats: %d messages, %d decrypt failures, %d refused, violations %v",
 			st.CompanionMessages, st.CompanionDecryptFailures, st.CompanionMessagesRefused, st.Violations)
+	}
+}
+
+func TestSendRefusals(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{})
+	d := h.deps("acct1")
+	d.SendRate = SendRate{PerMinute: 1, Burst: 2}
+	pid, _ := pairAccount(t, h, srv, d)
+	contact, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *SendText) *SendResult {
+		t.Helper()
+		res, err := h.system.Root.RequestFuture(pid, m, waitTimeout).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.(*SendResult)
+	}
+	bad := []*SendText{
+		{To: contact.JID(), Text: ""},
+		{To: contact.JID(), Text: string(make([]byte, MaxTextLen+1))},
+		{To: contact.Devices()[1].JID(), Text: "to a device"},
+		{To: jid.New("120363012345678901", jid.GroupServer), Text: "to a group"},
+		{To: contact.JID(), Text: "bad key", Key: "with space"},
+	}
+	for _, m := range bad {
+		if r := send(m); !errors.Is(r.Err, ErrSendInput) || r.ID != "" {
+			t.Errorf("%s %q: %+v, want ErrSendInput", m.To, m.Key, r)
+		}
+	}
+	// The burst goes out; the next send waits for the rate.
+	for i := range 2 {
+		if r := send(&SendText{To: contact.JID(), Text: "burst"}); r.Err != nil {
+			t.Fatalf("send %d of the burst: %v", i, r.Err)
+		}
+	}
+	r := send(&SendText{To: contact.JID(), Text: "one too many", Key: "k"})
+	if !errors.Is(r.Err, ErrRateLimited) || r.RetryAfter <= 0 || r.RetryAfter > time.Minute {
+		t.Fatalf("beyond the burst: %+v", r)
+	}
+	// Only the burst reached the server.
+	waitReceived(t, contact.Devices()[0], 2)
+	if got := srv.Stats().CompanionMessages; got != 2 {
+		t.Errorf("%d messages reached the server, want 2", got)
+	}
+
+	// Not connected: refused at once.
+	h.stop(pid)
+	d.SendRate = SendRate{}
+	d.Dialer = func(ctx context.Context, _ DialRequest) (Session, error) { <-ctx.Done(); return nil, ctx.Err() }
+	pid = h.spawn(emulatorDeps(d, srv))
+	if r := send(&SendText{To: contact.JID(), Text: "offline"}); !errors.Is(r.Err, ErrNotConnected) {
+		t.Errorf("offline: %+v, want ErrNotConnected", r)
 	}
 }
