@@ -645,3 +645,29 @@ func TestReceiveUnsupportedGetsNoRetry(t *testing.T) {
 		}
 	}
 }
+
+// The events published from the store queue carry no state: the
+// connection may have ended while the job ran, and the status board must
+// keep the state the actor reported.
+func TestReceiveEventsCarryNoState(t *testing.T) {
+	f := newFixture(t)
+	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
+	alice.start(f.bundle(1))
+	if res := f.receive(direct("3EB0I1", alice.jid, alice.encrypt(text("x"))), 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	again := newPeer(t, alice.jid)
+	again.start(f.bundle(2))
+	if res := f.receive(direct("3EB0I2", alice.jid, again.encrypt(text("y"))), 0); res.err != nil {
+		t.Fatal(res.err)
+	}
+	evs := f.pub.take()
+	if len(evs) != 3 {
+		t.Fatalf("%d events, want 2 messages and an identity change", len(evs))
+	}
+	for _, e := range evs {
+		if e.State != "" || e.From != "" {
+			t.Fatalf("%s event with state %q from %q", e.Kind, e.State, e.From)
+		}
+	}
+}

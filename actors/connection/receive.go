@@ -203,8 +203,7 @@ func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received
 		r.events.Publish(*ev)
 	}
 	for _, addr := range applied.ChangedIdentities {
-		r.events.Publish(events.Event{Account: r.dev.ID, Kind: events.KindIdentityChanged, State: events.StateConnected,
-			From: events.StateConnected, JID: r.dev.JID, Peer: peerJID(addr), Time: r.now()})
+		r.events.Publish(events.Event{Account: r.dev.ID, Kind: events.KindIdentityChanged, JID: r.dev.JID, Peer: peerJID(addr), Time: r.now()})
 	}
 	return &received{in: in}
 }
@@ -220,8 +219,9 @@ func (r *receiver) messageEvent(in *inbound, chat jid.JID, msg *waproto.Message)
 	if r.raw {
 		m.Raw, _ = proto.Marshal(msg) // a parsed message re-marshals
 	}
-	return &events.Event{Account: r.dev.ID, Kind: events.KindMessage, State: events.StateConnected,
-		From: events.StateConnected, JID: r.dev.JID, Message: m, Time: r.now()}
+	// No State: the job runs off the actor, and the connection may have
+	// ended meanwhile; the status board keeps the state the actor reported.
+	return &events.Event{Account: r.dev.ID, Kind: events.KindMessage, JID: r.dev.JID, Message: m, Time: r.now()}
 }
 
 // failed is the outcome of a message that did not decrypt: nothing it
