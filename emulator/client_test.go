@@ -34,6 +34,7 @@ type testDevice struct {
 	regID                uint32
 	adv                  [32]byte
 	jid, lid             jid.JID
+	account              []byte // the ADVSignedDeviceIdentity of pairing (its <device-identity>)
 }
 
 func newTestDevice(t testing.TB) *testDevice {
@@ -366,6 +367,7 @@ func pair(t testing.TB, srv *emulator.Server, d *testDevice) emulator.Linked {
 	if err != nil {
 		t.Fatalf("client ADV check: %v", err)
 	}
+	d.account = marshal(t, p.Account)
 	c.send(iq(id, "result", "", node.New("pair-device-sign").WithChildren(
 		node.New("device-identity", node.IntAttr("key-index", int64(p.KeyIndex))).WithBytes(p.Reply))))
 	se := c.expectTag("stream:error")
