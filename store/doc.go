@@ -45,6 +45,14 @@
 // (bolt_signal.go); Delete drops it, Archive moves it into the entry and
 // RestoreArchived puts it back, like the prekeys.
 //
+// The idempotency keys of sends (sendlog.go: SendLog, in Backend) live in
+// the same per-account Signal state as "m:KEY" entries ("UNIX ID", not
+// sealed: they hold no secret): ClaimSend records a key once, fenced like
+// a device write, and a claim of a key recorded less than SendKeyTTL ago
+// returns the first message's ID instead. They go with the Signal state
+// on Delete and Archive; an expired entry is replaced by the next claim
+// of its key, and is otherwise kept until the device goes.
+//
 // A server-initiated wipe archives instead of deleting (archive.go):
 // Archive moves the device, its prekeys and its Signal state into an
 // archive entry keyed by account and time, sealed like live records;

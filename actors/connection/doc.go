@@ -128,6 +128,29 @@
 // replaced another, an events.KindIdentityChanged event (trusted on first
 // use, never fatal).
 //
+// # Sending messages (send.go, fanout.go)
+//
+// *SendText (POST /api/accounts/{id}/messages) is refused at once for bad
+// input, an account not connected, or the account's send rate
+// (Deps.SendRate, a token bucket: ErrRateLimited with the wait). A send
+// with an idempotency key records it first (Deps.SendLog, a store job):
+// a key already recorded answers with the first message's ID and sends
+// nothing. The send is then queued; sends run one at a time. Each runs in
+// a goroutine that asks the actor to write its IQs and waits for their
+// answers (at most Keepalive.Timeout): the usync device lists of the
+// recipient and of our own user, the prekey bundles of the devices without
+// a stored session; then one store job reads the sessions, initiates the
+// missing ones from their bundles (the peer's identity recorded, trust on
+// first use), encrypts the padded Message for each device (a
+// DeviceSentMessage for our own other devices) and writes every change
+// with one ApplySignal before the actor writes the <message> (wire/e2e;
+// <device-identity> with any pkmsg). The server's <ack class=message> is
+// reported as message_sent (its t as the event's time) or message_failed
+// (its error); a send the connection's end interrupts, queued, running or
+// unacknowledged, as message_failed. A phash in the ack that differs from
+// ours is logged: device lists are fetched for every send, nothing is
+// cached. Groups are not sent yet.
+//
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //
 //	515 after pair-device-sign          expected: reconnect at once with the login payload

@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/waproto"
 	"github.com/wafleet/wafleet/wire/e2e"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
@@ -112,8 +113,10 @@ func (r *sendRun) prepare() (node.Node, error) {
 // reference client does) and stores every session change before it
 // returns; at least one of the recipient's devices must be reached.
 func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[jid.JID]e2e.BundleResult) ([]e2e.Part, error) {
-	plain := textMessage(r.out.text)
-	synced := deviceSentMessage(r.out.to.String(), plain)
+	plain, synced, err := plaintexts(r.out.to, r.out.text)
+	if err != nil {
+		return nil, err
+	}
 	var changes store.SignalChanges
 	parts := make([]e2e.Part, 0, len(devices))
 	reached := false
@@ -217,17 +220,18 @@ func localIdentity(d *store.Device) signal.LocalIdentity {
 	return signal.LocalIdentity{Key: &crypto.KeyPair{Pub: d.IdentityKey.Pub, Priv: d.IdentityKey.Priv}, RegistrationID: d.RegistrationID}
 }
 
-// The E2E Message protobuf, the two fields a text send needs (WhatsApp's
-// numbers, whatsmeow's proto/waE2E): Message.conversation (1, string) and
-// Message.deviceSentMessage (31) = DeviceSentMessage{destinationJID (1,
-// string), message (2, Message)}.
-func textMessage(text string) []byte {
-	return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), text)
-}
-
-func deviceSentMessage(destination string, msg []byte) []byte {
-	var dsm []byte
-	dsm = protowire.AppendString(protowire.AppendTag(dsm, 1, protowire.BytesType), destination)
-	dsm = protowire.AppendBytes(protowire.AppendTag(dsm, 2, protowire.BytesType), msg)
-	return protowire.AppendBytes(protowire.AppendTag(nil, 31, protowire.BytesType), dsm)
+// plaintexts are the serialized Messages of a text send: the text
+// (conversation) for the recipient's devices, and for our own other
+// devices the same wrapped in a DeviceSentMessage naming the chat, as the
+// reference client sends them (whatsmeow marshalMessage).
+func plaintexts(to jid.JID, text string) (plain, synced []byte, err error) {
+	msg := &waproto.Message{Conversation: proto.String(text)}
+	if plain, err = proto.Marshal(msg); err != nil {
+		return nil, nil, fmt.Errorf("marshal message: %w", err)
+	}
+	dsm := &waproto.Message{DeviceSentMessage: &waproto.Message_DeviceSent{DestinationJID: proto.String(to.String()), Message: msg}}
+	if synced, err = proto.Marshal(dsm); err != nil {
+		return nil, nil, fmt.Errorf("marshal device-sent message: %w", err)
+	}
+	return plain, synced, nil
 }
