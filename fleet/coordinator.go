@@ -289,9 +289,9 @@ func (c *Coordinator) shutdown() error {
 	return nil
 }
 
-// Step runs one tick: heartbeat and renew (one round trip), close lost or
-// expiring accounts, start those whose guard interval ended, then hand
-// over, drop and acquire as Decide says. The accounts are assigned to the
+// Step runs one tick: heartbeat and renew (one round trip per 10,000
+// leases), close lost or expiring accounts, start those whose guard
+// interval ended, then hand over, drop and acquire as Decide says. The accounts are assigned to the
 // members again only when either changed; otherwise a tick costs in
 // proportion to this instance's share of the accounts.
 func (c *Coordinator) Step(ctx context.Context) {
@@ -521,8 +521,8 @@ func (c *Coordinator) closeLost(leases []redis.Lease, reason string) {
 }
 
 // stop drops the accounts' leases locally, closes their sockets, ends
-// their actors, then gives the leases back (one round trip) so that
-// another member can take them at once.
+// their actors, then gives the leases back (one round trip per 10,000) so
+// that another member can take them at once.
 func (c *Coordinator) stop(ctx context.Context, accounts []string, reason string) {
 	if len(accounts) == 0 {
 		return

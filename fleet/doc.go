@@ -2,7 +2,8 @@
 // that share one Redis: rendezvous (highest random weight) hashing picks
 // each account's preferred instance, and the Coordinator runs the lease
 // loop of one instance — heartbeat and renewal of all its leases in one
-// round trip per tick, closing the connections of accounts whose lease is
+// round trip per tick (one more per 10,000 leases beyond the first 10,000,
+// in parallel), closing the connections of accounts whose lease is
 // lost or past its local deadline, acquiring its preferred accounts and
 // handing over, a bounded number per tick, those another instance now
 // prefers. Sockets registers every connection (and dial) by account and
@@ -33,7 +34,8 @@
 // clock: the acquire script records the account's holder (deleted by a
 // release) and returns the previous one with its beat count — a counter in
 // Redis that every heartbeat and acquisition of that instance increments,
-// and that no clock moves. A renewal travels with a heartbeat, so the
+// and that no clock moves. A renewal counts only when the heartbeat sent
+// with it, in the same tick and no earlier, succeeded, so the
 // previous holder's deadline is at most TTL-Margin after the moment its
 // count last changed. If this instance has watched that count unchanged
 // since local time t, that moment is before t; otherwise it is before our
@@ -71,7 +73,9 @@
 // backs up, not to all the fleet's accounts: the rendezvous assignment
 // (one score per account and member) is computed again only when the
 // members or the accounts change; a tick renews the held leases in one
-// pipeline, and every third tick it also reads the lease keys of the
+// pipeline per 10,000 (store/redis.LeaseOptions.RenewBatch: each bounded by
+// its own timeout, so that a slow Redis leaves some leases unrenewed for
+// a tick rather than all of them), and every third tick it also reads the lease keys of the
 // accounts for which this instance ranks second (and of those it handed
 // over), so the fleet reads about one lease key per account every three
 // ticks however many instances it has. Acquisitions go 1,000 to a round

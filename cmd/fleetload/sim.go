@@ -159,8 +159,15 @@ func simulate(ctx context.Context, cfg simConfig) (*simReport, error) {
 			return nil, err
 		}
 	}
-	for _, in := range f.insts {
+	// Their loops start spread over one tick interval, as processes
+	// started together would drift apart: in step, every instance's
+	// renewals reach Redis at the same moment, and the last answers of
+	// such a burst of a million leases came after the client's timeout.
+	for i, in := range f.insts {
 		in.run()
+		if i < len(f.insts)-1 {
+			time.Sleep(cfg.ttl / 5 / time.Duration(len(f.insts)))
+		}
 	}
 	logf("%d instances started over %d accounts; waiting for them to converge...", cfg.instances, cfg.accounts)
 	if r.initial, err = f.converge(ctx, start); err != nil {
@@ -226,7 +233,9 @@ func simIndex(acct string) int {
 func (f *simFleet) add(ctx context.Context, join bool) error {
 	idx := len(f.insts)
 	name := fmt.Sprintf("sim-%02d", idx)
-	client := goredis.NewClient(&goredis.Options{Addr: f.cfg.redisAddr})
+	// The product's client timeouts (app's redisTimeout): a round trip
+	// whose answer takes longer fails there too.
+	client := goredis.NewClient(&goredis.Options{Addr: f.cfg.redisAddr, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
 	trips := &atomic.Int64{}
 	client.AddHook(tripHook{trips})
 	l, err := redis.NewLeases(client, redis.LeaseOptions{Instance: name, TTL: f.cfg.ttl})

@@ -2,19 +2,29 @@ package redis
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
 )
 
 // BenchmarkRenewTick measures one Tick (heartbeat + epoch check + renewal
-// of every held lease) and reports the Redis round trips it took.
+// of every held lease) on a private redis-server reached over TCP with the
+// product's client timeouts, and reports the Redis round trips it took and
+// the CPU time Redis spent on it (its main thread, from INFO).
 func BenchmarkRenewTick(b *testing.B) {
+	srv := redistest.Start(b, redistest.Config{})
 	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
-			c, prefix := sharedClient(b)
+			c := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+			defer c.Close()
+			prefix := redistest.Prefix()
 			m := newLeases(b, c, prefix, "inst-a", newClock(), time.Minute)
 			accts := make([]string, n)
 			for i := range accts {
@@ -23,6 +33,10 @@ func BenchmarkRenewTick(b *testing.B) {
 			if r, err := m.Acquire(b.Context(), accts...); err != nil || len(r.Acquired) != n {
 				b.Fatalf("Acquire got %d, %v", len(r.Acquired), err)
 			}
+			if _, err := m.Tick(b.Context()); err != nil { // loads the script
+				b.Fatal(err)
+			}
+			cpu0 := redisCPU(b, c)
 			h := &counter{}
 			c.AddHook(h)
 			b.ReportAllocs()
@@ -34,9 +48,31 @@ func BenchmarkRenewTick(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(h.RoundTrips())/float64(b.N), "roundtrips/tick")
+			trips := h.RoundTrips()
+			b.ReportMetric(float64(trips)/float64(b.N), "roundtrips/tick")
+			b.ReportMetric((redisCPU(b, c)-cpu0).Seconds()*1000/float64(b.N), "redis-cpu-ms/tick")
 		})
 	}
+}
+
+// redisCPU returns the CPU time the server's main thread has used.
+func redisCPU(b *testing.B, c *goredis.Client) time.Duration {
+	info, err := c.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sec float64
+	for line := range strings.Lines(info) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			sec += f
+		}
+	}
+	return time.Duration(sec * float64(time.Second))
 }
 
 // BenchmarkSave measures a fenced Save (two round trips on a single node:

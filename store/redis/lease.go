@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -19,7 +20,12 @@ const (
 	DefaultLeaseTTL     = 15 * time.Second
 	DefaultChunkSize    = 500
 	DefaultAcquireBatch = 1000
+	DefaultRenewBatch   = 10000
 )
+
+// tripsAtOnce bounds the round trips of one Tick or Close in flight at
+// once (the pool's other connections stay free for device writes).
+const tripsAtOnce = 4
 
 // LeaseOptions configures NewLeases.
 type LeaseOptions struct {
@@ -39,8 +45,15 @@ type LeaseOptions struct {
 	// Timeout bounds each round trip. Default TTL/5.
 	Timeout time.Duration
 	// ChunkSize is how many leases one renew script covers on a single node
-	// (all chunks still travel in one pipeline). Default 500.
+	// (a round trip of Tick carries several). Default 500.
 	ChunkSize int
+	// RenewBatch is how many leases one round trip of Tick renews (or of
+	// Close and GiveBack releases): up to that many, a Tick is one round
+	// trip; each RenewBatch more add one, sent in parallel, each bounded
+	// by Timeout. (One pipeline of 100,000 renewals took longer than the
+	// tick's period on a busy Redis, and a pipeline fails as a whole:
+	// every lease then went unrenewed.) Default 10,000.
+	RenewBatch int
 	// AcquireBatch is how many acquisitions one round trip of Acquire
 	// carries; more take a round trip per batch. Default 1000.
 	AcquireBatch int
@@ -158,6 +171,9 @@ func NewLeases(c goredis.UniversalClient, o LeaseOptions) (*Leases, error) {
 	}
 	if o.AcquireBatch <= 0 {
 		o.AcquireBatch = DefaultAcquireBatch
+	}
+	if o.RenewBatch <= 0 {
+		o.RenewBatch = DefaultRenewBatch
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -367,7 +383,7 @@ func (m *Leases) acquireBatch(ctx context.Context, accounts []string, epoch stri
 	if changed {
 		// The acquisitions may predate the change: give them back before
 		// anything connects, and wait out the grace period.
-		m.releaseValues(ctx, got)
+		_ = m.release(ctx, got, nil)
 		if err := m.adoptEpoch(ctx); err != nil {
 			return err
 		}
@@ -499,9 +515,9 @@ func cmpErr(first, err error) error {
 }
 
 // Release gives up the leases of accounts (each deleted only if still
-// ours), in one round trip. Stop the accounts' connections first. The
-// leases are dropped locally even when Redis cannot be reached (they then
-// expire after the TTL).
+// ours), in one round trip per RenewBatch leases. Stop the accounts'
+// connections first. The leases are dropped locally even when Redis
+// cannot be reached (they then expire after the TTL).
 func (m *Leases) Release(ctx context.Context, accounts ...string) error {
 	return m.GiveBack(ctx, m.Drop(accounts...)...)
 }
@@ -522,20 +538,28 @@ func (m *Leases) Drop(accounts ...string) []Lease {
 }
 
 // GiveBack deletes dropped leases in Redis (each only if still ours), in
-// one round trip.
+// one round trip per RenewBatch leases, in parallel.
 func (m *Leases) GiveBack(ctx context.Context, ls ...Lease) error {
-	ctx, cancel := m.ctx(ctx)
-	defer cancel()
-	return m.releaseValues(ctx, ls)
+	return m.release(ctx, ls, nil)
 }
 
-func (m *Leases) releaseValues(ctx context.Context, ls []Lease) error {
-	if len(ls) == 0 {
+// release deletes the leases ls in Redis (each only if still ours), in a
+// round trip per RenewBatch leases, the first also carrying leave when
+// set, each bounded by Timeout.
+func (m *Leases) release(ctx context.Context, ls []Lease, leave *call) error {
+	if len(ls) == 0 && leave == nil {
 		return nil
 	}
-	calls, _ := m.batch(ls, release, true, func(l Lease) any { return string(l.Value) }, nil)
-	if err := runCalls(ctx, m.c, calls, nil); err != nil {
-		return fmt.Errorf("redis: release leases: %w", err)
+	calls, groups := m.batch(ls, release, true, func(l Lease) any { return string(l.Value) }, nil)
+	trips := m.trips(calls, groups)
+	if leave != nil {
+		trips[0].calls = append(trips[0].calls, leave)
+		calls = append(calls, leave)
+	}
+	for _, err := range m.runTrips(ctx, trips, nil) {
+		if err != nil {
+			return fmt.Errorf("redis: release leases: %w", err)
+		}
 	}
 	for _, cl := range calls {
 		if err := cl.cmd.Err(); err != nil {
@@ -598,21 +622,26 @@ type TickResult struct {
 	// EpochChanged reports that Redis lost its data since the last Tick.
 	EpochChanged bool
 	// Holders maps each watched account to the instance holding its lease
-	// ("" for none); nil when Tick watched none.
+	// ("" for none; left out when its read failed); nil when Tick watched
+	// none.
 	Holders map[string]string
 }
 
 // Tick heartbeats the membership, checks the epoch, renews every held
-// lease and reads the holders of the watched accounts in ONE pipeline (one
-// round trip on a single node; one per node, in parallel, on a Cluster).
-// After Redis lost its data it reasserts the leases still valid locally (a
-// second round trip, only then). On error nothing is renewed: the leases
-// run towards their ValidUntil, and Expire drops them there.
+// lease and reads the holders of the watched accounts: in ONE round trip
+// for up to RenewBatch leases and reads (one per node, in parallel, on a
+// Cluster), plus one per RenewBatch beyond, sent in parallel, each bounded
+// by Timeout. After Redis lost its data it reasserts the leases still valid
+// locally (one more round trip, only then). When the heartbeat's round
+// trip fails nothing is renewed; when another one fails, its leases alone
+// are not, and Tick returns the leases it did renew or lost with an
+// error. Leases not renewed run towards their ValidUntil (the next Tick
+// tries again), and Expire drops them there.
 func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) {
 	var res TickResult
-	ctx, cancel := m.ctx(ctx)
-	defer cancel()
-	epoch, err := m.currentEpoch(ctx)
+	ectx, cancel := m.ctx(ctx)
+	epoch, err := m.currentEpoch(ectx)
+	cancel()
 	if err != nil {
 		return res, err
 	}
@@ -631,12 +660,15 @@ func (m *Leases) Tick(ctx context.Context, watch ...string) (TickResult, error) 
 	res.EpochChanged = round.epochChanged(epoch)
 	var refused []Lease
 	res.Renewed, refused = m.applyRenewals(round, !res.EpochChanged)
+	renewErr := round.renewErr()
 	if !res.EpochChanged {
 		res.Lost = refused
-		return res, nil
+		return res, renewErr
 	}
-	res.Reasserted, res.Lost, err = m.reassert(ctx, refused)
-	return res, err
+	rctx, cancel := m.ctx(ctx)
+	defer cancel()
+	res.Reasserted, res.Lost, err = m.reassert(rctx, refused)
+	return res, cmpErr(renewErr, err)
 }
 
 // heldForTick returns the leases to renew, or ErrClosed.
@@ -653,9 +685,9 @@ func (m *Leases) heldForTick() ([]Lease, error) {
 	return ls, nil
 }
 
-// tickRound is the one pipeline of a Tick and its answers: the heartbeat,
-// the renewals of the held leases (by group), the epoch marker and the
-// lease keys of the watched accounts.
+// tickRound is the round trips of a Tick and their answers: the
+// heartbeat, the renewals of the held leases (by group), the epoch marker
+// and the lease keys of the watched accounts.
 type tickRound struct {
 	heartbeat *call
 	renews    []*call
@@ -663,12 +695,22 @@ type tickRound struct {
 	epoch     *goredis.StringCmd
 	watch     []string
 	leaseKeys []*goredis.StringCmd // of watch
-	// sent and answered are the local times around the round trip.
+	// failed counts the leases of the round trips that failed, and err is
+	// the first of their errors.
+	failed int
+	err    error
+	// sent and answered are the local times around the round trips.
 	sent, answered time.Time
 }
 
-// sendTick runs the tick's pipeline. It fails when the round trip or the
-// heartbeat failed; a failed renewal is left to applyRenewals.
+// sendTick runs the tick's round trips: the first carries the heartbeat,
+// the epoch and up to RenewBatch leases (none when there are more, each
+// RenewBatch then going in a round trip of its own); the reads of the
+// watched lease keys fill the last one's room, then trips of their own (a
+// read counting as a lease); at most tripsAtOnce are in flight. It fails
+// when the heartbeat failed (then no renewal may count: a renewal must
+// travel with a heartbeat, see guardUntil); the other failures are in the
+// round's failed and err, their leases left to applyRenewals.
 func (m *Leases) sendTick(ctx context.Context, ls []Lease, watch []string) (*tickRound, error) {
 	r := &tickRound{
 		heartbeat: &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "0"}},
@@ -676,31 +718,122 @@ func (m *Leases) sendTick(ctx context.Context, ls []Lease, watch []string) (*tic
 		leaseKeys: make([]*goredis.StringCmd, len(watch)),
 	}
 	r.renews, r.groups = m.batch(ls, renew, false, func(l Lease) any { return string(l.Value) }, []any{m.o.TTL.Milliseconds()})
+	trips := m.trips(r.renews, r.groups)
+	if len(trips) > 1 {
+		// The heartbeat goes alone: a small pipeline is answered in time
+		// by a Redis that the renewals keep busy, and without its answer
+		// no renewal counts.
+		trips = append([]trip{{}}, trips...)
+	}
+	trips = m.addReads(trips, len(watch))
+	trips[0].calls = append([]*call{r.heartbeat}, trips[0].calls...)
 	r.sent = m.o.Now()
-	err := runCalls(ctx, m.c, append([]*call{r.heartbeat}, r.renews...), func(p goredis.Pipeliner) {
-		r.epoch = p.Get(ctx, m.k.epoch())
-		for i, a := range watch {
-			r.leaseKeys[i] = p.Get(ctx, m.k.lease(a))
+	errs := m.runTrips(ctx, trips, func(i int, p goredis.Pipeliner) {
+		if i == 0 {
+			r.epoch = p.Get(ctx, m.k.epoch())
+		}
+		for _, j := range trips[i].reads {
+			r.leaseKeys[j] = p.Get(ctx, m.k.lease(watch[j]))
 		}
 	})
-	if err == nil {
-		err = r.heartbeat.cmd.Err()
-	}
-	if err != nil {
+	r.answered = m.o.Now()
+	if err := cmpErr(errs[0], r.heartbeat.cmd.Err()); err != nil {
 		return nil, err
 	}
-	r.answered = m.o.Now()
+	for i, err := range errs[1:] {
+		if err != nil && trips[i+1].leases > 0 {
+			r.failed += trips[i+1].leases
+			r.err = cmpErr(r.err, err)
+		}
+	}
 	return r, nil
 }
 
+// trip is one round trip of a Tick, Close or GiveBack: script calls that
+// cover leases, and reads of watched lease keys (indexes into the watched
+// accounts).
+type trip struct {
+	calls  []*call
+	leases int
+	reads  []int
+}
+
+// trips splits calls, each covering the leases of its group, into round
+// trips of about RenewBatch leases each (at least one, maybe empty).
+func (m *Leases) trips(calls []*call, groups [][]Lease) []trip {
+	trips := []trip{{}}
+	for i, cl := range calls {
+		t := &trips[len(trips)-1]
+		if t.leases > 0 && t.leases+len(groups[i]) > m.o.RenewBatch {
+			trips = append(trips, trip{})
+			t = &trips[len(trips)-1]
+		}
+		t.calls = append(t.calls, cl)
+		t.leases += len(groups[i])
+	}
+	return trips
+}
+
+// addReads adds n reads of watched lease keys to trips, a read counting
+// as a lease: into the room the last trip has left, then into trips of
+// RenewBatch reads.
+func (m *Leases) addReads(trips []trip, n int) []trip {
+	for j := range n {
+		t := &trips[len(trips)-1]
+		if t.leases+len(t.reads) >= m.o.RenewBatch {
+			trips = append(trips, trip{})
+			t = &trips[len(trips)-1]
+		}
+		t.reads = append(t.reads, j)
+	}
+	return trips
+}
+
+// runTrips sends each trip's calls in a pipeline of its own (with what
+// extra queues for it), at most tripsAtOnce in flight, each bounded by
+// Timeout, and returns each trip's error.
+func (m *Leases) runTrips(ctx context.Context, trips []trip, extra func(int, goredis.Pipeliner)) []error {
+	errs := make([]error, len(trips))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(trips), tripsAtOnce) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(trips); i = int(next.Add(1) - 1) {
+				var queue func(goredis.Pipeliner)
+				if extra != nil {
+					queue = func(p goredis.Pipeliner) { extra(i, p) }
+				}
+				tctx, cancel := m.ctx(ctx)
+				errs[i] = runCalls(tctx, m.c, trips[i].calls, queue)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// renewErr says how many leases went unrenewed because their round trip
+// failed, or nil.
+func (r *tickRound) renewErr() error {
+	if r.err == nil {
+		return nil
+	}
+	return fmt.Errorf("redis: tick: %d of the leases not renewed: %w", r.failed, r.err)
+}
+
 // holders maps each watched account to the instance holding its lease (""
-// for none); nil when the tick watched none.
+// for none), leaving out those whose read failed; nil when the tick
+// watched none.
 func (r *tickRound) holders() map[string]string {
 	if len(r.watch) == 0 {
 		return nil
 	}
 	out := make(map[string]string, len(r.watch))
 	for i, a := range r.watch {
+		if err := r.leaseKeys[i].Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			continue // its round trip failed: not known
+		}
 		out[a] = LeaseValue(r.leaseKeys[i].Val()).Holder()
 	}
 	return out
@@ -885,8 +1018,9 @@ func (m *Leases) noteBeats(beats map[string]string, answered time.Time) {
 	m.beats = next
 }
 
-// Close releases every held lease and leaves the membership, in one round
-// trip. Stop the connections first. Later calls fail with ErrClosed.
+// Close releases every held lease and leaves the membership: one round
+// trip up to RenewBatch leases, one more per RenewBatch beyond, in
+// parallel. Stop the connections first. Later calls fail with ErrClosed.
 func (m *Leases) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
@@ -900,17 +1034,6 @@ func (m *Leases) Close(ctx context.Context) error {
 	}
 	clear(m.held)
 	m.mu.Unlock()
-	ctx, cancel := m.ctx(ctx)
-	defer cancel()
-	calls, _ := m.batch(ls, release, true, func(l Lease) any { return string(l.Value) }, nil)
-	calls = append(calls, &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}})
-	if err := runCalls(ctx, m.c, calls, nil); err != nil {
-		return fmt.Errorf("redis: close leases: %w", err)
-	}
-	for _, cl := range calls {
-		if err := cl.cmd.Err(); err != nil {
-			return fmt.Errorf("redis: close leases: %w", err)
-		}
-	}
-	return nil
+	leave := &call{script: heartbeat, keys: m.heartbeatKeys(), args: []any{m.o.Instance, m.o.TTL.Milliseconds(), "1"}}
+	return m.release(ctx, ls, leave)
 }

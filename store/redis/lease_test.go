@@ -1,13 +1,19 @@
 package redis
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
@@ -218,6 +224,161 @@ func TestRenewIsOneRoundTrip(t *testing.T) {
 				t.Fatalf("Holders = %v, want %v", tr.Holders, want)
 			}
 		})
+	}
+}
+
+// TestTickRenewsInBatches: a Tick renews RenewBatch leases per round trip,
+// its heartbeat then in a round trip of its own, and reads the watched
+// lease keys as many per round trip; when a renewal's round trip fails,
+// the leases of the others are renewed all the same, the failed ones run
+// to their deadline and Tick reports the failure; the reads whose round
+// trip failed are left out of Holders; when the heartbeat's fails, nothing
+// is renewed.
+func TestTickRenewsInBatches(t *testing.T) {
+	c, prefix := sharedClient(t)
+	clk := newClock()
+	m, _ := batchedLeases(t, c, prefix, clk)
+	if _, err := m.Tick(t.Context()); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	trips := &leaseTrips{}
+	c.AddHook(trips)
+
+	// The heartbeat, 12 renewals and 5 reads, 4 to a round trip.
+	watch := []string{"acct-0", "w-1", "w-2", "w-3", "w-4"}
+	clk.Advance(time.Second)
+	tr, err := m.Tick(t.Context(), watch...)
+	if err != nil || tr.Renewed != 12 || len(tr.Lost) != 0 {
+		t.Fatalf("Tick = %+v, %v", tr, err)
+	}
+	if rt := trips.n.Load(); rt != 6 {
+		t.Fatalf("Tick of 12 leases and 5 reads, 4 per round trip, took %d round trips, want 6", rt)
+	}
+	want := map[string]string{"acct-0": "inst-a", "w-1": "", "w-2": "", "w-3": "", "w-4": ""}
+	if !maps.Equal(tr.Holders, want) {
+		t.Fatalf("Holders = %v, want %v", tr.Holders, want)
+	}
+	renewedAt := clk.Now()
+
+	// The round trips renewing acct-1 (with 3 other leases) and reading
+	// w-4 (alone) fail.
+	clk.Advance(time.Second)
+	trips.failOn(m.k.lease("acct-1"), m.k.lease("w-4"))
+	tr, err = m.Tick(t.Context(), watch...)
+	if err == nil || tr.Renewed != 8 || len(tr.Lost) != 0 || !slices.Equal(tr.Members, []string{"inst-a"}) {
+		t.Fatalf("Tick with a renewal's round trip failing = %+v, %v", tr, err)
+	}
+	if _, ok := tr.Holders["w-4"]; ok || len(tr.Holders) != 4 {
+		t.Fatalf("Holders = %v, want the 4 watched accounts but w-4", tr.Holders)
+	}
+	clk.Advance(renewedAt.Add(m.o.TTL - m.o.Margin).Sub(clk.Now()))
+	if lost := m.Expire(); len(lost) != 4 || len(m.Held()) != 8 {
+		t.Fatalf("at the first renewal's deadline %d expired and %d held, want 4 and 8", len(lost), len(m.Held()))
+	}
+
+	// The heartbeat's round trip fails: nothing is renewed.
+	trips.failOn(m.k.epoch())
+	tr, err = m.Tick(t.Context())
+	if err == nil || tr.Renewed != 0 {
+		t.Fatalf("Tick without its heartbeat = %+v, %v", tr, err)
+	}
+	clk.Advance(time.Second)
+	if lost := m.Expire(); len(lost) != 8 || len(m.Held()) != 0 {
+		t.Fatalf("at the second renewal's deadline %d expired and %d held, want 8 and 0", len(lost), len(m.Held()))
+	}
+}
+
+// batchedLeases returns leases of 2 per script and 4 per round trip,
+// past their grace, holding 12 accounts, which it returns.
+func batchedLeases(t *testing.T, c *goredis.Client, prefix string, clk *testkit.Clock) (*Leases, []string) {
+	t.Helper()
+	m, err := NewLeases(c, LeaseOptions{Prefix: prefix, Instance: "inst-a", ChunkSize: 2, RenewBatch: 4, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if grace, until := m.InGrace(); grace {
+		clk.Advance(until.Sub(clk.Now()))
+	}
+	accts := make([]string, 12)
+	for i := range accts {
+		accts[i] = fmt.Sprintf("acct-%d", i)
+	}
+	if r, err := m.Acquire(t.Context(), accts...); err != nil || len(r.Acquired) != len(accts) {
+		t.Fatalf("Acquire got %d, %v", len(r.Acquired), err)
+	}
+	return m, accts
+}
+
+// TestCloseReleasesInBatches: Close releases RenewBatch leases per round
+// trip, in parallel, and leaves the membership.
+func TestCloseReleasesInBatches(t *testing.T) {
+	c, prefix := sharedClient(t)
+	clk := newClock()
+	m, accts := batchedLeases(t, c, prefix, clk)
+	if _, err := m.Tick(t.Context()); err != nil { // loads the heartbeat script
+		t.Fatal(err)
+	}
+	if err := m.GiveBack(t.Context(), m.Drop("acct-0")...); err != nil { // loads the release script
+		t.Fatal(err)
+	}
+	h := &leaseTrips{}
+	c.AddHook(h)
+	if err := m.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rt := h.n.Load(); rt != 3 {
+		t.Fatalf("Close of 11 leases, 4 per round trip, took %d round trips, want 3", rt)
+	}
+	for _, a := range accts {
+		if n := c.Exists(t.Context(), m.k.lease(a), m.k.holder(a)).Val(); n != 0 {
+			t.Fatalf("%s: %d of its lease and holder keys left after Close", a, n)
+		}
+	}
+	if ms := c.ZRange(t.Context(), m.k.members(), 0, -1).Val(); slices.Contains(ms, "inst-a") {
+		t.Fatalf("members after Close = %v", ms)
+	}
+}
+
+// leaseTrips is a go-redis hook that counts the pipelines of scripts and
+// reads (not those of a new connection's handshake) and fails those that
+// name one of the keys failOn set (the epoch key: a Tick's heartbeat).
+type leaseTrips struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	fail []string
+}
+
+func (h *leaseTrips) failOn(keys ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fail = keys
+}
+
+func (h *leaseTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *leaseTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
+
+func (h *leaseTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if slices.ContainsFunc(cmds, func(c goredis.Cmder) bool { return c.Name() == "evalsha" || c.Name() == "get" }) {
+			h.n.Add(1)
+		}
+		h.mu.Lock()
+		fail := slices.ContainsFunc(cmds, func(c goredis.Cmder) bool {
+			return slices.ContainsFunc(c.Args(), func(a any) bool { return slices.Contains(h.fail, fmt.Sprint(a)) })
+		})
+		h.mu.Unlock()
+		if fail {
+			err := errors.New("injected failure")
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
 	}
 }
 
