@@ -78,8 +78,33 @@ func TestLimiterSecondClient(t *testing.T) {
 	o := LimiterOptions{Rate: 10, Burst: 3}
 	l1, _ := NewLimiter(srv.Client(t), o)
 	l2, _ := NewLimiter(srv.Client(t), o)
-	var waits []time.Duration
-	for i := range 5 {
+	const interval = 100 * time.Millisecond // 1/Rate
+	// The limiter spaces reservations on a schedule that starts at the
+	// first one: reservation k may go at (k-2)·interval after it (a burst of
+	// 3). A slow caller reaches a later reservation closer to its time, so
+	// its wait shrinks; the checks hold however slowly the calls return:
+	// no reservation may go before its time (returned at + wait, from a
+	// start taken before the first call), none waits past it, and the
+	// burst never waits.
+	checkSchedule := func(name string, reserve func(i int) time.Duration) {
+		t.Helper()
+		start := time.Now()
+		for i := range 5 {
+			wait := reserve(i)
+			goesAt := time.Since(start) + wait
+			due := time.Duration(i-2) * interval
+			switch {
+			case i < 3 && wait != 0:
+				t.Fatalf("%s: reservation %d in the burst waits %v", name, i, wait)
+			case i >= 3 && goesAt < due-5*time.Millisecond:
+				t.Fatalf("%s: reservation %d may go %v after the first, before its time %v", name, i, goesAt, due)
+			case wait > max(due, 0)+time.Millisecond:
+				t.Fatalf("%s: reservation %d waits %v, past its time %v", name, i, wait, due)
+			}
+		}
+	}
+	// Both clients share one schedule.
+	checkSchedule("redis", func(i int) time.Duration {
 		l := l1
 		if i%2 == 1 {
 			l = l2
@@ -88,30 +113,15 @@ func TestLimiterSecondClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waits = append(waits, d)
-	}
-	// A burst of 3, then 100 ms apart across both clients.
-	for i, d := range waits[:3] {
-		if d != 0 {
-			t.Fatalf("reservation %d in the burst waits %v", i, d)
-		}
-	}
-	if waits[3] < 50*time.Millisecond || waits[3] > 100*time.Millisecond || waits[4] < 150*time.Millisecond {
-		t.Fatalf("waits after the burst = %v", waits[3:])
-	}
+		return d
+	})
 	// Redis down: the local fallback still spaces the callers.
 	srv.Kill()
 	if _, err := l1.Reserve(t.Context()); err == nil {
 		t.Fatal("Reserve with Redis down returned no error")
 	}
 	fresh, _ := NewLimiter(srv.Client(t), o)
-	var local []time.Duration
-	for range 4 {
-		local = append(local, fresh.reserveLocal())
-	}
-	if local[2] != 0 || local[3] < 50*time.Millisecond {
-		t.Fatalf("local fallback waits %v, want a burst of 3 then ~100ms", local)
-	}
+	checkSchedule("local fallback", func(int) time.Duration { return fresh.reserveLocal() })
 }
 
 func TestDurabilityAssessment(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,7 +149,8 @@ func (s *Server) start(bin string) {
 	s.launch(bin, args)
 }
 
-// launch starts redis-server with args and waits until it listens.
+// launch starts redis-server with args and waits until it listens and
+// has loaded its data (a server reading its AOF answers LOADING).
 func (s *Server) launch(bin string, args []string) {
 	s.t.Helper()
 	s.cmd = exec.Command(bin, args...)
@@ -165,6 +167,7 @@ func (s *Server) launch(bin string, args []string) {
 		conn, err := net.DialTimeout("unix", s.sock, 200*time.Millisecond)
 		if err == nil {
 			_ = conn.Close()
+			s.awaitLoaded()
 			return
 		}
 		select {
@@ -176,6 +179,27 @@ func (s *Server) launch(bin string, args []string) {
 		if time.Now().After(deadline) {
 			s.t.Fatalf("redistest: redis-server did not listen on %s within 10s", s.sock)
 		}
+	}
+}
+
+// awaitLoaded waits until the listening server answers PING with anything
+// but LOADING.
+func (s *Server) awaitLoaded() {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	c := goredis.NewClient(s.Options())
+	defer c.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil || !strings.HasPrefix(err.Error(), "LOADING") {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redistest: redis-server still loading its data after 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
