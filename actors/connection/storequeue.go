@@ -38,16 +38,13 @@ func (q *storeQueue) run(job func()) {
 func (q *storeQueue) work() {
 	for {
 		q.mu.Lock()
-		if len(q.jobs) == 0 {
+		job, ok := popFront(&q.jobs)
+		if !ok {
 			q.busy = false
-			q.jobs = nil // let the backing array go
 			q.mu.Unlock()
 			q.calls.end()
 			return
 		}
-		job := q.jobs[0]
-		q.jobs[0] = nil
-		q.jobs = q.jobs[1:]
 		q.mu.Unlock()
 		job()
 	}
@@ -89,18 +86,30 @@ func (w *workers) add(q *storeQueue) {
 func (w *workers) loop() {
 	for {
 		w.mu.Lock()
-		if len(w.ready) == 0 {
+		q, ok := popFront(&w.ready)
+		if !ok {
 			w.running--
-			w.ready = nil // let the backing array go
 			w.mu.Unlock()
 			return
 		}
-		q := w.ready[0]
-		w.ready[0] = nil
-		w.ready = w.ready[1:]
 		w.mu.Unlock()
 		q.work()
 	}
+}
+
+// popFront takes the first element of *s, clearing its slot; on an empty
+// *s it reports false and lets the backing array go. The caller holds the
+// lock of *s.
+func popFront[T any](s *[]T) (T, bool) {
+	var zero T
+	if len(*s) == 0 {
+		*s = nil
+		return zero, false
+	}
+	v := (*s)[0]
+	(*s)[0] = zero
+	*s = (*s)[1:]
+	return v, true
 }
 
 // StoreCalls counts the accounts whose store calls are under way, so that
