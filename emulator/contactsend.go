@@ -175,7 +175,7 @@ type outgoing struct {
 // send encrypts msg from sender for every companion of the account to names
 // and queues one stanza per companion; content is what a resend carries.
 func (s *Server) send(sender *SignalDevice, to jid.JID, o outgoing, msg, content *waproto.Message) (SentMessage, error) {
-	targets := s.reg.companionsOf(to.User, to.Server)
+	targets, _ := s.reg.companionsOf(to.User, to.Server)
 	if len(targets) == 0 {
 		return SentMessage{}, fmt.Errorf("%w: %s has no paired companion", ErrNoRecipient, to.ToNonAD())
 	}

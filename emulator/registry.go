@@ -433,16 +433,16 @@ func (r *registry) sessionsOf(j jid.JID) ([]*session, error) {
 
 // companionsOf returns the paired companions of the account whose phone
 // number user is (server must be s.whatsapp.net), ordered by device
-// number.
-func (r *registry) companionsOf(user, server string) []*device {
+// number, and whether there is such an account.
+func (r *registry) companionsOf(user, server string) ([]*device, bool) {
 	if server != jid.DefaultUserServer {
-		return nil
+		return nil, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.accounts[user]
 	if a == nil {
-		return nil
+		return nil, false
 	}
 	var out []*device
 	for n := uint16(1); n != 0 && n <= a.nextDevice; n++ {
@@ -450,7 +450,7 @@ func (r *registry) companionsOf(user, server string) []*device {
 			out = append(out, d)
 		}
 	}
-	return out
+	return out, true
 }
 
 // Device describes a paired companion (Server.Devices, GET /devices).

@@ -9,19 +9,13 @@ import (
 // an emulated account's phone (device 0) and paired companions, or a
 // contact's two devices; none for anyone else.
 func (s *Server) devicesOf(user string) []jid.JID {
-	s.reg.mu.Lock()
-	if a := s.reg.accounts[user]; a != nil {
+	if companions, ok := s.reg.companionsOf(user, jid.DefaultUserServer); ok {
 		out := []jid.JID{jid.New(user, jid.DefaultUserServer)}
-		for n := uint16(1); n != 0 && n <= a.nextDevice; n++ {
-			d := jid.JID{User: user, Device: n, Server: jid.DefaultUserServer}
-			if _, ok := s.reg.devices[d]; ok {
-				out = append(out, d)
-			}
+		for _, d := range companions {
+			out = append(out, d.jid)
 		}
-		s.reg.mu.Unlock()
 		return out
 	}
-	s.reg.mu.Unlock()
 	c, ok := s.Contact(jid.New(user, jid.DefaultUserServer))
 	if !ok {
 		return nil
