@@ -75,6 +75,11 @@ func TestSendText(t *testing.T) {
 			t.Errorf("%s got %+v", dev.JID(), got)
 		}
 	}
+	// The contact's delivery receipt comes back as a receipt event.
+	h.rec.WaitFrom(t, 0, "the delivery receipt of "+r1.ID, func(e events.Event) bool {
+		return e.Kind == events.KindReceipt && e.Receipt != nil && len(e.Receipt.IDs) == 1 && e.Receipt.IDs[0] == r1.ID &&
+			e.Receipt.Type == "delivery" && e.Receipt.Sender == to.String()
+	})
 	own := waitReceived(t, ownPhone, 1)[0]
 	if dsm := own.Message.GetDeviceSentMessage(); own.Type != "pkmsg" || dsm.GetDestinationJID() != to.String() || dsm.GetMessage().GetConversation() != "hello" {
 		t.Errorf("own phone got %+v", own)
