@@ -51,7 +51,8 @@ type DemoOptions struct {
 // in-process, DemoOptions.Accounts accounts on a fresh embedded store in a
 // temporary folder, QR codes (or link codes, with LinkCode) on the
 // terminal and over HTTP, the emulator's phone scanning each (typing it)
-// after ScanAfter, then the accounts kept connected.
+// after ScanAfter, then the accounts kept connected: an emulated contact
+// greets each one, and each echoes the greeting back (demoEcho).
 func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if opts.Logger == nil {
 		return errors.New("app: demo: no logger")
@@ -125,7 +126,8 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	}
 
 	// The other side of the conversations: a contact greets each account
-	// once it is connected, through the real Signal path.
+	// once it is connected, through the real Signal path, and the account
+	// echoes the greeting back through its real send path.
 	contact, err := emu.AddContact("")
 	if err != nil {
 		return fmt.Errorf("app: demo: contact: %w", err)
@@ -136,7 +138,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		narrate(narrateCtx, sub, emu, contact, a.Board(), opts)
+		narrate(narrateCtx, sub, emu, contact, newDemoEcho(emu, controller{a}, opts.Out), a.Board(), opts)
 	}()
 	runErr := a.Run(ctx)
 	stopNarrating()
@@ -187,17 +189,18 @@ func printHealth(out io.Writer, s status.Summary, st emulator.Stats) {
 // narrate tells the story on Out and plays the phone: every account's
 // first QR code is scanned, or its first link code typed, after ScanAfter.
 // It also plays the contact, who sends each account a text once it is first
-// connected, and shows the messages the accounts receive.
-func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, contact *emulator.Contact, board *status.Board, opts DemoOptions) {
+// connected, shows the messages the accounts receive, and has each account
+// echo a contact's text (demoEcho).
+func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server, contact *emulator.Contact, echo *demoEcho, board *status.Board, opts DemoOptions) {
 	scanned := map[string]bool{}
 	paired := map[string]jid.JID{} // account → its device JID
 	greeted := map[string]bool{}
-	var scans sync.WaitGroup
-	defer scans.Wait()
+	var acts sync.WaitGroup // the phone's scans and the accounts' echoes
+	defer acts.Wait()
 	// later plays the phone's act after ScanAfter, as a person would
 	// (unless ctx ends first), and tells when it failed.
 	later := func(account, what string, act func() error) {
-		scans.Go(func() {
+		acts.Go(func() {
 			select {
 			case <-ctx.Done():
 				return
@@ -216,6 +219,8 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 			return
 		case now := <-health.C:
 			printHealth(opts.Out, board.Summarize(now), emu.Stats())
+		case s := <-echo.sent:
+			echo.queued(s)
 		case e, ok := <-sub.C():
 			if !ok {
 				return
@@ -262,6 +267,14 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 				if m := e.Message; m != nil && m.Text != "" {
 					fmt.Fprintf(opts.Out, "%s: message from %s (%s): %q\n", e.Account, m.Sender, m.PushName, m.Text)
 				}
+				if c, ok := echo.contactOf(e.Message); ok {
+					account, m := e.Account, e.Message
+					acts.Go(func() { echo.reply(ctx, account, c, m) })
+				}
+			case events.KindMessageSent:
+				echo.show(e.MessageID)
+			case events.KindMessageFailed:
+				echo.failed(e.MessageID, e.Error)
 			case events.KindDisconnected, events.KindAlarm:
 				fmt.Fprintf(opts.Out, "%s: %s: %s\n", e.Account, e.Kind, e.Error)
 			}

@@ -40,11 +40,14 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 		return n >= 60
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	// Each account gets the contact's greeting through Signal and shows it.
-	for strings.Count(out.String(), ": connected\n") < 3 || !acked() || strings.Count(out.String(), ", this is Contact ") < 3 {
+	// Each account gets the contact's greeting through Signal and shows
+	// it, then echoes it; an echo line is printed only from what the
+	// contact's device decrypted (SignalDevice.Received).
+	echoed := func() int { return strings.Count(out.String(), `(Contact 0001): "echo: Hello demo-`) }
+	for strings.Count(out.String(), ": connected\n") < 3 || !acked() || strings.Count(out.String(), ", this is Contact ") < 3 || echoed() < 3 {
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("demo did not connect, ack and show a message with 3 accounts in 30 s; output:\n%s", out.String())
+			t.Fatalf("demo did not connect, ack, show a message and its echo with 3 accounts in 30 s; output:\n%s", out.String())
 		}
 		select {
 		case err := <-done:
@@ -62,10 +65,14 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 		t.Fatal("demo did not stop within 5 s")
 	}
 	for _, want := range []string{"demo-1: paired as ", "demo-3: connected", "dashboard and API: http://127.0.0.1:",
-		`demo-2: message from 15551000001@s.whatsapp.net (Contact 0001): "Hello demo-2, this is Contact 0001"`} {
+		`demo-2: message from 15551000001@s.whatsapp.net (Contact 0001): "Hello demo-2, this is Contact 0001"`,
+		`demo-2 → +15551000001 (Contact 0001): "echo: Hello demo-2, this is Contact 0001"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if n := echoed(); n != 3 || strings.Contains(out.String(), "the echo") {
+		t.Errorf("%d echoes shown, want one per account, none failed:\n%s", n, out.String())
 	}
 	if !strings.Contains(term.String(), "Scan with WhatsApp") {
 		t.Errorf("no QR code was drawn on the terminal")
