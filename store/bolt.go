@@ -52,6 +52,9 @@ type BoltOptions struct {
 	// from (bolt_outbox.go). Entries a queue still holds are kept whatever
 	// their age. Default DefaultOutboxHistory.
 	OutboxHistory int
+	// Now is the clock of the idempotency keys' retention (SendKeyTTL).
+	// Default time.Now.
+	Now func() time.Time
 }
 
 // BoltStore is the embedded Store: one bbolt file, every write in one
@@ -65,7 +68,8 @@ type BoltStore struct {
 	db     *bolt.DB // replaced by Reseal's compaction
 
 	outboxHistory int
-	inflight      boltInflight // the outbox entries handed out by Next
+	now           func() time.Time // the clock of SendKeyTTL
+	inflight      boltInflight     // the outbox entries handed out by Next
 }
 
 var (

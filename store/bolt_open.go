@@ -55,7 +55,10 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: remove the file of an unfinished compaction: %w", path, err)
 	}
-	return &BoltStore{db: db, sealer: opts.Sealer, path: path, outboxHistory: opts.OutboxHistory}, nil
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &BoltStore{db: db, sealer: opts.Sealer, path: path, outboxHistory: opts.OutboxHistory, now: opts.Now}, nil
 }
 
 // fileExists reports whether a file is at path. An empty file is an error:

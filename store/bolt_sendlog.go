@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -8,7 +9,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ClaimSend implements SendLog: "m:KEY" in the account's Signal bucket.
+// ClaimSend implements SendLog: "m:KEY" in the account's Signal bucket,
+// pruned by pruneSendKeys.
 func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error) {
 	if err := ValidateSendKey(key, msgID); err != nil {
 		return "", false, fmt.Errorf("store: claim send of %q: %w", id, err)
@@ -20,7 +22,7 @@ func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (strin
 	if ValidateID(id) != nil {
 		return "", false, fmt.Errorf("%w: claim send of %q: no such device", ErrNotFound, id)
 	}
-	now := time.Now()
+	now := s.now()
 	existing, fresh := "", true
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketDevices).Get([]byte(id)) == nil {
@@ -35,7 +37,10 @@ func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (strin
 			existing, fresh = old, false
 			return nil
 		}
-		return b.Put(k, []byte(SendEntry(now, msgID)))
+		if err := b.Put(k, []byte(SendEntry(now, msgID))); err != nil {
+			return err
+		}
+		return pruneSendKeys(b, now)
 	})
 	if err != nil {
 		return "", false, fmt.Errorf("store: claim send of %q: %w", id, err)
@@ -44,4 +49,38 @@ func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (strin
 		return msgID, true, nil
 	}
 	return existing, false, nil
+}
+
+// pruneSendKeys deletes the expired entries among the next SendPruneBatch
+// idempotency keys of the account's bucket b, from the one SendCursorKey
+// names, and leaves the cursor at the first key not examined (none at the
+// end: the next call starts again from the first key).
+func pruneSendKeys(b *bolt.Bucket, now time.Time) error {
+	prefix := []byte(SendKeyKey(""))
+	from := b.Get([]byte(SendCursorKey))
+	if from == nil {
+		from = prefix
+	}
+	var expired [][]byte
+	c := b.Cursor()
+	k, v := c.Seek(from)
+	for n := 0; n < SendPruneBatch && bytes.HasPrefix(k, prefix); n++ {
+		if _, live := LiveSendEntry(string(v), now); !live {
+			expired = append(expired, bytes.Clone(k))
+		}
+		k, v = c.Next()
+	}
+	var err error
+	if bytes.HasPrefix(k, prefix) {
+		err = b.Put([]byte(SendCursorKey), bytes.Clone(k))
+	} else {
+		err = b.Delete([]byte(SendCursorKey))
+	}
+	for _, k := range expired {
+		if err != nil {
+			break
+		}
+		err = b.Delete(k)
+	}
+	return err
 }

@@ -50,7 +50,19 @@ func TestBoltContract(t *testing.T) {
 				return openBolt(t, filepath.Join(t.TempDir(), "devices.db"), tt.opts(t))
 			}
 			storetest.Run(t, open)
-			storetest.RunSignal(t, open)
+			storetest.RunSignal(t, func(t *testing.T, now func() time.Time) storetest.SignalFixture {
+				opts := tt.opts(t)
+				opts.Now = now
+				s := openBolt(t, filepath.Join(t.TempDir(), "devices.db"), opts)
+				return storetest.SignalFixture{Store: s, SendKeys: func(t *testing.T, id string) int {
+					t.Helper()
+					n, err := store.SendKeyCount(s, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return n
+				}}
+			})
 		})
 	}
 }

@@ -50,8 +50,12 @@
 // sealed: they hold no secret): ClaimSend records a key once, fenced like
 // a device write, and a claim of a key recorded less than SendKeyTTL ago
 // returns the first message's ID instead. They go with the Signal state
-// on Delete and Archive; an expired entry is replaced by the next claim
-// of its key, and is otherwise kept until the device goes.
+// on Delete and Archive. They are kept SendKeyTTL (24 h, the window in
+// which a caller may retry; the stores' Now option is its clock): each
+// fresh claim also deletes, in the same write, the expired entries among
+// the next SendPruneBatch keys of the account, walked by a cursor kept in
+// the same state ("p:m": a bbolt key, a Redis HSCAN cursor), so an account
+// holds about the keys of its last 24 h and never loses a live one.
 //
 // A server-initiated wipe archives instead of deleting (archive.go):
 // Archive moves the device, its prekeys and its Signal state into an

@@ -20,6 +20,11 @@ type SendLog interface {
 	// caller claims before it sends: a message is sent at most once). A
 	// key or ID out of bounds (ValidateSendKey) is an error wrapping
 	// ErrInvalidSend.
+	//
+	// A fresh claim also prunes, in the same write, the expired keys
+	// among the next SendPruneBatch of the account (a cursor kept in its
+	// Signal state walks them in turn), so an account keeps about the
+	// keys it claimed in the last SendKeyTTL, never a live one fewer.
 	ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error)
 }
 
@@ -30,8 +35,13 @@ const (
 	// MaxMessageIDLen bounds a message ID.
 	MaxMessageIDLen = 64
 	// SendKeyTTL is how long a key is remembered: a request repeated
-	// later sends again.
+	// later sends again. It is the window in which a caller may retry.
 	SendKeyTTL = 24 * time.Hour
+	// SendPruneBatch is how many of an account's keys a fresh claim
+	// examines for expiry: more than one, so that pruning outruns the
+	// claims and an account holds at most about
+	// SendPruneBatch/(SendPruneBatch-1) times its live keys.
+	SendPruneBatch = 8
 )
 
 // ErrInvalidSend: ClaimSend was given a key or message ID out of bounds;
@@ -65,6 +75,11 @@ func ValidateSendKey(key, msgID string) error {
 // state (bbolt bucket, Redis hash): it goes with the Signal state on
 // Delete, Archive and RestoreArchived. The value is sendEntry's.
 func SendKeyKey(key string) string { return "m:" + key }
+
+// SendCursorKey is the key, in the account's Signal state, of the pruning
+// cursor of its idempotency keys (the backend's own form; absent: start
+// again from the first key).
+const SendCursorKey = "p:m"
 
 // IsRecordKey reports whether a key of the account's Signal state names a
 // sealed record (a session or a sender key), not a public identity or an

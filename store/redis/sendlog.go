@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"fmt"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -11,7 +10,8 @@ import (
 )
 
 // ClaimSend implements store.SendLog as an administrative write (see
-// Save): field "m:KEY" of the account's Signal state hash.
+// Save): field "m:KEY" of the account's Signal state hash, pruned by the
+// same script.
 func (s *Store) ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error) {
 	return s.claimSend(ctx, id, key, msgID, Lease{})
 }
@@ -35,10 +35,11 @@ func (s *Store) claimSend(ctx context.Context, id, key, msgID string, l Lease) (
 	if l.Value != "" && l.Account != id {
 		return "", false, fmt.Errorf("redis: %s of %q with the lease of %q: %w", op, id, l.Account, store.ErrLeaseLost)
 	}
-	now := time.Now()
+	now := s.now()
 	keys := []string{s.k.device(id), s.k.lease(id), s.k.fence(id), s.k.signal(id)}
 	res, err := replyStrings(sendClaim.Run(ctx, s.c, keys, string(l.Value), l.Token.String(),
-		store.SendKeyKey(key), store.SendEntry(now, msgID), now.Add(-store.SendKeyTTL).Unix()))
+		store.SendKeyKey(key), store.SendEntry(now, msgID), now.Add(-store.SendKeyTTL).Unix(),
+		store.SendCursorKey, store.SendPruneBatch))
 	if err != nil {
 		return "", false, fmt.Errorf("redis: %s of %q: %w", op, id, err)
 	}
@@ -60,24 +61,41 @@ func (s *Store) claimSend(ctx context.Context, id, key, msgID string, l Lease) (
 }
 
 // sendClaim records an idempotency key unless a live entry holds it,
-// fenced like a device write.
+// fenced like a device write. A fresh claim then prunes: one HSCAN step
+// (MATCH m:*, COUNT batch) from the cursor kept in the hash deletes the
+// expired entries it returns and keeps the next cursor (none once the scan
+// is through: the next claim starts a new one). HSCAN returns every field
+// present throughout a scan, so each expired entry goes within a scan.
 //
 //	KEYS: device, lease, fence, Signal state
 //	ARGV: lease value ('' = unfenced), token, field, new entry ("UNIX ID"),
-//	      the oldest Unix time still live
+//	      the oldest Unix time still live, the cursor's field, batch
 //
 // Returns {'ok'}, {'dup', entry}, {'lost'}, {'held'} or {'nodevice'}.
 var sendClaim = goredis.NewScript(luaFence + `
 local tok, err = fence_check(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if err then return {err} end
 if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return {'nodevice'} end
-local old = redis.call('HGET', KEYS[4], ARGV[3])
-if old then
-  local sp = string.find(old, ' ', 1, true)
-  local at = sp and tonumber(string.sub(old, 1, sp - 1))
-  if at and at > tonumber(ARGV[5]) then return {'dup', old} end
+local oldest = tonumber(ARGV[5])
+local function live(entry)
+  local sp = string.find(entry, ' ', 1, true)
+  local at = sp and tonumber(string.sub(entry, 1, sp - 1))
+  return at and at > oldest
 end
+local old = redis.call('HGET', KEYS[4], ARGV[3])
+if old and live(old) then return {'dup', old} end
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+local cursor = redis.call('HGET', KEYS[4], ARGV[6]) or '0'
+local step = redis.call('HSCAN', KEYS[4], cursor, 'MATCH', 'm:*', 'COUNT', ARGV[7])
+local found = step[2]
+for i = 1, #found, 2 do
+  if not live(found[i + 1]) then redis.call('HDEL', KEYS[4], found[i]) end
+end
+if step[1] == '0' then
+  redis.call('HDEL', KEYS[4], ARGV[6])
+else
+  redis.call('HSET', KEYS[4], ARGV[6], step[1])
+end
 return {'ok'}
 `)
 

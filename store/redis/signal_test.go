@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,26 +17,33 @@ import (
 // lease-bound ones in the split mode (the Signal script is the same in
 // both modes; the archive and delete scripts differ).
 func TestSignalContract(t *testing.T) {
-	t.Run("sealed", func(t *testing.T) {
-		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
+	open := func(split bool, sealer store.Sealer, bound bool) func(*testing.T, func() time.Time) storetest.SignalFixture {
+		return func(t *testing.T, now func() time.Time) storetest.SignalFixture {
 			c, prefix := sharedClient(t)
-			return newStore(t, c, prefix, false, testSealer(t, 9))
-		})
-	})
-	t.Run("atomic/admin", func(t *testing.T) {
-		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
-			c, prefix := sharedClient(t)
-			return newStore(t, c, prefix, false, nil)
-		})
-	})
-	t.Run("split/bound", func(t *testing.T) {
-		storetest.RunSignal(t, func(t *testing.T) storetest.Store {
-			c, prefix := sharedClient(t)
-			s := newStore(t, c, prefix, true, nil)
-			m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
-			return &autoLease{Backend: s.Bound(m), under: s, m: m}
-		})
-	})
+			s, err := New(c, Options{Prefix: prefix, SplitWrites: boolp(split), Sealer: sealer, Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := storetest.SignalFixture{Store: s, SendKeys: func(t *testing.T, id string) int {
+				t.Helper()
+				n := 0
+				for f := range signalState(t, s, id) {
+					if strings.HasPrefix(f, store.SendKeyKey("")) {
+						n++
+					}
+				}
+				return n
+			}}
+			if bound {
+				m := newLeases(t, c, prefix, "inst-a", newClock(), 15*time.Second)
+				f.Store = &autoLease{Backend: s.Bound(m), under: s, m: m}
+			}
+			return f
+		}
+	}
+	t.Run("sealed", func(t *testing.T) { storetest.RunSignal(t, open(false, testSealer(t, 9), false)) })
+	t.Run("atomic/admin", func(t *testing.T) { storetest.RunSignal(t, open(false, nil, false)) })
+	t.Run("split/bound", func(t *testing.T) { storetest.RunSignal(t, open(true, nil, true)) })
 }
 
 func TestSignalKeyShareTheDeviceSlot(t *testing.T) {

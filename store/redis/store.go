@@ -60,6 +60,9 @@ type Options struct {
 	// deliverer that stopped calling Next (outbox.go). Default
 	// DefaultOutboxLockTTL.
 	OutboxLockTTL time.Duration
+	// Now is the clock of the idempotency keys' retention
+	// (store.SendKeyTTL). Default time.Now.
+	Now func() time.Time
 }
 
 // Store is store.Store on Redis. The account's device lives in one hash
@@ -101,6 +104,7 @@ type Store struct {
 
 	outboxHistory int
 	outboxLockTTL time.Duration
+	now           func() time.Time // the clock of store.SendKeyTTL
 	outbox        outboxState
 }
 
@@ -129,9 +133,12 @@ func New(c goredis.UniversalClient, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &Store{
 		c: c, k: k, sealer: o.Sealer, timeout: o.Timeout, split: split, aof: &aofRewriter{c: c, logger: o.Logger},
-		outboxHistory: o.OutboxHistory, outboxLockTTL: o.OutboxLockTTL,
+		outboxHistory: o.OutboxHistory, outboxLockTTL: o.OutboxLockTTL, now: o.Now,
 	}, nil
 }
 

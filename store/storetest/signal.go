@@ -4,24 +4,43 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/wafleet/wafleet/internal/testkit"
 	"github.com/wafleet/wafleet/store"
 )
 
-// RunSignal runs the Signal state part of the contract (store.SignalStore),
-// which every store.Backend passes beside Run's. open must return a fresh,
-// empty store for each call.
-func RunSignal(t *testing.T, open func(t *testing.T) Store) {
+// SignalFixture is one store under RunSignal.
+type SignalFixture struct {
+	// Store is a fresh, empty store whose clock of the idempotency keys'
+	// retention (store.SendKeyTTL) is the now given to open.
+	Store Store
+	// SendKeys counts the idempotency keys, expired or not, that the
+	// Signal state of account id holds.
+	SendKeys func(t *testing.T, id string) int
+}
+
+// RunSignal runs the Signal state part of the contract (store.SignalStore
+// and store.SendLog), which every store.Backend passes beside Run's. open
+// must return a fresh fixture for each call.
+func RunSignal(t *testing.T, open func(t *testing.T, now func() time.Time) SignalFixture) {
 	for _, tt := range signalTests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t)
-			t.Cleanup(func() { _ = s.Close() })
-			tt.fn(t, s)
+			f := open(t, time.Now)
+			t.Cleanup(func() { _ = f.Store.Close() })
+			tt.fn(t, f.Store)
 		})
 	}
+	t.Run("SendLogRetention", func(t *testing.T) {
+		clock := testkit.NewClock(time.Unix(1_700_000_000, 0))
+		f := open(t, clock.Now)
+		t.Cleanup(func() { _ = f.Store.Close() })
+		testSendLogRetention(t, f, clock)
+	})
 }
 
 // signalTests are the Signal state part of the contract (RunSignal).
@@ -369,4 +388,47 @@ func testSendLogClaim(t *testing.T, s Store) {
 	}
 	mustSave(t, s, NewDevice(t, "acct"))
 	claim("acct", "order-1", "ID5", "ID5", true)
+}
+
+// testSendLogRetention: a key is remembered for store.SendKeyTTL, however
+// many claims prune meanwhile, and forgotten after it; fresh claims prune
+// the expired keys, so an account holds about the keys of the last
+// SendKeyTTL.
+func testSendLogRetention(t *testing.T, f SignalFixture, clock *testkit.Clock) {
+	s, ctx := f.Store, t.Context()
+	claim := func(key, msgID, want string, wantFresh bool) {
+		t.Helper()
+		got, fresh, err := s.ClaimSend(ctx, "acct", key, msgID)
+		if err != nil || got != want || fresh != wantFresh {
+			t.Fatalf("ClaimSend(%q, %q) = %q, %t, %v; want %q, %t", key, msgID, got, fresh, err, want, wantFresh)
+		}
+	}
+	mustSave(t, s, NewDevice(t, "acct"))
+	const n = 5 * store.SendPruneBatch
+	for i := range n {
+		claim(fmt.Sprintf("old-%d", i), fmt.Sprintf("OLD%d", i), fmt.Sprintf("OLD%d", i), true)
+		clock.Advance(time.Second)
+	}
+	// A second before the first key expires, claims enough for several
+	// pruning passes leave every old key live.
+	clock.Advance(store.SendKeyTTL - n*time.Second - time.Second)
+	for i := range 2 * n {
+		claim(fmt.Sprintf("mid-%d", i), fmt.Sprintf("MID%d", i), fmt.Sprintf("MID%d", i), true)
+	}
+	claim("old-0", "AGAIN", "OLD0", false)
+	if got := f.SendKeys(t, "acct"); got != 3*n {
+		t.Fatalf("%d keys inside the retention, want %d: a live key was pruned", got, 3*n)
+	}
+	// Past the retention of the old keys (not of the mid ones), a claim
+	// of an old key is fresh, and further claims prune every other one.
+	clock.Advance(time.Duration(n+1) * time.Second)
+	claim("old-1", "NEW1", "NEW1", true)
+	for i := range 2 * n {
+		claim(fmt.Sprintf("new-%d", i), fmt.Sprintf("NEW%d", i+n), fmt.Sprintf("NEW%d", i+n), true)
+	}
+	if got, want := f.SendKeys(t, "acct"), 1+2*n+2*n; got != want {
+		t.Fatalf("%d keys after the old ones expired, want %d (the mid, new and reclaimed ones)", got, want)
+	}
+	claim("mid-0", "X", "MID0", false)
+	claim("old-1", "X", "NEW1", false)
 }
