@@ -14,7 +14,7 @@ import (
 )
 
 // A message an emulated contact sends reaches the outbox once, written
-// before the app acknowledged it (the journal's Write, not a second
+// before the app acknowledged it (with its Signal state, not a second
 // append of the published event); across an app restart on the same
 // bbolt file the conversation goes on and no message is lost.
 func TestMessagesReachTheOutboxAcrossARestart(t *testing.T) {

@@ -150,7 +150,8 @@ func (s *BoltStore) history() uint64 {
 }
 
 // Append implements Outbox: the records go into the log and into every
-// open queue in one transaction, which also trims the log (trimLog).
+// open queue in one transaction, which also trims the log (trimLog) and
+// which concurrent Append and ApplySignal calls share (groupCommit).
 func (s *BoltStore) Append(ctx context.Context, recs ...OutboxRecord) ([]string, error) {
 	if err := ValidateOutboxRecords(recs); err != nil {
 		return nil, fmt.Errorf("store: outbox append: %w", err)
@@ -163,40 +164,51 @@ func (s *BoltStore) Append(ctx context.Context, recs ...OutboxRecord) ([]string,
 	}
 	defer s.mu.RUnlock()
 	var ids []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		ids = ids[:0]
-		log := tx.Bucket(bucketOutbox)
-		var queues []*bolt.Bucket
-		err := tx.Bucket(bucketQueues).ForEachBucket(func(k []byte) error {
-			queues = append(queues, tx.Bucket(bucketQueues).Bucket(k))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			seq, err := log.NextSequence()
-			if err != nil {
-				return err
-			}
-			k := seqKey(seq)
-			// bbolt keeps the value until the commit: one buffer each.
-			if err := log.Put(k, encodeOutboxRecord(nil, r)); err != nil {
-				return err
-			}
-			for _, q := range queues {
-				if err := q.Put(k, nil); err != nil {
-					return err
-				}
-			}
-			ids = append(ids, seqID(seq))
-		}
-		return s.trimLog(tx)
+	err := s.commit.update(s.db, func(tx *bolt.Tx) error {
+		var err error
+		ids, err = s.appendTx(tx, recs)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox append: %w", err)
 	}
 	return ids, nil
+}
+
+// appendTx appends recs to the log and every open queue in tx, trims the
+// log (trimLog) and returns the records' ids.
+func (s *BoltStore) appendTx(tx *bolt.Tx, recs []OutboxRecord) ([]string, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	log := tx.Bucket(bucketOutbox)
+	var queues []*bolt.Bucket
+	err := tx.Bucket(bucketQueues).ForEachBucket(func(k []byte) error {
+		queues = append(queues, tx.Bucket(bucketQueues).Bucket(k))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(recs))
+	for _, r := range recs {
+		seq, err := log.NextSequence()
+		if err != nil {
+			return nil, err
+		}
+		k := seqKey(seq)
+		// bbolt keeps the value until the commit: one buffer each.
+		if err := log.Put(k, encodeOutboxRecord(nil, r)); err != nil {
+			return nil, err
+		}
+		for _, q := range queues {
+			if err := q.Put(k, nil); err != nil {
+				return nil, err
+			}
+		}
+		ids = append(ids, seqID(seq))
+	}
+	return ids, s.trimLog(tx)
 }
 
 // trimLog deletes the log's entries that are older than the history kept

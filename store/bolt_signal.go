@@ -130,7 +130,9 @@ func encodeSignalChanges(id string, c SignalChanges, sealer Sealer) (records, id
 	return records, identities, nil
 }
 
-// ApplySignal implements SignalStore in one transaction.
+// ApplySignal implements SignalStore in one transaction, c.Events
+// included, shared with the concurrent ApplySignal and Append calls of
+// other accounts (groupCommit).
 func (s *BoltStore) ApplySignal(ctx context.Context, id string, c SignalChanges) (SignalApplied, error) {
 	var out SignalApplied
 	records, identities, err := encodeSignalChanges(id, c, s.sealer)
@@ -152,10 +154,13 @@ func (s *BoltStore) ApplySignal(ctx context.Context, id string, c SignalChanges)
 	if c.Empty() {
 		return out, nil
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		out.ChangedIdentities = nil
+	err = s.commit.update(s.db, func(tx *bolt.Tx) error {
+		out.ChangedIdentities = nil // the function may run again (groupCommit)
 		if tx.Bucket(bucketDevices).Get([]byte(id)) == nil {
 			return fmt.Errorf("no such device: %w", ErrNotFound)
+		}
+		if _, err := s.appendTx(tx, c.Events); err != nil {
+			return err
 		}
 		if c.UsedPreKey != 0 {
 			if err := removePreKeyTx(tx, id, c.UsedPreKey); err != nil {

@@ -54,7 +54,7 @@ func TestBoltContract(t *testing.T) {
 				opts := tt.opts(t)
 				opts.Now = now
 				s := openBolt(t, filepath.Join(t.TempDir(), "devices.db"), opts)
-				return storetest.SignalFixture{Store: s, SendKeys: func(t *testing.T, id string) int {
+				return storetest.SignalFixture{Store: s, Outbox: s, SendKeys: func(t *testing.T, id string) int {
 					t.Helper()
 					n, err := store.SendKeyCount(s, id)
 					if err != nil {

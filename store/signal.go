@@ -28,7 +28,8 @@ var ErrInvalidSignal = errors.New("store: invalid signal change")
 // ApplySignal, all or nothing in one transaction (one fenced script in
 // Redis, needing the account's lease like device writes), so that the
 // caller writes everything a decrypted stanza changed before it
-// acknowledges the stanza. The state goes with the device: Delete drops
+// acknowledges the stanza, together with the stanza's events
+// (SignalChanges.Events). The state goes with the device: Delete drops
 // it, Archive moves it into the archive entry and RestoreArchived puts it
 // back, like the one-time prekeys.
 type SignalStore interface {
@@ -50,6 +51,21 @@ type SignalStore interface {
 	// different key is stored as well and named in the result, never an
 	// error. A change that fails CheckSignalChanges is an error wrapping
 	// ErrInvalidSignal and writes nothing. An empty c writes nothing.
+	//
+	// c.Events are appended to the store's outbox (as Outbox.Append) no
+	// later than the state is written, never after: the bbolt store
+	// writes them in the same transaction, so that one fsync makes both
+	// durable; the Redis store appends them first, in a round trip of
+	// their own (its outbox stream is outside the account's hash slot,
+	// which a fenced script cannot reach in a Cluster). So an error may
+	// leave the events appended without the state (the caller repeats
+	// them when it decrypts the redelivered stanza again), never the
+	// state without its events.
+	//
+	// Concurrent calls of different accounts may share one transaction
+	// (the bbolt store's group commit: one fsync for all); each call
+	// still returns only once its own changes are durable, and fails
+	// alone.
 	ApplySignal(ctx context.Context, id string, c SignalChanges) (SignalApplied, error)
 }
 
@@ -63,11 +79,16 @@ type SignalChanges struct {
 	// UsedPreKey is the one-time prekey a new session consumed, removed as
 	// RemovePreKey does (0: none; absent: not an error).
 	UsedPreKey uint32
+	// Events are outbox records of the stanza that made the changes (its
+	// message event), appended to the store's outbox no later than the
+	// changes (see ApplySignal). At most MaxSignalEvents.
+	Events []OutboxRecord
 }
 
 // Empty reports whether c changes nothing.
 func (c SignalChanges) Empty() bool {
-	return len(c.Sessions) == 0 && len(c.Identities) == 0 && len(c.SenderKeys) == 0 && c.UsedPreKey == 0
+	return len(c.Sessions) == 0 && len(c.Identities) == 0 && len(c.SenderKeys) == 0 && c.UsedPreKey == 0 &&
+		len(c.Events) == 0
 }
 
 // SessionChange stores (Record non-nil) or deletes (Record nil) the
@@ -115,6 +136,9 @@ const (
 	MaxPeerUserLen = 32
 	// MaxGroupIDLen bounds a sender key's group.
 	MaxGroupIDLen = 128
+	// MaxSignalEvents bounds the outbox records of one ApplySignal call
+	// (a stanza gives one message event).
+	MaxSignalEvents = 16
 )
 
 // PeerAddress returns the canonical address of a peer device:
@@ -188,10 +212,16 @@ func SenderKeyKey(group, sender string) string { return "k:" + group + " " + sen
 // MaxSignalChanges changes, canonical addresses and groups, records of at
 // most MaxSignalRecordLen bytes (empty records are refused: nil deletes)
 // and MaxSignalApplyLen together, no key twice, a prekey ID within
-// MaxPreKeyID.
+// MaxPreKeyID, at most MaxSignalEvents events that Outbox.Append accepts.
 func CheckSignalChanges(c SignalChanges) error {
 	if n := len(c.Sessions) + len(c.Identities) + len(c.SenderKeys); n > MaxSignalChanges {
 		return fmt.Errorf("%w: %d changes, more than %d", ErrInvalidSignal, n, MaxSignalChanges)
+	}
+	if len(c.Events) > MaxSignalEvents {
+		return fmt.Errorf("%w: %d events, more than %d", ErrInvalidSignal, len(c.Events), MaxSignalEvents)
+	}
+	if err := ValidateOutboxRecords(c.Events); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSignal, err)
 	}
 	if c.UsedPreKey > MaxPreKeyID {
 		return fmt.Errorf("%w: prekey ID %d outside 0..%d", ErrInvalidSignal, c.UsedPreKey, MaxPreKeyID)

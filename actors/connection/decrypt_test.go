@@ -2,6 +2,7 @@ package connection
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -33,28 +34,22 @@ const (
 	groupID  = "120363000000000001@g.us"
 )
 
-// journalLog records the order of durable writes: events and Signal
-// applies.
+// journalLog makes the outbox records of events as *journal.Journal does
+// and records the order of durable writes: the Signal applies, with the
+// kinds of the events they carry, and Written.
 type journalLog struct {
 	mu    sync.Mutex
 	steps []string
-	evs   []events.Event
-	fail  error // Write fails with it
-	// failApply makes ApplySignal fail, as a crash between the event and
-	// the state would leave things.
-	failApply error
+	// fail makes ApplySignal fail without writing anything, as a store
+	// that is down (or a crash before the write) leaves things.
+	fail error
 }
 
-func (j *journalLog) Write(_ context.Context, e events.Event) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.fail != nil {
-		return j.fail
-	}
-	j.steps = append(j.steps, "event:"+string(e.Kind))
-	j.evs = append(j.evs, e)
-	return nil
+func (j *journalLog) Record(e events.Event) store.OutboxRecord {
+	return store.OutboxRecord{Account: e.Account, Kind: string(e.Kind), Instance: "test", Time: e.Time, Body: events.Marshal(e, "test")}
 }
+
+func (j *journalLog) Written(n int) { j.note("written:" + strconv.Itoa(n)) }
 
 func (j *journalLog) note(s string) {
 	j.mu.Lock()
@@ -69,9 +64,13 @@ type orderedSignal struct {
 }
 
 func (o orderedSignal) ApplySignal(ctx context.Context, id string, c store.SignalChanges) (store.SignalApplied, error) {
-	o.log.note("apply")
+	step := "apply"
+	for _, e := range c.Events {
+		step += "+" + e.Kind
+	}
+	o.log.note(step)
 	o.log.mu.Lock()
-	fail := o.log.failApply
+	fail := o.log.fail
 	o.log.mu.Unlock()
 	if fail != nil {
 		return store.SignalApplied{}, fail
@@ -238,8 +237,11 @@ func TestReceiveOneToOne(t *testing.T) {
 	if res := f.receive(first, 0); res.err != nil {
 		t.Fatalf("pkmsg: %v", res.err)
 	}
-	if got := f.journal.steps; len(got) != 2 || got[0] != "event:message" || got[1] != "apply" {
-		t.Fatalf("durable steps %v, want the event, then one apply", got)
+	if got := f.journal.steps; len(got) != 2 || got[0] != "apply+message" || got[1] != "written:1" {
+		t.Fatalf("durable steps %v, want one apply carrying the event, then the journal told", got)
+	}
+	if got := f.outbox(); len(got) != 1 || got[0] != "3EB0A1" {
+		t.Fatalf("outbox %v, want the message event", got)
 	}
 	msgs := messageEvents(t, f.pub.take())
 	if len(msgs) != 1 {
@@ -467,19 +469,22 @@ func TestReceiveIdentityChanged(t *testing.T) {
 	}
 }
 
-// With the outbox down nothing is written and the stanza stays
+// With the store down nothing is written and the stanza stays
 // unacknowledged (failStore, no retry receipt).
 func TestReceiveStoreFailureLeavesUnacked(t *testing.T) {
 	f := newFixture(t)
 	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
 	alice.start(f.bundle(1))
-	f.journal.fail = errors.New("outbox down")
+	f.journal.fail = errors.New("store down")
 	res := f.receive(direct("3EB0F1", alice.jid, alice.encrypt(text("x"))), 0)
 	if failureReason(res.err) != failStore || res.retry != 0 {
-		t.Fatalf("outbox down: %v (retry %d), want store and no retry", res.err, res.retry)
+		t.Fatalf("store down: %v (retry %d), want store and no retry", res.err, res.retry)
 	}
 	if _, err := f.st.PreKey(t.Context(), f.dev.ID, 1); err != nil {
 		t.Fatalf("the prekey was consumed although nothing was written: %v", err)
+	}
+	if len(f.pub.take()) != 0 || len(f.outbox()) != 0 {
+		t.Fatal("an event of a stanza whose state was not written")
 	}
 }
 
@@ -516,32 +521,48 @@ func TestFitSessionDropsOldestArchived(t *testing.T) {
 	}
 }
 
-// When the state cannot be written after the event was (a crash between
-// the two), nothing is acknowledged; the redelivered stanza decrypts again
-// and its event comes again with the same id: at least once, never lost.
-func TestReceiveStateFailureRepeatsTheEvent(t *testing.T) {
+// When the write fails (a crash before it), nothing is acknowledged and
+// nothing is written, neither the state nor the event (one transaction on
+// bbolt); the redelivered stanza decrypts again and its event is written
+// then, once.
+func TestReceiveStateFailureWritesNothing(t *testing.T) {
 	f := newFixture(t)
 	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
 	alice.start(f.bundle(1))
-	n := direct("3EB0G1", alice.jid, alice.encrypt(text("once or twice")))
-	f.journal.failApply = errors.New("store gone")
+	n := direct("3EB0G1", alice.jid, alice.encrypt(text("once")))
+	f.journal.fail = errors.New("store gone")
 	if res := f.receive(n, 0); failureReason(res.err) != failStore || res.retry != 0 {
 		t.Fatalf("state not written: %v (retry %d), want store and no retry", res.err, res.retry)
 	}
-	f.journal.failApply = nil
+	f.journal.fail = nil
 	if res := f.receive(n, 0); res.err != nil {
 		t.Fatalf("redelivery: %v", res.err)
 	}
-	var ids []string
-	for _, e := range f.journal.evs {
-		ids = append(ids, e.Message.ID)
-	}
-	if len(ids) != 2 || ids[0] != "3EB0G1" || ids[1] != "3EB0G1" {
-		t.Fatalf("journaled message ids %v, want the same id twice", ids)
+	if ids := f.outbox(); len(ids) != 1 || ids[0] != "3EB0G1" {
+		t.Fatalf("message ids in the outbox %v, want 3EB0G1 once", ids)
 	}
 	if _, err := f.st.PreKey(t.Context(), f.dev.ID, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the prekey is still stored after the redelivery was applied (%v)", err)
 	}
+}
+
+// outbox returns the message ids of the message events in the fixture's
+// outbox.
+func (f *fixture) outbox() []string {
+	f.t.Helper()
+	entries, err := f.st.After(f.t.Context(), "", 1000)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		var w events.Wire
+		if err := json.Unmarshal(e.Body, &w); err != nil || w.Message == nil {
+			f.t.Fatalf("outbox entry %s: %v", e.Body, err)
+		}
+		ids = append(ids, w.Message.ID)
+	}
+	return ids
 }
 
 // BenchmarkReceive is the receive pipeline's cost per steady-state 1:1
@@ -604,7 +625,10 @@ func BenchmarkReceive(b *testing.B) {
 
 type nopWriter struct{}
 
-func (nopWriter) Write(context.Context, events.Event) error { return nil }
+func (nopWriter) Record(e events.Event) store.OutboxRecord {
+	return store.OutboxRecord{Account: e.Account, Kind: string(e.Kind), Time: e.Time, Body: events.Marshal(e, "")}
+}
+func (nopWriter) Written(int) {}
 
 // memSignal keeps sessions in a map: the pipeline's cost without a store.
 type memSignal struct{ sessions map[string][]byte }

@@ -85,12 +85,14 @@ type Observer interface {
 	DecryptFailed(reason string)
 }
 
-// EventWriter writes an event to the outbox before it returns
-// (*journal.Journal): the message event is durable before the Signal
-// state its message changed is written, and that before the stanza is
-// acknowledged.
+// EventWriter makes the outbox records of message events and learns of
+// those written (*journal.Journal): the receive path appends a message
+// event in the same store write as the Signal state its message changed
+// (store.SignalChanges.Events, one transaction on bbolt), and that before
+// it acknowledges the stanza; it then calls Written.
 type EventWriter interface {
-	Write(ctx context.Context, e events.Event) error
+	Record(e events.Event) store.OutboxRecord
+	Written(n int)
 }
 
 type nopObserver struct{}
@@ -204,10 +206,12 @@ type Deps struct {
 	// is a store.SignalStore too (the stores are); without one, messages
 	// are acknowledged undecrypted.
 	Signal store.SignalStore
-	// Journal writes the message events to the outbox before the state
-	// their messages changed (the events are then published with Journaled
-	// set). Default nil: they are only published, and a crash may lose
-	// an event whose state was written.
+	// Journal makes the outbox records of the message events, which the
+	// receive path writes with the state their messages changed, through
+	// Signal: its outbox must be the one Signal's ApplySignal appends to
+	// (the events are then published with Journaled set). Default nil:
+	// they are only published, and a crash may lose an event whose state
+	// was written.
 	Journal EventWriter
 	// RawMessages adds the serialized Message protobuf to message events
 	// (config messages.raw). It carries the plaintext. Default false.

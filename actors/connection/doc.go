@@ -111,14 +111,17 @@
 // skmsg parts are decrypted against the stored Signal state (Deps.Signal),
 // unpadded and parsed (waproto's e2e.proto); a sender-key distribution
 // inside is processed, a message our own phone sent is unwrapped. Then, in
-// this order: the message event is written to the outbox (Deps.Journal),
-// everything the stanza changed (sessions, identities, sender keys, the
-// consumed one-time prekey) is written in one store.SignalStore.ApplySignal,
-// and the actor sends the delivery receipt (type inactive, or sender for
-// our own phone's messages) and the ack. Events are delivered at least
-// once (a crash between the event and the ack repeats it, with the same
-// message id); a redelivered message whose state was written decrypts as
-// a repeat and is receipted without a second event. A message that does
+// this order: everything the stanza changed (sessions, identities, sender
+// keys, the consumed one-time prekey) and its message event's outbox
+// record (Deps.Journal) are written in one store.SignalStore.ApplySignal
+// (one bbolt transaction, whose fsync the messages of other accounts
+// written at the same time share), and the actor sends the delivery
+// receipt (type inactive, or sender for our own phone's messages) and the
+// ack. Events are delivered at least once (on Redis, which appends the
+// event before its script, a failure between the two repeats it when the
+// stanza comes again, with the same message id); a redelivered message
+// whose state was written decrypts as a repeat and is receipted without a
+// second event. A message that does
 // not decrypt changes nothing: it gets a retry receipt (with a fresh
 // one-time prekey from the second on, at most four), then its ack, and is
 // counted by reason (Observer.DecryptFailed); one the store fails on is

@@ -31,16 +31,20 @@ import (
 //     stored sessions and sender keys, unpadded and parsed; a sender-key
 //     distribution inside is processed; a message our own phone sent is
 //     unwrapped from its deviceSentMessage;
-//  2. the message event is written to the outbox (Deps.Journal) and only
-//     then published;
-//  3. everything the stanza changed (sessions, identities, sender keys,
-//     the consumed one-time prekey) is written in one ApplySignal;
-//  4. back in the actor: the delivery receipt, then the ack.
+//  2. everything the stanza changed (sessions, identities, sender keys,
+//     the consumed one-time prekey) is written in one ApplySignal, with
+//     the message event's outbox record (Deps.Journal): one transaction,
+//     one fsync on bbolt, shared with the other accounts' messages
+//     written at the same time (the store's group commit); the Redis
+//     store appends the event first, then runs its script. Only then is
+//     the event published;
+//  3. back in the actor: the delivery receipt, then the ack.
 //
-// A crash before 3 loses no ratchet step: the server redelivers the stanza
-// and it decrypts again, repeating its event (same message id: events are
+// A crash before 2 completes loses no ratchet step: the server redelivers
+// the stanza and it decrypts again (when the Redis store had appended the
+// event already, its event comes again: same message id, events are
 // delivered at least once, the id is the key to deduplicate by). A crash
-// between 3 and 4 makes the redelivered copy a repeat (signal.ErrDuplicate):
+// between 2 and 3 makes the redelivered copy a repeat (signal.ErrDuplicate):
 // it is receipted and acknowledged without a second event. A stanza that
 // does not decrypt changes nothing and gets a retry receipt, then its ack;
 // a store that fails leaves the stanza unacknowledged, for the server to
@@ -188,10 +192,7 @@ func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received
 		return r.failed(ctx, in, sent, fmt.Errorf("%w: encode state: %w", errStore, err))
 	}
 	if ev != nil && r.journal != nil {
-		if err := r.journal.Write(ctx, *ev); err != nil {
-			return &received{in: in, err: fmt.Errorf("%w: %w", errStore, err)}
-		}
-		ev.Journaled = true
+		changes.Events = []store.OutboxRecord{r.journal.Record(*ev)}
 	}
 	var applied store.SignalApplied
 	if !changes.Empty() {
@@ -200,6 +201,10 @@ func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received
 		}
 	}
 	if ev != nil {
+		if len(changes.Events) > 0 {
+			r.journal.Written(len(changes.Events))
+			ev.Journaled = true
+		}
 		r.events.Publish(*ev)
 	}
 	for _, addr := range applied.ChangedIdentities {

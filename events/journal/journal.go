@@ -119,7 +119,7 @@ func (j *Journal) startPosition() (last string, ok bool) {
 
 // Publish queues e without blocking; it is dropped (counted) when the
 // buffer is full or the journal closed. An event its publisher already
-// wrote (Journaled, by Write) is not appended again.
+// wrote itself (Journaled, see Record) is not appended again.
 func (j *Journal) Publish(e events.Event) {
 	if e.Journaled {
 		return
@@ -137,22 +137,24 @@ func (j *Journal) Publish(e events.Event) {
 	}
 }
 
-// Write appends e to the outbox before it returns, in one append of its
-// own, for a publisher that must know its event is durable before it goes
-// on (the connection actor writes a message event before the Signal state
-// the message changed, and that before it acknowledges the stanza). The
-// publisher then publishes e with Journaled set, so that Publish does not
-// append it again. It fails when ctx ends first or the outbox refuses it.
-func (j *Journal) Write(ctx context.Context, e events.Event) error {
-	if _, err := j.out.Append(ctx, j.record(e)); err != nil {
-		return fmt.Errorf("journal: write %s event: %w", e.Kind, err)
-	}
-	j.appended.Add(1)
+// Record returns e's outbox record, for a publisher that must know its
+// event is durable before it goes on and so appends the record itself, in
+// a write of its own: the connection actor writes a message event in the
+// same store write as the Signal state the message changed
+// (store.SignalChanges.Events), and that before it acknowledges the
+// stanza. The publisher then calls Written and publishes e with Journaled
+// set, so that Publish does not append it again.
+func (j *Journal) Record(e events.Event) store.OutboxRecord { return j.record(e) }
+
+// Written tells the journal that its publisher appended n records of
+// Record to the journal's outbox: they count as appended, and the
+// follower reads them for the subscribers.
+func (j *Journal) Written(n int) {
+	j.appended.Add(uint64(n))
 	select {
 	case j.poke <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Stats returns the counters.

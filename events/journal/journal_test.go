@@ -343,24 +343,29 @@ func TestNoReplayWhenTheStartIsUnknown(t *testing.T) {
 	}
 }
 
-// Write appends at once, before it returns, and a Journaled event
+// A record its publisher appended itself (Record, then Written) is
+// followed like the journal's own appends, and the Journaled event
 // published afterwards is not appended a second time; subscribers see it
 // once.
-func TestWriteIsDurableOnReturnAndNotRepeated(t *testing.T) {
+func TestRecordWrittenByThePublisherIsNotRepeated(t *testing.T) {
 	s, _ := openBolt(t)
 	j := newJournal(t, s, Options{})
 	sub := j.Subscribe(10)
 	e := events.Event{Account: "a", Kind: events.KindMessage, Message: &events.Message{ID: "3EB0AA", Chat: "1555@s.whatsapp.net", Type: "text", Text: "hi"}}
-	if err := j.Write(t.Context(), e); err != nil {
+	if _, err := s.Append(t.Context(), j.Record(e)); err != nil {
 		t.Fatal(err)
 	}
+	j.Written(1)
 	got, err := s.After(t.Context(), "", 10)
 	if err != nil || len(got) != 1 {
-		t.Fatalf("after Write the outbox holds %d entries (%v), want 1", len(got), err)
+		t.Fatalf("the outbox holds %d entries (%v), want 1", len(got), err)
 	}
 	var w events.Wire
 	if err := json.Unmarshal(got[0].Body, &w); err != nil || w.Message == nil || w.Message.ID != "3EB0AA" || w.Message.Text != "hi" {
 		t.Fatalf("entry %s (%v), want the message", got[0].Body, err)
+	}
+	if got[0].Instance != "inst-a" || got[0].Account != "a" || got[0].Kind != "message" {
+		t.Fatalf("entry %+v, want the journal's instance, the account and the kind", got[0].OutboxRecord)
 	}
 	e.Journaled = true
 	j.Publish(e)
@@ -379,15 +384,5 @@ func TestWriteIsDurableOnReturnAndNotRepeated(t *testing.T) {
 	}
 	if len(kinds) != 2 || kinds[0] != "message" || kinds[1] != "reconnect" {
 		t.Fatalf("the subscriber saw %v, want [message reconnect]", kinds)
-	}
-}
-
-// Write reports an outbox that refuses the event instead of dropping it
-// silently.
-func TestWriteReportsFailure(t *testing.T) {
-	s, _ := openBolt(t)
-	j := newJournal(t, s, Options{})
-	if err := j.Write(t.Context(), events.Event{Kind: events.KindMessage}); !errors.Is(err, store.ErrInvalidOutboxRecord) {
-		t.Fatalf("Write of an event without account: %v, want ErrInvalidOutboxRecord", err)
 	}
 }

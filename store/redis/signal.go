@@ -147,6 +147,13 @@ func (s *Store) applySignal(ctx context.Context, id string, c store.SignalChange
 			return out, fmt.Errorf("redis: %s of %q: %w", op, id, err)
 		}
 	}
+	if len(c.Events) > 0 {
+		// First, in a round trip of their own: the stream is outside the
+		// account's hash slot (see store.SignalStore.ApplySignal).
+		if _, err := s.Append(ctx, c.Events...); err != nil {
+			return out, err // "redis: outbox append: …"
+		}
+	}
 	ctx, cancel, err := s.begin(ctx, op)
 	if err != nil {
 		return out, err

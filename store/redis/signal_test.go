@@ -24,7 +24,7 @@ func TestSignalContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := storetest.SignalFixture{Store: s, SendKeys: func(t *testing.T, id string) int {
+			f := storetest.SignalFixture{Store: s, Outbox: s, SendKeys: func(t *testing.T, id string) int {
 				t.Helper()
 				n := 0
 				for f := range signalState(t, s, id) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,9 @@ type SignalFixture struct {
 	// SendKeys counts the idempotency keys, expired or not, that the
 	// Signal state of account id holds.
 	SendKeys func(t *testing.T, id string) int
+	// Outbox is the outbox that Store's ApplySignal appends the events of
+	// its changes to (store.SignalChanges.Events).
+	Outbox store.Outbox
 }
 
 // RunSignal runs the Signal state part of the contract (store.SignalStore
@@ -35,6 +39,16 @@ func RunSignal(t *testing.T, open func(t *testing.T, now func() time.Time) Signa
 			tt.fn(t, f.Store)
 		})
 	}
+	t.Run("SignalEvents", func(t *testing.T) {
+		f := open(t, time.Now)
+		t.Cleanup(func() { _ = f.Store.Close() })
+		testSignalEvents(t, f)
+	})
+	t.Run("SignalConcurrentAccounts", func(t *testing.T) {
+		f := open(t, time.Now)
+		t.Cleanup(func() { _ = f.Store.Close() })
+		testSignalConcurrentAccounts(t, f)
+	})
 	t.Run("SendLogRetention", func(t *testing.T) {
 		clock := testkit.NewClock(time.Unix(1_700_000_000, 0))
 		f := open(t, clock.Now)
@@ -431,4 +445,142 @@ func testSendLogRetention(t *testing.T, f SignalFixture, clock *testkit.Clock) {
 	}
 	claim("mid-0", "X", "MID0", false)
 	claim("old-1", "X", "NEW1", false)
+}
+
+// signalEvent is the outbox record of message n of account id.
+func signalEvent(id string, n int) store.OutboxRecord {
+	return store.OutboxRecord{Account: id, Kind: "message", Instance: "inst-a",
+		Time: outboxTime.Add(time.Duration(n) * time.Millisecond), Body: fmt.Appendf(nil, `{"n":%d}`, n)}
+}
+
+// outboxAfter returns the bodies of the entries of account id appended
+// after entry last ("" : all).
+func outboxAfter(t *testing.T, o store.Outbox, last, id string) []string {
+	t.Helper()
+	entries, err := o.After(t.Context(), last, 100000)
+	if err != nil {
+		t.Fatalf("After: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Account == id {
+			out = append(out, string(e.Body))
+		}
+	}
+	return out
+}
+
+// testSignalEvents: the events of a batch are appended with its state, in
+// order; a batch refused as invalid appends none.
+func testSignalEvents(t *testing.T, f SignalFixture) {
+	s, o := f.Store, f.Outbox
+	mustSave(t, s, NewDevice(t, "acct"))
+	last, err := o.Last(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := SignalRecord(t, 500)
+	mustApply(t, s, "acct", store.SignalChanges{
+		Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}},
+		Events:   []store.OutboxRecord{signalEvent("acct", 1), signalEvent("acct", 2)},
+	})
+	ExpectSession(t, s, "acct", PeerPN, rec)
+	if got := outboxAfter(t, o, last, "acct"); !slices.Equal(got, []string{`{"n":1}`, `{"n":2}`}) {
+		t.Fatalf("outbox after ApplySignal with 2 events: %q", got)
+	}
+	last, _ = o.Last(t.Context())
+	bad := []store.SignalChanges{
+		{Sessions: []store.SessionChange{{Addr: PeerPN, Record: SignalRecord(t, 10)}}, Events: []store.OutboxRecord{{Kind: "message"}}},
+		{Sessions: []store.SessionChange{{Addr: "x", Record: SignalRecord(t, 10)}}, Events: []store.OutboxRecord{signalEvent("acct", 3)}},
+		{Events: make([]store.OutboxRecord, store.MaxSignalEvents+1)},
+	}
+	for i := range bad[2].Events {
+		bad[2].Events[i] = signalEvent("acct", 4)
+	}
+	for i, c := range bad {
+		if _, err := s.ApplySignal(t.Context(), "acct", c); !errors.Is(err, store.ErrInvalidSignal) {
+			t.Errorf("invalid batch %d: ApplySignal = %v, want ErrInvalidSignal", i, err)
+		}
+	}
+	ExpectSession(t, s, "acct", PeerPN, rec)
+	if got := outboxAfter(t, o, last, "acct"); len(got) != 0 {
+		t.Fatalf("invalid batches appended %q", got)
+	}
+	// Without a device the state is not written (the Redis store may have
+	// appended the events first: never the state without them).
+	if _, err := s.ApplySignal(t.Context(), "absent", store.SignalChanges{
+		Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}}, Events: []store.OutboxRecord{signalEvent("absent", 5)},
+	}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ApplySignal without a device = %v, want ErrNotFound", err)
+	}
+	ExpectSession(t, s, "absent", PeerPN, nil)
+}
+
+// testSignalConcurrentAccounts: accounts applying at the same time (the
+// bbolt store's group commit shares transactions between them) each get
+// all of their changes and events, in their order, and one that fails
+// (no device) fails alone.
+func testSignalConcurrentAccounts(t *testing.T, f SignalFixture) {
+	s, o := f.Store, f.Outbox
+	const accounts, each = 8, 20
+	for a := range accounts {
+		mustSave(t, s, NewDevice(t, fmt.Sprintf("acct%d", a)))
+	}
+	last, err := o.Last(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, accounts+1)
+	finals := make([][]byte, accounts)
+	done := make(chan struct{})
+	go func() { // an account without a device, failing among the others
+		defer close(done)
+		for i := range each {
+			_, err := s.ApplySignal(t.Context(), "gone", store.SignalChanges{
+				Sessions: []store.SessionChange{{Addr: PeerPN, Record: SignalRecord(t, 100)}},
+				Events:   []store.OutboxRecord{signalEvent("gone", i)},
+			})
+			if !errors.Is(err, store.ErrNotFound) {
+				errs <- fmt.Errorf("ApplySignal without a device: %v, want ErrNotFound", err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for a := range accounts {
+		wg.Go(func() {
+			id := fmt.Sprintf("acct%d", a)
+			for i := range each {
+				rec := SignalRecord(t, 200+i)
+				if _, err := s.ApplySignal(t.Context(), id, store.SignalChanges{
+					Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}},
+					Events:   []store.OutboxRecord{signalEvent(id, i)},
+				}); err != nil {
+					errs <- fmt.Errorf("ApplySignal(%s) %d: %w", id, i, err)
+					return
+				}
+				finals[a] = rec
+			}
+		})
+	}
+	wg.Wait()
+	<-done
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for a := range accounts {
+		id := fmt.Sprintf("acct%d", a)
+		ExpectSession(t, s, id, PeerPN, finals[a])
+		got := outboxAfter(t, o, last, id)
+		if len(got) != each {
+			t.Fatalf("%s: %d events appended, want %d", id, len(got), each)
+		}
+		for i, b := range got {
+			if b != fmt.Sprintf(`{"n":%d}`, i) {
+				t.Fatalf("%s: event %d is %s: out of order", id, i, b)
+			}
+		}
+	}
+	ExpectSession(t, s, "gone", PeerPN, nil)
 }
