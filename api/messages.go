@@ -27,8 +27,8 @@ const routeMessages = "/api/accounts/{id}/messages"
 const maxMessageBody = 64 << 10
 
 // Sender is the side of a Controller that sends messages; the app's
-// controller implements it. A Controller without it answers 503 (the
-// fleet's router: a send is not routed to another instance yet).
+// controller implements it, and so does the fleet's router (it reaches the
+// instance running the account). A Controller without it answers 503.
 type Sender interface {
 	// SendText queues a text message from account id. Errors as
 	// Controller's, plus *BadRequest (the recipient or text refused) and
@@ -117,7 +117,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	sender, ok := s.cfg.Controller.(Sender)
 	if s.cfg.Controller == nil || !ok {
-		writeError(w, http.StatusServiceUnavailable, "sending is not available here (in fleet mode, send to the instance that runs the account)")
+		writeError(w, http.StatusServiceUnavailable, "sending is not available here")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ActionTimeout)

@@ -10,6 +10,6 @@
 // fleet.go) it adds the leases and the coordinator that decide which
 // accounts run here, and the fleet-wide view (fleetview.go): this
 // instance's views published, the API answering for every instance, and
-// actions routed to the instance running the account. `manager run` and `manager demo` (cmd/manager) are thin
+// actions and sends routed to the instance running the account. `manager run` and `manager demo` (cmd/manager) are thin
 // wrappers around it; end-to-end tests start it in-process.
 package app

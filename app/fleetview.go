@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wafleet/wafleet/actors/connection"
 	"github.com/wafleet/wafleet/api"
 	"github.com/wafleet/wafleet/fleet/view"
 	wredis "github.com/wafleet/wafleet/store/redis"
@@ -60,6 +61,8 @@ func (a *App) newFleetView() (*fleetView, error) {
 			return *v.QR, true
 		},
 		PairByPhone: controller{a}.PairByPhone,
+		Send:        controller{a}.SendText,
+		MaxText:     connection.MaxTextLen,
 		Logger:      log,
 	})
 	if err != nil {
@@ -99,8 +102,8 @@ func (v *fleetView) close(logger *slog.Logger) {
 	}
 }
 
-// accountControl acts on accounts for the API: in fleet mode through the
-// router, which reaches the instance holding the account.
+// accountControl acts on accounts, and sends, for the API: in fleet mode
+// through the router, which reaches the instance holding the account.
 func (a *App) accountControl() api.Controller {
 	if a.fleet != nil {
 		return a.fleet.view.router

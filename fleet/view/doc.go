@@ -30,5 +30,9 @@
 // the same way, sealed for the requester (X25519 + AES-GCM), so Redis
 // never holds it in the clear; so does the link code that pairing by phone
 // number (Router.PairByPhone, api.LinkPairer) answers. Published views
-// carry neither. Nothing here runs in the lease loop.
+// carry neither. A send (Router.SendText, api.Sender) travels the same way
+// with its recipient, text and idempotency key, and its reply carries the
+// message ID or the owner's typed refusal; the key is claimed by the
+// owner in the shared store, so repeats through any instance are
+// duplicates. Nothing here runs in the lease loop.
 package view

@@ -3,6 +3,7 @@ package view
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/wafleet/wafleet/api"
 	wredis "github.com/wafleet/wafleet/store/redis"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // Defaults of RouterConfig.
@@ -30,8 +32,9 @@ const (
 )
 
 const (
-	// maxMessage bounds a request or reply read from an inbox; larger
-	// ones are dropped unread.
+	// maxMessage bounds a request or reply read from an inbox, beyond the
+	// text of a send (RouterConfig.MaxText); larger ones are dropped
+	// unread.
 	maxMessage = 4 << 10
 	// maxReason bounds the reason a reply carries.
 	maxReason = 512
@@ -44,6 +47,8 @@ const (
 	// actionPairPhone pairs an account by phone number; the link code
 	// comes back sealed for the requester.
 	actionPairPhone = "pair_phone"
+	// actionSend sends a text message (Router.SendText, api.Sender).
+	actionSend = "send"
 	// maxActionTime bounds the time an owner gives one routed action.
 	maxActionTime = time.Minute
 )
@@ -75,6 +80,14 @@ type RouterConfig struct {
 	// PairByPhone pairs an account held here by phone number (api.LinkPairer
 	// of this instance). Default nil: Router.PairByPhone answers 503.
 	PairByPhone func(ctx context.Context, id, phone string) (api.LinkCode, error)
+	// Send sends a text from an account held here (api.Sender of this
+	// instance). Default nil: Router.SendText answers 503.
+	Send func(ctx context.Context, id string, m api.OutgoingText) (api.Sent, error)
+	// MaxText bounds the text of a send, in bytes, as the owner bounds
+	// it: a longer one is refused (400) before it travels, and an inbox
+	// message is read up to this much text more than the other actions'
+	// bound. Required with Send.
+	MaxText int
 	// Wait bounds the wait for an owner to take a request from its inbox
 	// (or answer it). Default 3 s: well under the API's ActionTimeout (10
 	// s). Once taken, the answer is awaited until the caller's context
@@ -94,6 +107,10 @@ type Router struct {
 	log   *slog.Logger
 	slots chan struct{}
 
+	// inboxLimit bounds a message read from the inbox, and a request
+	// sent: maxMessage plus a send's text encoded.
+	inboxLimit int
+
 	mu      sync.Mutex
 	waiting map[string]chan message // by request id
 }
@@ -101,6 +118,7 @@ type Router struct {
 var (
 	_ api.Controller = (*Router)(nil)
 	_ api.LinkPairer = (*Router)(nil)
+	_ api.Sender     = (*Router)(nil)
 )
 
 // message is a request or a reply in an inbox. It carries no secret: a
@@ -125,16 +143,31 @@ type message struct {
 	// the link code of its reply stops working (Unix ms).
 	Phone     string `json:"phone,omitempty"`
 	ExpiresMs int64  `json:"expires_ms,omitempty"`
+	// To, Text and SendKey are a send request's recipient (a JID), text
+	// (base64 in JSON, so its encoded size is bounded by its length) and
+	// idempotency key. The text travels in the clear, as received
+	// messages do on the Redis event stream; the inbox holds it until the
+	// owner takes it (at once) or the request is taken back.
+	To      string `json:"to,omitempty"`
+	Text    []byte `json:"text,omitempty"`
+	SendKey string `json:"send_key,omitempty"`
+	// MessageID and Duplicate are a send's reply (api.Sent);
+	// RetryAfterMs comes with resultRateLimited.
+	MessageID    string `json:"message_id,omitempty"`
+	Duplicate    bool   `json:"duplicate,omitempty"`
+	RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
 }
 
 // The results a reply carries.
 const (
 	resultOK          = "ok"
-	resultUnknown     = "unknown"     // no such account there (404)
-	resultRefused     = "refused"     // Reason says why (409)
-	resultUnavailable = "unavailable" // Reason says why (503)
-	resultTimeout     = "timeout"     // the owner's actor did not answer (504)
-	resultFailed      = "failed"      // see the owner's log (500)
+	resultUnknown     = "unknown"      // no such account there (404)
+	resultRefused     = "refused"      // Reason says why (409)
+	resultBadRequest  = "bad_request"  // a send refused: Reason says why (400)
+	resultLimited     = "rate_limited" // a send refused: RetryAfterMs (429)
+	resultUnavailable = "unavailable"  // Reason says why (503)
+	resultTimeout     = "timeout"      // the owner's actor did not answer (504)
+	resultFailed      = "failed"       // see the owner's log (500)
 )
 
 // NewRouter returns a Router.
@@ -147,6 +180,9 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 			return nil, fmt.Errorf("%w: no action %q", ErrConfig, name)
 		}
 	}
+	if cfg.Send != nil && cfg.MaxText <= 0 {
+		return nil, fmt.Errorf("%w: Send needs MaxText", ErrConfig)
+	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = DefaultWait
 	}
@@ -157,7 +193,11 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Router{cfg: cfg, log: log, slots: make(chan struct{}, cfg.MaxInFlight), waiting: map[string]chan message{}}, nil
+	return &Router{
+		cfg: cfg, log: log, slots: make(chan struct{}, cfg.MaxInFlight),
+		inboxLimit: maxMessage + base64.StdEncoding.EncodedLen(cfg.MaxText),
+		waiting:    map[string]chan message{},
+	}, nil
 }
 
 // Pair implements api.Controller on the account's owner.
@@ -257,6 +297,42 @@ func (r *Router) PairByPhone(ctx context.Context, id, phone string) (api.LinkCod
 	return api.LinkCode{Code: code, ExpiresAt: time.UnixMilli(rep.ExpiresMs)}, nil
 }
 
+// SendText implements api.Sender on the account's owner: the request
+// carries the recipient, the text and the idempotency key; the reply the
+// message's ID, or the owner's refusal as it was (400, 404, 409, 429 with
+// its delay). The key's claim is the owner's, in the store shared by the
+// fleet, so a send repeated through any instance, before or after a
+// failover, is a duplicate wherever it runs.
+func (r *Router) SendText(ctx context.Context, id string, m api.OutgoingText) (api.Sent, error) {
+	if r.cfg.Send == nil {
+		return api.Sent{}, &api.Unavailable{Reason: "sending is not available on instance " + r.cfg.Instance}
+	}
+	if len(m.Text) > r.cfg.MaxText {
+		return api.Sent{}, &api.BadRequest{Reason: fmt.Sprintf("the text is %d bytes (at most %d)", len(m.Text), r.cfg.MaxText)}
+	}
+	if r.cfg.Holds(id) {
+		return r.cfg.Send(ctx, id, m)
+	}
+	owner, err := r.owner(ctx, id)
+	if owner == r.cfg.Instance {
+		return r.cfg.Send(ctx, id, m)
+	}
+	if err != nil {
+		return api.Sent{}, err
+	}
+	rep, err := r.call(ctx, owner, message{Action: actionSend, Account: id, To: m.To.String(), Text: []byte(m.Text), SendKey: m.Key})
+	if err != nil {
+		return api.Sent{}, err
+	}
+	if err := resultError(owner, rep); err != nil {
+		return api.Sent{}, err
+	}
+	if rep.MessageID == "" {
+		return api.Sent{}, fmt.Errorf("view: instance %s answered a send from %s without a message id", owner, id)
+	}
+	return api.Sent{ID: rep.MessageID, Duplicate: rep.Duplicate}, nil
+}
+
 // owner returns the instance holding id's lease, or the error to answer
 // when none does.
 func (r *Router) owner(ctx context.Context, id string) (string, error) {
@@ -285,6 +361,9 @@ func (r *Router) call(ctx context.Context, owner string, req message) (message, 
 	body, err := json.Marshal(req)
 	if err != nil {
 		return message{}, fmt.Errorf("view: encode a request: %w", err)
+	}
+	if len(body) > r.inboxLimit {
+		return message{}, &api.BadRequest{Reason: fmt.Sprintf("the request is %d bytes encoded, more than the %d that travel between instances", len(body), r.inboxLimit)}
 	}
 	ch := make(chan message, 1)
 	r.mu.Lock()
@@ -321,7 +400,11 @@ func (r *Router) call(ctx context.Context, owner string, req message) (message, 
 		return rep, nil
 	case <-ctx.Done():
 	}
-	return message{}, &api.Unavailable{Reason: fmt.Sprintf("instance %s, which holds account %s, took the request but did not answer in time: it may still take effect", owner, req.Account)}
+	reason := fmt.Sprintf("instance %s, which holds account %s, took the request but did not answer in time: it may still take effect", owner, req.Account)
+	if req.Action == actionSend {
+		reason += " (the message may be sent: repeat the request with the same idempotency_key, which never sends it twice)"
+	}
+	return message{}, &api.Unavailable{Reason: reason}
 }
 
 // push appends body to an inbox and (re)arms its expiry, in one round trip.
@@ -342,6 +425,10 @@ func resultError(owner string, rep message) error {
 		return fmt.Errorf("%w (on instance %s)", api.ErrUnknownAccount, owner)
 	case resultRefused:
 		return &api.Refused{Reason: rep.Reason}
+	case resultBadRequest:
+		return &api.BadRequest{Reason: rep.Reason}
+	case resultLimited:
+		return &api.RateLimited{RetryAfter: time.Duration(rep.RetryAfterMs) * time.Millisecond}
 	case resultUnavailable:
 		return &api.Unavailable{Reason: rep.Reason}
 	case resultTimeout:
@@ -391,7 +478,7 @@ func (r *Router) Run(ctx context.Context) {
 // receive handles one message of the inbox.
 func (r *Router) receive(ctx context.Context, tasks *sync.WaitGroup, raw string) {
 	var m message
-	if len(raw) > maxMessage || json.Unmarshal([]byte(raw), &m) != nil || m.ID == "" {
+	if len(raw) > r.inboxLimit || json.Unmarshal([]byte(raw), &m) != nil || m.ID == "" {
 		return // the wake-up, or nothing an instance sends
 	}
 	if m.Reply {
@@ -452,6 +539,12 @@ func (r *Router) serve(ctx context.Context, m message) message {
 		}
 		return message{Result: resultOK, Sealed: sealed, ExpiresMs: lc.ExpiresAt.UnixMilli()}
 	}
+	if m.Action == actionSend {
+		if r.cfg.Send == nil {
+			return message{Result: resultUnavailable, Reason: "sending is not available on instance " + r.cfg.Instance}
+		}
+		return r.serveSend(actx, m)
+	}
 	act, ok := r.cfg.Actions[m.Action]
 	if !ok {
 		return message{Result: resultFailed, Reason: "instance " + r.cfg.Instance + " has no action " + truncate(m.Action, 32)}
@@ -459,10 +552,28 @@ func (r *Router) serve(ctx context.Context, m message) message {
 	return r.outcome(m, act(actx, m.Account))
 }
 
+// serveSend sends the text of request m and returns the reply.
+func (r *Router) serveSend(ctx context.Context, m message) message {
+	to, err := jid.Parse(m.To)
+	if err != nil {
+		return message{Result: resultBadRequest, Reason: "the recipient is not a JID"}
+	}
+	if len(m.Text) > r.cfg.MaxText {
+		return message{Result: resultBadRequest, Reason: fmt.Sprintf("the text is %d bytes (at most %d)", len(m.Text), r.cfg.MaxText)}
+	}
+	sent, err := r.cfg.Send(ctx, m.Account, api.OutgoingText{To: to, Text: string(m.Text), Key: m.SendKey})
+	if err != nil {
+		return r.outcome(m, err)
+	}
+	return message{Result: resultOK, MessageID: sent.ID, Duplicate: sent.Duplicate}
+}
+
 // outcome is the reply that carries err, the result of request m.
 func (r *Router) outcome(m message, err error) message {
 	var refused *api.Refused
 	var unavailable *api.Unavailable
+	var bad *api.BadRequest
+	var limited *api.RateLimited
 	switch {
 	case err == nil:
 		return message{Result: resultOK}
@@ -470,6 +581,10 @@ func (r *Router) outcome(m message, err error) message {
 		return message{Result: resultUnknown}
 	case errors.As(err, &refused):
 		return message{Result: resultRefused, Reason: truncate(refused.Reason, maxReason)}
+	case errors.As(err, &bad):
+		return message{Result: resultBadRequest, Reason: truncate(bad.Reason, maxReason)}
+	case errors.As(err, &limited):
+		return message{Result: resultLimited, RetryAfterMs: max(limited.RetryAfter.Milliseconds(), 1)}
 	case errors.As(err, &unavailable):
 		return message{Result: resultUnavailable, Reason: truncate(unavailable.Reason, maxReason)}
 	case errors.Is(err, context.DeadlineExceeded):

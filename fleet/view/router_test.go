@@ -3,6 +3,7 @@ package view
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/wafleet/wafleet/api"
 	wredis "github.com/wafleet/wafleet/store/redis"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // controller is an instance's local api.Controller: it records the
@@ -50,6 +52,9 @@ func (c *controller) Pair(_ context.Context, id string) error    { return c.do("
 func (c *controller) Restart(_ context.Context, id string) error { return c.do("restart", id) }
 func (c *controller) Logout(_ context.Context, id string) error  { return c.do("logout", id) }
 
+// testMaxText is the routers' RouterConfig.MaxText.
+const testMaxText = 1 << 10
+
 type node struct {
 	r     *Router
 	ctl   *controller
@@ -57,6 +62,9 @@ type node struct {
 	qr    map[string]string
 	link  atomic.Pointer[api.LinkCode] // what PairByPhone answers here
 	phone chan string                  // the numbers PairByPhone was called with here
+	sends chan api.OutgoingText        // the texts Send was asked to send here
+	// sent is what Send answers here (nil: an ID made of the text).
+	sent  atomic.Pointer[func(api.OutgoingText) (api.Sent, error)]
 	rec   *recorder
 	cname string
 }
@@ -80,7 +88,7 @@ func startOwnedElsewhere(t *testing.T, accts ...string) (a, b *node) {
 func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
 	t.Helper()
 	c, rec := client(t, shared)
-	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name, phone: make(chan string, 8)}
+	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name, phone: make(chan string, 8), sends: make(chan api.OutgoingText, 8)}
 	r, err := NewRouter(RouterConfig{
 		Client: c, Keys: k, Instance: name, Holds: n.held.holds,
 		Actions: map[string]Action{ActionPair: n.ctl.Pair, ActionRestart: n.ctl.Restart, ActionLogout: n.ctl.Logout},
@@ -104,7 +112,15 @@ func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name s
 			}
 			return *lc, nil
 		},
-		Wait: 2 * time.Second,
+		Send: func(_ context.Context, id string, m api.OutgoingText) (api.Sent, error) {
+			n.sends <- m
+			if f := n.sent.Load(); f != nil {
+				return (*f)(m)
+			}
+			return api.Sent{ID: "ID-" + id + "-" + m.Text}, nil
+		},
+		MaxText: testMaxText,
+		Wait:    2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -282,5 +298,117 @@ func TestRouterPairByPhone(t *testing.T) {
 	var refused *api.Refused
 	if _, err := a.r.PairByPhone(t.Context(), "acct-1", "15551234567"); !errors.As(err, &refused) || !strings.Contains(refused.Reason, "connected") {
 		t.Fatalf("a refusal on the owner: %v", err)
+	}
+}
+
+// TestRouterSend: a send given to an instance that does not hold the
+// account runs on the owner with the recipient, the text (any bytes) and
+// the key, and answers the owner's message ID and duplicate flag; the
+// owner's typed refusals come back as they were; a text over MaxText is
+// refused before it travels; an owner that takes nothing answers 503
+// saying nothing was sent.
+func TestRouterSend(t *testing.T) {
+	a, b := startOwnedElsewhere(t, "acct-1", "acct-2")
+	to := jid.New("15551234567", jid.DefaultUserServer)
+	text := "h\u00e9llo \"quoted\" \x00\x01 \u2028 </end>"
+	got, err := a.r.SendText(t.Context(), "acct-1", api.OutgoingText{To: to, Text: text, Key: "k-1"})
+	if err != nil || got.ID != "ID-acct-1-"+text || got.Duplicate {
+		t.Fatalf("routed send = %+v, %v; want the owner's id", got, err)
+	}
+	if m := <-b.sends; m.To != to || m.Text != text || m.Key != "k-1" {
+		t.Fatalf("the owner was asked to send %+v", m)
+	}
+	if len(a.sends) != 0 {
+		t.Fatal("the instance asked sent the message itself")
+	}
+
+	answer := func(sent api.Sent, err error) {
+		f := func(api.OutgoingText) (api.Sent, error) { return sent, err }
+		b.sent.Store(&f)
+	}
+	send := func() (api.Sent, error) {
+		t.Helper()
+		got, err := a.r.SendText(t.Context(), "acct-1", api.OutgoingText{To: to, Text: "x", Key: "k-1"})
+		<-b.sends
+		return got, err
+	}
+	answer(api.Sent{ID: "3EB0FIRST", Duplicate: true}, nil)
+	if got, err := send(); err != nil || got != (api.Sent{ID: "3EB0FIRST", Duplicate: true}) {
+		t.Fatalf("a duplicate on the owner = %+v, %v", got, err)
+	}
+	answer(api.Sent{}, &api.BadRequest{Reason: "the recipient's number is not 1 to 20 digits"})
+	var bad *api.BadRequest
+	if _, err := send(); !errors.As(err, &bad) || bad.Reason != "the recipient's number is not 1 to 20 digits" {
+		t.Fatalf("a bad request on the owner = %v", err)
+	}
+	answer(api.Sent{}, &api.RateLimited{RetryAfter: 2500 * time.Millisecond})
+	var limited *api.RateLimited
+	if _, err := send(); !errors.As(err, &limited) || limited.RetryAfter != 2500*time.Millisecond {
+		t.Fatalf("a rate limit on the owner = %v, want RateLimited after 2.5 s", err)
+	}
+	answer(api.Sent{}, &api.Refused{Reason: "the account is not connected"})
+	var refused *api.Refused
+	if _, err := send(); !errors.As(err, &refused) || refused.Reason != "the account is not connected" {
+		t.Fatalf("a refusal on the owner = %v", err)
+	}
+	answer(api.Sent{}, fmt.Errorf("app: %w", api.ErrUnknownAccount))
+	if _, err := send(); !errors.Is(err, api.ErrUnknownAccount) {
+		t.Fatalf("an account the owner does not know = %v", err)
+	}
+
+	// Too long a text is refused here; it never reaches Redis.
+	long := strings.Repeat("L", testMaxText+1)
+	if _, err := a.r.SendText(t.Context(), "acct-1", api.OutgoingText{To: to, Text: long}); !errors.As(err, &bad) {
+		t.Fatalf("a text over MaxText = %v, want BadRequest", err)
+	}
+	if a.rec.sent(long[:100]) || len(b.sends) != 0 {
+		t.Fatal("a text over MaxText was routed")
+	}
+	// An account nobody holds: 503 to retry.
+	var unavailable *api.Unavailable
+	if _, err := a.r.SendText(t.Context(), "acct-2", api.OutgoingText{To: to, Text: "x"}); !errors.As(err, &unavailable) {
+		t.Fatalf("a send from an account nobody holds = %v, want Unavailable", err)
+	}
+}
+
+// TestRouterSendOwnerGone: the owner reads no inbox (it died): the send
+// answers 503 naming it and saying nothing was sent, after the bounded
+// wait, and the request is not left to be sent later.
+func TestRouterSendOwnerGone(t *testing.T) {
+	c, prefix := redistest(t)
+	k := viewKeys(t, prefix)
+	a := startRouter(t, c, k, "inst-a", []string{"acct-1"}, true)
+	dead := startRouter(t, c, k, "inst-dead", []string{"acct-1"}, false)
+	dead.held.set("acct-1", 1)
+	lease(t, c, k, "acct-1", "inst-dead")
+	to := jid.New("15551234567", jid.DefaultUserServer)
+	_, err := a.r.SendText(t.Context(), "acct-1", api.OutgoingText{To: to, Text: "lost", Key: "k"})
+	var unavailable *api.Unavailable
+	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.Reason, "inst-dead") || !strings.Contains(unavailable.Reason, "nothing was done") {
+		t.Fatalf("a send on a dead owner = %v, want Unavailable naming inst-dead", err)
+	}
+	if n := c.LLen(t.Context(), k.Inbox("inst-dead")).Val(); n != 0 {
+		t.Fatalf("%d requests left in the dead instance's inbox", n)
+	}
+}
+
+// TestRouterSendSlowOwner: an owner that took the send but did not answer
+// before the caller's deadline yields 503 telling the caller to repeat the
+// request with the same key.
+func TestRouterSendSlowOwner(t *testing.T) {
+	a, b := startOwnedElsewhere(t, "acct-1")
+	release := make(chan struct{})
+	defer close(release)
+	f := func(api.OutgoingText) (api.Sent, error) {
+		<-release // ignores its context, like a stuck owner
+		return api.Sent{ID: "late"}, nil
+	}
+	b.sent.Store(&f)
+	ctx, cancel := context.WithTimeout(t.Context(), 2500*time.Millisecond)
+	defer cancel()
+	_, err := a.r.SendText(ctx, "acct-1", api.OutgoingText{To: jid.New("1555", jid.DefaultUserServer), Text: "slow", Key: "k"})
+	var unavailable *api.Unavailable
+	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.Reason, "same idempotency_key") {
+		t.Fatalf("a send on an owner slower than the deadline = %v, want Unavailable naming the key", err)
 	}
 }
