@@ -79,8 +79,9 @@ type conn struct {
 
 	reply *pendingReply // the pairing reply, until written (it may outlive its attempt)
 
-	retries map[string]int // retry receipts sent, by message id (receive.go)
-	limiter *rate.Limiter  // the account's send rate (Deps.SendRate)
+	retries     map[string]int // retry receipts sent, by message id (receive.go)
+	recentGroup recentSends    // group messages sent, for members' retry receipts (send.go)
+	limiter     *rate.Limiter  // the account's send rate (Deps.SendRate)
 }
 
 // goal is what the operator (or the account's history) asks for, kept

@@ -11,6 +11,7 @@ import (
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/waproto"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // Decrypt failure reasons: the label values of the decrypt failure metric
@@ -81,13 +82,19 @@ type decryption struct {
 	senderKeys map[senderKeyName]*signal.SenderKey
 	keyOrder   []senderKeyName
 	usedPreKey uint32
+	ownAddr    string // our device's address: our own sender key's record, never a peer's (groupkey.go)
 }
 
 type senderKeyName struct{ group, sender string }
 
 func newDecryption(ctx context.Context, st store.Store, sig store.SignalStore, dev *store.Device) *decryption {
+	var ownAddr string
+	if own, err := jid.Parse(dev.JID); err == nil {
+		ownAddr = peerAddress(own)
+	}
 	return &decryption{
-		ctx: ctx, st: st, sig: sig, id: dev.ID, dev: dev,
+		ownAddr: ownAddr,
+		ctx:     ctx, st: st, sig: sig, id: dev.ID, dev: dev,
 		local:      signal.LocalIdentity{Key: &crypto.KeyPair{Pub: dev.IdentityKey.Pub, Priv: dev.IdentityKey.Priv}, RegistrationID: dev.RegistrationID},
 		signed:     &crypto.KeyPair{Pub: dev.SignedPreKey.Pub, Priv: dev.SignedPreKey.Priv},
 		sessions:   make(map[string]*signal.Session),
@@ -132,6 +139,9 @@ func (d *decryption) changedSession(addr string, s *signal.Session) {
 func (d *decryption) senderKey(name senderKeyName) (*signal.SenderKey, error) {
 	if k, ok := d.senderKeys[name]; ok {
 		return k, nil
+	}
+	if name.sender == d.ownAddr {
+		return nil, fmt.Errorf("%w: a sender key under our own device's address", signal.ErrMalformed)
 	}
 	rec, err := d.sig.SenderKey(d.ctx, d.id, name.group, name.sender)
 	if errors.Is(err, store.ErrNotFound) {

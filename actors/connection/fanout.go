@@ -51,6 +51,12 @@ func (r *sendRun) run() {
 var errNoDevices = errors.New("the recipient has no devices (not on WhatsApp)")
 
 func (r *sendRun) prepare() (node.Node, error) {
+	switch {
+	case r.out.retry != nil:
+		return r.prepareRetry()
+	case r.out.to.Server == jid.GroupServer:
+		return r.prepareGroup()
+	}
 	ownUser := r.own.ToNonAD()
 	ans, err := r.iq(e2e.DeviceQuery("", r.out.id, []jid.JID{r.out.to, ownUser}))
 	if err != nil {
@@ -70,8 +76,27 @@ func (r *sendRun) prepare() (node.Node, error) {
 		}
 	}
 
-	var missing []jid.JID
+	bundles, err := r.bundlesFor(devices)
+	if err != nil {
+		return node.Node{}, err
+	}
+
+	var parts []e2e.Part
 	err = r.inStore(func(ctx context.Context) error {
+		parts, err = r.encrypt(ctx, devices, bundles)
+		return err
+	})
+	if err != nil {
+		return node.Node{}, err
+	}
+	return e2e.Message(r.out.id, r.out.to, parts, r.identity), nil
+}
+
+// bundlesFor fetches the prekey bundles of those of devices we have no
+// session with (nil when there is none).
+func (r *sendRun) bundlesFor(devices []jid.JID) (map[jid.JID]e2e.BundleResult, error) {
+	var missing []jid.JID
+	err := r.inStore(func(ctx context.Context) error {
 		for _, d := range devices {
 			_, err := r.st.Session(ctx, r.account, peerAddress(d))
 			switch {
@@ -84,28 +109,20 @@ func (r *sendRun) prepare() (node.Node, error) {
 		return nil
 	})
 	if err != nil {
-		return node.Node{}, fmt.Errorf("read sessions: %w", err)
+		return nil, fmt.Errorf("read sessions: %w", err)
 	}
-	var bundles map[jid.JID]e2e.BundleResult
-	if len(missing) > 0 {
-		ans, err := r.iq(e2e.KeyQuery("", missing))
-		if err != nil {
-			return node.Node{}, fmt.Errorf("prekey bundles: %w", err)
-		}
-		if bundles, err = e2e.ParseBundles(ans); err != nil {
-			return node.Node{}, fmt.Errorf("prekey bundles: %w", err)
-		}
+	if len(missing) == 0 {
+		return nil, nil
 	}
-
-	var parts []e2e.Part
-	err = r.inStore(func(ctx context.Context) error {
-		parts, err = r.encrypt(ctx, devices, bundles)
-		return err
-	})
+	ans, err := r.iq(e2e.KeyQuery("", missing))
 	if err != nil {
-		return node.Node{}, err
+		return nil, fmt.Errorf("prekey bundles: %w", err)
 	}
-	return e2e.Message(r.out.id, r.out.to, parts, r.identity), nil
+	bundles, err := e2e.ParseBundles(ans)
+	if err != nil {
+		return nil, fmt.Errorf("prekey bundles: %w", err)
+	}
+	return bundles, nil
 }
 
 // encrypt encrypts the message for every device it can (a device without
@@ -121,44 +138,18 @@ func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[ji
 	parts := make([]e2e.Part, 0, len(devices))
 	reached := false
 	for _, d := range devices {
-		addr := peerAddress(d)
-		var sess signal.Session
-		rec, err := r.st.Session(ctx, r.account, addr)
-		switch {
-		case err == nil:
-			if err := sess.UnmarshalBinary(rec); err != nil {
-				return nil, fmt.Errorf("session with %s: %w", addr, err)
-			}
-		case !errors.Is(err, store.ErrNotFound):
-			return nil, fmt.Errorf("read session with %s: %w", addr, err)
-		}
-		if !sess.HasCurrent() {
-			b := bundles[d]
-			if b.Bundle == nil {
-				r.log.Warn("no session and no prekey bundle; device skipped", slog.String("device", d.String()), slog.Any("error", b.Err))
-				continue
-			}
-			if err := sess.Initiate(r.local, b.Bundle); err != nil {
-				r.log.Warn("prekey bundle refused; device skipped", slog.String("device", d.String()), slog.String("error", err.Error()))
-				continue
-			}
-			changes.Identities = append(changes.Identities, store.IdentityChange{Addr: addr, Key: b.Bundle.IdentityKey})
-		}
 		pt := plain
 		if d.User == r.own.User {
 			pt = synced
 		}
-		ct, err := sess.Encrypt(signal.Pad(append(make([]byte, 0, len(pt)+16), pt...)))
+		p, ok, err := r.sealFor(ctx, d, bundles, pt, &changes)
 		if err != nil {
-			return nil, fmt.Errorf("encrypt for %s: %w", addr, err)
+			return nil, err
 		}
-		rec, err = sess.MarshalBinary()
-		if err != nil {
-			return nil, fmt.Errorf("session with %s: %w", addr, err)
+		if ok {
+			parts = append(parts, p)
+			reached = reached || d.User == r.out.to.User
 		}
-		changes.Sessions = append(changes.Sessions, store.SessionChange{Addr: addr, Record: rec})
-		parts = append(parts, e2e.Part{Device: d, Ciphertext: ct})
-		reached = reached || d.User == r.out.to.User
 	}
 	if !reached {
 		return nil, fmt.Errorf("none of the recipient's %d devices could be reached", len(devices))
@@ -171,6 +162,46 @@ func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[ji
 		r.log.Warn("a contact's identity key changed", slog.String("peer", addr))
 	}
 	return parts, nil
+}
+
+// sealFor pads and encrypts plaintext for device d with its session, a
+// new one from its bundle when there is none, and adds the session change
+// (and a new session's identity) to changes. A device without a session
+// and without a usable bundle is skipped and logged (false), as the
+// reference client does.
+func (r *sendRun) sealFor(ctx context.Context, d jid.JID, bundles map[jid.JID]e2e.BundleResult, plaintext []byte, changes *store.SignalChanges) (e2e.Part, bool, error) {
+	addr := peerAddress(d)
+	var sess signal.Session
+	rec, err := r.st.Session(ctx, r.account, addr)
+	switch {
+	case err == nil:
+		if err := sess.UnmarshalBinary(rec); err != nil {
+			return e2e.Part{}, false, fmt.Errorf("session with %s: %w", addr, err)
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return e2e.Part{}, false, fmt.Errorf("read session with %s: %w", addr, err)
+	}
+	if !sess.HasCurrent() {
+		b := bundles[d]
+		if b.Bundle == nil {
+			r.log.Warn("no session and no prekey bundle; device skipped", slog.String("device", d.String()), slog.Any("error", b.Err))
+			return e2e.Part{}, false, nil
+		}
+		if err := sess.Initiate(r.local, b.Bundle); err != nil {
+			r.log.Warn("prekey bundle refused; device skipped", slog.String("device", d.String()), slog.String("error", err.Error()))
+			return e2e.Part{}, false, nil
+		}
+		changes.Identities = append(changes.Identities, store.IdentityChange{Addr: addr, Key: b.Bundle.IdentityKey})
+	}
+	ct, err := sess.Encrypt(signal.Pad(append(make([]byte, 0, len(plaintext)+16), plaintext...)))
+	if err != nil {
+		return e2e.Part{}, false, fmt.Errorf("encrypt for %s: %w", addr, err)
+	}
+	if rec, err = sess.MarshalBinary(); err != nil {
+		return e2e.Part{}, false, fmt.Errorf("session with %s: %w", addr, err)
+	}
+	changes.Sessions = append(changes.Sessions, store.SessionChange{Addr: addr, Record: rec})
+	return e2e.Part{Device: d, Ciphertext: ct}, true, nil
 }
 
 // iq asks the actor to write an IQ and waits for its answer (at most

@@ -111,7 +111,7 @@ func (c *conn) onAckable(ctx actor.Context, n node.Node) {
 	}
 	c.deps.Observer.AckSent(n.Tag)
 	if n.Tag == "receipt" {
-		c.onReceipt(n)
+		c.onReceipt(ctx, n)
 	}
 	if typ, _ := n.Attr("type"); n.Tag == "notification" && typ == "link_code_companion_reg" && c.cur.child != nil {
 		ctx.Send(c.cur.child, &pairing.LinkCodeNotification{Node: n})

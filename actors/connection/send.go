@@ -52,7 +52,8 @@ type SendRate struct {
 // SendText asks the account to send a text message. Send it with
 // Request; the answer is a *SendResult.
 type SendText struct {
-	// To is the recipient's user JID (a phone-number JID, no device).
+	// To is the recipient: a user's phone-number JID (no device) or a
+	// group's JID (…@g.us).
 	To jid.JID
 	// Text is the message, 1..MaxTextLen bytes.
 	Text string
@@ -88,11 +89,13 @@ var (
 	ErrNoSignalStore = errors.New("connection: no Signal store configured")
 )
 
-// outgoing is one queued send.
+// outgoing is one queued send: a message, or the answer to a group
+// member's retry receipt for one (retry set).
 type outgoing struct {
-	id   string
-	to   jid.JID
-	text string
+	id    string
+	to    jid.JID
+	text  string
+	retry *groupRetry
 }
 
 // Internal messages of the send path (generation-bound, see msgGen).
@@ -137,13 +140,23 @@ func newMessageID() string {
 
 // checkSend says why msg cannot be sent (nil: it can).
 func checkSend(m *SendText) error {
+	if m.Text == "" || len(m.Text) > MaxTextLen {
+		return fmt.Errorf("%w: the text is %d bytes (1 to %d)", ErrSendInput, len(m.Text), MaxTextLen)
+	}
+	if m.To.Device != 0 || m.To.RawAgent != 0 {
+		return fmt.Errorf("%w: the recipient %s names a device", ErrSendInput, m.To)
+	}
 	switch {
-	case m.To.Server != jid.DefaultUserServer || m.To.Device != 0 || m.To.RawAgent != 0:
-		return fmt.Errorf("%w: the recipient %s is not a phone-number user JID", ErrSendInput, m.To)
+	case m.To.Server == jid.GroupServer:
+		// a group's ID is digits, or the creator's number and a timestamp
+		// joined by "-" (older groups)
+		if m.To.User == "" || len(m.To.String()) > store.MaxGroupIDLen || strings.Trim(m.To.User, "0123456789-") != "" {
+			return fmt.Errorf("%w: the recipient %s is not a group JID", ErrSendInput, m.To)
+		}
+	case m.To.Server != jid.DefaultUserServer:
+		return fmt.Errorf("%w: the recipient %s is not a phone-number user or group JID", ErrSendInput, m.To)
 	case m.To.User == "" || len(m.To.User) > store.MaxPeerUserLen || strings.Trim(m.To.User, "0123456789") != "":
 		return fmt.Errorf("%w: the recipient's number is not 1 to %d digits", ErrSendInput, store.MaxPeerUserLen)
-	case m.Text == "" || len(m.Text) > MaxTextLen:
-		return fmt.Errorf("%w: the text is %d bytes (1 to %d)", ErrSendInput, len(m.Text), MaxTextLen)
 	}
 	return nil
 }
@@ -269,6 +282,12 @@ func (c *conn) onSendReady(ctx actor.Context, m *sendReady) {
 	if c.write(ctx, m.msg, 0) != nil {
 		return // endAttempt reported every send of the attempt
 	}
+	if m.out.retry != nil {
+		return // the message was reported when first acknowledged
+	}
+	if m.out.to.Server == jid.GroupServer {
+		c.rememberGroupSend(m.out)
+	}
 	if c.cur.sentAwaitingAck == nil {
 		c.cur.sentAwaitingAck = make(map[string]*outgoing)
 	}
@@ -305,7 +324,14 @@ func (c *conn) onServerAck(n node.Node) {
 }
 
 // sendFailed reports a message that was not sent (or not acknowledged).
+// A retry receipt's answer that fails is only logged: its message was
+// reported when first sent.
 func (c *conn) sendFailed(out *outgoing, err error) {
+	if out.retry != nil {
+		c.log.Warn("retry receipt not answered", slog.String("id", out.id), slog.String("device", out.retry.device.String()),
+			slog.String("error", err.Error()))
+		return
+	}
 	c.log.Warn("message not sent", slog.String("id", out.id), slog.String("error", err.Error()))
 	c.report(events.KindMessageFailed, err, func(e *events.Event) { e.MessageID, e.Chat = out.id, out.to.String() })
 }
@@ -323,4 +349,57 @@ func (c *conn) failSends(a *attempt) {
 	for _, out := range a.sentAwaitingAck {
 		c.sendFailed(out, lost)
 	}
+}
+
+// maxRecentGroupSends bounds the group messages an account remembers to
+// answer retry receipts (whatsmeow keeps its last 256 sends); a retry
+// receipt for an older one is logged and not answered.
+const maxRecentGroupSends = 64
+
+// recentSends are the account's last group messages, by id, oldest first
+// in order: what a member device's retry receipt asks to send again.
+type recentSends struct {
+	byID  map[string]*outgoing
+	order []string
+}
+
+// rememberGroupSend keeps out for retry receipts.
+func (c *conn) rememberGroupSend(out *outgoing) {
+	r := &c.recentGroup
+	if r.byID == nil {
+		r.byID = make(map[string]*outgoing)
+	}
+	if len(r.order) == maxRecentGroupSends {
+		delete(r.byID, r.order[0])
+		r.order = append(r.order[:0], r.order[1:]...)
+	}
+	r.byID[out.id] = out
+	r.order = append(r.order, out.id)
+}
+
+// onGroupRetry answers a retry receipt from a group member's device for
+// a message we sent to the group (whatsmeow retry.go
+// handleRetryReceipt):
+//
+//	<receipt id from=GROUP participant=DEVICE type=retry><retry count id t v/><registration/>[<keys/>]</receipt>
+//
+// by queueing the message again for that device alone (groupRetry), up to
+// maxRetryReceipts times.
+func (c *conn) onGroupRetry(ctx actor.Context, n node.Node) {
+	from, _ := n.AttrJID("from")
+	dev, okDev := n.AttrJID("participant")
+	retry, okRetry := n.Child("retry")
+	id, _ := n.Attr("id")
+	out := c.recentGroup.byID[id]
+	if out == nil || !okDev || !okRetry || from.ToNonAD() != out.to || dev.Server != jid.DefaultUserServer {
+		c.log.Info("retry receipt for no group message we remember", slog.String("id", id))
+		return
+	}
+	count, _ := retry.AttrInt("count")
+	if count < 1 || count > maxRetryReceipts {
+		c.log.Warn("retry receipt with a count out of range", slog.String("id", id), slog.Int64("count", count))
+		return
+	}
+	t, _ := retry.AttrInt("t")
+	c.queueSend(ctx, &outgoing{id: out.id, to: out.to, text: out.text, retry: &groupRetry{device: dev, count: int(count), t: t}})
 }

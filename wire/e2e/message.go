@@ -26,16 +26,11 @@ type Part struct {
 // signed.
 func Message(id string, to jid.JID, parts []Part, deviceIdentity []byte) node.Node {
 	devices := make([]jid.JID, len(parts))
-	children := make([]node.Node, len(parts))
-	preKey := false
 	for i, p := range parts {
 		devices[i] = p.Device
-		preKey = preKey || p.Ciphertext.Type == signal.TypePreKey
-		children[i] = node.New("to", node.JIDAttr("jid", p.Device)).WithChildren(
-			node.New("enc", node.StrAttr("v", "2"), node.StrAttr("type", p.Ciphertext.Type.String())).WithBytes(p.Ciphertext.Body))
 	}
-	content := []node.Node{node.New("participants").WithChildren(children...)}
-	if preKey {
+	content := []node.Node{node.New("participants").WithChildren(toNodes(parts)...)}
+	if hasPreKey(parts) {
 		content = append(content, node.New("device-identity").WithBytes(deviceIdentity))
 	}
 	return node.New("message", node.StrAttr("id", id), node.JIDAttr("to", to.ToNonAD()), node.StrAttr("type", "text"),
