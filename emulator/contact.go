@@ -81,6 +81,9 @@ type SignalDevice struct {
 	peerSKs     map[senderKeyName]*signal.SenderKey
 	distributed map[senderKeyName]bool // (group, peer device) given our sender key
 	received    []Received             // what companions sent it, the last maxReceived (route.go)
+
+	distributions int            // sender key distributions companions sent it (groups.go)
+	retries       map[string]int // retry receipts it sent companions, by message id (groups.go)
 }
 
 // senderKeyName names one sender's key in one group.
@@ -204,6 +207,9 @@ type contactBook struct {
 	byUser map[string]*Contact
 	next   uint64
 	routes routeBook // messages routed to our companions (contactroute.go)
+
+	groups    map[string]*group // by group ID (the user part of its JID; groups.go)
+	nextGroup uint64
 }
 
 // ErrContact is wrapped by AddContact's errors: a phone that is not a

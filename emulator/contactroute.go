@@ -282,7 +282,7 @@ func (s *Server) retryReceipt(sess *session, n node.Node) {
 		s.stats.add(func(st *Stats) *int64 { return &st.MessagesUndelivered }, 1)
 		return
 	}
-	s.afterSettled(sess.dev, id, func() {
+	s.afterSettled(sess.dev, pendingKey(id, r.out.participant), func() {
 		if s.enqueue(r.dev, func(uint64, uint32) node.Node { return resend }) {
 			s.stats.add(func(st *Stats) *int64 { return &st.Resends }, 1)
 		}
@@ -310,11 +310,11 @@ func (s *Server) reencrypt(r *routed, count int, bundle *signal.Bundle) (node.No
 	return r.out.messageNode(r.t, encNode(ct.Type.String(), ct.Body, count)), nil
 }
 
-// afterSettled runs fn once the pending stanza id of d is settled (at once
-// when it is not pending).
-func (s *Server) afterSettled(d *device, id string, fn func()) {
+// afterSettled runs fn once the pending stanza of d with key (pendingKey)
+// is settled (at once when it is not pending).
+func (s *Server) afterSettled(d *device, key string, fn func()) {
 	d.st.mu.Lock()
-	if p := d.st.pending[id]; p != nil && !p.settled {
+	if p := d.st.pending[key]; p != nil && !p.settled {
 		prev := p.onSettle
 		p.onSettle = func() {
 			if prev != nil {

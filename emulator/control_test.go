@@ -105,7 +105,8 @@ func TestControlAPI(t *testing.T) {
 	}
 	slices.Sort(keys)
 	want := []string{"ack_deadline_kills", "acks_malformed", "acks_ok", "active_connections",
-		"companion_decrypt_failures", "companion_messages", "companion_messages_refused", "contact_messages", "contacts", "decrypt_failures", "devices_with_prekeys",
+		"companion_decrypt_failures", "companion_group_messages", "companion_messages", "companion_messages_refused",
+		"companion_retry_answers", "companion_retry_receipts", "contact_messages", "contacts", "decrypt_failures", "devices_with_prekeys",
 		"handshakes", "link_code_failures", "link_code_pairings", "link_code_requests", "logins", "logins_rejected",
 		"max_connections_per_device", "messages_routed", "messages_undelivered", "pairings", "pings", "prekey_uploads",
 		"provisioned", "receipts", "receipts_late", "receipts_overdue", "redeliveries", "registrations", "resends", "retry_receipts",

@@ -489,7 +489,8 @@ func (sess *session) handleAck(n node.Node) {
 		dev.st.mu.Unlock()
 		return
 	}
-	p := dev.st.pending[id]
+	participant, _ := n.AttrJID("participant")
+	p := dev.st.lookup(id, participant)
 	if p == nil && sess.d1 == nil {
 		// Outside day-one mode the server asks for no acks but those of the
 		// stanzas it queued; others are ignored as before.
@@ -617,6 +618,7 @@ func (sess *session) handleReceipt(n node.Node) {
 			}
 		}
 	}
+	participant, _ := n.AttrJID("participant")
 	dev := sess.dev
 	dev.st.mu.Lock()
 	if dev.st.current != sess {
@@ -624,7 +626,7 @@ func (sess *session) handleReceipt(n node.Node) {
 		return
 	}
 	for _, id := range ids {
-		if p := dev.st.pending[id]; p != nil && p.tag == "message" {
+		if p := dev.st.lookup(id, participant); p != nil && p.tag == "message" {
 			p.receipted = true
 		}
 	}

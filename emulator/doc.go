@@ -44,6 +44,19 @@
 //     refused whole (ack error 479); a device list that misses devices
 //     gets the server's phash in the ack; parts an emulated device cannot
 //     decrypt are counted (companion_decrypt_failures).
+//   - Groups (groups.go): Server.AddGroup makes a group of phone-number
+//     users and AddGroupMember adds one; the w:g2 group info query is
+//     answered with its participants (404 for an unknown group, 403 for a
+//     non-member). A companion's group <message> (an skmsg, with 1:1
+//     parts carrying its sender key's distribution) goes to every member
+//     device but the sender: an emulated device decrypts its part, learns
+//     the key, decrypts the skmsg and answers with a delivery receipt
+//     <receipt from=GROUP participant=DEVICE id t/>; an skmsg to a device
+//     that never got the sender key fails there (counted), and the device
+//     sends a retry receipt (companion_retry_receipts), whose answer
+//     (<message to=GROUP participant=DEVICE><enc count=N/>) it decrypts
+//     (companion_retry_answers); another companion gets the stanza
+//     queued. Stats: companion_group_messages.
 //     Without day-one mode it sends nothing else but what waits in the
 //     device's queue (contacts' messages, encrypt notifications, below),
 //     and ignores acks of anything else.
@@ -292,6 +305,10 @@
 // redeliveries, server_pings_sent, server_pings_answered; prekey_uploads
 // and the gauge devices_with_prekeys (devices whose count is at least 1);
 // link_code_requests, link_code_pairings, link_code_failures; provisioned;
+// for our companions' messages companion_messages,
+// companion_messages_refused, companion_decrypt_failures,
+// companion_group_messages, companion_retry_receipts,
+// companion_retry_answers;
 // for contacts contacts, contact_messages, messages_routed, receipts,
 // receipts_overdue, receipts_late, retry_receipts, decrypt_failures,
 // resends, messages_undelivered; and lists

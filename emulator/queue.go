@@ -25,7 +25,7 @@ type deviceState struct {
 	// the newest login. Only it pushes, settles acks and enforces deadlines.
 	current *session
 
-	pending map[string]*pendingStanza // by id; nil until the first push
+	pending map[string]*pendingStanza // by pendingKey; nil until the first push
 	order   []*pendingStanza          // push order, oldest first; entries may be settled
 
 	seq  uint64 // stanza ids: one per stanza, unique per device
@@ -57,6 +57,33 @@ type pendingStanza struct {
 	receipted              bool   // a message the client sent a delivery receipt for
 }
 
+// pendingKey is the key of a pending stanza: its id, and its participant
+// when it has one (a group message's receipts from several member devices
+// share the message's id; so do their acks, each with its participant).
+func pendingKey(id string, participant jid.JID) string {
+	if participant.IsEmpty() {
+		return id
+	}
+	return id + " " + participant.String()
+}
+
+func (p *pendingStanza) key() string { return pendingKey(p.id, p.participant) }
+
+// lookup returns the pending stanza an ack or receipt with id and
+// participant names: the one with both, else (for a malformed ack to
+// point out) one with the id alone. Caller holds mu.
+func (ds *deviceState) lookup(id string, participant jid.JID) *pendingStanza {
+	if p := ds.pending[pendingKey(id, participant)]; p != nil {
+		return p
+	}
+	for _, p := range ds.pending {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}
+
 // ackableTags are the stanzas the client must ack.
 var ackableTags = map[string]bool{"message": true, "receipt": true, "notification": true, "call": true}
 
@@ -82,7 +109,7 @@ func (ds *deviceState) add(p *pendingStanza) {
 	if ds.pending == nil {
 		ds.pending = make(map[string]*pendingStanza)
 	}
-	ds.pending[p.id] = p
+	ds.pending[p.key()] = p
 	ds.order = append(ds.order, p)
 	if len(ds.order) > 2*len(ds.pending)+32 {
 		// Mostly settled entries behind an old unacked one: drop them, so
@@ -101,7 +128,7 @@ func (ds *deviceState) add(p *pendingStanza) {
 func (ds *deviceState) settle(p *pendingStanza) {
 	p.settled = true
 	p.payload = nil
-	delete(ds.pending, p.id)
+	delete(ds.pending, p.key())
 }
 
 // oldest returns the oldest stanza whose deadline still runs: not settled
@@ -139,7 +166,7 @@ func (ds *deviceState) takeOver(sess *session, now time.Time) []*pendingStanza {
 		if ds.pending == nil {
 			ds.pending = make(map[string]*pendingStanza, len(out))
 		}
-		ds.pending[p.id] = p
+		ds.pending[p.key()] = p
 	}
 	ds.order = slices.Clone(out)
 	return out

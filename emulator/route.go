@@ -45,21 +45,18 @@ func (sess *session) routeMessage(n node.Node) error {
 	s := sess.s
 	id, _ := n.Attr("id")
 	to, okTo := n.AttrJID("to")
+	if id != "" && okTo && to.Server == jid.GroupServer && to.User != "" {
+		return sess.routeGroupMessage(n, id, to)
+	}
 	if id == "" || !okTo || to.Server != jid.DefaultUserServer || to.Device != 0 || to.User == "" {
 		return sess.violate("message without id or a user to")
 	}
 	parts, identity, err := messageParts(n)
-	if err == nil && identity == nil && hasPreKey(parts) {
-		err = errors.New("a pkmsg without <device-identity>")
-	}
-	if err == nil && identity != nil {
-		err = sess.checkDeviceIdentity(identity)
+	if err == nil {
+		err = sess.checkIdentity(parts, identity)
 	}
 	if err != nil {
-		sess.softViolation("message %s: %v", id, err)
-		s.stats.add(func(st *Stats) *int64 { return &st.CompanionMessagesRefused }, 1)
-		return sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id),
-			node.JIDAttr("from", to), node.IntAttr("error", errSmaxInvalid)))
+		return sess.refuseMessage(id, to, err)
 	}
 
 	sender := sess.dev.jid
@@ -226,8 +223,8 @@ const maxReceived = 64
 type Received struct {
 	ID      string
 	From    jid.JID // the sending companion
-	Chat    jid.JID // the user the message was sent to
-	Type    string  // "pkmsg" or "msg"
+	Chat    jid.JID // the user or group the message was sent to
+	Type    string  // "pkmsg", "msg" or (a group's) "skmsg"
 	Message *waproto.Message
 }
 
@@ -242,7 +239,9 @@ func (d *SignalDevice) Received() []Received {
 // receive decrypts a ciphertext a companion sent the device: a pkmsg
 // builds the session from the device's signed prekey and the one-time
 // prekey it names, a msg continues it; the plaintext is unpadded and
-// parsed as a Message. Nothing changes when it fails.
+// parsed as a Message. In a group chat, the sender key distribution it
+// carries is learnt (learnSenderKey), and a Message that carries nothing
+// else is not recorded. Nothing changes when it fails.
 func (d *SignalDevice) receive(from jid.JID, id string, chat jid.JID, typ string, body []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -283,10 +282,24 @@ func (d *SignalDevice) receive(from jid.JID, id string, chat jid.JID, typ string
 	if err := proto.Unmarshal(plain, &msg); err != nil {
 		return fmt.Errorf("message: %w", err)
 	}
+	skdm := msg.GetSenderKeyDistributionMessage()
+	if skdm != nil && chat.Server == jid.GroupServer {
+		if err := d.learnSenderKey(from, chat, skdm); err != nil {
+			return err
+		}
+	}
 	d.sessions[from] = sess
+	if skdm == nil || msg.Conversation != nil {
+		d.record(Received{ID: id, From: from, Chat: chat, Type: typ, Message: &msg})
+	}
+	return nil
+}
+
+// record keeps a decrypted message, the last maxReceived (caller holds
+// mu).
+func (d *SignalDevice) record(r Received) {
 	if len(d.received) == maxReceived {
 		d.received = slices.Delete(d.received, 0, 1)
 	}
-	d.received = append(d.received, Received{ID: id, From: from, Chat: chat, Type: typ, Message: &msg})
-	return nil
+	d.received = append(d.received, r)
 }

@@ -536,6 +536,8 @@ func (sess *session) answerIQ(n node.Node, id, typ string) error {
 		reply = sess.answerKeyFetch(id, key)
 	case xmlns == "usync" && typ == "get" && hasUsync && sess.dev != nil:
 		reply = sess.answerUsync(id, usync)
+	case xmlns == "w:g2" && typ == "get" && sess.dev != nil:
+		reply = sess.answerGroupInfo(id, n)
 	case xmlns == "encrypt" && typ == "set" && sess.d1 != nil:
 		// Day-one: the strict checks of PROTOCOL.md 9.8.
 		keys, err := checkPrekeyUpload(n, sess.dev)

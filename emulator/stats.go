@@ -87,6 +87,15 @@ type Stats struct {
 	// decrypt: encrypted for another identity or session. No receipt
 	// follows.
 	CompanionDecryptFailures int64 `json:"companion_decrypt_failures"`
+	// CompanionGroupMessages counts companions' group messages the server
+	// accepted and routed (also in CompanionMessages).
+	CompanionGroupMessages int64 `json:"companion_group_messages"`
+	// CompanionRetryReceipts counts retry receipts emulated devices sent
+	// companions for group messages they could not decrypt.
+	CompanionRetryReceipts int64 `json:"companion_retry_receipts"`
+	// CompanionRetryAnswers counts companions' answers to those retry
+	// receipts that the server routed.
+	CompanionRetryAnswers int64 `json:"companion_retry_answers"`
 
 	// Provisioned counts devices recorded as paired by Provision (load
 	// runs), not counted in Pairings.

@@ -41,9 +41,9 @@
 // errors never carry key material or plaintext.
 //
 // The store keeps its records (store.SignalStore); the connection actor's
-// receive path decrypts <enc> nodes with it, the emulator's contacts talk
-// it. What it leaves to the next parts of issue 15: the send path (fetching
-// prekey bundles, fanning a message out to devices).
+// receive path decrypts <enc> nodes with it and its send path encrypts
+// them (1:1 fan-out, and group messages under our own SenderKey); the
+// emulator's contacts talk it.
 //
 // It is in the core layer and imports crypto and waproto.
 package signal

@@ -152,7 +152,26 @@
 // (its error); a send the connection's end interrupts, queued, running or
 // unacknowledged, as message_failed. A phash in the ack that differs from
 // ours is logged: device lists are fetched for every send, nothing is
-// cached. Groups are not sent yet.
+// cached.
+//
+// # Sending to groups (groupsend.go, groupkey.go)
+//
+// A SendText to a group JID asks the group's participants (the w:g2 group
+// info IQ), then their devices and our own (one usync). Our sender key
+// for the group lives in the Signal store as the sender key of our own
+// device's address, together with the addresses of the devices that hold
+// its distribution message (ownSenderKey; sealed and fenced like every
+// session, and never read by the receive path). The devices that lack it
+// get the distribution in a 1:1 part (pkmsg or msg, sessions made from
+// bundles as above) of the same <message>, and every device the text
+// once as an skmsg under the key; the key, its new holders and the
+// sessions are written in one ApplySignal before the message goes out. A
+// member device's retry receipt for one of our last group messages
+// (maxRecentGroupSends, in memory) is answered through the send queue:
+// the text and the distribution, encrypted 1:1 for that device, with the
+// receipt's count; the device is then a holder. Events, idempotency and
+// the rate limit are those of 1:1 sends; a retry's answer is not
+// reported again.
 //
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //

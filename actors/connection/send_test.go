@@ -148,7 +148,8 @@ func TestSendRefusals(t *testing.T) {
 		{To: contact.JID(), Text: ""},
 		{To: contact.JID(), Text: string(make([]byte, MaxTextLen+1))},
 		{To: contact.Devices()[1].JID(), Text: "to a device"},
-		{To: jid.New("120363012345678901", jid.GroupServer), Text: "to a group"},
+		{To: jid.New("1203630123x", jid.GroupServer), Text: "to a group that is not one"},
+		{To: jid.New("12345", jid.BroadcastServer), Text: "to a broadcast list"},
 		{To: contact.JID(), Text: "bad key", Key: "with space"},
 	}
 	for _, m := range bad {

@@ -1,12 +1,14 @@
 // Package e2e holds the stanzas of the end-to-end send path as the client
 // builds and reads them: the usync device-list query and its answer, the
-// prekey-bundle fetch and its answer, the fan-out <message> with one <enc>
-// per recipient device, and the participant-list hash (phash) the server
-// compares. It knows node shapes only; the Signal state and the decision
-// of what to send are the connection actor's.
+// prekey-bundle fetch and its answer, the group info query and its
+// participants, the fan-out <message> with one <enc> per recipient device,
+// the group <message> with its skmsg and the answer to a member's retry
+// receipt, and the participant-list hash (phash) the server compares. It
+// knows node shapes only; the Signal state and the decision of what to
+// send are the connection actor's.
 //
 // Shapes, from the public implementations' facts (whatsmeow user.go,
-// prekeys.go and send.go; Baileys messages-send.ts):
+// prekeys.go, send.go, group.go and retry.go; Baileys messages-send.ts):
 //
 //	<iq xmlns=usync type=get to=s.whatsapp.net id><usync sid mode=query last=true index=0 context=message>
 //	  <query><devices version=2/></query><list><user jid=USER/>…</list></usync></iq>
@@ -22,6 +24,13 @@
 //	<message id to=USER type=text [phash]><participants><to jid=DEVICE><enc v=2 type=pkmsg|msg>…</enc></to>…</participants>
 //	  [<device-identity>ADVSignedDeviceIdentity</device-identity>]</message>
 //	→ <ack class=message id from=USER t [phash] [error]/>
+//
+//	<iq xmlns=w:g2 type=get to=GROUP id><query request=interactive/></iq>
+//	→ <iq type=result><group id subject … [addressing_mode]><participant jid=USER [type]/>…</group></iq>
+//
+//	<message id to=GROUP type=text phash>[<participants>…</participants>][<device-identity/>]<enc v=2 type=skmsg/></message>
+//	<message id to=GROUP participant=DEVICE type=text t><enc v=2 type=pkmsg|msg count=N/>[<device-identity/>]</message>
+//	  (the answer to a member device's retry receipt)
 //
 // whatsmeow puts phash only on group messages and compares the ack's;
 // Baileys puts it on 1:1 messages too. Neither documents what the server
