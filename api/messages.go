@@ -15,7 +15,7 @@ import (
 )
 
 // Sending. POST /api/accounts/{id}/messages with {"to", "text",
-// "idempotency_key"} asks the account to send a text: 202 {"id"} once it is
+// "idempotency_key"} asks the account to send a text to a user or a group: 202 {"id"} once it is
 // queued (the message_sent or message_failed event follows with that id),
 // 200 {"id", "duplicate": true} when idempotency_key named an earlier
 // message (nothing is sent again, even after a restart or a failover).
@@ -37,7 +37,8 @@ type Sender interface {
 }
 
 // OutgoingText is a text to send: To is a user JID (phone numbers are
-// turned into one here), Key the caller's idempotency key ("" none).
+// turned into one here) or a group JID, Key the caller's idempotency key
+// ("" none).
 type OutgoingText struct {
 	To   jid.JID
 	Text string
@@ -75,8 +76,9 @@ type messageResult struct {
 	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
-// recipient reads "to": "+" and digits (a phone number) or a phone-number
-// user JID ("15551234567@s.whatsapp.net").
+// recipient reads "to": "+" and digits (a phone number), a phone-number
+// user JID ("15551234567@s.whatsapp.net") or a group JID
+// ("120363012345678901@g.us", or the older "CREATOR-TIMESTAMP@g.us").
 func recipient(to string) (jid.JID, string) {
 	if strings.HasPrefix(to, "+") {
 		if p := config.PhoneProblem(to); p != "" {
@@ -84,12 +86,22 @@ func recipient(to string) (jid.JID, string) {
 		}
 		return jid.New(to[1:], jid.DefaultUserServer), ""
 	}
+	const want = `want "+" and the number in international form, a user JID like 15551234567@s.whatsapp.net or a group JID like 120363012345678901@g.us`
 	j, err := jid.Parse(to)
-	if err != nil || j.Server != jid.DefaultUserServer || j.Device != 0 || j.RawAgent != 0 || j.User == "" {
-		return jid.JID{}, `want "+" and the number in international form, or a user JID like 15551234567@s.whatsapp.net`
+	if err != nil || j.Device != 0 || j.RawAgent != 0 || j.User == "" {
+		return jid.JID{}, want
 	}
-	if _, err := j.UserInt(); err != nil {
-		return jid.JID{}, "the JID's user is not a phone number"
+	switch j.Server {
+	case jid.GroupServer:
+		if strings.Trim(j.User, "0123456789-") != "" {
+			return jid.JID{}, "the group JID's ID is not digits"
+		}
+	case jid.DefaultUserServer:
+		if _, err := j.UserInt(); err != nil {
+			return jid.JID{}, "the JID's user is not a phone number"
+		}
+	default:
+		return jid.JID{}, want
 	}
 	return j, ""
 }

@@ -63,8 +63,12 @@ func TestSendMessage(t *testing.T) {
 	if resp, _, _ := post(`{"to":"15557654321@s.whatsapp.net","text":"hi"}`); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("send to a JID: %d", resp.StatusCode)
 	}
-	want := []jid.JID{jid.New("15551234567", jid.DefaultUserServer), jid.New("15557654321", jid.DefaultUserServer)}
-	if len(s.sent) != 2 || s.sent[0].To != want[0] || s.sent[1].To != want[1] || s.sent[0].Text != "hi" || s.sent[0].Key != "order-1" {
+	if resp, _, _ := post(`{"to":"120363012345678901@g.us","text":"hi"}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("send to a group: %d", resp.StatusCode)
+	}
+	want := []jid.JID{jid.New("15551234567", jid.DefaultUserServer), jid.New("15557654321", jid.DefaultUserServer),
+		jid.New("120363012345678901", jid.GroupServer)}
+	if len(s.sent) != 3 || s.sent[0].To != want[0] || s.sent[1].To != want[1] || s.sent[2].To != want[2] || s.sent[0].Text != "hi" || s.sent[0].Key != "order-1" {
 		t.Fatalf("sent %+v", s.sent)
 	}
 
@@ -72,7 +76,8 @@ func TestSendMessage(t *testing.T) {
 		`{"to":"15551234567","text":"hi"}`,                  // neither + nor a JID
 		`{"to":"+1555abc","text":"hi"}`,                     // not a number
 		`{"to":"15551234567:2@s.whatsapp.net","text":"hi"}`, // a device
-		`{"to":"120363012345678901@g.us","text":"hi"}`,      // a group: not yet
+		`{"to":"1203630abc@g.us","text":"hi"}`,              // a group ID that is not digits
+		`{"to":"12345@broadcast","text":"hi"}`,              // a broadcast list
 		`{"to":"+15551234567","text":""}`,
 		`{"to":"+15551234567"}`,
 		`{"to":"+15551234567","text":"hi","extra":1}`,
@@ -82,7 +87,7 @@ func TestSendMessage(t *testing.T) {
 			t.Errorf("%s: %d %q, want 400", body, resp.StatusCode, msg)
 		}
 	}
-	if len(s.sent) != 2 {
+	if len(s.sent) != 3 {
 		t.Fatalf("a refused request was sent: %+v", s.sent)
 	}
 
