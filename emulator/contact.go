@@ -99,9 +99,11 @@ type oneTimePreKey struct {
 }
 
 // newSignalDevice makes a device with the given identity (nil: a fresh
-// one), a random registration ID, signed prekey 1 and contactPreKeys
-// one-time prekeys.
-func newSignalDevice(j jid.JID, identity *crypto.KeyPair) (*SignalDevice, error) {
+// one), a random registration ID, signed prekey 1 and, when stocked,
+// contactPreKeys one-time prekeys (else they are made at the first bundle
+// fetch: an account's phone, which day-one makes for every account and
+// which is rarely fetched, does not pay for them up front).
+func newSignalDevice(j jid.JID, identity *crypto.KeyPair, stocked bool) (*SignalDevice, error) {
 	if identity == nil {
 		var err error
 		if identity, err = crypto.GenerateKeyPair(); err != nil {
@@ -134,8 +136,10 @@ func newSignalDevice(j jid.JID, identity *crypto.KeyPair) (*SignalDevice, error)
 		peerSKs:     make(map[senderKeyName]*signal.SenderKey),
 		distributed: make(map[senderKeyName]bool),
 	}
-	if err := d.refillPreKeys(); err != nil {
-		return nil, err
+	if stocked {
+		if err := d.refillPreKeys(); err != nil {
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -176,10 +180,15 @@ func (d *SignalDevice) PublishedPreKeys() int {
 
 // takeBundle is the device's prekey bundle with its oldest published
 // one-time prekey, which the server then forgets (the real server hands
-// each out once); the stock is topped up when it runs low.
+// each out once); the stock is topped up first when it runs low.
 func (d *SignalDevice) takeBundle() (signal.Bundle, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(d.published) < minPrekeys {
+		if err := d.refillPreKeys(); err != nil {
+			return signal.Bundle{}, err
+		}
+	}
 	b := signal.Bundle{
 		RegistrationID:        d.local.RegistrationID,
 		IdentityKey:           d.local.Key.Pub,
@@ -191,11 +200,6 @@ func (d *SignalDevice) takeBundle() (signal.Bundle, error) {
 		k := d.published[0]
 		d.published = slices.Delete(d.published, 0, 1)
 		b.PreKeyID, b.PreKey = k.id, &k.pub
-	}
-	if len(d.published) < minPrekeys {
-		if err := d.refillPreKeys(); err != nil {
-			return b, err
-		}
 	}
 	return b, nil
 }
@@ -250,7 +254,7 @@ func (s *Server) AddContact(phone string) (*Contact, error) {
 	}
 	c := &Contact{user: jid.New(phone, jid.DefaultUserServer), name: "Contact " + phone[max(len(phone)-4, 0):]}
 	for i := range c.devices {
-		d, err := newSignalDevice(jid.JID{User: phone, Device: uint16(i), Server: jid.DefaultUserServer}, nil)
+		d, err := newSignalDevice(jid.JID{User: phone, Device: uint16(i), Server: jid.DefaultUserServer}, nil, true)
 		if err != nil {
 			return nil, fmt.Errorf("contact %s device %d: %w", phone, i, err)
 		}
@@ -313,7 +317,7 @@ func (s *Server) contactDevice(j jid.JID) (*SignalDevice, bool) {
 // identity). Caller holds registry.mu.
 func (a *account) phoneDevice() (*SignalDevice, error) {
 	if a.phoneSignal == nil {
-		d, err := newSignalDevice(jid.New(a.phone, jid.DefaultUserServer), a.primary)
+		d, err := newSignalDevice(jid.New(a.phone, jid.DefaultUserServer), a.primary, false)
 		if err != nil {
 			return nil, fmt.Errorf("phone of %s: %w", a.phone, err)
 		}

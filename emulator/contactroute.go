@@ -111,10 +111,13 @@ func (r *routed) stop() {
 // route encrypts a send's plaintext for one of our companions and queues
 // its stanza: the 1:1 part (the whole message, or for a group the sender's
 // distribution when the device has not had it) and the group's skmsg.
-func (s *Server) route(sender *SignalDevice, d *device, o outgoing, plaintext []byte, content *waproto.Message, now time.Time) error {
+// fresh makes the sender start a new session for the 1:1 part, from a
+// bundle the server hands out (a pkmsg that uses up one of the device's
+// one-time prekeys), even when it has one.
+func (s *Server) route(sender *SignalDevice, d *device, o outgoing, plaintext []byte, content *waproto.Message, now time.Time, fresh bool) error {
 	var encs []node.Node
 	if o.skmsg == nil || sender.needsSenderKey(o.from, d.jid) {
-		ct, err := s.encryptFor(sender, d.jid, signal.Pad(slices.Clip(plaintext)), false, nil)
+		ct, err := s.encryptFor(sender, d.jid, signal.Pad(slices.Clip(plaintext)), fresh, nil)
 		if err != nil {
 			return err
 		}

@@ -78,11 +78,17 @@ func (s *Server) SendFromPhone(account, peer jid.JID, text string) (SentMessage,
 		return SentMessage{}, fmt.Errorf("%w: %s is not an emulated account", ErrNoRecipient, account)
 	}
 	peer = peer.ToNonAD()
-	msg := &waproto.Message{DeviceSentMessage: &waproto.Message_DeviceSent{
+	msg := deviceSent(peer, text)
+	return s.counted(s.send(phone, account, outgoing{from: phone.jid.ToNonAD(), recipient: peer}, msg, msg))
+}
+
+// deviceSent is the copy of a text to peer (a user JID) that a phone hands
+// its own companions.
+func deviceSent(peer jid.JID, text string) *waproto.Message {
+	return &waproto.Message{DeviceSentMessage: &waproto.Message_DeviceSent{
 		DestinationJID: proto.String(peer.String()),
 		Message:        &waproto.Message{Conversation: proto.String(text)},
 	}}
-	return s.counted(s.send(phone, account, outgoing{from: phone.jid.ToNonAD(), recipient: peer}, msg, msg))
 }
 
 // SendGroupText makes a contact's device send a text to a group whose other
@@ -106,20 +112,31 @@ func (s *Server) SendGroupText(from *SignalDevice, group jid.JID, members []jid.
 		return SentMessage{}, fmt.Errorf("%w: %s is not a group JID", ErrBadMessage, group)
 	}
 	content := &waproto.Message{Conversation: proto.String(text)}
-	skmsg, skdm, err := from.groupEncrypt(group, signal.Pad(mustMarshal(content)))
+	o, dist, err := s.groupSend(from, group, content)
 	if err != nil {
 		return SentMessage{}, err
 	}
-	out := SentMessage{ID: newMessageID()}
-	o := outgoing{from: group, participant: from.jid, notify: s.nameOf(from), skmsg: skmsg, id: out.ID}
+	out := SentMessage{ID: o.id}
 	for _, m := range members {
-		sent, err := s.send(from, m, o, &waproto.Message{SenderKeyDistributionMessage: skdm}, content)
+		sent, err := s.send(from, m, o, dist, content)
 		if err != nil {
 			return out, err
 		}
 		out.Devices = append(out.Devices, sent.Devices...)
 	}
 	return s.counted(out, nil)
+}
+
+// groupSend encrypts content once with the sender's key for group and
+// returns how its stanzas look (a new id, the skmsg) and the 1:1 message
+// that distributes the sender key to a device that lacks it.
+func (s *Server) groupSend(from *SignalDevice, group jid.JID, content *waproto.Message) (outgoing, *waproto.Message, error) {
+	skmsg, skdm, err := from.groupEncrypt(group, signal.Pad(mustMarshal(content)))
+	if err != nil {
+		return outgoing{}, nil, err
+	}
+	o := outgoing{from: group, participant: from.jid, notify: s.nameOf(from), skmsg: skmsg, id: newMessageID()}
+	return o, &waproto.Message{SenderKeyDistributionMessage: skdm}, nil
 }
 
 // counted counts a send in contact_messages when it reached a device.
@@ -186,7 +203,7 @@ func (s *Server) send(sender *SignalDevice, to jid.JID, o outgoing, msg, content
 	out := SentMessage{ID: o.id}
 	now := time.Now()
 	for _, d := range targets {
-		if err := s.route(sender, d, o, plaintext, content, now); err != nil {
+		if err := s.route(sender, d, o, plaintext, content, now, false); err != nil {
 			return out, err
 		}
 		out.Devices = append(out.Devices, d.jid)

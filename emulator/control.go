@@ -37,7 +37,7 @@ import (
 //
 // /scan also accepts ?phone=NUMBER (ScanOptions.Phone). The DayOne JSON is
 // {"enabled":bool,"push_rate":float,"push_burst":int,"ack_deadline":"60s",
-// "ping_interval":"30s"}, durations as Go duration strings; an unknown
+// "ping_interval":"30s","garbage_share":0}, durations as Go duration strings; an unknown
 // field or a bad value is 400 with the field named.
 
 // maxControlBody bounds a control request body.
@@ -213,12 +213,13 @@ type dayOneJSON struct {
 	PushBurst    int     `json:"push_burst"`
 	AckDeadline  string  `json:"ack_deadline"`
 	PingInterval string  `json:"ping_interval"`
+	GarbageShare float64 `json:"garbage_share"`
 }
 
 func dayOneToJSON(d DayOne) dayOneJSON {
 	return dayOneJSON{
 		Enabled: d.Enabled, PushRate: d.PushRate, PushBurst: d.PushBurst,
-		AckDeadline: d.AckDeadline.String(), PingInterval: d.PingInterval.String(),
+		AckDeadline: d.AckDeadline.String(), PingInterval: d.PingInterval.String(), GarbageShare: d.GarbageShare,
 	}
 }
 
@@ -238,6 +239,8 @@ func applyDayOneJSON(d DayOne, body []byte) (DayOne, error) {
 			err = json.Unmarshal(raw, &d.PushRate)
 		case "push_burst":
 			err = json.Unmarshal(raw, &d.PushBurst)
+		case "garbage_share":
+			err = json.Unmarshal(raw, &d.GarbageShare)
 		case "ack_deadline", "ping_interval":
 			var v string
 			if err = json.Unmarshal(raw, &v); err == nil {
@@ -254,7 +257,7 @@ func applyDayOneJSON(d DayOne, body []byte) (DayOne, error) {
 				return d, fmt.Errorf("%w: %s must be a Go duration string such as \"60s\"", ErrBadDayOne, name)
 			}
 		default:
-			return d, fmt.Errorf("%w: unknown field %q (fields: enabled, push_rate, push_burst, ack_deadline, ping_interval)", ErrBadDayOne, name)
+			return d, fmt.Errorf("%w: unknown field %q (fields: enabled, push_rate, push_burst, ack_deadline, ping_interval, garbage_share)", ErrBadDayOne, name)
 		}
 		if err != nil {
 			return d, fmt.Errorf("%w: %s: %v", ErrBadDayOne, name, err)

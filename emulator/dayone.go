@@ -60,6 +60,11 @@ type DayOne struct {
 	// the next one, or after AckDeadline, ends the stream like an unacked
 	// stanza.
 	PingInterval time.Duration
+	// GarbageShare is the share of pushed messages (0..1) whose <enc>
+	// children are random bytes from a made-up peer instead of a
+	// contact's ciphertext: a fault that no client can decrypt (its retry
+	// receipts go unanswered). Default 0: every message decrypts.
+	GarbageShare float64
 }
 
 // withDefaults fills zero fields of an enabled DayOne.
@@ -88,6 +93,8 @@ func (d DayOne) validate() error {
 	switch {
 	case math.IsNaN(d.PushRate) || d.PushRate > maxPushRate:
 		return fmt.Errorf("%w: push_rate must be at most %d per second (negative: no live pushes)", ErrBadDayOne, maxPushRate)
+	case math.IsNaN(d.GarbageShare) || d.GarbageShare < 0 || d.GarbageShare > 1:
+		return fmt.Errorf("%w: garbage_share must be between 0 and 1", ErrBadDayOne)
 	case d.PushBurst > maxPushBurst:
 		return fmt.Errorf("%w: push_burst must be at most %d (negative: no burst)", ErrBadDayOne, maxPushBurst)
 	}
@@ -139,7 +146,8 @@ type sessionDayOne struct {
 	pingSent time.Time
 	pings    int // server pings sent on this connection
 
-	gen *stanzaGen
+	gen  *stanzaGen
+	peer *dayOnePeer // where its messages come from, once the first is pushed
 	// wake tells the pusher that a stanza was queued from elsewhere (a
 	// contact's message), whose deadline it must now watch.
 	wake chan struct{}
@@ -175,7 +183,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 	burst := 0
 	if st.cfg.Enabled {
 		for range max(st.cfg.PushBurst, 0) {
-			if !sess.push(d1, time.Now()) {
+			if !sess.push(d1, time.Now(), st.cfg.GarbageShare) {
 				return
 			}
 			burst++
@@ -219,7 +227,7 @@ func (sess *session) runDayOne(d1 *sessionDayOne) {
 			}
 			if cfg.PushRate > 0 {
 				if !now.Before(nextPush) {
-					if !sess.push(d1, now) {
+					if !sess.push(d1, now, cfg.GarbageShare) {
 						return
 					}
 					d1.gen.live++
@@ -306,59 +314,44 @@ func pushGap(rate float64, rnd *rand.Rand) time.Duration {
 	return time.Duration(rnd.ExpFloat64() / rate * float64(time.Second))
 }
 
-// push builds the next ackable stanza, records it as pending and sends it;
-// a 1:1 pkmsg consumes a prekey, and a count that falls below minPrekeys
-// is followed by an encrypt notification. It reports false when the
-// connection no longer owns the device or the send failed.
-func (sess *session) push(d1 *sessionDayOne, now time.Time) bool {
+// push builds the next ackable stanza, records it as pending and sends it:
+// a message through pushMessage (encrypted by an emulated contact, or
+// random bytes for a garbageShare of them), anything else from the
+// generator. It reports false when the connection no longer owns the
+// device or the send failed.
+func (sess *session) push(d1 *sessionDayOne, now time.Time, garbageShare float64) bool {
 	k := d1.gen.nextKind()
-	lowCount, ok := sess.pushKind(d1, k, now, 0)
-	if !ok {
-		return false
+	if k.isMessage() && !(garbageShare > 0 && d1.gen.rnd.Float64() < garbageShare) {
+		return sess.pushMessage(d1, k, now)
 	}
-	if lowCount >= 0 {
-		if _, ok := sess.pushKind(d1, kindNotifEncrypt, now, lowCount); !ok {
-			return false
-		}
-	}
-	return true
+	return sess.pushGenerated(d1, k, now)
 }
 
-// pushKind pushes one stanza of kind k. count is the <count value> of an
-// encrypt notification. lowCount is the prekey count to announce in an
-// encrypt notification (-1: none needed).
-func (sess *session) pushKind(d1 *sessionDayOne, k stanzaKind, now time.Time, count int64) (lowCount int64, ok bool) {
+// pushGenerated pushes one stanza of kind k made by the generator.
+func (sess *session) pushGenerated(d1 *sessionDayOne, k stanzaKind, now time.Time) bool {
 	s := sess.s
 	dev := sess.dev
-	lowCount = -1
 	dev.st.mu.Lock()
 	if dev.st.current != sess || dev.st.removed {
 		dev.st.mu.Unlock()
-		return -1, false
+		return false
 	}
-	n := d1.gen.build(k, dev.st.nextSeq(), dev.st.salt, now, count)
+	n := d1.gen.build(k, dev.st.nextSeq(), dev.st.salt, now)
 	b, err := node.MarshalPayload(n)
 	if err != nil { // cannot happen: the generator builds valid nodes
 		dev.st.mu.Unlock()
 		sess.log.Error("encode pushed stanza", "tag", n.Tag, "err", err)
-		return -1, false
+		return false
 	}
 	p := newPending(n, b)
 	p.sentAt = now
 	dev.st.add(p)
-	if k == kindMsgPkmsg {
-		// A peer started a session with one of the device's prekeys.
-		var emptied bool
-		if _, _, lowCount, emptied, _ = dev.st.takePreKey(); emptied {
-			s.stats.add(func(st *Stats) *int64 { return &st.DevicesWithPrekeys }, -1)
-		}
-	}
 	dev.st.mu.Unlock()
 	if err := sess.sendRaw(b); err != nil {
-		return -1, false
+		return false
 	}
 	s.stats.add(func(st *Stats) *int64 { return &st.StanzasPushed }, 1)
-	return lowCount, true
+	return true
 }
 
 // checkDeadlines ends the stream when the oldest pending stanza, or the

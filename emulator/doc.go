@@ -319,7 +319,7 @@
 // The control API (control.go) shares the chat port: POST /scan, /link, /unlink,
 // /kick (reasons conflict, replaced, 401, 503, 515), GET /stats, /devices,
 // GET/POST /faults, GET/POST /dayone ({"enabled":true,"push_rate":1,
-// "push_burst":20,"ack_deadline":"60s","ping_interval":"30s"}; absent
+// "push_burst":20,"ack_deadline":"60s","ping_interval":"30s","garbage_share":0}; absent
 // fields keep their value; a bad one is 400 naming the field), GET/POST
 // /version ({"min":"2.3000.N","latest":"2.3000.N"}; 400 for a malformed
 // version), POST /provision (when enabled), and GET /sw.js: a script shaped like WhatsApp Web's

@@ -85,12 +85,23 @@ func addPipeDevice(t testing.TB, s *Server) *pipeDevice {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signed, err := crypto.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := crypto.Sign(identity, append([]byte{5}, signed.Pub[:]...))
+	if err != nil {
+		t.Fatal(err)
+	}
 	acct, pn, lid, err := s.reg.allocate(identity.Pub, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A valid signed prekey: day-one's contacts build sessions from its
+	// bundle.
 	d := &device{jid: pn, lid: lid, noisePub: noise.Pub, identityPub: identity.Pub, account: acct,
-		keyIndex: uint32(pn.Device), pairedAt: time.Now(), regID: 4242}
+		keyIndex: uint32(pn.Device), pairedAt: time.Now(), regID: 4242,
+		skey: signedPreKey{id: 1, pub: signed.Pub, sig: sig}}
 	s.reg.mu.Lock()
 	s.reg.addDevice(d)
 	s.reg.mu.Unlock()

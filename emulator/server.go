@@ -111,6 +111,7 @@ type Server struct {
 	versions atomic.Pointer[versionState]
 	reg      *registry
 	contacts contactBook
+	d1pool   dayOnePool // day-one's contacts (dayonemsg.go)
 	stats    *stats
 	phone    *Phone
 	ids      atomic.Uint64 // IQ ids

@@ -30,8 +30,11 @@ const (
 	kindNotifPrivacyToken                   // privacy_token
 	kindNotifUnknown                        // a type no client knows
 	kindCall                                // call offer
-	kindNotifEncrypt                        // encrypt <count/>, only when prekeys run low
 )
+
+// isMessage reports whether k is a <message> kind (pushed encrypted by an
+// emulated contact, dayonemsg.go).
+func (k stanzaKind) isMessage() bool { return k <= kindMsgFromMe }
 
 // kindCycle is the order of pushed stanzas; each connection starts at a
 // random place in it, so every 20 pushes hold every kind and the mix is
@@ -52,8 +55,9 @@ const unknownNotificationType = "wafleet_emulator_unknown"
 type stanzaGen struct {
 	own  jid.JID // the account's phone-number JID (no device)
 	rnd  *rand.Rand
-	slot int
-	live int // live pushes so far (every fourth is followed by a non-ackable stanza)
+	slot  int
+	live  int // live pushes so far (every fourth is followed by a non-ackable stanza)
+	texts int // day-one messages so far (their text numbers them)
 }
 
 func newStanzaGen(d *device) *stanzaGen {
@@ -114,8 +118,9 @@ func (g *stanzaGen) enc(typ string) node.Node {
 func (g *stanzaGen) name() string { return "Contact " + strconv.Itoa(1000+g.rnd.IntN(9000)) }
 
 // build makes the stanza of kind k with the device's next sequence number.
-// count is the <count value> of an encrypt notification.
-func (g *stanzaGen) build(k stanzaKind, seq uint64, salt uint32, now time.Time, count int64) node.Node {
+// Its messages are the garbage ones (DayOne.GarbageShare): random bytes
+// from made-up peers.
+func (g *stanzaGen) build(k stanzaKind, seq uint64, salt uint32, now time.Time) node.Node {
 	t := node.IntAttr("t", now.Unix())
 	msgID := node.StrAttr("id", messageID(seq, salt))
 	srvID := node.StrAttr("id", serverStanzaID(seq, salt))
@@ -175,8 +180,6 @@ func (g *stanzaGen) build(k stanzaKind, seq uint64, salt uint32, now time.Time, 
 		return node.New("call", from(p), srvID, t, node.StrAttr("notify", g.name())).WithChildren(
 			node.New("offer", node.StrAttr("call-id", fmt.Sprintf("%016X%016X", g.rnd.Uint64(), g.rnd.Uint64())),
 				node.JIDAttr("call-creator", p)))
-	case kindNotifEncrypt:
-		return encryptNotification(serverStanzaID(seq, salt), now, count)
 	}
 	panic(fmt.Sprintf("emulator: unknown stanza kind %d", k))
 }

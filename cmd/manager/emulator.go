@@ -48,6 +48,7 @@ func runEmulator(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&opts.DayOne.PushBurst, "push-burst", emulator.DefaultPushBurst, "day-one: stanzas pushed right after <success> (the offline queue); negative: none")
 	fs.DurationVar(&opts.DayOne.AckDeadline, "ack-deadline", emulator.DefaultAckDeadline, "day-one: a stanza unacked this long ends the stream with <stream:error><ack/>; negative: never")
 	fs.DurationVar(&opts.DayOne.PingInterval, "ping-interval", emulator.DefaultPingInterval, "day-one: period of server pings (urn:xmpp:ping); negative: none")
+	fs.Float64Var(&opts.DayOne.GarbageShare, "garbage-share", 0, "day-one: share of pushed messages (0..1) whose <enc> is random bytes no client can decrypt (a fault; default none)")
 	fs.StringVar(&opts.MinVersion, "min-version", "", "oldest client version accepted, e.g. 2.3000.1040000000; older ones get <failure reason=\"405\"> (default: accept all)")
 	fs.StringVar(&opts.LatestVersion, "latest-version", "", "the version /sw.js advertises (default: --min-version, or the built-in version)")
 	fs.BoolVar(&opts.Provisioning, "provisioning", false, "load runs only: accept POST /provision, which records devices as paired without a scan")
