@@ -53,8 +53,8 @@ const unknownNotificationType = "wafleet_emulator_unknown"
 // stanzaGen makes the pushed stanzas of one connection. It is used by the
 // connection's pusher goroutine only.
 type stanzaGen struct {
-	own  jid.JID // the account's phone-number JID (no device)
-	rnd  *rand.Rand
+	own   jid.JID // the account's phone-number JID (no device)
+	rnd   *rand.Rand
 	slot  int
 	live  int // live pushes so far (every fourth is followed by a non-ackable stanza)
 	texts int // day-one messages so far (their text numbers them)
