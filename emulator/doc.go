@@ -85,12 +85,13 @@
 //     fourth a stanza that takes no ack: <presence from type="available"/>
 //     or <chatstate from><composing/></chatstate>.
 //
-// Pushed stanzas (ids unique per device: messages and receipts "3EB0…"
-// upper-case hex, notifications and calls decimal), cycling through:
+// Pushed stanzas (ids unique per device: receipts "3EB0…" upper-case hex,
+// messages "3A…" like a phone's, notifications and calls decimal),
+// cycling through:
 //
-//	<message from=PEER@s.whatsapp.net id type="text" t notify><enc v="2" type="pkmsg"|"msg">…</enc></message>
-//	<message from=GROUP@g.us participant=PEER@s.whatsapp.net id type="text" t notify><enc v="2" type="skmsg">…</enc></message>
-//	<message from=OWN@s.whatsapp.net recipient=PEER@s.whatsapp.net id type="text" t><enc v="2" type="msg">…</enc></message>
+//	<message from=CONTACT:D id type="text" t notify><enc v="2" type="pkmsg">…</enc></message>
+//	<message from=GROUP@g.us participant=CONTACT:D id type="text" t notify>[<enc type="pkmsg">distribution</enc>]<enc v="2" type="skmsg">…</enc></message>
+//	<message from=OWN@s.whatsapp.net recipient=PEER@s.whatsapp.net id type="text" t><enc v="2" type="pkmsg">…</enc></message>
 //	<receipt from=PEER id t/>   <receipt from=PEER id type="read" t/>
 //	<receipt from=GROUP participant=PEER id type="read" t/>   <receipt from=OWN recipient=PEER id t/>
 //	<notification from=… id type=T t>…</notification>, T = w:gp2 (from GROUP, with participant),
@@ -98,9 +99,24 @@
 //	    and encrypt <count value=N/> (below)
 //	<call from=PEER id t notify><offer call-id call-creator/></call>
 //
-// PEER is a made-up contact (15559xxxxxx), GROUP a made-up group
-// (120363…@g.us), OWN the account's own number; every from, participant
-// and recipient is a JID encoding.
+// Messages are real ciphertext, sent through the contact send path below
+// (dayonemsg.go): each device's come from one device of a pool of 8
+// emulated contacts (made at the first day-one message, listed with the
+// others), in a group of its own (GROUP, one sender key per device), and
+// from its account's phone (OWN, a deviceSentMessage to PEER), all chosen
+// from the device's JID so that every login continues the same sessions.
+// The first message of a session, and every pkmsg kind of the cycle (one
+// in ten stanzas), starts a session from a bundle of the device, using up
+// one of its one-time prekeys; the Signal initiator repeats its pkmsg
+// until it hears from the peer, and day-one's client never writes, so
+// 1:1 messages all go out as pkmsg. Like any contact message each awaits
+// the device's receipt and has its retry receipts answered. With
+// GarbageShare (0..1, default 0) that share of messages is random bytes
+// from a made-up peer instead, which no client decrypts (a fault).
+//
+// PEER is a made-up contact (15559xxxxxx), GROUP a group 120363…@g.us,
+// OWN the account's own number; every from, participant and recipient is
+// a JID encoding.
 //
 // Acks. Each message, receipt, notification and call must be answered with
 // exactly <ack class=TAG id=ID to=FROM [participant=P] [recipient=R]
@@ -149,9 +165,9 @@
 // with, verifying with the identity key over 05 || value, each child once
 // and nothing else, all binary content.
 // Anything else gets <error code="400" text="bad-request"/> and a
-// violation. Each pushed 1:1 pkmsg consumes one prekey (a peer started a
-// session with it); when the count falls below 5 the server pushes
-// <notification from="s.whatsapp.net" id type="encrypt" t><count
+// violation. Each session a contact starts with the device (its bundle
+// fetched) consumes one prekey; when the count falls below 5 the server
+// pushes <notification from="s.whatsapp.net" id type="encrypt" t><count
 // value=N/></notification> (once, until an upload brings the count back to
 // 5). Outside day-one mode uploads are counted as before, unchecked.
 //
@@ -207,7 +223,8 @@
 // SignalDevice with its own identity key pair, registration ID, signed
 // prekey (signed by the identity key over 05 || key) and a stock of 50
 // one-time prekeys. An account's phone is a SignalDevice too, made on first
-// use, whose identity key is the account's primary key.
+// use, whose identity key is the account's primary key (its one-time
+// prekeys are made at the first fetch of its bundle).
 //
 // Server.PreKeyBundle hands out the bundle of any of them, or of one of our
 // companions from what it registered and uploaded: the public halves of

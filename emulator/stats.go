@@ -112,10 +112,12 @@ type Stats struct {
 	// number of recipient devices.
 	ContactMessages int64 `json:"contact_messages"`
 	// MessagesRouted counts the <message> stanzas those sends queued, one
-	// per recipient device.
+	// per recipient device (day-one's messages are counted in
+	// StanzasPushed instead).
 	MessagesRouted int64 `json:"messages_routed"`
 	// Receipts counts the first delivery (or read) receipt of each routed
-	// message from its recipient device.
+	// message from its recipient device. Routed messages include day-one's
+	// (all but its garbage share), here and in the counters below.
 	Receipts int64 `json:"receipts"`
 	// ReceiptsOverdue counts routed messages whose receipt had not come
 	// ReceiptDeadline after they were queued; ReceiptsLate those of them
