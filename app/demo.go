@@ -264,6 +264,9 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 					}
 				}
 			case events.KindMessage:
+				if dayOneTraffic(emu, e.Message) {
+					continue // the day-one server's own pushes: too many to show
+				}
 				if m := e.Message; m != nil && m.Text != "" {
 					fmt.Fprintf(opts.Out, "%s: message from %s (%s): %q\n", e.Account, m.Sender, m.PushName, m.Text)
 				}
@@ -280,4 +283,19 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 			}
 		}
 	}
+}
+
+// dayOneTraffic reports whether m is one of the messages day-one mode
+// pushes (from its contacts, or from the account's phone to a made-up
+// peer).
+func dayOneTraffic(emu *emulator.Server, m *events.Message) bool {
+	if m == nil {
+		return false
+	}
+	for _, s := range []string{m.Sender, m.Chat} {
+		if j, err := jid.Parse(s); err == nil && emu.DayOneParty(j) {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,32 @@ import (
 // and a sender key per device it writes to, not per message).
 const dayOneContactCount = 8
 
+// dayOnePhoneBase numbers day-one's contacts, 1555190xxxx: apart from the
+// contacts AddContact numbers by itself (1555100xxxx) and the made-up
+// peers (15559xxxxxx).
+const dayOnePhoneBase = 15551900000
+
+// DayOneParty reports whether j (any device) is one of day-one mode's
+// parties: a contact of its pool or a made-up peer. Tools that show
+// messages (manager demo) leave day-one's traffic out by it.
+func (s *Server) DayOneParty(j jid.JID) bool {
+	if j.Server != jid.DefaultUserServer {
+		return false
+	}
+	if len(j.User) == 11 && strings.HasPrefix(j.User, "15559") {
+		return true
+	}
+	p := &s.d1pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.contacts {
+		if c.user.User == j.User {
+			return true
+		}
+	}
+	return false
+}
+
 // dayOnePool is the contacts day-one messages come from, made on first use
 // (guarded by mu; lock order: mu, then registry.mu).
 type dayOnePool struct {
@@ -32,7 +59,7 @@ func (s *Server) dayOneContacts() ([]*Contact, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.contacts) < dayOneContactCount {
-		c, err := s.AddContact("")
+		c, err := s.AddContact(strconv.FormatUint(dayOnePhoneBase+uint64(len(p.contacts))+1, 10))
 		if err != nil {
 			return nil, fmt.Errorf("day-one contact: %w", err)
 		}

@@ -52,6 +52,13 @@ func TestDayOneMessagesDecrypt(t *testing.T) {
 		for _, typ := range types {
 			seen[typ] = true
 		}
+		party := sender(n)
+		if rcpt := jidAttr(n, "recipient"); !rcpt.IsEmpty() {
+			party = rcpt
+		}
+		if !srv.DayOneParty(party) || srv.DayOneParty(linked.JID) {
+			t.Fatalf("DayOneParty(%v) false, or true for the account", party)
+		}
 		switch {
 		case jidAttr(n, "from").Server == jid.GroupServer:
 			seen["group"] = m.GetConversation() != ""
