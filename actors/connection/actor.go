@@ -62,9 +62,9 @@ type conn struct {
 	// Reason of the event setPhase publishes next.
 	ending events.Reason
 
-	dev  *store.Device
-	wipe *wipeOrder // wipe the stored device before the next attempt (nil: keep it)
-	held *heldWipe  // a server-initiated wipe the WipeGuard holds (phase stopped)
+	dev  *store.Device // replaced whole, never changed in place: jobs off the actor share it
+	wipe *wipeOrder    // wipe the stored device before the next attempt (nil: keep it)
+	held *heldWipe     // a server-initiated wipe the WipeGuard holds (phase stopped)
 
 	dials       int
 	failures    int // consecutive failures, for the backoff
@@ -80,6 +80,8 @@ type conn struct {
 	reply *pendingReply // the pairing reply, until written (it may outlive its attempt)
 
 	retries     map[string]int // retry receipts sent, by message id (receive.go)
+	failLog     failLog        // the log of messages that did not decrypt (faillog.go)
+	recv        *receiver      // what decrypt jobs share, for dev (receive.go)
 	recentGroup recentSends    // group messages sent, for members' retry receipts (send.go)
 	limiter     *rate.Limiter  // the account's send rate (Deps.SendRate)
 }
@@ -244,6 +246,7 @@ func (c *conn) onStopping(ctx actor.Context, stopping bool) {
 	// could reach it dead (a dead letter).
 	c.cur.child = nil
 	c.endAttempt(ctx)
+	c.failLog.flush(c.log, c.deps.Now(), true)
 	if c.cancel != nil {
 		c.cancel()
 	}

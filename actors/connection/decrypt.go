@@ -11,7 +11,6 @@ import (
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/waproto"
-	"github.com/wafleet/wafleet/wire/jid"
 )
 
 // Decrypt failure reasons: the label values of the decrypt failure metric
@@ -29,10 +28,13 @@ const (
 	failStore        = "store"          // the store failed: the stanza stays unacknowledged
 )
 
+// failReasons are the reasons, in a fixed order (failLog counts by it).
+var failReasons = [...]string{failMalformed, failNoSession, failNoSenderKey, failMissingKey, failBadMAC,
+	failBadSignature, failTooFarAhead, failDecrypt, failUnsupported, failStore}
+
 // DecryptFailureReasons lists the reasons the decrypt failure metric
 // counts by (each exported from the start).
-var DecryptFailureReasons = []string{failMalformed, failNoSession, failNoSenderKey, failMissingKey, failBadMAC,
-	failBadSignature, failTooFarAhead, failDecrypt, failUnsupported, failStore}
+var DecryptFailureReasons = failReasons[:]
 
 // failureReason names err for the metric.
 func failureReason(err error) string {
@@ -66,51 +68,48 @@ var (
 
 // decryption is the Signal state one stanza reads and changes, kept in
 // memory until the stanza is done: nothing is written unless every <enc>
-// child decrypted, and then all of it at once (one ApplySignal).
+// child decrypted, and then all of it at once (one ApplySignal). A stanza
+// changes one or two records, so they are kept in slices, in the order
+// they changed, and nothing is allocated before a record is read.
 type decryption struct {
-	ctx    context.Context
-	st     store.Store
-	sig    store.SignalStore
-	id     string
-	dev    *store.Device
-	local  signal.LocalIdentity
-	signed *crypto.KeyPair
+	ctx context.Context
+	r   *receiver
 
-	sessions   map[string]*signal.Session
-	order      []string // session addresses in the order they changed
-	identities map[string][32]byte
-	senderKeys map[senderKeyName]*signal.SenderKey
-	keyOrder   []senderKeyName
+	sessions   []changedSession
+	senderKeys []changedSenderKey
 	usedPreKey uint32
-	ownAddr    string // our device's address: our own sender key's record, never a peer's (groupkey.go)
+}
+
+// changedSession is a session the stanza changed, with the peer identity
+// it holds (to record).
+type changedSession struct {
+	addr        string
+	s           *signal.Session
+	identity    [32]byte
+	hasIdentity bool
+}
+
+type changedSenderKey struct {
+	name senderKeyName
+	k    *signal.SenderKey
 }
 
 type senderKeyName struct{ group, sender string }
 
-func newDecryption(ctx context.Context, st store.Store, sig store.SignalStore, dev *store.Device) *decryption {
-	var ownAddr string
-	if own, err := jid.Parse(dev.JID); err == nil {
-		ownAddr = peerAddress(own)
-	}
-	return &decryption{
-		ownAddr: ownAddr,
-		ctx:     ctx, st: st, sig: sig, id: dev.ID, dev: dev,
-		local:      signal.LocalIdentity{Key: &crypto.KeyPair{Pub: dev.IdentityKey.Pub, Priv: dev.IdentityKey.Priv}, RegistrationID: dev.RegistrationID},
-		signed:     &crypto.KeyPair{Pub: dev.SignedPreKey.Pub, Priv: dev.SignedPreKey.Priv},
-		sessions:   make(map[string]*signal.Session),
-		identities: make(map[string][32]byte),
-		senderKeys: make(map[senderKeyName]*signal.SenderKey),
-	}
+func newDecryption(ctx context.Context, r *receiver) *decryption {
+	return &decryption{ctx: ctx, r: r}
 }
 
 // session returns the session with addr: the one this stanza changed, else
 // the stored one, else an empty one.
 func (d *decryption) session(addr string) (*signal.Session, error) {
-	if s, ok := d.sessions[addr]; ok {
-		return s, nil
+	for _, c := range d.sessions {
+		if c.addr == addr {
+			return c.s, nil
+		}
 	}
 	s := new(signal.Session)
-	rec, err := d.sig.Session(d.ctx, d.id, addr)
+	rec, err := d.r.sig.Session(d.ctx, d.r.dev.ID, addr)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
@@ -125,25 +124,29 @@ func (d *decryption) session(addr string) (*signal.Session, error) {
 
 // changedSession records that the session with addr changed.
 func (d *decryption) changedSession(addr string, s *signal.Session) {
-	if _, ok := d.sessions[addr]; !ok {
-		d.order = append(d.order, addr)
+	c := changedSession{addr: addr, s: s}
+	c.identity, c.hasIdentity = s.RemoteIdentity()
+	for i := range d.sessions {
+		if d.sessions[i].addr == addr {
+			d.sessions[i] = c
+			return
+		}
 	}
-	d.sessions[addr] = s
-	if key, ok := s.RemoteIdentity(); ok {
-		d.identities[addr] = key
-	}
+	d.sessions = append(d.sessions, c)
 }
 
 // senderKey returns the sender key of sender in group: the one this stanza
 // changed, else the stored one, else nil.
 func (d *decryption) senderKey(name senderKeyName) (*signal.SenderKey, error) {
-	if k, ok := d.senderKeys[name]; ok {
-		return k, nil
+	for _, c := range d.senderKeys {
+		if c.name == name {
+			return c.k, nil
+		}
 	}
-	if name.sender == d.ownAddr {
+	if name.sender == d.r.ownAddr {
 		return nil, fmt.Errorf("%w: a sender key under our own device's address", signal.ErrMalformed)
 	}
-	rec, err := d.sig.SenderKey(d.ctx, d.id, name.group, name.sender)
+	rec, err := d.r.sig.SenderKey(d.ctx, d.r.dev.ID, name.group, name.sender)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
@@ -158,10 +161,13 @@ func (d *decryption) senderKey(name senderKeyName) (*signal.SenderKey, error) {
 }
 
 func (d *decryption) changedSenderKey(name senderKeyName, k *signal.SenderKey) {
-	if _, ok := d.senderKeys[name]; !ok {
-		d.keyOrder = append(d.keyOrder, name)
+	for i := range d.senderKeys {
+		if d.senderKeys[i].name == name {
+			d.senderKeys[i].k = k
+			return
+		}
 	}
-	d.senderKeys[name] = k
+	d.senderKeys = append(d.senderKeys, changedSenderKey{name, k})
 }
 
 // decrypt decrypts one <enc> child of in and returns its Message.
@@ -210,12 +216,12 @@ func (d *decryption) preKeyMessage(addr string, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys := signal.ResponderKeys{Local: d.local}
-	if m.SignedPreKeyID == d.dev.SignedPreKey.ID {
-		keys.SignedPreKey = d.signed
+	keys := signal.ResponderKeys{Local: d.r.local}
+	if m.SignedPreKeyID == d.r.dev.SignedPreKey.ID {
+		keys.SignedPreKey = d.r.signed
 	}
 	if m.HasPreKeyID {
-		pk, err := d.st.PreKey(d.ctx, d.id, m.PreKeyID)
+		pk, err := d.r.st.PreKey(d.ctx, d.r.dev.ID, m.PreKeyID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			// consumed already: only a repeat of a session built from it decrypts
@@ -299,22 +305,22 @@ func (d *decryption) distribution(in *inbound, raw []byte) error {
 // changes are the stanza's changes for ApplySignal.
 func (d *decryption) changes() (store.SignalChanges, error) {
 	var c store.SignalChanges
-	for _, addr := range d.order {
-		rec, err := fitSession(d.sessions[addr], store.MaxSignalRecordLen)
+	for _, ch := range d.sessions {
+		rec, err := fitSession(ch.s, store.MaxSignalRecordLen)
 		if err != nil {
 			return c, err
 		}
-		c.Sessions = append(c.Sessions, store.SessionChange{Addr: addr, Record: rec})
-		if key, ok := d.identities[addr]; ok {
-			c.Identities = append(c.Identities, store.IdentityChange{Addr: addr, Key: key})
+		c.Sessions = append(c.Sessions, store.SessionChange{Addr: ch.addr, Record: rec})
+		if ch.hasIdentity {
+			c.Identities = append(c.Identities, store.IdentityChange{Addr: ch.addr, Key: ch.identity})
 		}
 	}
-	for _, name := range d.keyOrder {
-		rec, err := d.senderKeys[name].MarshalBinary()
+	for _, ch := range d.senderKeys {
+		rec, err := ch.k.MarshalBinary()
 		if err != nil {
 			return c, err
 		}
-		c.SenderKeys = append(c.SenderKeys, store.SenderKeyChange{Group: name.group, Sender: name.sender, Record: rec})
+		c.SenderKeys = append(c.SenderKeys, store.SenderKeyChange{Group: ch.name.group, Sender: ch.name.sender, Record: rec})
 	}
 	c.UsedPreKey = d.usedPreKey
 	return c, nil

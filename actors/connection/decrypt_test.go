@@ -129,8 +129,8 @@ func newFixture(t testing.TB) *fixture {
 }
 
 func (f *fixture) receiver() *receiver {
-	return &receiver{st: f.st, sig: orderedSignal{f.st, f.journal}, journal: f.journal, events: f.pub,
-		dev: f.dev.Clone(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
+	return newReceiver(&receiver{st: f.st, sig: orderedSignal{f.st, f.journal}, journal: f.journal, events: f.pub,
+		dev: f.dev.Clone(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now})
 }
 
 // bundle is our prekey bundle with one-time prekey id, as the server

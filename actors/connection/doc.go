@@ -124,7 +124,9 @@
 // second event. A message that does
 // not decrypt changes nothing: it gets a retry receipt (with a fresh
 // one-time prekey from the second on, at most four), then its ack, and is
-// counted by reason (Observer.DecryptFailed); one the store fails on is
+// counted by reason (Observer.DecryptFailed); the log has one line of them
+// per account and minute at most, the first failure in full and then a
+// count by reason (faillog.go), so a flood costs no log. One the store fails on is
 // left unacknowledged for the server to redeliver. A session record over
 // store.MaxSignalRecordLen loses its oldest archived states. A receipt the
 // server pushes becomes an events.KindReceipt event; an identity key that

@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
@@ -50,17 +51,45 @@ import (
 // a store that fails leaves the stanza unacknowledged, for the server to
 // redeliver.
 
-// receiver is what a decrypt job needs, copied from the actor when it is
-// queued: the job runs off the actor's goroutine.
+// receiver is what a decrypt job needs. The jobs run off the actor's
+// goroutine and share it: nothing in it changes once made, and the actor
+// makes a new one when its device changes (the device is replaced whole,
+// never changed in place).
 type receiver struct {
 	st      store.Store
 	sig     store.SignalStore
 	journal EventWriter // nil: events are only published
 	events  events.Publisher
 	raw     bool
-	dev     *store.Device // a clone: the job's own
+	dev     *store.Device
 	log     *slog.Logger
 	now     func() time.Time
+
+	// Our keys as package signal takes them, and our device's address
+	// (our own sender key's record, never a peer's: groupkey.go), from dev.
+	local   signal.LocalIdentity
+	signed  *crypto.KeyPair
+	ownAddr string
+}
+
+// receiver returns the receiver of the current device, made when the
+// device changed.
+func (c *conn) receiver() *receiver {
+	if c.recv == nil || c.recv.dev != c.dev {
+		c.recv = newReceiver(&receiver{st: c.deps.Store, sig: c.deps.Signal, journal: c.deps.Journal, events: c.deps.Events,
+			raw: c.deps.RawMessages, dev: c.dev, log: c.log, now: c.deps.Now})
+	}
+	return c.recv
+}
+
+// newReceiver completes r with the keys of r.dev.
+func newReceiver(r *receiver) *receiver {
+	r.local = localIdentity(r.dev)
+	r.signed = &crypto.KeyPair{Pub: r.dev.SignedPreKey.Pub, Priv: r.dev.SignedPreKey.Priv}
+	if own, err := jid.Parse(r.dev.JID); err == nil {
+		r.ownAddr = peerAddress(own)
+	}
+	return r
 }
 
 // received reports a decrypt job's outcome to the actor.
@@ -86,12 +115,11 @@ func (c *conn) onMessage(ctx actor.Context, n node.Node) bool {
 	}
 	if err != nil {
 		id, _ := n.Attr("id")
-		c.log.Warn("message not decryptable: acknowledged", slog.String("id", id), slog.String("error", err.Error()))
 		c.deps.Observer.DecryptFailed(failMalformed)
-		return false
+		c.failLog.failed(c.log, c.deps.Now(), failMalformed, slog.String("id", id), slog.String("error", err.Error()))
+		return false // acknowledged
 	}
-	r := &receiver{st: c.deps.Store, sig: c.deps.Signal, journal: c.deps.Journal, events: c.deps.Events,
-		raw: c.deps.RawMessages, dev: c.dev.Clone(), log: c.log, now: c.deps.Now}
+	r := c.receiver()
 	l, timeout, sent := c.cur.link, c.deps.StoreTimeout, c.retries[in.id]
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	c.store.run(func() {
@@ -111,8 +139,8 @@ func (c *conn) onReceived(ctx actor.Context, m *received) {
 	if m.err != nil {
 		reason := failureReason(m.err)
 		c.deps.Observer.DecryptFailed(reason)
-		c.log.Warn("message not decrypted", slog.String("id", in.id), slog.String("from", in.sender.String()),
-			slog.String("reason", reason), slog.Int("retry", m.retry), slog.String("error", m.err.Error()))
+		c.failLog.failed(c.log, c.deps.Now(), reason, slog.String("id", in.id), slog.String("from", in.sender.String()),
+			slog.Int("retry", m.retry), slog.String("error", m.err.Error()))
 		if reason == failStore {
 			return // unacknowledged: the server redelivers it
 		}
@@ -123,6 +151,7 @@ func (c *conn) onReceived(ctx actor.Context, m *received) {
 			}
 		}
 	} else {
+		c.failLog.flush(c.log, c.deps.Now(), false)
 		delete(c.retries, in.id)
 		if c.write(ctx, receiptFor(in), 0) != nil {
 			return
@@ -166,7 +195,7 @@ func (c *conn) onReceipt(ctx actor.Context, n node.Node) {
 // receive decrypts in and writes what it changed (the job of onMessage).
 // sent is how many retry receipts the message got on this run.
 func (r *receiver) receive(ctx context.Context, in *inbound, sent int) *received {
-	d := newDecryption(ctx, r.st, r.sig, r.dev)
+	d := newDecryption(ctx, r)
 	var ev *events.Event // of the first part with content
 	chat := in.chat
 	for _, e := range in.encs {
