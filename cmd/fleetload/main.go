@@ -233,6 +233,8 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("server pings answered    %.0f over the window\n", steady.pings)
 		fmt.Printf("emulator totals          stanzas_pushed=%v acks_ok=%v acks_malformed=%v ack_deadline_kills=%v redeliveries=%v server_pings_answered=%v prekey_uploads=%v\n",
 			stats["stanzas_pushed"], stats["acks_ok"], stats["acks_malformed"], stats["ack_deadline_kills"], stats["redeliveries"], stats["server_pings_answered"], stats["prekey_uploads"])
+		fmt.Printf("day-one messages         receipts=%v receipts_overdue=%v retry_receipts=%v decrypt_failures=%v resends=%v messages_undelivered=%v\n",
+			stats["receipts"], stats["receipts_overdue"], stats["retry_receipts"], stats["decrypt_failures"], stats["resends"], stats["messages_undelivered"])
 	}
 	t0 := time.Now()
 	if err := mgr.stop(); err != nil {
