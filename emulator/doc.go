@@ -267,8 +267,10 @@
 // Server.Provision and POST /provision, a shortcut for load runs
 // (provision.go): devices recorded as paired without a registration
 // connection or a scan, each on a new account whose phone signs its
-// identity, holding a given number of one-time prekeys (IDs 1..N). Their
-// public keys and signed prekey are checked as at registration. After that
+// identity, holding a given number of one-time prekeys (IDs 1..N), with
+// the public halves of the first of them when given (handed out in
+// bundles like uploaded ones). Their public keys and signed prekey are
+// checked as at registration. After that
 // they are devices like the others: a full handshake, the login checked
 // against the recorded noise key, day-one pushes, acks and pings.
 //

@@ -30,8 +30,9 @@ import (
 const MaxProvisionBatch = 10_000
 
 // maxProvisionBody bounds the body of POST /provision: MaxProvisionBatch
-// devices of about 330 bytes of JSON each.
-const maxProvisionBody = 4 << 20
+// devices of about 330 bytes of JSON each, and 67 bytes for each public
+// prekey they bring (a load run's 20 each).
+const maxProvisionBody = 24 << 20
 
 // ProvisionRequest describes a companion device to record as paired: the
 // public halves of the keys it would have registered with and the number of
@@ -51,6 +52,12 @@ type ProvisionRequest struct {
 	// device, with IDs 1..PreKeys (0..MaxPreKeysProvisioned): the device
 	// stores the same keys, marked uploaded.
 	PreKeys int
+	// PreKeyPubs are the public halves of the first of those (IDs 1, 2,
+	// …; at most PreKeys), which the server hands out in bundles as it
+	// does those of an upload, so day-one's contacts start their sessions
+	// with them. A key without its public half is counted and used up,
+	// but a bundle that takes it carries no one-time prekey.
+	PreKeyPubs [][32]byte
 }
 
 // MaxPreKeysProvisioned is the most one-time prekeys a provisioned device
@@ -131,6 +138,13 @@ func checkProvision(r *ProvisionRequest) error {
 		return errors.New("the signed prekey's signature does not verify with the identity key over 05 || pub")
 	case r.PreKeys < 0 || r.PreKeys > MaxPreKeysProvisioned:
 		return fmt.Errorf("prekeys %d not in 0..%d", r.PreKeys, MaxPreKeysProvisioned)
+	case len(r.PreKeyPubs) > r.PreKeys:
+		return fmt.Errorf("%d public prekeys for %d prekeys", len(r.PreKeyPubs), r.PreKeys)
+	}
+	for i := range r.PreKeyPubs {
+		if err := crypto.CheckPublicKey(r.PreKeyPubs[i][:]); err != nil {
+			return fmt.Errorf("public prekey %d: %w", i+1, err)
+		}
 	}
 	return nil
 }
@@ -159,6 +173,12 @@ func (s *Server) provisionOne(r *ProvisionRequest, now time.Time) (Provisioned, 
 	if r.PreKeys > 0 {
 		d.st.prekeyIDs = idRanges{{1, uint32(r.PreKeys) + 1}}
 	}
+	if len(r.PreKeyPubs) > 0 {
+		d.st.published = make([]oneTimePreKey, len(r.PreKeyPubs))
+		for i, pub := range r.PreKeyPubs {
+			d.st.published[i] = oneTimePreKey{id: uint32(i + 1), pub: pub}
+		}
+	}
 	reg.addDevice(d)
 	reg.mu.Unlock()
 
@@ -180,13 +200,14 @@ func (s *Server) provisionOne(r *ProvisionRequest, now time.Time) (Provisioned, 
 
 // provisionJSON is one device of POST /provision: keys as hex.
 type provisionJSON struct {
-	NoisePub        string `json:"noise_pub"`
-	IdentityPub     string `json:"identity_pub"`
-	RegistrationID  uint32 `json:"registration_id"`
-	SignedPreKeyID  uint32 `json:"signed_prekey_id"`
-	SignedPreKeyPub string `json:"signed_prekey_pub"`
-	SignedPreKeySig string `json:"signed_prekey_sig"`
-	PreKeys         int    `json:"prekeys"`
+	NoisePub        string   `json:"noise_pub"`
+	IdentityPub     string   `json:"identity_pub"`
+	RegistrationID  uint32   `json:"registration_id"`
+	SignedPreKeyID  uint32   `json:"signed_prekey_id"`
+	SignedPreKeyPub string   `json:"signed_prekey_pub"`
+	SignedPreKeySig string   `json:"signed_prekey_sig"`
+	PreKeys         int      `json:"prekeys"`
+	PreKeyPubs      []string `json:"prekey_pubs,omitempty"`
 }
 
 // ProvisionBody is the JSON body of POST /provision for reqs.
@@ -198,6 +219,9 @@ func ProvisionBody(reqs []ProvisionRequest) ([]byte, error) {
 			RegistrationID: r.RegistrationID, SignedPreKeyID: r.SignedPreKeyID,
 			SignedPreKeyPub: hex.EncodeToString(r.SignedPreKeyPub[:]), SignedPreKeySig: hex.EncodeToString(r.SignedPreKeySig[:]),
 			PreKeys: r.PreKeys,
+		}
+		for _, pub := range r.PreKeyPubs {
+			devs[i].PreKeyPubs = append(devs[i].PreKeyPubs, hex.EncodeToString(pub[:]))
 		}
 	}
 	return json.Marshal(map[string][]provisionJSON{"devices": devs})
@@ -218,6 +242,17 @@ func (p provisionJSON) request() (ProvisionRequest, error) {
 			return r, fmt.Errorf("%s must be %d bytes as hex", f.name, len(f.dst))
 		}
 		copy(f.dst, b)
+	}
+	if len(p.PreKeyPubs) > MaxPreKeysProvisioned {
+		return r, fmt.Errorf("prekey_pubs: more than %d", MaxPreKeysProvisioned)
+	}
+	r.PreKeyPubs = make([][32]byte, len(p.PreKeyPubs))
+	for i, h := range p.PreKeyPubs {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return r, fmt.Errorf("prekey_pubs[%d] must be 32 bytes as hex", i)
+		}
+		copy(r.PreKeyPubs[i][:], b)
 	}
 	return r, nil
 }

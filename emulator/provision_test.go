@@ -157,3 +157,58 @@ func TestProvisionRefusals(t *testing.T) {
 		t.Fatalf("a refused batch recorded devices: %+v", st)
 	}
 }
+
+// The public halves of provisioned prekeys go into bundles as an upload's
+// do, oldest first; the keys beyond them are counted but have none. More
+// halves than keys are refused.
+func TestProvisionedPreKeysInBundles(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{Provisioning: true})
+	d := newTestDevice(t)
+	r := provisionRequest(t, d, 3)
+	var pubs [][32]byte
+	for range 2 {
+		kp, err := crypto.GenerateKeyPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubs = append(pubs, kp.Pub)
+	}
+	r.PreKeyPubs = pubs
+	body, err := emulator.ProvisionBody([]emulator.ProvisionRequest{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(srv.ControlURL()+"/provision", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Devices []emulator.ProvisionedJSON `json:"devices"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(out.Devices) != 1 {
+		t.Fatalf("POST /provision: %d %v", resp.StatusCode, err)
+	}
+	dev, err := jid.Parse(out.Devices[0].JID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		b, err := srv.PreKeyBundle(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i < 2 && (b.PreKey == nil || b.PreKeyID != uint32(i+1) || *b.PreKey != pubs[i]):
+			t.Fatalf("bundle %d: prekey %d %v, want %d", i, b.PreKeyID, b.PreKey, i+1)
+		case i == 2 && b.PreKey != nil:
+			t.Fatalf("bundle 3 carries prekey %d, but its public half was not provisioned", b.PreKeyID)
+		}
+	}
+	over := provisionRequest(t, newTestDevice(t), 1)
+	over.PreKeyPubs = pubs
+	if _, err := srv.Provision([]emulator.ProvisionRequest{over}); !errors.Is(err, emulator.ErrBadProvision) {
+		t.Fatalf("2 public halves for 1 prekey: %v", err)
+	}
+}

@@ -28,10 +28,11 @@ import (
 // completed as a pairing would complete it (the companion's device
 // signature, JIDs, platform) and saved into the store with --prekeys
 // one-time prekeys marked uploaded (the same key pairs in every account),
-// the count the emulator holds too. The
-// manager then starts on that store as on one it paired itself: it logs
-// every account in with a full Noise handshake and, holding enough
-// prekeys on both sides, uploads none.
+// the count the emulator holds too, with their public halves for bundles.
+// The manager then starts on that store as on one it paired itself: it
+// logs every account in with a full Noise handshake and, holding enough
+// prekeys on both sides, uploads none until day-one's contacts have used
+// them up.
 
 // provisionBatch is the number of devices per POST /provision.
 const provisionBatch = 2000
@@ -49,16 +50,19 @@ func accountID(i int) string { return fmt.Sprintf("load-%05d", i) }
 // provisionAccounts makes n paired accounts with prekeys one-time prekeys
 // each, recorded by the emulator.
 func provisionAccounts(ctx context.Context, emu *emulatorProc, n, prekeys int) ([]loadAccount, error) {
-	// One set of one-time prekeys serves every account: in a load run they
-	// are only stored, counted and used up, never used for a session, and
-	// generating 19,000 × 50 key pairs would take minutes on two cores.
+	// One set of one-time prekeys serves every account (generating
+	// 19,000 × 50 key pairs would take minutes on two cores); the emulator
+	// gets their public halves, so day-one's contacts start sessions with
+	// them as with uploaded ones.
 	keys := make([]store.PreKey, prekeys)
+	pubs := make([][32]byte, prekeys)
 	for k := range keys {
 		priv, pub, err := crypto.GeneratePair()
 		if err != nil {
 			return nil, err
 		}
 		keys[k] = store.PreKey{ID: uint32(k + 1), KeyPair: store.KeyPair{Priv: priv, Pub: pub}}
+		pubs[k] = pub
 	}
 	accts := make([]loadAccount, n)
 	if err := parallel(ctx, n, func(i int) error {
@@ -79,7 +83,7 @@ func provisionAccounts(ctx context.Context, emu *emulatorProc, n, prekeys int) (
 			reqs = append(reqs, emulator.ProvisionRequest{
 				NoisePub: d.NoiseKey.Pub, IdentityPub: d.IdentityKey.Pub, RegistrationID: d.RegistrationID,
 				SignedPreKeyID: d.SignedPreKey.ID, SignedPreKeyPub: d.SignedPreKey.Pub, SignedPreKeySig: d.SignedPreKey.Signature,
-				PreKeys: prekeys,
+				PreKeys: prekeys, PreKeyPubs: pubs,
 			})
 		}
 		got, err := postProvision(ctx, emu, reqs)
