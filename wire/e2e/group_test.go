@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/wafleet/wafleet/signal"
+	"github.com/wafleet/wafleet/wire/jid"
+	"github.com/wafleet/wafleet/wire/node"
+)
+
+func groupAnswer(attrs []node.Attr, participants ...node.Node) node.Node {
+	return node.New("iq", node.StrAttr("type", "result")).WithChildren(
+		node.New("group", append([]node.Attr{node.StrAttr("id", "120363000000000001")}, attrs...)...).WithChildren(participants...))
+}
+
+func participant(j string) node.Node {
+	p, err := jid.Parse(j)
+	if err != nil {
+		panic(err)
+	}
+	return node.New("participant", node.JIDAttr("jid", p))
+}
+
+func TestGroupInfoQuery(t *testing.T) {
+	g := jid.New("120363000000000001", jid.GroupServer)
+	q := GroupInfoQuery("7", g)
+	to, _ := q.AttrJID("to")
+	xmlns, _ := q.Attr("xmlns")
+	typ, _ := q.Attr("type")
+	query, ok := q.Child("query")
+	req, _ := query.Attr("request")
+	if q.Tag != "iq" || to != g || xmlns != "w:g2" || typ != "get" || !ok || req != "interactive" {
+		t.Fatalf("query %v", q)
+	}
+}
+
+func TestParseGroupParticipants(t *testing.T) {
+	got, err := ParseGroupParticipants(groupAnswer([]node.Attr{node.StrAttr("addressing_mode", "pn")},
+		participant("15551000001@s.whatsapp.net"), participant("15551000002:3@s.whatsapp.net"),
+		participant("15551000001@s.whatsapp.net"), node.New("description")))
+	want := []jid.JID{jid.New("15551000001", jid.DefaultUserServer), jid.New("15551000002", jid.DefaultUserServer)}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, %v; want %v (devices dropped, duplicates once)", got, err, want)
+	}
+
+	many := make([]node.Node, MaxGroupParticipants+1)
+	for i := range many {
+		many[i] = participant(fmt.Sprintf("1555%07d@s.whatsapp.net", i))
+	}
+	bad := map[string]node.Node{
+		"no group":        node.New("iq", node.StrAttr("type", "result")),
+		"a LID group":     groupAnswer([]node.Attr{node.StrAttr("addressing_mode", "lid")}, participant("123456789012345@lid")),
+		"a LID member":    groupAnswer(nil, participant("123456789012345@lid")),
+		"no jid":          groupAnswer(nil, node.New("participant")),
+		"too many":        groupAnswer(nil, many...),
+		"a group as user": groupAnswer(nil, participant("120363000000000002@g.us")),
+	}
+	for name, ans := range bad {
+		if got, err := ParseGroupParticipants(ans); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, %v; want ErrMalformed", name, got, err)
+		}
+	}
+}
+
+func TestGroupMessage(t *testing.T) {
+	g := jid.New("120363000000000001", jid.GroupServer)
+	a := jid.JID{User: "15551000001", Device: 1, Server: jid.DefaultUserServer}
+	b := jid.JID{User: "15551000002", Server: jid.DefaultUserServer}
+	devices := []jid.JID{a, b}
+	identity := []byte("identity")
+
+	// Nobody lacks the key: the skmsg alone.
+	m := GroupMessage("ID1", g, nil, []byte("sk"), devices, identity)
+	if len(m.Children()) != 1 || m.Children()[0].Tag != "enc" {
+		t.Fatalf("without parts: %v", m)
+	}
+	if ph, _ := m.Attr("phash"); ph != ParticipantHash(devices) {
+		t.Errorf("phash %q, want the hash of every device", ph)
+	}
+	enc := m.Children()[0]
+	if typ, _ := enc.Attr("type"); typ != "skmsg" {
+		t.Errorf("enc type %q", typ)
+	}
+
+	// A pkmsg part brings <device-identity>; msg parts alone do not.
+	for _, c := range []struct {
+		typ      signal.MessageType
+		identity bool
+	}{{signal.TypeMsg, false}, {signal.TypePreKey, true}} {
+		parts := []Part{{Device: a, Ciphertext: signal.Ciphertext{Type: signal.TypeMsg, Body: []byte("m")}},
+			{Device: b, Ciphertext: signal.Ciphertext{Type: c.typ, Body: []byte("p")}}}
+		m := GroupMessage("ID2", g, parts, []byte("sk"), devices, identity)
+		tags := ""
+		for _, ch := range m.Children() {
+			tags += "<" + ch.Tag + ">"
+		}
+		want := "<participants><enc>"
+		if c.identity {
+			want = "<participants><device-identity><enc>"
+		}
+		to, _ := m.AttrJID("to")
+		if tags != want || to != g {
+			t.Errorf("%s part: children %s to %s, want %s to the group", c.typ, tags, to, want)
+		}
+		ps, _ := m.Child("participants")
+		if len(ps.Children()) != 2 {
+			t.Errorf("%d participants, want 2", len(ps.Children()))
+		}
+	}
+}
+
+func TestGroupRetryMessage(t *testing.T) {
+	g := jid.New("120363000000000001", jid.GroupServer)
+	d := jid.JID{User: "15551000001", Device: 1, Server: jid.DefaultUserServer}
+	for _, typ := range []signal.MessageType{signal.TypeMsg, signal.TypePreKey} {
+		m := GroupRetryMessage("ID", g, Part{Device: d, Ciphertext: signal.Ciphertext{Type: typ, Body: []byte("c")}}, 2, 1700000000, []byte("identity"))
+		to, _ := m.AttrJID("to")
+		p, _ := m.AttrJID("participant")
+		t0, _ := m.AttrInt("t")
+		enc, _ := m.Child("enc")
+		count, _ := enc.AttrInt("count")
+		encType, _ := enc.Attr("type")
+		_, hasIdentity := m.Child("device-identity")
+		if to != g || p != d || t0 != 1700000000 || count != 2 || encType != typ.String() || hasIdentity != (typ == signal.TypePreKey) {
+			t.Errorf("%s: %v", typ, m)
+		}
+	}
+}
