@@ -45,7 +45,7 @@
 //     gets the server's phash in the ack; parts an emulated device cannot
 //     decrypt are counted (companion_decrypt_failures).
 //   - Groups (groups.go): Server.AddGroup makes a group of phone-number
-//     users and AddGroupMember adds one; the w:g2 group info query is
+//     users, AddGroupMember and RemoveGroupMember change it; the w:g2 group info query is
 //     answered with its participants (404 for an unknown group, 403 for a
 //     non-member). A companion's group <message> (an skmsg, with 1:1
 //     parts carrying its sender key's distribution) goes to every member

@@ -93,6 +93,20 @@ func (s *Server) AddGroupMember(groupJID, member jid.JID) error {
 	return nil
 }
 
+// RemoveGroupMember removes a member from a group (nothing when it is not
+// one). Errors wrap ErrGroup.
+func (s *Server) RemoveGroupMember(groupJID, member jid.JID) error {
+	cb := &s.contacts
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	g := cb.group(groupJID)
+	if g == nil {
+		return fmt.Errorf("%w: no group %s", ErrGroup, groupJID)
+	}
+	g.members = slices.DeleteFunc(g.members, func(m jid.JID) bool { return m == member.ToNonAD() })
+	return nil
+}
+
 // GroupMembers returns a group's members (none for an unknown group).
 func (s *Server) GroupMembers(groupJID jid.JID) []jid.JID {
 	cb := &s.contacts

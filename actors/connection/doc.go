@@ -167,8 +167,10 @@
 // get the distribution in a 1:1 part (pkmsg or msg, sessions made from
 // bundles as above) of the same <message>, and every device the text
 // once as an skmsg under the key; the key, its new holders and the
-// sessions are written in one ApplySignal before the message goes out. A
-// member device's retry receipt for one of our last group messages
+// sessions are written in one ApplySignal before the message goes out.
+// When a holder is no longer among the group's devices (a member left, a
+// device was unlinked), the key is replaced by a new one that every
+// remaining device gets. A member device's retry receipt for one of our last group messages
 // (maxRecentGroupSends, in memory) is answered through the send queue:
 // the text and the distribution, encrypted 1:1 for that device, with the
 // receipt's count; the device is then a holder. Events, idempotency and

@@ -80,13 +80,15 @@ func (r *sendRun) prepareGroup() (node.Node, error) {
 	}
 
 	var lacking []jid.JID
+	rotate := false
 	err = r.inStore(func(ctx context.Context) error {
 		k, err := r.ownSenderKey(ctx)
 		if err != nil {
 			return err
 		}
+		rotate = hasLeft(k.holders, devices)
 		for _, d := range devices {
-			if !k.holders[peerAddress(d)] {
+			if rotate || !k.holders[peerAddress(d)] {
 				lacking = append(lacking, d)
 			}
 		}
@@ -102,7 +104,7 @@ func (r *sendRun) prepareGroup() (node.Node, error) {
 	var parts []e2e.Part
 	var skmsg []byte
 	err = r.inStore(func(ctx context.Context) error {
-		parts, skmsg, err = r.encryptGroup(ctx, lacking, bundles)
+		parts, skmsg, err = r.encryptGroup(ctx, lacking, bundles, rotate)
 		return err
 	})
 	if err != nil {
@@ -111,15 +113,18 @@ func (r *sendRun) prepareGroup() (node.Node, error) {
 	return e2e.GroupMessage(r.out.id, r.out.to, parts, skmsg, devices, r.identity), nil
 }
 
-// encryptGroup makes our sender key for the group when there is none,
-// encrypts its distribution for each device of lacking (skipping those
-// without a session or bundle: they get it by retry receipt), encrypts
-// the text with it, and stores the sessions, the key and its new holders
-// in one write.
-func (r *sendRun) encryptGroup(ctx context.Context, lacking []jid.JID, bundles map[jid.JID]e2e.BundleResult) ([]e2e.Part, []byte, error) {
+// encryptGroup makes our sender key for the group when there is none (or
+// a new one, with no holders, when rotate), encrypts its distribution for
+// each device of lacking (skipping those without a session or bundle:
+// they get it by retry receipt), encrypts the text with it, and stores the
+// sessions, the key and its new holders in one write.
+func (r *sendRun) encryptGroup(ctx context.Context, lacking []jid.JID, bundles map[jid.JID]e2e.BundleResult, rotate bool) ([]e2e.Part, []byte, error) {
 	k, err := r.ownSenderKey(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	if rotate {
+		k.key, k.holders = nil, make(map[string]bool)
 	}
 	if k.key == nil {
 		if k.key, err = signal.NewSenderKey(); err != nil {
@@ -154,6 +159,31 @@ func (r *sendRun) encryptGroup(ctx context.Context, lacking []jid.JID, bundles m
 		return nil, nil, err
 	}
 	return parts, skmsg, nil
+}
+
+// hasLeft reports whether a holder of our sender key is no longer among
+// the group's devices (a member left or was removed, a device was
+// unlinked). Our key is then replaced by a new one given to the devices
+// that remain, so that the one that left cannot read what follows: the
+// WhatsApp security whitepaper says members clear their sender key when a
+// member leaves. Neither reference client is seen doing it on send
+// (whatsmeow sends its key, unchanged, to every device each time; Baileys
+// sends it to the devices its sender-key memory lacks), so when the real
+// clients rotate is not certain here.
+func hasLeft(holders map[string]bool, devices []jid.JID) bool {
+	if len(holders) == 0 {
+		return false
+	}
+	current := make(map[string]bool, len(devices))
+	for _, d := range devices {
+		current[peerAddress(d)] = true
+	}
+	for a := range holders {
+		if !current[a] {
+			return true
+		}
+	}
+	return false
 }
 
 // prepareRetry answers a member device's retry receipt (groupRetry): the

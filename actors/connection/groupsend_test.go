@@ -96,8 +96,30 @@ func TestSendGroup(t *testing.T) {
 	check(members, 3, id3, "welcome")
 	check(c.Devices(), 1, id3, "welcome")
 
+	// A member who leaves: our key is replaced, every remaining device
+	// gets the new one, the one who left gets nothing.
+	if err := srv.RemoveGroupMember(group, b.JID()); err != nil {
+		t.Fatal(err)
+	}
+	id4 := send("after b left")
+	for _, dev := range append(append(a.Devices(), c.Devices()...), phone) {
+		if k := dev.SenderKeysReceived(); k != 2 {
+			t.Errorf("%s got our sender key %d times, want twice (the new one)", dev.JID(), k)
+		}
+	}
+	for _, dev := range append(a.Devices(), phone) {
+		if got := waitReceived(t, dev, 4)[3]; got.ID != id4 || got.Type != "skmsg" {
+			t.Errorf("%s after b left: %s %s", dev.JID(), got.ID, got.Type)
+		}
+	}
+	for _, dev := range b.Devices() {
+		if n := len(dev.Received()); n != 3 || dev.SenderKeysReceived() != 1 {
+			t.Errorf("%s, no longer a member, has %d messages and %d keys", dev.JID(), n, dev.SenderKeysReceived())
+		}
+	}
+
 	st := srv.Stats()
-	if st.CompanionGroupMessages != 3 || st.CompanionDecryptFailures != 0 || st.CompanionRetryReceipts != 0 ||
+	if st.CompanionGroupMessages != 4 || st.CompanionDecryptFailures != 0 || st.CompanionRetryReceipts != 0 ||
 		st.CompanionMessagesRefused != 0 || len(st.Violations) != 0 {
 		t.Errorf("emulator stats: %d group messages, %d decrypt failures, %d retry receipts, %d refused, violations %v",
 			st.CompanionGroupMessages, st.CompanionDecryptFailures, st.CompanionRetryReceipts, st.CompanionMessagesRefused, st.Violations)
