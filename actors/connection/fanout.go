@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -58,13 +60,9 @@ func (r *sendRun) prepare() (node.Node, error) {
 		return r.prepareGroup()
 	}
 	ownUser := r.own.ToNonAD()
-	ans, err := r.iq(e2e.DeviceQuery("", r.out.id, []jid.JID{r.out.to, ownUser}))
+	lists, err := r.deviceLists([]jid.JID{r.out.to, ownUser})
 	if err != nil {
-		return node.Node{}, fmt.Errorf("device list: %w", err)
-	}
-	lists, err := e2e.ParseDevices(ans)
-	if err != nil {
-		return node.Node{}, fmt.Errorf("device list: %w", err)
+		return node.Node{}, err
 	}
 	devices := lists[r.out.to]
 	if len(devices) == 0 {
@@ -114,15 +112,42 @@ func (r *sendRun) bundlesFor(devices []jid.JID) (map[jid.JID]e2e.BundleResult, e
 	if len(missing) == 0 {
 		return nil, nil
 	}
-	ans, err := r.iq(e2e.KeyQuery("", missing))
-	if err != nil {
-		return nil, fmt.Errorf("prekey bundles: %w", err)
-	}
-	bundles, err := e2e.ParseBundles(ans)
-	if err != nil {
-		return nil, fmt.Errorf("prekey bundles: %w", err)
+	bundles := make(map[jid.JID]e2e.BundleResult, len(missing))
+	for chunk := range slices.Chunk(missing, maxQueryUsers) {
+		ans, err := r.iq(e2e.KeyQuery("", chunk))
+		if err != nil {
+			return nil, fmt.Errorf("prekey bundles: %w", err)
+		}
+		got, err := e2e.ParseBundles(ans)
+		if err != nil {
+			return nil, fmt.Errorf("prekey bundles: %w", err)
+		}
+		maps.Copy(bundles, got)
 	}
 	return bundles, nil
+}
+
+// maxQueryUsers bounds the users of one usync query and the devices of
+// one prekey-bundle fetch; a group's larger lists go in several. The real
+// server's limit is not documented (both reference clients send one query
+// whatever the size); the emulator answers 400 beyond 512.
+const maxQueryUsers = 500
+
+// deviceLists asks for the device lists of users, maxQueryUsers at a time.
+func (r *sendRun) deviceLists(users []jid.JID) (map[jid.JID][]jid.JID, error) {
+	lists := make(map[jid.JID][]jid.JID, len(users))
+	for chunk := range slices.Chunk(users, maxQueryUsers) {
+		ans, err := r.iq(e2e.DeviceQuery("", r.out.id, chunk))
+		if err != nil {
+			return nil, fmt.Errorf("device list: %w", err)
+		}
+		got, err := e2e.ParseDevices(ans)
+		if err != nil {
+			return nil, fmt.Errorf("device list: %w", err)
+		}
+		maps.Copy(lists, got)
+	}
+	return lists, nil
 }
 
 // encrypt encrypts the message for every device it can (a device without

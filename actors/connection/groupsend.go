@@ -59,13 +59,9 @@ func (r *sendRun) prepareGroup() (node.Node, error) {
 	if !member { // the server lists us; our other devices get the key too
 		users = append(users, ownUser)
 	}
-	ans, err = r.iq(e2e.DeviceQuery("", r.out.id, users))
+	lists, err := r.deviceLists(users)
 	if err != nil {
-		return node.Node{}, fmt.Errorf("device list: %w", err)
-	}
-	lists, err := e2e.ParseDevices(ans)
-	if err != nil {
-		return node.Node{}, fmt.Errorf("device list: %w", err)
+		return node.Node{}, err
 	}
 	var devices []jid.JID
 	for _, u := range users {

@@ -1,11 +1,13 @@
 package connection
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/wire/jid"
 )
 
 func TestSendGroup(t *testing.T) {
@@ -179,5 +181,41 @@ func TestSendGroupRetryReceipt(t *testing.T) {
 	if st.CompanionDecryptFailures != 1 || st.CompanionRetryReceipts != 1 || st.CompanionRetryAnswers != 1 || len(st.Violations) != 0 {
 		t.Errorf("emulator stats: %d decrypt failures, %d retry receipts, %d answers, violations %v",
 			st.CompanionDecryptFailures, st.CompanionRetryReceipts, st.CompanionRetryAnswers, st.Violations)
+	}
+}
+
+// A group larger than one usync query's worth of users is asked about in
+// several (the emulator answers 400 beyond 512 users).
+func TestSendGroupManyMembers(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{})
+	pid, linked := pairAccount(t, h, srv, h.deps("acct1"))
+	a, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := []jid.JID{linked.JID.ToNonAD(), a.JID()}
+	for i := range 2 * maxQueryUsers {
+		members = append(members, jid.New(strconv.Itoa(15559000000+i), jid.DefaultUserServer)) // no devices
+	}
+	group, err := srv.AddGroup(members...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: "to many"}, waitTimeout).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.(*SendResult).ID
+	e, _ := h.rec.WaitFrom(t, 0, "message_sent "+id, func(e events.Event) bool {
+		return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == id
+	})
+	if e.Kind != events.KindMessageSent {
+		t.Fatalf("got %s: %s", e.Kind, e.Error)
+	}
+	for _, dev := range a.Devices() {
+		if got := waitReceived(t, dev, 1)[0]; got.ID != id || got.Type != "skmsg" {
+			t.Errorf("%s: %s %s", dev.JID(), got.ID, got.Type)
+		}
 	}
 }
