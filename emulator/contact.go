@@ -84,6 +84,38 @@ type SignalDevice struct {
 
 	distributions int            // sender key distributions companions sent it (groups.go)
 	retries       map[string]int // retry receipts it sent companions, by message id (groups.go)
+	traffic       Traffic        // counts of its 1:1 ciphertexts with our companions
+}
+
+// Traffic counts the 1:1 ciphertexts a Signal device exchanged with our
+// companions, by type: a pkmsg starts a session (a re-key when one
+// existed), a msg continues it. Its JSON form is part of GET /contacts.
+type Traffic struct {
+	// SentPreKey and SentMsg count what the device encrypted for our
+	// companions (resends answering retry receipts included).
+	SentPreKey int64 `json:"sent_pkmsg"`
+	SentMsg    int64 `json:"sent_msg"`
+	// ReceivedPreKey and ReceivedMsg count what it decrypted from them.
+	ReceivedPreKey int64 `json:"received_pkmsg"`
+	ReceivedMsg    int64 `json:"received_msg"`
+	// DecryptFailures counts their ciphertexts it could not decrypt.
+	DecryptFailures int64 `json:"decrypt_failures"`
+}
+
+// add adds o's counts to t.
+func (t *Traffic) add(o Traffic) {
+	t.SentPreKey += o.SentPreKey
+	t.SentMsg += o.SentMsg
+	t.ReceivedPreKey += o.ReceivedPreKey
+	t.ReceivedMsg += o.ReceivedMsg
+	t.DecryptFailures += o.DecryptFailures
+}
+
+// Traffic returns the device's counts of ciphertexts.
+func (d *SignalDevice) Traffic() Traffic {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.traffic
 }
 
 // senderKeyName names one sender's key in one group.

@@ -445,6 +445,14 @@ func TestContactsControlAPI(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 	emutest.WaitStats(t, srv, waitTimeout, "three receipts", func(s emulator.Stats) bool { return s.Receipts == 3 })
+	// The contact's traffic: two sessions started, one per device (the
+	// companion's message, the phone's sender-key distribution); the
+	// phone's own-device copy is not the contact's.
+	var infos []emulator.ContactInfo
+	getJSON(t, base+"/contacts", &infos)
+	if len(infos) != 1 || infos[0].Traffic != (emulator.Traffic{SentPreKey: 2}) {
+		t.Fatalf("GET /contacts: %+v", infos)
+	}
 }
 
 func TestUnackedContactMessagesEndTheStreamAndComeAgain(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 // The control API of contacts (control.go lists the others):
 //
 //	GET  /contacts                                → 200 [ContactInfo…]
+//	GET  /contacts/received?contact=PHONE         → 200 [ReceivedInfo…] (what its devices decrypted)
 //	POST /contacts  {"phone":"…"}                 → 200 ContactInfo ("" or no body: the next 1555100xxxx)
 //	POST /contacts/send {"from","to","text"}      → 200 {"id","devices":[…]} (SendText)
 //	POST /contacts/send {"from","group","members":[…],"text"} → 200 likewise (SendGroupText)
@@ -25,19 +26,61 @@ import (
 // 400 for a malformed body, phone, JID or text; 404 for an unknown contact
 // or an account without companions.
 
-// ContactInfo describes a contact (GET and POST /contacts).
+// ContactInfo describes a contact (GET and POST /contacts). Traffic sums
+// its devices' counts: a sent_pkmsg or received_pkmsg beyond the first of
+// each session is a re-key.
 type ContactInfo struct {
 	JID     string   `json:"jid"`
 	Name    string   `json:"name"`
 	Devices []string `json:"devices"`
+	Traffic Traffic  `json:"traffic"`
 }
 
 func contactInfo(c *Contact) ContactInfo {
 	info := ContactInfo{JID: c.user.String(), Name: c.name}
 	for _, d := range c.devices {
 		info.Devices = append(info.Devices, d.jid.String())
+		info.Traffic.add(d.Traffic())
 	}
 	return info
+}
+
+// ReceivedInfo is a message a contact's device decrypted from one of our
+// companions (GET /contacts/received): the last 64 of each device, the
+// phone's first, each oldest first.
+type ReceivedInfo struct {
+	ID     string `json:"id"`
+	Device string `json:"device"` // the contact's device that decrypted it
+	From   string `json:"from"`   // the sending companion
+	Chat   string `json:"chat"`
+	Type   string `json:"type"` // pkmsg or msg
+	// Text is the text of a text message ("" for others).
+	Text string `json:"text"`
+}
+
+func (s *Server) handleContactReceived(w http.ResponseWriter, r *http.Request) {
+	// An unescaped leading + of the phone number decodes as a space.
+	j, err := userJID(strings.TrimSpace(r.URL.Query().Get("contact")))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	c, ok := s.Contact(j)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("%w: %s is not a contact", ErrUnknownContact, j.ToNonAD()))
+		return
+	}
+	out := []ReceivedInfo{}
+	for _, d := range c.devices {
+		for _, m := range d.Received() {
+			text := m.Message.GetConversation()
+			if text == "" {
+				text = m.Message.GetExtendedTextMessage().GetText()
+			}
+			out = append(out, ReceivedInfo{ID: m.ID, Device: d.jid.String(), From: m.From.String(), Chat: m.Chat.String(), Type: m.Type, Text: text})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) handleContacts(w http.ResponseWriter, r *http.Request) {

@@ -240,7 +240,15 @@ func (s *Server) encryptFor(sender *SignalDevice, peer jid.JID, padded []byte, f
 		}
 		sender.sessions[peer] = sess
 	}
-	return sess.Encrypt(padded)
+	ct, err := sess.Encrypt(padded)
+	if err == nil {
+		if ct.Type == signal.TypePreKey {
+			sender.traffic.SentPreKey++
+		} else {
+			sender.traffic.SentMsg++
+		}
+	}
+	return ct, err
 }
 
 // senderKey returns the device's sender key for group, made on first use

@@ -33,7 +33,8 @@ import (
 //	                                            script with "client_revision" = latest's tertiary
 //	POST /provision {"devices":[…]}           → 200 {"devices":[{"jid","lid","account","platform"}…]}
 //	                                            (load runs only: Options.Provisioning, provision.go)
-//	GET/POST /contacts, POST /contacts/send, POST /phone/send: emulated contacts (contacthttp.go)
+//	GET/POST /contacts, POST /contacts/send, GET /contacts/received, POST /phone/send: emulated
+//	contacts (contacthttp.go)
 //
 // /scan also accepts ?phone=NUMBER (ScanOptions.Phone). The DayOne JSON is
 // {"enabled":bool,"push_rate":float,"push_burst":int,"ack_deadline":"60s",
@@ -59,6 +60,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/provision", only(http.MethodPost, s.handleProvision))
 	mux.HandleFunc("/contacts", s.handleContacts)
 	mux.HandleFunc("/contacts/send", only(http.MethodPost, s.handleContactSend))
+	mux.HandleFunc("/contacts/received", only(http.MethodGet, s.handleContactReceived))
 	mux.HandleFunc("/phone/send", only(http.MethodPost, s.handlePhoneSend))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("emulator: no endpoint %s %s", r.Method, r.URL.Path))

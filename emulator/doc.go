@@ -331,7 +331,11 @@
 // for contacts contacts, contact_messages, messages_routed, receipts,
 // receipts_overdue, receipts_late, retry_receipts, decrypt_failures,
 // resends, messages_undelivered; and lists
-// violations. The JSON keys are a contract with outside tools
+// violations. Per contact, GET /contacts adds its devices' traffic with
+// our companions (sent_pkmsg, sent_msg, received_pkmsg, received_msg,
+// decrypt_failures: a pkmsg beyond a session's first is a re-key) and GET
+// /contacts/received?contact=PHONE lists what its devices decrypted (id,
+// device, from, chat, type, text; the last 64 per device). The JSON keys are a contract with outside tools
 // (only ever added to). Server.WaitFor blocks until a condition on Stats
 // holds, for tests.
 //

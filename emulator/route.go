@@ -241,10 +241,25 @@ func (d *SignalDevice) Received() []Received {
 // prekey it names, a msg continues it; the plaintext is unpadded and
 // parsed as a Message. In a group chat, the sender key distribution it
 // carries is learnt (learnSenderKey), and a Message that carries nothing
-// else is not recorded. Nothing changes when it fails.
+// else is not recorded. Nothing but the device's Traffic changes when it
+// fails.
 func (d *SignalDevice) receive(from jid.JID, id string, chat jid.JID, typ string, body []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	err := d.decryptLocked(from, id, chat, typ, body)
+	switch {
+	case err != nil:
+		d.traffic.DecryptFailures++
+	case typ == "pkmsg":
+		d.traffic.ReceivedPreKey++
+	default:
+		d.traffic.ReceivedMsg++
+	}
+	return err
+}
+
+// decryptLocked is receive's decryption (caller holds mu).
+func (d *SignalDevice) decryptLocked(from jid.JID, id string, chat jid.JID, typ string, body []byte) error {
 	sess := d.sessions[from]
 	if sess == nil {
 		sess = new(signal.Session) // a failed decryption leaves it unused

@@ -1,6 +1,8 @@
 package emulator_test
 
 import (
+	"encoding/json"
+	"net/http"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -126,6 +128,41 @@ func TestRouteCompanionMessage(t *testing.T) {
 	st := emutest.WaitStats(t, srv, waitTimeout, "the failure counted", func(s emulator.Stats) bool { return s.CompanionDecryptFailures == 1 })
 	if st.CompanionMessages != 2 || st.CompanionMessagesRefused != 1 || len(dev1.Received()) != 0 || len(st.Violations) != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+
+	// The control API shows the contact's side: one pkmsg decrypted, one
+	// failure, and what was received.
+	var infos []emulator.ContactInfo
+	getJSON(t, srv.ControlURL()+"/contacts", &infos)
+	if len(infos) != 1 || infos[0].Traffic != (emulator.Traffic{ReceivedPreKey: 1, DecryptFailures: 1}) {
+		t.Fatalf("GET /contacts: %+v", infos)
+	}
+	var recv []emulator.ReceivedInfo
+	getJSON(t, srv.ControlURL()+"/contacts/received?contact=+"+contact.JID().User, &recv)
+	want := emulator.ReceivedInfo{ID: "M2", Device: dev0.JID().String(), From: linked.JID.String(), Chat: contact.JID().String(), Type: "pkmsg", Text: "hello"}
+	if len(recv) != 1 || recv[0] != want {
+		t.Fatalf("GET /contacts/received: %+v, want [%+v]", recv, want)
+	}
+	for q, code := range map[string]int{"?contact=15550001111": 404, "?contact=x@y": 400, "": 400} {
+		if status, body := httpJSON(t, "GET", srv.ControlURL()+"/contacts/received"+q, ""); status != code || body["error"] == nil {
+			t.Fatalf("GET /contacts/received%s: %d %v, want %d", q, status, body, code)
+		}
+	}
+}
+
+// getJSON decodes the 200 answer of a GET into v.
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
 	}
 }
 
