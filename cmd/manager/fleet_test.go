@@ -155,7 +155,14 @@ func startInstance(t *testing.T, bin, dir, name string, emu *emulatorProcess, re
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	return runInstance(t, bin, dir, name, listen, cfgPath)
+}
+
+// runInstance starts `manager run --config cfgPath`, listening on listen, its
+// log in dir/name.log (appended to: a restart keeps the earlier run's).
+func runInstance(t *testing.T, bin, dir, name, listen, cfgPath string) *instance {
+	t.Helper()
+	logFile, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
