@@ -321,6 +321,19 @@ func TestRouterSend(t *testing.T) {
 	if len(a.sends) != 0 {
 		t.Fatal("the instance asked sent the message itself")
 	}
+	// Group JIDs, of either form, arrive as they were sent.
+	for _, group := range []string{"120363012345678901@g.us", "15551234567-1600000000@g.us"} {
+		g, err := jid.Parse(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.r.SendText(t.Context(), "acct-1", api.OutgoingText{To: g, Text: "to the group"}); err != nil {
+			t.Fatalf("routed send to %s: %v", group, err)
+		}
+		if m := <-b.sends; m.To != g {
+			t.Fatalf("the owner was asked to send to %s, want %s", m.To, g)
+		}
+	}
 
 	answer := func(sent api.Sent, err error) {
 		f := func(api.OutgoingText) (api.Sent, error) { return sent, err }
