@@ -55,8 +55,12 @@
 //     that never got the sender key fails there (counted), and the device
 //     sends a retry receipt (companion_retry_receipts), whose answer
 //     (<message to=GROUP participant=DEVICE><enc count=N/>) it decrypts
-//     (companion_retry_answers); another companion gets the stanza
-//     queued. Stats: companion_group_messages.
+//     (companion_retry_answers); an answer it cannot decrypt either draws
+//     the next retry receipt, from the second on with the device's keys
+//     and a one-time prekey, up to 5. An emulated device consumes a
+//     one-time prekey with the session it builds: a later pkmsg naming it
+//     decrypts only as a repeat on that session. Another companion gets
+//     the stanza queued. Stats: companion_group_messages.
 //     Without day-one mode it sends nothing else but what waits in the
 //     device's queue (contacts' messages, encrypt notifications, below),
 //     and ignores acks of anything else.

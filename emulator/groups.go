@@ -309,18 +309,40 @@ func (s *Server) deliverGroupToSignal(sess *session, sd *SignalDevice, id string
 // sends the sender of a group message it could not decrypt (as our
 // receive path sends one: whatsmeow retry.go sendRetryReceipt):
 //
-//	<receipt from=GROUP participant=DEVICE id t type=retry><retry count id t v=1/><registration/></receipt>
+//	<receipt from=GROUP participant=DEVICE id t type=retry><retry count id t v=1/><registration/>
+//	  [<keys><type/><identity/><key/><skey/><device-identity/></keys>]</receipt>
 //
-// count is 1 and up per message and device.
+// count is 1 and up per message and device; from the second on it
+// carries the device's keys with a one-time prekey (taken from those the
+// server hands out), for a new session. A device gives up after
+// maxResends.
 func (s *Server) sendRetryReceipt(to *device, sd *SignalDevice, id string, group jid.JID) {
 	count := sd.nextRetry(id)
+	if count > maxResends {
+		return
+	}
+	var keys []node.Node
+	if count >= 2 {
+		b, err := sd.takeBundle()
+		if err != nil || b.PreKey == nil {
+			s.log.Info("no keys for a retry receipt", "device", sd.jid.String(), "err", err)
+		} else {
+			keys = append(keys, node.New("keys").WithChildren(
+				node.New("type").WithBytes([]byte{5}),
+				node.New("identity").WithBytes(b.IdentityKey[:]),
+				node.New("key").WithChildren(node.New("id").WithBytes(id3(b.PreKeyID)), node.New("value").WithBytes(b.PreKey[:])),
+				node.New("skey").WithChildren(node.New("id").WithBytes(id3(b.SignedPreKeyID)), node.New("value").WithBytes(b.SignedPreKey[:]),
+					node.New("signature").WithBytes(b.SignedPreKeySignature[:])),
+				node.New("device-identity")))
+		}
+	}
 	reg := sd.Identity().RegistrationID
 	now := time.Now().Unix()
 	if s.enqueue(to, func(uint64, uint32) node.Node {
 		return node.New("receipt", node.JIDAttr("from", group), node.JIDAttr("participant", sd.jid), node.StrAttr("id", id),
-			node.IntAttr("t", now), node.StrAttr("type", "retry")).WithChildren(
+			node.IntAttr("t", now), node.StrAttr("type", "retry")).WithChildren(append([]node.Node{
 			node.New("retry", node.IntAttr("count", int64(count)), node.StrAttr("id", id), node.IntAttr("t", now), node.StrAttr("v", "1")),
-			node.New("registration").WithBytes([]byte{byte(reg >> 24), byte(reg >> 16), byte(reg >> 8), byte(reg)}))
+			node.New("registration").WithBytes([]byte{byte(reg >> 24), byte(reg >> 16), byte(reg >> 8), byte(reg)})}, keys...)...)
 	}) {
 		s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryReceipts }, 1)
 	}
@@ -385,6 +407,7 @@ func (sess *session) routeGroupRetry(n node.Node, id string, to jid.JID) error {
 		if err := sd.receive(sess.dev.jid, id, to, typ, body); err != nil {
 			sess.log.Info("emulated device could not decrypt a retry answer", "device", dev.String(), "id", id, "err", err)
 			s.stats.add(func(st *Stats) *int64 { return &st.CompanionDecryptFailures }, 1)
+			s.sendRetryReceipt(sess.dev, sd, id, to)
 		} else {
 			s.enqueue(sess.dev, func(uint64, uint32) node.Node {
 				return node.New("receipt", node.JIDAttr("from", to), node.JIDAttr("participant", dev), node.StrAttr("id", id),
@@ -462,6 +485,15 @@ func (d *SignalDevice) nextRetry(id string) int {
 	}
 	d.retries[id]++
 	return d.retries[id]
+}
+
+// ForgetSession makes the device lose its session with peer (a
+// companion's device JID), as a reinstalled device has: peer's next 1:1
+// message fails to decrypt there.
+func (d *SignalDevice) ForgetSession(peer jid.JID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.sessions, peer)
 }
 
 // ForgetSenderKey makes the device lose the sender key of sender (a

@@ -277,11 +277,13 @@ func (d *SignalDevice) decryptLocked(from jid.JID, id string, chat jid.JID, typ 
 		}
 		keys := signal.ResponderKeys{Local: d.local, SignedPreKey: d.signed}
 		if m.HasPreKeyID {
-			if keys.PreKey = d.preKeys[m.PreKeyID]; keys.PreKey == nil {
-				return fmt.Errorf("unknown one-time prekey %d", m.PreKeyID)
-			}
+			// a consumed one-time prekey is gone: only a repeat on the
+			// session it built decrypts (signal.ErrMissingPreKey otherwise)
+			keys.PreKey = d.preKeys[m.PreKeyID]
 		}
-		plain, err = sess.DecryptPreKey(m, keys)
+		if plain, err = sess.DecryptPreKey(m, keys); err == nil && m.HasPreKeyID {
+			delete(d.preKeys, m.PreKeyID)
+		}
 	case "msg":
 		plain, err = sess.Decrypt(body)
 	default:

@@ -173,7 +173,9 @@
 // remaining device gets. A member device's retry receipt for one of our last group messages
 // (maxRecentGroupSends, in memory) is answered through the send queue:
 // the text and the distribution, encrypted 1:1 for that device, with the
-// receipt's count; the device is then a holder. Events, idempotency and
+// receipt's count, on a new session when the receipt carries the device's
+// keys or counts 2 or more (from a fetched bundle without keys); the
+// device is then a holder. Events, idempotency and
 // the rate limit are those of 1:1 sends; a retry's answer is not
 // reported again.
 //

@@ -167,7 +167,7 @@ func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[ji
 		if d.User == r.own.User {
 			pt = synced
 		}
-		p, ok, err := r.sealFor(ctx, d, bundles, pt, &changes)
+		p, ok, err := r.sealFor(ctx, d, bundles, pt, &changes, false)
 		if err != nil {
 			return nil, err
 		}
@@ -190,15 +190,16 @@ func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[ji
 }
 
 // sealFor pads and encrypts plaintext for device d with its session, a
-// new one from its bundle when there is none, and adds the session change
-// (and a new session's identity) to changes. A device without a session
-// and without a usable bundle is skipped and logged (false), as the
-// reference client does.
-func (r *sendRun) sealFor(ctx context.Context, d jid.JID, bundles map[jid.JID]e2e.BundleResult, plaintext []byte, changes *store.SignalChanges) (e2e.Part, bool, error) {
+// new one from its bundle when there is none (or, fresh, whatever is
+// stored), and adds the session change (and a new session's identity) to
+// changes. A device without a session and without a usable bundle is
+// skipped and logged (false), as the reference client does.
+func (r *sendRun) sealFor(ctx context.Context, d jid.JID, bundles map[jid.JID]e2e.BundleResult, plaintext []byte, changes *store.SignalChanges, fresh bool) (e2e.Part, bool, error) {
 	addr := peerAddress(d)
 	var sess signal.Session
 	rec, err := r.st.Session(ctx, r.account, addr)
 	switch {
+	case fresh:
 	case err == nil:
 		if err := sess.UnmarshalBinary(rec); err != nil {
 			return e2e.Part{}, false, fmt.Errorf("session with %s: %w", addr, err)

@@ -33,9 +33,10 @@ import (
 
 // groupRetry is a retry receipt from a group member's device, to answer.
 type groupRetry struct {
-	device jid.JID // the member device that could not decrypt
-	count  int     // the receipt's retry count, echoed on the <enc>
-	t      int64   // the original message's timestamp, from the receipt
+	device jid.JID        // the member device that could not decrypt
+	count  int            // the receipt's retry count, echoed on the <enc>
+	t      int64          // the original message's timestamp, from the receipt
+	bundle *signal.Bundle // the device's keys the receipt carried, if any
 }
 
 // errNoGroupDevices: no device besides ours is in the group.
@@ -134,7 +135,7 @@ func (r *sendRun) encryptGroup(ctx context.Context, lacking []jid.JID, bundles m
 	var changes store.SignalChanges
 	parts := make([]e2e.Part, 0, len(lacking))
 	for _, d := range lacking {
-		p, ok, err := r.sealFor(ctx, d, bundles, skdm, &changes)
+		p, ok, err := r.sealFor(ctx, d, bundles, skdm, &changes, false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -183,15 +184,34 @@ func hasLeft(holders map[string]bool, devices []jid.JID) bool {
 }
 
 // prepareRetry answers a member device's retry receipt (groupRetry): the
-// text and our sender key's distribution, encrypted 1:1 for that device
-// (from a new session when we have none). The device then holds the key.
-// The receipt's own <keys> are not read: without a session a bundle is
-// fetched.
+// text and our sender key's distribution, encrypted 1:1 for that device.
+// The session is a new one, as whatsmeow's shouldRecreateSession decides,
+// when we have none, or from the device's keys in the receipt, or from a
+// fetched bundle from the second retry on (the device may have lost ours;
+// whatsmeow also waits an hour between such renewals, which the bound of
+// maxRetryReceipts per message stands in for here). The device then
+// holds the key.
 func (r *sendRun) prepareRetry() (node.Node, error) {
-	dev := r.out.retry.device
-	bundles, err := r.bundlesFor([]jid.JID{dev})
-	if err != nil {
-		return node.Node{}, err
+	retry := r.out.retry
+	dev := retry.device
+	var bundles map[jid.JID]e2e.BundleResult
+	var err error
+	fresh := retry.bundle != nil || retry.count >= 2
+	switch {
+	case retry.bundle != nil:
+		bundles = map[jid.JID]e2e.BundleResult{dev: {Bundle: retry.bundle}}
+	case fresh:
+		ans, err := r.iq(e2e.KeyQuery("", []jid.JID{dev}))
+		if err != nil {
+			return node.Node{}, fmt.Errorf("prekey bundle: %w", err)
+		}
+		if bundles, err = e2e.ParseBundles(ans); err != nil {
+			return node.Node{}, fmt.Errorf("prekey bundle: %w", err)
+		}
+	default:
+		if bundles, err = r.bundlesFor([]jid.JID{dev}); err != nil {
+			return node.Node{}, err
+		}
 	}
 	var part e2e.Part
 	err = r.inStore(func(ctx context.Context) error {
@@ -207,7 +227,7 @@ func (r *sendRun) prepareRetry() (node.Node, error) {
 			return err
 		}
 		var changes store.SignalChanges
-		p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes)
+		p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
 		if err != nil {
 			return err
 		}

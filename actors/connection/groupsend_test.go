@@ -182,6 +182,30 @@ func TestSendGroupRetryReceipt(t *testing.T) {
 		t.Errorf("emulator stats: %d decrypt failures, %d retry receipts, %d answers, violations %v",
 			st.CompanionDecryptFailures, st.CompanionRetryReceipts, st.CompanionRetryAnswers, st.Violations)
 	}
+
+	// A reinstalled device lost our session too: the answer to its first
+	// retry receipt (on the old session) fails there as well; its second
+	// carries its keys, and the answer on a new session decrypts.
+	companion.ForgetSession(linked.JID)
+	companion.ForgetSenderKey(group, linked.JID)
+	published := companion.PublishedPreKeys()
+	id4 := send("four")
+	got = waitReceived(t, companion, 4)[3]
+	if got.ID != id4 || got.Type != "pkmsg" || got.Message.GetConversation() != "four" {
+		t.Errorf("the answer on a new session: %s %s: %q", got.ID, got.Type, got.Message.GetConversation())
+	}
+	if n := companion.PublishedPreKeys(); n != published-1 {
+		t.Errorf("%d published prekeys, then %d: want only the one the retry receipt carried used (none fetched)", published, n)
+	}
+	id5 := send("five")
+	if got := waitReceived(t, companion, 5)[4]; got.ID != id5 || got.Type != "skmsg" {
+		t.Errorf("after the new session: %s %s", got.ID, got.Type)
+	}
+	st = srv.Stats()
+	if st.CompanionDecryptFailures != 3 || st.CompanionRetryReceipts != 3 || st.CompanionRetryAnswers != 3 || len(st.Violations) != 0 {
+		t.Errorf("emulator stats: %d decrypt failures, %d retry receipts, %d answers, violations %v",
+			st.CompanionDecryptFailures, st.CompanionRetryReceipts, st.CompanionRetryAnswers, st.Violations)
+	}
 }
 
 // A group larger than one usync query's worth of users is asked about in

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire/e2e"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 )
@@ -401,5 +402,9 @@ func (c *conn) onGroupRetry(ctx actor.Context, n node.Node) {
 		return
 	}
 	t, _ := retry.AttrInt("t")
-	c.queueSend(ctx, &outgoing{id: out.id, to: out.to, text: out.text, retry: &groupRetry{device: dev, count: int(count), t: t}})
+	bundle, err := e2e.ParseRetryKeys(n)
+	if err != nil {
+		c.log.Warn("retry receipt with unreadable keys", slog.String("id", id), slog.String("error", err.Error()))
+	}
+	c.queueSend(ctx, &outgoing{id: out.id, to: out.to, text: out.text, retry: &groupRetry{device: dev, count: int(count), t: t, bundle: bundle}})
 }

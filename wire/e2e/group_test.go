@@ -128,3 +128,40 @@ func TestGroupRetryMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRetryKeys(t *testing.T) {
+	var ident, spk, pk [32]byte
+	var sig [64]byte
+	ident[0], spk[0], pk[0], sig[0] = 1, 2, 3, 4
+	keys := func(typ byte, withKey bool) node.Node {
+		children := []node.Node{node.New("type").WithBytes([]byte{typ}), node.New("identity").WithBytes(ident[:])}
+		if withKey {
+			children = append(children, node.New("key").WithChildren(node.New("id").WithBytes([]byte{0, 1, 2}), node.New("value").WithBytes(pk[:])))
+		}
+		children = append(children, node.New("skey").WithChildren(node.New("id").WithBytes([]byte{0, 0, 1}),
+			node.New("value").WithBytes(spk[:]), node.New("signature").WithBytes(sig[:])), node.New("device-identity"))
+		return node.New("keys").WithChildren(children...)
+	}
+	receipt := func(children ...node.Node) node.Node {
+		return node.New("receipt", node.StrAttr("type", "retry")).WithChildren(
+			append([]node.Node{node.New("retry"), node.New("registration").WithBytes([]byte{0, 0, 0x30, 0x39})}, children...)...)
+	}
+	if b, err := ParseRetryKeys(receipt()); b != nil || err != nil {
+		t.Fatalf("without keys: %v, %v", b, err)
+	}
+	b, err := ParseRetryKeys(receipt(keys(5, true)))
+	if err != nil || b.RegistrationID != 12345 || b.IdentityKey != ident || b.SignedPreKeyID != 1 || b.SignedPreKey != spk ||
+		b.SignedPreKeySignature != sig || b.PreKey == nil || *b.PreKey != pk || b.PreKeyID != 0x102 {
+		t.Fatalf("got %+v, %v", b, err)
+	}
+	if b, err := ParseRetryKeys(receipt(keys(5, false))); err != nil || b.PreKey != nil {
+		t.Errorf("without a one-time prekey: %+v, %v", b, err)
+	}
+	if _, err := ParseRetryKeys(receipt(keys(6, true))); !errors.Is(err, ErrMalformed) {
+		t.Errorf("type 06: %v", err)
+	}
+	noReg := node.New("receipt").WithChildren(keys(5, true))
+	if _, err := ParseRetryKeys(noReg); !errors.Is(err, ErrMalformed) {
+		t.Errorf("no registration: %v", err)
+	}
+}

@@ -55,30 +55,39 @@ func parseBundle(u *node.Node) (*signal.Bundle, error) {
 		return nil, err
 	}
 	b.RegistrationID = binary.BigEndian.Uint32(reg)
-	ident, err := leaf(u, "identity", 32)
-	if err != nil {
+	if err := parseKeys(u, &b); err != nil {
 		return nil, err
+	}
+	return &b, nil
+}
+
+// parseKeys reads a bundle's keys from the children of n: <identity>,
+// <skey> with its <signature>, and the optional one-time <key>.
+func parseKeys(n *node.Node, b *signal.Bundle) error {
+	ident, err := leaf(n, "identity", 32)
+	if err != nil {
+		return err
 	}
 	copy(b.IdentityKey[:], ident)
-	skey, ok := u.Child("skey")
+	skey, ok := n.Child("skey")
 	if !ok {
-		return nil, fmt.Errorf("%w: no <skey>", ErrMalformed)
+		return fmt.Errorf("%w: no <skey>", ErrMalformed)
 	}
 	if b.SignedPreKeyID, err = keyInto(skey, &b.SignedPreKey); err != nil {
-		return nil, err
+		return err
 	}
 	sig, err := leaf(skey, "signature", 64)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	copy(b.SignedPreKeySignature[:], sig)
-	if k, ok := u.Child("key"); ok {
+	if k, ok := n.Child("key"); ok {
 		b.PreKey = new([32]byte)
 		if b.PreKeyID, err = keyInto(k, b.PreKey); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &b, nil
+	return nil
 }
 
 // keyInto reads <id>3 bytes</id><value>32 bytes</value> of a (signed)
@@ -107,4 +116,38 @@ func leaf(n *node.Node, tag string, size int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: <%s> is not %d bytes", ErrMalformed, tag, size)
 	}
 	return b, nil
+}
+
+// ParseRetryKeys reads the prekey bundle a retry receipt carries from its
+// second on (whatsmeow retry.go sendRetryReceipt), for the sender to build
+// a new session with the device that sent it; nil when it carries none:
+//
+//	<receipt … type=retry><retry/><registration>4</registration>
+//	  <keys><type>05</type><identity>32</identity><key><id>3</id><value>32</value></key>
+//	  <skey><id>3</id><value>32</value><signature>64</signature></skey><device-identity/></keys></receipt>
+//
+// The signed prekey's signature is checked when the session is built
+// (signal.Session.Initiate), as for a fetched bundle.
+func ParseRetryKeys(receipt node.Node) (*signal.Bundle, error) {
+	keys, ok := receipt.Child("keys")
+	if !ok {
+		return nil, nil
+	}
+	var b signal.Bundle
+	reg, err := leaf(&receipt, "registration", 4)
+	if err != nil {
+		return nil, err
+	}
+	b.RegistrationID = binary.BigEndian.Uint32(reg)
+	typ, err := leaf(keys, "type", 1)
+	if err != nil {
+		return nil, err
+	}
+	if typ[0] != 5 {
+		return nil, fmt.Errorf("%w: <keys><type> %02x, want 05", ErrMalformed, typ[0])
+	}
+	if err := parseKeys(keys, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
 }
