@@ -154,7 +154,7 @@ func (s *fakeSession) Send([]byte) error {
 	s.frames++
 	return nil
 }
-func (s *fakeSession) Receive() ([]byte, error) { return nil, io.EOF }
+func (s *fakeSession) Watch(_ func([]byte), onEnd func(error)) { go onEnd(io.EOF) }
 func (s *fakeSession) Close() error {
 	s.mu.Lock()
 	s.closed = true

@@ -148,7 +148,7 @@ func (r *frameReader) ReadFrame() ([]byte, error) {
 	}
 	pre, err := r.in.peek(FramePrefixLen)
 	if err != nil {
-		return nil, r.fail(err)
+		return nil, r.failUnlessBlocked(err)
 	}
 	n := int(pre[0])<<16 | int(pre[1])<<8 | int(pre[2])
 	if n > r.limit {
@@ -162,7 +162,7 @@ func (r *frameReader) ReadFrame() ([]byte, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, r.fail(err)
+		return nil, r.failUnlessBlocked(err)
 	}
 	r.in.discard(FramePrefixLen + n)
 	return b[FramePrefixLen:], nil
@@ -214,6 +214,18 @@ func (r *frameReader) readConnHeader() error {
 	}
 	r.in.discard(n)
 	return nil
+}
+
+// failUnlessBlocked fails with err, unless the frame is only not all there
+// yet on a watched connection (errWouldBlock): then the next call reads it
+// again from its prefix, nothing lost. The handshake's budget is never in
+// force then (a Transport is watched, after the handshake), so its spending
+// is not repeated.
+func (r *frameReader) failUnlessBlocked(err error) error {
+	if errors.Is(err, errWouldBlock) {
+		return err
+	}
+	return r.fail(err)
 }
 
 // fail makes err sticky and releases the buffer: no frame follows an error.

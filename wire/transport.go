@@ -92,9 +92,11 @@ func (t *Transport) Receive() ([]byte, error) {
 		return nil, t.rerr
 	}
 	ct, err := t.conn.ReadFrame()
+	if errors.Is(err, errWouldBlock) {
+		return nil, err // watched: the rest of the frame is not there yet
+	}
 	if err != nil {
-		t.rerr = opError("receive", err)
-		t.conn.Close()
+		t.fail(err)
 		return nil, t.rerr
 	}
 	n := t.recv.Counter()
@@ -105,6 +107,12 @@ func (t *Transport) Receive() ([]byte, error) {
 		return nil, t.rerr
 	}
 	return pt, nil
+}
+
+// fail ends receiving with err and closes the connection.
+func (t *Transport) fail(err error) {
+	t.rerr = opError("receive", err)
+	t.conn.Close()
 }
 
 // Close closes the underlying connection. It is idempotent.

@@ -122,6 +122,7 @@ type AcceptOptions struct {
 // be called from any goroutine, any number of times.
 type Conn struct {
 	nc      net.Conn
+	pc      *pollConn // the socket under nc, when it can be watched (client only)
 	server  bool
 	timeout time.Duration // per write
 
@@ -139,6 +140,7 @@ type Conn struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+	w         atomic.Pointer[watch] // set once the transport is watched
 }
 
 var _ FrameConn = (*Conn)(nil)
@@ -171,8 +173,23 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 			status = string(reason)
 		},
 	}
+	// Every way to the server starts with a TCP connection dialed here, so
+	// that the socket under TLS and a proxy's tunnel can be watched.
+	var pc *pollConn
+	socket := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var nd net.Dialer
+		nc, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if pc = newPollConn(nc); pc != nil {
+			return pc, nil
+		}
+		return nc, nil
+	}
+	d.NetDial = socket
 	if opts.Proxy != "" {
-		dial, err := proxyDialer(opts.Proxy, opts.TLSConfig)
+		dial, err := proxyDialer(opts.Proxy, opts.TLSConfig, socket)
 		if err != nil {
 			return nil, err
 		}
@@ -186,6 +203,7 @@ func Dial(ctx context.Context, rawURL string, opts DialOptions) (*Conn, error) {
 		return nil, fmt.Errorf("wire: dial websocket: %w", err)
 	}
 	c := newConn(nc, false, opts.ReadLimit, opts.WriteTimeout)
+	c.pc = pc
 	if br != nil {
 		c.r.in.preload(br)
 		ws.PutReader(br)
@@ -254,7 +272,7 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 
 func (c *Conn) readErr(err error) error {
 	switch {
-	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrBadHeader):
+	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrBadHeader), errors.Is(err, errWouldBlock):
 		return err
 	case c.closed.Load():
 		return ErrClosed
@@ -429,6 +447,7 @@ func (c *Conn) Close() error {
 			<-c.wmu
 		}
 		c.closeErr = c.nc.Close()
+		c.wakeWatch()
 	})
 	return c.closeErr
 }
@@ -441,9 +460,23 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // end). Reading or writing it directly corrupts the stream.
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
+// dialFunc dials a network address.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialContext makes a dialFunc a proxy.ContextDialer.
+func (f dialFunc) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return f(ctx, network, addr)
+}
+
+// Dial makes a dialFunc a proxy.Dialer.
+func (f dialFunc) Dial(network, addr string) (net.Conn, error) {
+	return f(context.Background(), network, addr)
+}
+
 // proxyDialer returns a dial function that reaches addresses through the
-// proxy at raw. Errors never show the proxy password.
-func proxyDialer(raw string, tlsConfig *tls.Config) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+// proxy at raw, reaching the proxy with socket. Errors never show the
+// proxy password.
+func proxyDialer(raw string, tlsConfig *tls.Config, socket dialFunc) (dialFunc, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cannot parse", ErrBadProxy)
@@ -454,10 +487,10 @@ func proxyDialer(raw string, tlsConfig *tls.Config) (func(ctx context.Context, n
 	switch u.Scheme {
 	case "http", "https":
 		return func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialHTTPProxy(ctx, u, tlsConfig, addr)
+			return dialHTTPProxy(ctx, u, tlsConfig, socket, addr)
 		}, nil
 	case "socks5", "socks5h":
-		d, err := proxy.FromURL(u, &net.Dialer{})
+		d, err := proxy.FromURL(u, socket)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadProxy, u.Redacted(), err)
 		}
@@ -478,7 +511,7 @@ func proxyDialer(raw string, tlsConfig *tls.Config) (func(ctx context.Context, n
 }
 
 // dialHTTPProxy opens a tunnel to addr with an HTTP CONNECT request.
-func dialHTTPProxy(ctx context.Context, u *url.URL, tlsConfig *tls.Config, addr string) (_ net.Conn, err error) {
+func dialHTTPProxy(ctx context.Context, u *url.URL, tlsConfig *tls.Config, socket dialFunc, addr string) (_ net.Conn, err error) {
 	host := u.Host
 	if u.Port() == "" {
 		port := "80"
@@ -487,8 +520,7 @@ func dialHTTPProxy(ctx context.Context, u *url.URL, tlsConfig *tls.Config, addr 
 		}
 		host = net.JoinHostPort(u.Hostname(), port)
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", host)
+	conn, err := socket(ctx, "tcp", host)
 	if err != nil {
 		return nil, fmt.Errorf("wire: http proxy %s: %w", u.Redacted(), err)
 	}

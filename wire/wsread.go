@@ -350,6 +350,9 @@ func (r *wsReader) read(n int) (int, error) {
 	}
 	got, err := r.conn.Read(r.buf[r.w:])
 	r.w += got
+	if errors.Is(err, errWouldBlock) {
+		return 0, err // nothing there now: a watched connection is read again when ready
+	}
 	if err != nil {
 		r.rerr = err
 		if got == 0 {

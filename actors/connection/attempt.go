@@ -226,7 +226,7 @@ func (c *conn) onDialed(ctx actor.Context, m *dialed) {
 	} else {
 		c.setPhase(phaseRegistering, "", nil, nil)
 	}
-	go c.cur.link.readLoop(m.sess, ctx.Self(), ctx.ActorSystem().Root)
+	c.cur.link.receive(m.sess, ctx.Self(), ctx.ActorSystem().Root)
 	c.cur.lastPong, c.cur.missedPings = c.deps.Now(), 0
 	c.armPing(ctx)
 }

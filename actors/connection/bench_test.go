@@ -86,7 +86,11 @@ func newIdleSession(success []byte) *idleSession {
 	return &idleSession{success: success, answers: make(chan []byte, 4), closed: make(chan struct{})}
 }
 
-func (s *idleSession) Receive() ([]byte, error) {
+func (s *idleSession) Watch(onFrame func([]byte), onEnd func(error)) {
+	watchReceive(s.receive, onFrame, onEnd)
+}
+
+func (s *idleSession) receive() ([]byte, error) {
 	if !s.sent.Swap(true) {
 		return s.success, nil
 	}

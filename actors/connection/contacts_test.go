@@ -197,14 +197,13 @@ type recvTapSession struct {
 	onRecv func(node.Node)
 }
 
-func (s *recvTapSession) Receive() ([]byte, error) {
-	b, err := s.Session.Receive()
-	if err == nil {
+func (s *recvTapSession) Watch(onFrame func([]byte), onEnd func(error)) {
+	s.Session.Watch(func(b []byte) {
 		if n, err := node.UnmarshalPayload(b); err == nil {
 			s.onRecv(n)
 		}
-	}
-	return b, err
+		onFrame(b)
+	}, onEnd)
 }
 
 // A conversation: the contact's first message is a pkmsg; once our answer

@@ -137,11 +137,14 @@ func (l localLimiter) Take(context.Context) (time.Duration, func(), error) {
 }
 
 // Session is an established, encrypted connection: *wire.Transport.
-// Send and Receive may run at the same time in two goroutines; Close may be
-// called from any goroutine, any number of times, and unblocks both.
+// Watch, called once, hands each received frame to onFrame, in order (the
+// slice is valid only until onFrame returns), then the error that ends
+// receiving to onEnd, once; both must not block. Send may run while
+// frames are handed over; Close may be called from any goroutine, any
+// number of times, and ends both (onEnd follows).
 type Session interface {
 	Send(plaintext []byte) error
-	Receive() ([]byte, error)
+	Watch(onFrame func([]byte), onEnd func(error))
 	Close() error
 }
 

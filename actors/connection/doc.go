@@ -239,9 +239,11 @@
 // writing run in goroutines that report back with messages. Each attempt
 // has a generation; its goroutines hold only their link (session and write
 // queue), the actor's PID, the root context and the generation, and the
-// actor drops every message of another generation. One reader goroutine
-// runs per connection and only reads (the actor decodes each frame, so the
-// reader's long-lived stack stays small); the one writer runs only while
+// actor drops every message of another generation. No goroutine waits
+// for an idle connection's bytes: the session hands each frame over as it
+// arrives (Session.Watch; on Linux wire reads a socket when epoll says it
+// is ready, on a few goroutines shared by all connections), only copied
+// and sent to the actor, which decodes it; the one writer runs only while
 // frames wait in the bounded queue, each write bounded by the write
 // deadline. *actor.Stopping
 // and *actor.Restarting cancel the attempt and close the socket, which ends

@@ -27,7 +27,26 @@ func newFakeSession() *fakeSession {
 	return &fakeSession{in: make(chan []byte, 16), sent: make(chan node.Node, 64), closed: make(chan struct{})}
 }
 
-func (s *fakeSession) Receive() ([]byte, error) {
+// watchReceive is Session.Watch for the test's sessions: a goroutine hands
+// what receive returns to onFrame until it fails, then the error to onEnd.
+func watchReceive(receive func() ([]byte, error), onFrame func([]byte), onEnd func(error)) {
+	go func() {
+		for {
+			b, err := receive()
+			if err != nil {
+				onEnd(err)
+				return
+			}
+			onFrame(b)
+		}
+	}()
+}
+
+func (s *fakeSession) Watch(onFrame func([]byte), onEnd func(error)) {
+	watchReceive(s.receive, onFrame, onEnd)
+}
+
+func (s *fakeSession) receive() ([]byte, error) {
 	select {
 	case b := <-s.in:
 		return b, nil

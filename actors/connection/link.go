@@ -11,9 +11,9 @@ import (
 )
 
 // link is one connection attempt: its generation, the context that cancels
-// its goroutines, and once dialed its session and write queue. The dial,
-// reader and writer goroutines hold only their link, the actor's PID, the
-// root context and the generation.
+// its goroutines, and once dialed its session and write queue. The dial
+// and writer goroutines and the session's frame handlers hold only their
+// link, the actor's PID, the root context and the generation.
 type link struct {
 	gen    uint64
 	ctx    context.Context
@@ -81,7 +81,7 @@ func (l *link) startAfter(wait time.Duration, cancel func(), start func()) bool 
 }
 
 // close cancels the attempt, gives back a limiter slot whose time has not
-// come, closes its session (unblocking the reader and the writer) and
+// come, closes its session (ending its receiving and the writer) and
 // returns the frames that were never taken by the writer. It is idempotent.
 func (l *link) close() []outFrame {
 	l.cancel()
@@ -160,20 +160,17 @@ func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
 	}
 }
 
-// readLoop is the one reader of the link, and it only reads: each frame is
-// copied out of the session's read buffer and handed to the actor, which
-// decodes it (onFrame). The goroutine lives as long as the connection, so
-// its stack is the connection's to keep: reading alone keeps it at the
-// smallest size a blocked read allows, where decoding and sending a
-// decoded stanza here would grow it at every stanza (stacks shrink only at
-// a GC, and only when mostly unused).
-func (l *link) readLoop(s Session, self *actor.PID, root *actor.RootContext) {
-	for {
-		b, err := s.Receive()
-		if err != nil {
-			root.Send(self, &readFailed{gen: l.gen, err: fmt.Errorf("read: %w", err)})
-			return
-		}
-		root.Send(self, &frameIn{gen: l.gen, data: bytes.Clone(b)})
-	}
+// receive has the session hand each frame it receives to the actor,
+// copied out of the session's read buffer, and then the error that ends
+// it. The actor decodes the frames (onFrame): what hands them over only
+// copies and sends, on goroutines that wire.Transport.Watch shares between
+// all connections (one per connection elsewhere than on Linux), so an
+// idle connection has no goroutine, nor stack, of its own.
+func (l *link) receive(s Session, self *actor.PID, root *actor.RootContext) {
+	gen := l.gen
+	s.Watch(func(b []byte) {
+		root.Send(self, &frameIn{gen: gen, data: bytes.Clone(b)})
+	}, func(err error) {
+		root.Send(self, &readFailed{gen: gen, err: fmt.Errorf("read: %w", err)})
+	})
 }

@@ -69,7 +69,7 @@ func (c *conn) onNode(ctx actor.Context, n node.Node) {
 	}
 }
 
-// onFrame decodes a frame the reader received and handles its stanza. A
+// onFrame decodes a frame the session received and handles its stanza. A
 // frame that does not decode is counted, logged and skipped: the transport
 // authenticated it, so the stream itself is sound, and a real server may
 // send stanzas this codec does not know yet. If its tag and id decode and

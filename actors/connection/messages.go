@@ -90,13 +90,13 @@ type (
 		sess Session
 		err  error
 	}
-	// frameIn: the reader received a frame (a copy the actor owns), to
+	// frameIn: the session received a frame (a copy the actor owns), to
 	// decode.
 	frameIn struct {
 		gen  uint64
 		data []byte
 	}
-	// readFailed: the reader stopped.
+	// readFailed: receiving ended (Session.Watch's onEnd).
 	readFailed struct {
 		gen uint64
 		err error
