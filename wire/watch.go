@@ -1,6 +1,5 @@
 package wire
 
-
 // errWouldBlock is what a socket read in readiness mode returns when no
 // byte waits. It is a net.Error whose Temporary and Timeout are true, so
 // that crypto/tls keeps its state across it (it poisons a connection only
@@ -43,4 +42,3 @@ func (t *Transport) Watch(onFrame func([]byte), onEnd func(error)) {
 		}
 	}()
 }
-
