@@ -25,6 +25,19 @@
 //     emulator can inject faults between steps.
 //   - transport.go: [Transport] seals and opens frames with the split keys,
 //     opening in place in the Conn's read buffer.
+//   - watch.go, poll_linux.go: [Transport.Watch] hands received frames to a
+//     callback. On Linux a client Conn is read when its socket is ready:
+//     Dial makes every TCP connection itself (direct, or to a proxy) and
+//     keeps the socket under TLS and a proxy's tunnel; once watched, that
+//     socket's reads return at once (a Temporary net.Error when nothing
+//     waits, which crypto/tls, bufio and this package's readers all pass
+//     up and resume from), one epoll instance reports readiness
+//     (EPOLLONESHOT, re-armed after each drain) and a pool of at most
+//     max(4, 2×GOMAXPROCS) goroutines, started only while sockets are
+//     ready, decodes whatever is there, frames of one connection one
+//     goroutine at a time and in order. An idle connection has no
+//     goroutine of its own. Elsewhere, and for other frame connections, a
+//     goroutine per transport calls Receive.
 //
 // The connection actor (client) and the emulator (server) import this package.
 // Binary nodes, JIDs and protobufs live in the sub-packages wire/node, wire/jid
