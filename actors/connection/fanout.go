@@ -43,8 +43,14 @@ type sendRun struct {
 	root                  *actor.RootContext
 }
 
+// run prepares the message and hands it to the actor, unless the link
+// ended meanwhile (then the actor reported the send failed, and may be
+// stopped: see readLoop).
 func (r *sendRun) run() {
 	msg, err := r.prepare()
+	if r.l.ctx.Err() != nil {
+		return
+	}
 	r.root.Send(r.self, &sendReady{gen: r.l.gen, out: r.out, msg: msg, err: err})
 }
 
@@ -233,6 +239,9 @@ func (r *sendRun) sealFor(ctx context.Context, d jid.JID, bundles map[jid.JID]e2
 // iq asks the actor to write an IQ and waits for its answer (at most
 // timeout); an error answer is an error.
 func (r *sendRun) iq(n node.Node) (node.Node, error) {
+	if r.l.ctx.Err() != nil {
+		return node.Node{}, errNotConnected
+	}
 	reply := make(chan node.Node, 1)
 	r.root.Send(r.self, &sendIQ{gen: r.l.gen, iq: n, reply: reply})
 	t := time.NewTimer(r.timeout)

@@ -166,11 +166,21 @@ func (l *link) writeLoop(self *actor.PID, root *actor.RootContext) {
 // copies and sends, on goroutines that wire.Transport.Watch shares between
 // all connections (one per connection elsewhere than on Linux), so an
 // idle connection has no goroutine, nor stack, of its own.
+//
+// Once the link's context ends (its attempt is over) nothing is sent: the
+// actor drops what an ended attempt sends anyway, and it may be stopped;
+// a PID whose actor stopped resolves by name to the next actor spawned
+// under it, which protoactor registers before its mailbox can take a
+// message (a message then is a nil-dispatcher panic).
 func (l *link) receive(s Session, self *actor.PID, root *actor.RootContext) {
-	gen := l.gen
+	gen, ctx := l.gen, l.ctx
 	s.Watch(func(b []byte) {
-		root.Send(self, &frameIn{gen: gen, data: bytes.Clone(b)})
+		if ctx.Err() == nil {
+			root.Send(self, &frameIn{gen: gen, data: bytes.Clone(b)})
+		}
 	}, func(err error) {
-		root.Send(self, &readFailed{gen: gen, err: fmt.Errorf("read: %w", err)})
+		if ctx.Err() == nil {
+			root.Send(self, &readFailed{gen: gen, err: fmt.Errorf("read: %w", err)})
+		}
 	})
 }
