@@ -191,9 +191,11 @@ func (s *Server) memberDevices(members []jid.JID, sender jid.JID) []jid.JID {
 // message's differs.
 //
 // Teeth: an skmsg to a device that never got the sender key fails there;
-// a message from a device whose user is not a member, or without exactly
-// one skmsg, or a pkmsg without a valid <device-identity>, is refused
-// (ack error 479, nothing delivered). A <message participant=DEVICE> is an
+// a message without exactly one skmsg, or a pkmsg without a valid
+// <device-identity>, is refused (ack error 479, nothing delivered, a
+// violation); one from a device whose user is not a member is refused the
+// same way without a violation (its client may not know yet). Which
+// error the real server gives a non-member is not known here. A <message participant=DEVICE> is an
 // answer to a member's retry receipt (routeGroupRetry).
 func (sess *session) routeGroupMessage(n node.Node, id string, to jid.JID) error {
 	s := sess.s
@@ -202,10 +204,11 @@ func (sess *session) routeGroupMessage(n node.Node, id string, to jid.JID) error
 	}
 	sender := sess.dev.jid
 	members := s.GroupMembers(to)
-	parts, skmsg, identity, err := groupMessageParts(n)
-	if err == nil && !slices.Contains(members, sender.ToNonAD()) {
-		err = fmt.Errorf("%s is not a member of %s", sender, to)
+	if !slices.Contains(members, sender.ToNonAD()) {
+		sess.log.Info("group message from a non-member refused", "id", id, "group", to.String())
+		return sess.refuse(id, to)
 	}
+	parts, skmsg, identity, err := groupMessageParts(n)
 	if err == nil {
 		err = sess.checkIdentity(parts, identity)
 	}
@@ -217,10 +220,11 @@ func (sess *session) routeGroupMessage(n node.Node, id string, to jid.JID) error
 	for _, p := range parts {
 		byDev[p.dev] = p
 	}
+	var receipts []func() // the emulated devices' receipts, after the ack
 	for _, dev := range want {
 		p, has := byDev[dev]
 		if sd, ok := s.SignalDevice(dev); ok {
-			s.deliverGroupToSignal(sess, sd, id, to, p, has, skmsg)
+			receipts = append(receipts, s.deliverGroupToSignal(sess, sd, id, to, p, has, skmsg))
 			continue
 		}
 		s.deliverGroupToCompanion(sess, dev, id, to, p, has, skmsg, identity)
@@ -231,13 +235,25 @@ func (sess *session) routeGroupMessage(n node.Node, id string, to jid.JID) error
 	if ph, _ := n.Attr("phash"); ph != e2e.ParticipantHash(want) {
 		ack = ack.WithAttr(node.StrAttr("phash", e2e.ParticipantHash(want)))
 	}
-	return sess.send(ack)
+	if err := sess.send(ack); err != nil {
+		return err
+	}
+	for _, r := range receipts {
+		r()
+	}
+	return nil
 }
 
-// refuseMessage refuses a companion's message whole: a soft violation, ack
-// error 479.
+// refuseMessage refuses a malformed message of a companion whole: a soft
+// violation, then refuse.
 func (sess *session) refuseMessage(id string, to jid.JID, err error) error {
 	sess.softViolation("message %s: %v", id, err)
+	return sess.refuse(id, to)
+}
+
+// refuse answers a message the server does not route with ack error 479
+// (counted in companion_messages_refused).
+func (sess *session) refuse(id string, to jid.JID) error {
 	sess.s.stats.add(func(st *Stats) *int64 { return &st.CompanionMessagesRefused }, 1)
 	return sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id),
 		node.JIDAttr("from", to), node.IntAttr("error", errSmaxInvalid)))
@@ -281,9 +297,10 @@ func groupMessageParts(n node.Node) (parts []part, skmsg, identity []byte, err e
 }
 
 // deliverGroupToSignal hands a group message to an emulated device: the
-// 1:1 part if it has one, then the skmsg; it answers the sender with the
-// device's delivery receipt, or a retry receipt when it could not decrypt.
-func (s *Server) deliverGroupToSignal(sess *session, sd *SignalDevice, id string, group jid.JID, p part, has bool, skmsg []byte) {
+// 1:1 part if it has one, then the skmsg. It returns what queues the
+// device's answer to the sender: its delivery receipt, or a retry receipt
+// when it could not decrypt.
+func (s *Server) deliverGroupToSignal(sess *session, sd *SignalDevice, id string, group jid.JID, p part, has bool, skmsg []byte) func() {
 	sender := sess.dev.jid
 	err := func() error {
 		if has {
@@ -296,11 +313,16 @@ func (s *Server) deliverGroupToSignal(sess *session, sd *SignalDevice, id string
 	if err != nil {
 		sess.log.Info("emulated device could not decrypt a group message", "device", sd.jid.String(), "id", id, "err", err)
 		s.stats.add(func(st *Stats) *int64 { return &st.CompanionDecryptFailures }, 1)
-		s.sendRetryReceipt(sess.dev, sd, id, group)
-		return
+		return func() { s.sendRetryReceipt(sess.dev, sd, id, group) }
 	}
-	s.enqueue(sess.dev, func(uint64, uint32) node.Node {
-		return node.New("receipt", node.JIDAttr("from", group), node.JIDAttr("participant", sd.jid), node.StrAttr("id", id),
+	return func() { s.groupReceipt(sess.dev, sd.jid, id, group) }
+}
+
+// groupReceipt queues a member device's delivery receipt of a group
+// message for its sender: <receipt from=GROUP participant=DEVICE id t/>.
+func (s *Server) groupReceipt(to *device, member jid.JID, id string, group jid.JID) {
+	s.enqueue(to, func(uint64, uint32) node.Node {
+		return node.New("receipt", node.JIDAttr("from", group), node.JIDAttr("participant", member), node.StrAttr("id", id),
 			node.IntAttr("t", time.Now().Unix()))
 	})
 }
@@ -338,14 +360,14 @@ func (s *Server) sendRetryReceipt(to *device, sd *SignalDevice, id string, group
 	}
 	reg := sd.Identity().RegistrationID
 	now := time.Now().Unix()
-	if s.enqueue(to, func(uint64, uint32) node.Node {
+	// counted first: the sender may answer before enqueue returns
+	s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryReceipts }, 1)
+	s.enqueue(to, func(uint64, uint32) node.Node {
 		return node.New("receipt", node.JIDAttr("from", group), node.JIDAttr("participant", sd.jid), node.StrAttr("id", id),
 			node.IntAttr("t", now), node.StrAttr("type", "retry")).WithChildren(append([]node.Node{
 			node.New("retry", node.IntAttr("count", int64(count)), node.StrAttr("id", id), node.IntAttr("t", now), node.StrAttr("v", "1")),
 			node.New("registration").WithBytes([]byte{byte(reg >> 24), byte(reg >> 16), byte(reg >> 8), byte(reg)})}, keys...)...)
-	}) {
-		s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryReceipts }, 1)
-	}
+	})
 }
 
 // deliverGroupToCompanion queues a group message for another companion:
@@ -402,23 +424,26 @@ func (sess *session) routeGroupRetry(n node.Node, id string, to jid.JID) error {
 		return sess.refuseMessage(id, to, err)
 	}
 	s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryAnswers }, 1)
-	p := part{dev: dev, typ: typ, body: body}
+	var answer func() // the device's receipt, after the ack
 	if sd, ok := s.SignalDevice(dev); ok {
 		if err := sd.receive(sess.dev.jid, id, to, typ, body); err != nil {
 			sess.log.Info("emulated device could not decrypt a retry answer", "device", dev.String(), "id", id, "err", err)
 			s.stats.add(func(st *Stats) *int64 { return &st.CompanionDecryptFailures }, 1)
-			s.sendRetryReceipt(sess.dev, sd, id, to)
+			answer = func() { s.sendRetryReceipt(sess.dev, sd, id, to) }
 		} else {
-			s.enqueue(sess.dev, func(uint64, uint32) node.Node {
-				return node.New("receipt", node.JIDAttr("from", to), node.JIDAttr("participant", dev), node.StrAttr("id", id),
-					node.IntAttr("t", time.Now().Unix()))
-			})
+			answer = func() { s.groupReceipt(sess.dev, dev, id, to) }
 		}
 	} else {
-		s.deliverPart(sess, id, to, p, identity)
+		s.deliverPart(sess, id, to, part{dev: dev, typ: typ, body: body}, identity)
 	}
-	return sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id), node.JIDAttr("from", to),
-		node.IntAttr("t", time.Now().Unix())))
+	if err := sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id), node.JIDAttr("from", to),
+		node.IntAttr("t", time.Now().Unix()))); err != nil {
+		return err
+	}
+	if answer != nil {
+		answer()
+	}
+	return nil
 }
 
 // receiveGroup decrypts a group message a companion sent: the skmsg with
