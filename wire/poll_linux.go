@@ -187,13 +187,22 @@ func (w *watch) drain() bool {
 // its watch to the pool, which drains it and arms it again. The runtime's
 // own poller watches the same descriptors; the two do not interfere, as
 // a watched socket is never read by a goroutine that parks.
+//
+// The epoll instance is itself watched by the runtime's poller (an epoll
+// descriptor is readable while events wait): the poll goroutine collects
+// events without waiting (epoll_wait with a zero timeout) and parks like
+// any goroutine waiting for a socket when there are none, rather than
+// block a thread in epoll_wait, which would cost a thread hand-off at
+// every wake-up.
 type poller struct {
 	epfd  int
-	evfd  int // an eventfd that wakes the poll goroutine (epoll data 0)
+	ep    syscall.RawConn // epfd, as the runtime's poller sees it
+	evfd  int             // an eventfd that wakes the poll goroutine (epoll data 0)
 	mu    sync.Mutex
 	all   map[uint64]*watch
 	next  uint64
 	alive bool // the poll goroutine runs
+	file  *os.File
 }
 
 var (
@@ -213,12 +222,21 @@ func thePoller() *poller {
 			unix.Close(epfd)
 			return
 		}
-		if unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN}) != nil {
+		if unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN}) != nil || unix.SetNonblock(epfd, true) != nil {
 			unix.Close(evfd)
 			unix.Close(epfd)
 			return
 		}
-		pollerP = &poller{epfd: epfd, evfd: evfd, all: map[uint64]*watch{}}
+		// Non-blocking, so the runtime's poller takes it; the File is
+		// never closed (pollerP keeps it from its finalizer).
+		f := os.NewFile(uintptr(epfd), "wire-epoll")
+		ep, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			unix.Close(evfd)
+			return
+		}
+		pollerP = &poller{epfd: epfd, ep: ep, evfd: evfd, all: map[uint64]*watch{}, file: f}
 	})
 	return pollerP
 }
@@ -278,9 +296,18 @@ func (p *poller) poll() {
 	events := make([]unix.EpollEvent, 128)
 	var ready []*watch
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err == unix.EINTR {
-			continue
+		var n int
+		var werr error
+		err := p.ep.Read(func(fd uintptr) bool {
+			for {
+				n, werr = unix.EpollWait(int(fd), events, 0)
+				if werr != unix.EINTR {
+					return werr != nil || n > 0 // none: park until the runtime sees it readable
+				}
+			}
+		})
+		if err == nil {
+			err = werr
 		}
 		if err != nil {
 			panic(fmt.Sprintf("wire: epoll_wait: %v", err)) // a bad descriptor or buffer: a bug here

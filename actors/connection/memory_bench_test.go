@@ -5,12 +5,20 @@ package connection
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -27,11 +35,17 @@ import (
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
+	"github.com/wafleet/wafleet/wire"
 )
 
 // emulatorProcessEnv makes TestEmulatorProcess serve a day-one emulator
 // (see startEmulatorProcess).
 const emulatorProcessEnv = "WAFLEET_TEST_EMULATOR_PROCESS"
+
+// benchTLSEnv set to 1 makes BenchmarkDayOneAccounts connect over wss://,
+// as production does: the emulator's process puts a TLS terminator with a
+// self-signed certificate in front of it.
+const benchTLSEnv = "WAFLEET_BENCH_TLS"
 
 // TestEmulatorProcess is not a test: run by startEmulatorProcess in a
 // process of its own, it serves a day-one emulator with the defaults of
@@ -50,7 +64,11 @@ func TestEmulatorProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	line, err := json.Marshal(emulatorInfo{URL: srv.URL(), RootKey: srv.RootPublicKey(), Control: srv.ControlURL()})
+	info := emulatorInfo{URL: srv.URL(), RootKey: srv.RootPublicKey(), Control: srv.ControlURL()}
+	if os.Getenv(benchTLSEnv) == "1" {
+		info.URL, info.Cert = terminateTLS(t, srv.URL())
+	}
+	line, err := json.Marshal(info)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +80,78 @@ type emulatorInfo struct {
 	URL     string   `json:"url"`
 	RootKey [32]byte `json:"root_key"`
 	Control string   `json:"control"`
+	Cert    []byte   `json:"cert,omitempty"` // the TLS terminator's certificate (DER), if any
+}
+
+// terminateTLS serves TLS with a fresh self-signed certificate on a port
+// of its own, forwarding each connection's bytes to the emulator at
+// wsURL, and returns the wss:// URL and the certificate.
+func terminateTLS(t *testing.T, wsURL string) (string, []byte) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c); up.Close() }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	return "wss://" + ln.Addr().String() + u.Path, der
+}
+
+// tlsDialer is WireDialer trusting the certificate cert.
+func tlsDialer(b *testing.B, cert []byte) Dialer {
+	c, err := x509.ParseCertificate(cert)
+	if err != nil {
+		b.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c)
+	cfg := &tls.Config{RootCAs: roots}
+	return func(ctx context.Context, req DialRequest) (Session, error) {
+		conn, err := wire.Dial(ctx, req.URL, wire.DialOptions{Proxy: req.Proxy, WriteTimeout: req.WriteTimeout, TLSConfig: cfg})
+		if err != nil {
+			return nil, fmt.Errorf("dial: %w", err)
+		}
+		t, err := wire.ClientHandshake(ctx, conn, wire.ClientHandshakeConfig{
+			NoiseKey: req.NoiseKey, Payload: req.Payload, RootKey: req.RootKey, Timeout: req.HandshakeTimeout,
+		})
+		if err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+		return t, nil
+	}
 }
 
 // startEmulatorProcess runs TestEmulatorProcess in a child process (this
@@ -192,6 +282,9 @@ func rssAnon(b *testing.B) uint64 {
 // 200 a second, as a manager's do. Run with a fixed count, e.g.:
 //
 //	go test -run '^$' -bench DayOneAccounts -benchtime 2000x ./actors/connection/
+//
+// With WAFLEET_BENCH_TLS=1 in the environment the accounts connect over
+// wss:// (a TLS terminator in the emulator's process), as in production.
 func BenchmarkDayOneAccounts(b *testing.B) {
 	emu := startEmulatorProcess(b)
 	st := &memStore{devs: map[string]*store.Device{}}
@@ -249,6 +342,10 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 	// A manager's connect limiter (connect.rate 200, burst 20): a cold
 	// start queues every account's first dial behind it.
 	limiter := LocalLimiter(rate.NewLimiter(200, 20))
+	dialer := Dialer(WireDialer)
+	if emu.Cert != nil {
+		dialer = tlsDialer(b, emu.Cert)
+	}
 
 	b.ResetTimer()
 	pids := make([]*actor.PID, b.N)
@@ -257,7 +354,7 @@ func BenchmarkDayOneAccounts(b *testing.B) {
 		var err error
 		pids[i], err = sys.Root.SpawnNamed(Props(Deps{
 			AccountID: id, Store: st, Events: pub, Logger: quietLogger(),
-			Server: Server{URL: emu.URL, RootKey: emu.RootKey[:]}, Limiter: limiter,
+			Server: Server{URL: emu.URL, RootKey: emu.RootKey[:]}, Limiter: limiter, Dialer: dialer,
 		}), id)
 		if err != nil {
 			b.Fatal(err)
