@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,9 +13,14 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/wafleet/wafleet/crypto"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/events/journal"
+	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
 	"github.com/wafleet/wafleet/store/storetest"
+	"github.com/wafleet/wafleet/wire/e2e"
+	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 )
 
@@ -222,5 +228,198 @@ func BenchmarkStanzaIn(b *testing.B) {
 	}
 	if _, err := sys.Root.RequestFuture(pid, &inspect{}, waitTimeout).Result(); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// The message benchmarks of BENCHMARKS.md's "Messages: cost per message
+// and messages per second (issue 15)": the whole receive path (parse the
+// stanza, read the session, decrypt, unpad, parse the Message, the event,
+// write the state with the event's outbox record) and the whole send path
+// of a steady-state 1:1 text (read the session, encrypt for the one
+// device, write the session, build and encode the <message>), per
+// account one message at a time as its store queue runs them, with
+// several accounts at once as the store workers run them. In memory (a
+// map per account: the CPU alone) or on one bbolt file (with the journal
+// over its outbox). Each reports msgs/s (wall clock) and cpu-us/msg (the
+// process's user+system time per message, for a loaded machine).
+//
+//	go test -run '^$' -bench 'ReceivePath|SendPath' -benchtime 2000x ./actors/connection/
+
+// benchAccount is one account of the message benchmarks: our paired
+// device and a contact's phone with a session both ways.
+type benchAccount struct {
+	dev  *store.Device
+	peer *peer
+	sig  store.SignalStore
+}
+
+// benchAccounts stores n accounts in st, each with a session started by
+// its contact's pkmsg and answered once, so that both sides send msg from
+// then on; with memory, each account's Signal state is then a map.
+func benchAccounts(b *testing.B, st *store.BoltStore, n int, memory bool) []*benchAccount {
+	b.Helper()
+	ctx := b.Context()
+	accts := make([]*benchAccount, n)
+	for i := range n {
+		dev := storetest.PairedDevice(b, fmt.Sprintf("acct%d", i), fmt.Sprintf("1555000%04d", i), "", 3)
+		identity := &crypto.KeyPair{Pub: dev.IdentityKey.Pub, Priv: dev.IdentityKey.Priv}
+		var err error
+		if dev.SignedPreKey.Signature, err = crypto.Sign(identity, signal.SerializeKey(dev.SignedPreKey.Pub)); err != nil {
+			b.Fatal(err)
+		}
+		if err := st.Save(ctx, dev); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := addPreKeys(ctx, st, dev.ID, 0, 1); err != nil {
+			b.Fatal(err)
+		}
+		f := &fixture{t: b, st: st, dev: dev, journal: &journalLog{}, pub: &published{}}
+		p := newPeer(b, jid.New(fmt.Sprintf("1555999%04d", i), jid.DefaultUserServer))
+		p.start(f.bundle(1))
+		r := &receiver{st: st, sig: st, events: events.PublisherFunc(func(events.Event) {}), dev: dev.Clone(), log: quietLogger(), now: time.Now}
+		in, err := parseInbound(direct("3EB0FIRST", p.jid, p.encrypt(text("first"))), dev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res := r.receive(ctx, in, 0); res.err != nil {
+			b.Fatal(res.err)
+		}
+		f.answer(p)
+		a := &benchAccount{dev: dev, peer: p, sig: st}
+		if memory {
+			addr, _ := senderAddress(p.jid)
+			rec, err := st.Session(ctx, dev.ID, addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a.sig = &memSignal{sessions: map[string][]byte{addr: rec}}
+		}
+		accts[i] = a
+	}
+	return accts
+}
+
+// benchMessages runs each account's share of b.N messages on a goroutine
+// of its own, one message at a time (run(a, i) handles message i of
+// account a), and reports the rates.
+func benchMessages(b *testing.B, accts []*benchAccount, run func(a, i int)) {
+	per := (b.N + len(accts) - 1) / len(accts)
+	cpu0 := cpuTime(b)
+	start := time.Now()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for a := range accts {
+		wg.Go(func() {
+			for i := range per {
+				run(a, i)
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	n := float64(per * len(accts))
+	b.ReportMetric(n/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/n, "cpu-us/msg")
+}
+
+// messageBenchCases are the stores and the numbers of accounts at once.
+var messageBenchCases = []struct {
+	memory   bool
+	accounts int
+}{{true, 1}, {true, 64}, {false, 1}, {false, 64}}
+
+func messageBenchName(memory bool, accounts int) string {
+	if memory {
+		return fmt.Sprintf("memory/accounts=%d", accounts)
+	}
+	return fmt.Sprintf("bbolt/accounts=%d", accounts)
+}
+
+// BenchmarkReceivePath: steady-state 1:1 messages (msg, in order, a
+// 40-byte text) through the receive path, encrypted by the contacts
+// before the timer starts.
+func BenchmarkReceivePath(b *testing.B) {
+	for _, bc := range messageBenchCases {
+		b.Run(messageBenchName(bc.memory, bc.accounts), func(b *testing.B) {
+			b.ReportAllocs()
+			st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wafleet.db"), store.BoltOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			accts := benchAccounts(b, st, bc.accounts, bc.memory)
+			var j *journal.Journal
+			if !bc.memory {
+				if j, err = journal.New(st, journal.Options{Instance: "bench", Logger: quietLogger()}); err != nil {
+					b.Fatal(err)
+				}
+				defer j.Close(context.Background())
+			}
+			per := (b.N + len(accts) - 1) / len(accts)
+			stanzas := make([][]*inbound, len(accts))
+			receivers := make([]*receiver, len(accts))
+			for a, acct := range accts {
+				for i := range per {
+					n := direct(fmt.Sprintf("3EB0%d.%d", a, i), acct.peer.jid, acct.peer.encrypt(text("a message of some forty bytes of text")))
+					in, err := parseInbound(n, acct.dev)
+					if err != nil {
+						b.Fatal(err)
+					}
+					stanzas[a] = append(stanzas[a], in)
+				}
+				receivers[a] = &receiver{st: st, sig: acct.sig, events: events.PublisherFunc(func(events.Event) {}),
+					dev: acct.dev.Clone(), log: quietLogger(), now: time.Now}
+				if j != nil { // (a nil *Journal in the interface would not be nil)
+					receivers[a].journal = j
+				}
+			}
+			ctx := context.Background()
+			benchMessages(b, accts, func(a, i int) {
+				if res := receivers[a].receive(ctx, stanzas[a][i], 0); res.err != nil {
+					b.Error(res.err)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSendPath: steady-state 1:1 texts to a contact's one device
+// (msg) through the send path's encryption and state write, and the
+// <message> built and encoded; the device list and the network are not
+// included.
+func BenchmarkSendPath(b *testing.B) {
+	for _, bc := range messageBenchCases {
+		b.Run(messageBenchName(bc.memory, bc.accounts), func(b *testing.B) {
+			b.ReportAllocs()
+			st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wafleet.db"), store.BoltOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			accts := benchAccounts(b, st, bc.accounts, bc.memory)
+			runs := make([]*sendRun, len(accts))
+			for a, acct := range accts {
+				own, err := jid.Parse(acct.dev.JID)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runs[a] = &sendRun{out: &outgoing{to: acct.peer.jid, text: "a message of some forty bytes of text"},
+					own: own, local: localIdentity(acct.dev), st: acct.sig, account: acct.dev.ID, log: quietLogger()}
+			}
+			ctx := context.Background()
+			benchMessages(b, accts, func(a, i int) {
+				r := runs[a]
+				out := *r.out
+				out.id = fmt.Sprintf("3EB0%d.%d", a, i)
+				parts, err := r.encrypt(ctx, []jid.JID{out.to}, nil)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := node.MarshalPayload(e2e.Message(out.id, out.to, parts, nil)); err != nil {
+					b.Error(err)
+				}
+			})
+		})
 	}
 }
