@@ -13,9 +13,10 @@ import (
 // would also queue for it).
 //
 // Unlike bolt.DB.Batch there is no timer: a call made when none is under
-// way commits at once, alone, so a lone account's message waits for no
-// one; the calls made while a transaction commits wait for it, then share
-// the next one (at most maxGroupCommit each). A call returns only once its
+// way commits at once, alone and on its own goroutine, so a lone
+// account's message waits for no one; the calls made while a transaction
+// commits wait for it, then share the next one (at most maxGroupCommit
+// each). A call returns only once its
 // transaction is committed. A call whose function fails rolls the shared
 // transaction back and gets its error, having written nothing; the others
 // are committed again without it. So a function may run more than once,
@@ -27,7 +28,7 @@ import (
 type groupCommit struct {
 	mu      sync.Mutex
 	pending []*commitCall
-	running bool // a goroutine commits the pending calls
+	running bool // a goroutine commits: the pending calls wait for it
 }
 
 // maxGroupCommit bounds the calls of one transaction, hence the memory a
@@ -45,13 +46,27 @@ type commitCall struct {
 // commit's. The caller holds the store's shared lock, so that db is the
 // same for every call pending (Reseal and Close take the lock
 // exclusively).
+//
+// A call made when none is under way commits on its own goroutine, at
+// once; the calls made meanwhile are committed after it by a goroutine
+// started then, which stops when none is left.
 func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 	c := &commitCall{db: db, fn: fn, done: make(chan error, 1)}
 	g.mu.Lock()
 	g.pending = append(g.pending, c)
-	if !g.running {
-		g.running = true
+	if g.running {
+		g.mu.Unlock()
+		return <-c.done
+	}
+	g.running = true
+	g.mu.Unlock()
+	group, _ := g.next(nil) // c first: none was pending
+	commitGroup(group)
+	g.mu.Lock()
+	if len(g.pending) > 0 {
 		go g.run()
+	} else {
+		g.running = false
 	}
 	g.mu.Unlock()
 	return <-c.done
@@ -61,22 +76,31 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 func (g *groupCommit) run() {
 	group := make([]*commitCall, 0, maxGroupCommit)
 	for {
-		g.mu.Lock()
-		n := min(len(g.pending), maxGroupCommit)
-		if n == 0 {
-			g.pending = nil
-			g.running = false
-			g.mu.Unlock()
+		var ok bool
+		if group, ok = g.next(group[:0]); !ok {
 			return
 		}
-		group = append(group[:0], g.pending[:n]...)
-		rest := copy(g.pending, g.pending[n:])
-		clear(g.pending[rest:])
-		g.pending = g.pending[:rest]
-		g.mu.Unlock()
 		commitGroup(group)
 		clear(group)
 	}
+}
+
+// next moves the oldest pending calls (at most maxGroupCommit) into
+// group; with none pending it reports false and clears running.
+func (g *groupCommit) next(group []*commitCall) ([]*commitCall, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := min(len(g.pending), maxGroupCommit)
+	if n == 0 {
+		g.pending = nil
+		g.running = false
+		return group, false
+	}
+	group = append(group, g.pending[:n]...)
+	rest := copy(g.pending, g.pending[n:])
+	clear(g.pending[rest:])
+	g.pending = g.pending[:rest]
+	return group, true
 }
 
 // commitGroup runs the functions of group in one transaction; when one
