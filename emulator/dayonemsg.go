@@ -79,9 +79,9 @@ type dayOnePeer struct {
 	phone   *SignalDevice
 }
 
-// dayOnePeer picks the contact device and group of d and makes its
+// dayOnePeerOf picks the contact device and group of d and makes its
 // account's phone device if needed.
-func (s *Server) dayOnePeer(d *device) (*dayOnePeer, error) {
+func (s *Server) dayOnePeerOf(d *device) (*dayOnePeer, error) {
 	contacts, err := s.dayOneContacts()
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (sess *session) pushMessage(d1 *sessionDayOne, k stanzaKind, now time.Time)
 		return false
 	}
 	if d1.peer == nil {
-		p, err := s.dayOnePeer(dev)
+		p, err := s.dayOnePeerOf(dev)
 		if err != nil {
 			sess.log.Error("day-one message not pushed", "err", err)
 			return true
