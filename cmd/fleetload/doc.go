@@ -15,7 +15,9 @@
 // login (stanzas pushed at --push-rate per account after a --push-burst,
 // acks enforced, server pings); after the cold start it reports the acks per
 // second the emulator received over --window, the manager's CPU time per
-// ack, and the emulator's ack counters.
+// ack, and the emulator's ack, receipt and retry counters. Its messages
+// decrypt; --garbage-share makes that share of them random bytes (the
+// failure path).
 //
 //	go run ./cmd/fleetload --day-one --accounts 5000
 //

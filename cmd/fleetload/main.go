@@ -38,6 +38,7 @@ type options struct {
 	dayOne      bool
 	pushRate    float64
 	pushBurst   int
+	garbage     float64
 	provision   bool
 	prekeys     int
 	coldStarts  int
@@ -61,6 +62,7 @@ func main() {
 	flag.BoolVar(&o.dayOne, "day-one", false, "run the emulator in day-one mode and measure the acks in steady state for --window")
 	flag.Float64Var(&o.pushRate, "push-rate", 1, "day-one: stanzas per second per account")
 	flag.IntVar(&o.pushBurst, "push-burst", 20, "day-one: stanzas pushed at each login")
+	flag.Float64Var(&o.garbage, "garbage-share", 0, "day-one: share of pushed messages that are random bytes no client decrypts (the emulator's --garbage-share)")
 	flag.BoolVar(&o.provision, "provision", false, "create the accounts as paired devices in the store and the emulator (a load shortcut) instead of pairing each one")
 	flag.IntVar(&o.prekeys, "prekeys", 20, "--provision: one-time prekeys each provisioned account holds, uploaded")
 	flag.IntVar(&o.coldStarts, "cold-starts", 1, "how many cold starts to measure, one after the other, on the same store")
@@ -114,7 +116,8 @@ func run(ctx context.Context, o options) error {
 
 	var emuArgs []string
 	if o.dayOne {
-		emuArgs = []string{"--day-one", "--push-rate", strconv.FormatFloat(o.pushRate, 'g', -1, 64), "--push-burst", strconv.Itoa(o.pushBurst)}
+		emuArgs = []string{"--day-one", "--push-rate", strconv.FormatFloat(o.pushRate, 'g', -1, 64), "--push-burst", strconv.Itoa(o.pushBurst),
+			"--garbage-share", strconv.FormatFloat(o.garbage, 'g', -1, 64)}
 	}
 	if o.provision || o.storeLoad {
 		emuArgs = append(emuArgs, "--provisioning")
@@ -225,7 +228,7 @@ func run(ctx context.Context, o options) error {
 		float64(emuRSS)/(1<<20), float64(emuRSS)/n/1024, float64(emuAnon-emuProvisioned)/n/1024, float64(emuProvisioned-emuIdle)/n/1024)
 	if steady != nil {
 		perMin := time.Minute.Seconds() / steady.wall.Seconds()
-		fmt.Printf("day-one                  push rate %g/s per account, burst %d\n", o.pushRate, o.pushBurst)
+		fmt.Printf("day-one                  push rate %g/s per account, burst %d, garbage share %g\n", o.pushRate, o.pushBurst, o.garbage)
 		fmt.Printf("acks in steady state     %.0f/s over %s\n", steady.acksPerSecond, o.window)
 		fmt.Printf("manager CPU per ack      %.1f µs (all of the manager's CPU over the window, pings included)\n", steady.cpuPerAck.Seconds()*1e6)
 		fmt.Printf("manager CPU              %.1f%% of one core; %.2f ms per account per minute\n", steady.cpuShare*100, steady.cpu.Seconds()*1e3*perMin/n)
