@@ -121,6 +121,19 @@ type Session struct {
 // with.
 func (s *Session) HasCurrent() bool { return len(s.states) > 0 }
 
+// Built reports whether the session holds a state built from the prekey
+// message m (its base key and sender identity): m and the messages that
+// repeat its prekey part decrypt under that state, without our prekeys
+// (DecryptPreKey does not need them then).
+func (s *Session) Built(m *PreKeySignalMessage) bool {
+	for _, st := range s.states {
+		if st.baseKey == m.BaseKey && st.remoteIdentity == m.IdentityKey {
+			return true
+		}
+	}
+	return false
+}
+
 // RemoteIdentity returns the peer's identity key in the current state.
 func (s *Session) RemoteIdentity() (key [32]byte, ok bool) {
 	if len(s.states) == 0 {

@@ -254,11 +254,23 @@ func TestInitiateChecksTheBundle(t *testing.T) {
 
 func TestConversation(t *testing.T) {
 	alice, bob := pairUp(t)
-	// Until Bob answers, Alice repeats the prekey message.
+	// Until Bob answers, Alice repeats the prekey message, which Bob's
+	// session was built from: it decrypts without his prekeys.
 	if c := alice.send(t, "again"); c.Type != TypePreKey {
 		t.Fatalf("before an answer Alice sends %v", c.Type)
-	} else if got, err := bob.receive(c); err != nil || string(got) != "again" {
+	} else if m, err := ParsePreKeySignalMessage(c.Body); err != nil || !bob.session.Built(m) {
+		t.Fatalf("Bob's session was not built from Alice's repeated prekey message (%v)", err)
+	} else if got, err := bob.session.DecryptPreKey(m, ResponderKeys{}); err != nil || string(got) != "again" {
 		t.Fatalf("Bob reads %q, %v", got, err)
+	}
+	// A new session of Alice's is another base key.
+	again := newDevice(t, 1)
+	again.local = alice.local
+	if err := again.session.Initiate(again.local, bob.bundle(t)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ParsePreKeySignalMessage(again.send(t, "new").Body); err != nil || bob.session.Built(m) {
+		t.Fatalf("Bob's session claims a prekey message it never read (%v)", err)
 	}
 	for round := range 5 {
 		for i := range round + 1 {

@@ -220,7 +220,10 @@ func (d *decryption) preKeyMessage(addr string, body []byte) ([]byte, error) {
 	if m.SignedPreKeyID == d.r.dev.SignedPreKey.ID {
 		keys.SignedPreKey = d.r.signed
 	}
-	if m.HasPreKeyID {
+	if m.HasPreKeyID && !s.Built(m) {
+		// A sender that has not heard from us repeats its first message's
+		// prekey part in every message: only the first needs the prekey
+		// (a store read, a round trip on Redis).
 		pk, err := d.r.st.PreKey(d.ctx, d.r.dev.ID, m.PreKeyID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):

@@ -695,3 +695,42 @@ func TestReceiveEventsCarryNoState(t *testing.T) {
 		}
 	}
 }
+
+// countingPreKeys counts the prekey reads of a store.
+type countingPreKeys struct {
+	store.Store
+	reads int
+}
+
+func (c *countingPreKeys) PreKey(ctx context.Context, id string, keyID uint32) (store.PreKey, error) {
+	c.reads++
+	return c.Store.PreKey(ctx, id, keyID)
+}
+
+// A contact that has not heard from us repeats its pkmsg: only the first
+// reads the one-time prekey from the store; the repeats decrypt under the
+// session it built.
+func TestRepeatedPreKeyMessageReadsNoPreKey(t *testing.T) {
+	f := newFixture(t)
+	alice := newPeer(t, jid.New(peerUser, jid.DefaultUserServer))
+	alice.start(f.bundle(1))
+	r := f.receiver()
+	counted := &countingPreKeys{Store: f.st}
+	r.st = counted
+	for i, want := range []int{1, 1, 1} {
+		enc := alice.encrypt(text("one way"))
+		if typ, _ := enc.Attr("type"); typ != "pkmsg" {
+			t.Fatalf("message %d is a %s", i, typ)
+		}
+		in, err := parseInbound(direct("3EB0R"+strconv.Itoa(i), alice.jid, enc), f.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := r.receive(t.Context(), in, 0); res.err != nil {
+			t.Fatalf("message %d: %v", i, res.err)
+		}
+		if counted.reads != want {
+			t.Fatalf("after message %d: %d prekey reads, want %d", i, counted.reads, want)
+		}
+	}
+}
