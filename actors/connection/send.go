@@ -352,30 +352,47 @@ func (c *conn) failSends(a *attempt) {
 	}
 }
 
-// maxRecentGroupSends bounds the group messages an account remembers to
-// answer retry receipts (whatsmeow keeps its last 256 sends); a retry
-// receipt for an older one is logged and not answered.
-const maxRecentGroupSends = 64
+// Bounds of the group messages an account remembers to answer retry
+// receipts (whatsmeow keeps its last 256 sends): at most
+// maxRecentGroupSends, and texts of maxRecentGroupBytes together, the
+// oldest forgotten first; a retry receipt for a forgotten one is logged
+// and not answered. Each device's receipts for one message are answered
+// at most maxRetryReceipts times (whatsmeow drops them from its tenth),
+// whatever counts they claim.
+const (
+	maxRecentGroupSends = 64
+	maxRecentGroupBytes = 64 << 10
+)
 
 // recentSends are the account's last group messages, by id, oldest first
 // in order: what a member device's retry receipt asks to send again.
 type recentSends struct {
-	byID  map[string]*outgoing
+	byID  map[string]*recentSend
 	order []string
+	bytes int // of the texts kept
+}
+
+// recentSend is a group message kept for retry receipts, with how many
+// of each device's it answered.
+type recentSend struct {
+	out      *outgoing
+	answered map[jid.JID]int
 }
 
 // rememberGroupSend keeps out for retry receipts.
 func (c *conn) rememberGroupSend(out *outgoing) {
 	r := &c.recentGroup
 	if r.byID == nil {
-		r.byID = make(map[string]*outgoing)
+		r.byID = make(map[string]*recentSend)
 	}
-	if len(r.order) == maxRecentGroupSends {
+	for len(r.order) > 0 && (len(r.order) == maxRecentGroupSends || r.bytes+len(out.text) > maxRecentGroupBytes) {
+		r.bytes -= len(r.byID[r.order[0]].out.text)
 		delete(r.byID, r.order[0])
 		r.order = append(r.order[:0], r.order[1:]...)
 	}
-	r.byID[out.id] = out
+	r.byID[out.id] = &recentSend{out: out}
 	r.order = append(r.order, out.id)
+	r.bytes += len(out.text)
 }
 
 // onGroupRetry answers a retry receipt from a group member's device for
@@ -385,22 +402,27 @@ func (c *conn) rememberGroupSend(out *outgoing) {
 //	<receipt id from=GROUP participant=DEVICE type=retry><retry count id t v/><registration/>[<keys/>]</receipt>
 //
 // by queueing the message again for that device alone (groupRetry), up to
-// maxRetryReceipts times.
+// maxRetryReceipts times per device.
 func (c *conn) onGroupRetry(ctx actor.Context, n node.Node) {
 	from, _ := n.AttrJID("from")
 	dev, okDev := n.AttrJID("participant")
 	retry, okRetry := n.Child("retry")
 	id, _ := n.Attr("id")
-	out := c.recentGroup.byID[id]
-	if out == nil || !okDev || !okRetry || from.ToNonAD() != out.to || dev.Server != jid.DefaultUserServer {
+	sent := c.recentGroup.byID[id]
+	if sent == nil || !okDev || !okRetry || from.ToNonAD() != sent.out.to || dev.Server != jid.DefaultUserServer {
 		c.log.Info("retry receipt for no group message we remember", slog.String("id", id))
 		return
 	}
+	out := sent.out
 	count, _ := retry.AttrInt("count")
-	if count < 1 || count > maxRetryReceipts {
-		c.log.Warn("retry receipt with a count out of range", slog.String("id", id), slog.Int64("count", count))
+	if count < 1 || count > maxRetryReceipts || sent.answered[dev] == maxRetryReceipts {
+		c.log.Warn("retry receipt not answered: count out of range or too many", slog.String("id", id), slog.Int64("count", count))
 		return
 	}
+	if sent.answered == nil {
+		sent.answered = make(map[jid.JID]int)
+	}
+	sent.answered[dev]++
 	t, _ := retry.AttrInt("t")
 	bundle, err := e2e.ParseRetryKeys(n)
 	if err != nil {
