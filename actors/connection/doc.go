@@ -159,7 +159,8 @@
 // # Sending to groups (groupsend.go, groupkey.go)
 //
 // A SendText to a group JID asks the group's participants (the w:g2 group
-// info IQ), then their devices and our own (one usync). Our sender key
+// info IQ), then their devices and our own (usync, maxQueryUsers users a
+// query, as for prekey bundles). Our sender key
 // for the group lives in the Signal store as the sender key of our own
 // device's address, together with the addresses of the devices that hold
 // its distribution message (ownSenderKey; sealed and fenced like every
@@ -170,14 +171,15 @@
 // sessions are written in one ApplySignal before the message goes out.
 // When a holder is no longer among the group's devices (a member left, a
 // device was unlinked), the key is replaced by a new one that every
-// remaining device gets. A member device's retry receipt for one of our last group messages
-// (maxRecentGroupSends, in memory) is answered through the send queue:
-// the text and the distribution, encrypted 1:1 for that device, with the
-// receipt's count, on a new session when the receipt carries the device's
-// keys or counts 2 or more (from a fetched bundle without keys); the
-// device is then a holder. Events, idempotency and
-// the rate limit are those of 1:1 sends; a retry's answer is not
-// reported again.
+// remaining device gets. A member device's retry receipt for one of our
+// last group messages (maxRecentGroupSends and maxRecentGroupBytes, in
+// memory; at most maxRetryReceipts answers per device and message) is
+// answered through the send queue: the text and the distribution,
+// encrypted 1:1 for that device, with the receipt's count, on a new
+// session when the receipt carries the device's keys or counts 2 or more
+// (from a fetched bundle without keys); the device is then a holder.
+// Events, idempotency and the rate limit are those of 1:1 sends; a
+// retry's answer is not reported again.
 //
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //
