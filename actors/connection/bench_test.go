@@ -18,6 +18,8 @@ import (
 	"github.com/wafleet/wafleet/events/journal"
 	"github.com/wafleet/wafleet/signal"
 	"github.com/wafleet/wafleet/store"
+	wredis "github.com/wafleet/wafleet/store/redis"
+	"github.com/wafleet/wafleet/store/redis/redistest"
 	"github.com/wafleet/wafleet/store/storetest"
 	"github.com/wafleet/wafleet/wire/e2e"
 	"github.com/wafleet/wafleet/wire/jid"
@@ -239,11 +241,18 @@ func BenchmarkStanzaIn(b *testing.B) {
 // device, write the session, build and encode the <message>), per
 // account one message at a time as its store queue runs them, with
 // several accounts at once as the store workers run them. In memory (a
-// map per account: the CPU alone) or on one bbolt file (with the journal
-// over its outbox). Each reports msgs/s (wall clock) and cpu-us/msg (the
-// process's user+system time per message, for a loaded machine).
+// map per account: the CPU alone), on one bbolt file or on the shared
+// Redis (each with the journal over its outbox). Each reports msgs/s
+// (wall clock) and cpu-us/msg (the process's user+system time per
+// message, for a loaded machine; Redis's own CPU is not counted).
 //
-//	go test -run '^$' -bench 'ReceivePath|SendPath' -benchtime 2000x ./actors/connection/
+//	go test -run '^$' -bench 'ReceivePath|SendPath' -benchtime 3200x ./actors/connection/
+
+// benchStore is a store of the message benchmarks.
+type benchStore interface {
+	store.Backend
+	store.Outbox
+}
 
 // benchAccount is one account of the message benchmarks: our paired
 // device and a contact's phone with a session both ways.
@@ -256,7 +265,7 @@ type benchAccount struct {
 // benchAccounts stores n accounts in st, each with a session started by
 // its contact's pkmsg and answered once, so that both sides send msg from
 // then on; with memory, each account's Signal state is then a map.
-func benchAccounts(b *testing.B, st *store.BoltStore, n int, memory bool) []*benchAccount {
+func benchAccounts(b *testing.B, st benchStore, n int, memory bool) []*benchAccount {
 	b.Helper()
 	ctx := b.Context()
 	accts := make([]*benchAccount, n)
@@ -273,10 +282,17 @@ func benchAccounts(b *testing.B, st *store.BoltStore, n int, memory bool) []*ben
 		if _, err := addPreKeys(ctx, st, dev.ID, 0, 1); err != nil {
 			b.Fatal(err)
 		}
-		f := &fixture{t: b, st: st, dev: dev, journal: &journalLog{}, pub: &published{}}
+		pk, err := st.PreKey(ctx, dev.ID, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
 		p := newPeer(b, jid.New(fmt.Sprintf("1555999%04d", i), jid.DefaultUserServer))
-		p.start(f.bundle(1))
-		r := &receiver{st: st, sig: st, events: events.PublisherFunc(func(events.Event) {}), dev: dev.Clone(), log: quietLogger(), now: time.Now}
+		p.start(&signal.Bundle{
+			RegistrationID: dev.RegistrationID, IdentityKey: dev.IdentityKey.Pub,
+			SignedPreKeyID: dev.SignedPreKey.ID, SignedPreKey: dev.SignedPreKey.Pub,
+			SignedPreKeySignature: dev.SignedPreKey.Signature, PreKeyID: 1, PreKey: &pk.Pub,
+		})
+		r := newReceiver(&receiver{st: st, sig: st, events: events.PublisherFunc(func(events.Event) {}), dev: dev.Clone(), log: quietLogger(), now: time.Now})
 		in, err := parseInbound(direct("3EB0FIRST", p.jid, p.encrypt(text("first"))), dev)
 		if err != nil {
 			b.Fatal(err)
@@ -284,14 +300,25 @@ func benchAccounts(b *testing.B, st *store.BoltStore, n int, memory bool) []*ben
 		if res := r.receive(ctx, in, 0); res.err != nil {
 			b.Fatal(res.err)
 		}
-		f.answer(p)
+		// Our answer, so that the contact sends msg from then on.
+		addr, _ := senderAddress(p.jid)
+		rec, err := st.Session(ctx, dev.ID, addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ours signal.Session
+		if err := ours.UnmarshalBinary(rec); err != nil {
+			b.Fatal(err)
+		}
+		reply, err := ours.Encrypt(signal.Pad([]byte("reply")))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.session.Decrypt(reply.Body); err != nil {
+			b.Fatal(err)
+		}
 		a := &benchAccount{dev: dev, peer: p, sig: st}
 		if memory {
-			addr, _ := senderAddress(p.jid)
-			rec, err := st.Session(ctx, dev.ID, addr)
-			if err != nil {
-				b.Fatal(err)
-			}
 			a.sig = &memSignal{sessions: map[string][]byte{addr: rec}}
 		}
 		accts[i] = a
@@ -324,15 +351,29 @@ func benchMessages(b *testing.B, accts []*benchAccount, run func(a, i int)) {
 
 // messageBenchCases are the stores and the numbers of accounts at once.
 var messageBenchCases = []struct {
-	memory   bool
+	kind     string // memory, bbolt, redis
 	accounts int
-}{{true, 1}, {true, 64}, {false, 1}, {false, 64}}
+}{{"memory", 1}, {"memory", 64}, {"bbolt", 1}, {"bbolt", 64}, {"redis", 1}, {"redis", 64}}
 
-func messageBenchName(memory bool, accounts int) string {
-	if memory {
-		return fmt.Sprintf("memory/accounts=%d", accounts)
+// openBenchStore opens a fresh store of kind: a bbolt file (also under
+// the memory benchmarks, which keep only the setup there), or a key
+// prefix on the shared Redis, dropped at the end.
+func openBenchStore(b *testing.B, kind string) benchStore {
+	b.Helper()
+	if kind == "redis" {
+		c, prefix := redistest.Shared(b)
+		st, err := wredis.New(c, wredis.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
 	}
-	return fmt.Sprintf("bbolt/accounts=%d", accounts)
+	st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wafleet.db"), store.BoltOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = st.Close() })
+	return st
 }
 
 // BenchmarkReceivePath: steady-state 1:1 messages (msg, in order, a
@@ -340,16 +381,14 @@ func messageBenchName(memory bool, accounts int) string {
 // before the timer starts.
 func BenchmarkReceivePath(b *testing.B) {
 	for _, bc := range messageBenchCases {
-		b.Run(messageBenchName(bc.memory, bc.accounts), func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s/accounts=%d", bc.kind, bc.accounts), func(b *testing.B) {
 			b.ReportAllocs()
-			st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wafleet.db"), store.BoltOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			accts := benchAccounts(b, st, bc.accounts, bc.memory)
+			st := openBenchStore(b, bc.kind)
+			memory := bc.kind == "memory"
+			accts := benchAccounts(b, st, bc.accounts, memory)
 			var j *journal.Journal
-			if !bc.memory {
+			if !memory {
+				var err error
 				if j, err = journal.New(st, journal.Options{Instance: "bench", Logger: quietLogger()}); err != nil {
 					b.Fatal(err)
 				}
@@ -367,11 +406,12 @@ func BenchmarkReceivePath(b *testing.B) {
 					}
 					stanzas[a] = append(stanzas[a], in)
 				}
-				receivers[a] = &receiver{st: st, sig: acct.sig, events: events.PublisherFunc(func(events.Event) {}),
+				r := &receiver{st: st, sig: acct.sig, events: events.PublisherFunc(func(events.Event) {}),
 					dev: acct.dev.Clone(), log: quietLogger(), now: time.Now}
 				if j != nil { // (a nil *Journal in the interface would not be nil)
-					receivers[a].journal = j
+					r.journal = j
 				}
+				receivers[a] = newReceiver(r)
 			}
 			ctx := context.Background()
 			benchMessages(b, accts, func(a, i int) {
@@ -389,14 +429,10 @@ func BenchmarkReceivePath(b *testing.B) {
 // included.
 func BenchmarkSendPath(b *testing.B) {
 	for _, bc := range messageBenchCases {
-		b.Run(messageBenchName(bc.memory, bc.accounts), func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s/accounts=%d", bc.kind, bc.accounts), func(b *testing.B) {
 			b.ReportAllocs()
-			st, err := store.OpenBolt(filepath.Join(b.TempDir(), "wafleet.db"), store.BoltOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			accts := benchAccounts(b, st, bc.accounts, bc.memory)
+			st := openBenchStore(b, bc.kind)
+			accts := benchAccounts(b, st, bc.accounts, bc.kind == "memory")
 			runs := make([]*sendRun, len(accts))
 			for a, acct := range accts {
 				own, err := jid.Parse(acct.dev.JID)
