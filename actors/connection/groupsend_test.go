@@ -37,12 +37,13 @@ func TestSendGroup(t *testing.T) {
 	from := 0
 	send := func(text string) string {
 		t.Helper()
-		res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: text}, waitTimeout).Result()
+		// keyed by the text: every text below is sent once
+		res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: text, Key: strings.ReplaceAll(text, " ", "-")}, waitTimeout).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := res.(*SendResult)
-		if r.Err != nil || r.ID == "" {
+		if r.Err != nil || r.ID == "" || r.Duplicate {
 			t.Fatalf("send %q: %+v", text, r)
 		}
 		e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
@@ -86,6 +87,11 @@ func TestSendGroup(t *testing.T) {
 	_, from = h.rec.WaitFrom(t, from, "connected again", kindIs(events.KindConnected))
 	id2 := send("second")
 	check(members, 2, id2, "second")
+	// The first send's key, repeated after the restart, sends nothing.
+	res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: "hello group", Key: "hello-group"}, waitTimeout).Result()
+	if r := res.(*SendResult); err != nil || r.Err != nil || !r.Duplicate || r.ID != id1 {
+		t.Fatalf("the first key again: %+v, %v", res, err)
+	}
 
 	// A member added between sends gets the key with the next message; the
 	// others do not get it again.
