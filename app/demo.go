@@ -52,7 +52,8 @@ type DemoOptions struct {
 // temporary folder, QR codes (or link codes, with LinkCode) on the
 // terminal and over HTTP, the emulator's phone scanning each (typing it)
 // after ScanAfter, then the accounts kept connected: an emulated contact
-// greets each one, and each echoes the greeting back (demoEcho).
+// greets each one, and each echoes the greeting back and says hello in a
+// group of the contact and the accounts (demoEcho).
 func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if opts.Logger == nil {
 		return errors.New("app: demo: no logger")
@@ -132,13 +133,19 @@ func RunDemo(ctx context.Context, opts DemoOptions) error {
 	if err != nil {
 		return fmt.Errorf("app: demo: contact: %w", err)
 	}
+	// and a group of the contact and the accounts (each joins once paired),
+	// where each account says hello through its group send path.
+	group, err := emu.AddGroup(contact.JID())
+	if err != nil {
+		return fmt.Errorf("app: demo: group: %w", err)
+	}
 	sub := a.Events().Subscribe(1024)
 	narrateCtx, stopNarrating := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		narrate(narrateCtx, sub, emu, contact, newDemoEcho(emu, controller{a}, opts.Out), a.Board(), opts)
+		narrate(narrateCtx, sub, emu, contact, newDemoEcho(emu, controller{a}, group, opts.Out), a.Board(), opts)
 	}()
 	runErr := a.Run(ctx)
 	stopNarrating()
@@ -253,6 +260,9 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 				fmt.Fprintf(opts.Out, "%s: paired as %s\n", e.Account, e.JID)
 				if j, err := jid.Parse(e.JID); err == nil {
 					paired[e.Account] = j
+					if err := emu.AddGroupMember(echo.group, j.ToNonAD()); err != nil {
+						fmt.Fprintf(opts.Out, "%s: could not join the demo group: %v\n", e.Account, err)
+					}
 				}
 			case events.KindConnected:
 				fmt.Fprintf(opts.Out, "%s: connected\n", e.Account)
@@ -267,7 +277,9 @@ func narrate(ctx context.Context, sub *events.Subscription, emu *emulator.Server
 				if dayOneTraffic(emu, e.Message) {
 					continue // the day-one server's own pushes: too many to show
 				}
-				if m := e.Message; m != nil && m.Text != "" {
+				if m := e.Message; m != nil && m.Text != "" && m.Chat != m.Sender {
+					fmt.Fprintf(opts.Out, "%s: message from %s in %s: %q\n", e.Account, m.Sender, m.Chat, m.Text)
+				} else if m != nil && m.Text != "" {
 					fmt.Fprintf(opts.Out, "%s: message from %s (%s): %q\n", e.Account, m.Sender, m.PushName, m.Text)
 				}
 				if c, ok := echo.contactOf(e.Message); ok {

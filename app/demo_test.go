@@ -44,10 +44,15 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 	// it, then echoes it; an echo line is printed only from what the
 	// contact's device decrypted (SignalDevice.Received).
 	echoed := func() int { return strings.Count(out.String(), `(Contact 0001): "echo: Hello demo-`) }
-	for strings.Count(out.String(), ": connected\n") < 3 || !acked() || strings.Count(out.String(), ", this is Contact ") < 3 || echoed() < 3 {
+	// Each then says hello in the group, which the contact decrypts with
+	// the account's sender key.
+	greetedGroup := func() int {
+		return strings.Count(out.String(), `, decrypted by Contact 0001 (skmsg) with the account's sender key: "hello from demo-`)
+	}
+	for strings.Count(out.String(), ": connected\n") < 3 || !acked() || strings.Count(out.String(), ", this is Contact ") < 3 || echoed() < 3 || greetedGroup() < 3 {
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("demo did not connect, ack, show a message and its echo with 3 accounts in 30 s; output:\n%s", out.String())
+			t.Fatalf("demo did not connect, ack, show a message, its echo and a group hello with 3 accounts in 30 s; output:\n%s", out.String())
 		}
 		select {
 		case err := <-done:
@@ -73,6 +78,9 @@ func TestDemoConnectsItsAccounts(t *testing.T) {
 	}
 	if n := echoed(); n != 3 || strings.Contains(out.String(), "the echo") {
 		t.Errorf("%d echoes shown, want one per account, none failed:\n%s", n, out.String())
+	}
+	if n := greetedGroup(); n != 3 || strings.Contains(out.String(), "the group hello") {
+		t.Errorf("%d group hellos shown, want one per account, none failed:\n%s", n, out.String())
 	}
 	if !strings.Contains(term.String(), "Scan with WhatsApp") {
 		t.Errorf("no QR code was drawn on the terminal")

@@ -16,29 +16,31 @@ import (
 const echoTimeout = 5 * time.Second
 
 // demoEcho plays the accounts' side of the demo's conversations: an account
-// answers each text an emulated contact sends it with "echo: TEXT", through
-// the real send path, and the demo shows the reply once a device of the
-// contact has decrypted it. narrate owns it; only the requests to the
+// answers each text an emulated contact sends it with "echo: TEXT", and
+// says hello in the demo group, through the real send paths, and the demo
+// shows each once a device of the contact has decrypted it. narrate owns it; only the requests to the
 // accounts (reply) run on goroutines of their own.
 type demoEcho struct {
-	emu  *emulator.Server
-	send api.Sender
-	out  io.Writer
+	emu   *emulator.Server
+	send  api.Sender
+	group jid.JID // the demo group: the contact and the accounts
+	out   io.Writer
 	// sent carries the echoes the accounts queued from reply to narrate;
 	// pending keeps them by message id until they are shown or failed.
 	sent    chan echoSent
 	pending map[string]echoSent
 }
 
-// echoSent is an echo an account queued.
+// echoSent is an echo (or, group set, a group hello) an account queued.
 type echoSent struct {
 	account string
 	contact *emulator.Contact
 	id      string
+	group   bool
 }
 
-func newDemoEcho(emu *emulator.Server, send api.Sender, out io.Writer) *demoEcho {
-	return &demoEcho{emu: emu, send: send, out: out, sent: make(chan echoSent), pending: map[string]echoSent{}}
+func newDemoEcho(emu *emulator.Server, send api.Sender, group jid.JID, out io.Writer) *demoEcho {
+	return &demoEcho{emu: emu, send: send, group: group, out: out, sent: make(chan echoSent), pending: map[string]echoSent{}}
 }
 
 // contactOf returns the emulated contact that sent m, when m is a text of
@@ -54,25 +56,38 @@ func (ec *demoEcho) contactOf(m *events.Message) (*emulator.Contact, bool) {
 	return ec.emu.Contact(j)
 }
 
-// reply asks account to send the echo of m to c. The idempotency key is
-// derived from m's id: a message delivered again (the receive path
-// delivers at least once) names the same key, and the account sends
-// nothing more.
+// reply asks account to send the echo of m to c, then a hello to the
+// demo group. The idempotency keys are derived from m's id: a message
+// delivered again (the receive path delivers at least once) names the
+// same keys, and the account sends nothing more.
 func (ec *demoEcho) reply(ctx context.Context, account string, c *emulator.Contact, m *events.Message) {
+	ec.queue(ctx, account, c, false, api.OutgoingText{To: c.JID(), Text: "echo: " + m.Text, Key: "echo-" + m.ID})
+	ec.queue(ctx, account, c, true, api.OutgoingText{To: ec.group, Text: "hello from " + account, Key: "group-" + m.ID})
+}
+
+// queue asks account to send t, and hands what it queued to narrate.
+func (ec *demoEcho) queue(ctx context.Context, account string, c *emulator.Contact, group bool, t api.OutgoingText) {
 	sendCtx, cancel := context.WithTimeout(ctx, echoTimeout)
 	defer cancel()
-	res, err := ec.send.SendText(sendCtx, account, api.OutgoingText{To: c.JID(), Text: "echo: " + m.Text, Key: "echo-" + m.ID})
+	res, err := ec.send.SendText(sendCtx, account, t)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
-			fmt.Fprintf(ec.out, "%s: the echo could not be sent: %v\n", account, err)
+			fmt.Fprintf(ec.out, "%s: the %s could not be sent: %v\n", account, ec.what(group), err)
 		}
 	case !res.Duplicate:
 		select {
-		case ec.sent <- echoSent{account: account, contact: c, id: res.ID}:
+		case ec.sent <- echoSent{account: account, contact: c, id: res.ID, group: group}:
 		case <-ctx.Done():
 		}
 	}
+}
+
+func (ec *demoEcho) what(group bool) string {
+	if group {
+		return "group hello"
+	}
+	return "echo"
 }
 
 // queued takes an echo reply queued, and shows it if its message_sent
@@ -93,11 +108,17 @@ func (ec *demoEcho) show(id string) {
 	}
 	for _, d := range s.contact.Devices() {
 		for _, r := range d.Received() {
-			if r.ID == id {
-				delete(ec.pending, id)
-				fmt.Fprintf(ec.out, "%s → +%s (%s): %q\n", s.account, s.contact.JID().User, s.contact.Name(), r.Message.GetConversation())
+			if r.ID != id {
+				continue
+			}
+			delete(ec.pending, id)
+			if s.group {
+				fmt.Fprintf(ec.out, "%s → group %s, decrypted by %s (%s) with the account's sender key: %q\n",
+					s.account, ec.group.User, s.contact.Name(), r.Type, r.Message.GetConversation())
 				return
 			}
+			fmt.Fprintf(ec.out, "%s → +%s (%s): %q\n", s.account, s.contact.JID().User, s.contact.Name(), r.Message.GetConversation())
+			return
 		}
 	}
 }
@@ -106,6 +127,6 @@ func (ec *demoEcho) show(id string) {
 func (ec *demoEcho) failed(id, reason string) {
 	if s, ok := ec.pending[id]; ok {
 		delete(ec.pending, id)
-		fmt.Fprintf(ec.out, "%s: the echo to +%s was not sent: %s\n", s.account, s.contact.JID().User, reason)
+		fmt.Fprintf(ec.out, "%s: the %s was not sent: %s\n", s.account, ec.what(s.group), reason)
 	}
 }
