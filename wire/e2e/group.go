@@ -62,7 +62,9 @@ func ParseGroupParticipants(answer node.Node) ([]jid.JID, error) {
 // sender key's distribution message to the devices that lack it (none:
 // no <participants>), with <device-identity> when any part is a pkmsg.
 // phash is over devices, every device the group message is for
-// (whatsmeow sendGroup hashes every participant device it found).
+// (whatsmeow sendGroup hashes every participant device it found; whether
+// the real server counts the sending device itself is not known here: we
+// leave it out, and so does the emulator).
 //
 //	<message id to=GROUP type=text phash>[<participants><to jid=DEVICE><enc v=2 type=pkmsg|msg/></to>…</participants>]
 //	  [<device-identity/>]<enc v=2 type=skmsg/></message>
