@@ -32,9 +32,10 @@
 //     companion's <remove-companion-device jid=OWN/> (result, then the
 //     device is removed as by Phone.Unlink; naming another device is a
 //     violation answered 403), the usync device-list query (usync.go:
-//     an account's phone and companions, a contact's two devices) and the
-//     prekey-bundle fetch (keys.go, PreKeyBundle); any other get/set IQ
-//     gets <error code="501" text="feature-not-implemented"/>.
+//     an account's phone and companions, a contact's two devices), the
+//     prekey-bundle fetch (keys.go, PreKeyBundle) and the group info query
+//     (groups.go); any other get/set IQ gets <error code="501"
+//     text="feature-not-implemented"/>.
 //   - A companion's 1:1 <message> is routed (route.go): each <enc> to its
 //     device — a contact's device or the account's phone decrypts it
 //     (SignalDevice.Received), another companion gets it queued as
