@@ -45,7 +45,7 @@ type sendRun struct {
 
 // run prepares the message and hands it to the actor, unless the link
 // ended meanwhile (then the actor reported the send failed, and may be
-// stopped: see readLoop).
+// stopped: see link.receive).
 func (r *sendRun) run() {
 	msg, err := r.prepare()
 	if r.l.ctx.Err() != nil {
