@@ -32,10 +32,10 @@
 //     socket's reads return at once (a Temporary net.Error when nothing
 //     waits, which crypto/tls, bufio and this package's readers all pass
 //     up and resume from), one epoll instance reports readiness
-//     (EPOLLONESHOT, re-armed after each drain) and a pool of at most
-//     max(4, 2×GOMAXPROCS) goroutines, started only while sockets are
-//     ready, decodes whatever is there, frames of one connection one
-//     goroutine at a time and in order. An idle connection has no
+//     (edge-triggered: each drain reads until nothing is left) and a pool
+//     of at most max(4, 2×GOMAXPROCS) goroutines, started only while
+//     sockets are ready, decodes whatever is there, frames of one
+//     connection one goroutine at a time and in order. An idle connection has no
 //     goroutine of its own. Elsewhere, and for other frame connections, a
 //     goroutine per transport calls Receive.
 //

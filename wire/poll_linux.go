@@ -75,7 +75,7 @@ func (c *pollConn) Read(p []byte) (int, error) {
 // while it drains makes it drain once more (again) before it goes back to
 // waiting for the socket (idle).
 const (
-	watchIdle    int32 = iota // armed: waiting for the socket
+	watchIdle    int32 = iota // waiting for the socket
 	watchRunning              // a pooled goroutine drains it
 	watchAgain                // running, and woken again meanwhile
 	watchDone                 // onEnd was called
@@ -141,21 +141,15 @@ func (w *watch) wake() {
 	}
 }
 
-// run drains the watch until nothing is there to read, then arms its
-// socket for the next readiness, unless it was woken meanwhile.
+// run drains the watch until nothing is there to read, and again if it
+// was woken meanwhile: the socket is edge-triggered, so bytes that come
+// after the read that found none announce themselves, during the drain
+// (again) or after it (idle).
 func (w *watch) run(p *poller) {
 	for {
 		if !w.drain() {
 			p.remove(w)
 			return
-		}
-		// After the drain, so that bytes that came during it announce
-		// themselves: the socket is level-triggered, one event per arming.
-		if err := p.ctl(w.c.pc, unix.EPOLL_CTL_MOD, w.id); err != nil {
-			if !w.c.closed.Load() {
-				w.t.fail(fmt.Errorf("watch socket: %w", err))
-			}
-			continue // the next drain ends the watch
 		}
 		if w.state.CompareAndSwap(watchRunning, watchIdle) {
 			return
@@ -183,10 +177,13 @@ func (w *watch) drain() bool {
 
 // poller watches the sockets of every watched Conn with one epoll
 // instance, and one goroutine waiting for it while any is watched. Each
-// socket is armed for one event at a time (EPOLLONESHOT): the event hands
-// its watch to the pool, which drains it and arms it again. The runtime's
-// own poller watches the same descriptors; the two do not interfere, as
-// a watched socket is never read by a goroutine that parks.
+// socket is edge-triggered (EPOLLET: an event when bytes arrive, not
+// while they wait), and a watch is drained until a read finds nothing, so
+// no event is lost and none needs re-arming; an event hands its watch to
+// the pool unless it is being drained already (then it is drained once
+// more). The runtime's own poller watches the same descriptors; the two
+// do not interfere, as a watched socket is never read by a goroutine that
+// parks.
 //
 // The epoll instance is itself watched by the runtime's poller (an epoll
 // descriptor is readable while events wait): the poll goroutine collects
@@ -241,31 +238,31 @@ func thePoller() *poller {
 	return pollerP
 }
 
-// ctl adds (op EPOLL_CTL_ADD) or re-arms (EPOLL_CTL_MOD) pc's socket for
-// one readiness event, carrying id. Control keeps the descriptor open for
-// the call: it never reaches a number reused by another socket.
-func (p *poller) ctl(pc *pollConn, op int, id uint64) error {
+// ctl adds pc's socket to the epoll set, its events carrying id. Control
+// keeps the descriptor open for the call: it never reaches a number
+// reused by another socket.
+func (p *poller) ctl(pc *pollConn, id uint64) error {
 	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET,
 		Fd:     int32(uint32(id)),
 		Pad:    int32(uint32(id >> 32)),
 	}
 	var err error
 	if cerr := pc.raw.Control(func(fd uintptr) {
-		err = unix.EpollCtl(p.epfd, op, int(fd), &ev)
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	}); cerr != nil {
 		return cerr
 	}
 	return err
 }
 
-// add registers w and arms its socket.
+// add registers w and its socket.
 func (p *poller) add(w *watch) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
 	w.id = p.next
-	if p.ctl(w.c.pc, unix.EPOLL_CTL_ADD, w.id) != nil {
+	if p.ctl(w.c.pc, w.id) != nil {
 		return false
 	}
 	p.all[w.id] = w
@@ -294,48 +291,61 @@ func (p *poller) remove(w *watch) {
 // returns once no watch is left.
 func (p *poller) poll() {
 	events := make([]unix.EpollEvent, 128)
-	var ready []*watch
-	for {
-		var n int
-		var werr error
-		err := p.ep.Read(func(fd uintptr) bool {
-			for {
-				n, werr = unix.EpollWait(int(fd), events, 0)
-				if werr != unix.EINTR {
-					return werr != nil || n > 0 // none: park until the runtime sees it readable
-				}
-			}
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil {
-			panic(fmt.Sprintf("wire: epoll_wait: %v", err)) // a bad descriptor or buffer: a bug here
-		}
-		ready = ready[:0]
-		p.mu.Lock()
-		for _, ev := range events[:n] {
-			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if id == 0 {
-				var b [8]byte
-				unix.Read(p.evfd, b[:]) // resets the counter
+	var werr error
+	err := p.ep.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), events, 0)
+			switch {
+			case err == unix.EINTR:
 				continue
-			}
-			if w := p.all[id]; w != nil {
-				ready = append(ready, w)
+			case err != nil:
+				werr = err
+				return true
+			case n > 0 && p.dispatch(events[:n]):
+				return true // no watch left
+			case n < len(events):
+				// All taken: park until the runtime sees the epoll
+				// descriptor readable again, which an event added
+				// since it last looked makes it.
+				return false
 			}
 		}
-		if len(p.all) == 0 {
-			p.alive = false
-			p.mu.Unlock()
-			return
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		panic(fmt.Sprintf("wire: epoll_wait: %v", err)) // a bad descriptor or buffer: a bug here
+	}
+}
+
+// dispatch wakes the watches of events. It reports true, having marked
+// the poll goroutine gone, when no watch is left.
+func (p *poller) dispatch(events []unix.EpollEvent) bool {
+	var ready [16]*watch
+	woken := ready[:0]
+	p.mu.Lock()
+	for _, ev := range events {
+		id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		if id == 0 {
+			var b [8]byte
+			unix.Read(p.evfd, b[:]) // resets the counter
+			continue
 		}
-		p.mu.Unlock()
-		for i, w := range ready {
-			w.wake()
-			ready[i] = nil
+		if w := p.all[id]; w != nil {
+			woken = append(woken, w)
 		}
 	}
+	if len(p.all) == 0 {
+		p.alive = false
+		p.mu.Unlock()
+		return true
+	}
+	p.mu.Unlock()
+	for _, w := range woken {
+		w.wake()
+	}
+	return false
 }
 
 // The pool of goroutines that drain watches: at most maxDrainers at once,
