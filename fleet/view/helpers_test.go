@@ -110,7 +110,7 @@ func (r *recorder) sent(s string) bool {
 }
 
 // client returns a new client of c's server with a recorder.
-func client(t *testing.T, c *goredis.Client) (*goredis.Client, *recorder) {
+func client(t testing.TB, c *goredis.Client) (*goredis.Client, *recorder) {
 	t.Helper()
 	nc := goredis.NewClient(c.Options())
 	t.Cleanup(func() { _ = nc.Close() })
@@ -123,7 +123,7 @@ func client(t *testing.T, c *goredis.Client) (*goredis.Client, *recorder) {
 	return nc, rec
 }
 
-func viewKeys(t *testing.T, prefix string) wredis.ViewKeys {
+func viewKeys(t testing.TB, prefix string) wredis.ViewKeys {
 	t.Helper()
 	k, err := wredis.NewViewKeys(prefix)
 	if err != nil {
@@ -163,6 +163,6 @@ func mustFlush(t *testing.T, p *Publisher) {
 var _ Board = (*status.Board)(nil)
 
 // redistest returns a client of the shared test Redis and a fresh prefix.
-func redistest(t *testing.T) (*goredis.Client, string) {
+func redistest(t testing.TB) (*goredis.Client, string) {
 	return redistestpkg.Shared(t)
 }

@@ -74,7 +74,7 @@ type node struct {
 // startOwnedElsewhere starts routers inst-a and inst-b on a fresh Redis,
 // both listing accts; inst-b holds acct-1 and its lease names inst-b, so
 // an action on acct-1 sent to a runs on b.
-func startOwnedElsewhere(t *testing.T, accts ...string) (a, b *node) {
+func startOwnedElsewhere(t testing.TB, accts ...string) (a, b *node) {
 	t.Helper()
 	c, prefix := redistest(t)
 	k := viewKeys(t, prefix)
@@ -85,7 +85,7 @@ func startOwnedElsewhere(t *testing.T, accts ...string) (a, b *node) {
 	return a, b
 }
 
-func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
+func startRouter(t testing.TB, shared *goredis.Client, k wredis.ViewKeys, name string, listed []string, run bool) *node {
 	t.Helper()
 	c, rec := client(t, shared)
 	n := &node{ctl: &controller{}, held: newHoldings(), qr: map[string]string{}, rec: rec, cname: name, phone: make(chan string, 8), sends: make(chan api.OutgoingText, 8)}
@@ -136,7 +136,7 @@ func startRouter(t *testing.T, shared *goredis.Client, k wredis.ViewKeys, name s
 }
 
 // lease records in Redis that instance holds acct, as an acquisition would.
-func lease(t *testing.T, c *goredis.Client, k wredis.ViewKeys, acct, instance string) {
+func lease(t testing.TB, c *goredis.Client, k wredis.ViewKeys, acct, instance string) {
 	t.Helper()
 	if err := c.Set(t.Context(), k.Lease(acct), instance+":1.abc", time.Minute).Err(); err != nil {
 		t.Fatal(err)
