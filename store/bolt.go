@@ -58,8 +58,8 @@ type BoltOptions struct {
 }
 
 // BoltStore is the embedded Store: one bbolt file, every write in one
-// fsync'd transaction, which concurrent ApplySignal and Append calls share
-// (bolt_commit.go).
+// fsync'd transaction, which concurrent ApplySignal, Append and ClaimSend
+// calls share (bolt_commit.go).
 type BoltStore struct {
 	sealer Sealer
 	path   string
@@ -71,7 +71,7 @@ type BoltStore struct {
 	outboxHistory int
 	now           func() time.Time // the clock of SendKeyTTL
 	inflight      boltInflight     // the outbox entries handed out by Next
-	commit        groupCommit      // ApplySignal and Append (bolt_commit.go)
+	commit        groupCommit      // ApplySignal, Append, ClaimSend (bolt_commit.go)
 }
 
 var (

@@ -6,20 +6,20 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Group commit of the writes that come per received message (ApplySignal,
-// with its events, and Outbox.Append): calls made at the same time by
-// many accounts share one bbolt transaction, hence one fsync, where each
-// would otherwise pay its own (bbolt has one writer at a time, so they
+// Group commit of the writes that come per message (ApplySignal, with its
+// events, Outbox.Append and SendLog.ClaimSend): calls made at the same
+// time by many accounts share one bbolt transaction, hence one fsync,
+// where each would otherwise pay its own (bbolt has one writer at a time, so they
 // would also queue for it).
 //
 // Unlike bolt.DB.Batch there is no timer: a call made when none is under
 // way commits at once, alone and on its own goroutine, so a lone
 // account's message waits for no one; the calls made while a transaction
 // commits wait for it, then share the next one (at most maxGroupCommit
-// each). A call returns only once its
-// transaction is committed. A call whose function fails rolls the shared
-// transaction back and gets its error, having written nothing; the others
-// are committed again without it. So a function may run more than once,
+// each). A call returns only once its transaction is committed. A call
+// whose function fails rolls the shared transaction back and gets its
+// error, having written nothing; the others are committed again without
+// it. So a function may run more than once,
 // and must reset whatever it reports at each run (as with bolt.DB.Batch).
 //
 // The order of calls is kept: they run in the order they were made, and

@@ -22,7 +22,8 @@ import (
 // bbolt's writer held, one call waits in its transaction and the others
 // queue; once released, the queued ones commit together in one
 // transaction (one fsync), the one without a device fails alone and
-// writes nothing.
+// writes nothing, and the others, run again without it, report what their
+// second run found (a fresh idempotency key claimed) and write once.
 func TestBoltGroupCommitSharesTransactions(t *testing.T) {
 	s := openBolt(t, filepath.Join(t.TempDir(), "devices.db"), store.BoltOptions{})
 	const n = 10
@@ -50,13 +51,27 @@ func TestBoltGroupCommitSharesTransactions(t *testing.T) {
 	for i := 1; i < n; i++ {
 		wg.Go(func() { errs[i] = apply(fmt.Sprintf("acct%d", i), i) })
 	}
-	wg.Go(func() { errs[n] = apply("gone", n) })
+	var claimed string
+	var fresh bool
+	var claimErr error
+	wg.Go(func() { claimed, fresh, claimErr = s.ClaimSend(context.Background(), "acct1", "key-1", "3EB0C1") })
 	waitFor(t, "the other calls queued", func() bool {
 		_, pending := store.CommitState(s)
 		return pending == n
 	})
+	wg.Go(func() { errs[n] = apply("gone", n) }) // last in the group: the others run twice
+	waitFor(t, "the failing call queued", func() bool {
+		_, pending := store.CommitState(s)
+		return pending == n+1
+	})
 	release()
 	wg.Wait()
+	if claimErr != nil || !fresh || claimed != "3EB0C1" {
+		t.Fatalf("ClaimSend in the group = %q, %t, %v; want the key claimed fresh", claimed, fresh, claimErr)
+	}
+	if again, fresh, err := s.ClaimSend(t.Context(), "acct1", "key-1", "3EB0C2"); err != nil || fresh || again != "3EB0C1" {
+		t.Fatalf("second ClaimSend = %q, %t, %v; want the first message's id", again, fresh, err)
+	}
 	for i, err := range errs[:n] {
 		if err != nil {
 			t.Fatalf("acct%d: %v", i, err)
@@ -65,9 +80,10 @@ func TestBoltGroupCommitSharesTransactions(t *testing.T) {
 	if !errors.Is(errs[n], store.ErrNotFound) {
 		t.Fatalf("the call without a device: %v, want ErrNotFound", errs[n])
 	}
-	// The holder's transaction, the first call's, one for the n-1 others.
-	if got := store.TxID(s) - before; got != 3 {
-		t.Fatalf("%d transactions for %d calls, want 3 (held, first, the rest together)", got, n+1)
+	// The holder's transaction, the first call's, one for all the others
+	// (the failed attempt rolled back); then the second ClaimSend's.
+	if got := store.TxID(s) - before; got != 4 {
+		t.Fatalf("%d transactions for %d calls, want 4 (held, first, the rest together, the last claim)", got, n+3)
 	}
 	for i := range n {
 		storetest.ExpectSession(t, s, fmt.Sprintf("acct%d", i), storetest.PeerPN, []byte{byte(i), 1})

@@ -10,7 +10,8 @@ import (
 )
 
 // ClaimSend implements SendLog: "m:KEY" in the account's Signal bucket,
-// pruned by pruneSendKeys.
+// pruned by pruneSendKeys, in a transaction shared with concurrent calls
+// (groupCommit).
 func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error) {
 	if err := ValidateSendKey(key, msgID); err != nil {
 		return "", false, fmt.Errorf("store: claim send of %q: %w", id, err)
@@ -23,8 +24,10 @@ func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (strin
 		return "", false, fmt.Errorf("%w: claim send of %q: no such device", ErrNotFound, id)
 	}
 	now := s.now()
-	existing, fresh := "", true
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	var existing string
+	var fresh bool
+	err := s.commit.update(s.db, func(tx *bolt.Tx) error {
+		existing, fresh = "", true // the function may run again (groupCommit)
 		if tx.Bucket(bucketDevices).Get([]byte(id)) == nil {
 			return fmt.Errorf("no such device: %w", ErrNotFound)
 		}

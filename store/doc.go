@@ -42,10 +42,10 @@
 // identity, the one-time prekey consumed, and the stanza's message event
 // for the outbox) in one transaction, for the receive path to call before
 // it acknowledges the stanza. The bbolt store commits concurrent
-// ApplySignal and Append calls of many accounts in one transaction, one
-// fsync for all (group commit, bolt_commit.go: no timer, a lone call
-// commits at once). In the bbolt
-// file the state lives in the "signal" bucket, one sub-bucket per account
+// ApplySignal, Append and ClaimSend calls of many accounts in one
+// transaction, one fsync for all (group commit, bolt_commit.go: no timer,
+// a lone call commits at once). In the bbolt file the state lives in the
+// "signal" bucket, one sub-bucket per account
 // (bolt_signal.go); Delete drops it, Archive moves it into the entry and
 // RestoreArchived puts it back, like the prekeys.
 //
