@@ -25,6 +25,14 @@ type pollConn struct {
 	net.Conn
 	raw      syscall.RawConn
 	nonblock bool // set by pollWatch before the first read in readiness mode
+
+	// One read in readiness mode: its buffer and outcome, and the function
+	// RawConn.Read runs, made once (a closure per read would be an
+	// allocation per read). Only one goroutine reads at a time.
+	p      []byte
+	n      int
+	errno  error
+	readFn func(fd uintptr) bool
 }
 
 // newPollConn wraps nc when it is a socket whose descriptor the poller can
@@ -38,25 +46,31 @@ func newPollConn(nc net.Conn) *pollConn {
 	if err != nil {
 		return nil
 	}
-	return &pollConn{Conn: nc, raw: raw}
+	c := &pollConn{Conn: nc, raw: raw}
+	c.readFn = c.readFd
+	return c
+}
+
+// readFd reads into c.p from the socket fd, which the runtime's poller
+// keeps non-blocking: the read returns at once, and returning true tells
+// RawConn not to wait.
+func (c *pollConn) readFd(fd uintptr) bool {
+	for {
+		c.n, c.errno = unix.Read(int(fd), c.p)
+		if c.errno != unix.EINTR {
+			return true
+		}
+	}
 }
 
 func (c *pollConn) Read(p []byte) (int, error) {
 	if !c.nonblock || len(p) == 0 {
 		return c.Conn.Read(p)
 	}
-	var n int
-	var errno error
-	// The runtime's poller keeps the descriptor non-blocking: the read
-	// returns at once, and returning true tells RawConn not to wait.
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			n, errno = unix.Read(int(fd), p)
-			if errno != unix.EINTR {
-				return true
-			}
-		}
-	})
+	c.p = p
+	err := c.raw.Read(c.readFn)
+	n, errno := c.n, c.errno
+	c.p = nil
 	switch {
 	case err != nil: // closed
 		return 0, err

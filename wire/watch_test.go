@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -478,5 +479,52 @@ func TestWatchManyConnections(t *testing.T) {
 		if err := all[i].w.waitEnd(t); !errors.Is(err, ErrClosed) {
 			t.Fatalf("connection %d: end %v", i, err)
 		}
+	}
+}
+
+// BenchmarkWatch measures one frame's trip from the server's socket write
+// to the client's onFrame, over loopback TCP, one frame in flight at a
+// time: what each readiness costs, on a socket read by a goroutine of its
+// own (goroutine: Watch's fallback) and on one read when ready (poll).
+func BenchmarkWatch(b *testing.B) {
+	for _, mode := range []string{"goroutine", "poll"} {
+		b.Run(mode, func(b *testing.B) {
+			recv, send := keys(b)
+			ready := make(chan *Conn, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Accept(w, r, AcceptOptions{})
+				if err != nil {
+					return
+				}
+				ready <- c
+			}))
+			defer srv.Close()
+			c, err := Dial(context.Background(), wsURL(srv), DialOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sc := <-ready
+			defer sc.Close()
+			if mode == "goroutine" {
+				c.pc = nil
+			}
+			got := make(chan struct{}, 1)
+			end := make(chan error, 1)
+			NewTransport(c, nil, recv).Watch(func([]byte) { got <- struct{}{} }, func(err error) { end <- err })
+			msgs := make([][]byte, b.N)
+			for i := range msgs {
+				msgs[i] = wsFrame(0x2, true, send.frame(b, make([]byte, 200)), false)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := sc.NetConn().Write(msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+				<-got
+			}
+			b.StopTimer()
+			c.Close()
+			<-end
+		})
 	}
 }
