@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,13 +54,24 @@ func newPollConn(nc net.Conn) *pollConn {
 
 // readFd reads into c.p from the socket fd, which the runtime's poller
 // keeps non-blocking: the read returns at once, and returning true tells
-// RawConn not to wait.
+// RawConn not to wait. It never blocks, so it is a raw system call: one
+// that tells the scheduler nothing (entering a system call wakes the
+// runtime's monitor thread when it sleeps, a futex call each).
 func (c *pollConn) readFd(fd uintptr) bool {
+	var p unsafe.Pointer
+	if len(c.p) > 0 {
+		p = unsafe.Pointer(&c.p[0])
+	}
 	for {
-		c.n, c.errno = unix.Read(int(fd), c.p)
-		if c.errno != unix.EINTR {
-			return true
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(p), uintptr(len(c.p)))
+		if e == unix.EINTR {
+			continue
 		}
+		c.n, c.errno = int(n), nil
+		if e != 0 {
+			c.n, c.errno = 0, e
+		}
+		return true
 	}
 }
 
@@ -308,7 +320,7 @@ func (p *poller) poll() {
 	var werr error
 	err := p.ep.Read(func(fd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(fd), events, 0)
+			n, err := epollWaitNow(int(fd), events)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -331,6 +343,17 @@ func (p *poller) poll() {
 	if err != nil {
 		panic(fmt.Sprintf("wire: epoll_wait: %v", err)) // a bad descriptor or buffer: a bug here
 	}
+}
+
+// epollWaitNow takes the events waiting in epfd, without waiting for
+// any: a raw system call, as in readFd. (epoll_pwait: epoll_wait is not on
+// every architecture.)
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // dispatch wakes the watches of events. It reports true, having marked
