@@ -36,8 +36,10 @@
 // Controller that the supervisor implements (in fleet mode wrapped by
 // fleet/view's Router, which reaches the instance running the account);
 // POST /api/accounts/{id}/pair with a phone number answers a link code
-// through the Controller's LinkPairer (linkcode.go). Package app builds
-// the Server and runs Serve.
+// through the Controller's LinkPairer (linkcode.go), and POST
+// /api/accounts/{id}/messages sends through its Sender (messages.go; the
+// Router reaches the owner for these too). Package app builds the Server
+// and runs Serve.
 //
 // Every route except /healthz and /readyz refuses (guard.go) a Host that is
 // not a loopback name or address, the listen host, a configured name or
