@@ -19,12 +19,14 @@ import (
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/events"
+	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
 // The crash tests hold a conversation between an emulated contact (its
 // phone and its companion, in the `manager emulator` process) and one
-// account of `manager run`, and kill -9 the manager in the middle of it,
-// then restart it on the same data. Every message the contact sent
+// account of `manager run`, and kill -9 the manager in the middle of it:
+// with the embedded store, a restart on the same data; in a fleet, the
+// other instance taking the account over. Every message the contact sent
 // must come out of the event stream, and the Signal sessions must go on
 // as they were: no decrypt failure on either side, no new pkmsg.
 
@@ -96,6 +98,56 @@ func TestKill9MidConversationLosesNoMessage(t *testing.T) {
 	}
 	if err := <-mgr.done; err != nil {
 		t.Errorf("manager exited with %v", err)
+	}
+}
+
+func TestFleetFailoverMidConversationKeepsSessions(t *testing.T) {
+	bin := managerBinary(t)
+	dir := t.TempDir()
+	emu := startEmulatorProcess(t, bin)
+	rs := redistest.Start(t, redistest.Config{})
+	instances := []*instance{
+		startInstance(t, bin, dir, "inst-1", emu, oneRedis(rs.Addr()), 1, sendLimits),
+		startInstance(t, bin, dir, "inst-2", emu, oneRedis(rs.Addr()), 1, sendLimits),
+	}
+	dumpLogsOnFailure(t, dir)
+	stopWatch := watchDoubles(t, emu)
+	defer stopWatch()
+	const id = "acct-000"
+	view := waitFleet(t, instances, emu, 1, true, crashPatience)
+	owner, other := instances[0], instances[1]
+	if view.connected[id] != owner.name {
+		owner, other = other, owner
+	}
+	account := accountPhone(t, owner, id)
+
+	// The fleet-wide event stream, read from the instance that stays.
+	stream := followMessages(t, func() string { return "http://" + other.listen })
+	conv := startConversation(t, emu, stream, account)
+	conv.warmUp(t, "http://"+owner.listen, id)
+
+	sender := conv.keepSending(t, 2*time.Millisecond)
+	sender.waitSent(t, 10)
+	before := conv.accountSend(t, "http://"+owner.listen, id, "before the failover", "")
+	sender.waitSent(t, 20)
+	if err := owner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-owner.done
+	killedAt := time.Now()
+	t.Logf("killed the owner %s after the contact sent %d messages, %d of them seen as events", owner.name, sender.count(), stream.count())
+	waitConnected(t, other, id)
+	t.Logf("%s took the account over %s after the kill", other.name, time.Since(killedAt).Round(time.Millisecond))
+	sender.waitSent(t, sender.count()+10)
+	sent := sender.stop(t)
+	conv.checkDelivered(t, sent)
+
+	// The new owner sends on the sessions the old one made.
+	conv.steadyAfter(t, "http://"+other.listen, id)
+	conv.checkOnce(t, "before the failover", before)
+	conv.checkNoRekey(t)
+	if st := emu.stats(t); st.Pairings != 1 || st.MaxConnectionsPerDevice > 1 {
+		t.Fatalf("pairings %d, max_connections_per_device %d: want 1 and 1", st.Pairings, st.MaxConnectionsPerDevice)
 	}
 }
 
