@@ -27,3 +27,25 @@ func waitArmed(t *testing.T, c *Conn) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestWatchedIdleConnHoldsNoReadBuffer: a watched connection that has read
+// all it was sent, a frame larger than the lent buffer among it, keeps no
+// read buffer while it waits for its socket. (That reading goes on after
+// the buffer is released, other tests show: one byte at a time, many
+// connections.)
+func TestWatchedIdleConnHoldsNoReadBuffer(t *testing.T) {
+	s := startWatchServer(t, false)
+	c, sc := s.dial(t, DialOptions{})
+	recv, send := keys(t)
+	w := watchT(NewTransport(c, nil, recv))
+	requirePolled(t, c)
+	const n = 7 // message(6) is 200 KiB
+	for i := range n {
+		writeWS(t, sc, send.frame(t, message(i)))
+	}
+	checkMessages(t, w.waitFrames(t, n), n)
+	waitArmed(t, c)
+	if in := &c.r.in; in.buf != nil || in.small != nil || in.lent != nil {
+		t.Fatalf("an idle watched reader holds %d bytes (small %d, lent %v)", len(in.buf), len(in.small), in.lent != nil)
+	}
+}

@@ -20,7 +20,8 @@ import (
 // consumed, before the next frame, and one grown past shrinkAbove is cut
 // down before then. Memory follows the bytes that actually arrived, never
 // a length the peer merely announced, and an idle connection keeps only
-// its small buffer, however large a frame it received once.
+// its small buffer, however large a frame it received once; a watched one
+// (Transport.Watch), with nothing buffered, keeps none.
 const (
 	readBufferSize = 256
 	growStep       = 64 << 10
@@ -30,6 +31,11 @@ const (
 // readBuffers lend readers their growStep-byte buffers while frames larger
 // than readBufferSize are read and consumed.
 var readBuffers = sync.Pool{New: func() any { return new([growStep]byte) }}
+
+// smallBuffers hold the readBufferSize-byte buffers of readers that wait
+// for their socket with nothing kept (watched connections, Transport.Watch)
+// or that failed: a reader blocked in a read keeps its own.
+var smallBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }}
 
 // maxControlFrame is the largest WebSocket control frame: a 14-byte header
 // (at most) and a 125-byte payload.
@@ -336,7 +342,7 @@ func (r *wsReader) read(n int) (int, error) {
 	}
 	if r.buf == nil {
 		if r.small == nil {
-			r.small = make([]byte, readBufferSize)
+			r.small = smallBuffers.Get().(*[readBufferSize]byte)[:]
 		}
 		r.buf = r.small
 	}
@@ -351,7 +357,12 @@ func (r *wsReader) read(n int) (int, error) {
 	got, err := r.conn.Read(r.buf[r.w:])
 	r.w += got
 	if errors.Is(err, errWouldBlock) {
-		return 0, err // nothing there now: a watched connection is read again when ready
+		// Nothing there now: a watched connection is read again when
+		// ready, and one that holds no byte keeps no buffer meanwhile.
+		if r.d0 == r.d1 && r.r == r.w {
+			r.release()
+		}
+		return 0, err
 	}
 	if err != nil {
 		r.rerr = err
@@ -418,9 +429,14 @@ func (r *wsReader) shrink(size int) {
 	}
 }
 
-// release drops the buffers: nothing is read after an error.
+// release drops the buffers, the small one back to smallBuffers: after
+// an error, or while a watched connection waits for its socket with no
+// byte kept.
 func (r *wsReader) release() {
 	r.giveBack()
+	if r.small != nil {
+		smallBuffers.Put((*[readBufferSize]byte)(r.small))
+	}
 	r.buf, r.small = nil, nil
 	r.d0, r.d1, r.r, r.w = 0, 0, 0, 0
 }
