@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,6 +53,19 @@ func (s *BoltStore) ClaimSend(ctx context.Context, id, key, msgID string) (strin
 		return msgID, true, nil
 	}
 	return existing, false, nil
+}
+
+// SentWith implements SendLog.
+func (s *BoltStore) SentWith(ctx context.Context, id, key string) (string, bool, error) {
+	v, err := s.signalGet(ctx, id, SendKeyKey(key), "read send key")
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("store: read send key of %q: %w", id, err)
+	}
+	msgID, ok := LiveSendEntry(string(v), s.now())
+	return msgID, ok, nil
 }
 
 // pruneSendKeys deletes the expired entries among the next SendPruneBatch

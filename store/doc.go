@@ -53,7 +53,8 @@
 // the same per-account Signal state as "m:KEY" entries ("UNIX ID", not
 // sealed: they hold no secret): ClaimSend records a key once, fenced like
 // a device write, and a claim of a key recorded less than SendKeyTTL ago
-// returns the first message's ID instead. They go with the Signal state
+// returns the first message's ID instead; SentWith reads a live key
+// without claiming it (unfenced). They go with the Signal state
 // on Delete and Archive. They are kept SendKeyTTL (24 h, the window in
 // which a caller may retry; the stores' Now option is its clock): each
 // fresh claim also deletes, in the same write, the expired entries among

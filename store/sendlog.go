@@ -26,6 +26,11 @@ type SendLog interface {
 	// Signal state walks them in turn), so an account keeps about the
 	// keys it claimed in the last SendKeyTTL, never a live one fewer.
 	ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error)
+	// SentWith returns the message ID that key names for account id, if
+	// a claim recorded it less than SendKeyTTL ago. It only reads (not
+	// fenced): a send about to be refused (not connected, rate limited)
+	// asks it, so that a repeated request still answers as a duplicate.
+	SentWith(ctx context.Context, id, key string) (string, bool, error)
 }
 
 // Bounds of SendLog entries.

@@ -137,7 +137,9 @@
 //
 // *SendText (POST /api/accounts/{id}/messages) is refused at once for bad
 // input, an account not connected, or the account's send rate
-// (Deps.SendRate, a token bucket: ErrRateLimited with the wait). A send
+// (Deps.SendRate, a token bucket: ErrRateLimited with the wait), unless
+// its idempotency key already names a message (SendLog.SentWith, a store
+// job): that answers as a duplicate, connected or not. A send
 // with an idempotency key records it first (Deps.SendLog, a store job):
 // a key already recorded answers with the first message's ID and sends
 // nothing. The send is then queued; sends run one at a time. Each runs in

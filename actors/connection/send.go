@@ -181,13 +181,13 @@ func (c *conn) onSendText(ctx actor.Context, m *SendText) {
 		return
 	}
 	if c.phase != phaseActive || c.cur.link == nil {
-		refuse(ErrNotConnected, 0)
+		c.refuseUnlessSent(ctx, m, ErrNotConnected, 0)
 		return
 	}
 	r := c.limiter.ReserveN(c.deps.Now(), 1)
 	if d := r.DelayFrom(c.deps.Now()); d > 0 {
 		r.CancelAt(c.deps.Now())
-		refuse(ErrRateLimited, d)
+		c.refuseUnlessSent(ctx, m, ErrRateLimited, d)
 		return
 	}
 	out := &outgoing{id: newMessageID(), to: m.To, text: m.Text}
@@ -203,6 +203,29 @@ func (c *conn) onSendText(ctx actor.Context, m *SendText) {
 		defer cancel()
 		existing, fresh, err := sl.ClaimSend(sctx, id, key, out.id)
 		root.Send(self, &sendClaimed{req: req, out: out, existing: existing, duplicate: !fresh, err: err})
+	})
+}
+
+// refuseUnlessSent refuses a send that cannot go now (not connected, rate
+// limited), unless its key already names a message: then the answer is
+// that message, a duplicate, as it would be once the send could go (a
+// request repeated during a reconnection or a failover). The key is read,
+// not claimed, in the account's store queue.
+func (c *conn) refuseUnlessSent(ctx actor.Context, m *SendText, err error, after time.Duration) {
+	req, root := ctx.Sender(), ctx.ActorSystem().Root
+	if m.Key == "" || req == nil {
+		ctx.Respond(&SendResult{Err: err, RetryAfter: after})
+		return
+	}
+	sl, id, key, timeout, actx := c.deps.SendLog, c.deps.AccountID, m.Key, c.deps.StoreTimeout, c.ctx
+	c.store.run(func() {
+		sctx, cancel := context.WithTimeout(actx, timeout)
+		defer cancel()
+		if msgID, ok, lerr := sl.SentWith(sctx, id, key); lerr == nil && ok {
+			root.Send(req, &SendResult{ID: msgID, Duplicate: true})
+			return
+		}
+		root.Send(req, &SendResult{Err: err, RetryAfter: after})
 	})
 }
 

@@ -158,14 +158,20 @@ func TestSendRefusals(t *testing.T) {
 		}
 	}
 	// The burst goes out; the next send waits for the rate.
-	for i := range 2 {
-		if r := send(&SendText{To: contact.JID(), Text: "burst"}); r.Err != nil {
-			t.Fatalf("send %d of the burst: %v", i, r.Err)
-		}
+	keyed := send(&SendText{To: contact.JID(), Text: "burst", Key: "k-burst"})
+	if keyed.Err != nil {
+		t.Fatalf("send 0 of the burst: %v", keyed.Err)
+	}
+	if r := send(&SendText{To: contact.JID(), Text: "burst"}); r.Err != nil {
+		t.Fatalf("send 1 of the burst: %v", r.Err)
 	}
 	r := send(&SendText{To: contact.JID(), Text: "one too many", Key: "k"})
 	if !errors.Is(r.Err, ErrRateLimited) || r.RetryAfter <= 0 || r.RetryAfter > time.Minute {
 		t.Fatalf("beyond the burst: %+v", r)
+	}
+	// A repeat of a sent key is a duplicate, rate limit or not.
+	if r := send(&SendText{To: contact.JID(), Text: "burst", Key: "k-burst"}); r.Err != nil || !r.Duplicate || r.ID != keyed.ID {
+		t.Fatalf("a sent key repeated beyond the rate: %+v, want a duplicate of %s", r, keyed.ID)
 	}
 	// Only the burst reached the server.
 	waitReceived(t, contact.Devices()[0], 2)
@@ -178,7 +184,12 @@ func TestSendRefusals(t *testing.T) {
 	d.SendRate = SendRate{}
 	d.Dialer = func(ctx context.Context, _ DialRequest) (Session, error) { <-ctx.Done(); return nil, ctx.Err() }
 	pid = h.spawn(emulatorDeps(d, srv))
-	if r := send(&SendText{To: contact.JID(), Text: "offline"}); !errors.Is(r.Err, ErrNotConnected) {
+	if r := send(&SendText{To: contact.JID(), Text: "offline", Key: "k-offline"}); !errors.Is(r.Err, ErrNotConnected) {
 		t.Errorf("offline: %+v, want ErrNotConnected", r)
+	}
+	// A repeat of a sent key is a duplicate, connected or not (a request
+	// repeated during a reconnection or after a failover).
+	if r := send(&SendText{To: contact.JID(), Text: "burst", Key: "k-burst"}); r.Err != nil || !r.Duplicate || r.ID != keyed.ID {
+		t.Errorf("a sent key repeated offline: %+v, want a duplicate of %s", r, keyed.ID)
 	}
 }

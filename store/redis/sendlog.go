@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -98,6 +99,28 @@ else
 end
 return {'ok'}
 `)
+
+// SentWith implements store.SendLog: one HGET.
+func (s *Store) SentWith(ctx context.Context, id, key string) (string, bool, error) {
+	const op = "read send key"
+	v, err := s.signalGet(ctx, op, id, store.SendKeyKey(key))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("redis: %s of %q: %w", op, id, err)
+	}
+	msgID, ok := store.LiveSendEntry(v, s.now())
+	return msgID, ok, nil
+}
+
+// SentWith of the fenced view reads without the lease.
+func (v *view) SentWith(ctx context.Context, id, key string) (string, bool, error) {
+	if err := v.check("read send key"); err != nil {
+		return "", false, err
+	}
+	return v.s.SentWith(ctx, id, key)
+}
 
 // ClaimSend of the fenced view needs the account's lease.
 func (v *view) ClaimSend(ctx context.Context, id, key, msgID string) (string, bool, error) {

@@ -368,8 +368,8 @@ func testSignalArchive(t *testing.T, s Store) {
 }
 
 // testSendLogClaim: a key is claimed once (store.SendLog); a second claim
-// names the first message; keys are per account, bounded, need the
-// device and go with Delete.
+// names the first message, and so does SentWith; keys are per account,
+// bounded, need the device and go with Delete.
 func testSendLogClaim(t *testing.T, s Store) {
 	ctx := t.Context()
 	claim := func(id, key, msgID, want string, wantFresh bool) {
@@ -387,7 +387,17 @@ func testSendLogClaim(t *testing.T, s Store) {
 	}
 	rec := SignalRecord(t, 50)
 	mustApply(t, s, "acct", store.SignalChanges{Sessions: []store.SessionChange{{Addr: PeerPN, Record: rec}}})
+	sent := func(id, key, want string) {
+		t.Helper()
+		got, ok, err := s.SentWith(ctx, id, key)
+		if err != nil || got != want || ok != (want != "") {
+			t.Fatalf("SentWith(%q, %q) = %q, %t, %v; want %q", id, key, got, ok, err, want)
+		}
+	}
+	sent("acct", "order-1", "")
 	claim("acct", "order-1", "ID1", "ID1", true)
+	sent("acct", "order-1", "ID1")
+	sent("other", "order-1", "")
 	claim("acct", "order-1", "ID2", "ID1", false)
 	claim("acct", "order-2", "ID3", "ID3", true)
 	claim("other", "order-1", "ID4", "ID4", true)
@@ -430,12 +440,18 @@ func testSendLogRetention(t *testing.T, f SignalFixture, clock *testkit.Clock) {
 		claim(fmt.Sprintf("mid-%d", i), fmt.Sprintf("MID%d", i), fmt.Sprintf("MID%d", i), true)
 	}
 	claim("old-0", "AGAIN", "OLD0", false)
+	if got, ok, err := s.SentWith(ctx, "acct", "old-0"); err != nil || !ok || got != "OLD0" {
+		t.Fatalf("SentWith of a live key = %q, %t, %v", got, ok, err)
+	}
 	if got := f.SendKeys(t, "acct"); got != 3*n {
 		t.Fatalf("%d keys inside the retention, want %d: a live key was pruned", got, 3*n)
 	}
 	// Past the retention of the old keys (not of the mid ones), a claim
 	// of an old key is fresh, and further claims prune every other one.
 	clock.Advance(time.Duration(n+1) * time.Second)
+	if got, ok, err := s.SentWith(ctx, "acct", "old-1"); err != nil || ok {
+		t.Fatalf("SentWith of an expired key = %q, %t, %v; want none", got, ok, err)
+	}
 	claim("old-1", "NEW1", "NEW1", true)
 	for i := range 2 * n {
 		claim(fmt.Sprintf("new-%d", i), fmt.Sprintf("NEW%d", i+n), fmt.Sprintf("NEW%d", i+n), true)
