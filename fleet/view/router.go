@@ -122,7 +122,9 @@ var (
 )
 
 // message is a request or a reply in an inbox. It carries no secret: a
-// QR code or a link code travels sealed for the requester's one-time key.
+// QR code or a link code travels sealed for the requester's one-time key
+// (a send's text is a message's content, not a secret of the account:
+// see Text).
 type message struct {
 	Reply   bool   `json:"reply,omitempty"`
 	ID      string `json:"id"`
@@ -152,7 +154,7 @@ type message struct {
 	Text    []byte `json:"text,omitempty"`
 	SendKey string `json:"send_key,omitempty"`
 	// MessageID and Duplicate are a send's reply (api.Sent);
-	// RetryAfterMs comes with resultRateLimited.
+	// RetryAfterMs comes with resultLimited.
 	MessageID    string `json:"message_id,omitempty"`
 	Duplicate    bool   `json:"duplicate,omitempty"`
 	RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
