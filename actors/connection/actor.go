@@ -79,11 +79,11 @@ type conn struct {
 
 	reply *pendingReply // the pairing reply, until written (it may outlive its attempt)
 
-	retries     map[string]int // retry receipts sent, by message id (receive.go)
-	failLog     failLog        // the log of messages that did not decrypt (faillog.go)
-	recv        *receiver      // what decrypt jobs share, for dev (receive.go)
-	recentGroup recentSends    // group messages sent, for members' retry receipts (send.go)
-	limiter     *rate.Limiter  // the account's send rate (Deps.SendRate)
+	retries    map[string]int // retry receipts sent, by message id (receive.go)
+	failLog    failLog        // the log of messages that did not decrypt (faillog.go)
+	recv       *receiver      // what decrypt jobs share, for dev (receive.go)
+	recentSent recentSends    // messages sent, for devices' retry receipts (retry.go)
+	limiter    *rate.Limiter  // the account's send rate (Deps.SendRate)
 }
 
 // goal is what the operator (or the account's history) asks for, kept

@@ -185,14 +185,23 @@ func (r *sendRun) encrypt(ctx context.Context, devices []jid.JID, bundles map[ji
 	if !reached {
 		return nil, fmt.Errorf("none of the recipient's %d devices could be reached", len(devices))
 	}
+	if err := r.apply(ctx, changes); err != nil {
+		return nil, fmt.Errorf("store sessions: %w", err)
+	}
+	return parts, nil
+}
+
+// apply writes changes (ApplySignal) and logs the identity keys that
+// changed.
+func (r *sendRun) apply(ctx context.Context, changes store.SignalChanges) error {
 	applied, err := r.st.ApplySignal(ctx, r.account, changes)
 	if err != nil {
-		return nil, fmt.Errorf("store sessions: %w", err)
+		return err
 	}
 	for _, addr := range applied.ChangedIdentities {
 		r.log.Warn("a contact's identity key changed", slog.String("peer", addr))
 	}
-	return parts, nil
+	return nil
 }
 
 // sealFor pads and encrypts plaintext for device d with its session, a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"google.golang.org/protobuf/proto"
 
@@ -29,15 +28,7 @@ import (
 // A member device that cannot decrypt the skmsg (it lost the key, or was
 // added without our knowing) sends a retry receipt from the group; we
 // answer it with the message encrypted 1:1 for that device alone, our
-// sender key's distribution inside (groupRetry).
-
-// groupRetry is a retry receipt from a group member's device, to answer.
-type groupRetry struct {
-	device jid.JID        // the member device that could not decrypt
-	count  int            // the receipt's retry count, echoed on the <enc>
-	t      int64          // the original message's timestamp, from the receipt
-	bundle *signal.Bundle // the device's keys the receipt carried, if any
-}
+// sender key's distribution inside (retry.go, sealGroupRetry).
 
 // errNoGroupDevices: no device besides ours is in the group.
 var errNoGroupDevices = errors.New("the group has no other device")
@@ -183,65 +174,32 @@ func hasLeft(holders map[string]bool, devices []jid.JID) bool {
 	return false
 }
 
-// prepareRetry answers a member device's retry receipt (groupRetry): the
-// text and our sender key's distribution, encrypted 1:1 for that device.
-// The session is a new one, as whatsmeow's shouldRecreateSession decides,
-// when we have none, or from the device's keys in the receipt, or from a
-// fetched bundle from the second retry on (the device may have lost ours;
-// whatsmeow also waits an hour between such renewals, which the bound of
-// maxRetryReceipts per message stands in for here). The device then
-// holds the key.
-func (r *sendRun) prepareRetry() (node.Node, error) {
-	retry := r.out.retry
-	dev := retry.device
-	var bundles map[jid.JID]e2e.BundleResult
-	var err error
-	fresh := retry.bundle != nil || retry.count >= 2
-	switch {
-	case retry.bundle != nil:
-		bundles = map[jid.JID]e2e.BundleResult{dev: {Bundle: retry.bundle}}
-	case fresh:
-		ans, err := r.iq(e2e.KeyQuery("", []jid.JID{dev}))
-		if err != nil {
-			return node.Node{}, fmt.Errorf("prekey bundle: %w", err)
-		}
-		if bundles, err = e2e.ParseBundles(ans); err != nil {
-			return node.Node{}, fmt.Errorf("prekey bundle: %w", err)
-		}
-	default:
-		if bundles, err = r.bundlesFor([]jid.JID{dev}); err != nil {
-			return node.Node{}, err
-		}
-	}
-	var part e2e.Part
-	err = r.inStore(func(ctx context.Context) error {
-		k, err := r.ownSenderKey(ctx)
-		if err != nil {
-			return err
-		}
-		if k.key == nil {
-			return fmt.Errorf("%w: none of ours in %s", signal.ErrNoSenderKey, r.out.to)
-		}
-		plain, err := r.distributionMessage(k.key, proto.String(r.out.text))
-		if err != nil {
-			return err
-		}
-		var changes store.SignalChanges
-		p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("no session with %s and no prekey bundle", dev)
-		}
-		part = p
-		k.holders[peerAddress(dev)] = true
-		return r.applyWithKey(ctx, k, changes)
-	})
+// sealGroupRetry encrypts the answer to a member device's retry receipt
+// (prepareRetry): the text and our sender key's distribution, 1:1 for
+// that device; the device then holds the key, which is stored with the
+// session in one write.
+func (r *sendRun) sealGroupRetry(ctx context.Context, dev jid.JID, bundles map[jid.JID]e2e.BundleResult, fresh bool) (e2e.Part, error) {
+	k, err := r.ownSenderKey(ctx)
 	if err != nil {
-		return node.Node{}, err
+		return e2e.Part{}, err
 	}
-	return e2e.GroupRetryMessage(r.out.id, r.out.to, part, r.out.retry.count, r.out.retry.t, r.identity), nil
+	if k.key == nil {
+		return e2e.Part{}, fmt.Errorf("%w: none of ours in %s", signal.ErrNoSenderKey, r.out.to)
+	}
+	plain, err := r.distributionMessage(k.key, proto.String(r.out.text))
+	if err != nil {
+		return e2e.Part{}, err
+	}
+	var changes store.SignalChanges
+	p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
+	if err != nil {
+		return e2e.Part{}, err
+	}
+	if !ok {
+		return e2e.Part{}, fmt.Errorf("no session with %s and no prekey bundle", dev)
+	}
+	k.holders[peerAddress(dev)] = true
+	return p, r.applyWithKey(ctx, k, changes)
 }
 
 // distributionMessage is the serialized Message carrying key's
@@ -288,12 +246,8 @@ func (r *sendRun) applyWithKey(ctx context.Context, k *ownSenderKey, changes sto
 		return err
 	}
 	changes.SenderKeys = append(changes.SenderKeys, store.SenderKeyChange{Group: r.out.to.String(), Sender: peerAddress(r.own), Record: rec})
-	applied, err := r.st.ApplySignal(ctx, r.account, changes)
-	if err != nil {
+	if err := r.apply(ctx, changes); err != nil {
 		return fmt.Errorf("store sessions and sender key: %w", err)
-	}
-	for _, addr := range applied.ChangedIdentities {
-		r.log.Warn("a contact's identity key changed", slog.String("peer", addr))
 	}
 	return nil
 }

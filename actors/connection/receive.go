@@ -177,15 +177,15 @@ func (c *conn) noteRetry(id string, count int) {
 const maxRetriesKept = 1024
 
 // onReceipt publishes a receipt the server pushed for messages we sent;
-// a group member's retry receipt is answered (onGroupRetry).
+// a device's retry receipt is answered (onRetryReceipt).
 func (c *conn) onReceipt(ctx actor.Context, n node.Node) {
 	ids, chat, sender, typ, at := receiptEvent(n)
-	if typ == "retry" && chat.Server == jid.GroupServer {
-		c.onGroupRetry(ctx, n)
+	if typ == "retry" {
+		c.onRetryReceipt(ctx, n)
 		return
 	}
-	if len(ids) == 0 || typ == "retry" {
-		return // a 1:1 retry receipt is not answered yet
+	if len(ids) == 0 {
+		return
 	}
 	c.report(events.KindReceipt, nil, func(e *events.Event) {
 		e.Receipt = &events.Receipt{IDs: ids, Chat: chat.String(), Sender: jidUser(sender), SenderDevice: sender.Device, Type: typ, Timestamp: at}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/wafleet/wafleet/events"
 	"github.com/wafleet/wafleet/store"
-	"github.com/wafleet/wafleet/wire/e2e"
 	"github.com/wafleet/wafleet/wire/jid"
 	"github.com/wafleet/wafleet/wire/node"
 )
@@ -90,13 +89,13 @@ var (
 	ErrNoSignalStore = errors.New("connection: no Signal store configured")
 )
 
-// outgoing is one queued send: a message, or the answer to a group
-// member's retry receipt for one (retry set).
+// outgoing is one queued send: a message, or the answer to a device's
+// retry receipt for one (retry set; retry.go).
 type outgoing struct {
 	id    string
 	to    jid.JID
 	text  string
-	retry *groupRetry
+	retry *retryReceipt
 }
 
 // Internal messages of the send path (generation-bound, see msgGen).
@@ -309,9 +308,7 @@ func (c *conn) onSendReady(ctx actor.Context, m *sendReady) {
 	if m.out.retry != nil {
 		return // the message was reported when first acknowledged
 	}
-	if m.out.to.Server == jid.GroupServer {
-		c.rememberGroupSend(m.out)
-	}
+	c.recentSent.remember(m.out)
 	if c.cur.sentAwaitingAck == nil {
 		c.cur.sentAwaitingAck = make(map[string]*outgoing)
 	}
@@ -373,83 +370,4 @@ func (c *conn) failSends(a *attempt) {
 	for _, out := range a.sentAwaitingAck {
 		c.sendFailed(out, lost)
 	}
-}
-
-// Bounds of the group messages an account remembers to answer retry
-// receipts (whatsmeow keeps its last 256 sends): at most
-// maxRecentGroupSends, and texts of maxRecentGroupBytes together, the
-// oldest forgotten first; a retry receipt for a forgotten one is logged
-// and not answered. Each device's receipts for one message are answered
-// at most maxRetryReceipts times (whatsmeow drops them from its tenth),
-// whatever counts they claim.
-const (
-	maxRecentGroupSends = 64
-	maxRecentGroupBytes = 64 << 10
-)
-
-// recentSends are the account's last group messages, by id, oldest first
-// in order: what a member device's retry receipt asks to send again.
-type recentSends struct {
-	byID  map[string]*recentSend
-	order []string
-	bytes int // of the texts kept
-}
-
-// recentSend is a group message kept for retry receipts, with how many
-// of each device's it answered.
-type recentSend struct {
-	out      *outgoing
-	answered map[jid.JID]int
-}
-
-// rememberGroupSend keeps out for retry receipts.
-func (c *conn) rememberGroupSend(out *outgoing) {
-	r := &c.recentGroup
-	if r.byID == nil {
-		r.byID = make(map[string]*recentSend)
-	}
-	for len(r.order) > 0 && (len(r.order) == maxRecentGroupSends || r.bytes+len(out.text) > maxRecentGroupBytes) {
-		r.bytes -= len(r.byID[r.order[0]].out.text)
-		delete(r.byID, r.order[0])
-		r.order = append(r.order[:0], r.order[1:]...)
-	}
-	r.byID[out.id] = &recentSend{out: out}
-	r.order = append(r.order, out.id)
-	r.bytes += len(out.text)
-}
-
-// onGroupRetry answers a retry receipt from a group member's device for
-// a message we sent to the group (whatsmeow retry.go
-// handleRetryReceipt):
-//
-//	<receipt id from=GROUP participant=DEVICE type=retry><retry count id t v/><registration/>[<keys/>]</receipt>
-//
-// by queueing the message again for that device alone (groupRetry), up to
-// maxRetryReceipts times per device.
-func (c *conn) onGroupRetry(ctx actor.Context, n node.Node) {
-	from, _ := n.AttrJID("from")
-	dev, okDev := n.AttrJID("participant")
-	retry, okRetry := n.Child("retry")
-	id, _ := n.Attr("id")
-	sent := c.recentGroup.byID[id]
-	if sent == nil || !okDev || !okRetry || from.ToNonAD() != sent.out.to || dev.Server != jid.DefaultUserServer {
-		c.log.Info("retry receipt for no group message we remember", slog.String("id", id))
-		return
-	}
-	out := sent.out
-	count, _ := retry.AttrInt("count")
-	if count < 1 || count > maxRetryReceipts || sent.answered[dev] == maxRetryReceipts {
-		c.log.Warn("retry receipt not answered: count out of range or too many", slog.String("id", id), slog.Int64("count", count))
-		return
-	}
-	if sent.answered == nil {
-		sent.answered = make(map[jid.JID]int)
-	}
-	sent.answered[dev]++
-	t, _ := retry.AttrInt("t")
-	bundle, err := e2e.ParseRetryKeys(n)
-	if err != nil {
-		c.log.Warn("retry receipt with unreadable keys", slog.String("id", id), slog.String("error", err.Error()))
-	}
-	c.queueSend(ctx, &outgoing{id: out.id, to: out.to, text: out.text, retry: &groupRetry{device: dev, count: int(count), t: t, bundle: bundle}})
 }

@@ -81,20 +81,34 @@ func GroupMessage(id string, group jid.JID, parts []Part, skmsg []byte, devices 
 		node.StrAttr("phash", ParticipantHash(devices))).WithChildren(content...)
 }
 
-// GroupRetryMessage answers a group member device's retry receipt: the
-// message again, encrypted 1:1 for that device alone with our sender key's
-// distribution inside, the original id and t, and the receipt's count on
+// RetryMessage answers a device's retry receipt: the message again,
+// encrypted 1:1 for that device alone (for a group, with our sender key's
+// distribution inside), the original id and t, and the receipt's count on
 // the <enc> (whatsmeow retry.go handleRetryReceipt):
 //
 //	<message id to=GROUP participant=DEVICE type=text t><enc v=2 type=pkmsg|msg count=N/>[<device-identity/>]</message>
-func GroupRetryMessage(id string, group jid.JID, p Part, count int, t int64, deviceIdentity []byte) node.Node {
+//	<message id to=DEVICE [recipient=CHAT] type=text t device_fanout=false><enc …/>[<device-identity/>]</message>
+//
+// the second for a 1:1 chat, with recipient when the device is one of our
+// own (its receipt named the chat so). The 1:1 form is the reference Go
+// client's (to the receipt's from, its recipient copied, device_fanout
+// false); the real server's handling of device_fanout is not documented.
+func RetryMessage(id string, chat jid.JID, p Part, count int, t int64, deviceIdentity []byte) node.Node {
 	content := []node.Node{node.New("enc", node.StrAttr("v", "2"), node.StrAttr("type", p.Ciphertext.Type.String()),
 		node.IntAttr("count", int64(count))).WithBytes(p.Ciphertext.Body)}
 	if p.Ciphertext.Type == signal.TypePreKey {
 		content = append(content, node.New("device-identity").WithBytes(deviceIdentity))
 	}
-	return node.New("message", node.StrAttr("id", id), node.JIDAttr("to", group.ToNonAD()),
-		node.JIDAttr("participant", p.Device), node.StrAttr("type", "text"), node.IntAttr("t", t)).WithChildren(content...)
+	if chat.Server == jid.GroupServer {
+		return node.New("message", node.StrAttr("id", id), node.JIDAttr("to", chat.ToNonAD()),
+			node.JIDAttr("participant", p.Device), node.StrAttr("type", "text"), node.IntAttr("t", t)).WithChildren(content...)
+	}
+	attrs := []node.Attr{node.StrAttr("id", id), node.JIDAttr("to", p.Device)}
+	if p.Device.User != chat.User {
+		attrs = append(attrs, node.JIDAttr("recipient", chat.ToNonAD()))
+	}
+	attrs = append(attrs, node.StrAttr("type", "text"), node.IntAttr("t", t), node.StrAttr("device_fanout", "false"))
+	return node.New("message", attrs...).WithChildren(content...)
 }
 
 func toNodes(parts []Part) []node.Node {

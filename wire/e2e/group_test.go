@@ -111,11 +111,11 @@ func TestGroupMessage(t *testing.T) {
 	}
 }
 
-func TestGroupRetryMessage(t *testing.T) {
+func TestRetryMessage(t *testing.T) {
 	g := jid.New("120363000000000001", jid.GroupServer)
 	d := jid.JID{User: "15551000001", Device: 1, Server: jid.DefaultUserServer}
 	for _, typ := range []signal.MessageType{signal.TypeMsg, signal.TypePreKey} {
-		m := GroupRetryMessage("ID", g, Part{Device: d, Ciphertext: signal.Ciphertext{Type: typ, Body: []byte("c")}}, 2, 1700000000, []byte("identity"))
+		m := RetryMessage("ID", g, Part{Device: d, Ciphertext: signal.Ciphertext{Type: typ, Body: []byte("c")}}, 2, 1700000000, []byte("identity"))
 		to, _ := m.AttrJID("to")
 		p, _ := m.AttrJID("participant")
 		t0, _ := m.AttrInt("t")
@@ -125,6 +125,22 @@ func TestGroupRetryMessage(t *testing.T) {
 		_, hasIdentity := m.Child("device-identity")
 		if to != g || p != d || t0 != 1700000000 || count != 2 || encType != typ.String() || hasIdentity != (typ == signal.TypePreKey) {
 			t.Errorf("%s: %v", typ, m)
+		}
+	}
+	// 1:1: to the device, recipient only for one of our own devices
+	contact := jid.New("15551000002", jid.DefaultUserServer)
+	own := jid.JID{User: "15551000003", Device: 0, Server: jid.DefaultUserServer}
+	for _, dev := range []jid.JID{{User: contact.User, Device: 2, Server: jid.DefaultUserServer}, own} {
+		m := RetryMessage("ID", contact, Part{Device: dev, Ciphertext: signal.Ciphertext{Type: signal.TypeMsg, Body: []byte("c")}}, 1, 1700000000, nil)
+		to, _ := m.AttrJID("to")
+		rcpt, hasRecipient := m.AttrJID("recipient")
+		_, hasParticipant := m.Attr("participant")
+		fanout, _ := m.Attr("device_fanout")
+		enc, _ := m.Child("enc")
+		count, _ := enc.AttrInt("count")
+		if to != dev || hasParticipant || fanout != "false" || count != 1 || hasRecipient != (dev.User != contact.User) ||
+			(hasRecipient && rcpt != contact) {
+			t.Errorf("1:1 to %s: %v", dev, m)
 		}
 	}
 }
