@@ -483,6 +483,9 @@ func (sess *session) handleAck(n node.Node) {
 		return
 	}
 	participant, _ := n.AttrJID("participant")
+	if class == "receipt" && participant.IsEmpty() {
+		participant, _ = n.AttrJID("to") // a 1:1 receipt's key names its device (pendingStanza.key)
+	}
 	p := dev.st.lookup(id, participant)
 	if p == nil && sess.d1 == nil {
 		// Outside day-one mode the server asks for no acks but those of the

@@ -43,8 +43,14 @@
 //     [phash]/> and a delivery receipt from the chat's first device that
 //     decrypted its part. A pkmsg without a valid <device-identity> is
 //     refused whole (ack error 479); a device list that misses devices
-//     gets the server's phash in the ack; parts an emulated device cannot
-//     decrypt are counted (companion_decrypt_failures).
+//     gets the server's phash in the ack; a part an emulated device cannot
+//     decrypt is counted (companion_decrypt_failures) and draws the
+//     device's retry receipt <receipt from=DEVICE [recipient=CHAT, for the
+//     sender's own phone] type=retry> (companion_retry_receipts), sent
+//     and answered as for groups below: the answer, <message to=DEVICE
+//     [recipient=CHAT] device_fanout=false><enc count=N/>, is decrypted
+//     (companion_retry_answers) and gets the device's delivery receipt
+//     (none from the sender's own phone).
 //   - Groups (groups.go): Server.AddGroup makes a group of phone-number
 //     users, AddGroupMember and RemoveGroupMember change it; the w:g2 group info query is
 //     answered with its participants (404 for an unknown group, 403 for a

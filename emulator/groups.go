@@ -196,11 +196,11 @@ func (s *Server) memberDevices(members []jid.JID, sender jid.JID) []jid.JID {
 // violation); one from a device whose user is not a member is refused the
 // same way without a violation (its client may not know yet). Which
 // error the real server gives a non-member is not known here. A <message participant=DEVICE> is an
-// answer to a member's retry receipt (routeGroupRetry).
+// answer to a member's retry receipt (routeRetryAnswer).
 func (sess *session) routeGroupMessage(n node.Node, id string, to jid.JID) error {
 	s := sess.s
-	if _, ok := n.AttrJID("participant"); ok {
-		return sess.routeGroupRetry(n, id, to)
+	if dev, ok := n.AttrJID("participant"); ok {
+		return sess.routeRetryAnswer(n, id, to, dev)
 	}
 	sender := sess.dev.jid
 	members := s.GroupMembers(to)
@@ -327,18 +327,21 @@ func (s *Server) groupReceipt(to *device, member jid.JID, id string, group jid.J
 	})
 }
 
-// sendRetryReceipt queues the retry receipt an emulated member device
-// sends the sender of a group message it could not decrypt (as our
-// receive path sends one: whatsmeow retry.go sendRetryReceipt):
+// sendRetryReceipt queues the retry receipt an emulated device sends the
+// sender of a message it could not decrypt (as our receive path sends
+// one: whatsmeow retry.go sendRetryReceipt), for a group message or a
+// 1:1 one (recipient naming the chat when the device is the sender's
+// own, as the sending account's phone is):
 //
 //	<receipt from=GROUP participant=DEVICE id t type=retry><retry count id t v=1/><registration/>
 //	  [<keys><type/><identity/><key/><skey/><device-identity/></keys>]</receipt>
+//	<receipt from=DEVICE [recipient=CHAT] id t type=retry>…</receipt>
 //
 // count is 1 and up per message and device; from the second on it
 // carries the device's keys with a one-time prekey (taken from those the
 // server hands out), for a new session. A device gives up after
 // maxResends.
-func (s *Server) sendRetryReceipt(to *device, sd *SignalDevice, id string, group jid.JID) {
+func (s *Server) sendRetryReceipt(to *device, sd *SignalDevice, id string, chat jid.JID) {
 	count := sd.nextRetry(id)
 	if count > maxResends {
 		return
@@ -362,9 +365,16 @@ func (s *Server) sendRetryReceipt(to *device, sd *SignalDevice, id string, group
 	now := time.Now().Unix()
 	// counted first: the sender may answer before enqueue returns
 	s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryReceipts }, 1)
+	attrs := []node.Attr{node.JIDAttr("from", chat), node.JIDAttr("participant", sd.jid)}
+	switch {
+	case chat.Server != jid.GroupServer && sd.jid.User == chat.User:
+		attrs = []node.Attr{node.JIDAttr("from", sd.jid)}
+	case chat.Server != jid.GroupServer:
+		attrs = []node.Attr{node.JIDAttr("from", sd.jid), node.JIDAttr("recipient", chat)}
+	}
+	attrs = append(attrs, node.StrAttr("id", id), node.IntAttr("t", now), node.StrAttr("type", "retry"))
 	s.enqueue(to, func(uint64, uint32) node.Node {
-		return node.New("receipt", node.JIDAttr("from", group), node.JIDAttr("participant", sd.jid), node.StrAttr("id", id),
-			node.IntAttr("t", now), node.StrAttr("type", "retry")).WithChildren(append([]node.Node{
+		return node.New("receipt", attrs...).WithChildren(append([]node.Node{
 			node.New("retry", node.IntAttr("count", int64(count)), node.StrAttr("id", id), node.IntAttr("t", now), node.StrAttr("v", "1")),
 			node.New("registration").WithBytes([]byte{byte(reg >> 24), byte(reg >> 16), byte(reg >> 8), byte(reg)})}, keys...)...)
 	})
@@ -395,14 +405,19 @@ func (s *Server) deliverGroupToCompanion(sess *session, dev jid.JID, id string, 
 	})
 }
 
-// routeGroupRetry serves a companion's answer to a member device's retry
-// receipt, <message to=GROUP participant=DEVICE id t><enc v=2
-// type=pkmsg|msg count=N/>[<device-identity/>]</message>: the device
-// decrypts it (the text, and the sender key's distribution inside) and
-// answers with its delivery receipt; the sender gets the ack.
-func (sess *session) routeGroupRetry(n node.Node, id string, to jid.JID) error {
+// routeRetryAnswer serves a companion's answer to an emulated device's
+// retry receipt (wire/e2e RetryMessage), for a group message or a 1:1 one:
+//
+//	<message to=GROUP participant=DEVICE id t><enc v=2 type=pkmsg|msg count=N/>[<device-identity/>]</message>
+//	<message to=DEVICE [recipient=CHAT] id t device_fanout=false><enc …/>[<device-identity/>]</message>
+//
+// The device must be a member's (group) or the chat's or the sender's own
+// (1:1). It decrypts the answer (the text, and a group's sender key
+// distribution inside) and answers with its delivery receipt (none from
+// the sender's own device, as for routed messages), or, when it cannot,
+// with its next retry receipt; the sender gets the ack.
+func (sess *session) routeRetryAnswer(n node.Node, id string, chat, dev jid.JID) error {
 	s := sess.s
-	dev, _ := n.AttrJID("participant")
 	enc, ok := n.Child("enc")
 	body, isBytes := enc.Bytes()
 	typ, _ := enc.Attr("type")
@@ -410,8 +425,10 @@ func (sess *session) routeGroupRetry(n node.Node, id string, to jid.JID) error {
 	switch {
 	case !ok || !isBytes || len(body) == 0 || (typ != "pkmsg" && typ != "msg"):
 		err = errors.New("a retry answer without one <enc type=pkmsg|msg>")
-	case !slices.Contains(s.GroupMembers(to), dev.ToNonAD()):
-		err = fmt.Errorf("%s is not a member of %s", dev, to)
+	case chat.Server == jid.GroupServer && !slices.Contains(s.GroupMembers(chat), dev.ToNonAD()):
+		err = fmt.Errorf("%s is not a member of %s", dev, chat)
+	case chat.Server != jid.GroupServer && dev.User != chat.User && dev.User != sess.dev.jid.User:
+		err = fmt.Errorf("%s is neither a device of %s nor of the sender", dev, chat)
 	}
 	var identity []byte
 	if err == nil {
@@ -421,22 +438,29 @@ func (sess *session) routeGroupRetry(n node.Node, id string, to jid.JID) error {
 		err = sess.checkIdentity([]part{{dev: dev, typ: typ, body: body}}, identity)
 	}
 	if err != nil {
-		return sess.refuseMessage(id, to, err)
+		return sess.refuseMessage(id, chat, err)
 	}
 	s.stats.add(func(st *Stats) *int64 { return &st.CompanionRetryAnswers }, 1)
 	var answer func() // the device's receipt, after the ack
 	if sd, ok := s.SignalDevice(dev); ok {
-		if err := sd.receive(sess.dev.jid, id, to, typ, body); err != nil {
+		switch err := sd.receive(sess.dev.jid, id, chat, typ, body); {
+		case err != nil:
 			sess.log.Info("emulated device could not decrypt a retry answer", "device", dev.String(), "id", id, "err", err)
 			s.stats.add(func(st *Stats) *int64 { return &st.CompanionDecryptFailures }, 1)
-			answer = func() { s.sendRetryReceipt(sess.dev, sd, id, to) }
-		} else {
-			answer = func() { s.groupReceipt(sess.dev, dev, id, to) }
+			answer = func() { s.sendRetryReceipt(sess.dev, sd, id, chat) }
+		case chat.Server == jid.GroupServer:
+			answer = func() { s.groupReceipt(sess.dev, dev, id, chat) }
+		case dev.User == chat.User:
+			answer = func() {
+				s.enqueue(sess.dev, func(uint64, uint32) node.Node {
+					return node.New("receipt", node.JIDAttr("from", dev), node.StrAttr("id", id), node.IntAttr("t", time.Now().Unix()))
+				})
+			}
 		}
 	} else {
-		s.deliverPart(sess, id, to, part{dev: dev, typ: typ, body: body}, identity)
+		s.deliverPart(sess, id, chat, part{dev: dev, typ: typ, body: body}, identity)
 	}
-	if err := sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id), node.JIDAttr("from", to),
+	if err := sess.send(node.New("ack", node.StrAttr("class", "message"), node.StrAttr("id", id), node.JIDAttr("from", chat),
 		node.IntAttr("t", time.Now().Unix()))); err != nil {
 		return err
 	}

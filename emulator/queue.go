@@ -59,7 +59,10 @@ type pendingStanza struct {
 
 // pendingKey is the key of a pending stanza: its id, and its participant
 // when it has one (a group message's receipts from several member devices
-// share the message's id; so do their acks, each with its participant).
+// share the message's id; so do their acks, each with its participant),
+// or for a receipt without one its from (a 1:1 message's delivery receipt
+// and a retry receipt of another of the chat's devices share the id; their
+// acks name the device in to).
 func pendingKey(id string, participant jid.JID) string {
 	if participant.IsEmpty() {
 		return id
@@ -67,7 +70,12 @@ func pendingKey(id string, participant jid.JID) string {
 	return id + " " + participant.String()
 }
 
-func (p *pendingStanza) key() string { return pendingKey(p.id, p.participant) }
+func (p *pendingStanza) key() string {
+	if p.tag == "receipt" && p.participant.IsEmpty() {
+		return pendingKey(p.id, p.from)
+	}
+	return pendingKey(p.id, p.participant)
+}
 
 // lookup returns the pending stanza an ack or receipt with id and
 // participant names: the one with both, else (for a malformed ack to

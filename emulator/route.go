@@ -31,7 +31,10 @@ const errSmaxInvalid = 479
 // <to jid=DEVICE><enc/></to> goes to its device (deliverPart), the sender
 // gets <ack class=message id from=CHAT t/>, then a delivery receipt from
 // the first of the chat's devices that decrypted its part (one: the
-// device queue keys stanzas by id).
+// device queue keys stanzas by id), and a retry receipt from each
+// emulated device that could not decrypt its part (sendRetryReceipt).
+// A <message to=DEVICE> with an <enc> of its own answers such a receipt
+// (routeRetryAnswer).
 //
 // Teeth: a pkmsg part without a valid <device-identity> (the sender's
 // ADVSignedDeviceIdentity, signed by its account's phone) refuses the
@@ -47,6 +50,13 @@ func (sess *session) routeMessage(n node.Node) error {
 	to, okTo := n.AttrJID("to")
 	if id != "" && okTo && to.Server == jid.GroupServer && to.User != "" {
 		return sess.routeGroupMessage(n, id, to)
+	}
+	if _, ok := n.Child("enc"); ok && id != "" && okTo && to.Server == jid.DefaultUserServer && to.User != "" {
+		chat := to.ToNonAD()
+		if rc, ok := n.AttrJID("recipient"); ok {
+			chat = rc.ToNonAD()
+		}
+		return sess.routeRetryAnswer(n, id, chat, to)
 	}
 	if id == "" || !okTo || to.Server != jid.DefaultUserServer || to.Device != 0 || to.User == "" {
 		return sess.violate("message without id or a user to")
@@ -68,12 +78,18 @@ func (sess *session) routeMessage(n node.Node) error {
 			}
 		}
 	}
-	var receiptFrom jid.JID // the first of the chat's devices that decrypted its part
+	var receiptFrom jid.JID    // the first of the chat's devices that decrypted its part
+	var failed []*SignalDevice // emulated devices that could not, for their retry receipts
 	addressed := make([]jid.JID, 0, len(parts))
 	for _, p := range parts {
 		addressed = append(addressed, p.dev)
-		if s.deliverPart(sess, id, to, p, identity) && p.dev.User == to.User && receiptFrom.IsEmpty() {
+		switch decrypted := s.deliverPart(sess, id, to, p, identity); {
+		case decrypted && p.dev.User == to.User && receiptFrom.IsEmpty():
 			receiptFrom = p.dev
+		case !decrypted:
+			if sd, ok := s.SignalDevice(p.dev); ok {
+				failed = append(failed, sd)
+			}
 		}
 	}
 	s.stats.add(func(st *Stats) *int64 { return &st.CompanionMessages }, 1)
@@ -89,6 +105,9 @@ func (sess *session) routeMessage(n node.Node) error {
 		s.enqueue(sess.dev, func(uint64, uint32) node.Node {
 			return node.New("receipt", node.JIDAttr("from", receiptFrom), node.StrAttr("id", id), node.IntAttr("t", time.Now().Unix()))
 		})
+	}
+	for _, sd := range failed {
+		s.sendRetryReceipt(sess.dev, sd, id, to)
 	}
 	return nil
 }

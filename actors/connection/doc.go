@@ -158,6 +158,17 @@
 // ours is logged: device lists are fetched for every send, nothing is
 // cached.
 //
+// A device that could not decrypt one of our last messages (1:1 or group;
+// maxRecentSends and maxRecentBytes of them, in memory) sends a retry
+// receipt (retry.go): from the recipient's device, or from one of our own
+// with recipient naming the chat. It is answered through the send queue
+// at most maxRetryReceipts times per device and message: the message
+// encrypted 1:1 for that device alone (a DeviceSentMessage for our own),
+// with the receipt's count, <message to=DEVICE device_fanout=false>, on
+// a new session when the receipt carries the device's keys or counts 2 or
+// more (from a fetched bundle without keys). A retry's answer is not
+// reported again.
+//
 // # Sending to groups (groupsend.go, groupkey.go)
 //
 // A SendText to a group JID asks the group's participants (the w:g2 group
@@ -173,15 +184,10 @@
 // sessions are written in one ApplySignal before the message goes out.
 // When a holder is no longer among the group's devices (a member left, a
 // device was unlinked), the key is replaced by a new one that every
-// remaining device gets. A member device's retry receipt for one of our
-// last group messages (maxRecentGroupSends and maxRecentGroupBytes, in
-// memory; at most maxRetryReceipts answers per device and message) is
-// answered through the send queue: the text and the distribution,
-// encrypted 1:1 for that device, with the receipt's count, on a new
-// session when the receipt carries the device's keys or counts 2 or more
-// (from a fetched bundle without keys); the device is then a holder.
-// Events, idempotency and the rate limit are those of 1:1 sends; a
-// retry's answer is not reported again.
+// remaining device gets. A member device's retry receipt is answered as a
+// 1:1 one's (above, <message to=GROUP participant=DEVICE>) with the text
+// and the distribution; the device is then a holder. Events, idempotency
+// and the rate limit are those of 1:1 sends.
 //
 // # How a connection ends (PROTOCOL.md 8.9, 9.3, 9.4, 9.8)
 //

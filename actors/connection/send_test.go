@@ -193,3 +193,73 @@ func TestSendRefusals(t *testing.T) {
 		t.Errorf("a sent key repeated offline: %+v, want a duplicate of %s", r, keyed.ID)
 	}
 }
+
+// A contact's device and our phone that lost their sessions with us (as
+// reinstalled devices have) cannot decrypt our next 1:1 message: their
+// retry receipts are answered, the first on the old session (it fails
+// again), the second, which carries the device's keys, on a new session
+// that decrypts: the text for the contact, the device-sent copy for our
+// phone.
+func TestSendRetryReceipt(t *testing.T) {
+	h := newHarness(t)
+	srv := emutest.Start(t, emulator.Options{})
+	pid, linked := pairAccount(t, h, srv, h.deps("acct1"))
+	contact, err := srv.AddContact("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownPhone, ok := srv.SignalDevice(linked.JID.ToNonAD())
+	if !ok {
+		t.Fatal("the account's phone is not an emulated Signal device")
+	}
+	to := contact.JID()
+	from := 0
+	send := func(text string) string {
+		t.Helper()
+		res, err := h.system.Root.RequestFuture(pid, &SendText{To: to, Text: text}, waitTimeout).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res.(*SendResult)
+		e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
+			return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == r.ID
+		})
+		if e.Kind != events.KindMessageSent {
+			t.Fatalf("got %s for %s: %s", e.Kind, r.ID, e.Error)
+		}
+		from = i
+		return r.ID
+	}
+	companion := contact.Devices()[1]
+	send("one")
+	waitReceived(t, companion, 1)
+	waitReceived(t, ownPhone, 1)
+	companion.ForgetSession(linked.JID)
+	ownPhone.ForgetSession(linked.JID)
+	published := companion.PublishedPreKeys()
+
+	id2 := send("two")
+	if got := waitReceived(t, companion, 2)[1]; got.ID != id2 || got.Type != "pkmsg" || got.Chat != to || got.Message.GetConversation() != "two" {
+		t.Errorf("the contact's device, the retry answer: %s %s in %s: %q", got.ID, got.Type, got.Chat, got.Message.GetConversation())
+	}
+	own := waitReceived(t, ownPhone, 2)[1]
+	if dsm := own.Message.GetDeviceSentMessage(); own.ID != id2 || own.Type != "pkmsg" ||
+		dsm.GetDestinationJID() != to.String() || dsm.GetMessage().GetConversation() != "two" {
+		t.Errorf("our phone, the retry answer: %+v", own)
+	}
+	if n := companion.PublishedPreKeys(); n != published-1 {
+		t.Errorf("%d published prekeys, then %d: want only the one the retry receipt carried used (none fetched)", published, n)
+	}
+	// the new sessions go on
+	id3 := send("three")
+	for _, dev := range []*emulator.SignalDevice{companion, ownPhone} {
+		if got := waitReceived(t, dev, 3)[2]; got.ID != id3 {
+			t.Errorf("%s after the retry: %s %s", dev.JID(), got.ID, got.Type)
+		}
+	}
+	st := srv.Stats()
+	if st.CompanionDecryptFailures != 4 || st.CompanionRetryReceipts != 4 || st.CompanionRetryAnswers != 4 || len(st.Violations) != 0 {
+		t.Errorf("emulator stats: %d decrypt failures, %d retry receipts, %d answers, violations %v",
+			st.CompanionDecryptFailures, st.CompanionRetryReceipts, st.CompanionRetryAnswers, st.Violations)
+	}
+}
