@@ -17,8 +17,9 @@ const MaxPlaintextSize = MaxFrameSize - tagSize
 // Transport is the encrypted phase of a connection after the Noise handshake:
 // every frame body is AES-256-GCM with the direction's split key and counter.
 //
-// One goroutine may call Send while another calls Receive; neither is safe
-// for concurrent use with itself. Close may be called from anywhere.
+// One goroutine may call Send while another calls Receive, or while Watch
+// hands frames over; neither is safe for concurrent use with itself.
+// Close may be called from anywhere.
 //
 // Buffer contract: Send seals into a buffer borrowed from a pool for the
 // write (length prefix and ciphertext together), so steady-state sending
