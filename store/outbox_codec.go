@@ -68,18 +68,27 @@ func (e Endpoint) Validate() error {
 // stores write nothing when it fails.
 func ValidateOutboxRecords(recs []OutboxRecord) error {
 	for i, r := range recs {
-		switch {
-		case r.Account == "" || len(r.Account) > MaxOutboxFieldLen:
-			return fmt.Errorf("%w: record %d: account: want 1 to %d bytes", ErrInvalidOutboxRecord, i, MaxOutboxFieldLen)
-		case r.Kind == "" || len(r.Kind) > MaxOutboxFieldLen:
-			return fmt.Errorf("%w: record %d: kind: want 1 to %d bytes", ErrInvalidOutboxRecord, i, MaxOutboxFieldLen)
-		case len(r.Instance) > MaxOutboxFieldLen:
-			return fmt.Errorf("%w: record %d: instance: at most %d bytes", ErrInvalidOutboxRecord, i, MaxOutboxFieldLen)
-		case len(r.Body) > MaxOutboxBodyLen:
-			return fmt.Errorf("%w: record %d: body is %d bytes, at most %d allowed", ErrInvalidOutboxRecord, i, len(r.Body), MaxOutboxBodyLen)
+		if problem := outboxRecordProblem(r); problem != "" {
+			return fmt.Errorf("%w: record %d: %s", ErrInvalidOutboxRecord, i, problem)
 		}
 	}
 	return nil
+}
+
+// outboxRecordProblem says what is wrong with r, or "" when an Append may
+// take it; callers wrap it in their own sentinel error.
+func outboxRecordProblem(r OutboxRecord) string {
+	switch {
+	case r.Account == "" || len(r.Account) > MaxOutboxFieldLen:
+		return fmt.Sprintf("account: want 1 to %d bytes", MaxOutboxFieldLen)
+	case r.Kind == "" || len(r.Kind) > MaxOutboxFieldLen:
+		return fmt.Sprintf("kind: want 1 to %d bytes", MaxOutboxFieldLen)
+	case len(r.Instance) > MaxOutboxFieldLen:
+		return fmt.Sprintf("instance: at most %d bytes", MaxOutboxFieldLen)
+	case len(r.Body) > MaxOutboxBodyLen:
+		return fmt.Sprintf("body is %d bytes, at most %d allowed", len(r.Body), MaxOutboxBodyLen)
+	}
+	return ""
 }
 
 // storedEndpoint is an Endpoint at rest: the secret in the clear (Secret)

@@ -220,8 +220,10 @@ func CheckSignalChanges(c SignalChanges) error {
 	if len(c.Events) > MaxSignalEvents {
 		return fmt.Errorf("%w: %d events, more than %d", ErrInvalidSignal, len(c.Events), MaxSignalEvents)
 	}
-	if err := ValidateOutboxRecords(c.Events); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidSignal, err)
+	for i, e := range c.Events {
+		if problem := outboxRecordProblem(e); problem != "" {
+			return fmt.Errorf("%w: event %d: %s", ErrInvalidSignal, i, problem)
+		}
 	}
 	if c.UsedPreKey > MaxPreKeyID {
 		return fmt.Errorf("%w: prekey ID %d outside 0..%d", ErrInvalidSignal, c.UsedPreKey, MaxPreKeyID)
