@@ -19,7 +19,8 @@ import (
 // TestRouteCompanionMessage sends as a raw client: the device lists, the
 // bundles (each one-time prekey once), and the server's teeth: a pkmsg
 // without device identity refused, a stale device list answered with the
-// server's phash, a part for the wrong identity counted.
+// server's phash, a part for the wrong identity counted and answered
+// with the device's retry receipt, whose answer decrypts.
 func TestRouteCompanionMessage(t *testing.T) {
 	srv := emutest.Start(t, emulator.Options{ReceiptDeadline: -1})
 	d := newTestDevice(t)
@@ -147,6 +148,30 @@ func TestRouteCompanionMessage(t *testing.T) {
 		if status, body := httpJSON(t, "GET", srv.ControlURL()+"/contacts/received"+q, ""); status != code || body["error"] == nil {
 			t.Fatalf("GET /contacts/received%s: %d %v, want %d", q, status, body, code)
 		}
+	}
+
+	// The part that did not decrypt drew the device's retry receipt (the
+	// first: no keys); the answer, to the device alone on a session from
+	// its own bundle, decrypts and is receipted.
+	r := c.expectTag("receipt")
+	retry, ok := r.Child("retry")
+	_, hasKeys := r.Child("keys")
+	_, hasRecipient := r.Attr("recipient")
+	if !ok || attr(r, "type") != "retry" || attrJID(r, "from") != dev1.JID() || attr(r, "id") != "M3" || attr(*retry, "count") != "1" ||
+		attr(*retry, "id") != "M3" || hasKeys || hasRecipient {
+		t.Fatalf("receipt %v, want dev1's first retry receipt", r)
+	}
+	answer := e2e.RetryMessage("M3", contact.JID(), e2e.Part{Device: dev1.JID(), Ciphertext: encrypt(first[dev1.JID()].Bundle, "again")}, 1, 1700000000, d.account)
+	c.send(answer)
+	ack("M3")
+	if r := c.expectTag("receipt"); attrJID(r, "from") != dev1.JID() || attr(r, "id") != "M3" || attr(r, "type") != "" {
+		t.Fatalf("receipt %v, want dev1's delivery receipt", r)
+	}
+	if got := dev1.Received(); len(got) != 1 || got[0].ID != "M3" || got[0].Message.GetConversation() != "again" {
+		t.Fatalf("dev1 received %+v", got)
+	}
+	if st := srv.Stats(); st.CompanionRetryReceipts != 1 || st.CompanionRetryAnswers != 1 || st.CompanionDecryptFailures != 1 || len(st.Violations) != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 

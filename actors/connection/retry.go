@@ -79,7 +79,10 @@ func (r *recentSends) remember(out *outgoing) {
 // onRetryReceipt answers a retry receipt (see above) by queueing the
 // message again for that device alone, up to maxRetryReceipts times per
 // device. A 1:1 message's receipt must come from a device of the
-// recipient or of our own user.
+// recipient or of our own user. That our own device names the chat in
+// recipient is how whatsmeow reads such a receipt (its message source's
+// chat); we have not seen one from the real server, and one without
+// recipient is not answered.
 func (c *conn) onRetryReceipt(ctx actor.Context, n node.Node) {
 	id, _ := n.Attr("id")
 	from, _ := n.AttrJID("from")
