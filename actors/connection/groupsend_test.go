@@ -1,7 +1,6 @@
 package connection
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -249,30 +248,5 @@ func TestSendGroupManyMembers(t *testing.T) {
 		if got := waitReceived(t, dev, 1)[0]; got.ID != id || got.Type != "skmsg" {
 			t.Errorf("%s: %s %s", dev.JID(), got.ID, got.Type)
 		}
-	}
-}
-
-// The group messages kept for retry receipts stay within their count and
-// byte bounds, the oldest going first.
-func TestRememberSendBounds(t *testing.T) {
-	var c conn
-	for i := range maxRecentSends + 10 {
-		c.recentSent.remember(&outgoing{id: fmt.Sprint("m", i), text: "short"})
-	}
-	r := &c.recentSent
-	if len(r.order) != maxRecentSends || len(r.byID) != maxRecentSends || r.byID["m9"] != nil || r.byID["m10"] == nil {
-		t.Fatalf("%d kept (%d by id); m9 kept %v, m10 kept %v", len(r.order), len(r.byID), r.byID["m9"] != nil, r.byID["m10"] != nil)
-	}
-	big := strings.Repeat("x", MaxTextLen)
-	for i := range 8 {
-		c.recentSent.remember(&outgoing{id: fmt.Sprint("big", i), text: big})
-	}
-	total := 0
-	for _, id := range r.order {
-		total += len(r.byID[id].out.text)
-	}
-	if total != r.bytes || r.bytes > maxRecentBytes || r.byID["big7"] == nil || r.byID["big0"] != nil {
-		t.Fatalf("%d bytes kept (counted %d, bound %d); newest kept %v, oldest big kept %v",
-			total, r.bytes, maxRecentBytes, r.byID["big7"] != nil, r.byID["big0"] != nil)
 	}
 }
