@@ -61,13 +61,15 @@ func TestKill9MidConversationLosesNoMessage(t *testing.T) {
 	conv := startConversation(t, emu, stream, account)
 	conv.warmUp(t, api, "talker")
 
-	// The contact keeps sending; the account sends too, one message with
+	// The contact keeps sending; the account sends too: one message that
+	// arrives before the kill (it must not come again after it), one with
 	// an idempotency key just before the kill.
-	sender := conv.keepSending(t, 2*time.Millisecond)
+	sender := conv.keepSending(t)
 	sender.waitSent(t, 10)
 	before := conv.accountSend(t, api, "talker", "before the kill", "")
+	conv.waitReceived(t, before, "before the kill")
 	keyID := conv.accountSend(t, api, "talker", "exactly once", "crash-key")
-	sender.waitSent(t, 20)
+	sender.waitSent(t, sender.count()+10)
 	if err := mgr.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +128,11 @@ func TestFleetFailoverMidConversationKeepsSessions(t *testing.T) {
 	conv := startConversation(t, emu, stream, account)
 	conv.warmUp(t, "http://"+owner.listen, id)
 
-	sender := conv.keepSending(t, 2*time.Millisecond)
+	sender := conv.keepSending(t)
 	sender.waitSent(t, 10)
 	before := conv.accountSend(t, "http://"+owner.listen, id, "before the failover", "")
-	sender.waitSent(t, 20)
+	conv.waitReceived(t, before, "before the failover")
+	sender.waitSent(t, sender.count()+10)
 	if err := owner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -579,9 +582,10 @@ func (c *conversation) checkNoRekey(t *testing.T) {
 	}
 }
 
-// contactSender makes the contact send, its two devices in turn, until
-// stopped: at most sendAhead messages beyond the number the test last
-// waited for, so that a slow restart does not pile up thousands.
+// contactSender makes the contact send as fast as the emulator takes
+// them, its two devices in turn, until stopped: at most sendAhead messages
+// beyond the number the test last waited for, so that a slow restart does
+// not pile up thousands.
 type contactSender struct {
 	stopc chan struct{}
 	done  chan struct{}
@@ -596,7 +600,7 @@ type contactSender struct {
 // test waits for: those are in flight when the test kills an instance.
 const sendAhead = 20
 
-func (c *conversation) keepSending(t *testing.T, every time.Duration) *contactSender {
+func (c *conversation) keepSending(t *testing.T) *contactSender {
 	s := &contactSender{stopc: make(chan struct{}), done: make(chan struct{}), sent: map[string]string{}, limit: sendAhead}
 	go func() {
 		defer close(s.done)
@@ -608,13 +612,13 @@ func (c *conversation) keepSending(t *testing.T, every time.Duration) *contactSe
 				select {
 				case <-s.stopc:
 					return
-				case <-time.After(every):
+				case <-time.After(5 * time.Millisecond):
 				}
 				continue
 			}
 			text := fmt.Sprintf("message %d", i)
-			i++
 			id, err := c.contactSend(i%2, text)
+			i++
 			s.mu.Lock()
 			if err != nil && s.err == nil {
 				s.err = err
@@ -626,7 +630,7 @@ func (c *conversation) keepSending(t *testing.T, every time.Duration) *contactSe
 			select {
 			case <-s.stopc:
 				return
-			case <-time.After(every):
+			default:
 			}
 		}
 	}()
