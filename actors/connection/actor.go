@@ -15,9 +15,11 @@ import (
 	"github.com/wafleet/wafleet/wire/payload"
 )
 
-// New returns the producer of a connection actor for one account. Spawn it
-// with SpawnNamed(props, accountID) so that a second actor for the same
-// account is refused.
+// New returns the producer of a connection actor for one account. Its
+// spawner runs one actor per account at a time, and names each one afresh
+// (package supervisor): the actor's goroutines (socket reader and writer,
+// timers, store jobs) may still send to its PID after it stopped, and must
+// not reach a successor registered under the same name.
 func New(deps Deps) actor.Producer {
 	deps.defaults()
 	d := &deps // read only from here on: every incarnation shares it

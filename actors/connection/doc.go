@@ -3,8 +3,8 @@
 // a pairing child, keeps the socket alive with pings, and reconnects with
 // exponential backoff and full jitter when the connection drops.
 //
-// The supervisor spawns one connection actor per account
-// (SpawnNamed(Props(deps), accountID)); the HTTP API sends it *Pair,
+// The supervisor spawns one connection actor per account at a time, each
+// under a name of its own (see New); the HTTP API sends it *Pair,
 // *Resume, *Logout, *ConfirmWipe and *RestoreArchived, and a config reload
 // *Resume; package config takes its defaults (DefaultBackoff,
 // DefaultKeepalive) from here.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ type harness struct {
 
 	mu      sync.Mutex
 	stopped map[*actor.PID]bool
+	spawned int
 }
 
 func quietLogger() *slog.Logger {
@@ -141,10 +143,16 @@ func (h *harness) deps(id string) Deps {
 	}
 }
 
-// spawn starts a connection actor and stops it (waiting) at cleanup.
+// spawn starts a connection actor and stops it (waiting) at cleanup. Like
+// the supervisor, it names each actor afresh ("ACCOUNT#N"): a stopped
+// actor's goroutines may still send to its PID.
 func (h *harness) spawn(d Deps) *actor.PID {
 	h.t.Helper()
-	pid, err := h.system.Root.SpawnNamed(Props(d), d.AccountID)
+	h.mu.Lock()
+	h.spawned++
+	name := d.AccountID + "#" + strconv.Itoa(h.spawned)
+	h.mu.Unlock()
+	pid, err := h.system.Root.SpawnNamed(Props(d), name)
 	if err != nil {
 		h.t.Fatal(err)
 	}

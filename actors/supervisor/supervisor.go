@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -139,6 +140,10 @@ type Supervisor struct {
 	// (protoactor's repeating scheduler reads its state without
 	// synchronisation, which the race detector reports).
 	health *time.Timer
+	// spawned numbers the actors spawned, for their names; shared by the
+	// supervisor's incarnations (a restarted supervisor must not reuse a
+	// name either).
+	spawned *uint64
 }
 
 // Props returns the supervisor's props, with the delayed-restart strategy
@@ -154,8 +159,9 @@ func Props(deps Deps) *actor.Props {
 		deps.Now = time.Now
 	}
 	strategy := &delayedRestart{delay: deps.RestartDelay, events: deps.Events, logger: deps.Logger, now: deps.Now}
+	spawned := new(uint64)
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Supervisor{deps: deps, owned: map[string]bool{}, children: map[string]*child{}, stopping: map[string]*Account{}}
+		return &Supervisor{deps: deps, owned: map[string]bool{}, children: map[string]*child{}, stopping: map[string]*Account{}, spawned: spawned}
 	}, actor.WithSupervisor(strategy))
 }
 
@@ -249,7 +255,8 @@ func (s *Supervisor) run(ctx actor.Context, accounts []Account) *Applied {
 			continue
 		}
 		// Removed, or changed: stop now; a changed account starts again
-		// once the old actor has terminated (its name must be free).
+		// once the old actor has terminated (one actor per account: two
+		// would take turns on the account's connection).
 		var next *Account
 		if keep {
 			next = &a
@@ -321,8 +328,18 @@ func (s *Supervisor) stopped(ctx actor.Context, id string) {
 	s.waiters = kept
 }
 
+// spawn starts account a's actor under a name no actor had before,
+// "ACCOUNT#N" (see accountOf). A name is not reused because protoactor
+// resolves a PID by its name once its actor has stopped: the goroutines
+// that still hold a stopped actor's PID (a timer, a store job, a socket
+// reader) would send to the account's next actor, which would take their
+// messages for its own, or panic on one that comes between the
+// registration of its name and the start of its mailbox (a nil
+// dispatcher), crashing the process when the sender is not an actor. With
+// a fresh name they reach dead letters.
 func (s *Supervisor) spawn(ctx actor.Context, a Account) bool {
-	pid, err := ctx.SpawnNamed(s.deps.Props(a), a.ID)
+	*s.spawned++
+	pid, err := ctx.SpawnNamed(s.deps.Props(a), a.ID+"#"+strconv.FormatUint(*s.spawned, 10))
 	if err != nil {
 		s.deps.Logger.Error("supervisor: cannot start account", "account", a.ID, "error", err)
 		return false
@@ -369,11 +386,14 @@ func (s *Supervisor) logHealth() {
 	s.deps.Logger.Info("health", attrs...)
 }
 
-// accountOf returns the account id of a child PID ("parent/ACCOUNT").
+// accountOf returns the account id of a child PID ("parent/ACCOUNT#N").
 func accountOf(pid *actor.PID) string {
 	id := pid.GetId()
 	if i := strings.LastIndexByte(id, '/'); i >= 0 {
-		return id[i+1:]
+		id = id[i+1:]
+	}
+	if i := strings.LastIndexByte(id, '#'); i >= 0 {
+		id = id[:i]
 	}
 	return id
 }

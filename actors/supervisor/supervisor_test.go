@@ -34,7 +34,10 @@ type probe struct{}
 
 // shout is broadcast; each account counts the shouts it heard.
 type shout struct{}
-type probeReply struct{ account Account }
+type probeReply struct {
+	account Account
+	self    *actor.PID
+}
 
 type startCounter struct {
 	mu     sync.Mutex
@@ -61,7 +64,7 @@ func (f *fakeAccount) Receive(ctx actor.Context) {
 	case string:
 		panic("injected panic")
 	case *probe:
-		ctx.Respond(&probeReply{account: f.account})
+		ctx.Respond(&probeReply{account: f.account, self: ctx.Self()})
 	case *shout:
 		f.heard.add(f.account.ID)
 	}
@@ -80,7 +83,9 @@ type fixture struct {
 func newFixture(t *testing.T, options ...func(*Deps)) *fixture {
 	t.Helper()
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
+	system := actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }),
+		// A dead letter's throttle outlives the test by this long.
+		actor.WithDeadLetterThrottleInterval(time.Millisecond)))
 	f := &fixture{system: system, rec: testkit.NewRecorder(), board: status.NewBoard(), starts: &startCounter{counts: map[string]int{}}, heard: &startCounter{counts: map[string]int{}}}
 	bus := events.NewBus(f.board, f.rec)
 	deps := Deps{
@@ -141,12 +146,18 @@ func (f *fixture) send(id string, msg any) {
 
 func (f *fixture) probe(t *testing.T, id string) Account {
 	t.Helper()
-	child := actor.NewPID(f.system.Address(), "supervisor/"+id)
-	res, err := f.system.Root.RequestFuture(child, &probe{}, 5*time.Second).Result()
+	return f.probePID(t, id).account
+}
+
+// probePID asks account id's actor, through the supervisor, for its
+// account and PID.
+func (f *fixture) probePID(t *testing.T, id string) *probeReply {
+	t.Helper()
+	res, err := f.forward(t, id, &probe{})
 	if err != nil {
 		t.Fatalf("probe %s: %v", id, err)
 	}
-	return res.(*probeReply).account
+	return res.(*probeReply)
 }
 
 func TestStartsOneActorPerAccount(t *testing.T) {
@@ -189,6 +200,32 @@ func TestChangedAccountRestarts(t *testing.T) {
 	f.rec.WaitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
 	if got := f.probe(t, "a"); got.Proxy != "http://127.0.0.1:3128" {
 		t.Fatalf("restarted with %+v", got)
+	}
+}
+
+// A goroutine of a stopped actor (a timer, a store job) may still send to
+// its PID: that must reach dead letters, never the account's next actor,
+// which could take it for its own or, spawned a moment before, panic on
+// it (protoactor registers a name before its mailbox can take a message).
+func TestStalePIDDoesNotReachTheNextActor(t *testing.T) {
+	f := newFixture(t)
+	f.setAccounts(t, Account{ID: "a"})
+	old := f.probePID(t, "a").self
+	f.setAccounts(t, Account{ID: "a", Proxy: "http://127.0.0.1:3128"})
+	f.rec.WaitForN(t, 2, "a connected twice", func(e events.Event) bool { return e.Account == "a" && e.Kind == events.KindConnected })
+	next := f.probePID(t, "a")
+	if next.account.Proxy != "http://127.0.0.1:3128" {
+		t.Fatalf("restarted with %+v", next.account)
+	}
+	if next.self.Equal(old) {
+		t.Fatalf("the next actor has the stopped one's PID %s", old.Id)
+	}
+	// Sent before the probe by this goroutine: had it reached the actor,
+	// the actor would have handled it before answering the probe.
+	f.system.Root.Send(old, &shout{})
+	f.probe(t, "a")
+	if n := f.heard.get("a"); n != 0 {
+		t.Fatalf("the next actor heard %d message(s) sent to the stopped one", n)
 	}
 }
 
