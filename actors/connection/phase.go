@@ -141,7 +141,12 @@ func (c *conn) setPhase(to phase, kind events.Kind, err error, mod func(*events.
 	c.deps.Events.Publish(e)
 }
 
-// report publishes an event in the current phase.
+// report publishes an event in the current phase. It tells of no
+// connection's end: a report made while a connection ends (a send failed
+// by it) leaves the reason to the disconnect event that follows.
 func (c *conn) report(kind events.Kind, err error, mod func(*events.Event)) {
+	ending := c.ending
+	c.ending = ""
 	c.setPhase(c.phase, kind, err, mod)
+	c.ending = ending
 }

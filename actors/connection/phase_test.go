@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wafleet/wafleet/events"
 )
 
 // TestDocDiagramMatchesTransitions: every edge of transitions is written in
@@ -51,5 +54,25 @@ func TestAllowed(t *testing.T) {
 		if got := allowed(tt.from, tt.to); got != tt.want {
 			t.Errorf("allowed(%s, %s) = %v, want %v", tt.from, tt.to, got, tt.want)
 		}
+	}
+}
+
+// TestReportLeavesTheEndingReason: a send failed while its connection ends
+// is reported first; the disconnect that follows still says why.
+func TestReportLeavesTheEndingReason(t *testing.T) {
+	var got []events.Event
+	c := &conn{phase: phaseActive, deps: &Deps{AccountID: "a", Now: time.Now,
+		Events: events.PublisherFunc(func(e events.Event) { got = append(got, e) })}}
+	c.ending = events.ReasonNetwork
+	c.report(events.KindMessageFailed, errNotConnected, nil)
+	c.setPhase(phaseBackoff, events.KindDisconnected, errNotConnected, nil)
+	if len(got) != 2 {
+		t.Fatalf("%d events, want 2", len(got))
+	}
+	if got[0].Reason != "" {
+		t.Errorf("the failed send took the ending's reason %q", got[0].Reason)
+	}
+	if got[1].Kind != events.KindDisconnected || got[1].Reason != events.ReasonNetwork {
+		t.Errorf("the disconnect: %s with reason %q, want %s", got[1].Kind, got[1].Reason, events.ReasonNetwork)
 	}
 }
