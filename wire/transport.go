@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/wafleet/wafleet/crypto"
@@ -123,10 +124,8 @@ func (t *Transport) Close() error { return t.conn.Close() }
 // "wire: receive: EOF", but "wire: connection closed (receive)" for an
 // error of this package, which already names it.
 func opError(op string, err error) error {
-	for _, own := range []error{ErrClosed, ErrFrameTooLarge} {
-		if errors.Is(err, own) {
-			return fmt.Errorf("%w (%s)", err, op)
-		}
+	if strings.HasPrefix(err.Error(), "wire: ") {
+		return fmt.Errorf("%w (%s)", err, op)
 	}
 	return fmt.Errorf("wire: %s: %w", op, err)
 }
