@@ -131,8 +131,11 @@ func TestSendsRoutedToTheOwner(t *testing.T) {
 	}
 
 	// The owner stops reading its inbox (stuck, or going down) while it
-	// holds the lease: 503 naming it, nothing sent.
+	// holds the lease: 503 naming it, nothing sent. Its inbox reader is
+	// waited for: a request pushed before the reader's wake-up would still
+	// be taken.
 	owner.app.fleet.view.stop()
+	owner.app.fleet.view.wg.Wait()
 	code, _, gone := sendVia(t, other, acct, `{"to":"`+to+`","text":"never sent","idempotency_key":"k2"}`)
 	if reason, _ := gone["error"].(string); code != http.StatusServiceUnavailable || !strings.Contains(reason, ownerName) || !strings.Contains(reason, "nothing was done") {
 		t.Fatalf("an owner that takes nothing: %d %v, want 503 naming %s", code, gone, ownerName)
