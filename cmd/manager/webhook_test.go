@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wafleet/wafleet/emulator"
 	"github.com/wafleet/wafleet/emulator/emutest"
@@ -92,8 +95,11 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	waitAccounts(t, listen, "every account connected", func(v []accountView) bool {
 		return len(v) == 3 && v[0].State == "connected" && v[1].State == "connected" && v[2].State == "connected"
 	})
-	// The receiver has refused attempts: deliveries are under way.
+	// The receiver has refused attempts: deliveries are under way. The
+	// journal appends events after the account's view shows them: the
+	// event stream, which reads the outbox, says when all three are in.
 	recv.WaitUntil(t, "a refused attempt", func([]webhook.Delivery) bool { return recv.Requests() > 0 })
+	waitStreamed(t, listen, "connected", 3)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -133,4 +139,47 @@ func TestWebhooksSurviveKill(t *testing.T) {
 		t.Fatal("the log shows the webhook secret or the URL's query")
 	}
 	t.Logf("%d events in the outbox at the kill, %d deliveries accepted after the restart", len(before), len(got))
+}
+
+// waitStreamed waits until GET /api/events, read from the outbox's first
+// entry, holds n events of kind.
+func waitStreamed(t *testing.T, listen, kind string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if streamedKinds(listen, kind, n) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event stream does not hold %d %s events within 20 s", n, kind)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// streamedKinds counts the events of kind GET /api/events replays, reading
+// for at most a second or until it saw n.
+func streamedKinds(listen, kind string, n int) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+"/api/events?last_event_id=0", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	got := 0
+	sc := bufio.NewScanner(resp.Body)
+	for got < n && sc.Scan() {
+		var e struct {
+			Kind string `json:"kind"`
+		}
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && json.Unmarshal([]byte(data), &e) == nil && e.Kind == kind {
+			got++
+		}
+	}
+	return got
 }
