@@ -13,7 +13,8 @@
 //
 // With --day-one the emulator behaves like the real server from the first
 // login (stanzas pushed at --push-rate per account after a --push-burst,
-// acks enforced, server pings); after the cold start it reports the acks per
+// acks enforced, server pings); after the cold start, once the login bursts
+// are acked, it reports the acks per
 // second the emulator received over --window, the manager's CPU time per
 // ack, and the emulator's ack, receipt and retry counters. Its messages
 // decrypt; --garbage-share makes that share of them random bytes (the

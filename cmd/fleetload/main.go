@@ -193,6 +193,13 @@ func run(ctx context.Context, o options) error {
 	defer mgr.stop()
 	var steady *steadyState
 	if o.dayOne {
+		// The login bursts are still being decrypted and acked when the
+		// last account connects: the window starts once they are done.
+		t0 := time.Now()
+		if err := waitDrained(emu, max(o.accounts/100, 10), o.loadTimeout); err != nil {
+			return err
+		}
+		fmt.Printf("login bursts acked       %s after all connected\n", time.Since(t0).Round(100*time.Millisecond))
 		if steady, err = measureSteady(emu, mgr, o.window); err != nil {
 			return err
 		}
@@ -362,6 +369,27 @@ type steadyState struct {
 	wall          time.Duration // the window
 	cpu, emuCPU   time.Duration // the manager's and the emulator's CPU time over the window
 	pings         float64       // server pings answered over the window
+}
+
+// waitDrained waits until at most limit of the stanzas the emulator pushed
+// are unacked: what live pushes keep in flight, the login bursts done.
+func waitDrained(emu *emulatorProc, limit int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := emuStats(emu)
+		if err != nil {
+			return err
+		}
+		pushed, _ := st["stanzas_pushed"].(float64)
+		acked, _ := st["acks_ok"].(float64)
+		if pushed-acked <= float64(limit) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%.0f of %.0f pushed stanzas still unacked after %s", pushed-acked, pushed, timeout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // measureSteady counts the acks the emulator received and the manager's CPU
