@@ -485,15 +485,26 @@ func (d *SignalDevice) receiveGroup(from jid.JID, id string, group jid.JID, body
 	if err != nil {
 		return err
 	}
-	if plain, err = signal.Unpad(plain); err != nil {
+	msg, err := decodePlaintext(plain)
+	if err != nil {
 		return err
+	}
+	d.record(Received{ID: id, From: from, Chat: group, Type: "skmsg", Message: msg})
+	return nil
+}
+
+// decodePlaintext parses a decrypted message: the padding removed, the
+// Message protobuf.
+func decodePlaintext(plain []byte) (*waproto.Message, error) {
+	plain, err := signal.Unpad(plain)
+	if err != nil {
+		return nil, err
 	}
 	var msg waproto.Message
 	if err := proto.Unmarshal(plain, &msg); err != nil {
-		return fmt.Errorf("message: %w", err)
+		return nil, fmt.Errorf("message: %w", err)
 	}
-	d.record(Received{ID: id, From: from, Chat: group, Type: "skmsg", Message: &msg})
-	return nil
+	return &msg, nil
 }
 
 // learnSenderKey processes a sender key distribution a companion sent in

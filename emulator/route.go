@@ -311,12 +311,9 @@ func (d *SignalDevice) decryptLocked(from jid.JID, id string, chat jid.JID, typ 
 	if err != nil {
 		return err
 	}
-	if plain, err = signal.Unpad(plain); err != nil {
+	msg, err := decodePlaintext(plain)
+	if err != nil {
 		return err
-	}
-	var msg waproto.Message
-	if err := proto.Unmarshal(plain, &msg); err != nil {
-		return fmt.Errorf("message: %w", err)
 	}
 	skdm := msg.GetSenderKeyDistributionMessage()
 	if skdm != nil && chat.Server == jid.GroupServer {
@@ -326,7 +323,7 @@ func (d *SignalDevice) decryptLocked(from jid.JID, id string, chat jid.JID, typ 
 	}
 	d.sessions[from] = sess
 	if skdm == nil || msg.Conversation != nil {
-		d.record(Received{ID: id, From: from, Chat: chat, Type: typ, Message: &msg})
+		d.record(Received{ID: id, From: from, Chat: chat, Type: typ, Message: msg})
 	}
 	return nil
 }

@@ -190,13 +190,9 @@ func (r *sendRun) sealGroupRetry(ctx context.Context, dev jid.JID, bundles map[j
 	if err != nil {
 		return e2e.Part{}, err
 	}
-	var changes store.SignalChanges
-	p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
+	p, changes, err := r.sealRetryAnswer(ctx, dev, bundles, plain, fresh)
 	if err != nil {
 		return e2e.Part{}, err
-	}
-	if !ok {
-		return e2e.Part{}, fmt.Errorf("no session with %s and no prekey bundle", dev)
 	}
 	k.holders[peerAddress(dev)] = true
 	return p, r.applyWithKey(ctx, k, changes)

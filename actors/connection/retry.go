@@ -175,16 +175,26 @@ func (r *sendRun) sealDirectRetry(ctx context.Context, dev jid.JID, bundles map[
 	if dev.User == r.own.User {
 		plain = synced
 	}
-	var changes store.SignalChanges
-	p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
+	p, changes, err := r.sealRetryAnswer(ctx, dev, bundles, plain, fresh)
 	if err != nil {
 		return e2e.Part{}, err
-	}
-	if !ok {
-		return e2e.Part{}, fmt.Errorf("no session with %s and no prekey bundle", dev)
 	}
 	if err := r.apply(ctx, changes); err != nil {
 		return e2e.Part{}, fmt.Errorf("store session: %w", err)
 	}
 	return p, nil
+}
+
+// sealRetryAnswer encrypts plain for the one device that asked, on a new
+// session when fresh; the caller stores the changes it returns.
+func (r *sendRun) sealRetryAnswer(ctx context.Context, dev jid.JID, bundles map[jid.JID]e2e.BundleResult, plain []byte, fresh bool) (e2e.Part, store.SignalChanges, error) {
+	var changes store.SignalChanges
+	p, ok, err := r.sealFor(ctx, dev, bundles, plain, &changes, fresh)
+	if err != nil {
+		return e2e.Part{}, changes, err
+	}
+	if !ok {
+		return e2e.Part{}, changes, fmt.Errorf("no session with %s and no prekey bundle", dev)
+	}
+	return p, changes, nil
 }
