@@ -37,22 +37,9 @@ func TestSendGroup(t *testing.T) {
 	send := func(text string) string {
 		t.Helper()
 		// keyed by the text: every text below is sent once
-		res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: text, Key: strings.ReplaceAll(text, " ", "-")}, waitTimeout).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := res.(*SendResult)
-		if r.Err != nil || r.ID == "" || r.Duplicate {
-			t.Fatalf("send %q: %+v", text, r)
-		}
-		e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
-			return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == r.ID
-		})
-		if e.Kind != events.KindMessageSent || e.Chat != group.String() {
-			t.Fatalf("got %s for %s (chat %q): %s", e.Kind, r.ID, e.Chat, e.Error)
-		}
-		from = i
-		return r.ID
+		var id string
+		id, from = sendAndWait(t, h, pid, &SendText{To: group, Text: text, Key: strings.ReplaceAll(text, " ", "-")}, from)
+		return id
 	}
 	// check waits until every device decrypted message n (1-based) as the
 	// group's skmsg, and that it got our sender key exactly once.
@@ -153,19 +140,9 @@ func TestSendGroupRetryReceipt(t *testing.T) {
 	from := 0
 	send := func(text string) string {
 		t.Helper()
-		res, err := h.system.Root.RequestFuture(pid, &SendText{To: group, Text: text}, waitTimeout).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := res.(*SendResult)
-		e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
-			return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == r.ID
-		})
-		if e.Kind != events.KindMessageSent {
-			t.Fatalf("got %s for %s: %s", e.Kind, r.ID, e.Error)
-		}
-		from = i
-		return r.ID
+		var id string
+		id, from = sendAndWait(t, h, pid, &SendText{To: group, Text: text}, from)
+		return id
 	}
 	companion := a.Devices()[1]
 	send("one")

@@ -211,3 +211,26 @@ func ctxT(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// sendAndWait sends m through the account's actor and waits, from event
+// index from on, for its message_sent event in m.To's chat; a refusal, a
+// duplicate or a message_failed fails the test. It returns the message's
+// id and the index to wait from next.
+func sendAndWait(t *testing.T, h *harness, pid *actor.PID, m *SendText, from int) (string, int) {
+	t.Helper()
+	res, err := h.system.Root.RequestFuture(pid, m, waitTimeout).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*SendResult)
+	if r.Err != nil || r.ID == "" || r.Duplicate {
+		t.Fatalf("send %q: %+v", m.Text, r)
+	}
+	e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
+		return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == r.ID
+	})
+	if e.Kind != events.KindMessageSent || e.Chat != m.To.String() {
+		t.Fatalf("got %s for %s (chat %q): %s", e.Kind, r.ID, e.Chat, e.Error)
+	}
+	return r.ID, i
+}

@@ -216,19 +216,9 @@ func TestSendRetryReceipt(t *testing.T) {
 	from := 0
 	send := func(text string) string {
 		t.Helper()
-		res, err := h.system.Root.RequestFuture(pid, &SendText{To: to, Text: text}, waitTimeout).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := res.(*SendResult)
-		e, i := h.rec.WaitFrom(t, from, "message_sent "+r.ID, func(e events.Event) bool {
-			return (e.Kind == events.KindMessageSent || e.Kind == events.KindMessageFailed) && e.MessageID == r.ID
-		})
-		if e.Kind != events.KindMessageSent {
-			t.Fatalf("got %s for %s: %s", e.Kind, r.ID, e.Error)
-		}
-		from = i
-		return r.ID
+		var id string
+		id, from = sendAndWait(t, h, pid, &SendText{To: to, Text: text}, from)
+		return id
 	}
 	companion := contact.Devices()[1]
 	send("one")
