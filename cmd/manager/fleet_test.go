@@ -77,6 +77,10 @@ type emulatorStats struct {
 	ActiveConnections       int      `json:"active_connections"`
 	MaxConnectionsPerDevice int      `json:"max_connections_per_device"`
 	Violations              []string `json:"violations"`
+	// our accounts' messages to emulated contacts
+	CompanionMessages        int `json:"companion_messages"`
+	CompanionRefused         int `json:"companion_messages_refused"`
+	CompanionDecryptFailures int `json:"companion_decrypt_failures"`
 }
 
 func (e *emulatorProcess) stats(t *testing.T) emulatorStats {

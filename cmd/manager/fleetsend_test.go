@@ -11,28 +11,6 @@ import (
 	"github.com/wafleet/wafleet/store/redis/redistest"
 )
 
-// companionStats are the emulator's counts of our accounts' messages.
-type companionStats struct {
-	Messages        int      `json:"companion_messages"`
-	Refused         int      `json:"companion_messages_refused"`
-	DecryptFailures int      `json:"companion_decrypt_failures"`
-	Violations      []string `json:"violations"`
-}
-
-func (e *emulatorProcess) companionStats(t *testing.T) companionStats {
-	t.Helper()
-	var st companionStats
-	resp, err := http.Get(e.controlURL + "/stats")
-	if err != nil {
-		t.Fatalf("emulator stats: %v", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("emulator stats: %v", err)
-	}
-	return st
-}
-
 // waitCompanionMessages waits until the emulator routed n messages of our
 // accounts, and checks that it routed no more and that every device
 // decrypted its part.
@@ -40,15 +18,15 @@ func (e *emulatorProcess) waitCompanionMessages(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(fleetPatience)
 	for {
-		st := e.companionStats(t)
-		if st.Messages >= n {
-			if st.Messages != n || st.Refused != 0 || st.DecryptFailures != 0 || len(st.Violations) != 0 {
+		st := e.stats(t)
+		if st.CompanionMessages >= n {
+			if st.CompanionMessages != n || st.CompanionRefused != 0 || st.CompanionDecryptFailures != 0 || len(st.Violations) != 0 {
 				t.Fatalf("emulator: %+v, want %d messages, all decrypted", st, n)
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("emulator routed %d messages of ours, want %d", st.Messages, n)
+			t.Fatalf("emulator routed %d messages of ours, want %d", st.CompanionMessages, n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
